@@ -1,0 +1,1 @@
+"""The budget authority: reservations against caps, rate limits, settlement, alerts."""

@@ -1,0 +1,1 @@
+"""The ingress: HTTP (and gRPC) edge. Authenticates, validates, publishes, relays replies."""

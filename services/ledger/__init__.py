@@ -1,0 +1,1 @@
+"""The ledger: consumes completion events durably into ClickHouse and answers reads."""

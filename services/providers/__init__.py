@@ -1,0 +1,1 @@
+"""Provider workers: one pool per provider, calling upstreams and streaming replies back."""

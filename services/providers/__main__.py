@@ -1,0 +1,3 @@
+from services.providers.main import main
+
+main()

@@ -1,0 +1,45 @@
+"""The one small interface every provider adapter implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from switchyard.catalog import Deployment
+from switchyard.settings import Settings
+from switchyard.v1 import invoke_pb2
+
+
+@dataclass
+class Completed:
+    """The outcome of one upstream call, in neutral terms."""
+
+    message: invoke_pb2.Message
+    finish_reason: str
+    usage: invoke_pb2.Usage
+    http_status: int = 200
+    # Provider rate-limit state seen on the response (x-ratelimit-*, anthropic-ratelimit-*).
+    rate_limits: dict[str, str] = field(default_factory=dict)
+
+
+class ProviderAdapter(ABC):
+    """Translate a neutral request to one provider's API and back.
+
+    `complete` returns one Completed; `stream` yields Chunk objects and ends with exactly one
+    Completed (with exact usage). Failures raise switchyard.errors.GatewayError with the
+    neutral code, provider status and whether a retry elsewhere may succeed.
+    """
+
+    def __init__(self, deployment: Deployment, settings: Settings) -> None:
+        self.deployment = deployment
+        self.settings = settings
+
+    @abstractmethod
+    async def complete(self, request: invoke_pb2.InvokeRequest) -> Completed: ...
+
+    @abstractmethod
+    def stream(self, request: invoke_pb2.InvokeRequest) -> AsyncIterator[invoke_pb2.Chunk | Completed]: ...
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters pool connections
+        """Release pooled connections."""

@@ -1,0 +1,138 @@
+"""Pure pieces of a worker's job: timing, the neutral response, the completion event, and
+the failover decision. No I/O here."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+from switchyard.catalog import Deployment
+from switchyard.errors import GatewayError
+from switchyard.pricing import cost_usd, format_usd
+from switchyard.v1 import events_pb2, invoke_pb2
+
+from .adapters.base import Completed
+
+MAX_ATTEMPTS = 4  # the retry budget: at most this many upstream calls per request
+
+
+def now_ms() -> float:
+    return time.time_ns() / 1e6
+
+
+def attempt_record(
+    deployment: Deployment,
+    started_ms: float,
+    *,
+    error: GatewayError | None = None,
+    ttft_ms: float = 0.0,
+    status: str | None = None,
+    http_status: int = 200,
+) -> invoke_pb2.Attempt:
+    return invoke_pb2.Attempt(
+        deployment_id=deployment.id,
+        provider=deployment.provider,
+        model=deployment.model,
+        status=status or ("error" if error else "ok"),
+        error_code=error.code if error else "",
+        error_message=error.message[:500] if error else "",
+        http_status=error.provider_status if error else http_status,
+        latency_ms=now_ms() - started_ms,
+        ttft_ms=ttft_ms,
+        started_unix_ms=int(started_ms),
+    )
+
+
+def should_fail_over(error: GatewayError, dispatch: invoke_pb2.Dispatch, chunks_sent: bool) -> bool:
+    """Retry on the next deployment only if the error is retryable, nothing reached the
+    client yet, a next deployment exists, the retry budget and the deadline allow it."""
+    if not error.retryable or chunks_sent:
+        return False
+    if dispatch.position + 1 >= len(dispatch.chain):
+        return False
+    if len(dispatch.attempts) >= MAX_ATTEMPTS:
+        return False
+    deadline = dispatch.request.deadline_unix_ms
+    return not (deadline and now_ms() >= deadline)
+
+
+def call_cost(deployment: Deployment, usage: invoke_pb2.Usage) -> Decimal:
+    return cost_usd(deployment.price, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+
+
+def build_response(
+    dispatch: invoke_pb2.Dispatch,
+    deployment: Deployment,
+    completed: Completed,
+    cost: Decimal,
+    ttft_ms: float,
+) -> invoke_pb2.InvokeResponse:
+    request = dispatch.request
+    return invoke_pb2.InvokeResponse(
+        request_id=request.request_id,
+        provider=deployment.provider,
+        model=deployment.model,
+        deployment_id=deployment.id,
+        message=completed.message,
+        finish_reason=completed.finish_reason,
+        usage=completed.usage,
+        cost_usd=format_usd(cost),
+        latency_ms=now_ms() - request.received_unix_ns / 1e6,
+        ttft_ms=ttft_ms,
+        attempts=dispatch.attempts,
+        rationale=dispatch.rationale,
+        route=dispatch.route,
+    )
+
+
+def build_completion(
+    dispatch: invoke_pb2.Dispatch,
+    *,
+    status: str,
+    trace_id: str,
+    deployment: Deployment | None = None,
+    response: invoke_pb2.InvokeResponse | None = None,
+    error: invoke_pb2.Error | None = None,
+    usage: invoke_pb2.Usage | None = None,
+    cost: Decimal = Decimal(0),
+    ttft_ms: float = 0.0,
+) -> events_pb2.Completion:
+    request = dispatch.request
+    finished = now_ms()
+    started = request.received_unix_ns / 1e6
+    latency = finished - started
+    upstream = sum(a.latency_ms for a in dispatch.attempts)
+    event = events_pb2.Completion(
+        request_id=request.request_id,
+        project_id=request.project_id,
+        agent_id=request.agent_id,
+        key_id=request.key_id,
+        route=dispatch.route,
+        requested_model=request.model,
+        status=status,
+        cost_usd=format_usd(cost),
+        latency_ms=latency,
+        ttft_ms=ttft_ms,
+        overhead_ms=max(latency - upstream, 0.0),
+        stream=request.stream,
+        attempts=dispatch.attempts,
+        rationale=dispatch.rationale,
+        trace_id=trace_id,
+        metadata=request.metadata,
+        started_unix_ms=int(started),
+        finished_unix_ms=int(finished),
+        reservation_id=dispatch.reservation_id,
+        api=request.api,
+    )
+    if deployment is not None:
+        event.provider = deployment.provider
+        event.model = deployment.model
+        event.deployment_id = deployment.id
+    if usage is not None:
+        event.usage.CopyFrom(usage)
+    if response is not None:
+        event.finish_reason = response.finish_reason
+    if error is not None:
+        event.error_code = error.code
+        event.error_message = error.message[:1000]
+    return event

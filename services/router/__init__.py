@@ -1,0 +1,1 @@
+"""The router: resolves a request's model to candidates, ranks them, authorizes, dispatches."""

@@ -1,0 +1,132 @@
+"""The NATS connection every service uses, the JetStream stream it needs, and publish helpers.
+
+Services talk to nats-py directly: FastStream costs ~250 µs per hop on this machine
+(STACK-NOTES.md), and the request path crosses three hops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NoStreamResponseError
+
+from switchyard import subjects
+
+log = logging.getLogger(__name__)
+
+# The duplicate window must outlast the longest redelivery of a completion event, so a
+# worker that republishes after a NATS failover is de-duplicated by msg id (request_id).
+DUPLICATE_WINDOW_S = 30 * 60
+EVENTS_MAX_AGE_S = 7 * 24 * 3600
+
+
+async def connect(url: str, name: str) -> NATS:
+    async def on_error(exc: Exception) -> None:
+        # Without error_cb nats-py prints a traceback on every reconnect attempt.
+        log.warning("nats: %s", exc)
+
+    async def on_disconnected() -> None:
+        log.warning("nats: disconnected")
+
+    async def on_reconnected() -> None:
+        log.info("nats: reconnected")
+
+    return await nats.connect(
+        servers=url.split(","),
+        name=name,
+        error_cb=on_error,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        pending_size=64 * 1024 * 1024,
+    )
+
+
+def events_stream_config(replicas: int = 1) -> StreamConfig:
+    return StreamConfig(
+        name=subjects.EVENTS_STREAM,
+        subjects=subjects.EVENTS_SUBJECTS,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        max_age=EVENTS_MAX_AGE_S,
+    )
+
+
+async def ensure_events_stream(js: JetStreamContext, replicas: int = 1, attempts: int = 40) -> None:
+    """Create (or update) the EVENTS stream; retries while a cluster elects its meta leader."""
+    config = events_stream_config(replicas)
+    for attempt in range(attempts):
+        try:
+            try:
+                await js.stream_info(config.name)
+                await js.update_stream(config)
+            except nats.js.errors.NotFoundError:
+                await js.add_stream(config)
+            return
+        except (NoStreamResponseError, nats.errors.TimeoutError, BadRequestError) as exc:
+            if attempt == attempts - 1:
+                raise
+            log.info("waiting for JetStream (%s)", exc)
+            await asyncio.sleep(0.25)
+
+
+class EventPublisher:
+    """Publishes JetStream events off the request path: queued, retried, never dropped.
+
+    A publish can fail for seconds while a stream leader moves (STACK-NOTES.md); the queue is
+    drained by one task that retries with backoff, and `drain()` waits for it on shutdown.
+    """
+
+    def __init__(self, js: JetStreamContext, max_backoff_s: float = 2.0) -> None:
+        self._js = js
+        self._queue: asyncio.Queue[tuple[str, bytes, dict[str, str]]] = asyncio.Queue()
+        self._max_backoff_s = max_backoff_s
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="event-publisher")
+
+    def publish(
+        self, subject: str, payload: bytes, msg_id: str, headers: dict[str, str] | None = None
+    ) -> None:
+        hdrs = dict(headers or {})
+        hdrs["Nats-Msg-Id"] = msg_id
+        self._queue.put_nowait((subject, payload, hdrs))
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    async def _run(self) -> None:
+        while True:
+            subject, payload, headers = await self._queue.get()
+            backoff = 0.05
+            while True:
+                try:
+                    await self._js.publish(subject, payload, headers=headers, timeout=2.0)
+                    self.published += 1
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("event publish to %s failed, retrying: %s", subject, exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self._max_backoff_s)
+            self._queue.task_done()
+
+    async def drain(self, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout_s)
+        except TimeoutError:
+            log.error("event publisher: %d events not published at shutdown", self._queue.qsize())
+        if self._task:
+            self._task.cancel()

@@ -1,0 +1,62 @@
+"""The `switchyard` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import orjson
+
+from switchyard import subjects
+from switchyard.settings import load_settings
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from switchyard.supervisor import up
+
+    return up(load_settings())
+
+
+async def _sql(url: str, sql: str) -> dict:
+    from switchyard.bus import connect
+
+    nc = await connect(url, "switchyard-cli")
+    try:
+        reply = await nc.request(subjects.LEDGER_QUERY, orjson.dumps({"sql": sql}), timeout=30)
+        return orjson.loads(reply.data)
+    finally:
+        await nc.close()
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    """Read-only SQL against the ledger, answered by the ledger process (it owns the store)."""
+    settings = load_settings()
+    result = asyncio.run(_sql(args.nats_url or settings.nats_url, args.query))
+    if "error" in result:
+        print(f"error: {result['error']}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print("\t".join(result["columns"]))
+    for row in result["rows"]:
+        print("\t".join("" if v is None else str(v) for v in row))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="switchyard", description="Switchyard AI API gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start NATS and every service on embedded defaults").set_defaults(fn=_cmd_up)
+    sql = sub.add_parser("sql", help="run a read-only SQL query on the ledger")
+    sql.add_argument("query")
+    sql.add_argument("--json", action="store_true")
+    sql.add_argument("--nats-url", default="")
+    sql.set_defaults(fn=_cmd_sql)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

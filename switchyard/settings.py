@@ -1,0 +1,57 @@
+"""Typed settings shared by every service, read from SWITCHYARD_* environment variables."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWITCHYARD_", extra="ignore")
+
+    # Where the local state lives in the embedded mode: NATS JetStream files and the chDB store.
+    data_dir: Path = Path(".switchyard")
+    nats_url: str = "nats://127.0.0.1:4222"
+    # "" means the embedded store: chdb:///<data_dir>/clickhouse
+    clickhouse_dsn: str = ""
+    # Optional TOML file with deployments, routes, rules and prices (docs/configuration.md).
+    config_file: Path | None = None
+
+    host: str = "127.0.0.1"
+    port: int = 8080  # the ingress HTTP API
+    grpc_port: int = 0  # the ingress gRPC API; 0 = off
+    ops_port: int = 0  # health/readiness/metrics of non-HTTP services; 0 = any free port
+    ops_host: str = "127.0.0.1"
+
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    router_concurrency: int = Field(default=512, gt=0)
+    worker_concurrency: int = Field(default=256, gt=0)
+    budget_timeout_s: float = Field(default=0.5, gt=0)
+
+    # The built-in demo provider.
+    demo_latency_ms: float = Field(default=20.0, ge=0)
+    demo_chunk_delay_ms: float = Field(default=5.0, ge=0)
+
+    # Ledger batching: flush at this many events or after this long, whichever comes first.
+    ledger_batch_size: int = Field(default=500, gt=0)
+    ledger_batch_wait_s: float = Field(default=0.2, gt=0)
+
+    # Stream replication: 1 for the embedded single server, 3 on a cluster.
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+
+    log_level: str = "INFO"
+    log_json: bool = False
+    drain_timeout_s: float = Field(default=10.0, ge=0)
+
+    @cached_property
+    def ledger_dsn(self) -> str:
+        if self.clickhouse_dsn:
+            return self.clickhouse_dsn
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+
+def load_settings() -> Settings:
+    return Settings()

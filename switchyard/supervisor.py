@@ -1,0 +1,229 @@
+"""`switchyard up`: NATS plus every service as its own child process, supervised.
+
+Starts nats-server (JetStream, files under the data folder), then the ledger, budget,
+provider workers, router and ingress; waits until each reports ready; prints the URLs;
+restarts a child that crashes; and on Ctrl-C / SIGTERM stops the services first (so they
+drain into NATS), NATS last, leaving nothing running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from switchyard.catalog import load_catalog
+from switchyard.natsserver import NatsServer, free_port
+from switchyard.settings import Settings
+
+PR_SET_PDEATHSIG = 1
+RESTART_BACKOFF_MAX_S = 10.0
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if the supervisor dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    ready_url: str
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_restart: float = 0.0
+    log_path: Path | None = None
+
+    def start(self) -> None:
+        out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,  # terminal signals reach only the supervisor, which orders the stop
+            preexec_fn=_die_with_parent,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    nats_port: int = 4222
+    nats_monitor_port: int = 8222
+    log_dir: Path | None = None
+    children: list[Child] = field(default_factory=list)
+    nats: NatsServer | None = None
+    stopping: bool = False
+
+    def plan(self) -> list[Child]:
+        data_dir = self.settings.data_dir.resolve()
+        base_env = dict(os.environ)
+        base_env.update(
+            SWITCHYARD_DATA_DIR=str(data_dir),
+            SWITCHYARD_NATS_URL=self.nats.url if self.nats else self.settings.nats_url,
+            PYTHONUNBUFFERED="1",
+        )
+        catalog = load_catalog(self.settings.config_file, os.environ)
+        specs: list[tuple[str, list[str], dict[str, str]]] = [
+            ("ledger", ["-m", "services.ledger"], {}),
+            ("budget", ["-m", "services.budget"], {}),
+        ]
+        for provider in catalog.providers():
+            specs.append((f"providers-{provider}", ["-m", "services.providers", "--provider", provider], {}))
+        specs.append(("router", ["-m", "services.router"], {}))
+        children = []
+        for name, argv, extra in specs:
+            ops_port = free_port()
+            env = dict(base_env, SWITCHYARD_OPS_PORT=str(ops_port), **extra)
+            children.append(Child(name, [sys.executable, *argv], env, f"http://127.0.0.1:{ops_port}/readyz"))
+        ingress_env = dict(
+            base_env, SWITCHYARD_PORT=str(self.settings.port), SWITCHYARD_HOST=self.settings.host
+        )
+        children.append(
+            Child(
+                "ingress",
+                [sys.executable, "-m", "services.ingress"],
+                ingress_env,
+                f"http://{self.settings.host}:{self.settings.port}/readyz",
+            )
+        )
+        for child in children:
+            child.log_path = (self.log_dir / f"{child.name}.log") if self.log_dir else None
+        return children
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        data_dir = self.settings.data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.nats = NatsServer(
+            store_dir=data_dir / "nats", port=self.nats_port, monitor_port=self.nats_monitor_port
+        ).start(log_file=(self.log_dir / "nats.log") if self.log_dir else None)
+        self.children = self.plan()
+        for child in self.children:
+            child.start()
+        self.wait_ready(timeout_s)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        waiting = list(self.children)
+        with httpx.Client(timeout=0.5) as http:
+            while waiting:
+                if time.monotonic() > deadline:
+                    names = ", ".join(c.name for c in waiting)
+                    raise TimeoutError(f"not ready after {timeout_s:.0f}s: {names}")
+                for child in list(waiting):
+                    if not child.alive:
+                        raise RuntimeError(
+                            f"{child.name} exited with {child.process.returncode} during start-up"
+                        )
+                    try:
+                        if http.get(child.ready_url).status_code == 200:
+                            waiting.remove(child)
+                    except httpx.HTTPError:
+                        pass
+                time.sleep(0.05)
+
+    def supervise_once(self) -> None:
+        """Restart any child that died, with exponential backoff per child."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.alive or self.stopping:
+                continue
+            if child.next_restart == 0.0:
+                delay = min(0.5 * 2**child.restarts, RESTART_BACKOFF_MAX_S)
+                child.next_restart = now + delay
+                print(
+                    f"switchyard: {child.name} exited ({child.process.returncode}); restarting in {delay:.1f}s",
+                    flush=True,
+                )
+            elif now >= child.next_restart:
+                child.restarts += 1
+                child.next_restart = 0.0
+                child.start()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        self.stopping = True
+        # Edge first (stop new work), then the middle, then the event consumers, NATS last.
+        order = ["ingress", "router", "providers", "budget", "ledger"]
+        for prefix in order:
+            group = [c for c in self.children if c.name.startswith(prefix) and c.alive]
+            for child in group:
+                child.process.send_signal(signal.SIGTERM)
+            for child in group:
+                try:
+                    child.process.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    child.process.kill()
+                    child.process.wait()
+        if self.nats:
+            self.nats.stop()
+
+    def banner(self) -> str:
+        base = f"http://{self.settings.host}:{self.settings.port}"
+        return "\n".join(
+            [
+                "Switchyard is up.",
+                f"  API (native)       {base}/llm.invoke",
+                f"  health             {base}/healthz",
+                f"  metrics            {base}/metrics",
+                f"  NATS               {self.nats.url if self.nats else self.settings.nats_url}",
+                f"  NATS monitoring    {self.nats.monitor_url if self.nats else ''}",
+                f"  ledger (chDB)      {self.settings.ledger_dsn}",
+                f"  data folder        {self.settings.data_dir.resolve()}",
+                "Try:",
+                f"  curl -s {base}/llm.invoke -H 'content-type: application/json' "
+                '-d \'{"model":"auto","messages":[{"role":"user","content":"hello"}]}\'',
+                "Ctrl-C stops everything.",
+            ]
+        )
+
+
+def up(settings: Settings) -> int:
+    nats_port = int(os.environ.get("SWITCHYARD_NATS_PORT", "4222"))
+    monitor_port = int(os.environ.get("SWITCHYARD_NATS_MONITOR_PORT", "8222"))
+    log_dir_env = os.environ.get("SWITCHYARD_LOG_DIR")
+    stack = Stack(
+        settings,
+        nats_port=nats_port or free_port(),
+        nats_monitor_port=monitor_port or free_port(),
+        log_dir=Path(log_dir_env) if log_dir_env else None,
+    )
+    if stack.log_dir:
+        stack.log_dir.mkdir(parents=True, exist_ok=True)
+    stop_requested = False
+
+    def on_signal(signum, frame) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start()
+        print(stack.banner(), flush=True)
+        while not stop_requested:
+            stack.supervise_once()
+            time.sleep(0.2)
+    except Exception as exc:
+        print(f"switchyard: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        print("switchyard: stopping", flush=True)
+        stack.stop()
+        print("switchyard: stopped", flush=True)
+    return 0

@@ -1,0 +1,117 @@
+from switchyard.v1 import invoke_pb2 as _invoke_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Completion(_message.Message):
+    __slots__ = ("request_id", "project_id", "agent_id", "key_id", "route", "requested_model", "provider", "model", "deployment_id", "status", "error_code", "error_message", "usage", "cost_usd", "latency_ms", "ttft_ms", "overhead_ms", "stream", "attempts", "rationale", "trace_id", "metadata", "started_unix_ms", "finished_unix_ms", "reservation_id", "api", "finish_reason")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    OVERHEAD_MS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    RATIONALE_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    API_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    project_id: str
+    agent_id: str
+    key_id: str
+    route: str
+    requested_model: str
+    provider: str
+    model: str
+    deployment_id: str
+    status: str
+    error_code: str
+    error_message: str
+    usage: _invoke_pb2.Usage
+    cost_usd: str
+    latency_ms: float
+    ttft_ms: float
+    overhead_ms: float
+    stream: bool
+    attempts: _containers.RepeatedCompositeFieldContainer[_invoke_pb2.Attempt]
+    rationale: _invoke_pb2.Rationale
+    trace_id: str
+    metadata: _containers.ScalarMap[str, str]
+    started_unix_ms: int
+    finished_unix_ms: int
+    reservation_id: str
+    api: str
+    finish_reason: str
+    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., route: _Optional[str] = ..., requested_model: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., deployment_id: _Optional[str] = ..., status: _Optional[str] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., usage: _Optional[_Union[_invoke_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., overhead_ms: _Optional[float] = ..., stream: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[_invoke_pb2.Attempt, _Mapping]]] = ..., rationale: _Optional[_Union[_invoke_pb2.Rationale, _Mapping]] = ..., trace_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., started_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., reservation_id: _Optional[str] = ..., api: _Optional[str] = ..., finish_reason: _Optional[str] = ...) -> None: ...
+
+class ProviderStat(_message.Message):
+    __slots__ = ("deployment_id", "latency_ms", "ttft_ms", "ok", "http_status", "retry_after_s", "stream", "ts_unix_ms", "error_code")
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    TS_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    deployment_id: str
+    latency_ms: float
+    ttft_ms: float
+    ok: bool
+    http_status: int
+    retry_after_s: float
+    stream: bool
+    ts_unix_ms: int
+    error_code: str
+    def __init__(self, deployment_id: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., ok: _Optional[bool] = ..., http_status: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., stream: _Optional[bool] = ..., ts_unix_ms: _Optional[int] = ..., error_code: _Optional[str] = ...) -> None: ...
+
+class BudgetAlert(_message.Message):
+    __slots__ = ("scope_kind", "scope_id", "period", "period_start", "threshold_pct", "spent_usd", "cap_usd", "ts_unix_ms", "project_id")
+    SCOPE_KIND_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_ID_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_PCT_FIELD_NUMBER: _ClassVar[int]
+    SPENT_USD_FIELD_NUMBER: _ClassVar[int]
+    CAP_USD_FIELD_NUMBER: _ClassVar[int]
+    TS_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    scope_kind: str
+    scope_id: str
+    period: str
+    period_start: str
+    threshold_pct: int
+    spent_usd: str
+    cap_usd: str
+    ts_unix_ms: int
+    project_id: str
+    def __init__(self, scope_kind: _Optional[str] = ..., scope_id: _Optional[str] = ..., period: _Optional[str] = ..., period_start: _Optional[str] = ..., threshold_pct: _Optional[int] = ..., spent_usd: _Optional[str] = ..., cap_usd: _Optional[str] = ..., ts_unix_ms: _Optional[int] = ..., project_id: _Optional[str] = ...) -> None: ...
