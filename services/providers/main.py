@@ -17,6 +17,7 @@ from switchyard import codec, subjects, telemetry
 from switchyard.bus import EventPublisher, ensure_events_stream
 from switchyard.catalog import Catalog, Deployment
 from switchyard.errors import GatewayError
+from switchyard.handoff import hand_off
 from switchyard.service import BusService, run
 from switchyard.settings import Settings
 from switchyard.v1 import events_pb2, invoke_pb2
@@ -33,6 +34,7 @@ from .execution import (
 )
 
 tracer = telemetry.tracer("switchyard.providers")
+NO_WORKER = GatewayError("unavailable", "no provider worker is available for the fallback deployments")
 
 
 class ProviderWorker(BusService):
@@ -83,30 +85,29 @@ class ProviderWorker(BusService):
 
     async def _run(self, msg: Msg) -> None:
         try:
+            if msg.reply:
+                await msg.respond(b"")  # hand-off acknowledged: see switchyard.handoff
             dispatch = invoke_pb2.Dispatch.FromString(msg.data)
             ctx = telemetry.extract_context(msg.headers)
             with tracer.start_as_current_span("provider.dispatch", context=ctx) as span:
                 span.set_attribute("gen_ai.request.model", dispatch.request.model)
-                await self.execute(dispatch, msg.reply)
+                await self.execute(dispatch)
         except Exception:
             self.log.exception("dispatch failed")
         finally:
             self._slots.release()
 
-    async def execute(self, dispatch: invoke_pb2.Dispatch, reply: str) -> None:
+    async def execute(self, dispatch: invoke_pb2.Dispatch) -> None:
         """Run the dispatch from chain[position], failing over until success or a final error."""
         assert self.nc is not None
         request = dispatch.request
+        reply = dispatch.reply_to
         while True:
             target = dispatch.chain[dispatch.position]
             if target.provider not in self.providers:
                 # Another pool serves the next deployment: hand the dispatch on, no router trip.
-                await self.nc.publish(
-                    subjects.provider_invoke(target.provider),
-                    dispatch.SerializeToString(),
-                    reply=reply,
-                    headers=telemetry.inject_headers(),
-                )
+                if not await hand_off(self.nc, dispatch):
+                    await self._fail(dispatch, reply, NO_WORKER, None)
                 return
             deployment = self.catalog.deployments.get(target.deployment_id)
             if deployment is None:

@@ -18,6 +18,7 @@ from switchyard import codec, subjects, telemetry
 from switchyard.bus import EventPublisher, ensure_events_stream
 from switchyard.catalog import Deployment
 from switchyard.errors import GatewayError
+from switchyard.handoff import hand_off
 from switchyard.pricing import format_usd, max_cost_usd
 from switchyard.service import BusService, run
 from switchyard.tokens import estimate_prompt_tokens
@@ -28,6 +29,9 @@ from .ranking import DEFAULT_EXPECTED_OUTPUT_TOKENS, rank
 tracer = telemetry.tracer("switchyard.router")
 # When a request sets no max_tokens, reserve as if it could produce this many.
 DEFAULT_MAX_TOKENS_FOR_BUDGET = 4096
+NO_WORKER = GatewayError(
+    "unavailable", "no provider worker is available for this model right now", retry_after_s=1.0
+)
 
 
 class Router(BusService):
@@ -73,14 +77,12 @@ class Router(BusService):
                     await self.nc.publish(msg.reply, codec.error_frame(err))
                     self._reject(request, err)
                     return
-                target = dispatch.chain[0]
-                span.set_attribute("gen_ai.system", target.provider)
-                await self.nc.publish(
-                    subjects.provider_invoke(target.provider),
-                    dispatch.SerializeToString(),
-                    reply=msg.reply,
-                    headers=telemetry.inject_headers(),
-                )
+                dispatch.reply_to = msg.reply
+                span.set_attribute("gen_ai.system", dispatch.chain[0].provider)
+                if not await hand_off(self.nc, dispatch):
+                    err = NO_WORKER.to_proto(request.request_id)
+                    await self.nc.publish(msg.reply, codec.error_frame(err))
+                    self._reject(request, err)
         except Exception:
             self.log.exception("routing failed")
             if msg.reply:

@@ -304,7 +304,7 @@ class Target(_message.Message):
     def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class Dispatch(_message.Message):
-    __slots__ = ("request", "chain", "position", "rationale", "attempts", "reservation_id", "route", "routed_unix_ns", "router_ms")
+    __slots__ = ("request", "chain", "position", "rationale", "attempts", "reservation_id", "route", "routed_unix_ns", "router_ms", "reply_to")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -314,6 +314,7 @@ class Dispatch(_message.Message):
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     ROUTED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     ROUTER_MS_FIELD_NUMBER: _ClassVar[int]
+    REPLY_TO_FIELD_NUMBER: _ClassVar[int]
     request: InvokeRequest
     chain: _containers.RepeatedCompositeFieldContainer[Target]
     position: int
@@ -323,4 +324,5 @@ class Dispatch(_message.Message):
     route: str
     routed_unix_ns: int
     router_ms: float
-    def __init__(self, request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., chain: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., position: _Optional[int] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., reservation_id: _Optional[str] = ..., route: _Optional[str] = ..., routed_unix_ns: _Optional[int] = ..., router_ms: _Optional[float] = ...) -> None: ...
+    reply_to: str
+    def __init__(self, request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., chain: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., position: _Optional[int] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., reservation_id: _Optional[str] = ..., route: _Optional[str] = ..., routed_unix_ns: _Optional[int] = ..., router_ms: _Optional[float] = ..., reply_to: _Optional[str] = ...) -> None: ...

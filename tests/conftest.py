@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from switchyard.natsserver import NatsServer
+from tests.support.procs import Stack
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(store_dir=tmp_path / "nats").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    """The whole gateway, one process per service, shared by a test module."""
+    workdir = Path(tempfile.mkdtemp(prefix="switchyard-stack-"))
+    running = Stack.create(workdir, SWITCHYARD_DEMO_LATENCY_MS="5", SWITCHYARD_DEMO_CHUNK_DELAY_MS="1")
+    try:
+        running.start_all()
+        yield running
+    except Exception:
+        print(running.logs())
+        raise
+    finally:
+        running.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

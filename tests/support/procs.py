@@ -1,0 +1,168 @@
+"""Start Switchyard services as real processes against a real NATS server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import nats
+import orjson
+
+from switchyard import subjects
+from switchyard.natsserver import NatsServer, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+@dataclass
+class ServiceProc:
+    name: str
+    process: subprocess.Popen[bytes]
+    ready_url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@dataclass
+class Stack:
+    """A NATS server plus any set of service processes, all on loopback, in a temp folder."""
+
+    workdir: Path
+    nats: NatsServer
+    env: dict[str, str] = field(default_factory=dict)
+    services: list[ServiceProc] = field(default_factory=list)
+    ingress_url: str = ""
+
+    @classmethod
+    def create(cls, workdir: Path, **env: str) -> Stack:
+        server = NatsServer(store_dir=workdir / "nats").start()
+        base = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+        base.update(
+            SWITCHYARD_NATS_URL=server.url,
+            SWITCHYARD_DATA_DIR=str(workdir / "data"),
+            SWITCHYARD_LOG_LEVEL="INFO",
+            PYTHONUNBUFFERED="1",
+        )
+        base.update(env)
+        return cls(workdir=workdir, nats=server, env=base)
+
+    def spawn(self, name: str, module: str, *args: str, wait: bool = True, **env: str) -> ServiceProc:
+        log_path = self.workdir / f"{name}-{len(self.services)}.log"
+        proc_env = dict(self.env, **env)
+        if module == "services.ingress":
+            port = int(proc_env.get("SWITCHYARD_PORT") or free_port())
+            proc_env["SWITCHYARD_PORT"] = str(port)
+            ready_url = f"http://127.0.0.1:{port}/readyz"
+            self.ingress_url = f"http://127.0.0.1:{port}"
+        else:
+            ops_port = free_port()
+            proc_env["SWITCHYARD_OPS_PORT"] = str(ops_port)
+            ready_url = f"http://127.0.0.1:{ops_port}/readyz"
+        with open(log_path, "ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", module, *args],
+                env=proc_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        service = ServiceProc(name, process, ready_url, log_path)
+        self.services.append(service)
+        if wait:
+            self.wait_ready(service)
+        return service
+
+    def wait_ready(self, service: ServiceProc, timeout_s: float = 30.0) -> None:
+        def ready() -> bool:
+            if service.process.poll() is not None:
+                raise RuntimeError(f"{service.name} exited {service.process.returncode}:\n{service.log()}")
+            try:
+                return httpx.get(service.ready_url, timeout=0.5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout_s, what=f"{service.name} ready")
+
+    def start_all(self, providers: tuple[str, ...] = ("demo",)) -> Stack:
+        """Every service, one process each, started together."""
+        started = [
+            self.spawn("ledger", "services.ledger", wait=False),
+            self.spawn("budget", "services.budget", wait=False),
+            *[
+                self.spawn(f"worker-{p}", "services.providers", "--provider", p, wait=False)
+                for p in providers
+            ],
+            self.spawn("router", "services.router", wait=False),
+            self.spawn("ingress", "services.ingress", wait=False),
+        ]
+        for service in started:
+            self.wait_ready(service)
+        return self
+
+    def by_name(self, name: str) -> list[ServiceProc]:
+        return [s for s in self.services if s.name == name and s.process.poll() is None]
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        self.nats.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {s.name}\n{s.log()[-3000:]}" for s in self.services)
+
+
+async def ledger_sql(nats_url: str, sql: str, params: dict | None = None) -> list[dict]:
+    nc = await nats.connect(nats_url)
+    try:
+        reply = await nc.request(
+            subjects.LEDGER_QUERY, orjson.dumps({"sql": sql, "params": params or {}}), timeout=10
+        )
+    finally:
+        await nc.close()
+    result = orjson.loads(reply.data)
+    if "error" in result:
+        raise RuntimeError(result["error"])
+    return [dict(zip(result["columns"], row, strict=True)) for row in result["rows"]]
+
+
+async def wait_for_rows(
+    nats_url: str, sql: str, count: int, params: dict | None = None, timeout_s: float = 15.0
+):
+    import asyncio
+
+    deadline = time.monotonic() + timeout_s
+    rows: list[dict] = []
+    while time.monotonic() < deadline:
+        rows = await ledger_sql(nats_url, sql, params)
+        if len(rows) >= count:
+            return rows
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"expected {count} rows, found {len(rows)}: {sql}")

@@ -1,0 +1,119 @@
+"""`switchyard up` exactly as `make run` starts it: every service a child process, URLs printed,
+a crashed child restarted, and everything stopped on SIGTERM with nothing left running."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from switchyard.natsserver import free_port
+from tests.support.procs import ROOT, ledger_sql, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+async def test_up_serves_records_restarts_and_stops_cleanly(tmp_path: Path) -> None:
+    port, nats_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+    env.update(
+        SWITCHYARD_PORT=str(port),
+        SWITCHYARD_NATS_PORT=str(nats_port),
+        SWITCHYARD_NATS_MONITOR_PORT="0",
+        SWITCHYARD_DEMO_LATENCY_MS="5",
+        PYTHONUNBUFFERED="1",
+    )
+    out_path = tmp_path / "up.out"
+    with open(out_path, "wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "switchyard.cli", "up"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: "Switchyard is up." in out_path.read_text(), 60, what="switchyard up")
+        banner = out_path.read_text()
+        base = f"http://127.0.0.1:{port}"
+        assert f"{base}/llm.invoke" in banner
+        # The default data folder is .switchyard/ in the working directory, holding both stores.
+        assert (tmp_path / ".switchyard" / "nats").is_dir()
+        assert (tmp_path / ".switchyard" / "clickhouse").is_dir()
+        names = {" ".join(p.cmdline()[1:3]) for p in _children(up.pid)}
+        for service in ("ledger", "budget", "providers", "router", "ingress"):
+            assert f"-m services.{service}" in names, names
+
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+            plain = (await http.post("/llm.invoke", json=body)).json()
+            streamed = await http.post("/llm.invoke", json=dict(body, stream=True))
+            assert streamed.status_code == 200 and "event: final" in streamed.text
+
+            # Kill the router: the supervisor restarts it and the gateway answers again.
+            router = next(p for p in _children(up.pid) if "services.router" in " ".join(p.cmdline()))
+            router.send_signal(signal.SIGKILL)
+            wait_until(lambda: "router exited" in out_path.read_text(), 10, what="crash noticed")
+
+            def restarted() -> bool:
+                return any(
+                    "services.router" in " ".join(p.cmdline()) and p.pid != router.pid
+                    for p in _children(up.pid)
+                )
+
+            wait_until(restarted, 20, what="router restarted")
+            deadline = time.monotonic() + 20
+            while True:
+                r = await http.post("/llm.invoke", json=body)
+                if r.status_code == 200 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            assert r.status_code == 200, r.text
+
+        nats_url = f"nats://127.0.0.1:{nats_port}"
+
+        async def landed() -> list[dict]:
+            return await ledger_sql(
+                nats_url,
+                "SELECT request_id, stream FROM requests FINAL WHERE status = 'ok' ORDER BY ts",
+            )
+
+        deadline = time.monotonic() + 15
+        while len(rows := await landed()) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert plain["request_id"] in {r["request_id"] for r in rows}
+        assert any(r["stream"] for r in rows)
+        assert len(rows) == 3
+
+        every_pid = [p.pid for p in _children(up.pid)]
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(40) == 0
+        assert "switchyard: stopped" in out_path.read_text()
+        assert not [
+            pid for pid in every_pid if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+        ]
+    finally:
+        if up.poll() is None:
+            for child in _children(up.pid):
+                child.kill()
+            up.kill()
+
+
+def test_make_run_uses_the_same_command() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert "$(BIN)/switchyard up" in makefile
