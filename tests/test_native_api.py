@@ -1,0 +1,106 @@
+import orjson
+import pytest
+
+from services.ingress import native
+from switchyard.errors import GatewayError
+from switchyard.v1 import invoke_pb2
+
+
+def test_full_body_translates_to_the_contract() -> None:
+    body = native.parse_body(
+        orjson.dumps(
+            {
+                "model": "openai/gpt-4o-mini",
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "what is this?"},
+                            {
+                                "type": "image_url",
+                                "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"},
+                            },
+                        ],
+                    },
+                    {
+                        "role": "assistant",
+                        "tool_calls": [{"id": "c1", "function": {"name": "look", "arguments": {"q": 1}}}],
+                    },
+                    {"role": "tool", "tool_call_id": "c1", "content": "a cat"},
+                ],
+                "tools": [
+                    {"type": "function", "function": {"name": "look", "parameters": {"type": "object"}}}
+                ],
+                "tool_choice": "auto",
+                "max_tokens": 64,
+                "temperature": 0.2,
+                "top_p": 0.9,
+                "stop": "END",
+                "seed": 7,
+                "response_format": {"type": "json_object"},
+                "stream": True,
+                "strategy": {"latency": 0.5, "cost": 0.5},
+                "metadata": {"agent": "triage", "priority": 3, "beta": True},
+            }
+        )
+    )
+    request = native.to_request(body)
+    assert request.model == "openai/gpt-4o-mini" and request.stream and request.api == "native"
+    assert [m.role for m in request.messages] == ["system", "user", "assistant", "tool"]
+    image = request.messages[1].content[1].image
+    assert image.url.startswith("data:image/png") and image.detail == "low"
+    assert request.messages[2].tool_calls[0].arguments_json == '{"q":1}'
+    assert request.messages[3].tool_call_id == "c1"
+    assert request.tools[0].name == "look" and orjson.loads(request.tools[0].parameters_json) == {
+        "type": "object"
+    }
+    assert request.max_tokens == 64 and request.HasField("temperature") and list(request.stop) == ["END"]
+    assert request.seed == 7 and orjson.loads(request.response_format_json) == {"type": "json_object"}
+    assert request.strategy.explicit and request.strategy.latency == 0.5
+    assert dict(request.metadata) == {"agent": "triage", "priority": "3", "beta": "true"}
+
+
+def test_unset_sampling_stays_unset() -> None:
+    request = native.to_request(
+        native.parse_body(b'{"model":"auto","messages":[{"role":"user","content":"x"}]}')
+    )
+    assert not request.HasField("temperature") and not request.HasField("top_p") and request.max_tokens == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (b"", "not valid JSON"),
+        (b'"text"', "JSON object"),
+        (b'{"model":"auto","messages":[{"role":"user","content":"x"}],"strategy":"greedy"}', "strategy"),
+        (
+            b'{"model":"auto","messages":[{"role":"user","content":"x"}],"strategy":{"latency":0}}',
+            "all be zero",
+        ),
+        (b'{"model":"auto","messages":[{"role":"user","content":[{"type":"audio"}]}]}', "messages.0.content"),
+        (b'{"model":"","messages":[{"role":"user","content":"x"}]}', "model"),
+    ],
+)
+def test_bad_bodies_raise_invalid_request_naming_the_field(raw: bytes, needle: str) -> None:
+    with pytest.raises(GatewayError) as info:
+        native.parse_body(raw)
+    assert info.value.code == "invalid_request" and info.value.http_status == 400
+    assert needle in info.value.message
+
+
+def test_response_and_chunk_json_shapes() -> None:
+    response = invoke_pb2.InvokeResponse(
+        request_id="r", provider="demo", model="fast", cost_usd="0.1", finish_reason="tool_calls"
+    )
+    response.message.role = "assistant"
+    response.message.tool_calls.add(id="c", name="f", arguments_json="{}")
+    response.usage.prompt_tokens = 3
+    response.usage.completion_tokens = 4
+    out = native.response_json(response)
+    assert out["message"]["content"] is None
+    assert out["message"]["tool_calls"][0]["function"] == {"name": "f", "arguments": "{}"}
+    assert out["usage"]["total_tokens"] == 7
+    chunk = native.chunk_json(invoke_pb2.Chunk(seq=2, delta_text="hi"))
+    assert chunk == {"seq": 2, "delta": "hi"}
+    assert native.sse("chunk", chunk) == b'event: chunk\ndata: {"seq":2,"delta":"hi"}\n\n'
