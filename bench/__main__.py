@@ -1,0 +1,364 @@
+"""`python -m bench` (or `make bench`): gateway overhead over a direct upstream call.
+
+1. Starts the fast fake upstream (bench/upstream.py) with a fixed delay.
+2. Starts the gateway exactly as `switchyard up` does (every service its own process, NATS
+   between them), with one deployment pointing at the upstream through the OpenAI-compatible
+   adapter — or uses --target-url to measure any other OpenAI-compatible gateway.
+3. For each rate: open-loop load (bench/loadgen.py) directly against the upstream, then
+   through the gateway, alternating for --rounds rounds; reports p50/p90/p99/max, overhead at
+   each percentile, errors and achieved throughput; then streaming time-to-first-token
+   overhead; then the maximum sustainable throughput; and CPU and memory of each service.
+
+By default the load generator and the upstream run on CPU 1 and the gateway on CPU 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import psutil
+
+from switchyard.natsserver import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PLAIN = {
+    "model": "{model}",
+    "messages": [{"role": "user", "content": "Say something short."}],
+    "max_tokens": 32,
+}
+
+
+def body_for(model: str, stream: bool) -> bytes:
+    body = dict(PLAIN, model=model)
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    return orjson.dumps(body)
+
+
+def run_loadgen(url: str, body: bytes, rate: float, duration: float, cpu: int, headers: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "bench.loadgen", "--url", url, "--body", body.decode(), "--rate", str(rate)]
+    cmd += ["--duration", str(duration), "--cpu", str(cpu)]
+    for header in headers:
+        cmd += ["--header", header]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    return orjson.loads(out.stdout.strip().splitlines()[-1])
+
+
+class Gateway:
+    """`switchyard up` in a temp folder with the bench catalog, pinned to one CPU."""
+
+    def __init__(self, upstream_url: str, cpu: int, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        config = workdir / "bench.toml"
+        config.write_text(
+            "[demo]\nenabled = false\n\n[[deployments]]\n"
+            'id = "bench/echo"\nprovider = "bench"\nadapter = "openai_compat"\nmodel = "echo"\n'
+            f'base_url = "{upstream_url}/v1"\napi_key = "bench-upstream-key"\n'
+            "price = { input = 0.15, output = 0.60 }\n"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+        env |= {
+            "SWITCHYARD_PORT": str(self.port),
+            "SWITCHYARD_NATS_PORT": "0",
+            "SWITCHYARD_NATS_MONITOR_PORT": "0",
+            "SWITCHYARD_CONFIG_FILE": str(config),
+            "SWITCHYARD_LOG_LEVEL": "WARNING",
+            "SWITCHYARD_LOG_DIR": str(workdir / "logs"),
+        }
+        self.out = workdir / "up.out"
+        with open(self.out, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "switchyard.cli", "up"],
+                cwd=workdir,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu >= 0 else None,
+            )
+        deadline = time.monotonic() + 90
+        while "Switchyard is up." not in self.out.read_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gateway did not start:\n{self.out.read_text()}")
+            time.sleep(0.2)
+        banner = self.out.read_text()
+        key = re.search(r"(sy-[A-Za-z0-9_-]{16,})", banner)
+        self.headers = [f"Authorization: Bearer {key.group(1)}"] if key else []
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def services(self) -> dict[str, psutil.Process]:
+        procs = {}
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            cmd = " ".join(child.cmdline())
+            match = re.search(r"-m (services\.\w+)(?: --provider (\w+))?", cmd)
+            name = (
+                match.group(1).split(".")[1] + (f"-{match.group(2)}" if match and match.group(2) else "")
+                if match
+                else "nats-server"
+            )
+            procs[name] = child
+        return procs
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def cpu_snapshot(procs: dict[str, psutil.Process]) -> dict[str, float]:
+    snap = {}
+    for name, proc in procs.items():
+        try:
+            times = proc.cpu_times()
+            snap[name] = times.user + times.system
+        except psutil.NoSuchProcess:
+            snap[name] = 0.0
+    return snap
+
+
+def resources(
+    procs: dict[str, psutil.Process], before: dict[str, float], after: dict[str, float], seconds: float
+) -> dict:
+    out = {}
+    for name, proc in procs.items():
+        try:
+            rss = proc.memory_info().rss / 2**20
+        except psutil.NoSuchProcess:
+            rss = 0.0
+        out[name] = {
+            "cpu_pct": round(100 * (after.get(name, 0) - before.get(name, 0)) / seconds, 1),
+            "rss_mib": round(rss, 1),
+        }
+    return out
+
+
+def overhead(gateway: dict, direct: dict) -> dict:
+    return {q: round(gateway[q] - direct[q], 3) for q in ("p50", "p90", "p99", "max")}
+
+
+def merge(runs: list[dict]) -> dict:
+    """Median of each statistic across alternating rounds (robust to one noisy round)."""
+
+    def med(values: list[float]) -> float:
+        values = sorted(values)
+        return values[len(values) // 2]
+
+    return {
+        "sent": sum(r["sent"] for r in runs),
+        "ok": sum(r["ok"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+        "achieved_rps": med([r["achieved_rps"] for r in runs]),
+        "latency_ms": {q: med([r["latency_ms"][q] for r in runs]) for q in ("p50", "p90", "p99", "max")},
+        "ttft_ms": {q: med([r["ttft_ms"][q] for r in runs]) for q in ("p50", "p90", "p99", "max")}
+        if runs[0]["ttft_ms"]
+        else None,
+    }
+
+
+def sustainable(result: dict, rate: float) -> bool:
+    return (
+        result["errors"] <= 0.001 * result["sent"]
+        and result["achieved_rps"] >= 0.97 * rate
+        and result["latency_ms"]["p99"] < 1000
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rates", default="100,250,500", help="comma-separated request rates")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating direct/gateway rounds per rate")
+    parser.add_argument("--delay-ms", type=float, default=20.0, help="upstream's fixed delay")
+    parser.add_argument(
+        "--stream-rate", type=float, default=100.0, help="rate of the streaming TTFT run (0: skip)"
+    )
+    parser.add_argument(
+        "--max-search",
+        default="750,1000,1250,1500,2000",
+        help="rates tried for max sustainable throughput ('' skips)",
+    )
+    parser.add_argument(
+        "--target-url",
+        default="",
+        help="an OpenAI-compatible gateway base URL to measure instead of starting ours",
+    )
+    parser.add_argument("--target-model", default="bench/echo")
+    parser.add_argument(
+        "--target-header",
+        action="append",
+        default=[],
+        help="extra header for --target-url, e.g. 'Authorization: Bearer …'",
+    )
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin load+upstream to CPU 1 and the gateway to CPU 0"
+    )
+    parser.add_argument(
+        "--out", default="", help="write the JSON report here (default bench/results/<time>.json)"
+    )
+    args = parser.parse_args()
+
+    load_cpu, gateway_cpu = (-1, -1) if args.no_pin or os.cpu_count() < 2 else (1, 0)
+    workdir = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
+    upstream_port = free_port()
+    upstream = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.upstream",
+            "--port",
+            str(upstream_port),
+            "--delay-ms",
+            str(args.delay_ms),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {load_cpu})) if load_cpu >= 0 else None,
+    )
+    upstream_url = f"http://127.0.0.1:{upstream_port}"
+    gateway = None
+    report: dict = {
+        "machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+                    "pinned": load_cpu >= 0},
+        "upstream_delay_ms": args.delay_ms,
+        "duration_s": args.duration,
+        "rates": {},
+    }  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                httpx.post(f"{upstream_url}/v1/chat/completions", content=body_for("x", False), timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        if args.target_url:
+            gateway_url, model, headers, procs = (
+                args.target_url.rstrip("/"),
+                args.target_model,
+                args.target_header,
+                {},
+            )
+        else:
+            gateway = Gateway(upstream_url, gateway_cpu, workdir)
+            gateway_url, model, headers, procs = (
+                gateway.url,
+                "bench/echo",
+                gateway.headers,
+                gateway.services(),
+            )
+        direct_url = f"{upstream_url}/v1/chat/completions"
+        via_url = f"{gateway_url}/v1/chat/completions"
+        print(f"gateway {gateway_url}  upstream {upstream_url} (delay {args.delay_ms} ms)", flush=True)
+        run_loadgen(via_url, body_for(model, False), 100, 3, load_cpu, headers)  # warm-up
+
+        for rate in [float(r) for r in args.rates.split(",") if r]:
+            direct_runs, gateway_runs = [], []
+            before = cpu_snapshot(procs)
+            gateway_seconds = 0.0
+            for _ in range(args.rounds):
+                direct_runs.append(
+                    run_loadgen(direct_url, body_for("echo", False), rate, args.duration, load_cpu, [])
+                )
+                t0 = time.monotonic()
+                gateway_runs.append(
+                    run_loadgen(via_url, body_for(model, False), rate, args.duration, load_cpu, headers)
+                )
+                gateway_seconds += time.monotonic() - t0
+            after = cpu_snapshot(procs)
+            direct, via = merge(direct_runs), merge(gateway_runs)
+            entry = {
+                "direct": direct,
+                "gateway": via,
+                "overhead_ms": overhead(via["latency_ms"], direct["latency_ms"]),
+                "resources": resources(procs, before, after, gateway_seconds) if procs else {},
+            }
+            report["rates"][str(int(rate))] = entry
+            o = entry["overhead_ms"]
+            print(
+                f"{rate:>6.0f} req/s  direct p50 {direct['latency_ms']['p50']:.2f} p99 {direct['latency_ms']['p99']:.2f}  "
+                f"gateway p50 {via['latency_ms']['p50']:.2f} p99 {via['latency_ms']['p99']:.2f}  "
+                f"overhead p50 {o['p50']:.2f} p90 {o['p90']:.2f} p99 {o['p99']:.2f} max {o['max']:.2f} ms  "
+                f"errors {via['errors']}  achieved {via['achieved_rps']:.0f}/s",
+                flush=True,
+            )
+
+        if args.stream_rate:
+            direct_runs, gateway_runs = [], []
+            for _ in range(args.rounds):
+                direct_runs.append(
+                    run_loadgen(
+                        direct_url, body_for("echo", True), args.stream_rate, args.duration, load_cpu, []
+                    )
+                )
+                gateway_runs.append(
+                    run_loadgen(
+                        via_url, body_for(model, True), args.stream_rate, args.duration, load_cpu, headers
+                    )
+                )
+            direct, via = merge(direct_runs), merge(gateway_runs)
+            report["stream"] = {
+                "rate": args.stream_rate,
+                "direct": direct,
+                "gateway": via,
+                "ttft_overhead_ms": overhead(via["ttft_ms"], direct["ttft_ms"]),
+                "total_overhead_ms": overhead(via["latency_ms"], direct["latency_ms"]),
+            }
+            t = report["stream"]["ttft_overhead_ms"]
+            print(
+                f"stream {args.stream_rate:.0f} req/s  TTFT overhead p50 {t['p50']:.2f} p99 {t['p99']:.2f} ms  errors {via['errors']}",
+                flush=True,
+            )
+
+        best = 0.0
+        for rate in [float(r) for r in args.max_search.split(",") if r]:
+            result = run_loadgen(
+                via_url, body_for(model, False), rate, max(5.0, args.duration / 2), load_cpu, headers
+            )
+            ok = sustainable(result, rate)
+            print(
+                f"max search {rate:.0f} req/s: achieved {result['achieved_rps']:.0f}, p99 {result['latency_ms']['p99']:.1f} ms, errors {result['errors']} -> {'ok' if ok else 'not sustained'}",
+                flush=True,
+            )
+            report.setdefault("max_search", []).append({"rate": rate, **result})
+            if not ok:
+                break
+            best = rate
+        if args.max_search:
+            report["max_sustainable_rps"] = best
+            print(
+                f"max sustainable throughput: {best:.0f} req/s (highest tried rate with <0.1% errors, >=97% achieved, p99 < 1 s)"
+            )
+        if procs:
+            print(
+                "resources during the gateway runs of the last rate:",
+                orjson.dumps(entry["resources"]).decode(),
+            )
+    finally:
+        if gateway:
+            gateway.stop()
+        upstream.terminate()
+        upstream.wait()
+    out = Path(args.out) if args.out else RESULTS / time.strftime("%Y%m%d-%H%M%S.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    print(f"report: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
