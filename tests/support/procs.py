@@ -140,7 +140,7 @@ class Stack:
 
 
 async def ledger_sql(nats_url: str, sql: str, params: dict | None = None) -> list[dict]:
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(servers=nats_url.split(","))
     try:
         reply = await nc.request(
             subjects.LEDGER_QUERY, orjson.dumps({"sql": sql, "params": params or {}}), timeout=10

@@ -1,0 +1,178 @@
+"""Chaos on this machine: a 3-node NATS cluster, several service processes, a bounded load,
+and one part killed (SIGKILL) in the middle of it. Afterwards every request the client sent
+either completed or got a clear error, and every completed request has exactly one ledger row.
+
+Figures are printed (run with -s) and recorded in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.cluster import NatsCluster, cluster_stack
+from tests.support.procs import Stack, ledger_sql
+
+pytestmark = pytest.mark.chaos
+
+TOTAL = 120
+RATE = 40.0  # requests per second: the load lasts ~3 s
+# A slow upstream (250 ms) keeps ~10 requests in flight, so every kill hits requests in progress.
+UPSTREAM_LATENCY_MS = "250"
+CLEAR_ERRORS = {"unavailable", "timeout", "upstream_error", "overloaded"}
+
+
+@dataclass
+class Outcome:
+    status: int
+    request_id: str
+    code: str = ""
+
+
+async def drive(url: str, total: int, rate: float, at_fraction: float, action) -> list[Outcome]:
+    """Open-loop load; `action` runs once when `at_fraction` of the requests have been sent."""
+    outcomes: list[Outcome] = []
+    body = {"model": "auto", "messages": [{"role": "user", "content": "chaos"}], "max_tokens": 8}
+
+    async def one(http: httpx.AsyncClient, i: int) -> None:
+        r = await http.post("/llm.invoke", json=dict(body, stream=i % 5 == 0))
+        if r.status_code == 200:
+            if r.headers["content-type"].startswith("text/event-stream"):
+                final = [
+                    line for line in r.text.splitlines() if line.startswith("data: ") and "request_id" in line
+                ]
+                import orjson
+
+                data = orjson.loads(final[-1][6:]) if final else {}
+                if "error" in data:
+                    outcomes.append(Outcome(599, data["error"].get("request_id", ""), data["error"]["code"]))
+                else:
+                    outcomes.append(Outcome(200, data["request_id"]))
+            else:
+                outcomes.append(Outcome(200, r.json()["request_id"]))
+        else:
+            error = r.json()["error"]
+            outcomes.append(Outcome(r.status_code, error.get("request_id", ""), error["code"]))
+
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=200)) as http:
+        tasks = []
+        for i in range(total):
+            if i == int(total * at_fraction):
+                await asyncio.to_thread(action)
+            tasks.append(asyncio.create_task(one(http, i)))
+            await asyncio.sleep(1 / rate)
+        await asyncio.gather(*tasks)
+    return outcomes
+
+
+async def settle_and_check(stack: Stack, outcomes: list[Outcome], scenario: str) -> dict:
+    completed = {o.request_id for o in outcomes if o.status == 200}
+    errors = [o for o in outcomes if o.status != 200]
+    assert len(outcomes) == TOTAL
+    for o in errors:
+        assert o.code in CLEAR_ERRORS, f"unclear error {o}"
+    deadline = time.monotonic() + 40
+    while True:
+        rows = await ledger_sql(
+            stack.nats.url, "SELECT request_id, count() AS n FROM requests GROUP BY request_id"
+        )
+        found = {r["request_id"]: r["n"] for r in rows}
+        if completed <= set(found) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    missing = completed - set(found)
+    assert not missing, f"{len(missing)} completed requests have no ledger row"
+    doubled = {rid: n for rid, n in found.items() if n > 1}
+    assert not doubled, f"requests with more than one ledger row: {doubled}"
+    figures = {
+        "scenario": scenario,
+        "sent": len(outcomes),
+        "completed": len(completed),
+        "errors": len(errors),
+        "error_codes": sorted({o.code for o in errors}),
+        "ledger_rows_for_completed": sum(found[r] for r in completed),
+        "ledger_rows_total": sum(found.values()),
+    }
+    print(f"\nCHAOS {figures}")
+    return figures
+
+
+@pytest.fixture
+def chaos_stack():
+    workdir = Path(tempfile.mkdtemp(prefix="switchyard-chaos-"))
+    stack = cluster_stack(
+        workdir,
+        SWITCHYARD_DEMO_LATENCY_MS=UPSTREAM_LATENCY_MS,
+        SWITCHYARD_DEMO_CHUNK_DELAY_MS="2",
+        SWITCHYARD_REQUEST_TIMEOUT_S="4",
+        SWITCHYARD_LEDGER_BATCH_SIZE="20",
+    )
+    try:
+        started = [
+            stack.spawn("ledger", "services.ledger", wait=False),
+            stack.spawn("budget", "services.budget", wait=False),
+            stack.spawn("worker", "services.providers", "--provider", "demo", wait=False),
+            stack.spawn("worker", "services.providers", "--provider", "demo", wait=False),
+            stack.spawn("router", "services.router", wait=False),
+            stack.spawn("router", "services.router", wait=False),
+            stack.spawn("ingress", "services.ingress", wait=False),
+        ]
+        for service in started:
+            stack.wait_ready(service)
+        yield stack
+    except Exception:
+        print(stack.logs())
+        raise
+    finally:
+        stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _kill_one(stack: Stack, name: str) -> None:
+    stack.by_name(name)[0].stop(signal.SIGKILL)
+
+
+async def test_kill_a_provider_worker_mid_load(chaos_stack: Stack) -> None:
+    outcomes = await drive(
+        chaos_stack.ingress_url, TOTAL, RATE, 0.4, lambda: _kill_one(chaos_stack, "worker")
+    )
+    figures = await settle_and_check(chaos_stack, outcomes, "kill a provider worker")
+    assert figures["completed"] >= TOTAL * 0.8  # the other worker takes over
+
+
+async def test_kill_a_router_mid_load(chaos_stack: Stack) -> None:
+    outcomes = await drive(
+        chaos_stack.ingress_url, TOTAL, RATE, 0.4, lambda: _kill_one(chaos_stack, "router")
+    )
+    figures = await settle_and_check(chaos_stack, outcomes, "kill a router")
+    assert figures["completed"] >= TOTAL * 0.8
+
+
+async def test_kill_the_ledger_mid_load_and_restart_it(chaos_stack: Stack) -> None:
+    def kill_and_restart() -> None:
+        _kill_one(chaos_stack, "ledger")
+        chaos_stack.spawn("ledger", "services.ledger", wait=False)
+
+    outcomes = await drive(chaos_stack.ingress_url, TOTAL, RATE, 0.4, kill_and_restart)
+    chaos_stack.wait_ready(chaos_stack.by_name("ledger")[0])
+    figures = await settle_and_check(chaos_stack, outcomes, "kill the ledger (restarted)")
+    assert figures["completed"] == TOTAL  # the ledger is off the request path
+
+
+async def test_kill_the_stream_leader_nats_node_mid_load(chaos_stack: Stack) -> None:
+    cluster: NatsCluster = chaos_stack.nats  # type: ignore[assignment]
+
+    def kill_leader() -> None:
+        cluster.nodes[cluster.stream_leader("EVENTS")].kill()
+
+    outcomes = await drive(chaos_stack.ingress_url, TOTAL, RATE, 0.4, kill_leader)
+    figures = await settle_and_check(chaos_stack, outcomes, "kill the EVENTS stream leader (NATS node)")
+    assert figures["completed"] >= TOTAL * 0.8
