@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
 import uvicorn
 
 from switchyard.logs import setup_logging
@@ -11,7 +14,15 @@ from switchyard.telemetry import setup_tracing
 from .app import Ingress
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    sys.exit(0)
+
+
 def main() -> None:
+    # uvicorn drains on SIGTERM/SIGINT, restores the handlers it found, then re-raises the
+    # signal; with these handlers a completed drain exits 0, like every other service.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)
     settings = load_settings()
     setup_logging("ingress", settings.log_level, settings.log_json)
     setup_tracing("ingress")
