@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=256, gt=0)
     budget_timeout_s: float = Field(default=0.5, gt=0)
 
+    # Edge limits and load shedding at the ingress (services/ingress/edge.py).
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_header_bytes: int = Field(default=16 * 1024, gt=0)
+    max_json_depth: int = Field(default=64, gt=1)
+    body_timeout_s: float = Field(default=15.0, gt=0)
+    max_in_flight: int = Field(default=2048, gt=0)
+    max_ledger_lag: int = Field(default=200_000, gt=0)
+
     # The built-in demo provider.
     demo_latency_ms: float = Field(default=20.0, ge=0)
     demo_chunk_delay_ms: float = Field(default=5.0, ge=0)

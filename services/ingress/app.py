@@ -6,6 +6,7 @@ deadline, published on `llm.invoke`, and its reply frames relayed as JSON or SSE
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -16,6 +17,7 @@ import orjson
 from nats.nuid import NUID
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -27,6 +29,7 @@ from switchyard.v1 import invoke_pb2
 
 from . import native
 from .client import GatewayClient, ReplyStream
+from .edge import EdgeMiddleware, Overload, limits_from, poll_ledger_lag
 
 log = logging.getLogger("switchyard.ingress")
 
@@ -70,7 +73,9 @@ class Ingress:
         self.client: GatewayClient | None = None
         self.ready = False
         self.draining = False
+        self.overload = Overload()
         self.app = Starlette(
+            middleware=[Middleware(EdgeMiddleware, limits=limits_from(settings), overload=self.overload)],
             routes=[
                 Route("/llm.invoke", self.invoke, methods=["POST"]),
                 Route("/v1/requests/{request_id}", self.get_request, methods=["GET"]),
@@ -90,10 +95,14 @@ class Ingress:
         nc = await bus.connect(self.settings.nats_url, "switchyard-ingress")
         self.client = GatewayClient(nc)
         await self.client.start()
+        lag_poller = asyncio.create_task(
+            poll_ledger_lag(nc.jetstream(), self.overload, subjects.EVENTS_STREAM, subjects.LEDGER_DURABLE)
+        )
         self.ready = True
         try:
             yield
         finally:
+            lag_poller.cancel()
             self.draining = True
             with contextlib.suppress(Exception):
                 await nc.drain()
@@ -116,7 +125,7 @@ class Ingress:
         return request
 
     async def invoke(self, http: Request) -> Response:
-        body = native.parse_body(await http.body())
+        body = native.parse_body(await http.body(), self.settings.max_json_depth)
         request = self.stamp(native.to_request(body, api="native"))
         return await self.relay(request, native_stream)
 

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from switchyard.errors import GatewayError
 from switchyard.v1 import invoke_pb2
 
+from .edge import json_depth_exceeds
+
 STRATEGY_PRESETS = ("balanced", "fastest", "cheapest", "best")
 MAX_MESSAGES = 2048
 
@@ -111,14 +113,23 @@ def _first_error(exc: ValidationError) -> tuple[str, str]:
     return "; ".join(parts), first_loc
 
 
-def parse_body(raw: bytes) -> InvokeBody:
-    """Raise GatewayError(invalid_request) naming the problem for any malformed body."""
+def load_json_object(raw: bytes, max_depth: int = 64) -> dict[str, Any]:
+    """Parse a JSON object body; GatewayError(invalid_request) for bad JSON, non-objects and
+    nesting deeper than `max_depth`."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise GatewayError("invalid_request", f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise GatewayError("invalid_request", "request body must be a JSON object")
+    if json_depth_exceeds(data, max_depth):
+        raise GatewayError("invalid_request", f"request body nests deeper than {max_depth} levels")
+    return data
+
+
+def parse_body(raw: bytes, max_depth: int = 64) -> InvokeBody:
+    """Raise GatewayError(invalid_request) naming the problem for any malformed body."""
+    data = load_json_object(raw, max_depth)
     try:
         return InvokeBody.model_validate(data)
     except ValidationError as exc:
