@@ -32,7 +32,7 @@ class NatsCluster:
             self.nodes.append(node)
         for node in self.nodes:
             node.start(log_file=self.workdir / f"{node.name}.log")
-        wait_until(self.formed, 20, what="cluster routes")
+        wait_until(self.formed, 60, what="cluster routes")
         return self
 
     def formed(self) -> bool:
