@@ -108,7 +108,10 @@ def error_details(body: bytes) -> tuple[str, str, dict[str, Any]]:
     if "detail" in data:
         detail = data["detail"]
         return "validation_error", detail if isinstance(detail, str) else orjson.dumps(detail).decode(), data
-    return str(data.get("type") or ""), str(data.get("message") or ""), data
+    message = data.get("message") or ""
+    if not isinstance(message, str):  # Mistral's 422: {"message": {"detail": [...]}}
+        message = orjson.dumps(message).decode()
+    return str(data.get("type") or ""), message, data
 
 
 def _google_retry_delay(err: Mapping[str, Any]) -> float:
