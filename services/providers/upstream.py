@@ -191,8 +191,7 @@ class HttpAdapter(ProviderAdapter):
         deadline = Deadline.start(self.deployment.timeouts, request.deadline_unix_ms)
         response = await self._open(request, stream=False, deadline=deadline)
         try:
-            wait, _ = deadline.budget(deadline.total_at - time.monotonic(), time.monotonic())
-            async with asyncio.timeout(max(wait, 0.001)):
+            async with asyncio.timeout(max(deadline.total_at - time.monotonic(), 0.001)):
                 raw = await response.aread()
         except TimeoutError:
             raise self._timeout("total", deadline.total_at - deadline.started) from None

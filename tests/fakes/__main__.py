@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--text", default=Behavior.text)
     args = parser.parse_args()
     default = Behavior(text=args.text, delay_s=args.delay, chunk_delay_s=args.chunk_delay)
-    fake = FAKES[args.provider](default=default, api_key=args.api_key).start(args.port)
+    fake = FAKES[args.provider](default=default, api_key=args.api_key).start(args.port, http="httptools")
     print(f"READY {fake.base_url}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
