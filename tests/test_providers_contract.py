@@ -52,7 +52,10 @@ PRICES = {
     "local": Price.of("0.50", "1.50"),
 }
 PROVIDERS = list(MODELS)
-FAST_TIMEOUTS = "{ connect_s = 2, first_byte_s = 1.5, between_chunks_s = 0.6, total_s = 20 }"
+# Generous timeouts for the ordinary deployments (a loaded machine must not trip them); the
+# `*-tight` deployments reach the same fakes with short ones, for the timeout tests only.
+TIMEOUTS = "{ connect_s = 5, first_byte_s = 10, between_chunks_s = 10, total_s = 30 }"
+TIGHT = "{ connect_s = 2, first_byte_s = 1, between_chunks_s = 0.5, total_s = 2 }"
 HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there"}]
 WEATHER_TOOL = {
     "type": "function",
@@ -72,11 +75,11 @@ enabled = false
 
 [providers.openai]
 models = ["gpt-4o-mini"]
-timeouts = {FAST_TIMEOUTS}
+timeouts = {TIMEOUTS}
 
 [providers.gemini]
 models = ["gemini-2.5-flash"]
-timeouts = {FAST_TIMEOUTS}
+timeouts = {TIMEOUTS}
 
 [providers.mistral.prices."mistral-small-latest"]
 input = "0.20"
@@ -88,19 +91,19 @@ provider = "openai"
 model = "gpt-4o-mini"
 base_url = "{fakes["backup"].base_url}"
 api_key_env = "BACKUP_OPENAI_KEY"
-timeouts = {FAST_TIMEOUTS}
+timeouts = {TIMEOUTS}
 
 [[deployments]]
 provider = "anthropic"
 model = "claude-haiku-4-5"
 base_url = "{fakes["anthropic"].base_url}"
-timeouts = {FAST_TIMEOUTS}
+timeouts = {TIMEOUTS}
 
 [[deployments]]
 provider = "mistral"
 model = "mistral-small-latest"
 base_url = "{fakes["mistral"].base_url}"
-timeouts = {FAST_TIMEOUTS}
+timeouts = {TIMEOUTS}
 
 [[deployments]]
 provider = "local"
@@ -109,7 +112,21 @@ adapter = "openai_compat"
 base_url = "{fakes["local"].base_url}"
 api_key_env = "LOCAL_LLM_KEY"
 price = {{ input = "0.50", output = "1.50" }}
-timeouts = {{ connect_s = 2, first_byte_s = 1.5, between_chunks_s = 0.6, total_s = 1.5 }}
+timeouts = {TIMEOUTS}
+
+[[deployments]]
+id = "openai-tight/gpt-4o-mini"
+provider = "openai"
+model = "gpt-4o-mini"
+base_url = "{fakes["openai"].base_url}"
+timeouts = {TIGHT}
+
+[[deployments]]
+id = "anthropic-tight/claude-haiku-4-5"
+provider = "anthropic"
+model = "claude-haiku-4-5"
+base_url = "{fakes["anthropic"].base_url}"
+timeouts = {TIGHT}
 
 [[deployments]]
 provider = "dead"
@@ -457,13 +474,13 @@ async def test_connect_error_and_timeouts(stack: Stack, fakes: dict[str, FakeUps
     assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
     assert "could not connect" in r.json()["error"]["message"]
 
-    fakes["openai"].behave(Behavior(delay_s=4), times=1)  # no headers within first_byte_s=1.5
-    r = await invoke(stack, model=MODELS["openai"], stream=True)
+    fakes["openai"].behave(Behavior(delay_s=4), times=1)  # no headers within first_byte_s=1
+    r = await invoke(stack, model="openai-tight/gpt-4o-mini", stream=True)
     assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
     assert "first byte" in r.json()["error"]["message"]
 
-    fakes["local"].behave(Behavior(delay_s=4), times=1)  # a non-stream answer past total_s=1.5
-    r = await invoke(stack, model=MODELS["local"])
+    fakes["openai"].behave(Behavior(delay_s=4), times=1)  # a non-stream answer past total_s=2
+    r = await invoke(stack, model="openai-tight/gpt-4o-mini")
     assert r.status_code == 504 and "total" in r.json()["error"]["message"]
 
 
@@ -476,7 +493,7 @@ async def test_connect_error_and_timeouts(stack: Stack, fakes: dict[str, FakeUps
             "upstream_error",
             "closed the connection",
         ),
-        ("anthropic", Behavior(text="a b c d e f", stall_after=2), "timeout", "between chunks"),
+        ("anthropic-tight", Behavior(text="a b c d e f", stall_after=2), "timeout", "between chunks"),
         ("gemini", Behavior(text="a b c d e f", malformed_after=2), "upstream_error", "malformed"),
         ("anthropic", Behavior(text="a b c d e f", error_event_after=2), "overloaded", "overloaded_error"),
         (
@@ -490,8 +507,11 @@ async def test_connect_error_and_timeouts(stack: Stack, fakes: dict[str, FakeUps
 async def test_a_stream_cut_mid_way_ends_with_an_error_event(
     stack: Stack, fakes: dict[str, FakeUpstream], provider: str, behavior: Behavior, code: str, needle: str
 ) -> None:
-    fakes[provider].behave(behavior)
-    r = await invoke(stack, model=MODELS[provider], stream=True)
+    tight = provider == "anthropic-tight"
+    fakes["anthropic" if tight else provider].behave(behavior)
+    r = await invoke(
+        stack, model="anthropic-tight/claude-haiku-4-5" if tight else MODELS[provider], stream=True
+    )
     assert r.status_code == 200  # the first chunks were already on their way
     events = sse_events(r.text)
     assert [k for k, _ in events] == ["chunk"] * len(events[:-1]) + ["error"]
