@@ -3,6 +3,8 @@ response / stream events -> neutral answer, finish reasons and usage."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 import pytest
 
@@ -273,6 +275,9 @@ def test_azure_style_deployment_options() -> None:
         "https://res.openai.azure.com/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21"
     )
     assert adapter.headers() == {"x-ms-client": "sy", "api-key": "azure-key-123456"}
+    assert adapter.body(conversation(), stream=True)["stream_options"] == {"include_usage": True}
+    no_usage = OpenAIAdapter(replace(deployment, options={"stream_usage": False}), Settings())
+    assert "stream_options" not in no_usage.body(conversation(), stream=True)
     assert (
         join_url("https://api.mistral.ai/v1/", "/v1/chat/completions")
         == "https://api.mistral.ai/v1/chat/completions"

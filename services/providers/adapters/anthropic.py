@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from switchyard.catalog import Deployment
 from switchyard.errors import GatewayError
+from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
 
 from ..content import (
@@ -272,7 +274,7 @@ class Adapter(HttpAdapter):
     """Deployment options: `max_tokens` (default when the request sets none), `version`
     (anthropic-version header), `beta` (anthropic-beta header)."""
 
-    def __init__(self, deployment, settings) -> None:
+    def __init__(self, deployment: Deployment, settings: Settings) -> None:
         super().__init__(deployment, settings)
         options = deployment.options
         self._url = join_url(deployment.base_url or "https://api.anthropic.com", "/v1/messages")

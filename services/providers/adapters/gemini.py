@@ -14,7 +14,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from switchyard.catalog import Deployment
 from switchyard.errors import GatewayError
+from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
 
 from ..content import (
@@ -288,7 +290,7 @@ class GeminiStream:
 class Adapter(HttpAdapter):
     """Deployment options: `api_version` (default v1beta)."""
 
-    def __init__(self, deployment, settings) -> None:
+    def __init__(self, deployment: Deployment, settings: Settings) -> None:
         super().__init__(deployment, settings)
         version = str(deployment.options.get("api_version", "v1beta"))
         base = join_url(

@@ -8,11 +8,13 @@ chunk has `choices: []` and the usage; the stream ends with `data: [DONE]`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
+from switchyard.catalog import Deployment
 from switchyard.errors import GatewayError
+from switchyard.settings import Settings
 from switchyard.tokens import estimate_prompt_tokens
 from switchyard.v1 import invoke_pb2
 
@@ -284,13 +286,11 @@ class Adapter(HttpAdapter):
     dialect: Dialect = OPENAI
     default_base_url = "https://api.openai.com/v1"
 
-    def __init__(self, deployment, settings) -> None:
+    def __init__(self, deployment: Deployment, settings: Settings) -> None:
         super().__init__(deployment, settings)
         options = deployment.options
         if "stream_usage" in options:
-            self.dialect = Dialect(
-                **{**self.dialect.__dict__, "stream_usage_option": bool(options["stream_usage"])}
-            )
+            self.dialect = replace(self.dialect, stream_usage_option=bool(options["stream_usage"]))
         base = deployment.base_url or self.default_base_url
         query = options.get("query") or {}
         self._url = join_url(base, self.dialect.path) + (f"?{urlencode(query)}" if query else "")
