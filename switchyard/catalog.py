@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from switchyard import provider_defaults
 from switchyard.errors import GatewayError
 from switchyard.pricing import Price
 
@@ -152,10 +153,15 @@ def build_catalog(config: Mapping[str, Any], env: Mapping[str, str]) -> Catalog:
     if config.get("demo", {}).get("enabled", True):
         deployments.update((d.id, d) for d in demo_deployments())
     for raw in config.get("deployments", []):
+        # Known providers fill in price, base URL and key variable (switchyard/provider_defaults.py).
+        raw = provider_defaults.configured_deployment(raw, config, env)
         dep = _deployment(raw, env)
         if raw.get("api_key_env") and not dep.api_key and raw.get("require_key", True):
             continue  # a provider whose key is absent stays off
         deployments[dep.id] = dep
+    for raw in provider_defaults.discovered_deployments(config, env):
+        if raw["id"] not in deployments:  # a provider whose key is present is on
+            deployments[raw["id"]] = _deployment(raw, env)
 
     routes: dict[str, Route] = {}
     all_ids = tuple(deployments)

@@ -4,11 +4,13 @@ the failover decision. No I/O here."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from decimal import Decimal
 
 from switchyard.catalog import Deployment
 from switchyard.errors import GatewayError
 from switchyard.pricing import cost_usd, format_usd
+from switchyard.tokens import CHARS_PER_TOKEN, estimate_prompt_tokens
 from switchyard.v1 import events_pb2, invoke_pb2
 
 from .adapters.base import Completed
@@ -136,3 +138,29 @@ def build_completion(
         event.error_code = error.code
         event.error_message = error.message[:1000]
     return event
+
+
+@dataclass
+class StreamProgress:
+    """What one upstream call has produced so far: the provider's latest usage report (if it
+    sends any mid-stream) and the characters forwarded to the client. A call cancelled or cut
+    before its final usage is billed from this."""
+
+    reported: invoke_pb2.Usage | None = None
+    chars: int = 0
+
+    def add_chunk(self, chunk: invoke_pb2.Chunk) -> None:
+        self.chars += len(chunk.delta_text)
+        for call in chunk.tool_calls:
+            self.chars += len(call.name) + len(call.arguments_delta)
+
+    def usage(self, request: invoke_pb2.InvokeRequest) -> invoke_pb2.Usage:
+        """Provider-reported counts where there are any; estimates (switchyard.tokens) for the
+        rest: the prompt as the router estimated it, the output from the streamed text."""
+        reported = self.reported or invoke_pb2.Usage()
+        streamed = (self.chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+        return invoke_pb2.Usage(
+            prompt_tokens=reported.prompt_tokens or estimate_prompt_tokens(request),
+            completion_tokens=max(reported.completion_tokens, streamed),
+            cached_tokens=reported.cached_tokens,
+        )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 
 from nats.aio.msg import Msg
@@ -23,8 +24,9 @@ from switchyard.settings import Settings
 from switchyard.v1 import events_pb2, invoke_pb2
 
 from .adapters import adapter_for
-from .adapters.base import Completed, ProviderAdapter
+from .adapters.base import Completed, Progress, ProviderAdapter
 from .execution import (
+    StreamProgress,
     attempt_record,
     build_completion,
     build_response,
@@ -35,6 +37,9 @@ from .execution import (
 
 tracer = telemetry.tracer("switchyard.providers")
 NO_WORKER = GatewayError("unavailable", "no provider worker is available for the fallback deployments")
+CLIENT_GONE = GatewayError(
+    "client_closed", "the client went away; the upstream call was cancelled", retryable=False
+)
 
 
 class ProviderWorker(BusService):
@@ -51,6 +56,9 @@ class ProviderWorker(BusService):
         self._slots = asyncio.Semaphore(self.settings.worker_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._subscriptions: list[Subscription] = []
+        # request_id -> the task while it waits on its upstream call (what a cancel interrupts)
+        self._upstream: dict[str, asyncio.Task[None]] = {}
+        self._cancelled: set[str] = set()
 
     def adapter(self, deployment: Deployment) -> ProviderAdapter:
         adapter = self.adapters.get(deployment.id)
@@ -72,6 +80,8 @@ class ProviderWorker(BusService):
                 pending_msgs_limit=self.settings.worker_concurrency * 4,
             )
             self._subscriptions.append(sub)
+        # Every worker hears every cancel (no queue group): only the one running it acts.
+        self._subscriptions.append(await nc.subscribe(subjects.cancel("*"), cb=self._on_cancel))
         self.log.info("serving providers: %s", ", ".join(self.providers) or "(none)")
         self.ready = True
 
@@ -97,6 +107,23 @@ class ProviderWorker(BusService):
         finally:
             self._slots.release()
 
+    async def _on_cancel(self, msg: Msg) -> None:
+        request_id = msg.subject[len(subjects.CANCEL_PREFIX) + 1 :]
+        task = self._upstream.get(request_id)
+        if task is not None and request_id not in self._cancelled:
+            self._cancelled.add(request_id)
+            task.cancel()  # lands inside the upstream call: httpx closes the connection
+
+    def _client_gone(self, request_id: str) -> bool:
+        """True when a CancelledError came from `_on_cancel` (not from a shutdown)."""
+        if request_id not in self._cancelled:
+            return False
+        self._cancelled.discard(request_id)
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return True
+
     async def execute(self, dispatch: invoke_pb2.Dispatch) -> None:
         """Run the dispatch from chain[position], failing over until success or a final error."""
         assert self.nc is not None
@@ -120,18 +147,26 @@ class ProviderWorker(BusService):
             started = now_ms()
             chunks_sent = False
             ttft_ms = 0.0
+            progress = StreamProgress()
             try:
+                self._upstream[request.request_id] = asyncio.current_task()  # type: ignore[assignment]
                 adapter = self.adapter(deployment)
                 if request.stream:
                     completed: Completed | None = None
-                    async for item in adapter.stream(request):
-                        if isinstance(item, Completed):
-                            completed = item
-                            break
-                        if not chunks_sent:
-                            ttft_ms = now_ms() - started
-                            chunks_sent = True
-                        await self.nc.publish(reply, codec.chunk_frame(item))
+                    # aclosing: the upstream response is closed at once on break, error or cancel.
+                    async with contextlib.aclosing(adapter.stream(request)) as items:
+                        async for item in items:
+                            if isinstance(item, Completed):
+                                completed = item
+                                break
+                            if isinstance(item, Progress):
+                                progress.reported = item.usage
+                                continue
+                            if not chunks_sent:
+                                ttft_ms = now_ms() - started
+                                chunks_sent = True
+                            progress.add_chunk(item)
+                            await self.nc.publish(reply, codec.chunk_frame(item))
                     if completed is None:
                         raise GatewayError(
                             "upstream_error",
@@ -141,13 +176,36 @@ class ProviderWorker(BusService):
                 else:
                     completed = await adapter.complete(request)
                     ttft_ms = now_ms() - started
+            except asyncio.CancelledError:
+                if not self._client_gone(request.request_id):
+                    raise
+                # Bill what the call used before it was stopped (docs/providers.md).
+                dispatch.attempts.append(
+                    attempt_record(
+                        deployment, started, error=CLIENT_GONE, status="cancelled", ttft_ms=ttft_ms
+                    )
+                )
+                usage = progress.usage(request)
+                self._complete(
+                    dispatch,
+                    "cancelled",
+                    deployment=deployment,
+                    usage=usage,
+                    cost=call_cost(deployment, usage),
+                    ttft_ms=ttft_ms,
+                    error=CLIENT_GONE.to_proto(request.request_id),
+                )
+                return
             except GatewayError as error:
-                dispatch.attempts.append(attempt_record(deployment, started, error=error))
+                dispatch.attempts.append(attempt_record(deployment, started, error=error, ttft_ms=ttft_ms))
                 self._stat(deployment, dispatch.attempts[-1], error)
                 if should_fail_over(error, dispatch, chunks_sent):
                     dispatch.position += 1
                     continue
-                await self._fail(dispatch, reply, error, deployment)
+                # A stream cut after chunks reached the client still used (and cost) tokens.
+                await self._fail(
+                    dispatch, reply, error, deployment, progress.usage(request) if chunks_sent else None
+                )
                 return
             except Exception as exc:  # an adapter bug must still end the request cleanly
                 self.log.exception("adapter %s crashed", deployment.adapter)
@@ -159,6 +217,8 @@ class ProviderWorker(BusService):
                 dispatch.attempts.append(attempt_record(deployment, started, error=error))
                 await self._fail(dispatch, reply, error, deployment)
                 return
+            finally:
+                self._upstream.pop(request.request_id, None)
             dispatch.attempts.append(
                 attempt_record(deployment, started, ttft_ms=ttft_ms, http_status=completed.http_status)
             )
@@ -183,11 +243,16 @@ class ProviderWorker(BusService):
         reply: str,
         error: GatewayError,
         deployment: Deployment | None,
+        usage: invoke_pb2.Usage | None = None,
     ) -> None:
         assert self.nc is not None
         err = error.to_proto(dispatch.request.request_id)
         await self.nc.publish(reply, codec.error_frame(err))
-        self._complete(dispatch, "error", deployment=deployment, error=err)
+        if usage is not None and deployment is not None:
+            cost = call_cost(deployment, usage)
+            self._complete(dispatch, "error", deployment=deployment, error=err, usage=usage, cost=cost)
+        else:
+            self._complete(dispatch, "error", deployment=deployment, error=err)
 
     def _complete(self, dispatch: invoke_pb2.Dispatch, status: str, **fields) -> None:
         assert self.events is not None

@@ -23,12 +23,22 @@ class Completed:
     rate_limits: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class Progress:
+    """Usage the provider has reported so far in a stream (Anthropic's message_start, Gemini's
+    per-chunk usageMetadata). Not forwarded to the client: the worker keeps the latest so a call
+    cancelled or cut mid-stream is still billed for what it used."""
+
+    usage: invoke_pb2.Usage
+
+
 class ProviderAdapter(ABC):
     """Translate a neutral request to one provider's API and back.
 
-    `complete` returns one Completed; `stream` yields Chunk objects and ends with exactly one
-    Completed (with exact usage). Failures raise switchyard.errors.GatewayError with the
-    neutral code, provider status and whether a retry elsewhere may succeed.
+    `complete` returns one Completed; `stream` yields Chunk objects (and optionally Progress)
+    and ends with exactly one Completed (with exact usage). Failures raise
+    switchyard.errors.GatewayError with the neutral code, provider status and whether a retry
+    elsewhere may succeed.
     """
 
     def __init__(self, deployment: Deployment, settings: Settings) -> None:
@@ -39,7 +49,9 @@ class ProviderAdapter(ABC):
     async def complete(self, request: invoke_pb2.InvokeRequest) -> Completed: ...
 
     @abstractmethod
-    def stream(self, request: invoke_pb2.InvokeRequest) -> AsyncIterator[invoke_pb2.Chunk | Completed]: ...
+    def stream(
+        self, request: invoke_pb2.InvokeRequest
+    ) -> AsyncIterator[invoke_pb2.Chunk | Progress | Completed]: ...
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters pool connections
         """Release pooled connections."""

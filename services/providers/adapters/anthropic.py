@@ -1,0 +1,301 @@
+"""Anthropic Messages API (POST {base}/v1/messages, base https://api.anthropic.com).
+
+Wire format: https://docs.anthropic.com/en/api/messages and .../messages-streaming. Headers
+`x-api-key` and `anthropic-version: 2023-06-01`. The system prompt is a top-level field, not a
+turn; tool results are `tool_result` blocks inside a user turn; `max_tokens` is required.
+Streams are named SSE events: message_start (with input usage), content_block_start /
+content_block_delta (text_delta, input_json_delta) / content_block_stop, message_delta (stop
+reason, cumulative output usage), message_stop; `ping` keeps alive; `error` may arrive mid-stream.
+Usage: `input_tokens` excludes cache reads and writes, so the neutral prompt count adds them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from switchyard.catalog import Deployment
+from switchyard.errors import GatewayError
+from switchyard.settings import Settings
+from switchyard.v1 import invoke_pb2
+
+from ..content import (
+    MessageAssembler,
+    forced_tool_name,
+    image_of,
+    json_text,
+    parse_json,
+    parse_json_object,
+    system_text,
+    text_of,
+    tool_choice,
+)
+from ..http_errors import error_from_stream_event
+from ..sse import SSEEvent
+from ..upstream import HttpAdapter, StreamTranslator, json_event
+from .base import Completed, Progress
+from .openai import join_url
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; used when the request sets none
+MAX_TEMPERATURE = 1.0  # Anthropic's range is 0..1 (the neutral API allows 0..2)
+
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def _blocks(message: invoke_pb2.Message) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    for part in message.content:
+        if part.HasField("image"):
+            image = image_of(part.image)
+            source = (
+                {"type": "url", "url": image.url}
+                if image.url
+                else {"type": "base64", "media_type": image.media_type, "data": image.data_b64}
+            )
+            blocks.append({"type": "image", "source": source})
+        elif part.text:  # Anthropic rejects empty text blocks
+            blocks.append({"type": "text", "text": part.text})
+    return blocks
+
+
+def anthropic_messages(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]]:
+    """Neutral turns -> Anthropic turns. Tool results join the user turn that follows the
+    assistant's tool_use (parallel results must share one turn); consecutive turns of one
+    role are merged."""
+    turns: list[dict[str, Any]] = []
+
+    def add(role: str, blocks: list[dict[str, Any]]) -> None:
+        if not blocks:
+            return
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+
+    for m in request.messages:
+        if m.role == "system":
+            continue
+        if m.role == "tool":
+            add(
+                "user",
+                [{"type": "tool_result", "tool_use_id": m.tool_call_id, "content": text_of(m)}],
+            )
+        elif m.role == "assistant":
+            blocks = _blocks(m)
+            for call in m.tool_calls:
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": call.id,
+                        "name": call.name,
+                        "input": parse_json_object(call.arguments_json, f"arguments of tool call {call.id}"),
+                    }
+                )
+            add("assistant", blocks)
+        else:
+            add("user", _blocks(m))
+    return turns
+
+
+def anthropic_tool_choice(choice: Any) -> dict[str, Any] | None:
+    if choice is None:
+        return None
+    if choice == "auto":
+        return {"type": "auto"}
+    if choice == "none":
+        return {"type": "none"}
+    if choice == "required":
+        return {"type": "any"}
+    name = forced_tool_name(choice)
+    if name:
+        return {"type": "tool", "name": name}
+    raise GatewayError("invalid_request", f"unsupported tool_choice {choice!r}", param="tool_choice")
+
+
+def anthropic_request(
+    request: invoke_pb2.InvokeRequest,
+    model: str,
+    stream: bool,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": request.max_tokens or default_max_tokens,
+        "messages": anthropic_messages(request),
+    }
+    system = system_text(request)
+    if system:
+        body["system"] = system
+    if request.HasField("temperature"):
+        body["temperature"] = min(request.temperature, MAX_TEMPERATURE)
+    if request.HasField("top_p"):
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop_sequences"] = list(request.stop)
+    if request.tools:
+        body["tools"] = [
+            {
+                "name": t.name,
+                "description": t.description,
+                "input_schema": parse_json(t.parameters_json or "{}", f"parameters of tool {t.name}"),
+            }
+            for t in request.tools
+        ]
+    choice = anthropic_tool_choice(tool_choice(request))
+    if choice is not None:
+        body["tool_choice"] = choice
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def anthropic_usage(raw: dict[str, Any] | None, base: invoke_pb2.Usage | None = None) -> invoke_pb2.Usage:
+    """Anthropic usage -> neutral; fields missing from `raw` keep their value from `base` (a
+    message_delta carries the cumulative output count and may omit the input side)."""
+    raw = raw or {}
+    usage = invoke_pb2.Usage()
+    if base is not None:
+        usage.CopyFrom(base)
+    if any(k in raw for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")):
+        cache_read = int(raw.get("cache_read_input_tokens") or 0)
+        cache_write = int(raw.get("cache_creation_input_tokens") or 0)
+        usage.prompt_tokens = int(raw.get("input_tokens") or 0) + cache_read + cache_write
+        usage.cached_tokens = cache_read
+    if "output_tokens" in raw:
+        usage.completion_tokens = int(raw.get("output_tokens") or 0)
+    return usage
+
+
+def stop_reason(raw: str | None, has_tool_calls: bool) -> str:
+    if not raw:
+        return "tool_calls" if has_tool_calls else "stop"
+    return STOP_REASONS.get(raw, "stop")
+
+
+def parse_anthropic_response(payload: dict[str, Any], provider: str) -> Completed:
+    if payload.get("type") == "error":
+        raise error_from_stream_event(provider, payload)
+    message = invoke_pb2.Message(role="assistant")
+    text = "".join(b.get("text", "") for b in payload.get("content") or [] if b.get("type") == "text")
+    if text:
+        message.content.add(text=text)
+    for block in payload.get("content") or []:
+        if block.get("type") == "tool_use":
+            message.tool_calls.add(
+                id=str(block.get("id") or ""),
+                name=str(block.get("name") or ""),
+                arguments_json=json_text(block.get("input") or {}),
+            )
+    return Completed(
+        message=message,
+        finish_reason=stop_reason(payload.get("stop_reason"), bool(message.tool_calls)),
+        usage=anthropic_usage(payload.get("usage")),
+    )
+
+
+class AnthropicStream:
+    """Anthropic's named stream events -> neutral chunks. Pure."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.assembler = MessageAssembler()
+        self.usage = invoke_pb2.Usage()
+        self.stop = ""
+        self.started = False
+        self.done = False
+        self._tool_index: dict[int, int] = {}  # content block index -> neutral tool-call index
+
+    def feed(self, event: SSEEvent) -> list[invoke_pb2.Chunk | Progress]:
+        payload = json_event(event, self.provider)
+        kind = payload.get("type") or event.event
+        if kind == "error":
+            raise error_from_stream_event(self.provider, payload)
+        if kind == "message_start":
+            self.started = True
+            self.usage = anthropic_usage((payload.get("message") or {}).get("usage"))
+            return [Progress(self.usage)]
+        if kind == "content_block_start":
+            block = payload.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self._tool_index.setdefault(int(payload.get("index", 0)), len(self._tool_index))
+                return [
+                    self.assembler.tool_chunk(
+                        index, id=str(block.get("id") or ""), name=str(block.get("name") or "")
+                    )
+                ]
+            if block.get("type") == "text" and block.get("text"):
+                return [self.assembler.text_chunk(block["text"])]
+            return []
+        if kind == "content_block_delta":
+            delta = payload.get("delta") or {}
+            if delta.get("type") == "text_delta" and delta.get("text"):
+                return [self.assembler.text_chunk(delta["text"])]
+            if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                index = self._tool_index.get(int(payload.get("index", 0)))
+                if index is None:
+                    raise GatewayError(
+                        "upstream_error",
+                        f"{self.provider} sent tool input for an unknown block",
+                        provider=self.provider,
+                    )
+                return [self.assembler.tool_chunk(index, arguments=delta["partial_json"])]
+            return []  # thinking / signature deltas are not part of the neutral answer
+        if kind == "message_delta":
+            self.stop = (payload.get("delta") or {}).get("stop_reason") or self.stop
+            self.usage = anthropic_usage(payload.get("usage"), self.usage)
+            return [Progress(self.usage)]
+        if kind == "message_stop":
+            self.done = True
+        return []  # ping, content_block_stop, unknown future events
+
+    def result(self) -> Completed:
+        if not self.done:
+            raise GatewayError(
+                "upstream_error",
+                f"{self.provider} stream ended before message_stop (connection cut)",
+                provider=self.provider,
+            )
+        return Completed(
+            message=self.assembler.message(),
+            finish_reason=stop_reason(self.stop, self.assembler.has_tool_calls),
+            usage=self.usage,
+        )
+
+
+class Adapter(HttpAdapter):
+    """Deployment options: `max_tokens` (default when the request sets none), `version`
+    (anthropic-version header), `beta` (anthropic-beta header)."""
+
+    def __init__(self, deployment: Deployment, settings: Settings) -> None:
+        super().__init__(deployment, settings)
+        options = deployment.options
+        self._url = join_url(deployment.base_url or "https://api.anthropic.com", "/v1/messages")
+        self._headers = {"anthropic-version": str(options.get("version", API_VERSION))}
+        if options.get("beta"):
+            self._headers["anthropic-beta"] = str(options["beta"])
+        if deployment.api_key:
+            self._headers["x-api-key"] = deployment.api_key
+        self._max_tokens = int(options.get("max_tokens", DEFAULT_MAX_TOKENS))
+
+    def url(self, request: invoke_pb2.InvokeRequest, stream: bool) -> str:
+        return self._url
+
+    def headers(self) -> dict[str, str]:
+        return self._headers
+
+    def body(self, request: invoke_pb2.InvokeRequest, stream: bool) -> dict[str, Any]:
+        return anthropic_request(request, self.deployment.model, stream, self._max_tokens)
+
+    def parse_response(self, request: invoke_pb2.InvokeRequest, payload: dict[str, Any]) -> Completed:
+        return parse_anthropic_response(payload, self.provider)
+
+    def stream_translator(self, request: invoke_pb2.InvokeRequest) -> StreamTranslator:
+        return AnthropicStream(self.provider)

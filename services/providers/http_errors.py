@@ -1,0 +1,194 @@
+"""Upstream failures -> one neutral GatewayError (code, message, provider status, retryable,
+Retry-After). Pure: status codes, headers and body bytes in, an error out.
+
+Retryable (another deployment may succeed): connect errors, timeouts, 408, 409, 429, 5xx and
+Anthropic's 529 overloaded. Not retryable: the other 4xx (400/401/403/404/413/422), which would
+fail the same way anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from switchyard.errors import GatewayError
+from switchyard.logs import redact
+
+# upstream HTTP status -> (neutral code, retryable)
+STATUS_CODES: dict[int, tuple[str, bool]] = {
+    400: ("invalid_request", False),
+    401: ("unauthorized", False),
+    403: ("permission_denied", False),
+    404: ("not_found", False),
+    408: ("timeout", True),
+    409: ("upstream_error", True),
+    413: ("payload_too_large", False),
+    422: ("unprocessable", False),
+    429: ("rate_limited", True),
+    500: ("upstream_error", True),
+    502: ("upstream_error", True),
+    503: ("unavailable", True),
+    504: ("timeout", True),
+    529: ("overloaded", True),
+}
+MAX_MESSAGE_CHARS = 500
+MAX_RETRY_AFTER_S = 3600.0
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")  # google.protobuf.Duration as JSON ("30s")
+
+
+def classify_status(status: int) -> tuple[str, bool]:
+    if status in STATUS_CODES:
+        return STATUS_CODES[status]
+    if status >= 500:
+        return "upstream_error", True
+    return "invalid_request", False
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: datetime | None = None) -> float:
+    """`retry-after-ms` (OpenAI, Azure), else `Retry-After` as seconds or an HTTP date; 0 if none."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    raw_ms = lowered.get("retry-after-ms")
+    if raw_ms:
+        with contextlib.suppress(ValueError):
+            return _clamp(float(raw_ms) / 1000.0)
+    raw = lowered.get("retry-after", "").strip()
+    if not raw:
+        return 0.0
+    try:
+        return _clamp(float(raw))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return 0.0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return _clamp((when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _clamp(seconds: float) -> float:
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def error_details(body: bytes) -> tuple[str, str, dict[str, Any]]:
+    """(type, message, raw error object) from any provider's error body.
+
+    OpenAI / Mistral: {"error": {"message", "type", "code", "param"}}; Mistral also
+    {"object": "error", "message", "type"} and {"detail": [...]} (422). Anthropic:
+    {"type": "error", "error": {"type", "message"}}. Gemini: {"error": {"code", "message",
+    "status", "details"}}. Anything else: the body text.
+    """
+    data = _json(body)
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        data = data[0]  # Gemini's streaming endpoint (without alt=sse) wraps errors in an array
+    if not isinstance(data, dict):
+        text = body.decode("utf-8", "replace").strip()
+        return "", text[:MAX_MESSAGE_CHARS], {}
+    err = data.get("error")
+    if isinstance(err, dict):
+        kind = err.get("type") or err.get("status") or err.get("code") or ""
+        return str(kind), str(err.get("message") or ""), err
+    if isinstance(err, str):
+        return "", err, data
+    if "detail" in data:
+        detail = data["detail"]
+        return "validation_error", detail if isinstance(detail, str) else orjson.dumps(detail).decode(), data
+    message = data.get("message") or ""
+    if not isinstance(message, str):  # Mistral's 422: {"message": {"detail": [...]}}
+        message = orjson.dumps(message).decode()
+    return str(data.get("type") or ""), message, data
+
+
+def _google_retry_delay(err: Mapping[str, Any]) -> float:
+    for detail in err.get("details") or []:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            match = _DURATION.match(str(detail.get("retryDelay", "")))
+            if match:
+                return _clamp(float(match.group(1)))
+    return 0.0
+
+
+def _google_reasons(err: Mapping[str, Any]) -> set[str]:
+    return {str(d.get("reason")) for d in err.get("details") or [] if isinstance(d, dict) and d.get("reason")}
+
+
+def error_from_response(provider: str, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
+    """The neutral error for an upstream HTTP error response."""
+    kind, message, err = error_details(body)
+    code, retryable = classify_status(status)
+    if kind == "overloaded_error":  # Anthropic: 529, also seen on 503 and inside streams
+        code, retryable = "overloaded", True
+    if "API_KEY_INVALID" in _google_reasons(err):  # Gemini answers a bad key with 400
+        code, retryable = "unauthorized", False
+    retry_after = retry_after_seconds(headers) or _google_retry_delay(err)
+    label = f"{status} {kind}".strip()
+    text = redact(message or httpx.codes.get_reason_phrase(status) or "error")
+    return GatewayError(
+        code,
+        f"{provider} returned {label}: {text}"[:MAX_MESSAGE_CHARS],
+        retryable=retryable,
+        provider_status=status,
+        retry_after_s=retry_after,
+        provider=provider,
+    )
+
+
+def error_from_stream_event(provider: str, payload: Mapping[str, Any]) -> GatewayError:
+    """An error delivered inside a 200 stream (Anthropic `event: error`, OpenAI-style `{"error": ...}`)."""
+    err = payload.get("error") if isinstance(payload.get("error"), dict) else payload
+    kind = str(err.get("type") or err.get("status") or err.get("code") or "error")
+    message = redact(str(err.get("message") or "error"))
+    code, retryable = {
+        "overloaded_error": ("overloaded", True),
+        "rate_limit_error": ("rate_limited", True),
+        "api_error": ("upstream_error", True),
+        "invalid_request_error": ("invalid_request", False),
+        "RESOURCE_EXHAUSTED": ("rate_limited", True),
+        "UNAVAILABLE": ("unavailable", True),
+        "INTERNAL": ("upstream_error", True),
+    }.get(kind, ("upstream_error", True))
+    status = payload.get("status_code") or err.get("code")
+    return GatewayError(
+        code,
+        f"{provider} stream error {kind}: {message}"[:MAX_MESSAGE_CHARS],
+        retryable=retryable,
+        provider_status=status if isinstance(status, int) else 0,
+        provider=provider,
+    )
+
+
+def error_from_exception(provider: str, exc: BaseException, phase: str = "") -> GatewayError:
+    """Transport failures: nothing (or not everything) came back."""
+    where = f" ({phase})" if phase else ""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return GatewayError("timeout", f"connecting to {provider} timed out{where}", provider=provider)
+    if isinstance(exc, httpx.TimeoutException):
+        return GatewayError("timeout", f"{provider} timed out{where}", provider=provider)
+    if isinstance(exc, (httpx.ConnectError, httpx.ProxyError)):
+        return GatewayError(
+            "unavailable", f"could not connect to {provider}: {redact(str(exc))[:200]}", provider=provider
+        )
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+        return GatewayError(
+            "upstream_error",
+            f"{provider} closed the connection{where}: {redact(str(exc))[:200]}",
+            provider=provider,
+        )
+    return GatewayError(
+        "upstream_error", f"{provider} transport error{where}: {type(exc).__name__}", provider=provider
+    )

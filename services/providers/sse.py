@@ -1,0 +1,64 @@
+"""Server-sent events, decoded line by line (the WHATWG event-stream rules). Pure.
+
+Every provider streams SSE: OpenAI and Mistral send bare `data:` lines ending with `[DONE]`,
+Anthropic names each event (`event: content_block_delta`), Gemini (`alt=sse`) sends bare `data:`
+lines and ends by closing the connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SSEEvent:
+    event: str  # "message" when the stream names none
+    data: str
+    id: str = ""
+
+
+class SSEDecoder:
+    """Feed lines (without their line ending); an event comes out at each blank line."""
+
+    def __init__(self) -> None:
+        self._event = ""
+        self._data: list[str] = []
+        self._id = ""
+
+    def feed(self, line: str) -> SSEEvent | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None  # a comment (keep-alive)
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            self._id = value
+        # `retry` and unknown fields are ignored, as the spec says.
+        return None
+
+    def flush(self) -> SSEEvent | None:
+        """At end of stream: an event whose blank line never came (some servers omit the last)."""
+        return self._dispatch()
+
+    def _dispatch(self) -> SSEEvent | None:
+        if not self._data:
+            self._event = ""
+            return None
+        event = SSEEvent(self._event or "message", "\n".join(self._data), self._id)
+        self._event = ""
+        self._data = []
+        return event
+
+
+def decode_lines(lines: list[str]) -> list[SSEEvent]:
+    """All events of a complete stream (tests, recorded fixtures)."""
+    decoder = SSEDecoder()
+    events = [e for line in lines if (e := decoder.feed(line)) is not None]
+    last = decoder.flush()
+    return [*events, last] if last else events

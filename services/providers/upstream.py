@@ -1,0 +1,260 @@
+"""The HTTP side shared by the real adapters: one pooled httpx client per deployment, the four
+timeouts (connect, first byte, between chunks, total), error mapping and SSE reading.
+
+An adapter built on `HttpAdapter` supplies only pure translation: the URL, headers and JSON body
+for a request, `parse_response` for a complete answer, and a `StreamTranslator` for SSE events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+import orjson
+
+from switchyard.catalog import Deployment, Timeouts
+from switchyard.errors import GatewayError
+from switchyard.settings import Settings
+from switchyard.v1 import invoke_pb2
+
+from .adapters.base import Completed, Progress, ProviderAdapter
+from .http_errors import error_from_exception, error_from_response
+from .sse import SSEDecoder, SSEEvent
+
+MAX_ERROR_BODY = 64 * 1024
+
+
+def pooled_client(deployment: Deployment) -> httpx.AsyncClient:
+    """The deployment's one client, reused by every request (keep-alive, connection pool).
+
+    httpx enforces the connect timeout; first byte, between-chunk and total timeouts are enforced
+    around each read by `HttpAdapter` (httpx's read timeout cannot tell them apart).
+    """
+    t = deployment.timeouts
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(None, connect=t.connect_s, pool=t.connect_s, write=t.total_s),
+        limits=httpx.Limits(
+            max_connections=int(deployment.options.get("max_connections", 512)),
+            max_keepalive_connections=int(deployment.options.get("max_keepalive", 64)),
+            keepalive_expiry=30.0,
+        ),
+        follow_redirects=False,
+    )
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When each timer of one upstream call fires (monotonic seconds). Pure."""
+
+    started: float
+    total_at: float
+    first_byte_s: float
+    between_chunks_s: float
+
+    @classmethod
+    def start(
+        cls, timeouts: Timeouts, request_deadline_unix_ms: int = 0, now: float | None = None
+    ) -> Deadline:
+        started = time.monotonic() if now is None else now
+        total = timeouts.total_s
+        if request_deadline_unix_ms:
+            # The request's own deadline (set by the ingress) caps the deployment's total.
+            total = min(total, max(request_deadline_unix_ms / 1000.0 - time.time(), 0.0))
+        return cls(started, started + total, timeouts.first_byte_s, timeouts.between_chunks_s)
+
+    def budget(self, timer_s: float, now: float) -> tuple[float, bool]:
+        """Seconds to wait for the next read, and whether the total deadline is the binding one."""
+        left = self.total_at - now
+        return (left, True) if left <= timer_s else (timer_s, False)
+
+
+class StreamTranslator(Protocol):
+    """Pure: one provider's SSE events -> neutral chunks, then one Completed."""
+
+    done: bool
+
+    def feed(self, event: SSEEvent) -> list[invoke_pb2.Chunk | Progress]: ...
+
+    def result(self) -> Completed: ...
+
+
+def json_event(event: SSEEvent, provider: str) -> dict[str, Any]:
+    """The JSON payload of an event; a malformed one fails the call (never silently skipped)."""
+    try:
+        payload = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        raise GatewayError(
+            "upstream_error",
+            f"{provider} sent a malformed stream event: {event.data[:80]!r}",
+            provider=provider,
+        ) from None
+    if not isinstance(payload, dict):
+        raise GatewayError("upstream_error", f"{provider} sent a non-object stream event", provider=provider)
+    return payload
+
+
+def rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items() if "ratelimit" in k.lower()}
+
+
+class HttpAdapter(ProviderAdapter):
+    """complete/stream over HTTP with the deployment's pooled client and timeouts."""
+
+    def __init__(self, deployment: Deployment, settings: Settings) -> None:
+        super().__init__(deployment, settings)
+        self.provider = deployment.provider
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = pooled_client(self.deployment)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    # --- what a concrete adapter supplies (pure) ---
+
+    @abstractmethod
+    def url(self, request: invoke_pb2.InvokeRequest, stream: bool) -> str: ...
+
+    @abstractmethod
+    def headers(self) -> dict[str, str]: ...
+
+    @abstractmethod
+    def body(self, request: invoke_pb2.InvokeRequest, stream: bool) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def parse_response(self, request: invoke_pb2.InvokeRequest, payload: dict[str, Any]) -> Completed: ...
+
+    @abstractmethod
+    def stream_translator(self, request: invoke_pb2.InvokeRequest) -> StreamTranslator: ...
+
+    # --- I/O ---
+
+    async def _open(
+        self, request: invoke_pb2.InvokeRequest, stream: bool, deadline: Deadline
+    ) -> httpx.Response:
+        body = orjson.dumps(self.body(request, stream))
+        headers = {"content-type": "application/json", **self.headers()}
+        if stream:
+            headers["accept"] = "text/event-stream"
+        http_request = self.client.build_request(
+            "POST", self.url(request, stream), content=body, headers=headers
+        )
+        # Non-streaming answers send their headers only when the whole completion is ready, so
+        # only the total deadline applies to them; a stream's headers must come within first_byte.
+        timer = deadline.first_byte_s if stream else deadline.total_at - deadline.started
+        wait, total_binds = deadline.budget(timer, time.monotonic())
+        try:
+            async with asyncio.timeout(wait):
+                response = await self.client.send(http_request, stream=True)
+        except TimeoutError:
+            raise self._timeout("total" if total_binds or not stream else "first byte", wait) from None
+        except httpx.HTTPError as exc:
+            raise error_from_exception(self.provider, exc, "connect") from None
+        if response.status_code >= 400:
+            raise await self._error(response, deadline)
+        return response
+
+    async def _error(self, response: httpx.Response, deadline: Deadline) -> GatewayError:
+        body = b""
+        try:
+            wait, _ = deadline.budget(deadline.between_chunks_s, time.monotonic())
+            async with asyncio.timeout(max(wait, 0.001)):
+                async for part in response.aiter_bytes():
+                    body += part
+                    if len(body) > MAX_ERROR_BODY:
+                        break
+        except (TimeoutError, httpx.HTTPError):
+            pass  # the status alone still classifies the error
+        finally:
+            await response.aclose()
+        return error_from_response(self.provider, response.status_code, response.headers, body)
+
+    def _timeout(self, which: str, seconds: float) -> GatewayError:
+        return GatewayError(
+            "timeout",
+            f"{self.provider} timed out: no {'data' if which != 'total' else 'completion'} within "
+            f"{seconds:.3g}s ({which} timeout of deployment {self.deployment.id})",
+            provider=self.provider,
+        )
+
+    async def complete(self, request: invoke_pb2.InvokeRequest) -> Completed:
+        deadline = Deadline.start(self.deployment.timeouts, request.deadline_unix_ms)
+        response = await self._open(request, stream=False, deadline=deadline)
+        try:
+            async with asyncio.timeout(max(deadline.total_at - time.monotonic(), 0.001)):
+                raw = await response.aread()
+        except TimeoutError:
+            raise self._timeout("total", deadline.total_at - deadline.started) from None
+        except httpx.HTTPError as exc:
+            raise error_from_exception(self.provider, exc, "reading the response") from None
+        finally:
+            await response.aclose()
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise GatewayError(
+                "upstream_error", f"{self.provider} answered with invalid JSON", provider=self.provider
+            ) from None
+        if not isinstance(payload, dict):
+            raise GatewayError(
+                "upstream_error", f"{self.provider} answered with a non-object", provider=self.provider
+            )
+        completed = self.parse_response(request, payload)
+        completed.http_status = response.status_code
+        completed.rate_limits = rate_limit_headers(response.headers)
+        return completed
+
+    async def stream(
+        self, request: invoke_pb2.InvokeRequest
+    ) -> AsyncIterator[invoke_pb2.Chunk | Progress | Completed]:
+        deadline = Deadline.start(self.deployment.timeouts, request.deadline_unix_ms)
+        translator = self.stream_translator(request)
+        response = await self._open(request, stream=True, deadline=deadline)
+        try:
+            async for event in self._events(response, deadline):
+                for item in translator.feed(event):
+                    yield item
+                if translator.done:
+                    break
+            # A stream that ends before its terminal event was cut: result() raises.
+            completed = translator.result()
+        finally:
+            # Also on cancellation: closing mid-body drops the connection, which is how an
+            # upstream learns the client went away and stops generating.
+            await response.aclose()
+        completed.http_status = response.status_code
+        completed.rate_limits = rate_limit_headers(response.headers)
+        yield completed
+
+    async def _events(self, response: httpx.Response, deadline: Deadline) -> AsyncIterator[SSEEvent]:
+        decoder = SSEDecoder()
+        lines = response.aiter_lines()
+        timer, which = deadline.first_byte_s, "first byte"
+        while True:
+            wait, total_binds = deadline.budget(timer, time.monotonic())
+            try:
+                async with asyncio.timeout(max(wait, 0.0)):
+                    line = await anext(lines)
+            except StopAsyncIteration:
+                last = decoder.flush()
+                if last is not None:
+                    yield last
+                return
+            except TimeoutError:
+                raise self._timeout("total" if total_binds else which, wait) from None
+            except httpx.HTTPError as exc:
+                raise error_from_exception(self.provider, exc, "mid-stream") from None
+            timer, which = deadline.between_chunks_s, "between chunks"
+            event = decoder.feed(line)
+            if event is not None:
+                yield event

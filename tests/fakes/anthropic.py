@@ -1,0 +1,190 @@
+"""A fake Anthropic Messages API: POST /v1/messages with `x-api-key` and `anthropic-version`.
+
+Shapes follow the Messages and streaming references: a `message` object with content blocks
+(text, tool_use) and usage whose `input_tokens` exclude cache reads/writes; streams of named
+events message_start (input usage) -> content_block_start / ping / content_block_delta
+(text_delta, input_json_delta) / content_block_stop -> message_delta (stop_reason, cumulative
+output_tokens) -> message_stop. Errors: {"type": "error", "error": {"type", "message"},
+"request_id"} with 400 invalid_request_error, 401 authentication_error, 403 permission_error,
+404 not_found_error, 413 request_too_large, 429 rate_limit_error, 500 api_error,
+529 overloaded_error; mid-stream errors arrive as `event: error`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .base import Behavior, FakeUpstream, Frame, json_response, pieces, sse
+
+ANTHROPIC_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "Invalid request"),
+    401: ("authentication_error", "invalid x-api-key"),
+    403: ("permission_error", "Your API key does not have permission to use the specified resource."),
+    404: ("not_found_error", "model: not found"),
+    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+    422: ("invalid_request_error", "Unprocessable"),
+    429: ("rate_limit_error", "This request would exceed your organization's rate limit."),
+    500: ("api_error", "Internal server error"),
+    503: ("api_error", "Service unavailable"),
+    504: ("timeout_error", "Request timed out"),
+    529: ("overloaded_error", "Overloaded"),
+}
+TOOL_PREAMBLE = "Let me look that up."
+
+
+class AnthropicFake(FakeUpstream):
+    provider = "anthropic"
+
+    def routes(self) -> list[Route]:
+        return [Route("/v1/messages", self._messages, methods=["POST"])]
+
+    async def _messages(self, request: Request) -> Response:
+        if not request.headers.get("anthropic-version"):
+            return self.error_response(400, Behavior(error_message="anthropic-version: header is required"))
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            body = None
+        problem = self.validate(body) if isinstance(body, dict) else "body must be a JSON object"
+        if problem:
+            return self.error_response(400, Behavior(error_message=problem))
+        return await self.handle(request, str(body["model"]), bool(body.get("stream")))
+
+    def validate(self, body: dict[str, Any]) -> str:
+        for name in ("model", "max_tokens", "messages"):
+            if name not in body:
+                return f"{name}: Field required"
+        if not body["messages"]:
+            return "messages: at least one message is required"
+        for i, message in enumerate(body["messages"]):
+            if message.get("role") not in ("user", "assistant"):
+                return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+            content = message.get("content")
+            if isinstance(content, list):
+                for block in content:
+                    if block.get("type") == "text" and not block.get("text"):
+                        return f"messages.{i}: text content blocks must be non-empty"
+        if body.get("temperature", 0) > 1:
+            return "temperature: Input should be less than or equal to 1"
+        return ""
+
+    def authorized(self, request: Request) -> bool:
+        return self.api_key is None or request.headers.get("x-api-key") == self.api_key
+
+    def error_response(self, status: int, behavior: Behavior) -> Response:
+        kind, message = ANTHROPIC_ERRORS.get(status, ("api_error", "error"))
+        if behavior.error_message != Behavior.error_message:
+            message = behavior.error_message
+        body = {
+            "type": "error",
+            "error": {"type": behavior.error_type or kind, "message": message},
+            "request_id": "req_fake",
+        }
+        return json_response(body, status, {"request-id": "req_fake"})
+
+    def _usage(self, usage: dict[str, int], output: int) -> dict[str, int]:
+        return {
+            "input_tokens": usage["prompt"] - usage["cached"],
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": usage["cached"],
+            "output_tokens": output,
+        }
+
+    def _stop(self, behavior: Behavior) -> str:
+        return behavior.finish or ("tool_use" if behavior.tool_call else "end_turn")
+
+    def complete_body(self, body: Any, model: str, behavior: Behavior, usage: dict[str, int]) -> Any:
+        if behavior.tool_call:
+            name, args = behavior.tool_call
+            content = [
+                {"type": "text", "text": TOOL_PREAMBLE},
+                {"type": "tool_use", "id": "toolu_01FakeToolUse", "name": name, "input": args},
+            ]
+        else:
+            content = [{"type": "text", "text": behavior.text}]
+        return {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": self._stop(behavior),
+            "stop_sequence": None,
+            "usage": self._usage(usage, usage["completion"]),
+        }
+
+    def stream_frames(self, body: Any, model: str, behavior: Behavior, usage: dict[str, int]) -> list[Frame]:
+        start = {
+            "type": "message_start",
+            "message": {
+                "id": "msg_fake",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": self._usage(usage, 1),
+            },
+        }
+        frames = [Frame(sse(start, "message_start"))]
+
+        def block(index: int, content_block: dict, deltas: list[dict]) -> None:
+            frames.append(
+                Frame(
+                    sse(
+                        {"type": "content_block_start", "index": index, "content_block": content_block},
+                        "content_block_start",
+                    )
+                )
+            )
+            if index == 0:
+                frames.append(Frame(sse({"type": "ping"}, "ping")))
+            for delta in deltas:
+                frames.append(
+                    Frame(
+                        sse(
+                            {"type": "content_block_delta", "index": index, "delta": delta},
+                            "content_block_delta",
+                        ),
+                        content=True,
+                    )
+                )
+            frames.append(Frame(sse({"type": "content_block_stop", "index": index}, "content_block_stop")))
+
+        if behavior.tool_call:
+            name, args = behavior.tool_call
+            block(0, {"type": "text", "text": ""}, [{"type": "text_delta", "text": TOOL_PREAMBLE}])
+            text = orjson.dumps(args).decode()
+            half = max(1, len(text) // 2)
+            parts = [text[i : i + half] for i in range(0, len(text), half)]
+            block(
+                1,
+                {"type": "tool_use", "id": "toolu_01FakeToolUse", "name": name, "input": {}},
+                [{"type": "input_json_delta", "partial_json": ""}]
+                + [{"type": "input_json_delta", "partial_json": p} for p in parts],
+            )
+        else:
+            block(
+                0,
+                {"type": "text", "text": ""},
+                [{"type": "text_delta", "text": p} for p in pieces(behavior.text)],
+            )
+        delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": self._stop(behavior), "stop_sequence": None},
+            "usage": {"output_tokens": usage["completion"]},
+        }
+        frames.append(Frame(sse(delta, "message_delta")))
+        frames.append(Frame(sse({"type": "message_stop"}, "message_stop")))
+        return frames
+
+    def stream_error_frame(self, behavior: Behavior) -> bytes:
+        kind = behavior.error_type or "overloaded_error"
+        message = "Overloaded" if behavior.error_message == Behavior.error_message else behavior.error_message
+        return sse({"type": "error", "error": {"type": kind, "message": message}}, "error")

@@ -1,0 +1,202 @@
+"""A fake OpenAI Chat Completions server (also any OpenAI-compatible one: vLLM, Ollama, Groq).
+
+POST /v1/chat/completions, `Authorization: Bearer <key>`. Shapes follow the API reference:
+`chat.completion` objects; streams of `chat.completion.chunk` with `choices[0].delta`, the
+role first, tool calls as indexed deltas whose arguments arrive in pieces, a finish chunk, with
+`stream_options.include_usage` a last chunk with `choices: []` and the usage (earlier chunks
+carry `"usage": null`), then `data: [DONE]`. Errors: {"error": {"message", "type", "param",
+"code"}} with the status's real type/code.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .base import Behavior, FakeUpstream, Frame, json_response, pieces, sse
+
+OPENAI_ERRORS: dict[int, tuple[str, str | None, str]] = {
+    400: ("invalid_request_error", None, "Invalid request"),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided: sk-fake****1234."),
+    403: (
+        "invalid_request_error",
+        "unsupported_country_region_territory",
+        "Country, region, or territory not supported",
+    ),
+    404: (
+        "invalid_request_error",
+        "model_not_found",
+        "The model does not exist or you do not have access to it.",
+    ),
+    408: ("server_error", None, "Request timed out."),
+    409: ("server_error", None, "Conflict"),
+    422: ("invalid_request_error", None, "Unprocessable"),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests"),
+    500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
+    502: ("server_error", None, "Bad gateway."),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
+    504: ("server_error", None, "Gateway timeout."),
+}
+
+
+def _tool_call_id(name: str) -> str:
+    return f"call_{abs(hash(name)) % 10**8:08d}"
+
+
+class OpenAIFake(FakeUpstream):
+    provider = "openai"
+    path = "/v1/chat/completions"
+
+    def routes(self) -> list[Route]:
+        return [Route(self.path, self._chat, methods=["POST"])]
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    async def _chat(self, request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = {}
+        problem = self.validate(body) if isinstance(body, dict) else "body must be an object"
+        if problem:
+            return self.error_response(400, Behavior(error_message=problem))
+        return await self.handle(request, str(body.get("model", "")), bool(body.get("stream")))
+
+    def validate(self, body: dict[str, Any]) -> str:
+        if not body.get("model"):
+            return "you must provide a model parameter"
+        if not isinstance(body.get("messages"), list) or not body["messages"]:
+            return "'messages' must be a non-empty array"
+        if "stream_options" in body and not body.get("stream"):
+            return "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+        return ""
+
+    def authorized(self, request: Request) -> bool:
+        return self.api_key is None or request.headers.get("authorization") == f"Bearer {self.api_key}"
+
+    def error_response(self, status: int, behavior: Behavior) -> Response:
+        kind, code, message = OPENAI_ERRORS.get(status, ("server_error", None, "error"))
+        if behavior.error_message != Behavior.error_message:
+            message = behavior.error_message
+        body = {
+            "error": {"message": message, "type": behavior.error_type or kind, "param": None, "code": code}
+        }
+        return json_response(body, status)
+
+    def _usage(self, usage: dict[str, int]) -> dict[str, Any]:
+        return {
+            "prompt_tokens": usage["prompt"],
+            "completion_tokens": usage["completion"],
+            "total_tokens": usage["prompt"] + usage["completion"],
+            "prompt_tokens_details": {"cached_tokens": usage["cached"], "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+        }
+
+    def _finish(self, behavior: Behavior) -> str:
+        return behavior.finish or ("tool_calls" if behavior.tool_call else "stop")
+
+    def complete_body(self, body: Any, model: str, behavior: Behavior, usage: dict[str, int]) -> Any:
+        message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None, "annotations": []}
+        if behavior.tool_call:
+            name, args = behavior.tool_call
+            message["tool_calls"] = [
+                {
+                    "id": _tool_call_id(name),
+                    "type": "function",
+                    "function": {"name": name, "arguments": orjson.dumps(args).decode()},
+                }
+            ]
+        else:
+            message["content"] = behavior.text
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": self._finish(behavior)}
+            ],
+            "usage": self._usage(usage),
+            "service_tier": "default",
+            "system_fingerprint": "fp_fake",
+        }
+
+    def _chunk(self, model: str, delta: dict[str, Any] | None, finish: str | None, with_usage: bool) -> dict:
+        chunk: dict[str, Any] = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fp_fake",
+            "choices": []
+            if delta is None
+            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if with_usage:
+            chunk["usage"] = None
+        return chunk
+
+    def content_deltas(self, behavior: Behavior) -> list[dict[str, Any]]:
+        if behavior.tool_call:
+            name, args = behavior.tool_call
+            text = orjson.dumps(args).decode()
+            third = max(1, len(text) // 3)
+            parts = [text[i : i + third] for i in range(0, len(text), third)]
+            deltas: list[dict[str, Any]] = [
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": _tool_call_id(name),
+                            "type": "function",
+                            "function": {"name": name, "arguments": ""},
+                        }
+                    ]
+                }
+            ]
+            deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in parts]
+            return deltas
+        return [{"content": p} for p in pieces(behavior.text)]
+
+    def stream_frames(self, body: Any, model: str, behavior: Behavior, usage: dict[str, int]) -> list[Frame]:
+        with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        frames = [
+            Frame(
+                sse(
+                    self._chunk(
+                        model, {"role": "assistant", "content": "", "refusal": None}, None, with_usage
+                    )
+                )
+            )
+        ]
+        frames += [
+            Frame(sse(self._chunk(model, d, None, with_usage)), content=True)
+            for d in self.content_deltas(behavior)
+        ]
+        frames.append(Frame(sse(self._chunk(model, {}, self._finish(behavior), with_usage))))
+        if with_usage:
+            last = self._chunk(model, None, None, False)
+            last["usage"] = self._usage(usage)
+            frames.append(Frame(sse(last)))
+        frames.append(Frame(b"data: [DONE]\n\n"))
+        return frames
+
+    def stream_error_frame(self, behavior: Behavior) -> bytes:
+        return sse(
+            {
+                "error": {
+                    "message": behavior.error_message,
+                    "type": behavior.error_type or "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+        )
