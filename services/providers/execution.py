@@ -4,6 +4,7 @@ the failover decision. No I/O here."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from decimal import Decimal
 
 from switchyard.catalog import Deployment
@@ -13,11 +14,37 @@ from switchyard.v1 import events_pb2, invoke_pb2
 
 from .adapters.base import Completed
 
-MAX_ATTEMPTS = 4  # the retry budget: at most this many upstream calls per request
+MAX_ATTEMPTS = 4  # the retry budget when the dispatch carries none (max_attempts = 0)
 
 
 def now_ms() -> float:
     return time.time_ns() / 1e6
+
+
+@dataclass
+class AttemptProgress:
+    """How far one upstream attempt got: failover is allowed only before the first chunk."""
+
+    started_ms: float
+    ttft_ms: float = 0.0
+    chunks_sent: bool = False
+
+
+def remaining_s(request: invoke_pb2.InvokeRequest) -> float | None:
+    """Seconds left before the request's deadline (None: no deadline; never negative)."""
+    if not request.deadline_unix_ms:
+        return None
+    return max((request.deadline_unix_ms - now_ms()) / 1000.0, 0.0)
+
+
+def deadline_error(provider: str) -> GatewayError:
+    # Not retryable: there is no time left for another deployment.
+    return GatewayError(
+        "timeout",
+        "the request's deadline passed during the upstream call",
+        retryable=False,
+        provider=provider,
+    )
 
 
 def attempt_record(
@@ -50,7 +77,7 @@ def should_fail_over(error: GatewayError, dispatch: invoke_pb2.Dispatch, chunks_
         return False
     if dispatch.position + 1 >= len(dispatch.chain):
         return False
-    if len(dispatch.attempts) >= MAX_ATTEMPTS:
+    if len(dispatch.attempts) >= (dispatch.max_attempts or MAX_ATTEMPTS):
         return False
     deadline = dispatch.request.deadline_unix_ms
     return not (deadline and now_ms() >= deadline)

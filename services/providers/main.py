@@ -25,11 +25,14 @@ from switchyard.v1 import events_pb2, invoke_pb2
 from .adapters import adapter_for
 from .adapters.base import Completed, ProviderAdapter
 from .execution import (
+    AttemptProgress,
     attempt_record,
     build_completion,
     build_response,
     call_cost,
+    deadline_error,
     now_ms,
+    remaining_s,
     should_fail_over,
 )
 
@@ -117,38 +120,19 @@ class ProviderWorker(BusService):
                 )
                 await self._fail(dispatch, reply, error, None)
                 return
-            started = now_ms()
-            chunks_sent = False
-            ttft_ms = 0.0
+            progress = AttemptProgress(started_ms=now_ms())
+            error: GatewayError | None = None
+            deadline = asyncio.timeout(remaining_s(request))
             try:
-                adapter = self.adapter(deployment)
-                if request.stream:
-                    completed: Completed | None = None
-                    async for item in adapter.stream(request):
-                        if isinstance(item, Completed):
-                            completed = item
-                            break
-                        if not chunks_sent:
-                            ttft_ms = now_ms() - started
-                            chunks_sent = True
-                        await self.nc.publish(reply, codec.chunk_frame(item))
-                    if completed is None:
-                        raise GatewayError(
-                            "upstream_error",
-                            "stream ended without a final event",
-                            provider=deployment.provider,
-                        )
-                else:
-                    completed = await adapter.complete(request)
-                    ttft_ms = now_ms() - started
-            except GatewayError as error:
-                dispatch.attempts.append(attempt_record(deployment, started, error=error))
-                self._stat(deployment, dispatch.attempts[-1], error)
-                if should_fail_over(error, dispatch, chunks_sent):
-                    dispatch.position += 1
-                    continue
-                await self._fail(dispatch, reply, error, deployment)
-                return
+                async with deadline:
+                    completed = await self._call(deployment, request, reply, progress)
+            except GatewayError as exc:
+                error = exc
+            except TimeoutError:
+                if deadline.expired():
+                    error = deadline_error(deployment.provider)
+                else:  # an adapter's own timeout that escaped as the builtin exception
+                    error = GatewayError("timeout", "upstream timed out", provider=deployment.provider)
             except Exception as exc:  # an adapter bug must still end the request cleanly
                 self.log.exception("adapter %s crashed", deployment.adapter)
                 error = GatewayError(
@@ -156,13 +140,24 @@ class ProviderWorker(BusService):
                     f"provider adapter error: {type(exc).__name__}",
                     provider=deployment.provider,
                 )
-                dispatch.attempts.append(attempt_record(deployment, started, error=error))
+                dispatch.attempts.append(attempt_record(deployment, progress.started_ms, error=error))
                 await self._fail(dispatch, reply, error, deployment)
                 return
+            if error is not None:
+                dispatch.attempts.append(
+                    attempt_record(deployment, progress.started_ms, error=error, ttft_ms=progress.ttft_ms)
+                )
+                self._stat(dispatch, deployment, dispatch.attempts[-1], error)
+                if should_fail_over(error, dispatch, progress.chunks_sent):
+                    dispatch.position += 1
+                    continue
+                await self._fail(dispatch, reply, error, deployment)
+                return
+            started, ttft_ms = progress.started_ms, progress.ttft_ms
             dispatch.attempts.append(
                 attempt_record(deployment, started, ttft_ms=ttft_ms, http_status=completed.http_status)
             )
-            self._stat(deployment, dispatch.attempts[-1], None)
+            self._stat(dispatch, deployment, dispatch.attempts[-1], None)
             cost = call_cost(deployment, completed.usage)
             response = build_response(dispatch, deployment, completed, cost, ttft_ms)
             await self.nc.publish(reply, codec.final_frame(response))
@@ -176,6 +171,31 @@ class ProviderWorker(BusService):
                 ttft_ms=ttft_ms,
             )
             return
+
+    async def _call(
+        self,
+        deployment: Deployment,
+        request: invoke_pb2.InvokeRequest,
+        reply: str,
+        progress: AttemptProgress,
+    ) -> Completed:
+        """One upstream call; stream chunks go straight to the client as they arrive."""
+        assert self.nc is not None
+        adapter = self.adapter(deployment)
+        if not request.stream:
+            completed = await adapter.complete(request)
+            progress.ttft_ms = now_ms() - progress.started_ms
+            return completed
+        async for item in adapter.stream(request):
+            if isinstance(item, Completed):
+                return item
+            if not progress.chunks_sent:
+                progress.ttft_ms = now_ms() - progress.started_ms
+                progress.chunks_sent = True
+            await self.nc.publish(reply, codec.chunk_frame(item))
+        raise GatewayError(
+            "upstream_error", "stream ended without a final event", provider=deployment.provider
+        )
 
     async def _fail(
         self,
@@ -199,10 +219,18 @@ class ProviderWorker(BusService):
             headers=telemetry.inject_headers(),
         )
 
-    def _stat(self, deployment: Deployment, attempt: invoke_pb2.Attempt, error: GatewayError | None) -> None:
+    def _stat(
+        self,
+        dispatch: invoke_pb2.Dispatch,
+        deployment: Deployment,
+        attempt: invoke_pb2.Attempt,
+        error: GatewayError | None,
+    ) -> None:
         assert self.nc is not None
         stat = events_pb2.ProviderStat(
             deployment_id=deployment.id,
+            request_id=dispatch.request.request_id,
+            stream=dispatch.request.stream,
             latency_ms=attempt.latency_ms,
             ttft_ms=attempt.ttft_ms,
             ok=error is None,
