@@ -65,6 +65,8 @@ class ErrorRate:
     stamp_s: float = 0.0
 
     def value(self, now_s: float) -> float:
+        if not self.rate:
+            return 0.0
         return self.rate * 0.5 ** (max(now_s - self.stamp_s, 0.0) / self.half_life_s)
 
     def observe(self, failed: bool, now_s: float) -> None:
@@ -76,6 +78,12 @@ class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
+
+
+CLOSED, OPEN = (
+    BreakerState.CLOSED,
+    BreakerState.OPEN,
+)  # module constants: enum member lookup is slow on the hot path
 
 
 @dataclass
@@ -93,7 +101,7 @@ class CircuitBreaker:
 
     def state(self, now_s: float) -> BreakerState:
         if self.opened_at_s is None:
-            return BreakerState.CLOSED
+            return CLOSED
         if now_s - self.opened_at_s >= self.open_for_s:
             return BreakerState.HALF_OPEN
         return BreakerState.OPEN
@@ -133,7 +141,7 @@ class Sample:
     retry_after_s: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built per candidate per request, and frozen init is slower
 class HealthView:
     """A deployment's state at one instant, as ranking needs it."""
 
@@ -191,7 +199,7 @@ class DeploymentHealth:
         tracker = self.ttft if stream and self.ttft.samples else self.latency
         breaker = self.breaker.state(now_s)
         blocked, blocked_for = "", 0.0
-        if breaker is BreakerState.OPEN:
+        if breaker == OPEN:
             blocked, blocked_for = "circuit_open", self.breaker.reopens_in_s(now_s)
         elif self.cooling_until_s > now_s:
             blocked, blocked_for = "retry_after", self.cooling_until_s - now_s

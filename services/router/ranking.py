@@ -17,12 +17,13 @@ may take a trial request goes first (its failure fails over to the rest of the c
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from switchyard.catalog import Deployment
 from switchyard.errors import GatewayError
-from switchyard.pricing import cost_usd
+from switchyard.pricing import Price
 from switchyard.v1 import invoke_pb2
 
 from .health import BreakerState, HealthView
@@ -32,7 +33,7 @@ DEFAULT_EXPECTED_OUTPUT_TOKENS = 256
 COMPONENTS = ("latency", "cost", "quality")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CandidateState:
     """What the router knows about one candidate right now."""
 
@@ -79,6 +80,12 @@ def expected_output_tokens(max_tokens: int, default: int = DEFAULT_EXPECTED_OUTP
     return min(max_tokens or default, default)
 
 
+@functools.lru_cache(maxsize=1024)
+def _per_token(price: Price) -> tuple[float, float]:
+    """USD per input and output token as floats: a ranking estimate, not a bill (that is Decimal)."""
+    return float(price.input) / 1e6, float(price.output) / 1e6
+
+
 def _ratio(best: float, value: float) -> float:
     """best/value for lower-is-better quantities, with 0/0 = 1."""
     if value <= 0:
@@ -111,84 +118,114 @@ def rank(
         expected_output_tokens=expected_output,
     )
     unknown = CandidateState()
-    scores: list[invoke_pb2.CandidateScore] = []
-    for dep in candidates:
-        state = states.get(dep.id, unknown)
-        scores.append(
-            invoke_pb2.CandidateScore(
-                deployment_id=dep.id,
-                provider=dep.provider,
-                model=dep.model,
-                latency_ms=max(state.latency_ms, latency_floor_ms) * (1 + state.inflight),
-                est_cost_usd=float(cost_usd(dep.price, prompt_tokens, expected_output)),
-                quality=dep.quality,
-                eligible=not state.blocked_reason,
-                excluded_reason=state.blocked_reason,
-                error_rate=state.error_rate,
-                inflight=state.inflight,
-                breaker=state.breaker,
-                latency_source="ewma" if state.measured else "unmeasured",
-            )
-        )
-    eligible = [i for i, s in enumerate(scores) if s.eligible]
+    # Plain floats while scoring (protobuf attribute access is slow); messages built once at the end.
+    rows = [
+        _Row(dep, states.get(dep.id, unknown), latency_floor_ms, prompt_tokens, expected_output)
+        for dep in candidates
+    ]
+    eligible = [row for row in rows if not row.state.blocked_reason]
     if not eligible:
-        rationale.candidates.extend(scores)
-        blocked = {dep.id: states.get(dep.id, unknown) for dep in candidates}
-        detail = ", ".join(f"{d}: {s.blocked_reason} for {s.blocked_for_s:.1f} s" for d, s in blocked.items())
+        rationale.candidates.extend(row.message() for row in rows)
+        detail = ", ".join(
+            f"{row.dep.id}: {row.state.blocked_reason} for {row.state.blocked_for_s:.1f} s" for row in rows
+        )
         raise GatewayError(
             "unavailable",
             f"no deployment of {route!r} is available right now ({detail})",
-            retry_after_s=max(min(s.blocked_for_s for s in blocked.values()), 1.0),
+            retry_after_s=max(min(row.state.blocked_for_s for row in rows), 1.0),
         )
 
-    best_latency = min(scores[i].latency_ms for i in eligible)
-    best_cost = min(scores[i].est_cost_usd for i in eligible)
-    best_quality = max(scores[i].quality for i in eligible)
-    for i in eligible:
-        s = scores[i]
-        s.latency_score = _ratio(best_latency, s.latency_ms)
-        s.cost_score = _ratio(best_cost, s.est_cost_usd)
-        s.quality_score = s.quality / best_quality if best_quality > 0 else 1.0
+    best_latency = min(row.latency_ms for row in eligible)
+    best_cost = min(row.cost for row in eligible)
+    best_quality = max(row.dep.quality for row in eligible)
+    for row in eligible:
+        row.scores = (
+            _ratio(best_latency, row.latency_ms),
+            _ratio(best_cost, row.cost),
+            row.dep.quality / best_quality if best_quality > 0 else 1.0,
+        )
         weighted = (
-            weights.latency * s.latency_score
-            + weights.cost * s.cost_score
-            + weights.quality * s.quality_score
+            weights.latency * row.scores[0] + weights.cost * row.scores[1] + weights.quality * row.scores[2]
         )
-        s.total = weighted * (1.0 - min(max(s.error_rate, 0.0), 1.0))
+        row.total = weighted * (1.0 - min(max(row.state.error_rate, 0.0), 1.0))
 
-    def order(i: int) -> tuple[bool, float, bool, int]:
-        # Trial requests first; then by score; on a tie an unmeasured candidate goes first so
-        # it gets measured; then configured order.
-        state = states.get(candidates[i].id, unknown)
-        return (not state.probe, -scores[i].total, state.measured, i)
-
-    ordered = sorted(eligible, key=order)
+    # Trial requests first; then by score; on a tie an unmeasured candidate goes first so it gets
+    # measured; then configured order (sorted() is stable).
+    ordered = sorted(eligible, key=lambda row: (not row.state.probe, -row.total, row.state.measured))
     if max_chain > 0:
         ordered = ordered[:max_chain]
-    chain = [candidates[i] for i in ordered]
-    rationale.candidates.extend(scores)
+    chain = [row.dep for row in ordered]
+    rationale.candidates.extend(row.message() for row in rows)
     rationale.chain.extend(d.id for d in chain)
     rationale.winner = chain[0].id
-    probe = chain[0].id if states.get(chain[0].id, unknown).probe else ""
-    rationale.reason = _reason(scores, ordered, weights, probe)
+    probe = chain[0].id if ordered[0].state.probe else ""
+    rationale.reason = _reason(rows, ordered, weights, probe)
     return Ranked(chain=chain, rationale=rationale, probe=probe)
 
 
-def _reason(scores: list[invoke_pb2.CandidateScore], ordered: list[int], weights: Weights, probe: str) -> str:
-    winner = scores[ordered[0]]
+class _Row:
+    """One candidate while it is being scored."""
+
+    __slots__ = ("cost", "dep", "latency_ms", "scores", "state", "total")
+
+    def __init__(
+        self,
+        dep: Deployment,
+        state: CandidateState,
+        floor_ms: float,
+        prompt_tokens: int,
+        expected_output: int,
+    ) -> None:
+        self.dep = dep
+        self.state = state
+        self.latency_ms = max(state.latency_ms, floor_ms) * (1 + state.inflight)
+        input_price, output_price = _per_token(dep.price)
+        self.cost = prompt_tokens * input_price + expected_output * output_price
+        self.scores = (0.0, 0.0, 0.0)
+        self.total = 0.0
+
+    def message(self) -> invoke_pb2.CandidateScore:
+        state = self.state
+        return invoke_pb2.CandidateScore(
+            deployment_id=self.dep.id,
+            provider=self.dep.provider,
+            model=self.dep.model,
+            latency_ms=self.latency_ms,
+            est_cost_usd=self.cost,
+            quality=self.dep.quality,
+            latency_score=self.scores[0],
+            cost_score=self.scores[1],
+            quality_score=self.scores[2],
+            total=self.total,
+            eligible=not state.blocked_reason,
+            excluded_reason=state.blocked_reason,
+            error_rate=state.error_rate,
+            inflight=state.inflight,
+            breaker=state.breaker,
+            latency_source="ewma" if state.measured else "unmeasured",
+        )
+
+
+def _reason(rows: list[_Row], ordered: list[_Row], weights: Weights, probe: str) -> str:
+    winner = ordered[0]
     if probe:
         return f"half-open probe: a trial request to {probe} to see whether it has recovered"
     if len(ordered) == 1:
-        excluded = [s.deployment_id for s in scores if not s.eligible]
+        excluded = [row.dep.id for row in rows if row.state.blocked_reason]
         return "the only eligible candidate" + (f" ({', '.join(excluded)} excluded)" if excluded else "")
-    runner = scores[ordered[1]]
+    runner = ordered[1]
     if winner.total == runner.total:
-        return f"tied with {runner.deployment_id} at {winner.total:.3f}; taken first to measure it or by configured order"
+        return f"tied with {runner.dep.id} at {winner.total:.3f}; taken first to measure it or by configured order"
     gains = {
-        "latency": weights.latency * (winner.latency_score - runner.latency_score),
-        "cost": weights.cost * (winner.cost_score - runner.cost_score),
-        "quality": weights.quality * (winner.quality_score - runner.quality_score),
+        name: weight * (won - lost)
+        for name, weight, won, lost in zip(
+            COMPONENTS,
+            (weights.latency, weights.cost, weights.quality),
+            winner.scores,
+            runner.scores,
+            strict=True,
+        )
     }
     lead = max(gains, key=lambda k: gains[k])
     why = f"mostly on {lead}" if gains[lead] > 0 else "on health (error rate)"
-    return f"highest score {winner.total:.3f} vs {runner.deployment_id} {runner.total:.3f}, ahead {why}"
+    return f"highest score {winner.total:.3f} vs {runner.dep.id} {runner.total:.3f}, ahead {why}"
