@@ -1,19 +1,23 @@
 """Benchmark: the time failover adds beyond the failed attempt itself, and the router's decision
 time per request. A script, not a test: `python -m bench.failover [--requests N] [--json]`.
 
-It starts a real stack (NATS, budget, two provider worker pools, router, ingress) on loopback
-with demo upstreams, and sends requests one at a time to three routes:
+It starts a real stack (NATS, budget, two provider worker pools, router) on loopback with demo
+upstreams and, acting as the ingress does, publishes InvokeRequests on `llm.invoke` one at a
+time, cycling over three routes (so machine noise hits all three alike):
 
   direct       one healthy deployment (no failover)
   same-pool    a failing deployment (HTTP 503 at once), then a healthy one in the same worker pool
   cross-pool   a failing deployment, then a healthy one served by another worker pool (the worker
                hands the dispatch on over NATS)
 
-For each answer, gateway time = end-to-end latency as seen by the worker that answered, minus
-the time spent inside upstream attempts (the failed one included). What failover adds is the
-gateway time of a failover request minus that of a direct one. The router's decision time is
-the rationale's decision_us (rule, health snapshot, scoring, ranking), plus an in-process
-measurement of `Router.decide` with 2 and 10 candidates.
+What failover adds is measured two ways:
+  gap       the next attempt's start minus the failed attempt's end, per request (Attempt
+            started_unix_us + latency_ms, one clock: every process runs on this machine);
+  overhead  gateway time (latency at the answering worker minus time inside upstream attempts,
+            the failed one included) of failover requests minus that of direct ones.
+The router's decision time is the rationale's decision_us (rule, health snapshot, scoring,
+ranking) of every request, plus an in-process measurement of `Router.decide` with 2 and 10
+candidates.
 
 The bench config pins the failing deployment first (quality 1.0 against 0.01, a tiny error-rate
 alpha and a breaker that never opens) so every request really fails over; that is what is being
@@ -27,12 +31,11 @@ import asyncio
 import os
 import platform
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
+import nats
 import orjson
 
 CONFIG = """
@@ -103,34 +106,57 @@ def machine() -> str:
     return f"{model or platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
-async def run_route(url: str, route: str, requests: int, warmup: int) -> dict:
-    gateway_ms: list[float] = []
-    decision_us: list[float] = []
-    failed_ms: list[float] = []
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+def invoke_request(route: str, i: int) -> bytes:
+    """What the ingress would publish: the request stamped with its ids and deadline."""
+    from switchyard.v1 import invoke_pb2
+
+    now_ns = time.time_ns()
+    request = invoke_pb2.InvokeRequest(
+        request_id=f"req_bench_{route}_{i}",
+        model=route,
+        max_tokens=4,
+        project_id="bench",
+        received_unix_ns=now_ns,
+        deadline_unix_ms=now_ns // 1_000_000 + 30_000,
+        api="native",
+    )
+    request.messages.add(role="user").content.add(text=f"bench {i}")
+    return request.SerializeToString()
+
+
+async def run_routes(nats_url: str, requests: int, warmup: int) -> dict[str, dict[str, list[float]]]:
+    from switchyard import subjects
+    from switchyard.v1 import invoke_pb2
+
+    results = {
+        route: {"gateway_ms": [], "decision_us": [], "gap_ms": [], "failed_ms": []} for route in ROUTES
+    }
+    nc = await nats.connect(nats_url)
+    try:
         for i in range(warmup + requests):
-            r = await http.post(
-                "/llm.invoke",
-                json={
-                    "model": route,
-                    "max_tokens": 4,
-                    "messages": [{"role": "user", "content": f"bench {i}"}],
-                },
-            )
-            if r.status_code != 200:
-                raise RuntimeError(f"{route}: HTTP {r.status_code} {r.text}")
-            body = r.json()
-            expected = 1 if route == "direct" else 2
-            if len(body["attempts"]) != expected:
-                raise RuntimeError(f"{route}: expected {expected} attempts, got {body['attempts']}")
-            if i < warmup:
-                continue
-            upstream = sum(a["latency_ms"] for a in body["attempts"])
-            gateway_ms.append(body["latency_ms"] - upstream)
-            decision_us.append(body["rationale"]["decision_us"])
-            if expected == 2:
-                failed_ms.append(body["attempts"][0]["latency_ms"])
-    return {"gateway_ms": gateway_ms, "decision_us": decision_us, "failed_attempt_ms": failed_ms}
+            for route in ROUTES:
+                msg = await nc.request(subjects.INVOKE, invoke_request(route, i), timeout=30)
+                reply = invoke_pb2.Reply.FromString(msg.data)
+                if reply.WhichOneof("frame") != "final":
+                    raise RuntimeError(f"{route}: {reply}")
+                final = reply.final
+                expected = 1 if route == "direct" else 2
+                if len(final.attempts) != expected:
+                    raise RuntimeError(f"{route}: expected {expected} attempts, got {list(final.attempts)}")
+                if i < warmup:
+                    continue
+                data = results[route]
+                upstream = sum(a.latency_ms for a in final.attempts)
+                data["gateway_ms"].append(final.latency_ms - upstream)
+                data["decision_us"].append(final.rationale.decision_us)
+                if expected == 2:
+                    failed, next_ = final.attempts
+                    failed_end_us = failed.started_unix_us + failed.latency_ms * 1000
+                    data["gap_ms"].append((next_.started_unix_us - failed_end_us) / 1000)
+                    data["failed_ms"].append(failed.latency_ms)
+    finally:
+        await nc.close()
+    return results
 
 
 def decide_in_process(iterations: int) -> dict[str, tuple[float, float]]:
@@ -176,13 +202,10 @@ async def main_async(args: argparse.Namespace) -> dict:
             stack.spawn("worker-demo", "services.providers", "--provider", "demo", wait=False),
             stack.spawn("worker-demo2", "services.providers", "--provider", "demo2", wait=False),
             stack.spawn("router", "services.router", wait=False),
-            stack.spawn("ingress", "services.ingress", wait=False),
         ]
         for service in started:
             stack.wait_ready(service)
-        results = {}
-        for route in ROUTES:
-            results[route] = await run_route(stack.ingress_url, route, args.requests, args.warmup)
+        results = await run_routes(stack.nats.url, args.requests, args.warmup)
     finally:
         stack.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -198,9 +221,10 @@ async def main_async(args: argparse.Namespace) -> dict:
             "decision_us_p99": percentile(data["decision_us"], 99),
         }
         if route != "direct":
-            entry["failed_attempt_ms_p50"] = percentile(data["failed_attempt_ms"], 50)
-            entry["failover_added_ms_p50"] = entry["gateway_ms_p50"] - percentile(direct, 50)
-            entry["failover_added_ms_p99"] = entry["gateway_ms_p99"] - percentile(direct, 99)
+            entry["failed_attempt_ms_p50"] = percentile(data["failed_ms"], 50)
+            entry["gap_ms_p50"] = percentile(data["gap_ms"], 50)
+            entry["gap_ms_p99"] = percentile(data["gap_ms"], 99)
+            entry["overhead_added_ms_p50"] = entry["gateway_ms_p50"] - percentile(direct, 50)
         report["routes"][route] = entry
     report["decide_in_process_us"] = {
         k: {"p50": p50, "p99": p99} for k, (p50, p99) in decide_in_process(args.decide_iterations).items()
@@ -210,16 +234,20 @@ async def main_async(args: argparse.Namespace) -> dict:
 
 def print_report(report: dict) -> None:
     print(f"machine: {report['machine']}")
-    print(f"requests per route: {report['requests_per_route']} (sequential, after warm-up)")
-    print(f"{'route':<12} {'gateway p50':>12} {'gateway p99':>12} {'failover +p50':>14} {'failover +p99':>14} "
-          f"{'decision p50':>13} {'decision p99':>13}")  # fmt: skip
+    print(f"requests per route: {report['requests_per_route']} (one at a time, routes interleaved)")
+    print(f"{'route':<11} {'gateway p50':>11} {'gateway p99':>11} {'gap p50':>9} {'gap p99':>9} "
+          f"{'overhead +p50':>13} {'decision p50':>12} {'decision p99':>12}")  # fmt: skip
+
+    def ms(e: dict, key: str) -> str:
+        return f"{e[key]:.3f}" if key in e else "-"
+
     for route, e in report["routes"].items():
-        added50 = f"{e['failover_added_ms_p50']:.3f} ms" if "failover_added_ms_p50" in e else "-"
-        added99 = f"{e['failover_added_ms_p99']:.3f} ms" if "failover_added_ms_p99" in e else "-"
         print(
-            f"{route:<12} {e['gateway_ms_p50']:>9.3f} ms {e['gateway_ms_p99']:>9.3f} ms {added50:>14} "
-            f"{added99:>14} {e['decision_us_p50']:>10.1f} us {e['decision_us_p99']:>10.1f} us"
+            f"{route:<11} {ms(e, 'gateway_ms_p50'):>11} {ms(e, 'gateway_ms_p99'):>11} {ms(e, 'gap_ms_p50'):>9} "
+            f"{ms(e, 'gap_ms_p99'):>9} {ms(e, 'overhead_added_ms_p50'):>13} "
+            f"{e['decision_us_p50']:>9.1f} us {e['decision_us_p99']:>9.1f} us"
         )
+    print("(gateway, gap and overhead in ms; gap = next attempt start - failed attempt end)")
     for size, e in report["decide_in_process_us"].items():
         print(f"Router.decide in process, {size}: p50 {e['p50']:.1f} us, p99 {e['p99']:.1f} us")
 

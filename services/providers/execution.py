@@ -67,6 +67,7 @@ def attempt_record(
         latency_ms=now_ms() - started_ms,
         ttft_ms=ttft_ms,
         started_unix_ms=int(started_ms),
+        started_unix_us=int(started_ms * 1000),
     )
 
 
