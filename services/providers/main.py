@@ -141,6 +141,7 @@ class ProviderWorker(BusService):
                     provider=deployment.provider,
                 )
                 dispatch.attempts.append(attempt_record(deployment, progress.started_ms, error=error))
+                self._stat(dispatch, deployment, dispatch.attempts[-1], error)  # releases in-flight
                 await self._fail(dispatch, reply, error, deployment)
                 return
             if error is not None:
