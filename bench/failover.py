@@ -204,7 +204,7 @@ async def main_async(args: argparse.Namespace) -> dict:
             stack.spawn("router", "services.router", wait=False),
         ]
         for service in started:
-            stack.wait_ready(service)
+            stack.wait_ready(service, timeout_s=90)
         results = await run_routes(stack.nats.url, args.requests, args.warmup)
     finally:
         stack.stop()

@@ -164,7 +164,8 @@ def routing_stack() -> Iterator[Stack]:
             stack.spawn("ingress", "services.ingress", wait=False),
         ]
         for service in started:
-            stack.wait_ready(service)
+            # Generous: seven processes start at once, on a machine other suites may be loading.
+            stack.wait_ready(service, timeout_s=90)
         yield stack
     except Exception:
         print(stack.logs())
@@ -321,9 +322,8 @@ async def test_a_failing_deployment_is_skipped_once_its_breaker_opens_on_every_r
             assert r.status_code == 200, r.text  # failing or not, the client always gets an answer
             return r.json()
 
-        for _ in range(5):
-            warm = await flaky()
-        assert warm["deployment"] == "flaky/primary"
+        warm = [(await flaky())["deployment"] for _ in range(5)]
+        assert warm.count("flaky/primary") >= 3, warm  # the fast one is the normal choice
 
         control.write_bytes(orjson.dumps({"fail_status": 503}))
         skipped_by: set[str] = set()
@@ -342,13 +342,15 @@ async def test_a_failing_deployment_is_skipped_once_its_breaker_opens_on_every_r
         assert len(skipped_by) == 2, skipped_by
 
         control.write_bytes(orjson.dumps({}))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        # It comes back through a half-open trial request; then, as its error rate fades, it wins
+        # its traffic back (5 in a row). Bounded by a generous deadline, not timed.
+        probes, streak, deadline = 0, 0, time.monotonic() + 30
+        while time.monotonic() < deadline and streak < 5:
             body = await flaky()
-            if body["deployment"] == "flaky/primary":
-                break
-            await asyncio.sleep(0.1)
-        assert body["deployment"] == "flaky/primary", "the healed deployment never got traffic back"
-        # After the probe succeeded the breaker is closed and the fast deployment wins again.
-        back = [(await flaky())["deployment"] for _ in range(6)]
-        assert back.count("flaky/primary") >= 5, back
+            if body["rationale"]["reason"].startswith("half-open probe"):
+                probes += 1
+            streak = streak + 1 if body["deployment"] == "flaky/primary" else 0
+            if not streak:
+                await asyncio.sleep(0.1)
+        assert probes >= 1, "the breaker never let a trial request through"
+        assert streak == 5, "the healed deployment did not win its traffic back"
