@@ -6,6 +6,7 @@ into a Catalog; nothing here reads files or the network, so it is tested directl
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from switchyard.errors import GatewayError
 from switchyard.pricing import Price
 
 BUILTIN_ROUTES = ("auto", "fast", "cheap", "best")
+STRATEGY_PRESETS = ("balanced", "fastest", "cheapest", "best")
+WEIGHT_NAMES = ("latency", "cost", "quality")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,24 @@ class Route:
     name: str
     deployments: tuple[str, ...]
     strategy: str = "balanced"
+    # Explicit scoring weights ({"latency": .., "cost": .., "quality": ..}); win over `strategy`.
+    weights: Mapping[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Send matching requests to `route` (a route, alias or model). Every condition given must
+    hold; None means "don't care". See docs/routing.md."""
+
+    name: str
+    route: str
+    applies_to: tuple[str, ...] = ("auto",)  # requested routes it may redirect; "*" = any
+    metadata: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # key -> allowed values
+    min_prompt_tokens: int | None = None
+    max_prompt_tokens: int | None = None
+    tools: bool | None = None
+    images: bool | None = None
+    last_user_regex: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +84,11 @@ class Catalog:
     deployments: Mapping[str, Deployment]
     routes: Mapping[str, Route]
     aliases: Mapping[str, str] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
+
+    def route(self, name: str) -> Route | None:
+        """The route called `name` (after alias lookup), None for a concrete model."""
+        return self.routes.get(self.aliases.get(name, name))
 
     def providers(self) -> list[str]:
         return sorted({d.provider for d in self.deployments.values()})
@@ -179,9 +205,88 @@ def build_catalog(config: Mapping[str, Any], env: Mapping[str, str]) -> Catalog:
             if missing:
                 continue  # every deployment of the route is off (no key): the route is off too
             raise ValueError(f"route {name!r} lists no deployments")
-        routes[name] = Route(name, ids, strategy=str(raw.get("strategy", "balanced")))
+        routes[name] = Route(
+            name,
+            ids,
+            strategy=_strategy(name, raw.get("strategy")),
+            weights=_weights(name, raw.get("weights")),
+        )
     aliases = {str(k): str(v) for k, v in config.get("aliases", {}).items()}
-    return Catalog(deployments=deployments, routes=routes, aliases=aliases)
+    catalog = Catalog(deployments=deployments, routes=routes, aliases=aliases)
+    disabled = set(config.get("routes", {})) - set(routes)
+    rules = tuple(
+        rule for raw in config.get("rules", []) if (rule := _rule(raw, catalog, disabled)) is not None
+    )
+    return Catalog(deployments=deployments, routes=routes, aliases=aliases, rules=rules)
+
+
+def _strategy(route: str, raw: Any) -> str:
+    name = str(raw if raw is not None else "balanced")
+    if name not in STRATEGY_PRESETS:
+        raise ValueError(f"route {route!r}: strategy {name!r} is not one of {', '.join(STRATEGY_PRESETS)}")
+    return name
+
+
+def _weights(route: str, raw: Any) -> dict[str, float] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) - set(WEIGHT_NAMES):
+        raise ValueError(f"route {route!r}: weights must be a table of {', '.join(WEIGHT_NAMES)}")
+    weights = {k: float(v) for k, v in raw.items()}
+    if any(v < 0 for v in weights.values()) or sum(weights.values()) <= 0:
+        raise ValueError(f"route {route!r}: weights must be >= 0 and not all zero")
+    return weights
+
+
+RULE_MATCH_KEYS = frozenset(
+    {"metadata", "min_prompt_tokens", "max_prompt_tokens", "tools", "images", "last_user_regex"}
+)
+
+
+def _rule(raw: Mapping[str, Any], catalog: Catalog, disabled_routes: set[str]) -> Rule | None:
+    """One `[[rules]]` entry; None when its target route is off (its deployments lack keys)."""
+    name = str(raw.get("name", ""))
+    target = str(raw.get("route", ""))
+    if not name or not target:
+        raise ValueError(f"rule {raw!r} needs a name and a route")
+    if target in disabled_routes:
+        return None
+    try:
+        catalog.resolve(target)
+    except GatewayError:
+        raise ValueError(f"rule {name!r} routes to unknown {target!r}") from None
+    match = raw.get("match", {})
+    unknown = set(match) - RULE_MATCH_KEYS
+    if unknown:
+        # A misspelt condition must not silently match every request.
+        raise ValueError(f"rule {name!r}: unknown match key(s) {', '.join(sorted(unknown))}")
+    applies_to = raw.get("applies_to", ["auto"])
+    if isinstance(applies_to, str):
+        applies_to = [applies_to]
+    metadata = {
+        str(k): tuple(str(x) for x in (v if isinstance(v, list) else [v]))
+        for k, v in match.get("metadata", {}).items()
+    }
+    regex = match.get("last_user_regex")
+    try:
+        pattern = re.compile(str(regex)) if regex is not None else None
+    except re.error as exc:
+        raise ValueError(f"rule {name!r}: bad last_user_regex: {exc}") from None
+
+    def optional(key: str, kind: type) -> Any:
+        return None if match.get(key) is None else kind(match[key])
+
+    return Rule(
+        name=name,
+        route=target,
+        applies_to=tuple(str(a) for a in applies_to),
+        metadata=metadata,
+        min_prompt_tokens=optional("min_prompt_tokens", int),
+        max_prompt_tokens=optional("max_prompt_tokens", int),
+        tools=optional("tools", bool),
+        images=optional("images", bool),
+        last_user_regex=pattern,
+    )
 
 
 def read_config(path: Path | None) -> dict[str, Any]:

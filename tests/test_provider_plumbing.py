@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from services.providers.execution import StreamProgress
+from services.providers.execution import AttemptProgress
 from services.providers.http_errors import (
     classify_status,
     error_from_exception,
@@ -200,7 +200,7 @@ def test_deadline_takes_the_tighter_of_the_deployment_total_and_the_request_dead
 def test_usage_of_a_stopped_call_prefers_provider_counts_then_estimates() -> None:
     request = invoke_pb2.InvokeRequest()
     request.messages.add(role="user").content.add(text="x" * 400)
-    progress = StreamProgress()
+    progress = AttemptProgress(started_ms=0.0)
     progress.add_chunk(invoke_pb2.Chunk(delta_text="a" * 10))
     progress.add_chunk(
         invoke_pb2.Chunk(tool_calls=[invoke_pb2.ToolCallDelta(name="fn", arguments_delta="{}")])

@@ -73,6 +73,11 @@ def config_toml(fakes: dict[str, FakeUpstream], dead_port: int) -> str:
 [demo]
 enabled = false
 
+# These tests drive every error class at the same deployments in a row; they check error
+# mapping, not health, so the breaker must not take a deployment out between them.
+[router]
+breaker_failures = 1000000
+
 [providers.openai]
 models = ["gpt-4o-mini"]
 timeouts = {TIMEOUTS}
@@ -135,8 +140,34 @@ adapter = "openai_compat"
 base_url = "http://127.0.0.1:{dead_port}/v1"
 timeouts = {{ connect_s = 1, first_byte_s = 1, between_chunks_s = 1, total_s = 2 }}
 
+# Rate-limit cases get deployments of their own: the router rightly keeps a deployment aside
+# for its Retry-After (up to 17 s here), which would refuse the next error case outright.
+[[deployments]]
+id = "openai-rl/gpt-4o-mini"
+provider = "openai"
+model = "gpt-4o-mini"
+base_url = "{fakes["openai"].base_url}"
+timeouts = {TIMEOUTS}
+
+[[deployments]]
+id = "gemini-rl/gemini-2.5-flash"
+provider = "gemini"
+model = "gemini-2.5-flash"
+base_url = "{fakes["gemini"].base_url}"
+timeouts = {TIMEOUTS}
+
+# Only the failover test uses this primary (no error history from other tests), and its
+# higher quality makes it the first choice under a quality-only strategy.
+[[deployments]]
+id = "openai-primary/gpt-4o-mini"
+provider = "openai"
+model = "gpt-4o-mini"
+base_url = "{fakes["openai"].base_url}"
+quality = 0.9
+timeouts = {TIMEOUTS}
+
 [routes.failover]
-deployments = ["openai/gpt-4o-mini", "openai-backup/gpt-4o-mini"]
+deployments = ["openai-primary/gpt-4o-mini", "openai-backup/gpt-4o-mini"]
 """
 
 
@@ -423,6 +454,7 @@ async def test_tool_results_and_images_reach_the_upstream_in_its_shape(
 
 
 # (provider, behaviour, HTTP status at the gateway, neutral code, upstream status in the attempt)
+RATE_LIMITED_MODELS = {"openai": "openai-rl/gpt-4o-mini", "gemini": "gemini-rl/gemini-2.5-flash"}
 ERROR_CASES = [
     ("openai", Behavior(status=400), 400, "invalid_request", 400),
     ("anthropic", Behavior(status=401), 401, "unauthorized", 401),
@@ -451,7 +483,8 @@ async def test_upstream_errors_map_to_one_neutral_error(
     upstream: int,
 ) -> None:
     fakes[provider].behave(behavior)
-    r = await invoke(stack, model=MODELS[provider])
+    model = RATE_LIMITED_MODELS[provider] if code == "rate_limited" else MODELS[provider]
+    r = await invoke(stack, model=model)
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert error["code"] == code
@@ -529,13 +562,14 @@ async def test_stream_failing_before_its_first_chunk_fails_over(
 ) -> None:
     fakes["openai"].behave(Behavior(status=503))
     fakes["backup"].behave(Behavior(text="from the backup"))
-    r = await invoke(stack, model="failover")
+    r = await invoke(stack, model="failover", strategy={"quality": 1})
     assert r.status_code == 200, r.text
     body = r.json()
+    assert body["rationale"]["winner"] == "openai-primary/gpt-4o-mini"
     assert body["deployment"] == "openai-backup/gpt-4o-mini"
     assert body["message"]["content"] == "from the backup"
     assert [(a["deployment"], a["status"]) for a in body["attempts"]] == [
-        ("openai/gpt-4o-mini", "error"),
+        ("openai-primary/gpt-4o-mini", "error"),
         ("openai-backup/gpt-4o-mini", "ok"),
     ]
     # Two deployments of one provider, each with its own key and base URL.

@@ -15,11 +15,57 @@ from switchyard.v1 import events_pb2, invoke_pb2
 
 from .adapters.base import Completed
 
-MAX_ATTEMPTS = 4  # the retry budget: at most this many upstream calls per request
+MAX_ATTEMPTS = 4  # the retry budget when the dispatch carries none (max_attempts = 0)
 
 
 def now_ms() -> float:
     return time.time_ns() / 1e6
+
+
+@dataclass
+class AttemptProgress:
+    """How far one upstream attempt got. Failover is allowed only before the first chunk; a
+    call cancelled or cut before its final usage is billed from the provider's latest
+    mid-stream usage report and the characters forwarded to the client."""
+
+    started_ms: float
+    ttft_ms: float = 0.0
+    chunks_sent: bool = False
+    reported: invoke_pb2.Usage | None = None
+    chars: int = 0
+
+    def add_chunk(self, chunk: invoke_pb2.Chunk) -> None:
+        self.chars += len(chunk.delta_text)
+        for call in chunk.tool_calls:
+            self.chars += len(call.name) + len(call.arguments_delta)
+
+    def usage(self, request: invoke_pb2.InvokeRequest) -> invoke_pb2.Usage:
+        """Provider-reported counts where there are any; estimates (switchyard.tokens) for the
+        rest: the prompt as the router estimated it, the output from the streamed text."""
+        reported = self.reported or invoke_pb2.Usage()
+        streamed = (self.chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+        return invoke_pb2.Usage(
+            prompt_tokens=reported.prompt_tokens or estimate_prompt_tokens(request),
+            completion_tokens=max(reported.completion_tokens, streamed),
+            cached_tokens=reported.cached_tokens,
+        )
+
+
+def remaining_s(request: invoke_pb2.InvokeRequest) -> float | None:
+    """Seconds left before the request's deadline (None: no deadline; never negative)."""
+    if not request.deadline_unix_ms:
+        return None
+    return max((request.deadline_unix_ms - now_ms()) / 1000.0, 0.0)
+
+
+def deadline_error(provider: str) -> GatewayError:
+    # Not retryable: there is no time left for another deployment.
+    return GatewayError(
+        "timeout",
+        "the request's deadline passed during the upstream call",
+        retryable=False,
+        provider=provider,
+    )
 
 
 def attempt_record(
@@ -42,6 +88,7 @@ def attempt_record(
         latency_ms=now_ms() - started_ms,
         ttft_ms=ttft_ms,
         started_unix_ms=int(started_ms),
+        started_unix_us=int(started_ms * 1000),
     )
 
 
@@ -52,7 +99,7 @@ def should_fail_over(error: GatewayError, dispatch: invoke_pb2.Dispatch, chunks_
         return False
     if dispatch.position + 1 >= len(dispatch.chain):
         return False
-    if len(dispatch.attempts) >= MAX_ATTEMPTS:
+    if len(dispatch.attempts) >= (dispatch.max_attempts or MAX_ATTEMPTS):
         return False
     deadline = dispatch.request.deadline_unix_ms
     return not (deadline and now_ms() >= deadline)
@@ -138,29 +185,3 @@ def build_completion(
         event.error_code = error.code
         event.error_message = error.message[:1000]
     return event
-
-
-@dataclass
-class StreamProgress:
-    """What one upstream call has produced so far: the provider's latest usage report (if it
-    sends any mid-stream) and the characters forwarded to the client. A call cancelled or cut
-    before its final usage is billed from this."""
-
-    reported: invoke_pb2.Usage | None = None
-    chars: int = 0
-
-    def add_chunk(self, chunk: invoke_pb2.Chunk) -> None:
-        self.chars += len(chunk.delta_text)
-        for call in chunk.tool_calls:
-            self.chars += len(call.name) + len(call.arguments_delta)
-
-    def usage(self, request: invoke_pb2.InvokeRequest) -> invoke_pb2.Usage:
-        """Provider-reported counts where there are any; estimates (switchyard.tokens) for the
-        rest: the prompt as the router estimated it, the output from the streamed text."""
-        reported = self.reported or invoke_pb2.Usage()
-        streamed = (self.chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
-        return invoke_pb2.Usage(
-            prompt_tokens=reported.prompt_tokens or estimate_prompt_tokens(request),
-            completion_tokens=max(reported.completion_tokens, streamed),
-            cached_tokens=reported.cached_tokens,
-        )

@@ -26,12 +26,14 @@ from switchyard.v1 import events_pb2, invoke_pb2
 from .adapters import adapter_for
 from .adapters.base import Completed, Progress, ProviderAdapter
 from .execution import (
-    StreamProgress,
+    AttemptProgress,
     attempt_record,
     build_completion,
     build_response,
     call_cost,
+    deadline_error,
     now_ms,
+    remaining_s,
     should_fail_over,
 )
 
@@ -144,47 +146,27 @@ class ProviderWorker(BusService):
                 )
                 await self._fail(dispatch, reply, error, None)
                 return
-            started = now_ms()
-            chunks_sent = False
-            ttft_ms = 0.0
-            progress = StreamProgress()
+            progress = AttemptProgress(started_ms=now_ms())
+            error: GatewayError | None = None
+            deadline = asyncio.timeout(remaining_s(request))
+            self._upstream[request.request_id] = asyncio.current_task()  # type: ignore[assignment]
             try:
-                self._upstream[request.request_id] = asyncio.current_task()  # type: ignore[assignment]
-                adapter = self.adapter(deployment)
-                if request.stream:
-                    completed: Completed | None = None
-                    # aclosing: the upstream response is closed at once on break, error or cancel.
-                    async with contextlib.aclosing(adapter.stream(request)) as items:
-                        async for item in items:
-                            if isinstance(item, Completed):
-                                completed = item
-                                break
-                            if isinstance(item, Progress):
-                                progress.reported = item.usage
-                                continue
-                            if not chunks_sent:
-                                ttft_ms = now_ms() - started
-                                chunks_sent = True
-                            progress.add_chunk(item)
-                            await self.nc.publish(reply, codec.chunk_frame(item))
-                    if completed is None:
-                        raise GatewayError(
-                            "upstream_error",
-                            "stream ended without a final event",
-                            provider=deployment.provider,
-                        )
-                else:
-                    completed = await adapter.complete(request)
-                    ttft_ms = now_ms() - started
+                async with deadline:
+                    completed = await self._call(deployment, request, reply, progress)
             except asyncio.CancelledError:
                 if not self._client_gone(request.request_id):
                     raise
                 # Bill what the call used before it was stopped (docs/providers.md).
                 dispatch.attempts.append(
                     attempt_record(
-                        deployment, started, error=CLIENT_GONE, status="cancelled", ttft_ms=ttft_ms
+                        deployment,
+                        progress.started_ms,
+                        error=CLIENT_GONE,
+                        status="cancelled",
+                        ttft_ms=progress.ttft_ms,
                     )
                 )
+                self._stat(dispatch, deployment, dispatch.attempts[-1], CLIENT_GONE)  # releases in-flight
                 usage = progress.usage(request)
                 self._complete(
                     dispatch,
@@ -192,21 +174,17 @@ class ProviderWorker(BusService):
                     deployment=deployment,
                     usage=usage,
                     cost=call_cost(deployment, usage),
-                    ttft_ms=ttft_ms,
+                    ttft_ms=progress.ttft_ms,
                     error=CLIENT_GONE.to_proto(request.request_id),
                 )
                 return
-            except GatewayError as error:
-                dispatch.attempts.append(attempt_record(deployment, started, error=error, ttft_ms=ttft_ms))
-                self._stat(deployment, dispatch.attempts[-1], error)
-                if should_fail_over(error, dispatch, chunks_sent):
-                    dispatch.position += 1
-                    continue
-                # A stream cut after chunks reached the client still used (and cost) tokens.
-                await self._fail(
-                    dispatch, reply, error, deployment, progress.usage(request) if chunks_sent else None
-                )
-                return
+            except GatewayError as exc:
+                error = exc
+            except TimeoutError:
+                if deadline.expired():
+                    error = deadline_error(deployment.provider)
+                else:  # an adapter's own timeout that escaped as the builtin exception
+                    error = GatewayError("timeout", "upstream timed out", provider=deployment.provider)
             except Exception as exc:  # an adapter bug must still end the request cleanly
                 self.log.exception("adapter %s crashed", deployment.adapter)
                 error = GatewayError(
@@ -214,15 +192,29 @@ class ProviderWorker(BusService):
                     f"provider adapter error: {type(exc).__name__}",
                     provider=deployment.provider,
                 )
-                dispatch.attempts.append(attempt_record(deployment, started, error=error))
+                dispatch.attempts.append(attempt_record(deployment, progress.started_ms, error=error))
+                self._stat(dispatch, deployment, dispatch.attempts[-1], error)  # releases in-flight
                 await self._fail(dispatch, reply, error, deployment)
                 return
             finally:
                 self._upstream.pop(request.request_id, None)
+            if error is not None:
+                dispatch.attempts.append(
+                    attempt_record(deployment, progress.started_ms, error=error, ttft_ms=progress.ttft_ms)
+                )
+                self._stat(dispatch, deployment, dispatch.attempts[-1], error)
+                if should_fail_over(error, dispatch, progress.chunks_sent):
+                    dispatch.position += 1
+                    continue
+                # A stream cut after chunks reached the client still used (and cost) tokens.
+                usage = progress.usage(request) if progress.chunks_sent else None
+                await self._fail(dispatch, reply, error, deployment, usage)
+                return
+            started, ttft_ms = progress.started_ms, progress.ttft_ms
             dispatch.attempts.append(
                 attempt_record(deployment, started, ttft_ms=ttft_ms, http_status=completed.http_status)
             )
-            self._stat(deployment, dispatch.attempts[-1], None)
+            self._stat(dispatch, deployment, dispatch.attempts[-1], None)
             cost = call_cost(deployment, completed.usage)
             response = build_response(dispatch, deployment, completed, cost, ttft_ms)
             await self.nc.publish(reply, codec.final_frame(response))
@@ -236,6 +228,37 @@ class ProviderWorker(BusService):
                 ttft_ms=ttft_ms,
             )
             return
+
+    async def _call(
+        self,
+        deployment: Deployment,
+        request: invoke_pb2.InvokeRequest,
+        reply: str,
+        progress: AttemptProgress,
+    ) -> Completed:
+        """One upstream call; stream chunks go straight to the client as they arrive."""
+        assert self.nc is not None
+        adapter = self.adapter(deployment)
+        if not request.stream:
+            completed = await adapter.complete(request)
+            progress.ttft_ms = now_ms() - progress.started_ms
+            return completed
+        # aclosing: the upstream response is closed at once on return, error or cancel.
+        async with contextlib.aclosing(adapter.stream(request)) as items:
+            async for item in items:
+                if isinstance(item, Completed):
+                    return item
+                if isinstance(item, Progress):
+                    progress.reported = item.usage
+                    continue
+                if not progress.chunks_sent:
+                    progress.ttft_ms = now_ms() - progress.started_ms
+                    progress.chunks_sent = True
+                progress.add_chunk(item)
+                await self.nc.publish(reply, codec.chunk_frame(item))
+        raise GatewayError(
+            "upstream_error", "stream ended without a final event", provider=deployment.provider
+        )
 
     async def _fail(
         self,
@@ -264,10 +287,18 @@ class ProviderWorker(BusService):
             headers=telemetry.inject_headers(),
         )
 
-    def _stat(self, deployment: Deployment, attempt: invoke_pb2.Attempt, error: GatewayError | None) -> None:
+    def _stat(
+        self,
+        dispatch: invoke_pb2.Dispatch,
+        deployment: Deployment,
+        attempt: invoke_pb2.Attempt,
+        error: GatewayError | None,
+    ) -> None:
         assert self.nc is not None
         stat = events_pb2.ProviderStat(
             deployment_id=deployment.id,
+            request_id=dispatch.request.request_id,
+            stream=dispatch.request.stream,
             latency_ms=attempt.latency_ms,
             ttft_ms=attempt.ttft_ms,
             ok=error is None,

@@ -1,13 +1,17 @@
-"""Router process: queue group `router` on `llm.invoke`.
+"""Router process: queue group `router` on `llm.invoke`, plus every worker's `stats.provider`.
 
-For each request: resolve the model to candidates, rank them, ask the budget authority to
-reserve the request's maximum cost, and publish a Dispatch to the first deployment's worker
-pool with the ingress's reply subject, so the answer goes straight back to the ingress.
+For each request: resolve the model to candidates, apply the first matching rule, rank the
+candidates by latency, cost, quality and health, ask the budget authority to reserve the
+request's maximum cost, and publish a Dispatch to the first deployment's worker pool with the
+ingress's reply subject, so the answer goes straight back to the ingress. The scoring is in
+ranking.py, health.py, rules.py and strategy.py (pure); this module is the I/O around them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 
 from nats.aio.msg import Msg
@@ -16,15 +20,25 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from switchyard import codec, subjects, telemetry
 from switchyard.bus import EventPublisher, ensure_events_stream
-from switchyard.catalog import Deployment
+from switchyard.catalog import Deployment, read_config
 from switchyard.errors import GatewayError
 from switchyard.handoff import hand_off
 from switchyard.pricing import format_usd, max_cost_usd
 from switchyard.service import BusService, run
-from switchyard.tokens import estimate_prompt_tokens
 from switchyard.v1 import budget_pb2, events_pb2, invoke_pb2
 
-from .ranking import DEFAULT_EXPECTED_OUTPUT_TOKENS, rank
+from .health import HealthBook, Sample
+from .inflight import Inflight
+from .ranking import (
+    DEFAULT_EXPECTED_OUTPUT_TOKENS,
+    Ranked,
+    candidate_state,
+    expected_output_tokens,
+    rank,
+)
+from .rules import features_of, first_match
+from .strategy import choose_weights
+from .tuning import tuning_from_config
 
 tracer = telemetry.tracer("switchyard.router")
 # When a request sets no max_tokens, reserve as if it could produce this many.
@@ -42,6 +56,10 @@ class Router(BusService):
         self._slots = asyncio.Semaphore(self.settings.router_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self.events: EventPublisher | None = None
+        self.tuning = tuning_from_config(read_config(self.settings.config_file))
+        self.health = HealthBook(self.tuning)
+        self.inflight = Inflight()
+        self.identity = f"{socket.gethostname()}:{os.getpid()}"
 
     async def start(self) -> None:
         nc = await self.connect()
@@ -55,7 +73,27 @@ class Router(BusService):
             cb=self._on_invoke,
             pending_msgs_limit=self.settings.router_concurrency * 8,
         )
+        # Fan-out (no queue group): every router learns from every worker's samples.
+        self._stats_sub = await nc.subscribe(subjects.PROVIDER_STATS, cb=self._on_stat)
         self.ready = True
+
+    async def _on_stat(self, msg: Msg) -> None:
+        try:
+            stat = events_pb2.ProviderStat.FromString(msg.data)
+        except Exception:
+            self.log.warning("undecodable provider stat ignored")
+            return
+        sample = Sample(
+            ok=stat.ok,
+            latency_ms=stat.latency_ms,
+            ttft_ms=stat.ttft_ms,
+            stream=stat.stream,
+            error_code=stat.error_code,
+            retry_after_s=stat.retry_after_s,
+        )
+        self.health.observe(stat.deployment_id, sample, time.monotonic())
+        if stat.request_id:
+            self.inflight.finish(stat.request_id, stat.deployment_id)
 
     async def _on_invoke(self, msg: Msg) -> None:
         await self._slots.acquire()
@@ -83,6 +121,8 @@ class Router(BusService):
                     err = NO_WORKER.to_proto(request.request_id)
                     await self.nc.publish(msg.reply, codec.error_frame(err))
                     self._reject(request, err)
+                    return
+                self._count_inflight(dispatch)
         except Exception:
             self.log.exception("routing failed")
             if msg.reply:
@@ -91,12 +131,60 @@ class Router(BusService):
         finally:
             self._slots.release()
 
+    def _count_inflight(self, dispatch: invoke_pb2.Dispatch) -> None:
+        """Count the request on the deployment that took it, until its stat (or deadline)."""
+        now = time.monotonic()
+        target = dispatch.chain[dispatch.position]
+        deadline_ms = dispatch.request.deadline_unix_ms
+        remaining_s = (deadline_ms - time.time_ns() / 1e6) / 1000 if deadline_ms else 0.0
+        expires = now + (remaining_s if remaining_s > 0 else self.settings.request_timeout_s)
+        # A half-open deployment that took the request is being probed: one trial at a time.
+        probe = any(
+            c.deployment_id == target.deployment_id and c.breaker == "half_open"
+            for c in dispatch.rationale.candidates
+        )
+        self.inflight.start(dispatch.request.request_id, target.deployment_id, expires, probe=probe)
+
+    def decide(self, request: invoke_pb2.InvokeRequest) -> tuple[str, int, Ranked]:
+        """The pure part of routing: rule, weights, health snapshot, ranking."""
+        requested, candidates = self.catalog.resolve(request.model)
+        features = features_of(request)
+        rule = first_match(self.catalog.rules, requested, features)
+        route_name = requested
+        if rule is not None:
+            route_name, candidates = self.catalog.resolve(rule.route)
+        strategy = request.strategy if request.HasField("strategy") else None
+        strategy_name, weights = choose_weights(strategy, self.catalog.route(route_name))
+        now = time.monotonic()
+        self.inflight.expire(now)
+        states = {
+            dep.id: candidate_state(
+                self.health.view(dep.id, now, request.stream),
+                self.inflight.count(dep.id),
+                self.inflight.probes(dep.id),
+                self.tuning.half_open_probes,
+            )
+            for dep in candidates
+        }
+        ranked = rank(
+            route_name,
+            candidates,
+            states,
+            weights,
+            strategy=strategy_name,
+            prompt_tokens=features.prompt_tokens,
+            expected_output=expected_output_tokens(request.max_tokens, self.tuning.expected_output_tokens),
+            latency_floor_ms=self.tuning.latency_floor_ms,
+            max_chain=self.tuning.max_attempts,
+            rule=rule.name if rule else "",
+        )
+        return route_name, features.prompt_tokens, ranked
+
     async def route(self, request: invoke_pb2.InvokeRequest) -> invoke_pb2.Dispatch:
         started = time.perf_counter_ns()
-        route, candidates = self.catalog.resolve(request.model)
-        prompt_tokens = estimate_prompt_tokens(request)
-        ranked = rank(route, candidates, prompt_tokens, request.max_tokens)
+        route, prompt_tokens, ranked = self.decide(request)
         ranked.rationale.decision_us = (time.perf_counter_ns() - started) / 1000
+        ranked.rationale.decided_by = self.identity
         reservation = await self.authorize(request, ranked.chain[0], prompt_tokens)
         dispatch = invoke_pb2.Dispatch(
             request=request,
@@ -104,6 +192,7 @@ class Router(BusService):
             reservation_id=reservation,
             route=route,
             routed_unix_ns=time.time_ns(),
+            max_attempts=self.tuning.max_attempts,
         )
         for dep in ranked.chain:
             dispatch.chain.add(deployment_id=dep.id, provider=dep.provider, model=dep.model)
@@ -173,6 +262,7 @@ class Router(BusService):
 
     async def drain(self) -> None:
         await self._sub.unsubscribe()
+        await self._stats_sub.unsubscribe()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.drain_timeout_s)
         if self.events:

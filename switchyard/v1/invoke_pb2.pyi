@@ -158,7 +158,7 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("deployment_id", "provider", "model", "status", "error_code", "http_status", "latency_ms", "ttft_ms", "started_unix_ms", "error_message")
+    __slots__ = ("deployment_id", "provider", "model", "status", "error_code", "http_status", "latency_ms", "ttft_ms", "started_unix_ms", "error_message", "started_unix_us")
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +169,7 @@ class Attempt(_message.Message):
     TTFT_MS_FIELD_NUMBER: _ClassVar[int]
     STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_US_FIELD_NUMBER: _ClassVar[int]
     deployment_id: str
     provider: str
     model: str
@@ -179,10 +180,11 @@ class Attempt(_message.Message):
     ttft_ms: float
     started_unix_ms: int
     error_message: str
-    def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[str] = ..., error_code: _Optional[str] = ..., http_status: _Optional[int] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., started_unix_ms: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...
+    started_unix_us: int
+    def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[str] = ..., error_code: _Optional[str] = ..., http_status: _Optional[int] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., started_unix_ms: _Optional[int] = ..., error_message: _Optional[str] = ..., started_unix_us: _Optional[int] = ...) -> None: ...
 
 class CandidateScore(_message.Message):
-    __slots__ = ("deployment_id", "provider", "model", "latency_ms", "est_cost_usd", "quality", "latency_score", "cost_score", "quality_score", "total", "eligible", "excluded_reason")
+    __slots__ = ("deployment_id", "provider", "model", "latency_ms", "est_cost_usd", "quality", "latency_score", "cost_score", "quality_score", "total", "eligible", "excluded_reason", "error_rate", "inflight", "breaker", "latency_source")
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +197,10 @@ class CandidateScore(_message.Message):
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
     EXCLUDED_REASON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    INFLIGHT_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_SOURCE_FIELD_NUMBER: _ClassVar[int]
     deployment_id: str
     provider: str
     model: str
@@ -207,10 +213,14 @@ class CandidateScore(_message.Message):
     total: float
     eligible: bool
     excluded_reason: str
-    def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., latency_ms: _Optional[float] = ..., est_cost_usd: _Optional[float] = ..., quality: _Optional[float] = ..., latency_score: _Optional[float] = ..., cost_score: _Optional[float] = ..., quality_score: _Optional[float] = ..., total: _Optional[float] = ..., eligible: _Optional[bool] = ..., excluded_reason: _Optional[str] = ...) -> None: ...
+    error_rate: float
+    inflight: int
+    breaker: str
+    latency_source: str
+    def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., latency_ms: _Optional[float] = ..., est_cost_usd: _Optional[float] = ..., quality: _Optional[float] = ..., latency_score: _Optional[float] = ..., cost_score: _Optional[float] = ..., quality_score: _Optional[float] = ..., total: _Optional[float] = ..., eligible: _Optional[bool] = ..., excluded_reason: _Optional[str] = ..., error_rate: _Optional[float] = ..., inflight: _Optional[int] = ..., breaker: _Optional[str] = ..., latency_source: _Optional[str] = ...) -> None: ...
 
 class Rationale(_message.Message):
-    __slots__ = ("route", "rule", "strategy", "weight_latency", "weight_cost", "weight_quality", "candidates", "winner", "reason", "decision_us")
+    __slots__ = ("route", "rule", "strategy", "weight_latency", "weight_cost", "weight_quality", "candidates", "winner", "reason", "decision_us", "chain", "decided_by", "prompt_tokens_est", "expected_output_tokens")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +231,10 @@ class Rationale(_message.Message):
     WINNER_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     DECISION_US_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_EST_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     route: str
     rule: str
     strategy: str
@@ -231,7 +245,11 @@ class Rationale(_message.Message):
     winner: str
     reason: str
     decision_us: float
-    def __init__(self, route: _Optional[str] = ..., rule: _Optional[str] = ..., strategy: _Optional[str] = ..., weight_latency: _Optional[float] = ..., weight_cost: _Optional[float] = ..., weight_quality: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., winner: _Optional[str] = ..., reason: _Optional[str] = ..., decision_us: _Optional[float] = ...) -> None: ...
+    chain: _containers.RepeatedScalarFieldContainer[str]
+    decided_by: str
+    prompt_tokens_est: int
+    expected_output_tokens: int
+    def __init__(self, route: _Optional[str] = ..., rule: _Optional[str] = ..., strategy: _Optional[str] = ..., weight_latency: _Optional[float] = ..., weight_cost: _Optional[float] = ..., weight_quality: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., winner: _Optional[str] = ..., reason: _Optional[str] = ..., decision_us: _Optional[float] = ..., chain: _Optional[_Iterable[str]] = ..., decided_by: _Optional[str] = ..., prompt_tokens_est: _Optional[int] = ..., expected_output_tokens: _Optional[int] = ...) -> None: ...
 
 class InvokeResponse(_message.Message):
     __slots__ = ("request_id", "provider", "model", "deployment_id", "message", "finish_reason", "usage", "cost_usd", "latency_ms", "ttft_ms", "attempts", "rationale", "route")
@@ -304,7 +322,7 @@ class Target(_message.Message):
     def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class Dispatch(_message.Message):
-    __slots__ = ("request", "chain", "position", "rationale", "attempts", "reservation_id", "route", "routed_unix_ns", "router_ms", "reply_to")
+    __slots__ = ("request", "chain", "position", "rationale", "attempts", "reservation_id", "route", "routed_unix_ns", "router_ms", "reply_to", "max_attempts")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -315,6 +333,7 @@ class Dispatch(_message.Message):
     ROUTED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     ROUTER_MS_FIELD_NUMBER: _ClassVar[int]
     REPLY_TO_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     request: InvokeRequest
     chain: _containers.RepeatedCompositeFieldContainer[Target]
     position: int
@@ -325,4 +344,5 @@ class Dispatch(_message.Message):
     routed_unix_ns: int
     router_ms: float
     reply_to: str
-    def __init__(self, request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., chain: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., position: _Optional[int] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., reservation_id: _Optional[str] = ..., route: _Optional[str] = ..., routed_unix_ns: _Optional[int] = ..., router_ms: _Optional[float] = ..., reply_to: _Optional[str] = ...) -> None: ...
+    max_attempts: int
+    def __init__(self, request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., chain: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., position: _Optional[int] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., reservation_id: _Optional[str] = ..., route: _Optional[str] = ..., routed_unix_ns: _Optional[int] = ..., router_ms: _Optional[float] = ..., reply_to: _Optional[str] = ..., max_attempts: _Optional[int] = ...) -> None: ...

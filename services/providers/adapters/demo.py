@@ -3,14 +3,25 @@
 It answers with no API key so a fresh `make run` works. The reply is a pure function of the
 request (same prompt, same answer); usage counts the same tokens a real call would be billed
 for under the estimator in switchyard.tokens.
+
+Test/demo knobs (deployment `options`, documented in docs/routing.md): `latency_ms`,
+`fail_status`, `fail_every`, `retry_after_s`, `fail_after_chunks`, `fail_latency_ms`, and
+`control_file`, a JSON file with the same keys that overrides them while the worker runs, so a
+test can make a deployment fail, slow down or heal without restarting anything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
+import orjson
+
+from switchyard.errors import GatewayError
 from switchyard.tokens import estimate_prompt_tokens, last_user_text
 from switchyard.v1 import invoke_pb2
 
@@ -73,11 +84,113 @@ def demo_tool_call(request: invoke_pb2.InvokeRequest) -> invoke_pb2.ToolCall | N
     return invoke_pb2.ToolCall(id=f"call_{digest}", name=tool.name, arguments_json="{}")
 
 
+FAULT_KEYS = (
+    "latency_ms",
+    "fail_status",
+    "fail_every",
+    "retry_after_s",
+    "fail_after_chunks",
+    "fail_latency_ms",
+)
+
+# The neutral code a real adapter would map each simulated upstream status to.
+_STATUS_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "permission_denied",
+    404: "not_found",
+    408: "timeout",
+    413: "payload_too_large",
+    422: "unprocessable",
+    429: "rate_limited",
+    500: "upstream_error",
+    502: "upstream_error",
+    503: "unavailable",
+    504: "timeout",
+    529: "overloaded",
+}
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How the demo deployment behaves on one call."""
+
+    latency_ms: float
+    fail_status: int = 0  # 0: answer normally
+    fail_every: int = 1  # fail calls number fail_every, 2*fail_every, ... (1: every call)
+    retry_after_s: float = 0.0  # sent with the failure, as a Retry-After header would be
+    fail_after_chunks: int = 0  # streams: chunks sent before the failure (0: before the first)
+    fail_latency_ms: float = 0.0  # how long the failing call takes
+
+
+def behaviour(
+    options: Mapping[str, Any], overrides: Mapping[str, Any], default_latency_ms: float
+) -> Behaviour:
+    """Deployment options, then control-file overrides, on top of the demo defaults."""
+    merged = {k: options[k] for k in FAULT_KEYS if k in options}
+    merged.update({k: overrides[k] for k in FAULT_KEYS if k in overrides})
+    return Behaviour(
+        latency_ms=float(merged.get("latency_ms", default_latency_ms)),
+        fail_status=int(merged.get("fail_status", 0)),
+        fail_every=max(int(merged.get("fail_every", 1)), 1),
+        retry_after_s=float(merged.get("retry_after_s", 0.0)),
+        fail_after_chunks=max(int(merged.get("fail_after_chunks", 0)), 0),
+        fail_latency_ms=float(merged.get("fail_latency_ms", 0.0)),
+    )
+
+
+def simulated_error(status: int, retry_after_s: float, provider: str) -> GatewayError:
+    code = _STATUS_CODES.get(status, "upstream_error" if status >= 500 else "invalid_request")
+    return GatewayError(
+        code,
+        f"demo upstream answered HTTP {status} (simulated)",
+        provider_status=status,
+        retry_after_s=retry_after_s,
+        provider=provider,
+    )
+
+
 class Adapter(ProviderAdapter):
+    _calls = 0
+    _control_stamp: tuple[int, int] | None = None
+    _control: Mapping[str, Any] = {}
+
     @property
     def _latency_s(self) -> float:
         scale = float(self.deployment.options.get("latency_scale", 1.0))
         return self.settings.demo_latency_ms * scale / 1000.0
+
+    def _overrides(self) -> Mapping[str, Any]:
+        """The control file's settings, re-read only when the file changes (test/demo only)."""
+        path = self.deployment.options.get("control_file")
+        if not path:
+            return {}
+        try:
+            info = os.stat(path)
+        except OSError:
+            self._control_stamp, self._control = None, {}
+            return self._control
+        stamp = (info.st_mtime_ns, info.st_size)
+        if stamp != self._control_stamp:
+            try:
+                with open(path, "rb") as fh:
+                    loaded = orjson.loads(fh.read() or b"{}")
+            except (OSError, orjson.JSONDecodeError):
+                return self._control  # caught mid-write: keep the previous settings
+            self._control_stamp = stamp
+            self._control = loaded if isinstance(loaded, dict) else {}
+        return self._control
+
+    def _next_call(self) -> tuple[Behaviour, bool]:
+        """This call's behaviour and whether it fails."""
+        self._calls += 1
+        now = behaviour(self.deployment.options, self._overrides(), self._latency_s * 1000.0)
+        return now, bool(now.fail_status) and self._calls % now.fail_every == 0
+
+    async def _fail(self, how: Behaviour) -> GatewayError:
+        if how.fail_latency_ms:
+            await asyncio.sleep(how.fail_latency_ms / 1000.0)
+        return simulated_error(how.fail_status, how.retry_after_s, self.deployment.provider)
 
     def _finish(
         self, request: invoke_pb2.InvokeRequest, words: list[str], call: invoke_pb2.ToolCall | None
@@ -97,15 +210,21 @@ class Adapter(ProviderAdapter):
         return Completed(message=message, finish_reason=finish, usage=usage)
 
     async def complete(self, request: invoke_pb2.InvokeRequest) -> Completed:
-        if self._latency_s:
-            await asyncio.sleep(self._latency_s)
+        how, fails = self._next_call()
+        if fails:
+            raise await self._fail(how)
+        if how.latency_ms:
+            await asyncio.sleep(how.latency_ms / 1000.0)
         call = demo_tool_call(request)
         words = [] if call else demo_reply_words(request, self.deployment.model)
         return self._finish(request, words, call)
 
     async def stream(self, request: invoke_pb2.InvokeRequest) -> AsyncIterator[invoke_pb2.Chunk | Completed]:
-        if self._latency_s:
-            await asyncio.sleep(self._latency_s)  # time to first token
+        how, fails = self._next_call()
+        if fails and not how.fail_after_chunks:
+            raise await self._fail(how)
+        if how.latency_ms:
+            await asyncio.sleep(how.latency_ms / 1000.0)  # time to first token
         call = demo_tool_call(request)
         words = [] if call else demo_reply_words(request, self.deployment.model)
         delay = self.settings.demo_chunk_delay_ms / 1000.0
@@ -119,7 +238,11 @@ class Adapter(ProviderAdapter):
                 ],
             )
         for seq, word in enumerate(words):
+            if fails and seq == how.fail_after_chunks:
+                raise await self._fail(how)  # mid-stream: after chunks reached the client
             if seq and delay:
                 await asyncio.sleep(delay)
             yield invoke_pb2.Chunk(seq=seq, delta_text=word if seq == 0 else " " + word)
+        if fails:
+            raise await self._fail(how)
         yield self._finish(request, words, call)
