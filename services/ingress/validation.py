@@ -10,30 +10,41 @@ from pydantic import BaseModel, ValidationError
 from switchyard.errors import GatewayError
 
 Model = TypeVar("Model", bound=BaseModel)
-_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "function-after"})
 MAX_REPORTED_ERRORS = 5
 
 
-def _readable_location(loc: tuple[int | str, ...]) -> str:
-    """`messages.0.content`, without pydantic's union-branch labels (`str`, `list[...]`, class names)."""
+_TYPE_LABELS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+
+
+def _names_a_field(part: int | str) -> bool:
+    return isinstance(part, str) and part.isidentifier() and part[:1].islower() and part not in _TYPE_LABELS
+
+
+def _readable_location(loc: tuple[int | str, ...], data: Any) -> str:
+    """`messages.0.content`: the path of the error in the input, without the labels pydantic
+    adds for union branches and discriminator tags (`str`, `list[...]`, `tool`). Each part
+    of the location is kept only when it walks the input; the last part is kept when it names
+    a field (a missing one, say)."""
     parts: list[str] = []
-    for part in loc:
-        if isinstance(part, str) and (
-            "[" in part or part in _TYPE_NAMES or part[:1].isupper() or part.startswith("function-")
-        ):
+    node = data
+    for i, part in enumerate(loc):
+        walks = (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        )
+        if walks:
+            node = node[part]  # type: ignore[index]
+        elif i < len(loc) - 1 or not _names_a_field(part):
             continue
-        if parts and parts[-1] == part:
-            continue  # a tagged union's tag followed by the field of the same name (type=text, text)
         parts.append(str(part))
     return ".".join(parts)
 
 
-def describe(exc: ValidationError) -> tuple[str, str]:
+def describe(exc: ValidationError, data: Any) -> tuple[str, str]:
     """(message, param): up to five problems, each with where it is; param is the first location."""
     seen: list[str] = []
     first = ""
     for err in exc.errors():
-        loc = _readable_location(err["loc"])
+        loc = _readable_location(err["loc"], data)
         first = first or loc
         text = f"{loc}: {err['msg']}" if loc else err["msg"]
         if text not in seen:
@@ -54,5 +65,5 @@ def parse_json_body(raw: bytes, model: type[Model], *, strict: bool = False) -> 
     try:
         return model.model_validate(data, strict=strict)
     except ValidationError as exc:
-        message, param = describe(exc)
+        message, param = describe(exc, data)
         raise GatewayError("invalid_request", message, param=param) from None
