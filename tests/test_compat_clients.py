@@ -400,6 +400,8 @@ async def test_openapi_is_served(gateway: Stack) -> None:
     async with httpx.AsyncClient(base_url=gateway.ingress_url) as http:
         r = await http.get("/openapi.json")
         missing = await http.get("/v1/embeddings")
+        wrong_method = await http.delete("/v1/chat/completions")
+        anthropic_missing = await http.post("/v1/messages/count_tokens", json={})
     assert r.status_code == 200
     doc = r.json()
     assert doc["openapi"].startswith("3.1")
@@ -407,3 +409,7 @@ async def test_openapi_is_served(gateway: Stack) -> None:
     # Unknown paths under /v1 answer in OpenAI's error shape, as OpenAI clients expect.
     assert missing.status_code == 404
     assert missing.json()["error"]["type"] == "invalid_request_error"
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+    assert anthropic_missing.status_code == 404
+    assert anthropic_missing.json()["error"]["type"] == "not_found_error"

@@ -126,7 +126,12 @@ def test_error_headers_tell_sdks_whether_to_retry() -> None:
     limited = error_headers(
         GatewayError("rate_limited", "slow", retryable=False, retry_after_s=2.4), "req_2", ANTHROPIC
     )
-    assert limited == {"x-should-retry": "true", "Retry-After": "2", "request-id": "req_2"}
+    assert limited == {
+        "x-should-retry": "true",
+        "Retry-After": "2",
+        "x-request-id": "req_2",
+        "request-id": "req_2",
+    }
     assert error_headers(GatewayError("invalid_request", "x"), "", NATIVE) == {"x-should-retry": "false"}
 
 

@@ -29,7 +29,15 @@ from switchyard.v1 import invoke_pb2
 
 from . import anthropic_api, hints, native, openai_api
 from .client import GatewayClient, ReplyStream
-from .dialects import ANTHROPIC, NATIVE, OPENAI, Dialect, dialect_for_path, error_headers
+from .dialects import (
+    ANTHROPIC,
+    NATIVE,
+    OPENAI,
+    Dialect,
+    dialect_for_path,
+    error_headers,
+    request_id_headers,
+)
 from .openapi import openapi_document
 
 log = logging.getLogger("switchyard.ingress")
@@ -218,7 +226,7 @@ class Ingress:
             self.count(request, "ok", started)
             return JSONResponse(
                 dialect.final_json(request, first.final),
-                headers={dialect.request_id_header: request.request_id},
+                headers=request_id_headers(request.request_id, dialect),
             )
         return StreamingResponse(
             self._stream(request, first, replies, streamer, started),
@@ -226,8 +234,7 @@ class Ingress:
             headers={
                 "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no",
-                "x-request-id": request.request_id,
-                dialect.request_id_header: request.request_id,
+                **request_id_headers(request.request_id, dialect),
             },
         )
 

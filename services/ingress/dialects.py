@@ -48,5 +48,10 @@ def error_headers(error: GatewayError, request_id: str, dialect: Dialect) -> dic
     if error.retry_after_s:
         headers["Retry-After"] = str(max(1, round(error.retry_after_s)))
     if request_id:
-        headers[dialect.request_id_header] = request_id
+        headers.update(request_id_headers(request_id, dialect))
     return headers
+
+
+def request_id_headers(request_id: str, dialect: Dialect) -> dict[str, str]:
+    """`x-request-id` always, plus the header this dialect's SDKs read, if it differs."""
+    return {"x-request-id": request_id, dialect.request_id_header: request_id}

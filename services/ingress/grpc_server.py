@@ -59,10 +59,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         request = await self._admit(request, context, stream=False)
         assert self.ingress.client is not None
         started = time.perf_counter()
+        answered = False
         try:
             first, _ = await self.ingress.open(request)
+            answered = True
         finally:
-            self.ingress.client.close(request.request_id)
+            if answered:
+                self.ingress.client.close(request.request_id)
+            else:  # the client cancelled or its deadline passed: stop the upstream call
+                await self.ingress.client.cancel(request.request_id)
         if first.WhichOneof("frame") == "error":
             self.ingress.count(request, first.error.code)
             await _abort(context, GatewayError.from_proto(first.error), request.request_id)
