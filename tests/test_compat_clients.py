@@ -327,6 +327,11 @@ async def test_anthropic_errors(claude: anthropic.AsyncAnthropic) -> None:
 async def test_anthropic_models_list(claude: anthropic.AsyncAnthropic) -> None:
     ids = [m.id async for m in claude.models.list()]
     assert "auto" in ids and "demo/smart" in ids
+    one = await claude.models.retrieve("demo/fast")
+    assert one.type == "model" and one.id == "demo/fast"
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        await claude.models.retrieve("claude-nope")
+    assert missing.value.body["error"]["type"] == "not_found_error"
 
 
 # --- gRPC ---------------------------------------------------------------------------------------

@@ -183,9 +183,11 @@ class Ingress:
 
     async def get_model(self, http: Request) -> Response:
         name = http.path_params["model"]
+        anthropic = "anthropic-version" in http.headers
         if name not in self.catalog.model_names():
-            raise GatewayError("model_not_found", f"unknown model {name!r}", param="model")
-        if "anthropic-version" in http.headers:
+            error = GatewayError("model_not_found", f"unknown model {name!r}", param="model")
+            return error_response(error, dialect=ANTHROPIC if anthropic else OPENAI)
+        if anthropic:
             return JSONResponse(anthropic_api.model_json(name))
         return JSONResponse(openai_api.model_json(self.catalog, name))
 

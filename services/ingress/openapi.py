@@ -200,7 +200,19 @@ def openapi_document() -> dict[str, Any]:
                             }
                         },
                     },
-                    "404": _json(openai_err, "Unknown model."),
+                    "404": {
+                        "description": "Unknown model (Anthropic's error shape when `anthropic-version` is sent).",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "anyOf": [
+                                        {"$ref": openai_err},
+                                        {"$ref": ref[anthropic_api.AnthropicErrorResponse]},
+                                    ]
+                                }
+                            }
+                        },
+                    },
                 },
             }
         },
