@@ -40,7 +40,8 @@ def gateway() -> Iterator[Stack]:
         SWITCHYARD_GRPC_PORT=str(free_port()),
     )
     try:
-        running.start_all()
+        # Generous: the machine's cores are shared, and a loaded one starts processes slowly.
+        running.start_all(ready_timeout_s=90)
         yield running
     except Exception:
         print(running.logs())
