@@ -12,6 +12,7 @@ HTTP_STATUS: dict[str, int] = {
     "permission_denied": 403,
     "not_found": 404,
     "model_not_found": 404,
+    "method_not_allowed": 405,
     "payload_too_large": 413,
     "unprocessable": 422,
     "rate_limited": 429,

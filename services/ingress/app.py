@@ -10,13 +10,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import orjson
 from nats.nuid import NUID
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -24,12 +25,23 @@ from starlette.routing import Route
 
 from switchyard import bus, subjects
 from switchyard.errors import GatewayError
+from switchyard.service import load_service_catalog
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
 
-from . import native
+from . import anthropic_api, hints, native, openai_api
 from .client import GatewayClient, ReplyStream
+from .dialects import (
+    ANTHROPIC,
+    NATIVE,
+    OPENAI,
+    Dialect,
+    dialect_for_path,
+    error_headers,
+    request_id_headers,
+)
 from .edge import EdgeMiddleware, Overload, limits_from, poll_ledger_lag
+from .openapi import openapi_document
 
 log = logging.getLogger("switchyard.ingress")
 
@@ -50,15 +62,13 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-def error_response(error: GatewayError, request_id: str = "") -> JSONResponse:
-    headers = {}
-    if error.retry_after_s:
-        headers["Retry-After"] = str(max(1, round(error.retry_after_s)))
-    return JSONResponse(
-        native.error_json(error.code, error.message, request_id, error.param),
-        status_code=error.http_status,
-        headers=headers,
-    )
+# Renders one reply frame of a streamed request as SSE bytes; one instance per request.
+Streamer = Callable[[invoke_pb2.Reply], list[bytes]]
+
+
+def error_response(error: GatewayError, request_id: str = "", dialect: Dialect = NATIVE) -> JSONResponse:
+    status, body = dialect.error_body(error, request_id)
+    return JSONResponse(body, status_code=status, headers=error_headers(error, request_id, dialect))
 
 
 def new_request_id() -> str:
@@ -71,6 +81,8 @@ class Ingress:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.client: GatewayClient | None = None
+        # Read for GET /v1/models only: the ingress lists names, the router resolves them.
+        self.catalog = load_service_catalog(settings)
         self.ready = False
         self.draining = False
         self.overload = Overload()
@@ -78,7 +90,12 @@ class Ingress:
             middleware=[Middleware(EdgeMiddleware, limits=limits_from(settings), overload=self.overload)],
             routes=[
                 Route("/llm.invoke", self.invoke, methods=["POST"]),
+                Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+                Route("/v1/messages", self.messages, methods=["POST"]),
+                Route("/v1/models", self.list_models, methods=["GET"]),
+                Route("/v1/models/{model:path}", self.get_model, methods=["GET"]),
                 Route("/v1/requests/{request_id}", self.get_request, methods=["GET"]),
+                Route("/openapi.json", self.openapi, methods=["GET"]),
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/readyz", self.readyz, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
@@ -86,6 +103,7 @@ class Ingress:
             lifespan=self.lifespan,
             exception_handlers={
                 GatewayError: self._on_gateway_error,
+                HTTPException: self._on_http_exception,
                 Exception: self._on_exception,
             },
         )
@@ -98,22 +116,49 @@ class Ingress:
         lag_poller = asyncio.create_task(
             poll_ledger_lag(nc.jetstream(), self.overload, subjects.EVENTS_STREAM, subjects.LEDGER_DURABLE)
         )
+        grpc = None
+        if self.settings.grpc_port:
+            from .grpc_server import start_grpc_server
+
+            grpc = await start_grpc_server(self, self.settings.host, self.settings.grpc_port)
         self.ready = True
         try:
             yield
         finally:
             lag_poller.cancel()
             self.draining = True
+            if grpc is not None:
+                await grpc.stop(self.settings.drain_timeout_s)
             with contextlib.suppress(Exception):
                 await nc.drain()
 
     async def _on_gateway_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
-        return error_response(exc)
+        return error_response(exc, dialect=dialect_for_path(request.url.path))
+
+    async def _on_http_exception(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        error = GatewayError(code, f"{request.method} {request.url.path}: {exc.detail}")
+        return error_response(error, dialect=dialect_for_path(request.url.path))
 
     async def _on_exception(self, request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
-        return error_response(GatewayError("internal", "internal error"))
+        return error_response(
+            GatewayError("internal", "internal error"), dialect=dialect_for_path(request.url.path)
+        )
+
+    def admit(
+        self, request: invoke_pb2.InvokeRequest, headers: Mapping[str, str]
+    ) -> invoke_pb2.InvokeRequest:
+        """Every API's requests pass here, with their headers (or gRPC metadata, lowercase):
+        routing hints from the headers, then ids and deadline. Authentication plugs in here:
+        `hints.api_key_from(headers)` reads the caller's key the same way for every API."""
+        request.ClearField("project_id")  # tenancy is the ingress's to set, never the caller's
+        request.ClearField("agent_id")
+        request.ClearField("key_id")
+        hints.apply_hints(request, hints.hints_from_headers(headers))
+        return self.stamp(request)
 
     def stamp(self, request: invoke_pb2.InvokeRequest) -> invoke_pb2.InvokeRequest:
         """Ids and deadline, set here and only here (never taken from the client)."""
@@ -126,42 +171,91 @@ class Ingress:
 
     async def invoke(self, http: Request) -> Response:
         body = native.parse_body(await http.body(), self.settings.max_json_depth)
-        request = self.stamp(native.to_request(body, api="native"))
-        return await self.relay(request, native_stream)
+        request = self.admit(native.to_request(body, api="native"), http.headers)
+        return await self.relay(request, NATIVE, native_stream)
 
-    async def relay(self, request: invoke_pb2.InvokeRequest, streamer) -> Response:
-        """Publish, then answer with the final frame (JSON) or stream the frames (SSE)."""
+    async def chat_completions(self, http: Request) -> Response:
+        body = openai_api.parse_body(await http.body(), self.settings.max_json_depth)
+        request = self.admit(openai_api.to_request(body), http.headers)
+        return await self.relay(request, OPENAI, openai_api.ChunkStream(request, body.include_usage))
+
+    async def messages(self, http: Request) -> Response:
+        body = anthropic_api.parse_body(await http.body(), self.settings.max_json_depth)
+        request = self.admit(anthropic_api.to_request(body), http.headers)
+        return await self.relay(request, ANTHROPIC, anthropic_api.EventStream(request))
+
+    async def list_models(self, http: Request) -> Response:
+        # Anthropic's SDKs list models at the same path; they always send anthropic-version.
+        if "anthropic-version" in http.headers:
+            return JSONResponse(anthropic_api.models_json(self.catalog))
+        return JSONResponse(openai_api.models_json(self.catalog))
+
+    async def get_model(self, http: Request) -> Response:
+        name = http.path_params["model"]
+        anthropic = "anthropic-version" in http.headers
+        if name not in self.catalog.model_names():
+            error = GatewayError("model_not_found", f"unknown model {name!r}", param="model")
+            return error_response(error, dialect=ANTHROPIC if anthropic else OPENAI)
+        if anthropic:
+            return JSONResponse(anthropic_api.model_json(name))
+        return JSONResponse(openai_api.model_json(self.catalog, name))
+
+    async def openapi(self, http: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    async def open(self, request: invoke_pb2.InvokeRequest) -> tuple[invoke_pb2.Reply, ReplyStream]:
+        """Publish the request and wait for its first frame (a chunk, the final answer or an
+        error). The caller closes the request with `client.close` or `client.cancel`."""
         assert self.client is not None
-        started = time.perf_counter()
         replies = await self.client.open(request, self.settings.request_timeout_s)
         try:
             first = await replies.next()
         except GatewayError as error:
-            self.client.close(request.request_id)
-            REQUESTS.labels(request.api, error.code).inc()
-            return error_response(error, request.request_id)
+            first = invoke_pb2.Reply(error=error.to_proto(request.request_id))
+        return first, replies
+
+    def count(self, request: invoke_pb2.InvokeRequest, status: str, started: float | None = None) -> None:
+        REQUESTS.labels(request.api, status).inc()
+        if started is not None:
+            LATENCY.labels(request.api).observe(time.perf_counter() - started)
+
+    async def relay(
+        self, request: invoke_pb2.InvokeRequest, dialect: Dialect, streamer: Streamer
+    ) -> Response:
+        """Publish, then answer with the final frame (JSON) or stream the frames (SSE), in the
+        caller's API dialect. All HTTP APIs share this path."""
+        assert self.client is not None
+        started = time.perf_counter()
+        first, replies = await self.open(request)
         kind = first.WhichOneof("frame")
         if kind == "error":
             self.client.close(request.request_id)
-            REQUESTS.labels(request.api, first.error.code).inc()
-            return error_response(GatewayError.from_proto(first.error), request.request_id)
+            self.count(request, first.error.code)
+            return error_response(GatewayError.from_proto(first.error), request.request_id, dialect)
         if not request.stream:
             self.client.close(request.request_id)
-            REQUESTS.labels(request.api, "ok").inc()
-            LATENCY.labels(request.api).observe(time.perf_counter() - started)
-            return JSONResponse(native.response_json(first.final))
+            self.count(request, "ok", started)
+            return JSONResponse(
+                dialect.final_json(request, first.final),
+                headers=request_id_headers(request.request_id, dialect),
+            )
         return StreamingResponse(
             self._stream(request, first, replies, streamer, started),
             media_type="text/event-stream",
             headers={
                 "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no",
-                "X-Request-Id": request.request_id,
+                **request_id_headers(request.request_id, dialect),
             },
         )
 
     async def _stream(
-        self, request, first, replies: ReplyStream, streamer, started: float
+        self,
+        request: invoke_pb2.InvokeRequest,
+        first: invoke_pb2.Reply,
+        replies: ReplyStream,
+        streamer: Streamer,
+        started: float,
     ) -> AsyncIterator[bytes]:
         assert self.client is not None
         finished = False
@@ -173,8 +267,7 @@ class Ingress:
                 if frame.WhichOneof("frame") != "chunk":
                     finished = True
                     status = "ok" if frame.WhichOneof("frame") == "final" else frame.error.code
-                    REQUESTS.labels(request.api, status).inc()
-                    LATENCY.labels(request.api).observe(time.perf_counter() - started)
+                    self.count(request, status, started)
                     return
                 try:
                     frame = await replies.next()

@@ -6,17 +6,18 @@ InvokeRequest.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from switchyard.errors import GatewayError
 from switchyard.v1 import invoke_pb2
 
-from .edge import json_depth_exceeds
+from . import hints
+from .validation import parse_json_body
 
-STRATEGY_PRESETS = ("balanced", "fastest", "cheapest", "best")
+STRATEGY_PRESETS = hints.STRATEGY_PRESETS
 MAX_MESSAGES = 2048
 
 
@@ -102,39 +103,9 @@ class InvokeBody(_Strict):
         return value
 
 
-def _first_error(exc: ValidationError) -> tuple[str, str]:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(
-            str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("TextPart", "ImagePartIn"))
-        )
-        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
-    first_loc = ".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else ""
-    return "; ".join(parts), first_loc
-
-
-def load_json_object(raw: bytes, max_depth: int = 64) -> dict[str, Any]:
-    """Parse a JSON object body; GatewayError(invalid_request) for bad JSON, non-objects and
-    nesting deeper than `max_depth`."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise GatewayError("invalid_request", f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise GatewayError("invalid_request", "request body must be a JSON object")
-    if json_depth_exceeds(data, max_depth):
-        raise GatewayError("invalid_request", f"request body nests deeper than {max_depth} levels")
-    return data
-
-
 def parse_body(raw: bytes, max_depth: int = 64) -> InvokeBody:
     """Raise GatewayError(invalid_request) naming the problem for any malformed body."""
-    data = load_json_object(raw, max_depth)
-    try:
-        return InvokeBody.model_validate(data)
-    except ValidationError as exc:
-        message, param = _first_error(exc)
-        raise GatewayError("invalid_request", message, param=param) from None
+    return parse_json_body(raw, InvokeBody, max_depth=max_depth)
 
 
 def _content(message: invoke_pb2.Message, content: str | list[Any] | None) -> None:
@@ -185,16 +156,25 @@ def to_request(body: InvokeBody, api: str = "native") -> invoke_pb2.InvokeReques
         request.stop.extend([body.stop] if isinstance(body.stop, str) else body.stop)
     if body.response_format is not None:
         request.response_format_json = orjson.dumps(body.response_format).decode()
-    if isinstance(body.strategy, str):
-        request.strategy.preset = body.strategy
-    elif body.strategy is not None:
-        request.strategy.explicit = True
-        request.strategy.latency = body.strategy.latency
-        request.strategy.cost = body.strategy.cost
-        request.strategy.quality = body.strategy.quality
-    for key, value in (body.metadata or {}).items():
-        request.metadata[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    set_strategy_and_metadata(request, body.strategy, body.metadata)
     return request
+
+
+def set_strategy_and_metadata(
+    request: invoke_pb2.InvokeRequest,
+    strategy: str | StrategyWeights | None,
+    metadata: Mapping[str, str | int | float | bool | None] | None,
+) -> None:
+    """The body's routing hints (every HTTP API accepts the same `strategy` and `metadata`)."""
+    if isinstance(strategy, str):
+        hints.set_strategy(request, hints.Strategy(preset=strategy))
+    elif strategy is not None:
+        hints.set_strategy(
+            request, hints.Strategy(latency=strategy.latency, cost=strategy.cost, quality=strategy.quality)
+        )
+    for key, value in (metadata or {}).items():
+        if value is not None:
+            request.metadata[key] = str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def message_json(message: invoke_pb2.Message) -> dict[str, Any]:
@@ -243,11 +223,7 @@ def rationale_json(r: invoke_pb2.Rationale) -> dict[str, Any]:
         },
         "winner": r.winner,
         "reason": r.reason,
-        "chain": list(r.chain),
         "decision_us": round(r.decision_us, 1),
-        "decided_by": r.decided_by,
-        "prompt_tokens_est": r.prompt_tokens_est,
-        "expected_output_tokens": r.expected_output_tokens,
         "candidates": [
             {
                 "deployment": c.deployment_id,
@@ -260,10 +236,6 @@ def rationale_json(r: invoke_pb2.Rationale) -> dict[str, Any]:
                     "quality": round(c.quality_score, 4),
                     "total": round(c.total, 4),
                 },
-                "latency_source": c.latency_source,
-                "inflight": c.inflight,
-                "error_rate": round(c.error_rate, 4),
-                "breaker": c.breaker,
                 "eligible": c.eligible,
                 **({"excluded": c.excluded_reason} if c.excluded_reason else {}),
             }
@@ -299,6 +271,20 @@ def response_json(r: invoke_pb2.InvokeResponse) -> dict[str, Any]:
     }
 
 
+def gateway_json(final: invoke_pb2.InvokeResponse) -> dict[str, Any]:
+    """What the gateway adds to the OpenAI and Anthropic shapes, under one extra `switchyard`
+    key their SDKs keep (`model_extra`): the request id (for GET /v1/requests/{id}), where the
+    request ran, and its cost."""
+    return {
+        "request_id": final.request_id,
+        "provider": final.provider,
+        "deployment": final.deployment_id,
+        "route": final.route,
+        "cost_usd": final.cost_usd,
+        "latency_ms": round(final.latency_ms, 3),
+    }
+
+
 def chunk_json(c: invoke_pb2.Chunk) -> dict[str, Any]:
     out: dict[str, Any] = {"seq": c.seq, "delta": c.delta_text}
     if c.tool_calls:
@@ -325,3 +311,126 @@ def error_json(code: str, message: str, request_id: str = "", param: str = "") -
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Response schemas: what response_json and error_json produce, for the OpenAPI description
+# (tests check the functions' output against them, so the description stays true).
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FunctionCallOut(_Out):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(_Out):
+    id: str
+    type: Literal["function"]
+    function: FunctionCallOut
+
+
+class MessageOut(_Out):
+    role: str
+    content: str | None
+    tool_calls: list[ToolCallOut] | None = None
+
+
+class NativeUsage(_Out):
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    total_tokens: int
+
+
+class AttemptError(_Out):
+    code: str
+    message: str
+
+
+class AttemptOut(_Out):
+    deployment: str
+    provider: str
+    model: str
+    status: str
+    latency_ms: float
+    ttft_ms: float | None = None
+    http_status: int | None = None
+    error: AttemptError | None = None
+
+
+class Weights(_Out):
+    latency: float
+    cost: float
+    quality: float
+
+
+class Scores(_Out):
+    latency: float
+    cost: float
+    quality: float
+    total: float
+
+
+class CandidateOut(_Out):
+    deployment: str
+    latency_ms: float
+    est_cost_usd: float
+    quality: float
+    scores: Scores
+    eligible: bool
+    excluded: str | None = None
+
+
+class RationaleOut(_Out):
+    route: str
+    rule: str | None
+    strategy: str
+    weights: Weights
+    winner: str
+    reason: str
+    decision_us: float
+    candidates: list[CandidateOut]
+
+
+class InvokeResult(_Out):
+    """The answer of POST /llm.invoke (and the `final` event of its stream)."""
+
+    request_id: str
+    provider: str
+    model: str
+    deployment: str
+    route: str
+    message: MessageOut
+    finish_reason: str
+    usage: NativeUsage
+    cost_usd: str
+    latency_ms: float
+    ttft_ms: float
+    attempts: list[AttemptOut]
+    rationale: RationaleOut
+
+
+class GatewayInfo(_Out):
+    """The `switchyard` key of OpenAI- and Anthropic-shaped answers (see gateway_json)."""
+
+    request_id: str
+    provider: str
+    deployment: str
+    route: str
+    cost_usd: str
+    latency_ms: float
+
+
+class NativeErrorDetail(_Out):
+    code: str
+    message: str
+    request_id: str | None = None
+    param: str | None = None
+
+
+class NativeErrorResponse(_Out):
+    error: NativeErrorDetail

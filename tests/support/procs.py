@@ -111,7 +111,7 @@ class Stack:
 
         wait_until(ready, timeout_s, what=f"{service.name} ready")
 
-    def start_all(self, providers: tuple[str, ...] = ("demo",)) -> Stack:
+    def start_all(self, providers: tuple[str, ...] = ("demo",), ready_timeout_s: float = 30.0) -> Stack:
         """Every service, one process each, started together."""
         started = [
             self.spawn("ledger", "services.ledger", wait=False),
@@ -124,7 +124,7 @@ class Stack:
             self.spawn("ingress", "services.ingress", wait=False),
         ]
         for service in started:
-            self.wait_ready(service)
+            self.wait_ready(service, ready_timeout_s)
         return self
 
     def by_name(self, name: str) -> list[ServiceProc]:

@@ -1,0 +1,521 @@
+"""The Anthropic-compatible API (`POST /v1/messages`). Pure functions.
+
+A Messages API body becomes the same InvokeRequest the native API makes (so it can be routed
+to any provider); the reply frames become a `message` object or the Messages streaming events
+(message_start, content_block_start/delta/stop, message_delta, message_stop), and errors take
+Anthropic's shape, so an Anthropic SDK pointed at the gateway needs no other change. The wire
+formats follow Anthropic's API reference.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from switchyard.catalog import Catalog
+from switchyard.errors import GatewayError
+from switchyard.tokens import estimate_prompt_tokens
+from switchyard.v1 import invoke_pb2
+
+from .native import MAX_MESSAGES, GatewayInfo, StrategyWeights, gateway_json, set_strategy_and_metadata
+from .validation import parse_json_body
+
+# ---------------------------------------------------------------------------------------------
+# Request
+
+
+class _In(BaseModel):
+    # Unknown fields (cache_control, citations, newer parameters) are accepted and ignored.
+    model_config = ConfigDict(extra="ignore")
+
+
+class TextBlock(_In):
+    type: Literal["text"]
+    text: str
+
+
+class Base64Source(_In):
+    type: Literal["base64"]
+    media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
+    data: str = Field(min_length=1)
+
+
+class UrlSource(_In):
+    type: Literal["url"]
+    url: str = Field(min_length=1)
+
+
+class ImageBlock(_In):
+    type: Literal["image"]
+    source: Annotated[Base64Source | UrlSource, Field(discriminator="type")]
+
+
+class ToolUseBlock(_In):
+    type: Literal["tool_use"]
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    input: dict[str, Any]
+
+
+class ToolResultBlock(_In):
+    type: Literal["tool_result"]
+    tool_use_id: str = Field(min_length=1)
+    content: str | list[Annotated[TextBlock | ImageBlock, Field(discriminator="type")]] | None = None
+    is_error: bool | None = None
+
+
+ContentBlock = Annotated[TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock, Field(discriminator="type")]
+
+
+class MessageParam(_In):
+    role: Literal["user", "assistant"]
+    content: str | list[ContentBlock]
+
+
+class ToolParam(_In):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,128}$")
+    description: str | None = None
+    input_schema: dict[str, Any]
+    type: Literal["custom"] | None = None
+
+
+class ToolChoice(_In):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = Field(None, min_length=1)
+    disable_parallel_tool_use: bool | None = None
+
+    @model_validator(mode="after")
+    def _tool_needs_a_name(self) -> ToolChoice:
+        if self.type == "tool" and not self.name:
+            raise ValueError("tool_choice of type 'tool' needs a name")
+        return self
+
+
+class MessagesRequest(_In):
+    """POST /v1/messages. Fields not listed are accepted and ignored; `strategy` and extra
+    `metadata` keys are Switchyard extensions (see docs/api.md)."""
+
+    model: str = Field(min_length=1, max_length=256)
+    max_tokens: int = Field(ge=1, le=1_000_000)
+    messages: list[MessageParam] = Field(min_length=1, max_length=MAX_MESSAGES)
+    system: str | list[TextBlock] | None = None
+    stop_sequences: list[str] | None = None
+    temperature: float | None = Field(None, ge=0, le=1)
+    top_p: float | None = Field(None, ge=0, le=1)
+    top_k: int | None = Field(None, ge=0, description="Accepted; not forwarded.")
+    stream: bool | None = None
+    tools: list[ToolParam] | None = Field(None, max_length=128)
+    tool_choice: ToolChoice | None = None
+    metadata: dict[str, str | None] | None = Field(
+        None, description="`user_id` as in Anthropic's API, plus routing metadata such as agent or task."
+    )
+    strategy: Literal["balanced", "fastest", "cheapest", "best"] | StrategyWeights | None = None
+
+    @field_validator("strategy")
+    @classmethod
+    def _weights_not_all_zero(cls, value: Any) -> Any:
+        if isinstance(value, StrategyWeights) and value.latency + value.cost + value.quality <= 0:
+            raise ValueError("strategy weights must not all be zero")
+        return value
+
+
+def parse_body(raw: bytes, max_depth: int = 64) -> MessagesRequest:
+    return parse_json_body(raw, MessagesRequest, strict=True, max_depth=max_depth)
+
+
+def _image(block: ImageBlock) -> invoke_pb2.ImagePart:
+    source = block.source
+    if isinstance(source, UrlSource):
+        return invoke_pb2.ImagePart(url=source.url)
+    # A data: URL, the form the native and OpenAI APIs use for inline images too.
+    return invoke_pb2.ImagePart(
+        url=f"data:{source.media_type};base64,{source.data}", media_type=source.media_type
+    )
+
+
+def _tool_result_text(block: ToolResultBlock) -> str:
+    if block.content is None:
+        text = ""
+    elif isinstance(block.content, str):
+        text = block.content
+    else:
+        text = "".join(b.text for b in block.content if isinstance(b, TextBlock))
+    # The contract has no error flag on a tool turn; say it in the text the model reads.
+    return f"(tool error) {text}" if block.is_error else text
+
+
+# OpenAI-style tool choice is the contract's spelling (InvokeRequest.tool_choice_json).
+def _tool_choice_json(choice: ToolChoice) -> str:
+    if choice.type == "tool":
+        return orjson.dumps({"type": "function", "function": {"name": choice.name}}).decode()
+    return orjson.dumps({"auto": "auto", "any": "required", "none": "none"}[choice.type]).decode()
+
+
+def _add_message(request: invoke_pb2.InvokeRequest, m: MessageParam) -> None:
+    """Anthropic puts tool results inside a user turn; the contract has a tool turn per result,
+    before the rest of that user turn."""
+    if isinstance(m.content, str):
+        request.messages.add(role=m.role).content.add(text=m.content)
+        return
+    for block in m.content:
+        if isinstance(block, ToolResultBlock):
+            tool = request.messages.add(role="tool", tool_call_id=block.tool_use_id)
+            tool.content.add(text=_tool_result_text(block))
+    rest = [b for b in m.content if not isinstance(b, ToolResultBlock)]
+    if not rest:
+        return
+    message = request.messages.add(role=m.role)
+    for block in rest:
+        if isinstance(block, TextBlock):
+            message.content.add(text=block.text)
+        elif isinstance(block, ImageBlock):
+            message.content.add(image=_image(block))
+        elif isinstance(block, ToolUseBlock):
+            message.tool_calls.add(
+                id=block.id, name=block.name, arguments_json=orjson.dumps(block.input).decode()
+            )
+
+
+def to_request(body: MessagesRequest) -> invoke_pb2.InvokeRequest:
+    """The validated body as the bus contract (ids, deadline and tenancy are set by the ingress)."""
+    request = invoke_pb2.InvokeRequest(
+        model=body.model, stream=bool(body.stream), api="anthropic", max_tokens=body.max_tokens
+    )
+    if body.system:
+        system = body.system if isinstance(body.system, str) else "".join(b.text for b in body.system)
+        request.messages.add(role="system").content.add(text=system)
+    for m in body.messages:
+        _add_message(request, m)
+    for tool in body.tools or []:
+        request.tools.add(
+            name=tool.name,
+            description=tool.description or "",
+            parameters_json=orjson.dumps(tool.input_schema).decode(),
+        )
+    if body.tool_choice is not None:
+        request.tool_choice_json = _tool_choice_json(body.tool_choice)
+    if body.temperature is not None:
+        request.temperature = body.temperature
+    if body.top_p is not None:
+        request.top_p = body.top_p
+    if body.stop_sequences:
+        request.stop.extend(body.stop_sequences)
+    set_strategy_and_metadata(request, body.strategy, body.metadata)
+    return request
+
+
+# ---------------------------------------------------------------------------------------------
+# Response
+
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def stop_reason(neutral: str) -> str:
+    return STOP_REASONS.get(neutral, "end_turn")
+
+
+def message_id(request_id: str) -> str:
+    return "msg_" + request_id.removeprefix("req_")
+
+
+def tool_input(arguments_json: str) -> dict[str, Any]:
+    """A tool call's arguments as the object Anthropic's `input` is; arguments that are not a
+    JSON object (a model's mistake) are kept whole under `_raw` rather than dropped."""
+    try:
+        value = orjson.loads(arguments_json or "{}")
+    except orjson.JSONDecodeError:
+        return {"_raw": arguments_json}
+    return value if isinstance(value, dict) else {"_raw": arguments_json}
+
+
+def usage_json(usage: invoke_pb2.Usage) -> dict[str, int]:
+    """Anthropic counts cache reads apart from input tokens; the contract's prompt_tokens
+    includes them (OpenAI's convention)."""
+    return {
+        "input_tokens": usage.prompt_tokens - min(usage.cached_tokens, usage.prompt_tokens),
+        "output_tokens": usage.completion_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": usage.cached_tokens,
+    }
+
+
+def content_json(message: invoke_pb2.Message) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    text = "".join(p.text for p in message.content if p.HasField("text"))
+    if text:
+        blocks.append({"type": "text", "text": text})
+    for call in message.tool_calls:
+        blocks.append(
+            {"type": "tool_use", "id": call.id, "name": call.name, "input": tool_input(call.arguments_json)}
+        )
+    return blocks
+
+
+def model_name(final: invoke_pb2.InvokeResponse) -> str:
+    return f"{final.provider}/{final.model}" if final.provider else final.model
+
+
+def message_json(request: invoke_pb2.InvokeRequest, final: invoke_pb2.InvokeResponse) -> dict[str, Any]:
+    """A Messages API `message` object."""
+    return {
+        "id": message_id(request.request_id),
+        "type": "message",
+        "role": "assistant",
+        "model": model_name(final),
+        "content": content_json(final.message),
+        "stop_reason": stop_reason(final.finish_reason),
+        "stop_sequence": None,
+        "usage": usage_json(final.usage),
+        "switchyard": gateway_json(final),
+    }
+
+
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class EventStream:
+    """Reply frames -> Messages streaming events, one instance per streamed request.
+
+    message_start (with an input-token estimate; the exact count comes in message_delta), then
+    for each content block a content_block_start, its deltas (text_delta or
+    input_json_delta) and a content_block_stop; then message_delta (stop reason, usage) and
+    message_stop. A new block starts whenever the kind of content changes: text, or a tool call
+    with a new index. Content present only in the final message (a provider that did not stream
+    it) is sent as blocks before the end.
+    """
+
+    def __init__(self, request: invoke_pb2.InvokeRequest) -> None:
+        self._id = message_id(request.request_id)
+        self._model = request.model
+        self._input_estimate = estimate_prompt_tokens(request)
+        self._started = False
+        self._blocks = 0  # blocks started so far
+        self._open: tuple[str, int] | None = None  # ("text", -1) or ("tool", tool index)
+        self._sent_text = False
+        self._sent_tools = False
+
+    def _start(self) -> list[bytes]:
+        if self._started:
+            return []
+        self._started = True
+        message = {
+            "id": self._id,
+            "type": "message",
+            "role": "assistant",
+            "model": self._model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": self._input_estimate, "output_tokens": 0},
+        }
+        return [
+            sse("message_start", {"type": "message_start", "message": message}),
+            sse("ping", {"type": "ping"}),
+        ]
+
+    def _close(self) -> list[bytes]:
+        if self._open is None:
+            return []
+        self._open = None
+        return [sse("content_block_stop", {"type": "content_block_stop", "index": self._blocks - 1})]
+
+    def _open_block(self, key: tuple[str, int], block: dict[str, Any]) -> list[bytes]:
+        if self._open == key:
+            return []
+        out = self._close()
+        self._open = key
+        self._blocks += 1
+        out.append(
+            sse(
+                "content_block_start",
+                {"type": "content_block_start", "index": self._blocks - 1, "content_block": block},
+            )
+        )
+        return out
+
+    def _text(self, text: str) -> list[bytes]:
+        self._sent_text = True
+        out = self._open_block(("text", -1), {"type": "text", "text": ""})
+        delta = {"type": "text_delta", "text": text}
+        out.append(
+            sse(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": self._blocks - 1, "delta": delta},
+            )
+        )
+        return out
+
+    def _tool(self, index: int, call_id: str, name: str, partial_json: str) -> list[bytes]:
+        self._sent_tools = True
+        out = self._open_block(
+            ("tool", index), {"type": "tool_use", "id": call_id, "name": name, "input": {}}
+        )
+        if partial_json:
+            delta = {"type": "input_json_delta", "partial_json": partial_json}
+            out.append(
+                sse(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": self._blocks - 1, "delta": delta},
+                )
+            )
+        return out
+
+    def __call__(self, frame: invoke_pb2.Reply) -> list[bytes]:
+        kind = frame.WhichOneof("frame")
+        if kind == "error":
+            return [sse("error", error_body(GatewayError.from_proto(frame.error), frame.error.request_id)[1])]
+        out = self._start()
+        if kind == "chunk":
+            chunk = frame.chunk
+            if chunk.delta_text:
+                out.extend(self._text(chunk.delta_text))
+            for call in chunk.tool_calls:
+                out.extend(self._tool(call.index, call.id, call.name, call.arguments_delta))
+            return out
+        final = frame.final
+        text = "".join(p.text for p in final.message.content if p.HasField("text"))
+        if text and not self._sent_text:
+            out.extend(self._text(text))
+        if not self._sent_tools:
+            for i, call in enumerate(final.message.tool_calls):
+                out.extend(self._tool(i, call.id, call.name, call.arguments_json))
+        out.extend(self._close())
+        usage = usage_json(final.usage)
+        out.append(
+            sse(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason(final.finish_reason), "stop_sequence": None},
+                    "usage": usage,
+                    "switchyard": gateway_json(final),
+                },
+            )
+        )
+        out.append(sse("message_stop", {"type": "message_stop"}))
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+# neutral code -> (HTTP status, Anthropic error type). Spend caps are 429 rate_limit_error, as
+# Anthropic's own spend limits are; capacity problems are 529 overloaded_error.
+ERRORS: dict[str, tuple[int, str]] = {
+    "invalid_request": (400, "invalid_request_error"),
+    "unprocessable": (400, "invalid_request_error"),
+    "unauthorized": (401, "authentication_error"),
+    "permission_denied": (403, "permission_error"),
+    "not_found": (404, "not_found_error"),
+    "model_not_found": (404, "not_found_error"),
+    "method_not_allowed": (405, "invalid_request_error"),
+    "payload_too_large": (413, "request_too_large"),
+    "budget_exceeded": (429, "rate_limit_error"),
+    "rate_limited": (429, "rate_limit_error"),
+    "client_closed": (499, "invalid_request_error"),
+    "internal": (500, "api_error"),
+    "upstream_error": (502, "api_error"),
+    "unavailable": (529, "overloaded_error"),
+    "overloaded": (529, "overloaded_error"),
+    "no_capacity": (529, "overloaded_error"),
+    "timeout": (504, "timeout_error"),
+}
+
+
+def error_body(error: GatewayError, request_id: str = "") -> tuple[int, dict[str, Any]]:
+    """(HTTP status, Anthropic error object) for a neutral error."""
+    status, kind = ERRORS.get(error.code, (500, "api_error"))
+    body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": error.message}}
+    if request_id:
+        body["request_id"] = request_id
+    return status, body
+
+
+# ---------------------------------------------------------------------------------------------
+# Models (GET /v1/models when the caller sends `anthropic-version`, as Anthropic's SDKs do)
+
+
+def models_json(catalog: Catalog) -> dict[str, Any]:
+    names = catalog.model_names()
+    return {
+        "data": [model_json(n) for n in names],
+        "has_more": False,
+        "first_id": names[0] if names else None,
+        "last_id": names[-1] if names else None,
+    }
+
+
+def model_json(name: str) -> dict[str, Any]:
+    return {"type": "model", "id": name, "display_name": name, "created_at": "1970-01-01T00:00:00Z"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Response schemas (for the OpenAPI description; checked against the output in tests)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextBlockOut(_Out):
+    type: Literal["text"]
+    text: str
+
+
+class ToolUseBlockOut(_Out):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class AnthropicUsage(_Out):
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+
+
+class Message(_Out):
+    id: str
+    type: Literal["message"]
+    role: Literal["assistant"]
+    model: str
+    content: list[Annotated[TextBlockOut | ToolUseBlockOut, Field(discriminator="type")]]
+    stop_reason: Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal"]
+    stop_sequence: str | None
+    usage: AnthropicUsage
+    switchyard: GatewayInfo
+
+
+class AnthropicErrorDetail(_Out):
+    type: str
+    message: str
+
+
+class AnthropicErrorResponse(_Out):
+    type: Literal["error"]
+    error: AnthropicErrorDetail
+    request_id: str | None = None
+
+
+class AnthropicModel(_Out):
+    type: Literal["model"]
+    id: str
+    display_name: str
+    created_at: str
+
+
+class AnthropicModelList(_Out):
+    data: list[AnthropicModel]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None

@@ -1,0 +1,131 @@
+"""The gRPC ingress's pure parts: checking an InvokeRequest from a client, and the neutral error
+codes as gRPC status codes.
+
+A gRPC client sends the bus contract itself, so there is no body to translate; what the HTTP
+APIs get from their pydantic models (required fields, ranges) is checked here instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import grpc
+import orjson
+
+from switchyard.errors import GatewayError
+from switchyard.v1 import invoke_pb2
+
+from .hints import MAX_METADATA_ENTRIES, MAX_METADATA_VALUE, MAX_MODEL_NAME, STRATEGY_PRESETS
+from .native import MAX_MESSAGES
+
+ROLES = ("system", "user", "assistant", "tool")
+
+# neutral code -> gRPC status, after the HTTP mapping gRPC itself documents (429 and quota ->
+# RESOURCE_EXHAUSTED, 502/503 -> UNAVAILABLE, 504 -> DEADLINE_EXCEEDED).
+STATUS: dict[str, grpc.StatusCode] = {
+    "invalid_request": grpc.StatusCode.INVALID_ARGUMENT,
+    "unprocessable": grpc.StatusCode.INVALID_ARGUMENT,
+    "payload_too_large": grpc.StatusCode.INVALID_ARGUMENT,
+    "unauthorized": grpc.StatusCode.UNAUTHENTICATED,
+    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "model_not_found": grpc.StatusCode.NOT_FOUND,
+    "method_not_allowed": grpc.StatusCode.UNIMPLEMENTED,
+    "budget_exceeded": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "rate_limited": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "client_closed": grpc.StatusCode.CANCELLED,
+    "internal": grpc.StatusCode.INTERNAL,
+    "upstream_error": grpc.StatusCode.UNAVAILABLE,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+    "overloaded": grpc.StatusCode.UNAVAILABLE,
+    "no_capacity": grpc.StatusCode.UNAVAILABLE,
+    "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+ERROR_CODE_KEY = "switchyard-error-code"
+REQUEST_ID_KEY = "x-request-id"
+RETRY_AFTER_KEY = "retry-after"
+
+
+def status_for(code: str) -> grpc.StatusCode:
+    return STATUS.get(code, grpc.StatusCode.UNKNOWN)
+
+
+def trailing_metadata(error: GatewayError, request_id: str) -> tuple[tuple[str, str], ...]:
+    """The neutral code (finer than the status), the request id and Retry-After, for clients."""
+    pairs = [(ERROR_CODE_KEY, error.code)]
+    if request_id:
+        pairs.append((REQUEST_ID_KEY, request_id))
+    if error.retry_after_s:
+        pairs.append((RETRY_AFTER_KEY, str(max(1, round(error.retry_after_s)))))
+    return tuple(pairs)
+
+
+def _invalid(message: str, param: str) -> GatewayError:
+    return GatewayError("invalid_request", message, param=param)
+
+
+def _json_object(text: str, param: str) -> None:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise _invalid(f"{param} is not valid JSON", param) from None
+    if not isinstance(value, dict):
+        raise _invalid(f"{param} must be a JSON object", param)
+
+
+def validate(request: invoke_pb2.InvokeRequest) -> None:
+    """Raise GatewayError(invalid_request) naming the first problem, as the HTTP APIs do."""
+    if not request.model:
+        raise _invalid("model: required", "model")
+    if len(request.model) > MAX_MODEL_NAME:
+        raise _invalid(f"model: at most {MAX_MODEL_NAME} characters", "model")
+    if not request.messages:
+        raise _invalid("messages: at least one message is required", "messages")
+    if len(request.messages) > MAX_MESSAGES:
+        raise _invalid(f"messages: at most {MAX_MESSAGES}", "messages")
+    for i, message in enumerate(request.messages):
+        if message.role not in ROLES:
+            raise _invalid(f"messages.{i}.role: must be one of {', '.join(ROLES)}", f"messages.{i}.role")
+        if message.role == "tool" and not message.tool_call_id:
+            raise _invalid(
+                f"messages.{i}.tool_call_id: required on tool messages", f"messages.{i}.tool_call_id"
+            )
+        for j, call in enumerate(message.tool_calls):
+            if not call.id or not call.name:
+                raise _invalid(
+                    f"messages.{i}.tool_calls.{j}: id and name are required", f"messages.{i}.tool_calls"
+                )
+    for i, tool in enumerate(request.tools):
+        if not tool.name:
+            raise _invalid(f"tools.{i}.name: required", f"tools.{i}.name")
+        if tool.parameters_json:
+            _json_object(tool.parameters_json, f"tools.{i}.parameters_json")
+    if request.tool_choice_json:
+        try:
+            orjson.loads(request.tool_choice_json)
+        except orjson.JSONDecodeError:
+            raise _invalid("tool_choice_json is not valid JSON", "tool_choice_json") from None
+    if request.response_format_json:
+        _json_object(request.response_format_json, "response_format_json")
+    if request.HasField("temperature") and not 0 <= request.temperature <= 2:
+        raise _invalid("temperature: must be between 0 and 2", "temperature")
+    if request.HasField("top_p") and not 0 <= request.top_p <= 1:
+        raise _invalid("top_p: must be between 0 and 1", "top_p")
+    _validate_strategy(request.strategy)
+    if len(request.metadata) > MAX_METADATA_ENTRIES:
+        raise _invalid(f"metadata: at most {MAX_METADATA_ENTRIES} entries", "metadata")
+    for key, value in request.metadata.items():
+        if len(value) > MAX_METADATA_VALUE:
+            raise _invalid(f"metadata.{key}: at most {MAX_METADATA_VALUE} characters", f"metadata.{key}")
+
+
+def _validate_strategy(strategy: invoke_pb2.Strategy) -> None:
+    if strategy.preset and strategy.preset not in STRATEGY_PRESETS:
+        raise _invalid(f"strategy.preset: must be one of {', '.join(STRATEGY_PRESETS)}", "strategy.preset")
+    if strategy.explicit:
+        weights = (strategy.latency, strategy.cost, strategy.quality)
+        if any(not math.isfinite(w) or w < 0 for w in weights):
+            raise _invalid("strategy: weights must be numbers >= 0", "strategy")
+        if sum(weights) <= 0:
+            raise _invalid("strategy: weights must not all be zero", "strategy")

@@ -1,0 +1,152 @@
+"""Routing hints and the caller's API key, read the same way on every API. Pure functions.
+
+Every API (native, OpenAI-compatible, Anthropic-compatible, gRPC) accepts the same hints as
+HTTP headers (or gRPC metadata, whose keys are lowercase header names):
+
+    x-switchyard-route: fast                      -> the route/model to use (overrides the body's model)
+    x-switchyard-strategy: cheapest               -> a preset (balanced, fastest, cheapest, best)
+    x-switchyard-strategy: latency=0.7,cost=0.3   -> explicit weights (quality, when absent, is 0)
+    x-switchyard-metadata-agent: billing-bot      -> metadata["agent"] = "billing-bot"
+
+Headers win over the same hint in the body, because they are usually set by the deployment
+(a proxy, an SDK's default headers) rather than by the code that wrote the prompt.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from switchyard.errors import GatewayError
+from switchyard.v1 import invoke_pb2
+
+ROUTE_HEADER = "x-switchyard-route"
+STRATEGY_HEADER = "x-switchyard-strategy"
+METADATA_PREFIX = "x-switchyard-metadata-"
+
+STRATEGY_PRESETS = ("balanced", "fastest", "cheapest", "best")
+STRATEGY_WEIGHTS = ("latency", "cost", "quality")
+MAX_METADATA_ENTRIES = 32
+MAX_METADATA_VALUE = 512
+MAX_MODEL_NAME = 256
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A preset name, or explicit weights when `preset` is empty."""
+
+    preset: str = ""
+    latency: float = 0.0
+    cost: float = 0.0
+    quality: float = 0.0
+
+
+@dataclass(frozen=True)
+class RoutingHints:
+    route: str = ""
+    strategy: Strategy | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def lowercase_headers(pairs: Iterable[tuple[str, str | bytes]]) -> dict[str, str]:
+    """gRPC metadata (or any header pairs) as a dict with lowercase keys; binary values dropped."""
+    return {k.lower(): v for k, v in pairs if isinstance(v, str)}
+
+
+def parse_strategy(text: str) -> Strategy:
+    """`balanced` | `fastest` | `cheapest` | `best`, or `latency=0.5,cost=0.3,quality=0.2`."""
+    text = text.strip()
+    if text in STRATEGY_PRESETS:
+        return Strategy(preset=text)
+    weights: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or name not in STRATEGY_WEIGHTS:
+            raise GatewayError(
+                "invalid_request",
+                f"{STRATEGY_HEADER} must be one of {', '.join(STRATEGY_PRESETS)} or weights like "
+                f"'latency=0.5,cost=0.3,quality=0.2'; got {text!r}",
+                param=STRATEGY_HEADER,
+            )
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise GatewayError(
+                "invalid_request",
+                f"{STRATEGY_HEADER}: weight {name} must be a number >= 0; got {raw.strip()!r}",
+                param=STRATEGY_HEADER,
+            )
+        weights[name] = value
+    if sum(weights.values()) <= 0:
+        raise GatewayError(
+            "invalid_request", f"{STRATEGY_HEADER}: weights must not all be zero", param=STRATEGY_HEADER
+        )
+    return Strategy(**weights)
+
+
+def hints_from_headers(headers: Mapping[str, str]) -> RoutingHints:
+    """The routing hints in a request's headers; GatewayError(invalid_request) when malformed.
+
+    `headers` must have lowercase keys (Starlette's Headers and `lowercase_headers` do)."""
+    route = headers.get(ROUTE_HEADER, "").strip()
+    if len(route) > MAX_MODEL_NAME:
+        raise GatewayError("invalid_request", f"{ROUTE_HEADER} is too long", param=ROUTE_HEADER)
+    raw_strategy = headers.get(STRATEGY_HEADER, "")
+    strategy = parse_strategy(raw_strategy) if raw_strategy.strip() else None
+    metadata: dict[str, str] = {}
+    for name, value in headers.items():
+        if not name.startswith(METADATA_PREFIX):
+            continue
+        key = name[len(METADATA_PREFIX) :]
+        if not key:
+            continue
+        if len(value) > MAX_METADATA_VALUE:
+            raise GatewayError(
+                "invalid_request",
+                f"{name}: metadata values are limited to {MAX_METADATA_VALUE} characters",
+                param=name,
+            )
+        metadata[key] = value
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        raise GatewayError(
+            "invalid_request", f"at most {MAX_METADATA_ENTRIES} {METADATA_PREFIX}* headers are allowed"
+        )
+    return RoutingHints(route=route, strategy=strategy, metadata=metadata)
+
+
+def set_strategy(request: invoke_pb2.InvokeRequest, strategy: Strategy) -> None:
+    request.ClearField("strategy")
+    if strategy.preset:
+        request.strategy.preset = strategy.preset
+    else:
+        request.strategy.explicit = True
+        request.strategy.latency = strategy.latency
+        request.strategy.cost = strategy.cost
+        request.strategy.quality = strategy.quality
+
+
+def apply_hints(request: invoke_pb2.InvokeRequest, hints: RoutingHints) -> invoke_pb2.InvokeRequest:
+    """Header hints over whatever the body said."""
+    if hints.route:
+        request.model = hints.route
+    if hints.strategy is not None:
+        set_strategy(request, hints.strategy)
+    for key, value in hints.metadata.items():
+        request.metadata[key] = value
+    return request
+
+
+def api_key_from(headers: Mapping[str, str]) -> str:
+    """The caller's API key, wherever the caller's SDK puts it: `Authorization: Bearer <key>`
+    (OpenAI SDKs, curl), `x-api-key: <key>` (Anthropic SDKs), or the same names in gRPC
+    metadata. "" when none is given. The one place keys are read, so authentication plugs in
+    here for every API alike. `headers` must have lowercase keys."""
+    authorization = headers.get("authorization", "").strip()
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return headers.get("x-api-key", "").strip()

@@ -1,0 +1,310 @@
+"""The OpenAPI 3.1 description of the ingress's HTTP API, built from the same pydantic models
+that validate the requests and describe the responses. Served at GET /openapi.json; a test
+compares its paths and methods with the app's routes so it cannot drift."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from . import anthropic_api, hints, native, openai_api
+
+REF = "#/components/schemas/{model}"
+SSE = {"text/event-stream": {"schema": {"type": "string"}}}
+
+
+def _components() -> tuple[dict[type[BaseModel], str], dict[str, Any]]:
+    named: dict[str, type[BaseModel]] = {
+        "InvokeBody": native.InvokeBody,
+        "InvokeResult": native.InvokeResult,
+        "NativeError": native.NativeErrorResponse,
+        "ChatCompletionRequest": openai_api.ChatCompletionRequest,
+        "ChatCompletion": openai_api.ChatCompletion,
+        "ChatCompletionChunk": openai_api.ChatCompletionChunk,
+        "OpenAIError": openai_api.OpenAIErrorResponse,
+        "OpenAIModel": openai_api.OpenAIModel,
+        "OpenAIModelList": openai_api.OpenAIModelList,
+        "MessagesRequest": anthropic_api.MessagesRequest,
+        "Message": anthropic_api.Message,
+        "AnthropicError": anthropic_api.AnthropicErrorResponse,
+        "AnthropicModel": anthropic_api.AnthropicModel,
+        "AnthropicModelList": anthropic_api.AnthropicModelList,
+    }
+    keys, schema = models_json_schema([(model, "validation") for model in named.values()], ref_template=REF)
+    defs: dict[str, Any] = schema.get("$defs", {})
+    refs = {model: keys[(model, "validation")]["$ref"] for model in named.values()}
+    return refs, defs
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
+
+
+def _errors(ref: str, statuses: dict[str, str]) -> dict[str, Any]:
+    return {status: _json(ref, text) for status, text in statuses.items()}
+
+
+# What can go wrong on a model call, by HTTP status, per API (docs/api.md has the full tables).
+NATIVE_ERRORS = {
+    "400": "Invalid request (bad JSON, a field out of range, a malformed routing header).",
+    "401": "Missing or unknown API key.",
+    "402": "A budget cap would be crossed.",
+    "403": "The API key may not do this.",
+    "404": "Unknown model, route or alias.",
+    "413": "The request is too large.",
+    "422": "A provider could not process the request.",
+    "429": "Rate limited (see Retry-After).",
+    "500": "Internal error.",
+    "502": "Every upstream attempt failed.",
+    "503": "No worker or budget authority available right now (see Retry-After).",
+    "504": "The request took longer than its deadline.",
+}
+OPENAI_ERRORS = {
+    "400": "Invalid request.",
+    "401": "Missing or unknown API key.",
+    "403": "The API key may not do this.",
+    "404": "Unknown model (code model_not_found).",
+    "413": "The request is too large.",
+    "429": "Budget spent (code insufficient_quota) or rate limited (code rate_limit_exceeded).",
+    "500": "Internal error.",
+    "502": "Every upstream attempt failed.",
+    "503": "No capacity right now.",
+    "504": "The request took longer than its deadline.",
+}
+ANTHROPIC_ERRORS = {
+    "400": "invalid_request_error.",
+    "401": "authentication_error.",
+    "403": "permission_error.",
+    "404": "not_found_error (unknown model).",
+    "413": "request_too_large.",
+    "429": "rate_limit_error (rate limited or budget spent).",
+    "500": "api_error.",
+    "502": "api_error: every upstream attempt failed.",
+    "504": "timeout_error.",
+    "529": "overloaded_error: no capacity right now.",
+}
+
+
+def _hint_parameters() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": hints.ROUTE_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "Route, alias or <provider>/<model> to use; overrides the body's model.",
+            "schema": {"type": "string", "maxLength": hints.MAX_MODEL_NAME},
+        },
+        {
+            "name": hints.STRATEGY_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "A preset (balanced, fastest, cheapest, best) or weights like "
+            "'latency=0.5,cost=0.3,quality=0.2'.",
+            "schema": {"type": "string"},
+        },
+    ]
+
+
+def _model_call(
+    summary: str, body_ref: str, result_ref: str, stream_note: str, error_ref: str, errors: dict[str, str]
+) -> dict[str, Any]:
+    ok = _json(result_ref, "The answer (when `stream` is false).")
+    ok["content"].update(SSE)
+    ok["description"] += " " + stream_note
+    return {
+        "post": {
+            "summary": summary,
+            "parameters": _hint_parameters(),
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": body_ref}}},
+            },
+            "responses": {"200": ok, **_errors(error_ref, errors)},
+        }
+    }
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    refs, schemas = _components()
+    ref = {model: r for model, r in refs.items()}
+    openai_err = ref[openai_api.OpenAIErrorResponse]
+    paths: dict[str, Any] = {
+        "/llm.invoke": _model_call(
+            "Invoke a model (the native, reference API)",
+            ref[native.InvokeBody],
+            ref[native.InvokeResult],
+            "With `stream: true`: SSE `chunk` events, then one `final` (an InvokeResult) or `error` event.",
+            ref[native.NativeErrorResponse],
+            NATIVE_ERRORS,
+        ),
+        "/v1/chat/completions": _model_call(
+            "OpenAI-compatible chat completion",
+            ref[openai_api.ChatCompletionRequest],
+            ref[openai_api.ChatCompletion],
+            "With `stream: true`: `data:` events each holding a ChatCompletionChunk, then `data: [DONE]`.",
+            openai_err,
+            OPENAI_ERRORS,
+        ),
+        "/v1/messages": _model_call(
+            "Anthropic-compatible Messages API",
+            ref[anthropic_api.MessagesRequest],
+            ref[anthropic_api.Message],
+            "With `stream: true`: message_start, content_block_start/delta/stop, message_delta, "
+            "message_stop events (and `error`).",
+            ref[anthropic_api.AnthropicErrorResponse],
+            ANTHROPIC_ERRORS,
+        ),
+        "/v1/models": {
+            "get": {
+                "summary": "Every name `model` can take: routes, aliases, <provider>/<model>",
+                "parameters": [_anthropic_version()],
+                "responses": {
+                    "200": {
+                        "description": "OpenAI's list shape; Anthropic's when `anthropic-version` is sent.",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "anyOf": [
+                                        {"$ref": ref[openai_api.OpenAIModelList]},
+                                        {"$ref": ref[anthropic_api.AnthropicModelList]},
+                                    ]
+                                }
+                            }
+                        },
+                    }
+                },
+            }
+        },
+        "/v1/models/{model}": {
+            "get": {
+                "summary": "One model name",
+                "parameters": [
+                    {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}},
+                    _anthropic_version(),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OpenAI's model shape; Anthropic's when `anthropic-version` is sent.",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "anyOf": [
+                                        {"$ref": ref[openai_api.OpenAIModel]},
+                                        {"$ref": ref[anthropic_api.AnthropicModel]},
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                    "404": {
+                        "description": "Unknown model (Anthropic's error shape when `anthropic-version` is sent).",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "anyOf": [
+                                        {"$ref": openai_err},
+                                        {"$ref": ref[anthropic_api.AnthropicErrorResponse]},
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                },
+            }
+        },
+        "/v1/requests/{request_id}": {
+            "get": {
+                "summary": "One request's ledger row (rationale, attempts, tokens, cost)",
+                "parameters": [
+                    {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The row, column by column.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **_errors(
+                        ref[native.NativeErrorResponse],
+                        {
+                            "404": "No row for this id (yet).",
+                            "500": "The ledger query failed.",
+                            "503": "The ledger did not answer.",
+                        },
+                    ),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This description",
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.1",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness",
+                "responses": {"200": _plain_object("The process is up.", {"status": {"const": "ok"}})},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness",
+                "responses": {
+                    "200": _plain_object("Ready to take requests.", {"ready": {"type": "boolean"}}),
+                    "503": _plain_object("Starting or draining.", {"ready": {"type": "boolean"}}),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "Text exposition format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Switchyard",
+            "version": "1",
+            "description": "An AI API gateway: the native API, OpenAI- and Anthropic-compatible "
+            "endpoints, one routing path. Routing hints and errors: docs/api.md.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
+        },
+    }
+
+
+def _anthropic_version() -> dict[str, Any]:
+    return {
+        "name": "anthropic-version",
+        "in": "header",
+        "required": False,
+        "description": "Sent by Anthropic SDKs; selects Anthropic's response shape.",
+        "schema": {"type": "string"},
+    }
+
+
+def _plain_object(description: str, properties: dict[str, Any]) -> dict[str, Any]:
+    schema = {"type": "object", "properties": properties, "required": list(properties)}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}

@@ -1,0 +1,209 @@
+"""Pure parts of the ingress edge shared by every API: routing hints, the API key, error headers
+and the gRPC request check and status mapping."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from services.ingress import grpc_api, hints
+from services.ingress.dialects import ANTHROPIC, NATIVE, OPENAI, dialect_for_path, error_headers
+from switchyard.errors import GatewayError
+from switchyard.v1 import invoke_pb2
+
+
+@pytest.mark.parametrize("preset", ["balanced", "fastest", "cheapest", "best"])
+def test_strategy_presets(preset: str) -> None:
+    assert hints.parse_strategy(preset) == hints.Strategy(preset=preset)
+
+
+def test_strategy_weights() -> None:
+    assert hints.parse_strategy(" latency=0.5, cost=0.25 ") == hints.Strategy(latency=0.5, cost=0.25)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("speed=1", "must be one of"),
+        ("latency", "must be one of"),
+        ("latency=fast", "must be a number"),
+        ("latency=-1", "must be a number"),
+        ("latency=nan", "must be a number"),
+        ("latency=0,cost=0", "must not all be zero"),
+    ],
+)
+def test_bad_strategies_are_invalid_requests(text: str, needle: str) -> None:
+    with pytest.raises(GatewayError) as caught:
+        hints.parse_strategy(text)
+    assert caught.value.code == "invalid_request"
+    assert caught.value.param == hints.STRATEGY_HEADER
+    assert needle in caught.value.message
+
+
+def test_hints_from_headers_and_applied_over_the_body() -> None:
+    found = hints.hints_from_headers(
+        {
+            "x-switchyard-route": " fast ",
+            "x-switchyard-strategy": "quality=1",
+            "x-switchyard-metadata-agent": "billing-bot",
+            "x-switchyard-metadata-task": "classification",
+            "x-switchyard-metadata-": "ignored: no key",
+            "x-other": "ignored",
+        }
+    )
+    assert found.route == "fast"
+    assert found.metadata == {"agent": "billing-bot", "task": "classification"}
+    request = invoke_pb2.InvokeRequest(model="gpt-4o")
+    request.strategy.preset = "cheapest"
+    request.metadata["agent"] = "from-body"
+    request.metadata["user"] = "u-1"
+    hints.apply_hints(request, found)
+    assert request.model == "fast"
+    assert request.strategy.explicit and request.strategy.quality == 1 and not request.strategy.preset
+    assert dict(request.metadata) == {"agent": "billing-bot", "task": "classification", "user": "u-1"}
+
+
+def test_no_hints_change_nothing() -> None:
+    request = invoke_pb2.InvokeRequest(model="auto")
+    request.strategy.preset = "best"
+    hints.apply_hints(request, hints.hints_from_headers({}))
+    assert request.model == "auto" and request.strategy.preset == "best"
+
+
+def test_too_many_or_too_long_metadata_headers() -> None:
+    with pytest.raises(GatewayError):
+        hints.hints_from_headers(
+            {f"x-switchyard-metadata-k{i}": "v" for i in range(hints.MAX_METADATA_ENTRIES + 1)}
+        )
+    with pytest.raises(GatewayError):
+        hints.hints_from_headers({"x-switchyard-metadata-k": "v" * (hints.MAX_METADATA_VALUE + 1)})
+
+
+@pytest.mark.parametrize(
+    ("headers", "key"),
+    [
+        ({"authorization": "Bearer sk-live-1"}, "sk-live-1"),
+        ({"authorization": "bearer   sk-live-2  "}, "sk-live-2"),
+        ({"x-api-key": "sk-ant-3"}, "sk-ant-3"),
+        ({"authorization": "Bearer sk-4", "x-api-key": "sk-ant-4"}, "sk-4"),
+        ({"authorization": "Basic dXNlcjpwYXNz", "x-api-key": "sk-5"}, "sk-5"),
+        ({"authorization": "Bearer "}, ""),
+        ({}, ""),
+    ],
+)
+def test_api_key_from_any_sdks_header(headers: dict, key: str) -> None:
+    assert hints.api_key_from(headers) == key
+
+
+def test_grpc_metadata_reads_like_headers() -> None:
+    metadata = (("Authorization", "Bearer sk-g"), ("x-switchyard-route", "cheap"), ("trace-bin", b"\x00"))
+    headers = hints.lowercase_headers(metadata)
+    assert headers == {"authorization": "Bearer sk-g", "x-switchyard-route": "cheap"}
+    assert hints.api_key_from(headers) == "sk-g"
+    assert hints.hints_from_headers(headers).route == "cheap"
+
+
+@pytest.mark.parametrize(
+    ("path", "dialect"),
+    [
+        ("/llm.invoke", NATIVE),
+        ("/v1/requests/req_1", NATIVE),
+        ("/v1/chat/completions", OPENAI),
+        ("/v1/models/demo/fast", OPENAI),
+        ("/v1/embeddings", OPENAI),
+        ("/v1/messages", ANTHROPIC),
+        ("/v1/messages/count_tokens", ANTHROPIC),
+        ("/nowhere", NATIVE),
+    ],
+)
+def test_error_shape_by_path(path: str, dialect) -> None:
+    assert dialect_for_path(path) is dialect
+
+
+def test_error_headers_tell_sdks_whether_to_retry() -> None:
+    spent = error_headers(GatewayError("budget_exceeded", "cap", retryable=False), "req_1", OPENAI)
+    assert spent == {"x-should-retry": "false", "x-request-id": "req_1"}
+    limited = error_headers(
+        GatewayError("rate_limited", "slow", retryable=False, retry_after_s=2.4), "req_2", ANTHROPIC
+    )
+    assert limited == {
+        "x-should-retry": "true",
+        "Retry-After": "2",
+        "x-request-id": "req_2",
+        "request-id": "req_2",
+    }
+    assert error_headers(GatewayError("invalid_request", "x"), "", NATIVE) == {"x-should-retry": "false"}
+
+
+def good_request() -> invoke_pb2.InvokeRequest:
+    request = invoke_pb2.InvokeRequest(model="auto")
+    request.messages.add(role="user").content.add(text="hi")
+    return request
+
+
+def test_a_good_grpc_request_passes() -> None:
+    request = good_request()
+    request.tools.add(name="f", parameters_json='{"type": "object"}')
+    request.tool_choice_json = '"auto"'
+    request.temperature = 0.2
+    request.strategy.explicit = True
+    request.strategy.cost = 1
+    grpc_api.validate(request)
+
+
+def _broken(change) -> invoke_pb2.InvokeRequest:
+    request = good_request()
+    change(request)
+    return request
+
+
+@pytest.mark.parametrize(
+    ("request_", "param"),
+    [
+        (_broken(lambda r: r.ClearField("model")), "model"),
+        (_broken(lambda r: setattr(r, "model", "m" * 300)), "model"),
+        (_broken(lambda r: r.ClearField("messages")), "messages"),
+        (_broken(lambda r: setattr(r.messages[0], "role", "robot")), "messages.0.role"),
+        (_broken(lambda r: r.messages.add(role="tool")), "messages.1.tool_call_id"),
+        (_broken(lambda r: r.tools.add(name="")), "tools.0.name"),
+        (_broken(lambda r: r.tools.add(name="f", parameters_json="[1]")), "tools.0.parameters_json"),
+        (_broken(lambda r: setattr(r, "tool_choice_json", "{nope")), "tool_choice_json"),
+        (_broken(lambda r: setattr(r, "response_format_json", "{nope")), "response_format_json"),
+        (_broken(lambda r: setattr(r, "temperature", 2.5)), "temperature"),
+        (_broken(lambda r: setattr(r, "top_p", -0.1)), "top_p"),
+        (_broken(lambda r: setattr(r.strategy, "preset", "random")), "strategy.preset"),
+        (_broken(lambda r: setattr(r.strategy, "explicit", True)), "strategy"),
+    ],
+)
+def test_bad_grpc_requests_are_invalid_arguments(request_: invoke_pb2.InvokeRequest, param: str) -> None:
+    with pytest.raises(GatewayError) as caught:
+        grpc_api.validate(request_)
+    assert caught.value.code == "invalid_request"
+    assert caught.value.param == param
+    assert grpc_api.status_for(caught.value.code) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("unauthorized", grpc.StatusCode.UNAUTHENTICATED),
+        ("model_not_found", grpc.StatusCode.NOT_FOUND),
+        ("budget_exceeded", grpc.StatusCode.RESOURCE_EXHAUSTED),
+        ("rate_limited", grpc.StatusCode.RESOURCE_EXHAUSTED),
+        ("unavailable", grpc.StatusCode.UNAVAILABLE),
+        ("timeout", grpc.StatusCode.DEADLINE_EXCEEDED),
+        ("internal", grpc.StatusCode.INTERNAL),
+        ("something_new", grpc.StatusCode.UNKNOWN),
+    ],
+)
+def test_grpc_status_codes(code: str, status: grpc.StatusCode) -> None:
+    assert grpc_api.status_for(code) == status
+
+
+def test_grpc_trailing_metadata() -> None:
+    error = GatewayError("rate_limited", "slow down", retry_after_s=0.2)
+    assert grpc_api.trailing_metadata(error, "req_1") == (
+        ("switchyard-error-code", "rate_limited"),
+        ("x-request-id", "req_1"),
+        ("retry-after", "1"),
+    )
