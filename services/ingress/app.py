@@ -16,6 +16,7 @@ import orjson
 from nats.nuid import NUID
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -23,9 +24,11 @@ from starlette.routing import Route
 from switchyard import bus, subjects
 from switchyard.errors import GatewayError
 from switchyard.settings import Settings
+from switchyard.tenancy import ANONYMOUS
+from switchyard.tenancy_store import load_or_create_admin_token
 from switchyard.v1 import invoke_pb2
 
-from . import native
+from . import admin, auth, native
 from .client import GatewayClient, ReplyStream
 
 log = logging.getLogger("switchyard.ingress")
@@ -70,6 +73,9 @@ class Ingress:
         self.client: GatewayClient | None = None
         self.ready = False
         self.draining = False
+        self.auth = auth.Authenticator(settings)
+        self.admin_token = ""
+        self.admin = admin.AdminApi(lambda: self.admin_token, self.auth.view)
         self.app = Starlette(
             routes=[
                 Route("/llm.invoke", self.invoke, methods=["POST"]),
@@ -77,7 +83,9 @@ class Ingress:
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/readyz", self.readyz, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
+                *self.admin.routes(),
             ],
+            middleware=[Middleware(auth.AuthMiddleware, authenticator=self.auth)],
             lifespan=self.lifespan,
             exception_handlers={
                 GatewayError: self._on_gateway_error,
@@ -90,11 +98,16 @@ class Ingress:
         nc = await bus.connect(self.settings.nats_url, "switchyard-ingress")
         self.client = GatewayClient(nc)
         await self.client.start()
+        await self.auth.start(nc)
+        assert self.auth.watcher is not None
+        self.admin.bind(nc, self.auth.watcher.kv)
+        self.admin_token = load_or_create_admin_token(self.settings.admin_token, self.settings.data_dir)
         self.ready = True
         try:
             yield
         finally:
             self.draining = True
+            await self.auth.stop()
             with contextlib.suppress(Exception):
                 await nc.drain()
 
@@ -107,12 +120,19 @@ class Ingress:
         return error_response(GatewayError("internal", "internal error"))
 
     def stamp(self, request: invoke_pb2.InvokeRequest) -> invoke_pb2.InvokeRequest:
-        """Ids and deadline, set here and only here (never taken from the client)."""
+        """Ids, identity and deadline, set here and only here (never taken from the client)."""
+        identity = auth.current_identity.get()
+        if identity is None:  # not behind AuthMiddleware
+            if self.settings.auth_required:
+                raise GatewayError("unauthorized", "missing API key")
+            identity = ANONYMOUS
         now_ns = time.time_ns()
         request.request_id = new_request_id()
         request.received_unix_ns = now_ns
         request.deadline_unix_ms = now_ns // 1_000_000 + int(self.settings.request_timeout_s * 1000)
-        request.project_id = request.project_id or "default"
+        request.project_id = identity.project_id
+        request.agent_id = identity.agent_id
+        request.key_id = identity.key_id
         return request
 
     async def invoke(self, http: Request) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -60,6 +61,16 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     services: list[ServiceProc] = field(default_factory=list)
     ingress_url: str = ""
+    api_key: str = ""  # a key of project "default", provisioned by start_all (or provision)
+
+    @property
+    def admin_token(self) -> str:
+        return self.env["SWITCHYARD_ADMIN_TOKEN"]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Send these with every API call: `httpx.AsyncClient(..., headers=stack.headers)`."""
+        return {"authorization": f"Bearer {self.api_key}"}
 
     @classmethod
     def create(cls, workdir: Path, **env: str) -> Stack:
@@ -69,6 +80,7 @@ class Stack:
             SWITCHYARD_NATS_URL=server.url,
             SWITCHYARD_DATA_DIR=str(workdir / "data"),
             SWITCHYARD_LOG_LEVEL="INFO",
+            SWITCHYARD_ADMIN_TOKEN=secrets.token_urlsafe(24),
             PYTHONUNBUFFERED="1",
         )
         base.update(env)
@@ -125,7 +137,23 @@ class Stack:
         ]
         for service in started:
             self.wait_ready(service)
+        self.provision()
         return self
+
+    def admin(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """A call to the ingress's admin API with the stack's admin token."""
+        headers = {"authorization": f"Bearer {self.admin_token}"}
+        return httpx.request(method, f"{self.ingress_url}/admin/v1{path}", headers=headers, timeout=10, **kwargs)
+
+    def provision(self, project: str = "default", **key: object) -> str:
+        """Create the project (if new) and an API key for it; the first becomes `api_key`."""
+        r = self.admin("POST", "/projects", json={"id": project})
+        assert r.status_code in (201, 409), r.text
+        r = self.admin("POST", "/keys", json={"project": project, **key})
+        assert r.status_code == 201, r.text
+        secret = r.json()["key"]
+        self.api_key = self.api_key or secret
+        return secret
 
     def by_name(self, name: str) -> list[ServiceProc]:
         return [s for s in self.services if s.name == name and s.process.poll() is None]
