@@ -143,7 +143,9 @@ class Stack:
     def admin(self, method: str, path: str, **kwargs) -> httpx.Response:
         """A call to the ingress's admin API with the stack's admin token."""
         headers = {"authorization": f"Bearer {self.admin_token}"}
-        return httpx.request(method, f"{self.ingress_url}/admin/v1{path}", headers=headers, timeout=10, **kwargs)
+        return httpx.request(
+            method, f"{self.ingress_url}/admin/v1{path}", headers=headers, timeout=10, **kwargs
+        )
 
     def provision(self, project: str = "default", **key: object) -> str:
         """Create the project (if new) and an API key for it; the first becomes `api_key`."""
