@@ -12,33 +12,52 @@ from services.budget.book import SpendBook
 from services.budget.buckets import TokenBucket
 from services.budget.periods import day_start_ms, month_start_ms, period_start
 from services.budget.rebuild import rebuild
-from switchyard.tenancy import Budget, Limits, Project, TenancyView, budget_kv_key, issue_key, key_kv_key, project_kv_key
+from switchyard.tenancy import (
+    Budget,
+    Limits,
+    Project,
+    TenancyView,
+    budget_kv_key,
+    issue_key,
+    key_kv_key,
+    project_kv_key,
+)
 from switchyard.v1 import budget_pb2, events_pb2, invoke_pb2
 
 NOW = 1_794_000_000_000  # 2026-11-06T... UTC
 COST = Decimal("0.0000105")
 
 
-def _view(cap: str | None = None, period: str = "day", scope: str = "project", **limits) -> tuple[TenancyView, str]:
+def _view(
+    cap: str | None = None, period: str = "day", scope: str = "project", **limits
+) -> tuple[TenancyView, str]:
     view = TenancyView()
-    view.apply(project_kv_key("acme"), Project(id="acme", limits=Limits(**limits.get("project", {}))).to_bytes())
+    view.apply(
+        project_kv_key("acme"), Project(id="acme", limits=Limits(**limits.get("project", {}))).to_bytes()
+    )
     record, _ = issue_key("acme", limits=Limits(**limits.get("key", {})))
     view.apply(key_kv_key(record.id), record.to_bytes())
     if cap is not None:
         scope_id = "acme" if scope == "project" else record.id
-        budget = Budget(scope=scope, scope_id=scope_id, period=period, cap_usd=Decimal(cap), project_id="acme")
+        budget = Budget(
+            scope=scope, scope_id=scope_id, period=period, cap_usd=Decimal(cap), project_id="acme"
+        )
         view.apply(budget_kv_key(scope, scope_id, period), budget.to_bytes())
     return view, record.id
 
 
-def _ask(i: int, key_id: str, cost: Decimal = COST, tokens: int = 30, at: int = NOW) -> budget_pb2.AuthorizeRequest:
+def _ask(
+    i: int, key_id: str, cost: Decimal = COST, tokens: int = 30, at: int = NOW
+) -> budget_pb2.AuthorizeRequest:
     return budget_pb2.AuthorizeRequest(
         request_id=f"req_{i}", project_id="acme", key_id=key_id, max_cost_usd=str(cost),
         estimated_tokens=tokens, received_unix_ms=at, deadline_unix_ms=at + 120_000,
     )  # fmt: skip
 
 
-def _completion(i: int, key_id: str, cost: Decimal = COST, at: int = NOW, tokens: int = 30) -> events_pb2.Completion:
+def _completion(
+    i: int, key_id: str, cost: Decimal = COST, at: int = NOW, tokens: int = 30
+) -> events_pb2.Completion:
     return events_pb2.Completion(
         request_id=f"req_{i}", project_id="acme", key_id=key_id, cost_usd=str(cost), status="ok",
         started_unix_ms=at, usage=invoke_pb2.Usage(prompt_tokens=tokens // 2, completion_tokens=tokens - tokens // 2),
@@ -165,7 +184,9 @@ def test_thresholds_alert_once_each() -> None:
     ]  # fmt: skip
     ids = {alert_id(c) for c in crossings}
     assert len(ids) == 3 and all(i.startswith("alert.project.acme.day.") for i in ids)
-    raised = Crossing(crossings[0].budget.model_copy(update={"cap_usd": Decimal(1)}), crossings[0].period_start, 50, COST)
+    raised = Crossing(
+        crossings[0].budget.model_copy(update={"cap_usd": Decimal(1)}), crossings[0].period_start, 50, COST
+    )
     assert alert_id(raised) not in ids  # a new cap alerts afresh
     assert retry_delays(4, 0.5) == [0.5, 1.0, 2.0]
 

@@ -4,8 +4,8 @@ the tail excluded, recently inserted ids listed, all in one snapshot."""
 from __future__ import annotations
 
 import shutil
-import time
 import tempfile
+import time
 from decimal import Decimal
 from pathlib import Path
 

@@ -70,7 +70,9 @@ def test_authenticate_attaches_project_agent_and_key() -> None:
     ]
 
 
-@pytest.mark.parametrize("case", ["missing", "unknown", "revoked", "project_disabled", "project_deleted", "agent_deleted"])
+@pytest.mark.parametrize(
+    "case", ["missing", "unknown", "revoked", "project_disabled", "project_deleted", "agent_deleted"]
+)
 def test_authenticate_refuses_with_401(case: str) -> None:
     view, key_id, secret = _view_with_key(agent="bot")
     presented = secret
