@@ -39,7 +39,14 @@ def webhook() -> Iterator[WebhookReceiver]:
 @pytest.fixture(scope="module")
 def bstack(webhook: WebhookReceiver) -> Iterator[Stack]:
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-budgets-"))
-    running = Stack.create(workdir, SWITCHYARD_DEMO_LATENCY_MS="2", SWITCHYARD_BUDGET_WEBHOOK_URL=webhook.url)
+    running = Stack.create(
+        workdir,
+        SWITCHYARD_DEMO_LATENCY_MS="2",
+        SWITCHYARD_BUDGET_WEBHOOK_URL=webhook.url,
+        # The router's wait for the authority is 0.5 s by default; on a loaded 2-core machine a
+        # burst can exceed it (a 503, fail closed). These tests are about counts, not speed.
+        SWITCHYARD_BUDGET_TIMEOUT_S="15",
+    )
     try:
         running.start_all()
         yield running
