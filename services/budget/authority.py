@@ -202,14 +202,13 @@ class Authority:
                 bucket.adjust(delta, now_s)
 
     def _crossings(self, changes: list[Change]) -> list[Crossing]:
-        by_slot = {c.slot: c for c in changes}
         out = []
         for budget in self.view.budgets_for(list({c.slot[0] for c in changes})):
             for change in changes:
                 scope, period, start = change.slot
                 if scope == budget.scope_label and period == budget.period:
                     for pct in crossed(budget.thresholds, budget.cap_usd, change.before, change.after):
-                        out.append(Crossing(budget, start, pct, by_slot[change.slot].after))
+                        out.append(Crossing(budget, start, pct, change.after))
         return out
 
     def all_reached(self, now_ms: int) -> list[Crossing]:

@@ -10,6 +10,7 @@ received that write, so the old leader stops answering before anyone else can le
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 
@@ -54,7 +55,8 @@ class Lease:
             except KeyWrongLastSequenceError:
                 break
             except (nats.errors.Error, TimeoutError):
-                continue  # NATS hiccup: retry while the lease is still ours
+                await asyncio.sleep(0.05)  # NATS hiccup: retry while the lease is still ours
+                continue
             self.valid_until = sent + self.ttl_s - self.margin_s
             return True
         self.revision = 0
