@@ -198,6 +198,8 @@ async def main_async(args: argparse.Namespace) -> dict:
     stack = Stack.create(workdir, SWITCHYARD_CONFIG_FILE=str(config), SWITCHYARD_LOG_LEVEL="WARNING")
     try:
         started = [
+            # The budget authority rebuilds its counters from the ledger before it is ready.
+            stack.spawn("ledger", "services.ledger", wait=False),
             stack.spawn("budget", "services.budget", wait=False),
             stack.spawn("worker-demo", "services.providers", "--provider", "demo", wait=False),
             stack.spawn("worker-demo2", "services.providers", "--provider", "demo2", wait=False),

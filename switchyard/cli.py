@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     sql.add_argument("--json", action="store_true")
     sql.add_argument("--nats-url", default="")
     sql.set_defaults(fn=_cmd_sql)
+    from switchyard import admin_cli
+
+    admin_cli.add_commands(sub)  # projects, agents, keys, budgets
     args = parser.parse_args(argv)
     return args.fn(args)
 

@@ -11,6 +11,7 @@ HTTP_STATUS: dict[str, int] = {
     "budget_exceeded": 402,
     "permission_denied": 403,
     "not_found": 404,
+    "conflict": 409,
     "model_not_found": 404,
     "method_not_allowed": 405,
     "payload_too_large": 413,

@@ -50,6 +50,19 @@ class Settings(BaseSettings):
     # Stream replication: 1 for the embedded single server, 3 on a cluster.
     stream_replicas: int = Field(default=1, ge=1, le=5)
 
+    # Tenancy, keys and budgets (docs/budgets.md).
+    # The admin API's bearer token; "" = generated once into <data_dir>/admin-token.
+    admin_token: str = Field(default="", repr=False)
+    # false = a request without an API key is served as project "default" (a presented key
+    # is still checked). For local experiments only; the default requires a key.
+    auth_required: bool = True
+    # The budget authority's leadership lease: a crashed leader is replaced after about this long.
+    budget_lease_ttl_s: float = Field(default=3.0, ge=0.5)
+    # A reservation whose request never completed is released this long after its deadline.
+    budget_reservation_grace_s: float = Field(default=10.0, ge=0)
+    # POST every budget alert here (JSON), with retries; "" = events only.
+    budget_webhook_url: str = ""
+
     log_level: str = "INFO"
     log_json: bool = False
     drain_timeout_s: float = Field(default=10.0, ge=0)

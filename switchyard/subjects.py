@@ -6,6 +6,7 @@ INVOKE = "llm.invoke"  # ingress -> router, queue group "router"
 ROUTER_QUEUE = "router"
 BUDGET_AUTHORIZE = "budget.authorize"  # router -> budget, queue group "budget"
 BUDGET_QUEUE = "budget"
+BUDGET_STATUS = "budget.status"  # anyone -> the budget leader: spend against caps (JSON)
 PROVIDER_STATS = "stats.provider"  # worker -> every router (fan-out, no queue group)
 LEDGER_QUERY = "ledger.query"  # anyone -> ledger (reads of the embedded store)
 CANCEL_PREFIX = "llm.cancel"  # ingress -> worker: the client went away
@@ -16,6 +17,14 @@ COMPLETION = "events.completion"
 BUDGET_ALERT = "events.budget.alert"
 LEDGER_DURABLE = "ledger"
 BUDGET_DURABLE = "budget"
+BUDGET_WEBHOOK_DURABLE = "budget-webhook"
+# The budget leader's write-ahead journal of reservations, read back by its successor.
+BUDGET_JOURNAL_STREAM = "BUDGET_JOURNAL"
+BUDGET_JOURNAL = "budget.journal"
+# JetStream KV buckets.
+TENANCY_BUCKET = "switchyard_tenancy"  # projects, agents, keys (hashes), budgets
+BUDGET_LEASE_BUCKET = "switchyard_budget_lease"  # who is the budget authority
+BUDGET_ALERTS_BUCKET = "switchyard_budget_alerts"  # alerts already sent (one per threshold per period)
 
 
 def provider_invoke(provider: str) -> str:

@@ -8,6 +8,7 @@ drain into NATS), NATS last, leaving nothing running.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
@@ -23,6 +24,7 @@ import httpx
 from switchyard.catalog import load_catalog
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.settings import Settings
+from switchyard.tenancy_store import ADMIN_TOKEN_FILE, bootstrap_default, load_or_create_admin_token
 
 PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF_MAX_S = 10.0
@@ -70,6 +72,7 @@ class Stack:
     children: list[Child] = field(default_factory=list)
     nats: NatsServer | None = None
     stopping: bool = False
+    dev_key: str = ""
 
     def plan(self) -> list[Child]:
         data_dir = self.settings.data_dir.resolve()
@@ -113,6 +116,8 @@ class Stack:
         self.nats = NatsServer(
             store_dir=data_dir / "nats", port=self.nats_port, monitor_port=self.nats_monitor_port
         ).start(log_file=(self.log_dir / "nats.log") if self.log_dir else None)
+        load_or_create_admin_token(self.settings.admin_token, data_dir)
+        self.dev_key = asyncio.run(_bootstrap(self.nats.url, data_dir, self.settings.stream_replicas))
         self.children = self.plan()
         for child in self.children:
             child.start()
@@ -185,12 +190,31 @@ class Stack:
                 f"  NATS monitoring    {self.nats.monitor_url if self.nats else ''}",
                 f"  ledger (chDB)      {self.settings.ledger_dsn}",
                 f"  data folder        {self.settings.data_dir.resolve()}",
+                f"  admin API          {base}/admin/v1 (token: {self._admin_token_source()})",
+                f"  API key (dev)      {self.dev_key or '(revoked: switchyard keys create --project default)'}",
                 "Try:",
                 f"  curl -s {base}/llm.invoke -H 'content-type: application/json' "
+                f"-H 'authorization: Bearer {self.dev_key or '<key>'}' "
                 '-d \'{"model":"auto","messages":[{"role":"user","content":"hello"}]}\'',
                 "Ctrl-C stops everything.",
             ]
         )
+
+    def _admin_token_source(self) -> str:
+        if self.settings.admin_token:
+            return "SWITCHYARD_ADMIN_TOKEN"
+        return str(self.settings.data_dir.resolve() / ADMIN_TOKEN_FILE)
+
+
+async def _bootstrap(nats_url: str, data_dir: Path, replicas: int) -> str:
+    """The default project and the development key of a fresh data folder (docs/budgets.md)."""
+    from switchyard.bus import connect
+
+    nc = await connect(nats_url, "switchyard-supervisor")
+    try:
+        return await bootstrap_default(nc.jetstream(), data_dir, replicas)
+    finally:
+        await nc.close()
 
 
 def up(settings: Settings) -> int:

@@ -37,7 +37,7 @@ class Outcome:
     code: str = ""
 
 
-async def drive(url: str, total: int, rate: float, at_fraction: float, action) -> list[Outcome]:
+async def drive(stack: Stack, total: int, rate: float, at_fraction: float, action) -> list[Outcome]:
     """Open-loop load; `action` runs once when `at_fraction` of the requests have been sent."""
     outcomes: list[Outcome] = []
     body = {"model": "auto", "messages": [{"role": "user", "content": "chaos"}], "max_tokens": 8}
@@ -62,7 +62,12 @@ async def drive(url: str, total: int, rate: float, at_fraction: float, action) -
             error = r.json()["error"]
             outcomes.append(Outcome(r.status_code, error.get("request_id", ""), error["code"]))
 
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=200)) as http:
+    async with httpx.AsyncClient(
+        base_url=stack.ingress_url,
+        headers=stack.headers,
+        timeout=30,
+        limits=httpx.Limits(max_connections=200),
+    ) as http:
         tasks = []
         for i in range(total):
             if i == int(total * at_fraction):
@@ -127,6 +132,7 @@ def chaos_stack():
         ]
         for service in started:
             stack.wait_ready(service)
+        stack.provision()
         yield stack
     except Exception:
         print(stack.logs())
@@ -141,17 +147,13 @@ def _kill_one(stack: Stack, name: str) -> None:
 
 
 async def test_kill_a_provider_worker_mid_load(chaos_stack: Stack) -> None:
-    outcomes = await drive(
-        chaos_stack.ingress_url, TOTAL, RATE, 0.4, lambda: _kill_one(chaos_stack, "worker")
-    )
+    outcomes = await drive(chaos_stack, TOTAL, RATE, 0.4, lambda: _kill_one(chaos_stack, "worker"))
     figures = await settle_and_check(chaos_stack, outcomes, "kill a provider worker")
     assert figures["completed"] >= TOTAL * 0.8  # the other worker takes over
 
 
 async def test_kill_a_router_mid_load(chaos_stack: Stack) -> None:
-    outcomes = await drive(
-        chaos_stack.ingress_url, TOTAL, RATE, 0.4, lambda: _kill_one(chaos_stack, "router")
-    )
+    outcomes = await drive(chaos_stack, TOTAL, RATE, 0.4, lambda: _kill_one(chaos_stack, "router"))
     figures = await settle_and_check(chaos_stack, outcomes, "kill a router")
     assert figures["completed"] >= TOTAL * 0.8
 
@@ -161,7 +163,7 @@ async def test_kill_the_ledger_mid_load_and_restart_it(chaos_stack: Stack) -> No
         _kill_one(chaos_stack, "ledger")
         chaos_stack.spawn("ledger", "services.ledger", wait=False)
 
-    outcomes = await drive(chaos_stack.ingress_url, TOTAL, RATE, 0.4, kill_and_restart)
+    outcomes = await drive(chaos_stack, TOTAL, RATE, 0.4, kill_and_restart)
     chaos_stack.wait_ready(chaos_stack.by_name("ledger")[0])
     figures = await settle_and_check(chaos_stack, outcomes, "kill the ledger (restarted)")
     assert figures["completed"] == TOTAL  # the ledger is off the request path
@@ -173,6 +175,6 @@ async def test_kill_the_stream_leader_nats_node_mid_load(chaos_stack: Stack) -> 
     def kill_leader() -> None:
         cluster.nodes[cluster.stream_leader("EVENTS")].kill()
 
-    outcomes = await drive(chaos_stack.ingress_url, TOTAL, RATE, 0.4, kill_leader)
+    outcomes = await drive(chaos_stack, TOTAL, RATE, 0.4, kill_leader)
     figures = await settle_and_check(chaos_stack, outcomes, "kill the EVENTS stream leader (NATS node)")
     assert figures["completed"] >= TOTAL * 0.8

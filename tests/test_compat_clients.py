@@ -55,7 +55,7 @@ def gateway() -> Iterator[Stack]:
 async def oai(gateway: Stack) -> AsyncIterator[openai.AsyncOpenAI]:
     # max_retries=0: a test about an error must see the first answer, not a retried one.
     async with openai.AsyncOpenAI(
-        base_url=gateway.ingress_url + "/v1", api_key="sk-test", max_retries=0
+        base_url=gateway.ingress_url + "/v1", api_key=gateway.api_key, max_retries=0
     ) as client:
         yield client
 
@@ -63,7 +63,7 @@ async def oai(gateway: Stack) -> AsyncIterator[openai.AsyncOpenAI]:
 @pytest.fixture
 async def claude(gateway: Stack) -> AsyncIterator[anthropic.AsyncAnthropic]:
     async with anthropic.AsyncAnthropic(
-        base_url=gateway.ingress_url, api_key="sk-ant-test", max_retries=0
+        base_url=gateway.ingress_url, api_key=gateway.api_key, max_retries=0
     ) as client:
         yield client
 
@@ -342,6 +342,10 @@ def grpc_target(gateway: Stack) -> str:
     return f"127.0.0.1:{gateway.env['SWITCHYARD_GRPC_PORT']}"
 
 
+def auth(gateway: Stack) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {gateway.api_key}"),)
+
+
 def grpc_request(
     model: str = "auto", text: str = "hello over grpc", max_tokens: int = 0
 ) -> invoke_pb2.InvokeRequest:
@@ -353,7 +357,7 @@ def grpc_request(
 async def test_grpc_invoke(gateway: Stack) -> None:
     async with grpc.aio.insecure_channel(grpc_target(gateway)) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
-        call = stub.Invoke(grpc_request(), metadata=(("authorization", "Bearer sk-test"),))
+        call = stub.Invoke(grpc_request(), metadata=auth(gateway))
         response = await call
         initial = dict(await call.initial_metadata())
     assert response.provider == "demo"
@@ -372,7 +376,12 @@ async def test_grpc_invoke(gateway: Stack) -> None:
 async def test_grpc_invoke_stream(gateway: Stack) -> None:
     async with grpc.aio.insecure_channel(grpc_target(gateway)) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
-        frames = [f async for f in stub.InvokeStream(grpc_request("demo/smart", "stream over grpc", 5))]
+        frames = [
+            f
+            async for f in stub.InvokeStream(
+                grpc_request("demo/smart", "stream over grpc", 5), metadata=auth(gateway)
+            )
+        ]
     kinds = [f.WhichOneof("frame") for f in frames]
     assert kinds == ["chunk"] * 5 + ["final"]
     text = "".join(f.chunk.delta_text for f in frames[:-1])
@@ -384,11 +393,11 @@ async def test_grpc_errors_are_status_codes(gateway: Stack) -> None:
     async with grpc.aio.insecure_channel(grpc_target(gateway)) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as missing:
-            await stub.Invoke(grpc_request("nope/nope"))
+            await stub.Invoke(grpc_request("nope/nope"), metadata=auth(gateway))
         with pytest.raises(grpc.aio.AioRpcError) as invalid:
-            await stub.Invoke(invoke_pb2.InvokeRequest(model="auto"))
+            await stub.Invoke(invoke_pb2.InvokeRequest(model="auto"), metadata=auth(gateway))
         with pytest.raises(grpc.aio.AioRpcError) as streamed:
-            async for _ in stub.InvokeStream(grpc_request("nope/nope")):
+            async for _ in stub.InvokeStream(grpc_request("nope/nope"), metadata=auth(gateway)):
                 pass
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     trailers = dict(missing.value.trailing_metadata())
@@ -403,7 +412,7 @@ async def test_grpc_errors_are_status_codes(gateway: Stack) -> None:
 
 
 async def test_openapi_is_served(gateway: Stack) -> None:
-    async with httpx.AsyncClient(base_url=gateway.ingress_url) as http:
+    async with httpx.AsyncClient(base_url=gateway.ingress_url, headers=gateway.headers) as http:
         r = await http.get("/openapi.json")
         missing = await http.get("/v1/embeddings")
         wrong_method = await http.delete("/v1/chat/completions")

@@ -23,7 +23,7 @@ async def test_worker_and_ingress_finish_in_flight_work_on_sigterm() -> None:
         stack.start_all()
         worker = stack.by_name("worker-demo")[0]
         ingress = stack.by_name("ingress")[0]
-        async with httpx.AsyncClient(base_url=stack.ingress_url, timeout=20) as http:
+        async with httpx.AsyncClient(base_url=stack.ingress_url, headers=stack.headers, timeout=20) as http:
             plain = asyncio.create_task(http.post("/llm.invoke", json=BODY))
             streamed = asyncio.create_task(http.post("/llm.invoke", json=dict(BODY, stream=True)))
             await asyncio.sleep(0.5)  # both are now waiting on the upstream

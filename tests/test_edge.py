@@ -62,7 +62,9 @@ def edge_stack() -> Iterator[Stack]:
 
 
 async def test_body_header_and_depth_limits(edge_stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=edge_stack.ingress_url, timeout=10) as http:
+    async with httpx.AsyncClient(
+        base_url=edge_stack.ingress_url, headers=edge_stack.headers, timeout=10
+    ) as http:
         big = dict(BODY, messages=[{"role": "user", "content": "x" * 30_000}])
         r = await http.post("/llm.invoke", json=big)
         assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
@@ -90,7 +92,9 @@ async def test_body_header_and_depth_limits(edge_stack: Stack) -> None:
 
 
 async def test_no_client_supplied_upstream_is_followed(edge_stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=edge_stack.ingress_url, timeout=10) as http:
+    async with httpx.AsyncClient(
+        base_url=edge_stack.ingress_url, headers=edge_stack.headers, timeout=10
+    ) as http:
         for field in ("base_url", "api_base", "upstream_url"):
             r = await http.post("/llm.invoke", json=dict(BODY, **{field: "http://169.254.169.254/latest"}))
             assert r.status_code == 400, field
@@ -110,7 +114,9 @@ def test_a_stalled_body_gets_408(edge_stack: Stack) -> None:
 
 
 async def test_sheds_load_with_503_when_too_much_is_in_flight(edge_stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=edge_stack.ingress_url, timeout=10) as http:
+    async with httpx.AsyncClient(
+        base_url=edge_stack.ingress_url, headers=edge_stack.headers, timeout=10
+    ) as http:
         results = await asyncio.gather(*[http.post("/llm.invoke", json=BODY) for _ in range(8)])
         statuses = sorted(r.status_code for r in results)
         assert statuses.count(200) >= 3
@@ -125,7 +131,9 @@ async def test_sheds_load_with_503_when_too_much_is_in_flight(edge_stack: Stack)
 async def test_sheds_load_while_the_ledger_falls_behind(edge_stack: Stack) -> None:
     ledger = edge_stack.by_name("ledger")[0]
     ledger.stop(signal.SIGKILL)
-    async with httpx.AsyncClient(base_url=edge_stack.ingress_url, timeout=10) as http:
+    async with httpx.AsyncClient(
+        base_url=edge_stack.ingress_url, headers=edge_stack.headers, timeout=10
+    ) as http:
         for _ in range(6):  # completions pile up in the stream with nobody consuming
             assert (await http.post("/llm.invoke", json=BODY)).status_code == 200
         deadline = time.monotonic() + 10

@@ -25,7 +25,7 @@ def parse_sse(text: str) -> list[tuple[str, dict]]:
 
 
 async def test_plain_request_answers_and_lands_in_the_ledger(stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=stack.ingress_url) as http:
+    async with httpx.AsyncClient(base_url=stack.ingress_url, headers=stack.headers) as http:
         r = await http.post("/llm.invoke", json=HELLO)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -67,7 +67,7 @@ async def test_plain_request_answers_and_lands_in_the_ledger(stack: Stack) -> No
 
 async def test_streaming_request_sends_chunks_then_final(stack: Stack) -> None:
     payload = dict(HELLO, stream=True, max_tokens=6, model="demo/smart")
-    async with httpx.AsyncClient(base_url=stack.ingress_url) as http:
+    async with httpx.AsyncClient(base_url=stack.ingress_url, headers=stack.headers) as http:
         r = await http.post("/llm.invoke", json=payload)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/event-stream")
@@ -109,7 +109,7 @@ async def test_streaming_request_sends_chunks_then_final(stack: Stack) -> None:
 async def test_malformed_requests_get_a_clear_4xx(
     stack: Stack, body: bytes, status: int, code: str, needle: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=stack.ingress_url) as http:
+    async with httpx.AsyncClient(base_url=stack.ingress_url, headers=stack.headers) as http:
         r = await http.post("/llm.invoke", content=body, headers={"content-type": "application/json"})
     assert r.status_code == status, r.text
     error = r.json()["error"]
@@ -119,14 +119,14 @@ async def test_malformed_requests_get_a_clear_4xx(
 
 
 async def test_unknown_model_on_a_stream_is_an_http_error_not_an_empty_stream(stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=stack.ingress_url) as http:
+    async with httpx.AsyncClient(base_url=stack.ingress_url, headers=stack.headers) as http:
         r = await http.post("/llm.invoke", json=dict(HELLO, model="nope/nope", stream=True))
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "model_not_found"
 
 
 async def test_rejected_requests_are_recorded_too(stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=stack.ingress_url) as http:
+    async with httpx.AsyncClient(base_url=stack.ingress_url, headers=stack.headers) as http:
         r = await http.post("/llm.invoke", json=dict(HELLO, model="nope/never"))
     request_id = r.json()["error"]["request_id"]
     rows = await wait_for_rows(
@@ -139,7 +139,7 @@ async def test_rejected_requests_are_recorded_too(stack: Stack) -> None:
 
 
 async def test_request_lookup_returns_the_ledger_row(stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=stack.ingress_url) as http:
+    async with httpx.AsyncClient(base_url=stack.ingress_url, headers=stack.headers) as http:
         request_id = (await http.post("/llm.invoke", json=HELLO)).json()["request_id"]
         await wait_for_rows(
             stack.nats.url,

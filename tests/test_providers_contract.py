@@ -221,6 +221,7 @@ def stack(fakes: dict[str, FakeUpstream]) -> Iterator[Stack]:
         ]
         for service in started:
             running.wait_ready(service)
+        running.provision()
         yield running
     except Exception:
         print(running.logs())
@@ -240,7 +241,7 @@ def sse_events(text: str) -> list[tuple[str, dict]]:
 
 async def invoke(stack: Stack, **body) -> httpx.Response:
     body.setdefault("messages", HELLO)
-    async with httpx.AsyncClient(base_url=stack.ingress_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=stack.ingress_url, headers=stack.headers, timeout=30) as http:
         return await http.post("/llm.invoke", json=body)
 
 
@@ -583,7 +584,7 @@ async def test_client_going_away_cancels_the_upstream_and_bills_what_was_used(
     words = " ".join(f"word{i}" for i in range(40))
     fakes["anthropic"].behave(Behavior(text=words, prompt_tokens=777, chunk_delay_s=0.15))
     async with (
-        httpx.AsyncClient(base_url=stack.ingress_url, timeout=30) as http,
+        httpx.AsyncClient(base_url=stack.ingress_url, headers=stack.headers, timeout=30) as http,
         http.stream(
             "POST", "/llm.invoke", json={"model": MODELS["anthropic"], "messages": HELLO, "stream": True}
         ) as r,
@@ -626,4 +627,5 @@ async def test_keys_never_reach_responses_logs_or_the_ledger(
     dump = orjson.dumps(everything, default=str).decode() + logs
     for key in KEYS.values():
         assert key not in dump
+    assert stack.api_key not in dump  # nor the caller's gateway key
     assert "Traceback" not in logs  # every upstream failure above was handled, none crashed

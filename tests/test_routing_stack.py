@@ -166,6 +166,7 @@ def routing_stack() -> Iterator[Stack]:
         for service in started:
             # Generous: seven processes start at once, on a machine other suites may be loading.
             stack.wait_ready(service, timeout_s=90)
+        stack.provision()
         yield stack
     except Exception:
         print(stack.logs())
@@ -195,7 +196,9 @@ async def attempt_rows(stack: Stack, request_id: str, count: int) -> list[dict]:
 
 async def test_a_slower_deployment_loses_most_traffic_within_a_few_requests(routing_stack: Stack) -> None:
     winners = []
-    async with httpx.AsyncClient(base_url=routing_stack.ingress_url, timeout=30) as http:
+    async with httpx.AsyncClient(
+        base_url=routing_stack.ingress_url, headers=routing_stack.headers, timeout=30
+    ) as http:
         for _ in range(40):
             r = await http.post("/llm.invoke", json=ask("race"))
             assert r.status_code == 200, r.text
@@ -209,7 +212,9 @@ async def test_a_slower_deployment_loses_most_traffic_within_a_few_requests(rout
 async def test_first_choice_fails_the_fallback_answers_and_the_ledger_shows_both_attempts(
     routing_stack: Stack,
 ) -> None:
-    async with httpx.AsyncClient(base_url=routing_stack.ingress_url, timeout=30) as http:
+    async with httpx.AsyncClient(
+        base_url=routing_stack.ingress_url, headers=routing_stack.headers, timeout=30
+    ) as http:
         r = await http.post("/llm.invoke", json=ask("failover"))
     assert r.status_code == 200, r.text
     body = r.json()
@@ -240,7 +245,9 @@ async def test_first_choice_fails_the_fallback_answers_and_the_ledger_shows_both
 
 
 async def test_a_client_error_is_returned_not_retried(routing_stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=routing_stack.ingress_url, timeout=30) as http:
+    async with httpx.AsyncClient(
+        base_url=routing_stack.ingress_url, headers=routing_stack.headers, timeout=30
+    ) as http:
         r = await http.post("/llm.invoke", json=ask("client-error"))
     assert r.status_code == 400, r.text
     error = r.json()["error"]
@@ -252,7 +259,9 @@ async def test_a_client_error_is_returned_not_retried(routing_stack: Stack) -> N
 
 
 async def test_a_stream_fails_over_before_its_first_chunk_but_never_after(routing_stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=routing_stack.ingress_url, timeout=30) as http:
+    async with httpx.AsyncClient(
+        base_url=routing_stack.ingress_url, headers=routing_stack.headers, timeout=30
+    ) as http:
         before = await http.post("/llm.invoke", json=ask("stream-failover", stream=True, max_tokens=5))
         after = await http.post("/llm.invoke", json=ask("mid-stream", stream=True, max_tokens=5))
     events = parse_sse(before.text)
@@ -278,7 +287,9 @@ async def test_weights_change_the_winner_as_documented(routing_stack: Stack) -> 
         ({"latency": 0.2, "cost": 0.2, "quality": 0.6}, "choice/premium"),
         (None, "choice/cheap"),  # the route's default, balanced
     ]
-    async with httpx.AsyncClient(base_url=routing_stack.ingress_url, timeout=30) as http:
+    async with httpx.AsyncClient(
+        base_url=routing_stack.ingress_url, headers=routing_stack.headers, timeout=30
+    ) as http:
         for strategy, winner in cases:
             extra = {} if strategy is None else {"strategy": strategy}
             r = await http.post("/llm.invoke", json=ask("choice", **extra))
@@ -293,7 +304,9 @@ async def test_weights_change_the_winner_as_documented(routing_stack: Stack) -> 
 
 
 async def test_a_rule_sends_the_request_and_the_rationale_names_it(routing_stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=routing_stack.ingress_url, timeout=30) as http:
+    async with httpx.AsyncClient(
+        base_url=routing_stack.ingress_url, headers=routing_stack.headers, timeout=30
+    ) as http:
         r = await http.post("/llm.invoke", json=ask("auto", metadata={"task": "classification"}))
     assert r.status_code == 200, r.text
     body = r.json()
@@ -315,7 +328,9 @@ async def test_a_failing_deployment_is_skipped_once_its_breaker_opens_on_every_r
     routing_stack: Stack,
 ) -> None:
     control = routing_stack.workdir / "primary.json"
-    async with httpx.AsyncClient(base_url=routing_stack.ingress_url, timeout=30) as http:
+    async with httpx.AsyncClient(
+        base_url=routing_stack.ingress_url, headers=routing_stack.headers, timeout=30
+    ) as http:
 
         async def flaky() -> dict:
             r = await http.post("/llm.invoke", json=ask("flaky"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,6 +53,10 @@ async def test_up_serves_records_restarts_and_stops_cleanly(tmp_path: Path) -> N
         banner = out_path.read_text()
         base = f"http://127.0.0.1:{port}"
         assert f"{base}/llm.invoke" in banner
+        # A fresh data folder gets a default project and a development key, printed beside the URLs.
+        dev_key = re.search(r"API key \(dev\)\s+(sy-\S+)", banner).group(1)
+        assert (tmp_path / ".switchyard" / "dev-api-key").read_text().strip() == dev_key
+        assert f"Bearer {dev_key}" in banner
         # The default data folder is .switchyard/ in the working directory, holding both stores.
         assert (tmp_path / ".switchyard" / "nats").is_dir()
         assert (tmp_path / ".switchyard" / "clickhouse").is_dir()
@@ -59,8 +64,13 @@ async def test_up_serves_records_restarts_and_stops_cleanly(tmp_path: Path) -> N
         for service in ("ledger", "budget", "providers", "router", "ingress"):
             assert f"-m services.{service}" in names, names
 
-        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        async with httpx.AsyncClient(
+            base_url=base, timeout=10, headers={"authorization": f"Bearer {dev_key}"}
+        ) as http:
             body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+            assert (
+                await http.post("/llm.invoke", json=body, headers={"authorization": ""})
+            ).status_code == 401
             plain = (await http.post("/llm.invoke", json=body)).json()
             streamed = await http.post("/llm.invoke", json=dict(body, stream=True))
             assert streamed.status_code == 200 and "event: final" in streamed.text

@@ -1,32 +1,431 @@
-"""Budget authority process: queue group `budget` on `budget.authorize`.
+"""Budget authority process: caps, rate limits, settlement and alerts (docs/budgets.md).
 
-The spine answers every authorization with a reservation id; caps, rate limits, settlement
-and alerts are built on this wiring (issue: budgets, rate limits, API keys and alerts).
+Any number of budget processes run; exactly one leads, elected through a KV lease. Only the
+leader subscribes to `budget.authorize` (queue group `budget`) and `budget.status`, so every
+decision is made by one in-memory Authority on one event loop: exact under any concurrency.
+A standby takes over when the lease expires, rebuilding the state from the ledger, the
+completion events not yet in it and the leader's reservation journal.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from datetime import UTC, datetime, timedelta
+
+import orjson
 from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import FetchTimeoutError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.nuid import NUID
+from prometheus_client import Counter, Gauge
 
 from switchyard import subjects
+from switchyard.bus import ensure_events_stream
 from switchyard.service import BusService, run
-from switchyard.v1 import budget_pb2
+from switchyard.tenancy import TenancyView
+from switchyard.tenancy_store import TenancyWatcher, open_bucket, tenancy_bucket
+from switchyard.v1 import budget_pb2, events_pb2
+
+from .alerts import Crossing, alert_event, alert_id
+from .authority import Authority
+from .lease import Lease
+from .rebuild import DONE_SQL, rebuild, spend_query
+from .webhook import WebhookSender
+
+DECISIONS = Counter("switchyard_budget_decisions_total", "Authorization decisions", ["outcome"])
+LEADER = Gauge("switchyard_budget_leader", "1 while this process is the budget authority")
+# Reservations are journaled for at most this long after their deadline.
+JOURNAL_MAX_AGE_S = 24 * 3600
+# The rebuild passes the tail's ids to the ledger in one NATS message (1 MB by default).
+MAX_TAIL = 20_000
+EXPIRY_EVERY_S = 1.0
+PRUNE_EVERY_S = 60.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class RebuildNotReady(Exception):
+    """The sources are not ready yet (the ledger is not answering or far behind): retry."""
 
 
 class BudgetService(BusService):
     name = "budget"
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{NUID().next().decode()[:8]}"
+        self.view = TenancyView()
+        self.authority: Authority | None = None
+        self.standby = False  # a healthy standby: another process holds the lease
+        self._term: list[asyncio.Task] = []  # the tasks of this leadership term
+        self._inflight: set[asyncio.Task] = set()
+        self._subs: list = []
+        self._alerts: asyncio.Queue[Crossing] = asyncio.Queue()
+        self.webhook: WebhookSender | None = None
+
+    # --- life cycle ---------------------------------------------------------------------
+
     async def start(self) -> None:
         nc = await self.connect()
-        self._sub = await nc.subscribe(
-            subjects.BUDGET_AUTHORIZE, queue=subjects.BUDGET_QUEUE, cb=self._on_authorize
+        self.js: JetStreamContext = nc.jetstream()
+        replicas = self.settings.stream_replicas
+        await ensure_events_stream(self.js, replicas)
+        await self._ensure_journal(replicas)
+        self.watcher = TenancyWatcher(await tenancy_bucket(self.js, replicas), self.view)
+        await self.watcher.start()
+        self.alerts_kv = await open_bucket(self.js, subjects.BUDGET_ALERTS_BUCKET, replicas)
+        lease_kv = await open_bucket(
+            self.js, subjects.BUDGET_LEASE_BUCKET, replicas, ttl_s=self.settings.budget_lease_ttl_s
         )
+        self.lease = Lease(lease_kv, self.holder, self.settings.budget_lease_ttl_s)
+        if self.settings.budget_webhook_url:
+            self.webhook = WebhookSender(nc, self.settings.budget_webhook_url)
+            await self.webhook.start()
+        self._alert_task = asyncio.create_task(self._send_alerts(), name="budget-alerts")
+        self._lease_task = asyncio.create_task(self._lead(), name="budget-lease")
         self.ready = True
 
+    def is_ready(self) -> bool:
+        serving = self.authority is not None and self.lease.valid()
+        return self.ready and not self.draining and (serving or self.standby)
+
+    async def _ensure_journal(self, replicas: int) -> None:
+        config = StreamConfig(
+            name=subjects.BUDGET_JOURNAL_STREAM,
+            subjects=[subjects.BUDGET_JOURNAL],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            max_age=JOURNAL_MAX_AGE_S,
+        )
+        try:
+            await self.js.stream_info(config.name)
+        except NotFoundError:
+            with contextlib.suppress(Exception):  # a concurrent starter created it
+                await self.js.add_stream(config)
+
+    # --- leadership ---------------------------------------------------------------------
+
+    async def _lead(self) -> None:
+        ttl = self.settings.budget_lease_ttl_s
+        while not self.draining:
+            try:
+                if not self.lease.held:
+                    if await self.lease.try_acquire():
+                        self.log.info("leading the budget authority (%s)", self.holder)
+                        self.standby = False
+                        self._term.append(asyncio.create_task(self._take_over(), name="budget-takeover"))
+                    else:
+                        self.standby = bool(await self.lease.current_holder())
+                        await asyncio.sleep(ttl / 4)
+                        continue
+                await asyncio.sleep(ttl / 3)
+                if not await self.lease.renew():
+                    self.log.warning("lost the budget lease: stepping down")
+                    await self._step_down()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS reconnecting: keep trying, the lease fences us
+                self.log.warning("lease loop: %s", exc)
+                await asyncio.sleep(0.5)
+
+    async def _take_over(self) -> None:
+        while self.lease.valid():
+            try:
+                authority, consumer = await self._rebuild()
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.warning("rebuild not possible yet (%s): retrying", exc)
+                await asyncio.sleep(1.0)
+        else:
+            return
+        self.authority = authority
+        LEADER.set(1)
+        nc = self.nc
+        assert nc is not None
+        self._subs = [
+            await nc.subscribe(subjects.BUDGET_AUTHORIZE, queue=subjects.BUDGET_QUEUE, cb=self._on_authorize),
+            await nc.subscribe(subjects.BUDGET_STATUS, cb=self._on_status),
+        ]
+        self._term.append(asyncio.create_task(self._settle(authority, consumer), name="budget-settle"))
+        self._term.append(asyncio.create_task(self._expire(authority), name="budget-expire"))
+        for crossing in authority.all_reached(now_ms()):  # alerts a crashed leader may have owed
+            self._alerts.put_nowait(crossing)
+        self.log.info(
+            "authority ready: %d scopes counted, %d open reservations",
+            len({slot[0] for slot in authority.book.counters}),
+            len(authority.book.reservations),
+        )
+
+    async def _step_down(self) -> None:
+        LEADER.set(0)
+        self.authority = None
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs = []
+        for task in self._term:
+            task.cancel()
+        for task in self._term:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._term = []
+        self.lease.drop()
+
+    # --- rebuild ------------------------------------------------------------------------
+
+    async def _rebuild(self):
+        js = self.js
+        try:
+            floor = (await js.consumer_info(subjects.EVENTS_STREAM, subjects.LEDGER_DURABLE)).ack_floor
+            floor_seq = floor.stream_seq if floor else 0
+        except NotFoundError:
+            floor_seq = 0
+        consumer = await js.pull_subscribe(
+            subjects.COMPLETION,
+            stream=subjects.EVENTS_STREAM,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=floor_seq + 1,
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=60.0,
+            ),
+        )
+        try:
+            tail = [
+                events_pb2.Completion.FromString(m.data) for m in await self._read_all(consumer, MAX_TAIL)
+            ]
+            tail_read_ms = now_ms()
+            journal = await self._read_journal()
+            tail_ids = sorted({e.request_id for e in tail})
+            sql, params = spend_query(tail_ids, tail_read_ms, tail_read_ms)
+            rows = await self._ledger(sql, params)
+            counted = set(tail_ids) | {rid for row in rows for rid in row["recent"]}
+            open_ids = sorted({a.request_id for a in journal} - counted)
+            done = (
+                {r["request_id"] for r in await self._ledger(DONE_SQL, {"ids": open_ids})}
+                if open_ids
+                else set()
+            )
+            grace_ms = int(self.settings.budget_reservation_grace_s * 1000)
+            authority = rebuild(self.view, rows, tail, journal, done, now_ms(), grace_ms)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await consumer.unsubscribe()
+            raise
+        self.log.info(
+            "rebuilt from the ledger (%d groups), %d events after its ack floor %d, %d journaled reservations",
+            len(rows),
+            len(tail),
+            floor_seq,
+            len(journal),
+        )
+        return authority, consumer
+
+    async def _read_all(self, consumer, limit: int) -> list[Msg]:
+        """Every message the consumer has pending now."""
+        pending = (await consumer.consumer_info()).num_pending or 0
+        if pending > limit:
+            raise RebuildNotReady(f"{pending} events are not in the ledger yet (limit {limit})")
+        out: list[Msg] = []
+        while pending > 0:
+            msgs = await consumer.fetch(min(pending, 1000), timeout=5)
+            out.extend(msgs)
+            pending = msgs[-1].metadata.num_pending
+        return out
+
+    async def _read_journal(self) -> list[budget_pb2.AuthorizeRequest]:
+        window = self.settings.request_timeout_s + self.settings.budget_reservation_grace_s + 60
+        consumer = await self.js.pull_subscribe(
+            subjects.BUDGET_JOURNAL,
+            stream=subjects.BUDGET_JOURNAL_STREAM,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_TIME,
+                opt_start_time=datetime.now(UTC) - timedelta(seconds=window),
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=30.0,
+            ),
+        )
+        try:
+            msgs = await self._read_all(consumer, 10 * MAX_TAIL)
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.unsubscribe()
+        return [budget_pb2.AuthorizeRequest.FromString(m.data) for m in msgs]
+
+    async def _ledger(self, sql: str, params: dict) -> list[dict]:
+        assert self.nc is not None
+        try:
+            reply = await self.nc.request(
+                subjects.LEDGER_QUERY, orjson.dumps({"sql": sql, "params": params}), timeout=15
+            )
+        except Exception as exc:
+            raise RebuildNotReady(f"the ledger did not answer: {type(exc).__name__}") from exc
+        result = orjson.loads(reply.data)
+        if "error" in result:
+            raise RebuildNotReady(f"ledger query failed: {result['error']}")
+        return [dict(zip(result["columns"], row, strict=True)) for row in result["rows"]]
+
+    # --- the request path ---------------------------------------------------------------
+
     async def _on_authorize(self, msg: Msg) -> None:
+        authority = self.authority
         ask = budget_pb2.AuthorizeRequest.FromString(msg.data)
-        decision = budget_pb2.Decision(allow=True, reservation_id=ask.request_id)
-        await msg.respond(decision.SerializeToString())
+        if authority is None or not self.lease.valid():
+            await self._unavailable(msg, ask)
+            return
+        # Decided here, synchronously and in arrival order; only the journal write and the
+        # reply are awaited, in their own task, so the next ask is decided at once.
+        verdict = authority.authorize(ask, now_ms())
+        if verdict.reservation is None:
+            DECISIONS.labels("allow" if verdict.allow else verdict.code).inc()
+            await msg.respond(verdict.to_proto(ask.request_id).SerializeToString())
+            return
+        ask.received_unix_ms = verdict.reservation.at_ms
+        task = asyncio.create_task(self._journal_then_reply(msg, ask, authority, verdict))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _journal_then_reply(self, msg: Msg, ask, authority: Authority, verdict) -> None:
+        try:
+            await self.js.publish(subjects.BUDGET_JOURNAL, ask.SerializeToString(), timeout=2.0)
+        except Exception as exc:
+            # Not journaled: a successor would not know of this reservation. Refuse it.
+            self.log.warning("reservation journal write failed: %s", exc)
+            authority.cancel(ask.request_id)
+            await self._unavailable(msg, ask)
+            return
+        if not self.lease.valid() or self.authority is not authority:
+            await self._unavailable(msg, ask)  # the lease ran out meanwhile: fail closed
+            return
+        DECISIONS.labels("allow").inc()
+        await msg.respond(verdict.to_proto(ask.request_id).SerializeToString())
+
+    async def _unavailable(self, msg: Msg, ask: budget_pb2.AuthorizeRequest) -> None:
+        DECISIONS.labels("unavailable").inc()
+        decision = budget_pb2.Decision(
+            allow=False,
+            deny_code="unavailable",
+            deny_reason="the budget authority is changing leader; try again",
+            retry_after_s=1.0,
+        )
+        with contextlib.suppress(Exception):
+            await msg.respond(decision.SerializeToString())
+
+    async def _on_status(self, msg: Msg) -> None:
+        authority = self.authority
+        try:
+            ask = orjson.loads(msg.data or b"{}")
+            project = str(ask.get("project") or "")
+        except orjson.JSONDecodeError:
+            project = ""
+        if authority is None:
+            body = {"error": "the budget authority is not ready"}
+        else:
+            body = authority.status(project, now_ms())
+            body["leader"] = self.holder
+        await msg.respond(orjson.dumps(body))
+
+    # --- settlement, expiry, alerts -----------------------------------------------------
+
+    async def _settle(self, authority: Authority, consumer) -> None:
+        try:
+            while True:
+                try:
+                    msgs = await consumer.fetch(256, timeout=1.0)
+                except (FetchTimeoutError, NatsTimeoutError, TimeoutError):
+                    continue
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.log.warning("completion fetch failed: %s", exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                for msg in msgs:
+                    try:
+                        event = events_pb2.Completion.FromString(msg.data)
+                    except Exception:
+                        continue
+                    for crossing in authority.settle(event, now_ms()):
+                        self._alerts.put_nowait(crossing)
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.unsubscribe()
+
+    async def _expire(self, authority: Authority) -> None:
+        grace_ms = int(self.settings.budget_reservation_grace_s * 1000)
+        last_prune = time.monotonic()
+        while True:
+            await asyncio.sleep(EXPIRY_EVERY_S)
+            for reservation in authority.expire(now_ms(), grace_ms):
+                self.log.info("reservation %s expired unsettled", reservation.request_id)
+            if time.monotonic() - last_prune > PRUNE_EVERY_S:
+                authority.book.prune(now_ms())
+                last_prune = time.monotonic()
+
+    async def _send_alerts(self) -> None:
+        """One alert per threshold per period: the KV mark is checked before the event and
+        written after it; a repeat inside the stream's duplicate window is dropped by msg id."""
+        while True:
+            crossing = await self._alerts.get()
+            key = alert_id(crossing)
+            try:
+                with contextlib.suppress(KeyNotFoundError):
+                    await self.alerts_kv.get(key)
+                    continue  # already alerted
+                event = alert_event(crossing, now_ms())
+                await self.js.publish(
+                    subjects.BUDGET_ALERT, event.SerializeToString(), headers={"Nats-Msg-Id": key}, timeout=5
+                )
+                with contextlib.suppress(KeyWrongLastSequenceError):
+                    await self.alerts_kv.create(key, event.SerializeToString())
+                self.log.info(
+                    "alert: %s %s %s reached %d%%", crossing.budget.scope_label, crossing.budget.period,
+                    crossing.period_start, crossing.threshold_pct,
+                )  # fmt: skip
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.warning("alert %s not sent yet (%s): retrying", key, exc)
+                await asyncio.sleep(1.0)
+                self._alerts.put_nowait(crossing)
+
+    # --- stop ---------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        self._lease_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._lease_task
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs = []
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=self.settings.drain_timeout_s)
+        await self._step_down_and_release()
+        self._alert_task.cancel()
+        if self.webhook:
+            await self.webhook.stop()
+        await self.watcher.stop()
+        await super().drain()
+
+    async def _step_down_and_release(self) -> None:
+        held = self.lease.held
+        revision = self.lease.revision
+        await self._step_down()
+        if held:  # hand over now instead of after the TTL
+            self.lease.revision = revision
+            await self.lease.release()
 
 
 def main() -> None:

@@ -27,9 +27,11 @@ from switchyard import bus, subjects
 from switchyard.errors import GatewayError
 from switchyard.service import load_service_catalog
 from switchyard.settings import Settings
+from switchyard.tenancy import ANONYMOUS, Identity
+from switchyard.tenancy_store import load_or_create_admin_token
 from switchyard.v1 import invoke_pb2
 
-from . import anthropic_api, hints, native, openai_api
+from . import admin, anthropic_api, auth, hints, native, openai_api
 from .client import GatewayClient, ReplyStream
 from .dialects import (
     ANTHROPIC,
@@ -86,8 +88,15 @@ class Ingress:
         self.ready = False
         self.draining = False
         self.overload = Overload()
+        self.auth = auth.Authenticator(settings)
+        self.admin_token = ""
+        self.admin = admin.AdminApi(lambda: self.admin_token, self.auth.view)
         self.app = Starlette(
-            middleware=[Middleware(EdgeMiddleware, limits=limits_from(settings), overload=self.overload)],
+            # Edge limits first (they need no identity), then API-key authentication.
+            middleware=[
+                Middleware(EdgeMiddleware, limits=limits_from(settings), overload=self.overload),
+                Middleware(auth.AuthMiddleware, authenticator=self.auth),
+            ],
             routes=[
                 Route("/llm.invoke", self.invoke, methods=["POST"]),
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
@@ -99,6 +108,7 @@ class Ingress:
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/readyz", self.readyz, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
+                *self.admin.routes(),
             ],
             lifespan=self.lifespan,
             exception_handlers={
@@ -113,6 +123,10 @@ class Ingress:
         nc = await bus.connect(self.settings.nats_url, "switchyard-ingress")
         self.client = GatewayClient(nc)
         await self.client.start()
+        await self.auth.start(nc)
+        assert self.auth.watcher is not None
+        self.admin.bind(nc, self.auth.watcher.kv)
+        self.admin_token = load_or_create_admin_token(self.settings.admin_token, self.settings.data_dir)
         lag_poller = asyncio.create_task(
             poll_ledger_lag(nc.jetstream(), self.overload, subjects.EVENTS_STREAM, subjects.LEDGER_DURABLE)
         )
@@ -129,6 +143,7 @@ class Ingress:
             self.draining = True
             if grpc is not None:
                 await grpc.stop(self.settings.drain_timeout_s)
+            await self.auth.stop()
             with contextlib.suppress(Exception):
                 await nc.drain()
 
@@ -152,21 +167,31 @@ class Ingress:
         self, request: invoke_pb2.InvokeRequest, headers: Mapping[str, str]
     ) -> invoke_pb2.InvokeRequest:
         """Every API's requests pass here, with their headers (or gRPC metadata, lowercase):
-        routing hints from the headers, then ids and deadline. Authentication plugs in here:
-        `hints.api_key_from(headers)` reads the caller's key the same way for every API."""
-        request.ClearField("project_id")  # tenancy is the ingress's to set, never the caller's
-        request.ClearField("agent_id")
-        request.ClearField("key_id")
+        the caller's identity, routing hints from the headers, then ids and deadline."""
         hints.apply_hints(request, hints.hints_from_headers(headers))
-        return self.stamp(request)
+        return self.stamp(request, self.identity(headers))
 
-    def stamp(self, request: invoke_pb2.InvokeRequest) -> invoke_pb2.InvokeRequest:
-        """Ids and deadline, set here and only here (never taken from the client)."""
+    def identity(self, headers: Mapping[str, str]) -> Identity:
+        """Who is calling. HTTP requests were authenticated by AuthMiddleware; gRPC calls (no
+        middleware) present their key in metadata and are checked here the same way."""
+        identity = auth.current_identity.get()
+        if identity is None:
+            identity = self.auth.identify(headers.get("authorization"), headers.get("x-api-key"))
+        return identity
+
+    def stamp(
+        self, request: invoke_pb2.InvokeRequest, identity: Identity = ANONYMOUS
+    ) -> invoke_pb2.InvokeRequest:
+        """Ids, identity and deadline, set here and only here (never taken from the client)."""
+        if identity is ANONYMOUS and self.settings.auth_required:
+            raise GatewayError("unauthorized", "missing API key")
         now_ns = time.time_ns()
         request.request_id = new_request_id()
         request.received_unix_ns = now_ns
         request.deadline_unix_ms = now_ns // 1_000_000 + int(self.settings.request_timeout_s * 1000)
-        request.project_id = request.project_id or "default"
+        request.project_id = identity.project_id
+        request.agent_id = identity.agent_id
+        request.key_id = identity.key_id
         return request
 
     async def invoke(self, http: Request) -> Response:

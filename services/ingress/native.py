@@ -223,7 +223,11 @@ def rationale_json(r: invoke_pb2.Rationale) -> dict[str, Any]:
         },
         "winner": r.winner,
         "reason": r.reason,
+        "chain": list(r.chain),
         "decision_us": round(r.decision_us, 1),
+        "decided_by": r.decided_by,
+        "prompt_tokens_est": r.prompt_tokens_est,
+        "expected_output_tokens": r.expected_output_tokens,
         "candidates": [
             {
                 "deployment": c.deployment_id,
@@ -236,6 +240,10 @@ def rationale_json(r: invoke_pb2.Rationale) -> dict[str, Any]:
                     "quality": round(c.quality_score, 4),
                     "total": round(c.total, 4),
                 },
+                "latency_source": c.latency_source,
+                "inflight": c.inflight,
+                "error_rate": round(c.error_rate, 4),
+                "breaker": c.breaker,
                 "eligible": c.eligible,
                 **({"excluded": c.excluded_reason} if c.excluded_reason else {}),
             }
@@ -381,6 +389,10 @@ class CandidateOut(_Out):
     est_cost_usd: float
     quality: float
     scores: Scores
+    latency_source: str
+    inflight: int
+    error_rate: float
+    breaker: str
     eligible: bool
     excluded: str | None = None
 
@@ -392,7 +404,11 @@ class RationaleOut(_Out):
     weights: Weights
     winner: str
     reason: str
+    chain: list[str]
     decision_us: float
+    decided_by: str
+    prompt_tokens_est: int
+    expected_output_tokens: int
     candidates: list[CandidateOut]
 
 

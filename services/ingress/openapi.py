@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from . import anthropic_api, hints, native, openai_api
+from . import admin, anthropic_api, hints, native, openai_api
 
 REF = "#/components/schemas/{model}"
 SSE = {"text/event-stream": {"schema": {"type": "string"}}}
@@ -32,6 +32,13 @@ def _components() -> tuple[dict[type[BaseModel], str], dict[str, Any]]:
         "AnthropicError": anthropic_api.AnthropicErrorResponse,
         "AnthropicModel": anthropic_api.AnthropicModel,
         "AnthropicModelList": anthropic_api.AnthropicModelList,
+        "ProjectIn": admin.ProjectIn,
+        "ProjectPatch": admin.ProjectPatch,
+        "AgentIn": admin.AgentIn,
+        "AgentPatch": admin.AgentPatch,
+        "KeyIn": admin.KeyIn,
+        "KeyPatch": admin.KeyPatch,
+        "BudgetIn": admin.BudgetIn,
     }
     keys, schema = models_json_schema([(model, "validation") for model in named.values()], ref_template=REF)
     defs: dict[str, Any] = schema.get("$defs", {})
@@ -86,6 +93,91 @@ ANTHROPIC_ERRORS = {
     "504": "timeout_error.",
     "529": "overloaded_error: no capacity right now.",
 }
+
+
+# The admin API (docs/budgets.md) answers errors in the neutral shape.
+ADMIN_ERRORS = {
+    "400": "Invalid body or parameter.",
+    "401": "Missing or wrong admin token.",
+    "404": "No such project, agent, key or budget.",
+    "409": "Already exists, or changed concurrently (try again).",
+    "503": "The admin API or the budget authority is not ready (see Retry-After).",
+}
+
+
+def _admin_paths(ref: dict[type[BaseModel], str]) -> dict[str, Any]:
+    """Every /admin/v1 route; bodies are the admin models, answers JSON objects."""
+    error = ref[native.NativeErrorResponse]
+    record = {
+        "description": "The record(s).",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+
+    def op(
+        summary: str,
+        body: type[BaseModel] | None = None,
+        params: tuple[dict, ...] = (),
+        created: bool = False,
+    ):
+        spec: dict[str, Any] = {
+            "summary": summary,
+            "security": [{"bearer": []}],
+            "responses": {"201" if created else "200": record, **_errors(error, ADMIN_ERRORS)},
+        }
+        if params:
+            spec["parameters"] = list(params)
+        if body is not None:
+            spec["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": ref[body]}}},
+            }
+        return spec
+
+    def path(name: str) -> dict[str, Any]:
+        return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+    def query(name: str, required: bool = False) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": required, "schema": {"type": "string"}}
+
+    p = admin.PREFIX
+    project, agent, key_id = path("project"), path("agent"), path("key_id")
+    budget_key = (query("scope", True), query("scope_id", True), query("period", True))
+    return {
+        f"{p}/projects": {
+            "get": op("List projects"),
+            "post": op("Create a project", admin.ProjectIn, created=True),
+        },
+        f"{p}/projects/{{project}}": {
+            "get": op("One project", params=(project,)),
+            "patch": op("Change a project", admin.ProjectPatch, (project,)),
+            "delete": op("Delete a project", params=(project,)),
+        },
+        f"{p}/projects/{{project}}/agents": {
+            "get": op("List a project's agents", params=(project,)),
+            "post": op("Create an agent", admin.AgentIn, (project,), created=True),
+        },
+        f"{p}/projects/{{project}}/agents/{{agent}}": {
+            "patch": op("Change an agent", admin.AgentPatch, (project, agent)),
+            "delete": op("Delete an agent", params=(project, agent)),
+        },
+        f"{p}/keys": {
+            "get": op("List API keys (never their secrets)", params=(query("project"),)),
+            "post": op("Issue an API key (the secret is shown once)", admin.KeyIn, created=True),
+        },
+        f"{p}/keys/{{key_id}}": {
+            "get": op("One API key", params=(key_id,)),
+            "patch": op("Change an API key", admin.KeyPatch, (key_id,)),
+            "delete": op("Revoke an API key", params=(key_id,)),
+        },
+        f"{p}/budgets": {
+            "get": op("List budgets", params=(query("project"),)),
+            "put": op("Set a budget cap", admin.BudgetIn),
+            "delete": op("Remove a budget cap", params=budget_key),
+        },
+        f"{p}/spend": {
+            "get": op("Spend against caps, as the authority counts it", params=(query("project"),))
+        },
+    }
 
 
 def _hint_parameters() -> list[dict[str, Any]]:
@@ -276,6 +368,7 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+    paths.update(_admin_paths(ref))
     return {
         "openapi": "3.1.0",
         "info": {

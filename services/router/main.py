@@ -214,6 +214,7 @@ class Router(BusService):
             max_cost_usd=format_usd(max_cost_usd(deployment.price, prompt_tokens, max_tokens)),
             estimated_tokens=prompt_tokens + min(max_tokens, DEFAULT_EXPECTED_OUTPUT_TOKENS),
             deadline_unix_ms=request.deadline_unix_ms,
+            received_unix_ms=request.received_unix_ns // 1_000_000,
         )
         try:
             reply = await self.nc.request(

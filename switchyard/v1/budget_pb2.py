@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aswitchyard/v1/budget.proto\x12\rswitchyard.v1\"\xbd\x01\n\x10\x41uthorizeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x15\n\rdeployment_id\x18\x05 \x01(\t\x12\x14\n\x0cmax_cost_usd\x18\x06 \x01(\t\x12\x18\n\x10\x65stimated_tokens\x18\x07 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x08 \x01(\x03\"\x90\x01\n\x08\x44\x65\x63ision\x12\r\n\x05\x61llow\x18\x01 \x01(\x08\x12\x11\n\tdeny_code\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65ny_reason\x18\x03 \x01(\t\x12\x15\n\rretry_after_s\x18\x04 \x01(\x01\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12\r\n\x05scope\x18\x06 \x01(\t\x12\x0f\n\x07\x63\x61p_usd\x18\x07 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aswitchyard/v1/budget.proto\x12\rswitchyard.v1\"\xd7\x01\n\x10\x41uthorizeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x15\n\rdeployment_id\x18\x05 \x01(\t\x12\x14\n\x0cmax_cost_usd\x18\x06 \x01(\t\x12\x18\n\x10\x65stimated_tokens\x18\x07 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x08 \x01(\x03\x12\x18\n\x10received_unix_ms\x18\t \x01(\x03\"\x90\x01\n\x08\x44\x65\x63ision\x12\r\n\x05\x61llow\x18\x01 \x01(\x08\x12\x11\n\tdeny_code\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65ny_reason\x18\x03 \x01(\t\x12\x15\n\rretry_after_s\x18\x04 \x01(\x01\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12\r\n\x05scope\x18\x06 \x01(\t\x12\x0f\n\x07\x63\x61p_usd\x18\x07 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchyard.v1.budget_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUTHORIZEREQUEST']._serialized_start=46
-  _globals['_AUTHORIZEREQUEST']._serialized_end=235
-  _globals['_DECISION']._serialized_start=238
-  _globals['_DECISION']._serialized_end=382
+  _globals['_AUTHORIZEREQUEST']._serialized_end=261
+  _globals['_DECISION']._serialized_start=264
+  _globals['_DECISION']._serialized_end=408
 # @@protoc_insertion_point(module_scope)

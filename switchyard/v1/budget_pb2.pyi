@@ -5,7 +5,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuthorizeRequest(_message.Message):
-    __slots__ = ("request_id", "project_id", "agent_id", "key_id", "deployment_id", "max_cost_usd", "estimated_tokens", "deadline_unix_ms")
+    __slots__ = ("request_id", "project_id", "agent_id", "key_id", "deployment_id", "max_cost_usd", "estimated_tokens", "deadline_unix_ms", "received_unix_ms")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -14,6 +14,7 @@ class AuthorizeRequest(_message.Message):
     MAX_COST_USD_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     project_id: str
     agent_id: str
@@ -22,7 +23,8 @@ class AuthorizeRequest(_message.Message):
     max_cost_usd: str
     estimated_tokens: int
     deadline_unix_ms: int
-    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., max_cost_usd: _Optional[str] = ..., estimated_tokens: _Optional[int] = ..., deadline_unix_ms: _Optional[int] = ...) -> None: ...
+    received_unix_ms: int
+    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., max_cost_usd: _Optional[str] = ..., estimated_tokens: _Optional[int] = ..., deadline_unix_ms: _Optional[int] = ..., received_unix_ms: _Optional[int] = ...) -> None: ...
 
 class Decision(_message.Message):
     __slots__ = ("allow", "deny_code", "deny_reason", "retry_after_s", "reservation_id", "scope", "cap_usd")

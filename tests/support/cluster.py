@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,12 +71,5 @@ class NatsCluster:
 def cluster_stack(workdir: Path, **env: str) -> Stack:
     """A Stack whose services talk to a 3-node cluster with R3 streams."""
     cluster = NatsCluster(workdir).start()
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
-    base.update(
-        SWITCHYARD_NATS_URL=cluster.url,
-        SWITCHYARD_DATA_DIR=str(workdir / "data"),
-        SWITCHYARD_STREAM_REPLICAS="3",
-        PYTHONUNBUFFERED="1",
-    )
-    base.update(env)
+    base = Stack.base_env(cluster.url, workdir, SWITCHYARD_STREAM_REPLICAS="3", **env)
     return Stack(workdir=workdir, nats=cluster, env=base)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -60,19 +61,36 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     services: list[ServiceProc] = field(default_factory=list)
     ingress_url: str = ""
+    api_key: str = ""  # a key of project "default", provisioned by start_all (or provision)
+
+    @property
+    def admin_token(self) -> str:
+        return self.env["SWITCHYARD_ADMIN_TOKEN"]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Send these with every API call: `httpx.AsyncClient(..., headers=stack.headers)`."""
+        return {"authorization": f"Bearer {self.api_key}"}
 
     @classmethod
     def create(cls, workdir: Path, **env: str) -> Stack:
         server = NatsServer(store_dir=workdir / "nats").start()
+        return cls(workdir=workdir, nats=server, env=cls.base_env(server.url, workdir, **env))
+
+    @staticmethod
+    def base_env(nats_url: str, workdir: Path, **env: str) -> dict[str, str]:
+        """The environment every service of a test stack gets: no SWITCHYARD_* leaking in
+        from the caller's shell, a fresh admin token, the stack's NATS and data folder."""
         base = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
         base.update(
-            SWITCHYARD_NATS_URL=server.url,
+            SWITCHYARD_NATS_URL=nats_url,
             SWITCHYARD_DATA_DIR=str(workdir / "data"),
             SWITCHYARD_LOG_LEVEL="INFO",
+            SWITCHYARD_ADMIN_TOKEN=secrets.token_urlsafe(24),
             PYTHONUNBUFFERED="1",
         )
         base.update(env)
-        return cls(workdir=workdir, nats=server, env=base)
+        return base
 
     def spawn(self, name: str, module: str, *args: str, wait: bool = True, **env: str) -> ServiceProc:
         log_path = self.workdir / f"{name}-{len(self.services)}.log"
@@ -111,7 +129,7 @@ class Stack:
 
         wait_until(ready, timeout_s, what=f"{service.name} ready")
 
-    def start_all(self, providers: tuple[str, ...] = ("demo",), ready_timeout_s: float = 30.0) -> Stack:
+    def start_all(self, providers: tuple[str, ...] = ("demo",), ready_timeout_s: float = 90.0) -> Stack:
         """Every service, one process each, started together."""
         started = [
             self.spawn("ledger", "services.ledger", wait=False),
@@ -125,7 +143,25 @@ class Stack:
         ]
         for service in started:
             self.wait_ready(service, ready_timeout_s)
+        self.provision()
         return self
+
+    def admin(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """A call to the ingress's admin API with the stack's admin token."""
+        headers = {"authorization": f"Bearer {self.admin_token}"}
+        return httpx.request(
+            method, f"{self.ingress_url}/admin/v1{path}", headers=headers, timeout=10, **kwargs
+        )
+
+    def provision(self, project: str = "default", **key: object) -> str:
+        """Create the project (if new) and an API key for it; the first becomes `api_key`."""
+        r = self.admin("POST", "/projects", json={"id": project})
+        assert r.status_code in (201, 409), r.text
+        r = self.admin("POST", "/keys", json={"project": project, **key})
+        assert r.status_code == 201, r.text
+        secret = r.json()["key"]
+        self.api_key = self.api_key or secret
+        return secret
 
     def by_name(self, name: str) -> list[ServiceProc]:
         return [s for s in self.services if s.name == name and s.process.poll() is None]

@@ -1,0 +1,281 @@
+"""The budget authority's decisions: reserve or deny, settle, expire, report. Pure.
+
+One `Authority` object is the only place spend and rate-limit state changes; main.py feeds it
+requests and events one at a time on one event loop, so every decision sees every earlier one
+(no lost update under any concurrency inside the process). Across processes, only the
+elected leader holds an Authority (docs/budgets.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from switchyard.pricing import format_usd
+from switchyard.tenancy import Limits, TenancyView, budget_project, scope_label
+from switchyard.v1 import budget_pb2, events_pb2
+
+from .alerts import Crossing, crossed, reached
+from .book import Change, Reservation, SpendBook
+from .buckets import TokenBucket
+from .periods import period_start
+
+# A request's own clock is trusted for its period only within this distance of ours.
+MAX_CLOCK_SKEW_MS = 60_000
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allow: bool
+    code: str = ""  # budget_exceeded | rate_limited
+    reason: str = ""
+    retry_after_s: float = 0.0
+    scope: str = ""
+    cap_usd: str = ""
+    reservation: Reservation | None = None  # set when a new hold was made (journal it)
+
+    def to_proto(self, request_id: str) -> budget_pb2.Decision:
+        return budget_pb2.Decision(
+            allow=self.allow,
+            deny_code=self.code,
+            deny_reason=self.reason,
+            retry_after_s=self.retry_after_s,
+            reservation_id=request_id if self.allow else "",
+            scope=self.scope,
+            cap_usd=self.cap_usd,
+        )
+
+
+def _amount(text: str) -> Decimal:
+    try:
+        value = Decimal(text or "0")
+    except InvalidOperation:
+        return Decimal(0)
+    return value if value.is_finite() and value > 0 else Decimal(0)
+
+
+def _per(value: float) -> str:
+    return f"{value:g}"
+
+
+class Authority:
+    def __init__(self, view: TenancyView, book: SpendBook | None = None) -> None:
+        self.view = view
+        self.book = book if book is not None else SpendBook()
+        self.buckets: dict[str, TokenBucket] = {}
+
+    # --- authorize ----------------------------------------------------------------------
+
+    def reservation_of(self, ask: budget_pb2.AuthorizeRequest, now_ms: int) -> Reservation:
+        at_ms = ask.received_unix_ms
+        if not at_ms or abs(at_ms - now_ms) > MAX_CLOCK_SKEW_MS:
+            at_ms = now_ms
+        return Reservation(
+            request_id=ask.request_id,
+            scopes=tuple(self.view.scopes(ask.project_id, ask.agent_id, ask.key_id)),
+            amount=_amount(ask.max_cost_usd),
+            at_ms=at_ms,
+            deadline_ms=ask.deadline_unix_ms or now_ms + 120_000,
+            tokens=ask.estimated_tokens,
+            project_id=ask.project_id,
+            key_id=ask.key_id,
+        )
+
+    def authorize(self, ask: budget_pb2.AuthorizeRequest, now_ms: int) -> Verdict:
+        """Reserve the request's maximum cost in every scope at once, or deny."""
+        if ask.request_id in self.book.reservations or self.book.is_settled(ask.request_id):
+            return Verdict(True)  # a repeated ask (the router retried): same answer, no new hold
+        reservation = self.reservation_of(ask, now_ms)
+        denial = self._over_cap(reservation) or self._rate_limited(reservation, now_ms / 1000)
+        if denial is not None:
+            return denial
+        self._take_tokens(reservation, now_ms / 1000)
+        self.book.hold(reservation)
+        return Verdict(True, reservation=reservation)
+
+    def _over_cap(self, reservation: Reservation) -> Verdict | None:
+        for budget in self.view.budgets_for(list(reservation.scopes)):
+            slot = (budget.scope_label, budget.period, period_start(budget.period, reservation.at_ms))
+            counter = self.book.counter(slot)
+            if counter.spent + counter.held + reservation.amount > budget.cap_usd:
+                cap = format_usd(budget.cap_usd)
+                return Verdict(
+                    False,
+                    "budget_exceeded",
+                    f"budget exceeded: {budget.scope_label} has a {budget.period} cap of {cap} USD "
+                    f"({slot[2]}); spent {format_usd(counter.spent)}, reserved "
+                    f"{format_usd(counter.held)}, this request may cost up to "
+                    f"{format_usd(reservation.amount)}",
+                    scope=budget.scope_label,
+                    cap_usd=cap,
+                )
+        return None
+
+    def _limits(self, reservation: Reservation) -> list[tuple[str, Limits]]:
+        out = []
+        if reservation.key_id:
+            out.append((scope_label("key", reservation.key_id), self.view.key_limits(reservation.key_id)))
+        out.append(
+            (scope_label("project", reservation.project_id), self.view.project_limits(reservation.project_id))
+        )
+        return out
+
+    def _bucket(self, name: str, rate_per_s: float, capacity: float, now_s: float) -> TokenBucket:
+        bucket = self.buckets.get(name)
+        if bucket is None:
+            bucket = self.buckets[name] = TokenBucket.full(rate_per_s, capacity, now_s)
+        elif bucket.rate_per_s != rate_per_s or bucket.capacity != capacity:
+            bucket.reconfigure(rate_per_s, capacity, now_s)  # limits changed live
+        return bucket
+
+    def _needs(self, reservation: Reservation, now_s: float) -> list[tuple[TokenBucket, float, str]]:
+        needs = []
+        for scope, limits in self._limits(reservation):
+            if limits.rps:
+                bucket = self._bucket(f"rps|{scope}", limits.rps, max(limits.rps, 1.0), now_s)
+                needs.append((bucket, 1.0, f"{scope} allows {_per(limits.rps)} requests per second"))
+            if limits.tpm:
+                bucket = self._bucket(f"tpm|{scope}", limits.tpm / 60.0, float(limits.tpm), now_s)
+                needs.append(
+                    (
+                        bucket,
+                        float(reservation.tokens),
+                        f"{scope} allows {limits.tpm} tokens per minute "
+                        f"(this request counts ~{reservation.tokens})",
+                    )
+                )
+        return needs
+
+    def _rate_limited(self, reservation: Reservation, now_s: float) -> Verdict | None:
+        waits = [
+            (bucket.wait_s(amount, now_s), why) for bucket, amount, why in self._needs(reservation, now_s)
+        ]
+        blocked = [(wait, why) for wait, why in waits if wait > 0]
+        if not blocked:
+            return None
+        wait, why = max(blocked)
+        if math.isinf(wait):
+            return Verdict(
+                False, "rate_limited", f"rate limited: this request is larger than the limit: {why}", 60.0
+            )
+        return Verdict(False, "rate_limited", f"rate limited: {why}", round(max(wait, 0.001), 3))
+
+    def _take_tokens(self, reservation: Reservation, now_s: float) -> None:
+        for bucket, amount, _ in self._needs(reservation, now_s):
+            bucket.take(amount, now_s)
+
+    def restore(self, ask: budget_pb2.AuthorizeRequest, now_ms: int) -> None:
+        """Hold a reservation the previous authority granted (from its journal), unchecked."""
+        if not self.book.is_settled(ask.request_id):
+            self.book.hold(self.reservation_of(ask, int(ask.received_unix_ms) or now_ms))
+
+    def cancel(self, request_id: str) -> None:
+        """Undo a reservation that could not be journaled (the request is refused)."""
+        self.book.release(request_id)
+
+    # --- settle -------------------------------------------------------------------------
+
+    def settle(self, event: events_pb2.Completion, now_ms: int) -> list[Crossing]:
+        """Count a completed request's actual cost once; return the alert thresholds crossed."""
+        scopes = self.view.scopes(event.project_id, event.agent_id, event.key_id)
+        result = self.book.settle(
+            event.request_id,
+            scopes,
+            event.started_unix_ms or now_ms,
+            _amount(event.cost_usd),
+            now_ms,
+        )
+        if result is None:
+            return []
+        reservation, changes = result
+        if reservation is not None and reservation.tokens:
+            actual = event.usage.prompt_tokens + event.usage.completion_tokens
+            self._settle_tokens(reservation, actual - reservation.tokens, now_ms / 1000)
+        return self._crossings(changes)
+
+    def _settle_tokens(self, reservation: Reservation, delta: int, now_s: float) -> None:
+        for scope, limits in self._limits(reservation):
+            bucket = self.buckets.get(f"tpm|{scope}")
+            if limits.tpm and bucket is not None:
+                bucket.adjust(delta, now_s)
+
+    def _crossings(self, changes: list[Change]) -> list[Crossing]:
+        out = []
+        for budget in self.view.budgets_for(list({c.slot[0] for c in changes})):
+            for change in changes:
+                scope, period, start = change.slot
+                if scope == budget.scope_label and period == budget.period:
+                    for pct in crossed(budget.thresholds, budget.cap_usd, change.before, change.after):
+                        out.append(Crossing(budget, start, pct, change.after))
+        return out
+
+    def all_reached(self, now_ms: int) -> list[Crossing]:
+        """Every threshold reached in the current periods (checked after a rebuild)."""
+        out = []
+        for budget in self.view.budgets.values():
+            start = period_start(budget.period, now_ms)
+            spent = self.book.counter((budget.scope_label, budget.period, start)).spent
+            out.extend(
+                Crossing(budget, start, pct, spent)
+                for pct in reached(budget.thresholds, budget.cap_usd, spent)
+            )
+        return out
+
+    def expire(self, now_ms: int, grace_ms: int) -> list[Reservation]:
+        return self.book.expired(now_ms, grace_ms)
+
+    # --- report -------------------------------------------------------------------------
+
+    def _scope_project(self, scope: str) -> str:
+        kind, _, scope_id = scope.partition(":")
+        if kind == "key":
+            key = self.view.keys.get(scope_id)
+            return key.project_id if key else ""
+        return scope_id.split("/")[0]
+
+    def status(self, project_id: str, now_ms: int) -> dict[str, Any]:
+        """Spend, reservations and caps of one project's scopes (all projects if "")."""
+        starts = {p: period_start(p, now_ms) for p in ("day", "month", "total")}
+        scopes: dict[str, dict[str, Any]] = {}
+
+        def entry(scope: str) -> dict[str, Any]:
+            if scope not in scopes:
+                periods = {}
+                for period, start in starts.items():
+                    counter = self.book.counter((scope, period, start))
+                    periods[period] = {
+                        "start": start,
+                        "spent_usd": format_usd(counter.spent),
+                        "reserved_usd": format_usd(counter.held),
+                    }
+                scopes[scope] = {"scope": scope, "periods": periods, "budgets": []}
+            return scopes[scope]
+
+        for scope, _, start in list(self.book.counters):
+            if (not project_id or self._scope_project(scope) == project_id) and start in starts.values():
+                entry(scope)
+        for budget in self.view.budgets.values():
+            if project_id and budget_project(budget, self.view) != project_id:
+                continue
+            counter = self.book.counter((budget.scope_label, budget.period, starts[budget.period]))
+            pct = counter.spent / budget.cap_usd * 100
+            entry(budget.scope_label)["budgets"].append(
+                {
+                    "period": budget.period,
+                    "cap_usd": format_usd(budget.cap_usd),
+                    "spent_usd": format_usd(counter.spent),
+                    "reserved_usd": format_usd(counter.held),
+                    "remaining_usd": format_usd(
+                        max(budget.cap_usd - counter.spent - counter.held, Decimal(0))
+                    ),
+                    "used_pct": float(round(pct, 2)),
+                    "thresholds": budget.thresholds,
+                }
+            )
+        return {
+            "project": project_id,
+            "reservations": len(self.book.reservations),
+            "scopes": sorted(scopes.values(), key=lambda s: s["scope"]),
+        }

@@ -1,0 +1,235 @@
+"""The budget authority's domain: token buckets, periods, the spend book, decisions,
+settlement, expiry, alerts and the restart rebuild. Pure: time is passed in."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+from services.budget.alerts import Crossing, alert_id, crossed, reached, retry_delays
+from services.budget.authority import Authority
+from services.budget.book import SpendBook
+from services.budget.buckets import TokenBucket
+from services.budget.periods import day_start_ms, month_start_ms, period_start
+from services.budget.rebuild import rebuild
+from switchyard.tenancy import (
+    Budget,
+    Limits,
+    Project,
+    TenancyView,
+    budget_kv_key,
+    issue_key,
+    key_kv_key,
+    project_kv_key,
+)
+from switchyard.v1 import budget_pb2, events_pb2, invoke_pb2
+
+NOW = 1_794_000_000_000  # 2026-11-06T... UTC
+COST = Decimal("0.0000105")
+
+
+def _view(
+    cap: str | None = None, period: str = "day", scope: str = "project", **limits
+) -> tuple[TenancyView, str]:
+    view = TenancyView()
+    view.apply(
+        project_kv_key("acme"), Project(id="acme", limits=Limits(**limits.get("project", {}))).to_bytes()
+    )
+    record, _ = issue_key("acme", limits=Limits(**limits.get("key", {})))
+    view.apply(key_kv_key(record.id), record.to_bytes())
+    if cap is not None:
+        scope_id = "acme" if scope == "project" else record.id
+        budget = Budget(
+            scope=scope, scope_id=scope_id, period=period, cap_usd=Decimal(cap), project_id="acme"
+        )
+        view.apply(budget_kv_key(scope, scope_id, period), budget.to_bytes())
+    return view, record.id
+
+
+def _ask(
+    i: int, key_id: str, cost: Decimal = COST, tokens: int = 30, at: int = NOW
+) -> budget_pb2.AuthorizeRequest:
+    return budget_pb2.AuthorizeRequest(
+        request_id=f"req_{i}", project_id="acme", key_id=key_id, max_cost_usd=str(cost),
+        estimated_tokens=tokens, received_unix_ms=at, deadline_unix_ms=at + 120_000,
+    )  # fmt: skip
+
+
+def _completion(
+    i: int, key_id: str, cost: Decimal = COST, at: int = NOW, tokens: int = 30
+) -> events_pb2.Completion:
+    return events_pb2.Completion(
+        request_id=f"req_{i}", project_id="acme", key_id=key_id, cost_usd=str(cost), status="ok",
+        started_unix_ms=at, usage=invoke_pb2.Usage(prompt_tokens=tokens // 2, completion_tokens=tokens - tokens // 2),
+    )  # fmt: skip
+
+
+def test_token_bucket_refills_and_reports_the_wait() -> None:
+    bucket = TokenBucket.full(rate_per_s=5, capacity=5, now_s=0)
+    for _ in range(5):
+        assert bucket.wait_s(1, 0) == 0
+        bucket.take(1, 0)
+    assert bucket.wait_s(1, 0) == 0.2
+    assert bucket.wait_s(1, 0.2) == 0
+    assert math.isinf(bucket.wait_s(6, 10))  # larger than the bucket: never
+    bucket.adjust(3, 10)  # charged after the fact
+    assert bucket.tokens == 2
+    bucket.adjust(-100, 10)  # refunds never overfill
+    assert bucket.tokens == 5
+    bucket.reconfigure(1, 2, 10)
+    assert bucket.tokens == 2
+
+
+def test_periods_are_utc_days_months_and_all_time() -> None:
+    at = 1_793_923_199_999  # 2026-11-05T23:59:59.999Z
+    assert period_start("day", at) == "2026-11-05"
+    assert period_start("day", at + 1) == "2026-11-06"
+    assert period_start("month", at) == "2026-11"
+    assert period_start("total", at) == "all"
+    assert day_start_ms(at) == 1_793_836_800_000
+    assert period_start("month", month_start_ms(at)) == "2026-11"
+    assert period_start("month", month_start_ms(at) - 1) == "2026-10"
+
+
+def test_a_burst_never_crosses_the_cap_and_is_not_short_of_it() -> None:
+    view, key_id = _view(cap="0.0005")
+    authority = Authority(view)
+    verdicts = [authority.authorize(_ask(i, key_id), NOW) for i in range(200)]
+    allowed = [v for v in verdicts if v.allow]
+    assert len(allowed) == int(Decimal("0.0005") / COST)  # exactly as many as fit: 47
+    denied = [v for v in verdicts if not v.allow]
+    assert {v.code for v in denied} == {"budget_exceeded"}
+    assert denied[0].scope == "project:acme" and denied[0].cap_usd == "0.0005"
+    assert "project:acme" in denied[0].reason and "day cap of 0.0005 USD" in denied[0].reason
+
+
+def test_a_reservation_is_atomic_across_scopes() -> None:
+    view, key_id = _view(cap="0.00002", scope="key")  # the key's cap binds, the project has none
+    authority = Authority(view)
+    assert authority.authorize(_ask(1, key_id), NOW).allow
+    denied = authority.authorize(_ask(2, key_id), NOW)
+    assert denied.code == "budget_exceeded" and denied.scope == f"key:{key_id}"
+    held = authority.book.counter(("project:acme", "day", period_start("day", NOW))).held
+    assert held == COST  # the refused request holds nothing in any scope
+
+
+def test_settlement_replaces_the_hold_with_the_actual_cost_once() -> None:
+    view, key_id = _view(cap="0.001")
+    authority = Authority(view)
+    authority.authorize(_ask(1, key_id, cost=Decimal("0.0004")), NOW)
+    slot = ("project:acme", "month", "2026-11")
+    assert authority.book.counter(slot).held == Decimal("0.0004")
+    authority.settle(_completion(1, key_id, cost=Decimal("0.0001")), NOW + 10)
+    authority.settle(_completion(1, key_id, cost=Decimal("0.0001")), NOW + 20)  # a repeated event
+    assert authority.book.counter(slot).held == 0
+    assert authority.book.counter(slot).spent == Decimal("0.0001")
+    assert authority.authorize(_ask(1, key_id), NOW + 30).reservation is None  # a late repeat ask
+
+
+def test_unsettled_reservations_expire_after_deadline_and_grace() -> None:
+    view, key_id = _view(cap="0.00002")
+    authority = Authority(view)
+    assert authority.authorize(_ask(1, key_id), NOW).allow
+    assert not authority.authorize(_ask(2, key_id), NOW).allow
+    assert authority.expire(NOW + 120_000 + 5_000, grace_ms=10_000) == []
+    expired = authority.expire(NOW + 120_000 + 10_001, grace_ms=10_000)
+    assert [r.request_id for r in expired] == ["req_1"]
+    assert authority.authorize(_ask(3, key_id, at=NOW + 130_002), NOW + 130_002).allow
+
+
+def test_requests_per_second_hold_per_key_with_retry_after() -> None:
+    view, key_id = _view(key={"rps": 5})
+    authority = Authority(view)
+    verdicts = [authority.authorize(_ask(i, key_id), NOW) for i in range(20)]
+    assert sum(v.allow for v in verdicts) == 5
+    limited = verdicts[5]
+    assert limited.code == "rate_limited" and f"key:{key_id} allows 5 requests per second" in limited.reason
+    assert limited.retry_after_s == 0.2
+    assert authority.authorize(_ask(99, key_id), NOW + 200).allow  # one token back after 0.2 s
+
+
+def test_tokens_per_minute_per_project_settle_with_actual_usage() -> None:
+    view, key_id = _view(project={"tpm": 100})
+    authority = Authority(view)
+    assert authority.authorize(_ask(1, key_id, tokens=60), NOW).allow
+    limited = authority.authorize(_ask(2, key_id, tokens=60), NOW)
+    assert limited.code == "rate_limited" and limited.retry_after_s == 12.0  # 20 tokens at 100/min
+    authority.settle(_completion(1, key_id, tokens=20), NOW)  # it used 20 of the 60 counted
+    assert authority.authorize(_ask(3, key_id, tokens=60), NOW).allow
+    too_big = authority.authorize(_ask(4, key_id, tokens=101), NOW + 60_000)
+    assert too_big.code == "rate_limited" and "larger than the limit" in too_big.reason
+
+
+def test_budget_denial_wins_over_rate_limit_and_takes_no_tokens() -> None:
+    view, key_id = _view(cap="0.00001", key={"rps": 1})
+    authority = Authority(view)
+    assert authority.authorize(_ask(1, key_id), NOW).code == "budget_exceeded"
+    view.budgets.clear()
+    assert authority.authorize(_ask(2, key_id), NOW).allow  # the rps token was still there
+
+
+def test_thresholds_alert_once_each() -> None:
+    assert crossed([50, 80, 100], Decimal(10), Decimal(4), Decimal(8)) == [50, 80]
+    assert crossed([50, 80, 100], Decimal(10), Decimal(8), Decimal("8.5")) == []
+    assert reached([50, 80, 100], Decimal(10), Decimal(9)) == [50, 80]
+    assert reached([50], Decimal(10), Decimal(0)) == []
+    view, key_id = _view(cap="0.00003")
+    authority = Authority(view)
+    crossings = []
+    for i in range(3):
+        authority.authorize(_ask(i, key_id), NOW)
+        crossings += authority.settle(_completion(i, key_id), NOW)
+    assert [(c.budget.scope_label, c.threshold_pct) for c in crossings] == [
+        ("project:acme", 50), ("project:acme", 80), ("project:acme", 100),
+    ]  # fmt: skip
+    ids = {alert_id(c) for c in crossings}
+    assert len(ids) == 3 and all(i.startswith("alert.project.acme.day.") for i in ids)
+    raised = Crossing(
+        crossings[0].budget.model_copy(update={"cap_usd": Decimal(1)}), crossings[0].period_start, 50, COST
+    )
+    assert alert_id(raised) not in ids  # a new cap alerts afresh
+    assert retry_delays(4, 0.5) == [0.5, 1.0, 2.0]
+
+
+def test_rebuild_counts_ledger_tail_and_journal_once() -> None:
+    view, key_id = _view(cap="1")
+    day = period_start("day", NOW)
+    ledger_rows = [
+        # Everything the ledger holds except the tail's ids; two were inserted after the tail
+        # was read, so their events will also reach the live consumer: they must be ignored.
+        {"project_id": "acme", "agent_id": "", "key_id": key_id, "total": "0.5", "month": "0.3",
+         "day": "0.1", "recent": ["req_late1", "req_late2"]},
+    ]  # fmt: skip
+    tail = [_completion(1, key_id, cost=Decimal("0.01")), _completion(1, key_id, cost=Decimal("0.01"))]
+    journal = [
+        _ask(1, key_id, cost=Decimal("0.2")),  # settled in the tail
+        _ask(2, key_id, cost=Decimal("0.2")),  # completed, in the ledger ("done")
+        _ask(3, key_id, cost=Decimal("0.2")),  # still in flight: held again
+        _ask(4, key_id, cost=Decimal("0.2"), at=NOW - 300_000),  # past deadline + grace
+        _ask(3, key_id, cost=Decimal("0.2")),  # journaled twice
+    ]
+    authority = rebuild(view, ledger_rows, tail, journal, {"req_2"}, NOW, grace_ms=10_000)
+    book = authority.book
+    assert book.counter(("project:acme", "day", day)).spent == Decimal("0.11")
+    assert book.counter((f"key:{key_id}", "month", "2026-11")).spent == Decimal("0.31")
+    assert book.counter(("project:acme", "total", "all")).spent == Decimal("0.51")
+    assert list(book.reservations) == ["req_3"]
+    assert book.counter(("project:acme", "day", day)).held == Decimal("0.2")
+    # The live consumer then sees events already counted: none counts again.
+    for request_id in ("req_late1", "req_1"):
+        authority.settle(events_pb2.Completion(request_id=request_id, project_id="acme", cost_usd="5"), NOW)
+    authority.settle(_completion(3, key_id, cost=Decimal("0.05")), NOW)
+    assert book.counter(("project:acme", "day", day)).spent == Decimal("0.16")
+    assert book.counter(("project:acme", "day", day)).held == 0
+
+
+def test_old_periods_are_pruned_but_held_ones_kept() -> None:
+    book = SpendBook()
+    book.add_spent(("project:acme", "day", "2026-11-04"), Decimal(1))
+    book.add_spent(("project:acme", "day", period_start("day", NOW)), Decimal(1))
+    book.add_spent(("project:acme", "total", "all"), Decimal(2))
+    book.mark_settled("old", NOW - 2 * 3600 * 1000)
+    book.prune(NOW)
+    assert ("project:acme", "day", "2026-11-04") not in book.counters
+    assert ("project:acme", "total", "all") in book.counters
+    assert not book.is_settled("old")

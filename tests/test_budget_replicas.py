@@ -1,0 +1,152 @@
+"""Exactness across replicas: two budget processes and two routers, bursts of concurrent
+requests against a cap and against rate limits, the leader killed between bursts, and every
+budget process killed and restarted while the ledger is behind."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.budgets import burst, invoke, scope_spent, set_budget, spend, wait_for
+from tests.support.procs import Stack, ledger_sql, wait_for_rows
+
+
+@pytest.fixture(scope="module")
+def replicas() -> Iterator[Stack]:
+    workdir = Path(tempfile.mkdtemp(prefix="switchyard-replicas-"))
+    stack = Stack.create(
+        workdir,
+        SWITCHYARD_DEMO_LATENCY_MS="2",
+        SWITCHYARD_BUDGET_LEASE_TTL_S="1.5",
+        # The router's wait for the authority is 0.5 s by default; on a loaded 2-core machine a
+        # burst can exceed it (a 503, fail closed). These tests are about counts, not speed.
+        SWITCHYARD_BUDGET_TIMEOUT_S="15",
+    )
+    try:
+        started = [
+            stack.spawn("ledger", "services.ledger", wait=False),
+            stack.spawn("budget", "services.budget", wait=False),
+            stack.spawn("budget", "services.budget", wait=False),
+            stack.spawn("worker-demo", "services.providers", "--provider", "demo", wait=False),
+            stack.spawn("router", "services.router", wait=False),
+            stack.spawn("router", "services.router", wait=False),
+            stack.spawn("ingress", "services.ingress", wait=False),
+        ]
+        for service in started:
+            stack.wait_ready(service)
+        stack.provision()
+        yield stack
+    except Exception:
+        print(stack.logs())
+        raise
+    finally:
+        stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _leader(stack: Stack):
+    holder = spend(stack, "")["leader"]
+    pid = int(holder.split(":")[1])
+    return next(s for s in stack.by_name("budget") if s.process.pid == pid)
+
+
+async def test_a_burst_across_replicas_spends_exactly_up_to_the_cap(replicas: Stack) -> None:
+    key = replicas.provision("burst")
+    async with httpx.AsyncClient(base_url=replicas.ingress_url, timeout=30) as http:
+        cost = Decimal((await invoke(http, key)).json()["cost_usd"])
+    wait_for(lambda: scope_spent(spend(replicas, "burst"), "project:burst") == cost, what="settlement")
+    set_budget(replicas, "project", "burst", "day", cost * 40)
+
+    responses = await burst(replicas.ingress_url, key, 200)
+    codes = [r.status_code for r in responses]
+    # Every reservation is the request's true cost here, so exactness is an exact count:
+    # no overshoot (more than 39) and no phantom denial (fewer than 39).
+    assert codes.count(200) == 39, sorted(set(codes))
+    assert codes.count(402) == 161
+    assert {r.json()["error"]["code"] for r in responses if r.status_code == 402} == {"budget_exceeded"}
+
+    # The leader is killed; the standby takes over and rebuilds the spend from the ledger,
+    # the events not yet in it and the journal: the raised cap admits exactly the difference.
+    set_budget(replicas, "project", "burst", "day", cost * 70)
+    old = _leader(replicas)
+    old.stop(signal.SIGKILL)
+    wait_for(lambda: _leader(replicas) is not old, what="a new budget leader")
+    responses = await burst(replicas.ingress_url, key, 100)
+    assert [r.status_code for r in responses].count(200) == 30
+
+    rows: list[dict] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rows = await ledger_sql(
+            replicas.nats.url,
+            "SELECT count() AS n, toString(sum(cost_usd)) AS spent FROM requests FINAL "
+            "WHERE project_id = 'burst' AND status = 'ok'",
+        )
+        if rows[0]["n"] >= 70:
+            break
+        await asyncio.sleep(0.2)
+    assert rows[0]["n"] == 70 and Decimal(rows[0]["spent"]) == cost * 70
+    assert scope_spent(spend(replicas, "burst"), "project:burst") == cost * 70
+
+
+async def test_rate_limits_hold_across_replicas(replicas: Stack) -> None:
+    replicas.admin("POST", "/projects", json={"id": "rps", "limits": {"rps": 5}})
+    key = replicas.admin("POST", "/keys", json={"project": "rps"}).json()["key"]
+    started = time.monotonic()
+    responses = await burst(replicas.ingress_url, key, 100)
+    elapsed = time.monotonic() - started
+    allowed = sum(r.status_code == 200 for r in responses)
+    # A full bucket (5) plus what refills while the burst is served, never more.
+    assert 5 <= allowed <= 5 + 5 * elapsed + 1, (allowed, elapsed)
+    limited = [r for r in responses if r.status_code == 429]
+    assert len(limited) == 100 - allowed
+    assert all(r.headers["retry-after"] == "1" for r in limited)
+
+
+async def test_spend_is_rebuilt_after_a_kill_without_double_counting(replicas: Stack) -> None:
+    """Spend survives the budget processes killed and restarted: rebuilt from the ledger plus
+    the completion events the ledger has not stored yet, nothing counted twice."""
+    key = replicas.provision("restart")
+    async with httpx.AsyncClient(base_url=replicas.ingress_url, timeout=30) as http:
+        first = [await invoke(http, key) for _ in range(4)]
+        cost = Decimal(first[0].json()["cost_usd"])
+        await wait_for_rows(replicas.nats.url, "SELECT 1 FROM requests FINAL WHERE project_id = 'restart'", 4)
+
+        # The ledger stops: these completions stay in the stream only.
+        ledger = replicas.by_name("ledger")[0]
+        ledger.stop()
+        for _ in range(3):
+            assert (await invoke(http, key)).status_code == 200
+        wait_for(
+            lambda: scope_spent(spend(replicas, "restart"), "project:restart") == cost * 7, what="settled"
+        )
+
+        # Kill every authority; restart one and the ledger together, in either order of readiness.
+        for process in replicas.by_name("budget"):
+            process.stop(signal.SIGKILL)
+        budget = replicas.spawn("budget", "services.budget", wait=False)
+        ledger = replicas.spawn("ledger", "services.ledger", wait=False)
+        replicas.wait_ready(budget)
+        replicas.wait_ready(ledger)
+        status = wait_for(lambda: spend(replicas, "restart"), 60, what="the restarted authority")
+        for period in ("day", "month", "total"):
+            assert scope_spent(status, "project:restart", period) == cost * 7, status
+
+        # The ledger catches up on the 3 events; the authority must not count them again.
+        await wait_for_rows(replicas.nats.url, "SELECT 1 FROM requests FINAL WHERE project_id = 'restart'", 7)
+        assert scope_spent(spend(replicas, "restart"), "project:restart") == cost * 7
+
+    # Decisions use the rebuilt spend: a cap of 10 requests leaves room for exactly 3 more.
+    set_budget(replicas, "project", "restart", "total", cost * 10)
+    codes = [r.status_code for r in await burst(replicas.ingress_url, key, 6)]
+    assert sorted(codes) == [200, 200, 200, 402, 402, 402]
+    wait_for(lambda: scope_spent(spend(replicas, "restart"), "project:restart") == cost * 10, what="final")
