@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from nats.aio.msg import Msg
 
-from switchyard import subjects
+from switchyard import metrics, subjects, telemetry
 from switchyard.service import BusService, run
 from switchyard.v1 import budget_pb2
+
+tracer = telemetry.tracer("switchyard.budget")
 
 
 class BudgetService(BusService):
@@ -24,9 +26,14 @@ class BudgetService(BusService):
         self.ready = True
 
     async def _on_authorize(self, msg: Msg) -> None:
-        ask = budget_pb2.AuthorizeRequest.FromString(msg.data)
-        decision = budget_pb2.Decision(allow=True, reservation_id=ask.request_id)
-        await msg.respond(decision.SerializeToString())
+        ctx = telemetry.extract_context(msg.headers)
+        with metrics.track(self.name), tracer.start_as_current_span("budget.authorize", context=ctx) as span:
+            ask = budget_pb2.AuthorizeRequest.FromString(msg.data)
+            span.set_attribute("switchyard.request_id", ask.request_id)
+            span.set_attribute("switchyard.project_id", ask.project_id)
+            decision = budget_pb2.Decision(allow=True, reservation_id=ask.request_id)
+            span.set_attribute("switchyard.allow", decision.allow)
+            await msg.respond(decision.SerializeToString())
 
 
 def main() -> None:

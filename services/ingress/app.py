@@ -14,13 +14,14 @@ from typing import Any
 
 import orjson
 from nats.nuid import NUID
+from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from switchyard import bus, subjects
+from switchyard import bus, genai, metrics, subjects, telemetry
 from switchyard.errors import GatewayError
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
@@ -38,6 +39,8 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 _nuid = NUID()
+tracer = telemetry.tracer("switchyard.ingress")
+SERVICE = "ingress"
 
 
 class JSONResponse(Response):
@@ -121,28 +124,39 @@ class Ingress:
         return await self.relay(request, native_stream)
 
     async def relay(self, request: invoke_pb2.InvokeRequest, streamer) -> Response:
-        """Publish, then answer with the final frame (JSON) or stream the frames (SSE)."""
+        """Publish, then answer with the final frame (JSON) or stream the frames (SSE).
+
+        The request's root span starts here and its context rides the NATS headers, so the
+        router, the worker and the ledger continue one trace. A streamed request's span ends
+        with the stream.
+        """
         assert self.client is not None
         started = time.perf_counter()
-        replies = await self.client.open(request, self.settings.request_timeout_s)
+        span = tracer.start_span(
+            genai.span_name(request.model),
+            kind=trace.SpanKind.SERVER,
+            attributes={**genai.request_attributes(request), "switchyard.api": request.api},
+        )
+        metrics.IN_FLIGHT.labels(SERVICE).inc()
+        with trace.use_span(span, end_on_exit=False):
+            replies = await self.client.open(request, self.settings.request_timeout_s)
         try:
             first = await replies.next()
         except GatewayError as error:
             self.client.close(request.request_id)
-            REQUESTS.labels(request.api, error.code).inc()
+            self._finish(request, span, started, error.code)
             return error_response(error, request.request_id)
         kind = first.WhichOneof("frame")
         if kind == "error":
             self.client.close(request.request_id)
-            REQUESTS.labels(request.api, first.error.code).inc()
+            self._finish(request, span, started, first.error.code)
             return error_response(GatewayError.from_proto(first.error), request.request_id)
         if not request.stream:
             self.client.close(request.request_id)
-            REQUESTS.labels(request.api, "ok").inc()
-            LATENCY.labels(request.api).observe(time.perf_counter() - started)
+            self._finish(request, span, started, "ok", first.final)
             return JSONResponse(native.response_json(first.final))
         return StreamingResponse(
-            self._stream(request, first, replies, streamer, started),
+            self._stream(request, first, replies, streamer, started, span),
             media_type="text/event-stream",
             headers={
                 "Cache-Control": "no-cache",
@@ -151,8 +165,31 @@ class Ingress:
             },
         )
 
+    def _finish(
+        self,
+        request: invoke_pb2.InvokeRequest,
+        span: trace.Span,
+        started: float,
+        status: str,
+        final: invoke_pb2.InvokeResponse | None = None,
+    ) -> None:
+        """Metrics and the root span's outcome, once per request."""
+        elapsed = time.perf_counter() - started
+        REQUESTS.labels(request.api, status).inc()
+        metrics.IN_FLIGHT.labels(SERVICE).dec()
+        metrics.REQUESTS.labels(SERVICE, status).inc()
+        metrics.DURATION.labels(SERVICE).observe(elapsed)
+        if final is not None:
+            LATENCY.labels(request.api).observe(elapsed)
+            span.set_attributes(genai.response_attributes(final))
+        else:
+            metrics.ERRORS.labels(SERVICE, status).inc()
+            span.set_attribute("error.type", status)
+            span.set_status(trace.StatusCode.ERROR, status)
+        span.end()
+
     async def _stream(
-        self, request, first, replies: ReplyStream, streamer, started: float
+        self, request, first, replies: ReplyStream, streamer, started: float, span: trace.Span
     ) -> AsyncIterator[bytes]:
         assert self.client is not None
         finished = False
@@ -163,9 +200,10 @@ class Ingress:
                     yield out
                 if frame.WhichOneof("frame") != "chunk":
                     finished = True
-                    status = "ok" if frame.WhichOneof("frame") == "final" else frame.error.code
-                    REQUESTS.labels(request.api, status).inc()
-                    LATENCY.labels(request.api).observe(time.perf_counter() - started)
+                    if frame.WhichOneof("frame") == "final":
+                        self._finish(request, span, started, "ok", frame.final)
+                    else:
+                        self._finish(request, span, started, frame.error.code)
                     return
                 try:
                     frame = await replies.next()
@@ -175,6 +213,7 @@ class Ingress:
             if finished:
                 self.client.close(request.request_id)
             else:  # the client went away mid-stream: stop the upstream call
+                self._finish(request, span, started, "cancelled")
                 await self.client.cancel(request.request_id)
 
     async def get_request(self, http: Request) -> Response:

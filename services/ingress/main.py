@@ -14,7 +14,7 @@ from .app import Ingress
 def main() -> None:
     settings = load_settings()
     setup_logging("ingress", settings.log_level, settings.log_json)
-    setup_tracing("ingress")
+    setup_tracing("ingress", span_dir=settings.span_dir)
     ingress = Ingress(settings)
     uvicorn.run(
         ingress.app,
