@@ -8,6 +8,8 @@ BUDGET_AUTHORIZE = "budget.authorize"  # router -> budget, queue group "budget"
 BUDGET_QUEUE = "budget"
 PROVIDER_STATS = "stats.provider"  # worker -> every router (fan-out, no queue group)
 LEDGER_QUERY = "ledger.query"  # anyone -> ledger (reads of the embedded store)
+LEDGER_FEED = "ledger.feed"  # ledger -> every dashboard: requests just stored (core fan-out, JSON)
+BUDGET_CAPS = "budget.caps"  # dashboard -> budget authority: the configured caps (JSON reply)
 CANCEL_PREFIX = "llm.cancel"  # ingress -> worker: the client went away
 
 EVENTS_STREAM = "EVENTS"
