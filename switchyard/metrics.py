@@ -90,7 +90,7 @@ def track(service: str) -> Iterator[dict[str, str]]:
         IN_FLIGHT.labels(service).dec()
         DURATION.labels(service).observe(time.perf_counter() - started)
         REQUESTS.labels(service, outcome["status"]).inc()
-        if outcome["status"] not in ("ok", "stop"):
+        if outcome["status"] != "ok":
             ERRORS.labels(service, outcome["status"]).inc()
 
 
