@@ -221,3 +221,22 @@ def test_metrics_track_counts_outcome_duration_and_in_flight() -> None:
     assert value("switchyard_errors_total", service="unit", code="error") >= 1
     assert value("switchyard_in_flight_requests", service="unit") == 0
     assert value("switchyard_request_duration_seconds_count", service="unit") >= 3
+
+
+def test_dashboard_assets_are_local_and_the_vendored_chart_library_is_the_recorded_one() -> None:
+    import hashlib
+    import re
+    from pathlib import Path
+
+    static = Path(__file__).resolve().parents[1] / "services" / "ledger" / "dashboard" / "static"
+    record = (static / "vendor" / "uplot" / "VENDOR.md").read_text()
+    for name in ("uPlot.iife.min.js", "uPlot.min.css"):
+        digest = hashlib.sha256((static / "vendor" / "uplot" / name).read_bytes()).hexdigest()
+        assert f"sha256 {name}: {digest}" in record
+    page = (static / "index.html").read_text()
+    # Every script and stylesheet is served by the dashboard itself: nothing from a CDN.
+    assets = re.findall(r'<(?:script|link)[^>]*(?:src|href)="([^"]+)"', page)
+    assert len(assets) == 4
+    for url in assets:
+        assert url.startswith("/static/"), url
+    assert "http://" not in page and "https://" not in page

@@ -227,3 +227,127 @@ async def test_metrics_of_every_service_move(traced) -> None:
     assert total(after["ledger"], "switchyard_ledger_ack_pending") == 0
     for service, name in [("ingress", "ingress"), ("router", "router"), ("worker-demo", "providers")]:
         assert total(after[service], "switchyard_in_flight_requests", service=name) == 0
+
+
+# ---- the dashboard, in a real headless browser ------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+async def test_dashboard_api_answers_and_reports_budget_caps(traced) -> None:
+    stack, _, _ = traced
+    async with httpx.AsyncClient(base_url=stack.dashboard_url) as http:
+        assert (await http.get("/api/budgets")).json() == {"caps": []}  # no budget authority answers caps
+        bad = await http.get("/api/overview?window=forever")
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
+        missing = await http.get("/api/requests/req_nope")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        overview = (await http.get("/api/overview?window=24h")).json()
+    assert overview["step_minutes"] == 15 and len(overview["series"]["t"]) >= 96
+    spent = (
+        await wait_for_rows(
+            stack.nats.url, "SELECT sum(cost_usd) AS s FROM requests FINAL WHERE project_id = 'default'", 1
+        )
+    )[0]["s"]
+    import nats
+    import orjson
+
+    # The budget authority's side of `budget.caps`, as the budget service will answer it.
+    nc = await nats.connect(stack.nats.url)
+    try:
+
+        async def answer(msg) -> None:
+            caps = [
+                {"scope_kind": "project", "scope_id": "default", "period": "day", "cap_usd": "1.00"},
+                {"scope_kind": "key", "scope_id": "k1", "period": "month", "cap_usd": "2", "spent_usd": "3"},
+            ]
+            await msg.respond(orjson.dumps({"caps": caps}))
+
+        await nc.subscribe("budget.caps", cb=answer)
+        await nc.flush()
+        async with httpx.AsyncClient(base_url=stack.dashboard_url) as http:
+            caps = (await http.get("/api/budgets")).json()["caps"]
+    finally:
+        await nc.close()
+    from decimal import Decimal
+
+    assert caps[0]["scope_id"] == "default" and Decimal(caps[0]["spent_usd"]) == Decimal(str(spent))
+    assert caps[0]["used_pct"] == pytest.approx(float(Decimal(str(spent)) * 100), abs=0.01)
+    assert caps[1] == {
+        "scope_kind": "key", "scope_id": "k1", "period": "month", "cap_usd": "2", "spent_usd": "3", "used_pct": 150.0,
+    }  # fmt: skip
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="Debian's chromium is not installed at /usr/bin/chromium (`make test` installs it with apt-get "
+    "when run as root; otherwise: sudo apt-get install -y chromium)",
+)
+async def test_dashboard_in_a_headless_browser_shows_live_requests(traced) -> None:
+    from playwright.async_api import async_playwright
+
+    stack, _, _ = traced
+    ARTIFACTS.mkdir(exist_ok=True)
+    outside: list[str] = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS, headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1440, "height": 1100})
+            page.on(
+                "request",
+                lambda r: None if r.url.startswith(stack.dashboard_url) else outside.append(r.url),
+            )
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(stack.dashboard_url + "/")
+            await page.wait_for_selector("#live.on", timeout=15_000)  # the SSE feed is connected
+            await page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
+            assert await page.evaluate("typeof uPlot") == "function"  # the vendored chart library
+            await page.wait_for_selector("#chart-spend canvas")
+            await page.wait_for_selector("#budgets-empty")  # no caps: a clear empty state
+            requests_before = await page.text_content("#kpi-requests")
+
+            # A request made after the page loaded can only reach it by push.
+            async with httpx.AsyncClient(base_url=stack.ingress_url) as http:
+                body = (await http.post("/llm.invoke", json=dict(HELLO, metadata={"agent": "ui"}))).json()
+            row = page.locator(f'#feed tr[data-request-id="{body["request_id"]}"]')
+            await row.wait_for(timeout=20_000)
+            text = await row.inner_text()
+            assert f"{body['provider']}/{body['model']}" in text and "ok" in text
+            await page.wait_for_function(
+                "before => document.querySelector('#kpi-requests').textContent !== before",
+                arg=requests_before,
+                timeout=15_000,
+            )  # the aggregates refreshed because the feed said something was stored
+            assert await page.locator("#providers tbody tr[data-provider='demo']").count() == 1
+            await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+            # The trace view of that request: rationale, attempts with timings, tokens, cost.
+            await row.click()
+            await page.wait_for_selector("#trace[data-loaded=true]", timeout=15_000)
+            trace_panel = await page.inner_text("#trace")
+            assert body["request_id"] in trace_panel
+            assert f"{body['usage']['prompt_tokens']} prompt" in trace_panel
+            assert body["cost_usd"] in trace_panel
+            assert await page.locator("#trace-attempts tbody tr").count() == len(body["attempts"])
+            assert await page.locator("#trace-timeline .seg").count() == 1 + len(body["attempts"])
+            winner = await page.inner_text("#trace-candidates tr.winner")
+            assert body["rationale"]["winner"] in winner
+            trace_id = (await page.inner_text("#trace-trace-id")).strip()
+            assert len(trace_id) == 32 and trace_id != "0" * 32
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-trace.png"), full_page=False)
+            assert not errors, errors
+        finally:
+            await browser.close()
+    assert outside == [], f"the page fetched something not served by the dashboard: {outside}"
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000

@@ -89,7 +89,7 @@ function chart(key, target, series, data, yFormat) {
     series: [{}, ...series],
     axes: [
       { stroke: "#8a96a3", grid: { stroke: "#27313b" } },
-      { stroke: "#8a96a3", grid: { stroke: "#27313b" }, values: (u, vals) => vals.map(yFormat), size: 70 },
+      { stroke: "#8a96a3", grid: { stroke: "#27313b" }, values: (u, vals) => vals.map(yFormat), size: 96 },
     ],
     legend: { live: false },
   };
