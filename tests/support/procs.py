@@ -110,7 +110,7 @@ class Stack:
             self.wait_ready(service)
         return service
 
-    def wait_ready(self, service: ServiceProc, timeout_s: float = 30.0) -> None:
+    def wait_ready(self, service: ServiceProc, timeout_s: float = 60.0) -> None:
         def ready() -> bool:
             if service.process.poll() is not None:
                 raise RuntimeError(f"{service.name} exited {service.process.returncode}:\n{service.log()}")
