@@ -74,6 +74,13 @@ class Stack:
     stopping: bool = False
     dev_key: str = ""
 
+    @property
+    def dashboard_port(self) -> int:
+        """The dashboard's port (served by the ledger); 0 in the settings picks a free one once."""
+        if not self.settings.dashboard_port:
+            self.settings.dashboard_port = free_port()
+        return self.settings.dashboard_port
+
     def plan(self) -> list[Child]:
         data_dir = self.settings.data_dir.resolve()
         base_env = dict(os.environ)
@@ -84,7 +91,7 @@ class Stack:
         )
         catalog = load_catalog(self.settings.config_file, os.environ)
         specs: list[tuple[str, list[str], dict[str, str]]] = [
-            ("ledger", ["-m", "services.ledger"], {}),
+            ("ledger", ["-m", "services.ledger"], {"SWITCHYARD_DASHBOARD_PORT": str(self.dashboard_port)}),
             ("budget", ["-m", "services.budget"], {}),
         ]
         for provider in catalog.providers():
@@ -184,6 +191,7 @@ class Stack:
             [
                 "Switchyard is up.",
                 f"  API (native)       {base}/llm.invoke",
+                f"  dashboard          http://{self.settings.dashboard_host}:{self.dashboard_port}/",
                 f"  health             {base}/healthz",
                 f"  metrics            {base}/metrics",
                 f"  NATS               {self.nats.url if self.nats else self.settings.nats_url}",
