@@ -9,8 +9,6 @@ drain into NATS), NATS last, leaving nothing running.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -22,18 +20,12 @@ from pathlib import Path
 import httpx
 
 from switchyard.catalog import load_catalog
+from switchyard.children import die_with_parent
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.settings import Settings
 from switchyard.tenancy_store import ADMIN_TOKEN_FILE, bootstrap_default, load_or_create_admin_token
 
-PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF_MAX_S = 10.0
-
-
-def _die_with_parent() -> None:
-    """Children get SIGTERM if the supervisor dies, even by SIGKILL (Linux)."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -55,7 +47,7 @@ class Child:
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
             start_new_session=True,  # terminal signals reach only the supervisor, which orders the stop
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     @property

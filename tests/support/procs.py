@@ -16,6 +16,7 @@ import nats
 import orjson
 
 from switchyard import subjects
+from switchyard.children import tied_to_parent
 from switchyard.natsserver import NatsServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,6 +122,7 @@ class Stack:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
+                preexec_fn=tied_to_parent(),  # a test killed by its timeout leaves no orphans
             )
         service = ServiceProc(name, process, ready_url, log_path, proc_env)
         self.services.append(service)
