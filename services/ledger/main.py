@@ -73,7 +73,10 @@ class Ledger(BusService):
                 max_ack_pending=self.settings.ledger_batch_size * 4,
             ),
         )
-        self._query_sub = await nc.subscribe(subjects.LEDGER_QUERY, cb=self._on_query)
+        # A queue group: with several ledger replicas each query gets one answer, not one each.
+        self._query_sub = await nc.subscribe(
+            subjects.LEDGER_QUERY, queue=subjects.LEDGER_QUERY_QUEUE, cb=self._on_query
+        )
         self._consumer = asyncio.create_task(self._consume(), name="ledger-consumer")
         self.ready = True
 
