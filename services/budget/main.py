@@ -46,6 +46,8 @@ JOURNAL_MAX_AGE_S = 24 * 3600
 MAX_TAIL = 20_000
 EXPIRY_EVERY_S = 1.0
 PRUNE_EVERY_S = 60.0
+# With no completion for this many 1 s fetches, check that the settlement reader still exists.
+SETTLE_PROBE_EVERY = 3
 
 
 def now_ms() -> int:
@@ -143,7 +145,7 @@ class BudgetService(BusService):
     async def _take_over(self) -> None:
         while self.lease.valid():
             try:
-                authority, consumer = await self._rebuild()
+                authority, consumer, read_up_to = await self._rebuild()
                 break
             except asyncio.CancelledError:
                 raise
@@ -160,7 +162,9 @@ class BudgetService(BusService):
             await nc.subscribe(subjects.BUDGET_AUTHORIZE, queue=subjects.BUDGET_QUEUE, cb=self._on_authorize),
             await nc.subscribe(subjects.BUDGET_STATUS, cb=self._on_status),
         ]
-        self._term.append(asyncio.create_task(self._settle(authority, consumer), name="budget-settle"))
+        self._term.append(
+            asyncio.create_task(self._settle(authority, consumer, read_up_to), name="budget-settle")
+        )
         self._term.append(asyncio.create_task(self._expire(authority), name="budget-expire"))
         for crossing in authority.all_reached(now_ms()):  # alerts a crashed leader may have owed
             self._alerts.put_nowait(crossing)
@@ -205,9 +209,10 @@ class BudgetService(BusService):
             ),
         )
         try:
-            tail = [
-                events_pb2.Completion.FromString(m.data) for m in await self._read_all(consumer, MAX_TAIL)
-            ]
+            tail_msgs = await self._read_all(consumer, MAX_TAIL)
+            tail = [events_pb2.Completion.FromString(m.data) for m in tail_msgs]
+            # Where settlement goes on from (and starts again from, if its reader is lost).
+            read_up_to = tail_msgs[-1].metadata.sequence.stream if tail_msgs else floor_seq
             tail_read_ms = now_ms()
             journal = await self._read_journal()
             tail_ids = sorted({e.request_id for e in tail})
@@ -233,7 +238,7 @@ class BudgetService(BusService):
             floor_seq,
             len(journal),
         )
-        return authority, consumer
+        return authority, consumer, read_up_to
 
     async def _read_all(self, consumer, limit: int) -> list[Msg]:
         """Every message the consumer has pending now."""
@@ -351,20 +356,32 @@ class BudgetService(BusService):
 
     # --- settlement, expiry, alerts -----------------------------------------------------
 
-    async def _settle(self, authority: Authority, consumer) -> None:
+    async def _settle(self, authority: Authority, consumer, last_seq: int) -> None:
+        """Count completion events as they come. The reader is an ephemeral (single-replica)
+        consumer: when its NATS node dies it is gone, so after repeated failures it is made
+        again from the last event settled (settling is idempotent by request id)."""
+        quiet = 0  # consecutive empty fetches; an idle stream and a lost reader look alike
         try:
             while True:
                 try:
                     msgs = await consumer.fetch(256, timeout=1.0)
+                    quiet = 0
                 except (FetchTimeoutError, NatsTimeoutError, TimeoutError):
+                    quiet += 1
+                    if quiet % SETTLE_PROBE_EVERY == 0 and not await self._reader_alive(consumer):
+                        consumer = await self._reopen_settlement(consumer, last_seq)
                     continue
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     self.log.warning("completion fetch failed: %s", exc)
                     await asyncio.sleep(0.5)
+                    if not await self._reader_alive(consumer):
+                        consumer = await self._reopen_settlement(consumer, last_seq)
                     continue
                 for msg in msgs:
+                    with contextlib.suppress(Exception):
+                        last_seq = max(last_seq, msg.metadata.sequence.stream)
                     try:
                         event = events_pb2.Completion.FromString(msg.data)
                     except Exception:
@@ -374,6 +391,40 @@ class BudgetService(BusService):
         finally:
             with contextlib.suppress(Exception):
                 await consumer.unsubscribe()
+
+    @staticmethod
+    async def _reader_alive(consumer) -> bool:
+        try:
+            await consumer.consumer_info()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return False
+        return True
+
+    async def _reopen_settlement(self, consumer, last_seq: int):
+        """A new settlement reader starting after the last event settled (or the old one, if
+        NATS cannot make one yet: the next probe tries again)."""
+        try:
+            fresh = await self.js.pull_subscribe(
+                subjects.COMPLETION,
+                stream=subjects.EVENTS_STREAM,
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=last_seq + 1,
+                    ack_policy=AckPolicy.NONE,
+                    inactive_threshold=60.0,
+                ),
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.log.warning("settlement reader lost; cannot make a new one yet: %s", exc)
+            return consumer
+        self.log.warning("settlement reader lost; reading again from stream sequence %d", last_seq + 1)
+        with contextlib.suppress(Exception):
+            await consumer.unsubscribe()
+        return fresh
 
     async def _expire(self, authority: Authority) -> None:
         grace_ms = int(self.settings.budget_reservation_grace_s * 1000)

@@ -7,6 +7,7 @@ process also applies its own writes at once, so a key created here works here im
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -91,6 +92,17 @@ class BudgetIn(_Body):
     thresholds: list[int] | None = None
 
 
+# What a NATS KV key may be (nats-py checks the same and raises otherwise). Ids from a path or
+# query string that cannot form such a key name no record: they answer 404, never a 500.
+_KV_KEY = re.compile(r"^[-/_=.a-zA-Z0-9]+$")
+
+
+def _storable(key: str, what: str) -> str:
+    if not _KV_KEY.match(key) or key.startswith(".") or key.endswith("."):
+        raise GatewayError("not_found", f"no {what}")
+    return key
+
+
 def _json(content: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json")
 
@@ -172,6 +184,7 @@ class AdminApi:
     async def _update(self, key: str, model: type, change: Callable[[Any], Any], what: str):
         """Read-modify-write with compare-and-set on the KV revision (retried on a race)."""
         assert self.kv is not None
+        _storable(key, what)
         for _ in range(5):
             found = await read_record(self.kv, key)
             if found is None:
@@ -188,7 +201,7 @@ class AdminApi:
 
     async def _delete(self, key: str, what: str) -> None:
         assert self.kv is not None
-        if await read_record(self.kv, key) is None:
+        if await read_record(self.kv, _storable(key, what)) is None:
             raise GatewayError("not_found", f"no {what}")
         await self.kv.delete(key)
         self.view.apply(key, None)

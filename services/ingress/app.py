@@ -359,16 +359,20 @@ class Ingress:
                 await self.client.cancel(request.request_id)
 
     async def get_request(self, http: Request) -> Response:
-        """One request's ledger row (rationale, attempts, tokens, cost), read via the ledger."""
+        """One request's ledger row (rationale, attempts, tokens, cost), read via the ledger.
+        Only the caller's own project's rows: another project's request answers 404, exactly
+        as an unknown id does, so a key cannot even learn that the id exists."""
         assert self.client is not None
         request_id = http.path_params["request_id"]
+        project_id = self.identity(http.headers).project_id
         try:
             reply = await self.client.nc.request(
                 subjects.LEDGER_QUERY,
                 orjson.dumps(
                     {
-                        "sql": "SELECT * FROM requests FINAL WHERE request_id = {id:String}",
-                        "params": {"id": request_id},
+                        "sql": "SELECT * FROM requests FINAL "
+                        "WHERE request_id = {id:String} AND project_id = {project:String}",
+                        "params": {"id": request_id, "project": project_id},
                     }
                 ),
                 timeout=5,

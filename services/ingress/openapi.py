@@ -14,6 +14,16 @@ from . import admin, anthropic_api, hints, native, openai_api
 
 REF = "#/components/schemas/{model}"
 SSE = {"text/event-stream": {"schema": {"type": "string"}}}
+# What x-switchyard-strategy accepts (hints.parse_strategy), written so that a value matching
+# it is always accepted: a preset, or weights whose first one is positive.
+_WEIGHT = r"(latency|cost|quality)="
+STRATEGY_HEADER_PATTERN = (
+    r"^(balanced|fastest|cheapest|best|"
+    + _WEIGHT
+    + r"(0\.[0-9]*[1-9]|[1-9][0-9]?(\.[0-9]+)?)(,"
+    + _WEIGHT
+    + r"[0-9]{1,2}(\.[0-9]+)?){0,2})$"
+)
 
 
 def _components() -> tuple[dict[type[BaseModel], str], dict[str, Any]]:
@@ -194,8 +204,8 @@ def _hint_parameters() -> list[dict[str, Any]]:
             "in": "header",
             "required": False,
             "description": "A preset (balanced, fastest, cheapest, best) or weights like "
-            "'latency=0.5,cost=0.3,quality=0.2'.",
-            "schema": {"type": "string"},
+            "'latency=0.5,cost=0.3,quality=0.2' (not all zero; anything else is a 400).",
+            "schema": {"type": "string", "pattern": STRATEGY_HEADER_PATTERN},
         },
     ]
 
@@ -368,6 +378,8 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+    for public in ("/openapi.json", "/healthz", "/readyz", "/metrics"):
+        paths[public]["get"]["security"] = []
     paths.update(_admin_paths(ref))
     return {
         "openapi": "3.1.0",
@@ -378,6 +390,8 @@ def openapi_document() -> dict[str, Any]:
             "endpoints, one routing path. Routing hints and errors: docs/api.md.",
         },
         "paths": paths,
+        # Every API call needs a key (either header); the public paths below say `security: []`.
+        "security": [{"bearer": []}, {"apiKey": []}],
         "components": {
             "schemas": schemas,
             "securitySchemes": {

@@ -92,7 +92,10 @@ class Ledger(BusService):
                 max_ack_pending=settings.ledger_batch_size * 4,
             ),
         )
-        self._query_sub = await nc.subscribe(subjects.LEDGER_QUERY, cb=self._on_query)
+        # A queue group: with several ledger replicas each query gets one answer, not one each.
+        self._query_sub = await nc.subscribe(
+            subjects.LEDGER_QUERY, queue=subjects.LEDGER_QUERY_QUEUE, cb=self._on_query
+        )
         self.dashboard = DashboardServer(settings, self.store, nc)
         try:
             await self.dashboard.start()
