@@ -1,0 +1,235 @@
+"""Provider quotas through real processes: real NATS, two routers, the budget authority, an
+OpenAI worker and a fake OpenAI upstream that enforces its own per-key rate limit (real 429s).
+
+The assertions are counts taken from the fake's own records: how many requests each key got,
+and that it never had to answer 429. No timed assertions; waits are bounded polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+
+from switchyard import subjects
+from switchyard.v1 import budget_pb2
+from tests.fakes import OpenAIFake
+from tests.support.procs import Stack
+
+N = 5  # requests per minute per key, on both sides
+KEYS = ("sk-quota-1", "sk-quota-2", "sk-free-3", "sk-free-4", "sk-headers-5")
+
+CONFIG = """
+[demo]
+enabled = false
+
+[[deployments]]
+id = "key1/gpt"
+provider = "openai"
+model = "gpt-4o-mini"
+base_url = "{base_url}"
+api_key = "sk-quota-1"
+limits = {{ rpm = {n} }}
+
+[[deployments]]
+id = "key2/gpt"
+provider = "openai"
+model = "gpt-4o-mini"
+base_url = "{base_url}"
+api_key = "sk-quota-2"
+limits = {{ rpm = {n} }}
+
+[[deployments]]
+id = "key3/gpt"
+provider = "openai"
+model = "gpt-4o-mini"
+base_url = "{base_url}"
+api_key = "sk-free-3"
+
+[[deployments]]
+id = "key4/gpt"
+provider = "openai"
+model = "gpt-4o-mini"
+base_url = "{base_url}"
+api_key = "sk-free-4"
+
+[[deployments]]
+id = "key5/gpt"
+provider = "openai"
+model = "gpt-4o-mini"
+base_url = "{base_url}"
+api_key = "sk-headers-5"
+limits = {{ rpm = 100 }}  # more than the key really has: the provider's headers correct it
+
+[routes.limited]
+deployments = ["key1/gpt", "key2/gpt"]
+
+[routes.unlimited]
+deployments = ["key3/gpt", "key4/gpt"]
+
+[routes.headers]
+deployments = ["key5/gpt"]
+"""
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[OpenAIFake]:
+    upstream = OpenAIFake(api_key=KEYS[0], more_keys=KEYS[1:]).start()
+    upstream.limit_key("sk-quota-1", N)
+    upstream.limit_key("sk-quota-2", N)
+    upstream.limit_key("sk-headers-5", 3)
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture(scope="module")
+def qstack(fake: OpenAIFake) -> Iterator[Stack]:
+    workdir = Path(tempfile.mkdtemp(prefix="switchyard-quotas-"))
+    config = workdir / "switchyard.toml"
+    config.write_text(CONFIG.format(base_url=fake.base_url, n=N))
+    stack = Stack.create(
+        workdir,
+        SWITCHYARD_CONFIG_FILE=str(config),
+        SWITCHYARD_BUDGET_TIMEOUT_S="15",  # counts, not speed, on a loaded 2-core machine
+    )
+    try:
+        started = [
+            stack.spawn("ledger", "services.ledger", wait=False),
+            stack.spawn("budget", "services.budget", wait=False),
+            stack.spawn("worker-openai", "services.providers", "--provider", "openai", wait=False),
+            stack.spawn("router-1", "services.router", wait=False),
+            stack.spawn("router-2", "services.router", wait=False),
+            stack.spawn("ingress", "services.ingress", wait=False),
+        ]
+        for service in started:
+            stack.wait_ready(service, timeout_s=90)
+        stack.provision()
+        yield stack
+    except Exception:
+        print(stack.logs())
+        raise
+    finally:
+        stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def body(route: str) -> dict:
+    return {"model": route, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def burst(stack: Stack, route: str, count: int) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=count)
+    async with httpx.AsyncClient(
+        base_url=stack.ingress_url, headers=stack.headers, timeout=60, limits=limits
+    ) as http:
+        return await asyncio.gather(*[http.post("/llm.invoke", json=body(route)) for _ in range(count)])
+
+
+def served(fake: OpenAIFake) -> Counter[str]:
+    """Requests the fake answered with a completion, per key."""
+    return Counter(
+        r.headers.get("authorization", "").removeprefix("Bearer ") for r in fake.requests if r.outcome == "ok"
+    )
+
+
+async def quota_state(nats_url: str, predicate, timeout_s: float = 20.0) -> budget_pb2.QuotaState:
+    """The first published quota state that satisfies `predicate`."""
+    nc = await nats.connect(nats_url)
+    try:
+        sub = await nc.subscribe(subjects.QUOTA_STATE)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            msg = await sub.next_msg(timeout=max(deadline - time.monotonic(), 0.1))
+            state = budget_pb2.QuotaState.FromString(msg.data)
+            if predicate(state):
+                return state
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no quota state matched; last: {state}")
+    finally:
+        await nc.close()
+
+
+def test_the_fake_enforces_its_own_limit(fake: OpenAIFake) -> None:
+    """The guard the next tests rely on: past its limit the fake answers a real 429."""
+    fake.limit_key("sk-free-4", 2)
+    try:
+        url = f"{fake.base_url}/chat/completions"
+        auth = {"authorization": "Bearer sk-free-4"}
+        statuses = [
+            httpx.post(url, json={**body("gpt-4o-mini"), "model": "gpt-4o-mini"}, headers=auth).status_code
+            for _ in range(3)
+        ]
+        assert statuses == [200, 200, 429]
+        assert fake.rate_limited == 1
+    finally:
+        fake.limit_key("sk-free-4", None)
+        fake.rate_limited = 0
+        fake.requests.clear()
+
+
+async def test_a_burst_spreads_over_both_keys_and_the_rest_is_refused_before_any_upstream_429(
+    qstack: Stack, fake: OpenAIFake
+) -> None:
+    responses = await burst(qstack, "limited", 3 * N)
+    ok = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code != 200]
+    assert len(ok) == 2 * N, [r.text for r in refused]
+    assert len(refused) == N
+    for r in refused:
+        assert r.status_code == 429
+        assert r.json()["error"]["code"] == "rate_limited"
+        assert "provider quota" in r.json()["error"]["message"]
+        # The soonest free slot: one request per 60/N seconds refills.
+        assert 1 <= int(r.headers["retry-after"]) <= 60 // N + 1
+    assert fake.rate_limited == 0  # the upstream never had to refuse anything
+    counts = served(fake)
+    assert counts["sk-quota-1"] == N and counts["sk-quota-2"] == N
+    assert {r.json()["rationale"]["winner"] for r in ok} == {"key1/gpt", "key2/gpt"}
+    # Later answers show the quota in the rationale: used headroom, or key1 excluded at quota.
+    quota_seen = [
+        c
+        for r in ok
+        for c in r.json()["rationale"]["candidates"]
+        if c.get("quota") or c.get("excluded") == "quota"
+    ]
+    assert quota_seen
+
+    state = await quota_state(qstack.nats.url, lambda s: sum(d.refused for d in s.deployments) >= N)
+    by_id = {d.deployment_id: d for d in state.deployments}
+    assert by_id["key1/gpt"].granted == N and by_id["key2/gpt"].granted == N
+    assert by_id["key1/gpt"].rpm_limit == N and by_id["key1/gpt"].requests_available < 1
+    assert "key3/gpt" not in by_id  # no limits, not tracked
+
+
+async def test_without_limits_every_request_passes(qstack: Stack, fake: OpenAIFake) -> None:
+    responses = await burst(qstack, "unlimited", 3 * N)
+    assert [r.status_code for r in responses] == [200] * (3 * N), [r.text for r in responses]
+    assert fake.rate_limited == 0
+    counts = served(fake)
+    assert counts["sk-free-3"] + counts["sk-free-4"] == 3 * N
+
+
+async def test_the_providers_rate_limit_headers_lower_the_quota(qstack: Stack, fake: OpenAIFake) -> None:
+    """key5 is configured at 100 rpm but the key really has 3: after the provider's
+    x-ratelimit-remaining-requests reaches 0 the gateway refuses by itself."""
+    async with httpx.AsyncClient(base_url=qstack.ingress_url, headers=qstack.headers, timeout=60) as http:
+        for _ in range(3):
+            r = await http.post("/llm.invoke", json=body("headers"))
+            assert r.status_code == 200, r.text
+        await quota_state(
+            qstack.nats.url,
+            lambda s: any(d.deployment_id == "key5/gpt" and d.requests_available < 1 for d in s.deployments),
+        )
+        refused = await http.post("/llm.invoke", json=body("headers"))
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert "provider quota" in refused.json()["error"]["message"]
+    assert fake.rate_limited == 0
+    assert served(fake)["sk-headers-5"] == 3
