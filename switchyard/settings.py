@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     # Ledger batching: flush at this many events or after this long, whichever comes first.
     ledger_batch_size: int = Field(default=500, gt=0)
     ledger_batch_wait_s: float = Field(default=0.2, gt=0)
+    # How often the ledger records the provider-quota state (docs/quotas.md); 0 = never.
+    ledger_quota_sample_s: float = Field(default=10.0, ge=0)
 
     # Stream replication: 1 for the embedded single server, 3 on a cluster.
     stream_replicas: int = Field(default=1, ge=1, le=5)

@@ -11,6 +11,7 @@ import pytest
 from services.budget.authority import Authority
 from services.budget.quotas import QuotaBook, QuotaNeed
 from services.budget.rebuild import rebuild
+from services.ledger.quotas import QUOTA_COLUMNS, QuotaSampler, quota_rows
 from services.providers.adapters.ratelimits import duration_s, parse_rate_limits, until_s
 from services.router.quota import MIN_FACTOR, NEAR_QUOTA, STALE_AFTER_S, QuotaView, quota_factor
 from services.router.ranking import CandidateState, quota_chain, rank
@@ -377,3 +378,27 @@ def test_the_chain_follows_the_authoritys_choice() -> None:
     assert result.rationale.reason.startswith("a at provider quota; b is the best with headroom")
     plain = rank("r", [a, b, c], {}, PRESETS["balanced"], strategy="t", prompt_tokens=10, expected_output=10)
     assert [d.id for d in quota_chain(plain, budget_pb2.Decision(allow=True), max_chain=2)] == ["a", "b"]
+
+
+# --- the ledger's samples ----------------------------------------------------------------------
+
+
+def test_quota_rows_and_sampling() -> None:
+    book = QuotaBook({"a": ProviderLimits(rpm=10)}, T0)
+    book.take("r", QuotaNeed("a"), T0)
+    state = book.state(T0, NOW_MS)
+    rows = quota_rows(state)
+    assert len(rows) == 1 and len(rows[0]) == len(QUOTA_COLUMNS)
+    row = dict(zip(QUOTA_COLUMNS, rows[0], strict=True))
+    assert row["deployment_id"] == "a" and row["rpm_limit"] == 10 and row["requests_available"] == 9.0
+    assert row["ts"] == datetime.fromtimestamp(NOW_MS / 1000, UTC) and row["granted"] == 1
+
+    sampler = QuotaSampler(every_s=10.0)
+    assert sampler.take(0.0) is None  # nothing heard yet
+    sampler.offer(state)
+    assert sampler.take(0.0) is state
+    assert sampler.take(5.0) is None  # too soon
+    assert sampler.take(20.0) is None  # nothing changed: an idle gateway writes nothing
+    book.take("r2", QuotaNeed("a"), T0)
+    sampler.offer(book.state(T0, NOW_MS + 1000))
+    assert sampler.take(20.0) is not None

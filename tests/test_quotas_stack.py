@@ -22,7 +22,7 @@ import pytest
 from switchyard import subjects
 from switchyard.v1 import budget_pb2
 from tests.fakes import OpenAIFake
-from tests.support.procs import Stack
+from tests.support.procs import Stack, wait_for_rows
 
 N = 5  # requests per minute per key, on both sides
 KEYS = ("sk-quota-1", "sk-quota-2", "sk-free-3", "sk-free-4", "sk-headers-5")
@@ -99,6 +99,7 @@ def qstack(fake: OpenAIFake) -> Iterator[Stack]:
         workdir,
         SWITCHYARD_CONFIG_FILE=str(config),
         SWITCHYARD_BUDGET_TIMEOUT_S="15",  # counts, not speed, on a loaded 2-core machine
+        SWITCHYARD_LEDGER_QUOTA_SAMPLE_S="1",
     )
     try:
         started = [
@@ -233,3 +234,44 @@ async def test_the_providers_rate_limit_headers_lower_the_quota(qstack: Stack, f
     assert "provider quota" in refused.json()["error"]["message"]
     assert fake.rate_limited == 0
     assert served(fake)["sk-headers-5"] == 3
+
+
+# The analyst query of docs/quotas.md: quota use per deployment per minute.
+QUOTA_SQL = """
+SELECT deployment_id,
+       toStartOfMinute(ts) AS minute,
+       max(rpm_limit) AS rpm_limit,
+       min(headroom) AS min_headroom,
+       max(granted) AS granted,
+       max(refused) AS refused
+FROM quota_usage FINAL
+WHERE ts >= now() - INTERVAL 1 HOUR
+GROUP BY deployment_id, minute
+ORDER BY minute, deployment_id
+"""
+
+
+async def test_the_ledger_records_quota_use_per_deployment(qstack: Stack) -> None:
+    """Runs after the burst: its grants and refusals are in the sampled quota state."""
+
+    async def rows_after_burst() -> list[dict]:
+        rows = await wait_for_rows(qstack.nats.url, QUOTA_SQL, 2, timeout_s=20)
+        return [r for r in rows if r["deployment_id"] in ("key1/gpt", "key2/gpt") and r["granted"] >= N]
+
+    deadline = time.monotonic() + 20
+    rows = await rows_after_burst()
+    while len({r["deployment_id"] for r in rows}) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        rows = await rows_after_burst()
+    assert {r["deployment_id"] for r in rows} == {"key1/gpt", "key2/gpt"}
+    assert all(r["rpm_limit"] == N for r in rows)
+    assert sum(r["refused"] for r in rows) >= N
+    assert min(r["min_headroom"] for r in rows) < 0.2
+    # The refusals are in the requests table too, as rejected with code rate_limited.
+    refused = await wait_for_rows(
+        qstack.nats.url,
+        "SELECT request_id FROM requests FINAL WHERE status = 'rejected' AND error_code = 'rate_limited' "
+        "AND position(error_message, 'provider quota') > 0",
+        N,
+    )
+    assert len(refused) >= N

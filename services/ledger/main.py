@@ -23,6 +23,7 @@ from switchyard.bus import ensure_events_stream
 from switchyard.service import BusService, run
 from switchyard.v1 import events_pb2
 
+from .quotas import QuotaRecorder
 from .rows import ATTEMPT_COLUMNS, REQUEST_COLUMNS, attempt_rows, request_row
 from .store import LedgerStore, is_read_only
 
@@ -74,6 +75,8 @@ class Ledger(BusService):
             ),
         )
         self._query_sub = await nc.subscribe(subjects.LEDGER_QUERY, cb=self._on_query)
+        self.quotas = QuotaRecorder(nc, self.store, self.settings.ledger_quota_sample_s)
+        await self.quotas.start()
         self._consumer = asyncio.create_task(self._consume(), name="ledger-consumer")
         self.ready = True
 
@@ -132,6 +135,7 @@ class Ledger(BusService):
 
     async def drain(self) -> None:
         self._stopping.set()
+        await self.quotas.stop()
         if self._consumer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._consumer, self.settings.drain_timeout_s)

@@ -74,6 +74,37 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        # Numbered 4: the ledger branch's 2 and 3 (attempt context, rollups) land beside it.
+        4,
+        "provider quota use per deployment, sampled from quota.state",
+        [
+            """
+            CREATE TABLE IF NOT EXISTS quota_usage (
+                ts DateTime64(3, 'UTC'),
+                deployment_id LowCardinality(String),
+                rpm_limit UInt32,
+                requests_available Float64,
+                tpm_limit UInt32,
+                tokens_available Float64,
+                input_tpm_limit UInt32,
+                input_tokens_available Float64,
+                output_tpm_limit UInt32,
+                output_tokens_available Float64,
+                max_concurrent UInt32,
+                concurrent UInt32,
+                headroom Float64,
+                wait_s Float64,
+                granted UInt64,
+                refused UInt64,
+                inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)
+            )
+            ENGINE = ReplacingMergeTree(inserted_at)
+            PARTITION BY toYYYYMM(ts)
+            ORDER BY (deployment_id, ts)
+            """,
+        ],
+    ),
 ]
 
 
