@@ -132,12 +132,22 @@ def test_provider_headers_only_lower_the_buckets() -> None:
     book.observe("a", events_pb2.ProviderRateLimits(requests_remaining=3, tokens_remaining=50_000), T0)
     assert book.quotas["a"].buckets["requests"].tokens == 3
     assert book.quotas["a"].buckets["tokens"].tokens == 10_000  # higher than ours: ignored
-    # Nothing left, resetting in 5 s: the next request fits in 5 s, not in our 1 s refill.
-    book.observe("a", events_pb2.ProviderRateLimits(requests_remaining=0, requests_reset_s=5.0), T0)
-    assert book.wait_s(QuotaNeed("a"), T0) == pytest.approx(5.0)
+    # Nothing left, fully replenished in 60 s: at 60 per minute the next request fits in 1 s.
+    book.observe("a", events_pb2.ProviderRateLimits(requests_remaining=0, requests_reset_s=60.0), T0)
+    assert book.wait_s(QuotaNeed("a"), T0) == pytest.approx(1.0)
     book.back_off("a", 20.0, T0)  # a 429 with Retry-After: 20
     assert book.wait_s(QuotaNeed("a"), T0) == pytest.approx(20.0)
     book.observe("unknown", events_pb2.ProviderRateLimits(requests_remaining=0), T0)  # ignored
+
+
+def test_a_provider_limit_below_the_declared_one_is_adopted() -> None:
+    book = QuotaBook({"a": ProviderLimits(rpm=100)}, T0)
+    headers = events_pb2.ProviderRateLimits(requests_limit=3, requests_remaining=0, requests_reset_s=60.0)
+    book.observe("a", headers, T0)
+    assert book.wait_s(QuotaNeed("a"), T0) == pytest.approx(20.0)  # 3 per minute: one per 20 s
+    assert book.state(T0, NOW_MS).deployments[0].rpm_limit == 3
+    book.observe("a", events_pb2.ProviderRateLimits(requests_limit=500, requests_remaining=400), T0)
+    assert book.quotas["a"].buckets["requests"].capacity == 3  # never raised
 
 
 def test_state_reports_limits_use_and_headroom() -> None:

@@ -225,10 +225,12 @@ async def test_the_providers_rate_limit_headers_lower_the_quota(qstack: Stack, f
         for _ in range(3):
             r = await http.post("/llm.invoke", json=body("headers"))
             assert r.status_code == 200, r.text
-        await quota_state(
+        state = await quota_state(
             qstack.nats.url,
             lambda s: any(d.deployment_id == "key5/gpt" and d.requests_available < 1 for d in s.deployments),
         )
+        # The key's real limit (3) replaced the declared 100.
+        assert next(d for d in state.deployments if d.deployment_id == "key5/gpt").rpm_limit == 3
         refused = await http.post("/llm.invoke", json=body("headers"))
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
     assert "provider quota" in refused.json()["error"]["message"]

@@ -28,6 +28,8 @@ NEAR_QUOTA = 0.2
 # A request waiting only on a concurrency slot has no schedule: suggest retrying after this.
 CONCURRENCY_RETRY_S = 1.0
 DIMENSIONS = ("requests", "tokens", "input_tokens", "output_tokens")
+# The limits ProviderRateLimits carries (input/output token limits are not forwarded).
+HEADER_LIMITS = ("requests_limit", "tokens_limit")
 
 
 @dataclass(frozen=True)
@@ -197,21 +199,26 @@ class QuotaBook:
                 quota.buckets[dimension].adjust(amount, now_s)
 
     def observe(self, deployment_id: str, limits: events_pb2.ProviderRateLimits, now_s: float) -> None:
-        """Lower the buckets to what the provider's rate-limit headers say is left."""
+        """Lower the buckets to what the provider's rate-limit headers say: a limit below the
+        declared one is adopted, and never more than `remaining` is left."""
         quota = self.quotas.get(deployment_id)
         if quota is None:
             return
-        for dimension, remaining, reset_s in (
-            ("requests", "requests_remaining", "requests_reset_s"),
-            ("tokens", "tokens_remaining", "tokens_reset_s"),
-            ("input_tokens", "input_tokens_remaining", "input_tokens_reset_s"),
-            ("output_tokens", "output_tokens_remaining", "output_tokens_reset_s"),
-        ):
+        for dimension in DIMENSIONS:
             bucket = quota.buckets.get(dimension)
-            if bucket is None or not limits.HasField(remaining):
+            if bucket is None or not limits.HasField(f"{dimension}_remaining"):
                 continue
-            reset = getattr(limits, reset_s) if limits.HasField(reset_s) else 0.0
-            lower_bucket(bucket, float(getattr(limits, remaining)), reset, now_s)
+            limit_field = f"{dimension}_limit"
+            if limit_field in HEADER_LIMITS and limits.HasField(limit_field):
+                limit = getattr(limits, limit_field)
+                if 0 < limit < bucket.capacity:
+                    bucket.reconfigure(limit / 60.0, float(limit), now_s)
+            remaining = float(getattr(limits, f"{dimension}_remaining"))
+            reset_field = f"{dimension}_reset_s"
+            reset_s = getattr(limits, reset_field) if limits.HasField(reset_field) else 0.0
+            # Providers report when the limit is *fully* replenished; the next unit comes sooner.
+            next_slot_s = reset_s / max(bucket.capacity - remaining, 1.0)
+            lower_bucket(bucket, remaining, next_slot_s, now_s)
 
     def back_off(self, deployment_id: str, retry_after_s: float, now_s: float) -> None:
         """The provider answered 429: no request fits before its Retry-After."""
@@ -223,7 +230,6 @@ class QuotaBook:
         """What the routers, the ledger and the dashboard are told (`quota.state`)."""
         out = budget_pb2.QuotaState(ts_unix_ms=now_ms)
         for deployment_id, quota in sorted(self.quotas.items()):
-            lim = quota.limits
 
             def available(dimension: str, q: DeploymentQuota = quota) -> float:
                 bucket = q.buckets.get(dimension)
@@ -232,17 +238,22 @@ class QuotaBook:
                 bucket.refill(now_s)
                 return round(bucket.tokens, 3)
 
+            def limit(dimension: str, q: DeploymentQuota = quota) -> int:
+                """In effect: the declared limit, or the provider's when it reported a lower one."""
+                bucket = q.buckets.get(dimension)
+                return int(bucket.capacity) if bucket else 0
+
             out.deployments.add(
                 deployment_id=deployment_id,
-                rpm_limit=lim.rpm,
+                rpm_limit=limit("requests"),
                 requests_available=available("requests"),
-                tpm_limit=lim.tpm,
+                tpm_limit=limit("tokens"),
                 tokens_available=available("tokens"),
-                input_tpm_limit=lim.input_tpm,
+                input_tpm_limit=limit("input_tokens"),
                 input_tokens_available=available("input_tokens"),
-                output_tpm_limit=lim.output_tpm,
+                output_tpm_limit=limit("output_tokens"),
                 output_tokens_available=available("output_tokens"),
-                max_concurrent=lim.max_concurrent,
+                max_concurrent=quota.limits.max_concurrent,
                 concurrent=len(quota.in_flight),
                 headroom=round(quota.headroom(now_s), 4),
                 wait_s=round(quota.wait_s(QuotaNeed(deployment_id), now_s), 3),
@@ -256,10 +267,10 @@ def actual_amounts(quota: DeploymentQuota, used: QuotaNeed) -> dict[str, float]:
     return {dimension: used.amount(dimension) for dimension in quota.buckets}
 
 
-def lower_bucket(bucket: TokenBucket, remaining: float, reset_s: float, now_s: float) -> None:
-    """Never more than `remaining` left; when nothing is left, nothing until `reset_s` from now."""
+def lower_bucket(bucket: TokenBucket, remaining: float, next_slot_s: float, now_s: float) -> None:
+    """Never more than `remaining` left; when nothing is left, nothing for `next_slot_s`."""
     bucket.refill(now_s)
     ceiling = remaining
-    if remaining < 1 and reset_s > 0 and not math.isinf(reset_s):
-        ceiling = min(ceiling, 1.0 - reset_s * bucket.rate_per_s)
+    if remaining < 1 and next_slot_s > 0 and not math.isinf(next_slot_s):
+        ceiling = min(ceiling, 1.0 - next_slot_s * bucket.rate_per_s)
     bucket.tokens = max(-bucket.capacity, min(bucket.tokens, ceiling))
