@@ -5,7 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fmt protos bench install clean
+.PHONY: run test lint fmt protos bench install clean browser vendor-charts
+
+# The dashboard's browser test drives Debian's chromium (a registry package, never a browser
+# build downloaded by a tool). Installed here when missing and we are root; otherwise the
+# test is skipped and says why.
+CHROMIUM ?= /usr/bin/chromium
+# The dashboard's chart library, vendored from the npm registry (docs/observability.md).
+UPLOT_VERSION := 1.6.32
+UPLOT_DIR := services/ledger/dashboard/static/vendor/uplot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +30,23 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/switchyard up
 
-test: $(STAMP)
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the dashboard browser test"; \
+	    (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null) \
+	      || echo "chromium could not be installed: the dashboard browser test will be skipped"; \
+	  else \
+	    echo "no $(CHROMIUM) and not root: the dashboard browser test will be skipped (apt-get install -y chromium)"; \
+	  fi; \
+	fi
+
+vendor-charts:
+	tmp=$$(mktemp -d) && (cd $$tmp && npm pack -q uplot@$(UPLOT_VERSION) >/dev/null && tar xzf uplot-$(UPLOT_VERSION).tgz) \
+	  && cp $$tmp/package/dist/uPlot.iife.min.js $$tmp/package/dist/uPlot.min.css $$tmp/package/LICENSE $(UPLOT_DIR)/ \
+	  && rm -rf $$tmp && sha256sum $(UPLOT_DIR)/uPlot.iife.min.js $(UPLOT_DIR)/uPlot.min.css
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q

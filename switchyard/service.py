@@ -88,5 +88,5 @@ def run(name: str, factory: Callable[[Settings], BusService]) -> None:
     """Entry point of a service process: `run("router", Router)`."""
     settings = load_settings()
     setup_logging(name, settings.log_level, settings.log_json)
-    setup_tracing(name)
+    setup_tracing(name, span_dir=settings.span_dir)
     uvloop.run(serve(factory(settings)))

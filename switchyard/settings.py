@@ -46,6 +46,22 @@ class Settings(BaseSettings):
     # Ledger batching: flush at this many events or after this long, whichever comes first.
     ledger_batch_size: int = Field(default=500, gt=0)
     ledger_batch_wait_s: float = Field(default=0.2, gt=0)
+    # An unacked batch is redelivered after this long (a ledger that died mid-batch).
+    ledger_ack_wait_s: float = Field(default=30.0, gt=0)
+    # Retention (ClickHouse TTL) of the raw requests/attempts rows and of the per-minute
+    # rollups, in days; 0 keeps rows forever. Applied at ledger start-up when changed.
+    ledger_retention_days: int = Field(default=0, ge=0)
+    ledger_rollup_retention_days: int = Field(default=0, ge=0)
+    # At start-up the rollups of this many recent hours are checked against the raw rows and
+    # repaired (a ledger killed inside an insert can leave them apart); 0 turns it off.
+    ledger_reconcile_hours: int = Field(default=72, ge=0)
+
+    # The dashboard and its read API, served by the ledger process (it owns the store).
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8081, ge=0)  # 0 = any free port
+
+    # Test/debug only: each process writes its finished spans as JSON lines into this folder.
+    span_dir: Path | None = None
     # How often the ledger records the provider-quota state (docs/quotas.md); 0 = never.
     ledger_quota_sample_s: float = Field(default=10.0, ge=0)
 

@@ -10,6 +10,7 @@ BUDGET_STATUS = "budget.status"  # anyone -> the budget leader: spend against ca
 PROVIDER_STATS = "stats.provider"  # worker -> every router (fan-out, no queue group)
 QUOTA_STATE = "quota.state"  # budget leader -> routers, ledger, dashboard: provider quota use (fan-out)
 LEDGER_QUERY = "ledger.query"  # anyone -> ledger (reads of the embedded store)
+LEDGER_FEED = "ledger.feed"  # ledger -> every dashboard: requests just stored (core fan-out, JSON)
 CANCEL_PREFIX = "llm.cancel"  # ingress -> worker: the client went away
 
 EVENTS_STREAM = "EVENTS"

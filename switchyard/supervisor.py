@@ -9,8 +9,6 @@ drain into NATS), NATS last, leaving nothing running.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -22,18 +20,12 @@ from pathlib import Path
 import httpx
 
 from switchyard.catalog import load_catalog
+from switchyard.children import die_with_parent
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.settings import Settings
 from switchyard.tenancy_store import ADMIN_TOKEN_FILE, bootstrap_default, load_or_create_admin_token
 
-PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF_MAX_S = 10.0
-
-
-def _die_with_parent() -> None:
-    """Children get SIGTERM if the supervisor dies, even by SIGKILL (Linux)."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -55,7 +47,7 @@ class Child:
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
             start_new_session=True,  # terminal signals reach only the supervisor, which orders the stop
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     @property
@@ -74,6 +66,13 @@ class Stack:
     stopping: bool = False
     dev_key: str = ""
 
+    @property
+    def dashboard_port(self) -> int:
+        """The dashboard's port (served by the ledger); 0 in the settings picks a free one once."""
+        if not self.settings.dashboard_port:
+            self.settings.dashboard_port = free_port()
+        return self.settings.dashboard_port
+
     def plan(self) -> list[Child]:
         data_dir = self.settings.data_dir.resolve()
         base_env = dict(os.environ)
@@ -84,7 +83,7 @@ class Stack:
         )
         catalog = load_catalog(self.settings.config_file, os.environ)
         specs: list[tuple[str, list[str], dict[str, str]]] = [
-            ("ledger", ["-m", "services.ledger"], {}),
+            ("ledger", ["-m", "services.ledger"], {"SWITCHYARD_DASHBOARD_PORT": str(self.dashboard_port)}),
             ("budget", ["-m", "services.budget"], {}),
         ]
         for provider in catalog.providers():
@@ -184,6 +183,7 @@ class Stack:
             [
                 "Switchyard is up.",
                 f"  API (native)       {base}/llm.invoke",
+                f"  dashboard          http://{self.settings.dashboard_host}:{self.dashboard_port}/",
                 f"  health             {base}/healthz",
                 f"  metrics            {base}/metrics",
                 f"  NATS               {self.nats.url if self.nats else self.settings.nats_url}",

@@ -4,32 +4,38 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
 _provider: TracerProvider | None = None
 
 
-def setup_tracing(service: str, exporter: SpanExporter | None = None) -> TracerProvider:
+def setup_tracing(
+    service: str, exporter: SpanExporter | None = None, span_dir: Path | None = None
+) -> TracerProvider:
     """Install a tracer provider for this process.
 
-    OTLP export turns on with the standard OTEL_EXPORTER_OTLP_ENDPOINT; without it spans are
-    still made (so trace ids flow into events and the ledger) but not exported.
+    OTLP export (HTTP/protobuf) turns on with the standard OTEL_EXPORTER_OTLP_ENDPOINT (or
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); without it spans are still made (so trace ids flow into
+    events and the ledger) but not exported. `span_dir` (SWITCHYARD_SPAN_DIR, tests) also writes
+    every finished span at once as a JSON line (switchyard.spanfile).
     """
     global _provider
     provider = TracerProvider(resource=Resource.create({"service.name": f"switchyard-{service}"}))
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    elif os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        except ImportError:  # the exporter is an optional extra
-            pass
-        else:
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    if span_dir is not None:
+        from switchyard.spanfile import JsonLinesSpanExporter, span_file
+
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(span_file(span_dir, service))))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _provider = provider
     return provider

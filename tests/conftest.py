@@ -32,3 +32,12 @@ def stack() -> Iterator[Stack]:
     finally:
         running.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def chdb_path() -> Iterator[Path]:
+    """One embedded chDB folder for the whole test process (chDB allows one engine per
+    process): tests keep apart by each using its own database in it."""
+    folder = Path(tempfile.mkdtemp(prefix="switchyard-chdb-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

@@ -30,12 +30,13 @@ def _children(pid: int) -> list[psutil.Process]:
 
 
 async def test_up_serves_records_restarts_and_stops_cleanly(tmp_path: Path) -> None:
-    port, nats_port = free_port(), free_port()
+    port, nats_port, dashboard_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
     env.update(
         SWITCHYARD_PORT=str(port),
         SWITCHYARD_NATS_PORT=str(nats_port),
         SWITCHYARD_NATS_MONITOR_PORT="0",
+        SWITCHYARD_DASHBOARD_PORT=str(dashboard_port),
         SWITCHYARD_DEMO_LATENCY_MS="5",
         PYTHONUNBUFFERED="1",
     )
@@ -57,6 +58,9 @@ async def test_up_serves_records_restarts_and_stops_cleanly(tmp_path: Path) -> N
         dev_key = re.search(r"API key \(dev\)\s+(sy-\S+)", banner).group(1)
         assert (tmp_path / ".switchyard" / "dev-api-key").read_text().strip() == dev_key
         assert f"Bearer {dev_key}" in banner
+        dashboard = f"http://127.0.0.1:{dashboard_port}/"
+        assert f"dashboard          {dashboard}" in banner
+        assert "Switchyard dashboard" in httpx.get(dashboard, timeout=5).text
         # The default data folder is .switchyard/ in the working directory, holding both stores.
         assert (tmp_path / ".switchyard" / "nats").is_dir()
         assert (tmp_path / ".switchyard" / "clickhouse").is_dir()

@@ -25,7 +25,7 @@ from nats.js.errors import FetchTimeoutError, KeyNotFoundError, KeyWrongLastSequ
 from nats.nuid import NUID
 from prometheus_client import Counter, Gauge
 
-from switchyard import subjects
+from switchyard import metrics, subjects, telemetry
 from switchyard.bus import ensure_events_stream
 from switchyard.service import BusService, run
 from switchyard.tenancy import TenancyView
@@ -57,6 +57,9 @@ def now_ms() -> int:
 
 class RebuildNotReady(Exception):
     """The sources are not ready yet (the ledger is not answering or far behind): retry."""
+
+
+tracer = telemetry.tracer("switchyard.budget")
 
 
 class BudgetService(BusService):
@@ -294,7 +297,17 @@ class BudgetService(BusService):
             return
         # Decided here, synchronously and in arrival order; only the journal write and the
         # reply are awaited, in their own task, so the next ask is decided at once.
-        verdict = authority.authorize(ask, now_ms())
+        ctx = telemetry.extract_context(msg.headers)
+        with (
+            metrics.track(self.name) as outcome,
+            tracer.start_as_current_span("budget.authorize", context=ctx) as span,
+        ):
+            verdict = authority.authorize(ask, now_ms())
+            span.set_attribute("switchyard.request_id", ask.request_id)
+            span.set_attribute("switchyard.project_id", ask.project_id)
+            span.set_attribute("switchyard.allow", verdict.allow)
+            if not verdict.allow:
+                outcome["status"] = verdict.code
         if verdict.reservation is None:
             DECISIONS.labels("allow" if verdict.allow else verdict.code).inc()
             await msg.respond(verdict.to_proto(ask.request_id).SerializeToString())

@@ -11,10 +11,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from nats.nuid import NUID
+from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -23,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from switchyard import bus, subjects
+from switchyard import bus, genai, metrics, subjects, telemetry
 from switchyard.errors import GatewayError
 from switchyard.service import load_service_catalog
 from switchyard.settings import Settings
@@ -55,6 +57,8 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 _nuid = NUID()
+tracer = telemetry.tracer("switchyard.ingress")
+SERVICE = "ingress"
 
 
 class JSONResponse(Response):
@@ -75,6 +79,48 @@ def error_response(error: GatewayError, request_id: str = "", dialect: Dialect =
 
 def new_request_id() -> str:
     return "req_" + _nuid.next().decode()
+
+
+@dataclass
+class Exchange:
+    """One request in flight through the ingress: its reply frames, root span and clock."""
+
+    request: invoke_pb2.InvokeRequest
+    span: trace.Span
+    started: float = field(default_factory=time.perf_counter)
+    first: invoke_pb2.Reply = field(default_factory=invoke_pb2.Reply)
+    replies: ReplyStream | None = None
+    finished: bool = False
+
+    def __post_init__(self) -> None:
+        metrics.IN_FLIGHT.labels(SERVICE).inc()
+
+    async def next(self) -> invoke_pb2.Reply:
+        """The next frame; a failure to get one (timeout, lost worker) becomes an error frame."""
+        assert self.replies is not None
+        try:
+            return await self.replies.next()
+        except GatewayError as error:
+            return invoke_pb2.Reply(error=error.to_proto(self.request.request_id))
+
+    def finish(self, status: str, final: invoke_pb2.InvokeResponse | None = None) -> None:
+        """Metrics and the root span's outcome, once per request (later calls do nothing)."""
+        if self.finished:
+            return
+        self.finished = True
+        elapsed = time.perf_counter() - self.started
+        REQUESTS.labels(self.request.api, status).inc()
+        metrics.IN_FLIGHT.labels(SERVICE).dec()
+        metrics.REQUESTS.labels(SERVICE, status).inc()
+        metrics.DURATION.labels(SERVICE).observe(elapsed)
+        if final is not None:
+            LATENCY.labels(self.request.api).observe(elapsed)
+            self.span.set_attributes(genai.response_attributes(final))
+        else:
+            metrics.ERRORS.labels(SERVICE, status).inc()
+            self.span.set_attribute("error.type", status)
+            self.span.set_status(trace.StatusCode.ERROR, status)
+        self.span.end()
 
 
 class Ingress:
@@ -228,44 +274,58 @@ class Ingress:
     async def openapi(self, http: Request) -> Response:
         return JSONResponse(openapi_document())
 
-    async def open(self, request: invoke_pb2.InvokeRequest) -> tuple[invoke_pb2.Reply, ReplyStream]:
+    async def open(self, request: invoke_pb2.InvokeRequest) -> Exchange:
         """Publish the request and wait for its first frame (a chunk, the final answer or an
-        error). The caller closes the request with `client.close` or `client.cancel`."""
+        error). The request's root span starts here and its context rides the NATS headers,
+        so the router, the worker and the ledger continue one trace. The caller closes the
+        request with `client.close` or `client.cancel`, and ends the exchange with `finish`."""
         assert self.client is not None
-        replies = await self.client.open(request, self.settings.request_timeout_s)
+        span = tracer.start_span(
+            genai.span_name(request.model),
+            kind=trace.SpanKind.SERVER,
+            attributes={**genai.request_attributes(request), "switchyard.api": request.api},
+        )
+        exchange = Exchange(request, span)
         try:
-            first = await replies.next()
-        except GatewayError as error:
-            first = invoke_pb2.Reply(error=error.to_proto(request.request_id))
-        return first, replies
+            with trace.use_span(span, end_on_exit=False):
+                replies = await self.client.open(request, self.settings.request_timeout_s)
+            exchange.replies = replies
+            try:
+                exchange.first = await replies.next()
+            except GatewayError as error:
+                exchange.first = invoke_pb2.Reply(error=error.to_proto(request.request_id))
+        except BaseException:
+            exchange.finish("cancelled")  # the caller went away while we waited
+            raise
+        return exchange
 
-    def count(self, request: invoke_pb2.InvokeRequest, status: str, started: float | None = None) -> None:
+    def count(self, request: invoke_pb2.InvokeRequest, status: str) -> None:
+        """A request refused before it was published (no exchange, no span)."""
         REQUESTS.labels(request.api, status).inc()
-        if started is not None:
-            LATENCY.labels(request.api).observe(time.perf_counter() - started)
 
     async def relay(
         self, request: invoke_pb2.InvokeRequest, dialect: Dialect, streamer: Streamer
     ) -> Response:
         """Publish, then answer with the final frame (JSON) or stream the frames (SSE), in the
-        caller's API dialect. All HTTP APIs share this path."""
+        caller's API dialect. All HTTP APIs share this path. A streamed request's span ends
+        with the stream."""
         assert self.client is not None
-        started = time.perf_counter()
-        first, replies = await self.open(request)
+        exchange = await self.open(request)
+        first = exchange.first
         kind = first.WhichOneof("frame")
         if kind == "error":
             self.client.close(request.request_id)
-            self.count(request, first.error.code)
+            exchange.finish(first.error.code)
             return error_response(GatewayError.from_proto(first.error), request.request_id, dialect)
         if not request.stream:
             self.client.close(request.request_id)
-            self.count(request, "ok", started)
+            exchange.finish("ok", first.final)
             return JSONResponse(
                 dialect.final_json(request, first.final),
                 headers=request_id_headers(request.request_id, dialect),
             )
         return StreamingResponse(
-            self._stream(request, first, replies, streamer, started),
+            self._stream(exchange, streamer),
             media_type="text/event-stream",
             headers={
                 "Cache-Control": "no-cache",
@@ -274,34 +334,28 @@ class Ingress:
             },
         )
 
-    async def _stream(
-        self,
-        request: invoke_pb2.InvokeRequest,
-        first: invoke_pb2.Reply,
-        replies: ReplyStream,
-        streamer: Streamer,
-        started: float,
-    ) -> AsyncIterator[bytes]:
+    async def _stream(self, exchange: Exchange, streamer: Streamer) -> AsyncIterator[bytes]:
         assert self.client is not None
+        request = exchange.request
         finished = False
         try:
-            frame = first
+            frame = exchange.first
             while True:
                 for out in streamer(frame):
                     yield out
                 if frame.WhichOneof("frame") != "chunk":
                     finished = True
-                    status = "ok" if frame.WhichOneof("frame") == "final" else frame.error.code
-                    self.count(request, status, started)
+                    if frame.WhichOneof("frame") == "final":
+                        exchange.finish("ok", frame.final)
+                    else:
+                        exchange.finish(frame.error.code)
                     return
-                try:
-                    frame = await replies.next()
-                except GatewayError as error:
-                    frame = invoke_pb2.Reply(error=error.to_proto(request.request_id))
+                frame = await exchange.next()
         finally:
             if finished:
                 self.client.close(request.request_id)
             else:  # the client went away mid-stream: stop the upstream call
+                exchange.finish("cancelled")
                 await self.client.cancel(request.request_id)
 
     async def get_request(self, http: Request) -> Response:
@@ -327,8 +381,8 @@ class Ingress:
         if not result["rows"]:
             raise GatewayError("not_found", f"no ledger row for {request_id} (yet)")
         row = dict(zip(result["columns"], result["rows"][0], strict=True))
-        for field in ("attempts", "rationale"):
-            row[field] = orjson.loads(row[field] or "null")
+        for column in ("attempts", "rationale"):
+            row[column] = orjson.loads(row[column] or "null")
         return JSONResponse(row)
 
     async def healthz(self, http: Request) -> Response:

@@ -10,7 +10,6 @@ call ends with the status.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -58,20 +57,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     ) -> invoke_pb2.InvokeResponse:
         request = await self._admit(request, context, stream=False)
         assert self.ingress.client is not None
-        started = time.perf_counter()
-        answered = False
+        exchange = None
         try:
-            first, _ = await self.ingress.open(request)
-            answered = True
+            exchange = await self.ingress.open(request)
         finally:
-            if answered:
+            if exchange is not None:
                 self.ingress.client.close(request.request_id)
             else:  # the client cancelled or its deadline passed: stop the upstream call
                 await self.ingress.client.cancel(request.request_id)
+        first = exchange.first
         if first.WhichOneof("frame") == "error":
-            self.ingress.count(request, first.error.code)
+            exchange.finish(first.error.code)
             await _abort(context, GatewayError.from_proto(first.error), request.request_id)
-        self.ingress.count(request, "ok", started)
+        exchange.finish("ok", first.final)
         await context.send_initial_metadata(((grpc_api.REQUEST_ID_KEY, request.request_id),))
         return first.final
 
@@ -81,17 +79,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         request = await self._admit(request, context, stream=True)
         client = self.ingress.client
         assert client is not None
-        started = time.perf_counter()
-        first, replies = await self.ingress.open(request)
+        exchange = await self.ingress.open(request)
         finished = False
         sent = 0
         try:
-            frame = first
+            frame = exchange.first
             while True:
                 kind = frame.WhichOneof("frame")
                 if kind == "error":
                     finished = True
-                    self.ingress.count(request, frame.error.code)
+                    exchange.finish(frame.error.code)
                     if sent:
                         yield frame
                     await _abort(context, GatewayError.from_proto(frame.error), request.request_id)
@@ -101,16 +98,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 sent += 1
                 if kind == "final":
                     finished = True
-                    self.ingress.count(request, "ok", started)
+                    exchange.finish("ok", frame.final)
                     return
-                try:
-                    frame = await replies.next()
-                except GatewayError as error:
-                    frame = invoke_pb2.Reply(error=error.to_proto(request.request_id))
+                frame = await exchange.next()
         finally:
             if finished:
                 client.close(request.request_id)
             else:  # the client cancelled or its deadline passed: stop the upstream call
+                exchange.finish("cancelled")
                 await client.cancel(request.request_id)
 
 

@@ -25,7 +25,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, _exit_cleanly)
     settings = load_settings()
     setup_logging("ingress", settings.log_level, settings.log_json)
-    setup_tracing("ingress")
+    setup_tracing("ingress", span_dir=settings.span_dir)
     ingress = Ingress(settings)
     uvicorn.run(
         ingress.app,

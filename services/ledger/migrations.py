@@ -75,7 +75,80 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         ],
     ),
     (
-        # Numbered 4: the ledger branch's 2 and 3 (attempt context, rollups) land beside it.
+        2,
+        "first choice of the router beside the deployment that served; attempt context",
+        [
+            # requested_model is what the client asked for; planned_* is the router's first
+            # choice; provider/model/deployment_id is what finally served (after failover).
+            "ALTER TABLE requests ADD COLUMN IF NOT EXISTS planned_provider LowCardinality(String) "
+            "DEFAULT '' AFTER requested_model",
+            "ALTER TABLE requests ADD COLUMN IF NOT EXISTS planned_model LowCardinality(String) "
+            "DEFAULT '' AFTER planned_provider",
+            "ALTER TABLE requests ADD COLUMN IF NOT EXISTS planned_deployment_id LowCardinality(String) "
+            "DEFAULT '' AFTER planned_model",
+            "ALTER TABLE attempts ADD COLUMN IF NOT EXISTS agent_id LowCardinality(String) "
+            "DEFAULT '' AFTER project_id",
+            # The attempt failed and the request moved on to the next deployment of its chain.
+            "ALTER TABLE attempts ADD COLUMN IF NOT EXISTS failed_over Bool DEFAULT false AFTER ttft_ms",
+            "ALTER TABLE attempts ADD COLUMN IF NOT EXISTS trace_id String DEFAULT '' AFTER failed_over",
+        ],
+    ),
+    (
+        3,
+        "per-minute rollups per project, provider and model",
+        [
+            # Signed sums so the start-up reconciliation can repair drift by inserting a delta
+            # row (SummingMergeTree adds it in); see LedgerStore.reconcile_rollups.
+            """
+            CREATE TABLE IF NOT EXISTS requests_by_minute (
+                minute DateTime('UTC'),
+                project_id LowCardinality(String),
+                provider LowCardinality(String),
+                model LowCardinality(String),
+                requests Int64,
+                ok Int64,
+                errors Int64,
+                rejected Int64,
+                failovers Int64,
+                streamed Int64,
+                prompt_tokens Int64,
+                completion_tokens Int64,
+                cached_tokens Int64,
+                cost_usd Decimal(38, 10),
+                latency_ms_sum Float64,
+                ttft_ms_sum Float64,
+                overhead_ms_sum Float64
+            )
+            ENGINE = SummingMergeTree
+            PARTITION BY toYYYYMM(minute)
+            ORDER BY (minute, project_id, provider, model)
+            """,
+            """
+            CREATE MATERIALIZED VIEW IF NOT EXISTS requests_by_minute_mv TO requests_by_minute AS
+            SELECT
+                toStartOfMinute(ts) AS minute,
+                project_id,
+                provider,
+                model,
+                toInt64(count()) AS requests,
+                toInt64(countIf(status = 'ok')) AS ok,
+                toInt64(countIf(status = 'error')) AS errors,
+                toInt64(countIf(status = 'rejected')) AS rejected,
+                toInt64(sum(failovers)) AS failovers,
+                toInt64(countIf(stream)) AS streamed,
+                toInt64(sum(prompt_tokens)) AS prompt_tokens,
+                toInt64(sum(completion_tokens)) AS completion_tokens,
+                toInt64(sum(cached_tokens)) AS cached_tokens,
+                toDecimal128(sum(cost_usd), 10) AS cost_usd,
+                sum(latency_ms) AS latency_ms_sum,
+                sum(ttft_ms) AS ttft_ms_sum,
+                sum(overhead_ms) AS overhead_ms_sum
+            FROM requests
+            GROUP BY minute, project_id, provider, model
+            """,
+        ],
+    ),
+    (
         4,
         "provider quota use per deployment, sampled from quota.state",
         [
@@ -105,6 +178,56 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+]
+
+# The rollup's key and summed columns, in table order (reconciliation compares them).
+ROLLUP_KEY = ["minute", "project_id", "provider", "model"]
+ROLLUP_SUMS = [
+    "requests", "ok", "errors", "rejected", "failovers", "streamed", "prompt_tokens",
+    "completion_tokens", "cached_tokens", "cost_usd", "latency_ms_sum", "ttft_ms_sum", "overhead_ms_sum",
+]  # fmt: skip
+
+# The raw-row aggregate that must equal the rollup for every key (the view's own SELECT).
+ROLLUP_FROM_RAW = """
+SELECT
+    toStartOfMinute(ts) AS minute, project_id, provider, model,
+    toInt64(count()) AS requests,
+    toInt64(countIf(status = 'ok')) AS ok,
+    toInt64(countIf(status = 'error')) AS errors,
+    toInt64(countIf(status = 'rejected')) AS rejected,
+    toInt64(sum(failovers)) AS failovers,
+    toInt64(countIf(stream)) AS streamed,
+    toInt64(sum(prompt_tokens)) AS prompt_tokens,
+    toInt64(sum(completion_tokens)) AS completion_tokens,
+    toInt64(sum(cached_tokens)) AS cached_tokens,
+    toDecimal128(sum(cost_usd), 10) AS cost_usd,
+    sum(latency_ms) AS latency_ms_sum,
+    sum(ttft_ms) AS ttft_ms_sum,
+    sum(overhead_ms) AS overhead_ms_sum
+FROM requests FINAL
+WHERE ts >= {since:DateTime64(3, 'UTC')}
+GROUP BY minute, project_id, provider, model
+"""
+
+ROLLUP_TOTALS = """
+SELECT minute, project_id, provider, model,
+    sum(requests) AS requests, sum(ok) AS ok, sum(errors) AS errors, sum(rejected) AS rejected,
+    sum(failovers) AS failovers, sum(streamed) AS streamed, sum(prompt_tokens) AS prompt_tokens,
+    sum(completion_tokens) AS completion_tokens, sum(cached_tokens) AS cached_tokens,
+    sum(cost_usd) AS cost_usd, sum(latency_ms_sum) AS latency_ms_sum, sum(ttft_ms_sum) AS ttft_ms_sum,
+    sum(overhead_ms_sum) AS overhead_ms_sum
+FROM requests_by_minute
+WHERE minute >= toStartOfMinute({since:DateTime64(3, 'UTC')})
+GROUP BY minute, project_id, provider, model
+"""
+
+# Tables under retention and the time column their TTL counts from; "raw" follows
+# ledger_retention_days and "rollup" ledger_rollup_retention_days.
+RETENTION = [
+    ("requests", "ts", "raw"),
+    ("attempts", "ts", "raw"),
+    ("requests_by_minute", "minute", "rollup"),
+    ("quota_usage", "ts", "raw"),  # provider-quota samples (docs/quotas.md) age out like raw rows
 ]
 
 

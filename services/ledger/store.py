@@ -8,23 +8,34 @@ chDB), so every call runs on one dedicated thread, keeping the event loop free.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from .migrations import pending
+from .migrations import RETENTION, ROLLUP_FROM_RAW, ROLLUP_KEY, ROLLUP_SUMS, ROLLUP_TOTALS, pending
+from .retention import retention_statement
+from .rollups import reconcile_since, rollup_deltas
+
+log = logging.getLogger("switchyard.ledger.store")
 
 _READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN)\b", re.IGNORECASE)
 
 
-def open_client(dsn: str) -> Client:
+def open_client(dsn: str, database: str = "") -> Client:
+    """A client on `dsn`; `database` (created if missing) keeps tests apart in one chDB engine."""
     if dsn.startswith("chdb://"):
         Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
-    return clickhouse_connect.get_client(dsn=dsn)
+    if not database:
+        return clickhouse_connect.get_client(dsn=dsn)
+    admin = clickhouse_connect.get_client(dsn=dsn)
+    admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    return clickhouse_connect.get_client(dsn=dsn, database=database)
 
 
 def is_read_only(sql: str) -> bool:
@@ -32,8 +43,9 @@ def is_read_only(sql: str) -> bool:
 
 
 class LedgerStore:
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, database: str = "") -> None:
         self.dsn = dsn
+        self.database = database
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._client: Client | None = None
 
@@ -42,7 +54,7 @@ class LedgerStore:
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
     async def open(self) -> None:
-        self._client = await self._run(open_client, self.dsn)
+        self._client = await self._run(open_client, self.dsn, self.database)
         await self._run(self._migrate)
 
     def _migrate(self) -> list[int]:
@@ -60,12 +72,53 @@ class LedgerStore:
             done.append(version)
         return done
 
-    async def existing_request_ids(self, ids: list[str]) -> set[str]:
+    def _apply_retention(self, raw_days: int, rollup_days: int) -> list[str]:
+        assert self._client is not None
+        done = []
+        for table, column, kind in RETENTION:
+            engine = self._client.query(
+                "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
+                parameters={"t": table},
+            ).result_rows[0][0]
+            statement = retention_statement(table, column, raw_days if kind == "raw" else rollup_days, engine)
+            if statement:
+                self._client.command(statement)
+                done.append(statement)
+        return done
+
+    async def apply_retention(self, raw_days: int, rollup_days: int) -> list[str]:
+        """Set the tables' TTL from the settings (0 = keep forever); returns the ALTERs run."""
+        return await self._run(self._apply_retention, raw_days, rollup_days)
+
+    def _reconcile(self, since: datetime) -> list[list[Any]]:
+        assert self._client is not None
+        params = {"since": since}
+        raw = self._client.query(ROLLUP_FROM_RAW, parameters=params).result_rows
+        rolled = self._client.query(ROLLUP_TOTALS, parameters=params).result_rows
+        deltas = rollup_deltas(raw, rolled)
+        if deltas:
+            self._client.insert("requests_by_minute", deltas, column_names=ROLLUP_KEY + ROLLUP_SUMS)
+        return deltas
+
+    async def reconcile_rollups(
+        self, window_hours: int, retention_days: int, now: datetime | None = None
+    ) -> list[list[Any]]:
+        """Repair the rollups of the recent window to equal the raw rows; returns the deltas.
+
+        Run before consuming starts, so no insert races the comparison.
+        """
+        since = reconcile_since(now or datetime.now(UTC), window_hours, retention_days)
+        if since is None:
+            return []
+        return await self._run(self._reconcile, since)
+
+    async def existing_request_ids(self, ids: list[str], table: str = "requests") -> set[str]:
+        """Which of `ids` the table already holds (the replay filter)."""
         if not ids:
             return set()
         result = await self._run(
             self._client.query,
-            "SELECT DISTINCT request_id FROM requests WHERE request_id IN {ids:Array(String)}",
+            f"SELECT DISTINCT request_id FROM {table} WHERE request_id IN {{ids:Array(String)}}",
             parameters={"ids": ids},
         )
         return {row[0] for row in result.result_rows}

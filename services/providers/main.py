@@ -13,8 +13,9 @@ import os
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from opentelemetry import trace
 
-from switchyard import codec, subjects, telemetry
+from switchyard import codec, genai, metrics, subjects, telemetry
 from switchyard.bus import EventPublisher, ensure_events_stream
 from switchyard.catalog import Catalog, Deployment
 from switchyard.errors import GatewayError
@@ -102,9 +103,16 @@ class ProviderWorker(BusService):
                 await msg.respond(b"")  # hand-off acknowledged: see switchyard.handoff
             dispatch = invoke_pb2.Dispatch.FromString(msg.data)
             ctx = telemetry.extract_context(msg.headers)
-            with tracer.start_as_current_span("provider.dispatch", context=ctx) as span:
-                span.set_attribute("gen_ai.request.model", dispatch.request.model)
-                await self.execute(dispatch)
+            with (
+                metrics.track(self.name) as outcome,
+                tracer.start_as_current_span(
+                    "provider.dispatch", context=ctx, attributes=genai.request_attributes(dispatch.request)
+                ) as span,
+            ):
+                outcome["status"] = await self.execute(dispatch)
+                if outcome["status"] != "ok":
+                    span.set_attribute("error.type", outcome["status"])
+                    span.set_status(trace.StatusCode.ERROR, outcome["status"])
         except Exception:
             self.log.exception("dispatch failed")
         finally:
@@ -127,8 +135,12 @@ class ProviderWorker(BusService):
             task.uncancel()
         return True
 
-    async def execute(self, dispatch: invoke_pb2.Dispatch) -> None:
-        """Run the dispatch from chain[position], failing over until success or a final error."""
+    async def execute(self, dispatch: invoke_pb2.Dispatch) -> str:
+        """Run the dispatch from chain[position], failing over until success or a final error.
+
+        Returns "ok" or the final error code. Each upstream call is its own CLIENT span
+        named by the GenAI conventions ("chat <model>").
+        """
         assert self.nc is not None
         request = dispatch.request
         reply = dispatch.reply_to
@@ -138,7 +150,8 @@ class ProviderWorker(BusService):
                 # Another pool serves the next deployment: hand the dispatch on, no router trip.
                 if not await hand_off(self.nc, dispatch):
                     await self._fail(dispatch, reply, NO_WORKER, None)
-                return
+                    return NO_WORKER.code
+                return "ok"
             deployment = self.catalog.deployments.get(target.deployment_id)
             if deployment is None:
                 error = GatewayError(
@@ -146,89 +159,145 @@ class ProviderWorker(BusService):
                     f"deployment {target.deployment_id} is not configured on this worker",
                 )
                 await self._fail(dispatch, reply, error, None)
-                return
-            progress = AttemptProgress(started_ms=now_ms())
-            error: GatewayError | None = None
-            deadline = asyncio.timeout(remaining_s(request))
-            self._upstream[request.request_id] = asyncio.current_task()  # type: ignore[assignment]
-            try:
-                async with deadline:
-                    completed = await self._call(deployment, request, reply, progress)
-            except asyncio.CancelledError:
-                if not self._client_gone(request.request_id):
-                    raise
-                # Bill what the call used before it was stopped (docs/providers.md).
-                dispatch.attempts.append(
-                    attempt_record(
-                        deployment,
-                        progress.started_ms,
-                        error=CLIENT_GONE,
-                        status="cancelled",
-                        ttft_ms=progress.ttft_ms,
-                    )
-                )
-                self._stat(dispatch, deployment, dispatch.attempts[-1], CLIENT_GONE)  # releases in-flight
-                usage = progress.usage(request)
-                self._complete(
-                    dispatch,
-                    "cancelled",
-                    deployment=deployment,
-                    usage=usage,
-                    cost=call_cost(deployment, usage),
-                    ttft_ms=progress.ttft_ms,
-                    error=CLIENT_GONE.to_proto(request.request_id),
-                )
-                return
-            except GatewayError as exc:
-                error = exc
-            except TimeoutError:
-                if deadline.expired():
-                    error = deadline_error(deployment.provider)
-                else:  # an adapter's own timeout that escaped as the builtin exception
-                    error = GatewayError("timeout", "upstream timed out", provider=deployment.provider)
-            except Exception as exc:  # an adapter bug must still end the request cleanly
-                self.log.exception("adapter %s crashed", deployment.adapter)
-                error = GatewayError(
-                    "internal",
-                    f"provider adapter error: {type(exc).__name__}",
-                    provider=deployment.provider,
-                )
-                dispatch.attempts.append(attempt_record(deployment, progress.started_ms, error=error))
-                self._stat(dispatch, deployment, dispatch.attempts[-1], error)  # releases in-flight
-                await self._fail(dispatch, reply, error, deployment)
-                return
-            finally:
-                self._upstream.pop(request.request_id, None)
-            if error is not None:
-                dispatch.attempts.append(
-                    attempt_record(deployment, progress.started_ms, error=error, ttft_ms=progress.ttft_ms)
-                )
-                self._stat(dispatch, deployment, dispatch.attempts[-1], error)
-                if should_fail_over(error, dispatch, progress.chunks_sent):
-                    dispatch.position += 1
-                    continue
-                # A stream cut after chunks reached the client still used (and cost) tokens.
-                usage = progress.usage(request) if progress.chunks_sent else None
-                await self._fail(dispatch, reply, error, deployment, usage)
-                return
-            started, ttft_ms = progress.started_ms, progress.ttft_ms
+                return error.code
+            with tracer.start_as_current_span(
+                genai.span_name(deployment.model),
+                kind=trace.SpanKind.CLIENT,
+                attributes={
+                    "gen_ai.operation.name": genai.OPERATION_CHAT,
+                    "gen_ai.request.model": deployment.model,
+                    "switchyard.request_id": request.request_id,
+                    "switchyard.attempt": len(dispatch.attempts) + 1,
+                    **genai.target_attributes(deployment.provider, "", deployment.id),
+                },
+            ) as span:
+                status = await self._attempt(dispatch, deployment, span)
+            if status is None:  # failed over: the next deployment of the chain
+                continue
+            return status
+
+    async def _attempt(
+        self, dispatch: invoke_pb2.Dispatch, deployment: Deployment, span: trace.Span
+    ) -> str | None:
+        """One upstream call. Returns "ok", the final status or error code, or None to fail over."""
+        assert self.nc is not None
+        request = dispatch.request
+        reply = dispatch.reply_to
+        progress = AttemptProgress(started_ms=now_ms())
+        error: GatewayError | None = None
+        deadline = asyncio.timeout(remaining_s(request))
+        self._upstream[request.request_id] = asyncio.current_task()  # type: ignore[assignment]
+        try:
+            async with deadline:
+                completed = await self._call(deployment, request, reply, progress)
+        except asyncio.CancelledError:
+            if not self._client_gone(request.request_id):
+                raise
+            # Bill what the call used before it was stopped (docs/providers.md).
             dispatch.attempts.append(
-                attempt_record(deployment, started, ttft_ms=ttft_ms, http_status=completed.http_status)
+                attempt_record(
+                    deployment,
+                    progress.started_ms,
+                    error=CLIENT_GONE,
+                    status="cancelled",
+                    ttft_ms=progress.ttft_ms,
+                )
             )
-            self._stat(dispatch, deployment, dispatch.attempts[-1], None, completed.rate_limits)
-            cost = call_cost(deployment, completed.usage)
-            response = build_response(dispatch, deployment, completed, cost, ttft_ms)
-            await self.nc.publish(reply, codec.final_frame(response))
+            self._observe(deployment, dispatch.attempts[-1], span, CLIENT_GONE)
+            self._stat(dispatch, deployment, dispatch.attempts[-1], CLIENT_GONE)  # releases in-flight
+            usage = progress.usage(request)
             self._complete(
                 dispatch,
-                "ok",
+                "cancelled",
                 deployment=deployment,
-                response=response,
-                usage=completed.usage,
-                cost=cost,
-                ttft_ms=ttft_ms,
+                usage=usage,
+                cost=call_cost(deployment, usage),
+                ttft_ms=progress.ttft_ms,
+                error=CLIENT_GONE.to_proto(request.request_id),
             )
-            return
+            return "cancelled"
+        except GatewayError as exc:
+            error = exc
+        except TimeoutError:
+            if deadline.expired():
+                error = deadline_error(deployment.provider)
+            else:  # an adapter's own timeout that escaped as the builtin exception
+                error = GatewayError("timeout", "upstream timed out", provider=deployment.provider)
+        except Exception as exc:  # an adapter bug must still end the request cleanly
+            self.log.exception("adapter %s crashed", deployment.adapter)
+            error = GatewayError(
+                "internal",
+                f"provider adapter error: {type(exc).__name__}",
+                provider=deployment.provider,
+            )
+            dispatch.attempts.append(attempt_record(deployment, progress.started_ms, error=error))
+            self._observe(deployment, dispatch.attempts[-1], span, error)
+            self._stat(dispatch, deployment, dispatch.attempts[-1], error)  # releases in-flight
+            await self._fail(dispatch, reply, error, deployment)
+            return error.code
+        finally:
+            self._upstream.pop(request.request_id, None)
+        if error is not None:
+            dispatch.attempts.append(
+                attempt_record(deployment, progress.started_ms, error=error, ttft_ms=progress.ttft_ms)
+            )
+            self._observe(deployment, dispatch.attempts[-1], span, error)
+            self._stat(dispatch, deployment, dispatch.attempts[-1], error)
+            if should_fail_over(error, dispatch, progress.chunks_sent):
+                metrics.FAILOVERS.labels(deployment.provider).inc()
+                span.set_attribute("switchyard.failed_over", True)
+                dispatch.position += 1
+                return None
+            # A stream cut after chunks reached the client still used (and cost) tokens.
+            usage = progress.usage(request) if progress.chunks_sent else None
+            await self._fail(dispatch, reply, error, deployment, usage)
+            return error.code
+        started, ttft_ms = progress.started_ms, progress.ttft_ms
+        dispatch.attempts.append(
+            attempt_record(deployment, started, ttft_ms=ttft_ms, http_status=completed.http_status)
+        )
+        self._observe(deployment, dispatch.attempts[-1], span, None)
+        self._stat(dispatch, deployment, dispatch.attempts[-1], None, completed.rate_limits)
+        cost = call_cost(deployment, completed.usage)
+        response = build_response(dispatch, deployment, completed, cost, ttft_ms)
+        span.set_attributes(genai.usage_attributes(completed.usage, completed.finish_reason))
+        span.set_attribute("gen_ai.response.model", deployment.model)
+        span.set_attribute("switchyard.cost_usd", response.cost_usd)
+        metrics.record_usage(
+            request.project_id,
+            deployment.provider,
+            deployment.model,
+            completed.usage.prompt_tokens,
+            completed.usage.completion_tokens,
+            completed.usage.cached_tokens,
+            cost,
+        )
+        await self.nc.publish(reply, codec.final_frame(response))
+        self._complete(
+            dispatch,
+            "ok",
+            deployment=deployment,
+            response=response,
+            usage=completed.usage,
+            cost=cost,
+            ttft_ms=ttft_ms,
+        )
+        return "ok"
+
+    @staticmethod
+    def _observe(
+        deployment: Deployment, attempt: invoke_pb2.Attempt, span: trace.Span, error: GatewayError | None
+    ) -> None:
+        """An attempt's metrics and span outcome."""
+        status = "ok" if error is None else error.code
+        metrics.UPSTREAM_DURATION.labels(deployment.provider, deployment.model, status).observe(
+            attempt.latency_ms / 1000
+        )
+        if attempt.http_status:
+            span.set_attribute("http.response.status_code", attempt.http_status)
+        if error is not None:
+            span.set_attribute("error.type", error.code)
+            span.set_status(trace.StatusCode.ERROR, error.message[:200])
 
     async def _call(
         self,

@@ -17,8 +17,9 @@ import time
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from opentelemetry import trace
 
-from switchyard import codec, subjects, telemetry
+from switchyard import codec, genai, metrics, subjects, telemetry
 from switchyard.bus import EventPublisher, ensure_events_stream
 from switchyard.catalog import Deployment, read_config
 from switchyard.errors import GatewayError
@@ -118,21 +119,33 @@ class Router(BusService):
         try:
             request = invoke_pb2.InvokeRequest.FromString(msg.data)
             ctx = telemetry.extract_context(msg.headers)
-            with tracer.start_as_current_span("router.route", context=ctx) as span:
-                span.set_attribute("gen_ai.request.model", request.model)
+            with (
+                metrics.track(self.name) as outcome,
+                tracer.start_as_current_span(
+                    "router.route", context=ctx, attributes=genai.request_attributes(request)
+                ) as span,
+            ):
                 try:
                     dispatch = await self.route(request)
                 except GatewayError as error:
                     err = error.to_proto(request.request_id)
                     await self.nc.publish(msg.reply, codec.error_frame(err))
                     self._reject(request, err)
+                    outcome["status"] = err.code
+                    span.set_attribute("error.type", err.code)
+                    span.set_status(trace.StatusCode.ERROR, err.code)
                     return
                 dispatch.reply_to = msg.reply
-                span.set_attribute("gen_ai.system", dispatch.chain[0].provider)
+                first = dispatch.chain[0]
+                span.set_attributes(genai.target_attributes(first.provider, first.model, first.deployment_id))
+                span.set_attribute("switchyard.route", dispatch.route)
+                span.set_attribute("switchyard.candidates", len(dispatch.chain))
                 if not await hand_off(self.nc, dispatch):
                     err = NO_WORKER.to_proto(request.request_id)
                     await self.nc.publish(msg.reply, codec.error_frame(err))
                     self._reject(request, err)
+                    outcome["status"] = err.code
+                    span.set_attribute("error.type", err.code)
                     return
                 self._count_inflight(dispatch)
         except Exception:
@@ -243,6 +256,7 @@ class Router(BusService):
                 subjects.BUDGET_AUTHORIZE,
                 ask.SerializeToString(),
                 timeout=self.settings.budget_timeout_s,
+                headers=telemetry.inject_headers(),
             )
         except (NoRespondersError, NatsTimeoutError) as exc:
             # Fail closed: spending without the authority could cross a cap.
@@ -281,7 +295,12 @@ class Router(BusService):
             latency_ms=now - request.received_unix_ns / 1e6,
             api=request.api,
         )
-        self.events.publish(subjects.COMPLETION, event.SerializeToString(), msg_id=request.request_id)
+        self.events.publish(
+            subjects.COMPLETION,
+            event.SerializeToString(),
+            msg_id=request.request_id,
+            headers=telemetry.inject_headers(),
+        )
 
     async def drain(self) -> None:
         await self._sub.unsubscribe()

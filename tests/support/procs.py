@@ -16,6 +16,7 @@ import nats
 import orjson
 
 from switchyard import subjects
+from switchyard.children import tied_to_parent
 from switchyard.natsserver import NatsServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +38,11 @@ class ServiceProc:
     process: subprocess.Popen[bytes]
     ready_url: str
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def metrics_url(self) -> str:
+        return self.ready_url.removesuffix("/readyz") + "/metrics"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -62,6 +68,7 @@ class Stack:
     services: list[ServiceProc] = field(default_factory=list)
     ingress_url: str = ""
     api_key: str = ""  # a key of project "default", provisioned by start_all (or provision)
+    dashboard_url: str = ""
 
     @property
     def admin_token(self) -> str:
@@ -101,6 +108,10 @@ class Stack:
             ready_url = f"http://127.0.0.1:{port}/readyz"
             self.ingress_url = f"http://127.0.0.1:{port}"
         else:
+            if module == "services.ledger":  # the ledger serves the dashboard too
+                dashboard_port = int(proc_env.get("SWITCHYARD_DASHBOARD_PORT") or free_port())
+                proc_env["SWITCHYARD_DASHBOARD_PORT"] = str(dashboard_port)
+                self.dashboard_url = f"http://127.0.0.1:{dashboard_port}"
             ops_port = free_port()
             proc_env["SWITCHYARD_OPS_PORT"] = str(ops_port)
             ready_url = f"http://127.0.0.1:{ops_port}/readyz"
@@ -111,8 +122,9 @@ class Stack:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
+                preexec_fn=tied_to_parent(),  # a test killed by its timeout leaves no orphans
             )
-        service = ServiceProc(name, process, ready_url, log_path)
+        service = ServiceProc(name, process, ready_url, log_path, proc_env)
         self.services.append(service)
         if wait:
             self.wait_ready(service)

@@ -1,0 +1,1 @@
+"""The dashboard: a Starlette app served by the ledger process (it owns the store)."""

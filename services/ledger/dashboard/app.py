@@ -1,0 +1,160 @@
+"""The dashboard's HTTP app: the page, its static files (uPlot vendored, never a CDN), a JSON
+read API over the ledger, and the live feed as Server-Sent Events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from switchyard import metrics
+
+from . import budgets, queries
+from .feed import FeedHub, sse
+
+log = logging.getLogger("switchyard.ledger.dashboard")
+STATIC = Path(__file__).parent / "static"
+PING_S = 15.0
+
+Query = Callable[[str, dict[str, Any]], Awaitable[tuple[list[str], list[tuple]]]]
+Caps = Callable[[], Awaitable[Any]]
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error(code: str, message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+class Dashboard:
+    """Routes over a query function (the store) and a caps function (the budget authority)."""
+
+    def __init__(self, query: Query, caps: Caps, hub: FeedHub, clock: Callable[[], datetime] | None = None):
+        self.query = query
+        self.caps = caps
+        self.hub = hub
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.app = Starlette(
+            routes=[
+                Route("/", self.index),
+                Route("/api/overview", self.overview),
+                Route("/api/budgets", self.budgets),
+                Route("/api/recent", self.recent),
+                Route("/api/requests/{request_id}", self.request),
+                Route("/api/feed", self.feed),
+                Route("/healthz", self.healthz),
+                Mount("/static", StaticFiles(directory=STATIC), name="static"),
+            ],
+            exception_handlers={Exception: self._on_exception},
+        )
+
+    async def _on_exception(self, request: Request, exc: Exception) -> Response:
+        log.error("dashboard %s failed: %s", request.url.path, exc)
+        return error("internal", f"dashboard query failed: {type(exc).__name__}", 500)
+
+    async def _records(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        columns, rows = await self.query(sql, params)
+        return queries.records(columns, rows)
+
+    async def index(self, request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def overview(self, request: Request) -> Response:
+        window = request.query_params.get("window", "1h")
+        if window not in queries.WINDOWS:
+            return error("invalid_request", f"window must be one of {', '.join(queries.WINDOWS)}", 400)
+        now = self.clock()
+        since, step = queries.window_bounds(window, now)
+        params = {"since": since, "step": step}
+        series = await self._records(queries.SPEND_OVER_TIME, params)
+        totals = await self._records(queries.TOTALS, params)
+        return JSONResponse(
+            {
+                "window": window,
+                "since": int(since.timestamp() * 1000),
+                "step_minutes": step,
+                "totals": queries.with_average_latency(totals)[0] if totals else {},
+                "series": queries.pivot_series(series, since, now, step),
+                "by_project": await self._records(queries.BY_PROJECT, params),
+                "by_model": queries.with_average_latency(await self._records(queries.BY_MODEL, params)),
+                "providers": queries.provider_rows(await self._records(queries.PROVIDERS, params)),
+            }
+        )
+
+    async def budgets(self, request: Request) -> Response:
+        caps = budgets.parse_caps(await self.caps())
+        now = self.clock()
+        rows = []
+        for cap in caps:
+            spent = cap.spent_usd
+            if spent is None:
+                found = await self._records(
+                    budgets.spend_sql(cap),
+                    {"scope": cap.scope_id, "since": budgets.period_start(cap.period, now)},
+                )
+                spent = Decimal(str(found[0]["spent"])) if found else Decimal(0)
+            rows.append(budgets.usage_row(cap, spent))
+        return JSONResponse({"caps": rows})
+
+    async def recent(self, request: Request) -> Response:
+        try:
+            limit = min(max(int(request.query_params.get("limit", "50")), 1), 500)
+        except ValueError:
+            return error("invalid_request", "limit must be an integer", 400)
+        return JSONResponse({"items": await self._records(queries.RECENT, {"limit": limit})})
+
+    async def request(self, request: Request) -> Response:
+        request_id = request.path_params["request_id"]
+        found = await self._records(queries.REQUEST, {"id": request_id})
+        if not found:
+            return error("not_found", f"no ledger row for {request_id} (yet)", 404)
+        row = found[0]
+        for field in ("attempts", "rationale"):
+            row[field] = orjson.loads(row[field] or "null")
+        attempts = await self._records(queries.ATTEMPTS, {"id": request_id})
+        return JSONResponse({"request": row, "attempts": attempts})
+
+    async def feed(self, request: Request) -> Response:
+        queue = self.hub.subscribe()
+        metrics.DASHBOARD_CLIENTS.set(self.hub.clients)
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                yield sse("hello", b"{}")
+                while True:
+                    try:
+                        items = await asyncio.wait_for(queue.get(), PING_S)
+                    except TimeoutError:
+                        yield b": ping\n\n"  # finds closed connections, keeps proxies from timing out
+                        continue
+                    if items is None:  # the server is stopping
+                        return
+                    yield sse("requests", orjson.dumps(items))
+            finally:
+                self.hub.unsubscribe(queue)
+                metrics.DASHBOARD_CLIENTS.set(self.hub.clients)
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )

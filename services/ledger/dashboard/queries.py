@@ -1,0 +1,166 @@
+"""The dashboard's SQL and the pure shaping of its results. Spend and counts come from the
+per-minute rollups; latency percentiles and failover rates from the raw rows (FINAL)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+# window -> (how far back, chart step in minutes)
+WINDOWS: dict[str, tuple[timedelta, int]] = {
+    "1h": (timedelta(hours=1), 1),
+    "24h": (timedelta(hours=24), 15),
+    "7d": (timedelta(days=7), 120),
+}
+
+SPEND_OVER_TIME = """
+SELECT toStartOfInterval(minute, toIntervalMinute({step:UInt32})) AS t, project_id,
+       sum(cost_usd) AS cost_usd, sum(requests) AS requests, sum(errors) + sum(rejected) AS errors
+FROM requests_by_minute
+WHERE minute >= {since:DateTime('UTC')}
+GROUP BY t, project_id
+ORDER BY t, project_id
+"""
+
+TOTALS = """
+SELECT sum(requests) AS requests, sum(ok) AS ok, sum(errors) AS errors, sum(rejected) AS rejected,
+       sum(failovers) AS failovers, sum(prompt_tokens) AS prompt_tokens,
+       sum(completion_tokens) AS completion_tokens, sum(cached_tokens) AS cached_tokens,
+       sum(cost_usd) AS cost_usd, sum(latency_ms_sum) AS latency_ms_total
+FROM requests_by_minute
+WHERE minute >= {since:DateTime('UTC')}
+"""
+
+BY_PROJECT = """
+SELECT project_id, sum(requests) AS requests, sum(prompt_tokens + completion_tokens) AS tokens,
+       sum(cost_usd) AS cost_usd
+FROM requests_by_minute
+WHERE minute >= {since:DateTime('UTC')}
+GROUP BY project_id
+ORDER BY cost_usd DESC, requests DESC
+LIMIT 20
+"""
+
+BY_MODEL = """
+SELECT provider, model, sum(requests) AS requests, sum(errors) AS errors,
+       sum(prompt_tokens + completion_tokens) AS tokens, sum(cost_usd) AS cost_usd,
+       sum(latency_ms_sum) AS latency_ms_total
+FROM requests_by_minute
+WHERE minute >= {since:DateTime('UTC')} AND provider != ''
+GROUP BY provider, model
+ORDER BY cost_usd DESC, requests DESC
+LIMIT 20
+"""
+
+PROVIDERS = """
+SELECT provider, count() AS attempts, countIf(status = 'error') AS errors,
+       countIf(failed_over) AS failovers,
+       quantilesIf(0.5, 0.95, 0.99)(latency_ms, status = 'ok') AS latency_ms
+FROM attempts FINAL
+WHERE ts >= {since:DateTime64(3, 'UTC')}
+GROUP BY provider
+ORDER BY attempts DESC
+"""
+
+RECENT = """
+SELECT request_id, finished_at, project_id, agent_id, route, requested_model, provider, model, status,
+       error_code, prompt_tokens, completion_tokens, cost_usd, latency_ms, ttft_ms,
+       attempt_count AS attempts, stream, trace_id
+FROM requests FINAL
+WHERE ts >= now64(3) - INTERVAL 1 DAY
+ORDER BY finished_at DESC
+LIMIT {limit:UInt32}
+"""
+
+REQUEST = "SELECT * FROM requests FINAL WHERE request_id = {id:String}"
+ATTEMPTS = "SELECT * FROM attempts FINAL WHERE request_id = {id:String} ORDER BY attempt_no"
+
+
+def window_bounds(window: str, now: datetime) -> tuple[datetime, int]:
+    """(start, step minutes) of a window; the start is aligned to the step. KeyError if unknown."""
+    span, step = WINDOWS[window]
+    since = (now - span).astimezone(UTC).replace(second=0, microsecond=0)
+    epoch_minutes = int(since.timestamp() // 60)
+    since -= timedelta(minutes=epoch_minutes % step)
+    return since, step
+
+
+def jsonable(value: Any) -> Any:
+    """Values as the browser wants them: exact decimals as text, times as unix ms, no NaN."""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value else "0"
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return int(value.timestamp() * 1000)
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else round(value, 3)
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    return value
+
+
+def records(columns: list[str], rows: list[tuple]) -> list[dict[str, Any]]:
+    return [{c: jsonable(v) for c, v in zip(columns, row, strict=True)} for row in rows]
+
+
+def pivot_series(rows: list[dict[str, Any]], since: datetime, now: datetime, step: int) -> dict[str, Any]:
+    """Rollup rows (t, project_id, cost_usd, requests, errors) -> aligned chart columns.
+
+    Every step of the window gets a point (zero when nothing happened), so charts show gaps
+    as zero rather than joining distant points.
+    """
+    start_ms = int(since.timestamp() * 1000)
+    step_ms = step * 60_000
+    count = max(1, int((now.timestamp() * 1000 - start_ms) // step_ms) + 1)
+    times = [start_ms + i * step_ms for i in range(count)]
+    projects = sorted({row["project_id"] for row in rows})
+    cost = {p: [0.0] * count for p in projects}
+    requests, errors = [0] * count, [0] * count
+    for row in rows:
+        i = (row["t"] - start_ms) // step_ms
+        if 0 <= i < count:
+            cost[row["project_id"]][i] += float(row["cost_usd"])
+            requests[i] += int(row["requests"])
+            errors[i] += int(row["errors"])
+    return {
+        "t": [t // 1000 for t in times],
+        "projects": [{"project_id": p, "cost_usd": cost[p]} for p in projects],
+        "requests": requests,
+        "errors": errors,
+    }
+
+
+def with_average_latency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Adds avg_latency_ms = latency_ms_total / requests (None when there were none)."""
+    for row in rows:
+        requests = int(row.get("requests") or 0)
+        total = row.pop("latency_ms_total", None) or 0
+        row["avg_latency_ms"] = round(float(total) / requests, 3) if requests else None
+    return rows
+
+
+def provider_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Attempts per provider -> rates and percentiles (None when nothing succeeded)."""
+    out = []
+    for row in rows:
+        attempts = int(row["attempts"]) or 1
+        p50, p95, p99 = [*row["latency_ms"], None, None, None][:3]
+        out.append(
+            {
+                "provider": row["provider"],
+                "attempts": int(row["attempts"]),
+                "errors": int(row["errors"]),
+                "failovers": int(row["failovers"]),
+                "error_rate": round(int(row["errors"]) / attempts, 4),
+                "failover_rate": round(int(row["failovers"]) / attempts, 4),
+                "p50_ms": p50,
+                "p95_ms": p95,
+                "p99_ms": p99,
+            }
+        )
+    return out

@@ -1,0 +1,109 @@
+"""Runs the dashboard inside the ledger's event loop: uvicorn serving the app, the live feed
+fed from `ledger.feed`, reads going straight to the store this process owns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import Any
+
+import orjson
+import uvicorn
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from switchyard import subjects
+from switchyard.settings import Settings
+
+from ..store import LedgerStore
+from .app import Dashboard
+from .budgets import caps_from_status
+from .feed import FeedHub
+
+log = logging.getLogger("switchyard.ledger.dashboard")
+CAPS_TIMEOUT_S = 0.5
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the ledger process owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+class DashboardServer:
+    def __init__(self, settings: Settings, store: LedgerStore, nc: NATS) -> None:
+        self.settings = settings
+        self.nc = nc
+        self.hub = FeedHub()
+        self.dashboard = Dashboard(store.query, self._caps, self.hub)
+        self.port = settings.dashboard_port
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sub = None
+
+    async def _caps(self) -> Any:
+        """Every project's caps and spend as the budget authority counts them; none when it
+        does not answer (the dashboard says no caps are known)."""
+        try:
+            reply = await self.nc.request(subjects.BUDGET_STATUS, b"{}", timeout=CAPS_TIMEOUT_S)
+            return caps_from_status(orjson.loads(reply.data))
+        except Exception as exc:
+            log.debug("no caps from the budget authority: %s", exc)
+            return {"caps": []}
+
+    async def _on_feed(self, msg: Msg) -> None:
+        try:
+            self.hub.publish(orjson.loads(msg.data))
+        except orjson.JSONDecodeError:
+            log.warning("undecodable feed message dropped")
+
+    async def start(self) -> None:
+        config = uvicorn.Config(
+            self.dashboard.app,
+            host=self.settings.dashboard_host,
+            port=self.settings.dashboard_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            timeout_graceful_shutdown=2,
+        )
+        self._server = _EmbeddedServer(config)
+        config.load()
+        self._server.lifespan = config.lifespan_class(config)
+        # Bind here, so a taken port raises OSError to the ledger (uvicorn would sys.exit).
+        sock = bind_socket(self.settings.dashboard_host, self.settings.dashboard_port)
+        self.port = sock.getsockname()[1]
+        await self._server.startup(sockets=[sock])
+        self._task = asyncio.create_task(self._server.main_loop(), name="dashboard")
+        self._sub = await self.nc.subscribe(subjects.LEDGER_FEED, cb=self._on_feed)
+
+    async def stop(self) -> None:
+        self.hub.close()
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        if self._server is not None:
+            self._server.should_exit = True
+            if self._task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._task, 5)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.shutdown(), 5)

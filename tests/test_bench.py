@@ -1,0 +1,42 @@
+"""The overhead benchmark (`python -m bench`) runs end to end on a tiny load: it starts the
+fake upstream and the whole gateway, drives both, and reports every figure docs/performance.md
+quotes. Its numbers are not checked here: performance is shown by running the benchmark."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from tests.support.procs import ROOT
+
+PERCENTILES = {"p50", "p90", "p99", "max"}
+
+
+def test_bench_runs_end_to_end_and_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--rates", "10", "--duration", "2", "--rounds", "1",
+         "--stream-rate", "10", "--max-search", "20", "--no-pin", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = orjson.loads(out.read_bytes())
+    assert report["machine"]["cpus"] >= 1
+    entry = report["rates"]["10"]
+    for side in ("direct", "gateway"):
+        assert entry[side]["sent"] == 20
+        assert entry[side]["ok"] == entry[side]["sent"], entry[side]  # through the gateway too
+        assert set(entry[side]["latency_ms"]) == PERCENTILES
+    assert set(entry["overhead_ms"]) == PERCENTILES
+    # CPU and memory of every service of the gateway, each its own process.
+    assert {"ingress", "router", "ledger", "budget", "nats-server"} <= set(entry["resources"])
+    assert any(name.startswith("providers") for name in entry["resources"])
+    stream = report["stream"]
+    assert stream["gateway"]["ok"] == stream["gateway"]["sent"] > 0
+    assert set(stream["ttft_overhead_ms"]) == PERCENTILES
+    assert stream["gateway"]["ttft_ms"]["p50"] > 0
+    assert "max_sustainable_rps" in report
+    assert "max sustainable throughput" in run.stdout
