@@ -11,6 +11,7 @@ import pytest
 from services.budget.authority import Authority
 from services.budget.quotas import QuotaBook, QuotaNeed
 from services.budget.rebuild import rebuild
+from services.ledger.dashboard.queries import quota_rows as dashboard_quota_rows
 from services.ledger.quotas import QUOTA_COLUMNS, QuotaSampler, quota_rows
 from services.providers.adapters.ratelimits import duration_s, parse_rate_limits, until_s
 from services.router.quota import MIN_FACTOR, NEAR_QUOTA, STALE_AFTER_S, QuotaView, quota_factor
@@ -412,3 +413,31 @@ def test_quota_rows_and_sampling() -> None:
     book.take("r2", QuotaNeed("a"), T0)
     sampler.offer(book.state(T0, NOW_MS + 1000))
     assert sampler.take(20.0) is not None
+
+
+def test_the_dashboard_shows_each_declared_limit_in_use() -> None:
+    rows = dashboard_quota_rows(
+        [
+            {
+                "deployment_id": "a", "sampled_at": 1, "rpm": 10, "rpm_left": 2.5, "tpm": 0, "tpm_left": 0,
+                "input_tpm": 1000, "input_tpm_left": 1200, "output_tpm": 0, "output_tpm_left": 0,
+                "concurrency": 4, "in_flight": 1, "headroom_now": 0.25, "headroom_min": 0.0,
+                "granted_total": 7, "refused_total": 3,
+            }
+        ]
+    )  # fmt: skip
+    assert rows == [
+        {
+            "deployment": "a",
+            "sampled_at": 1,
+            "limits": [
+                {"limit": "requests / min", "of": 10, "used_pct": 75.0},
+                {"limit": "input tokens / min", "of": 1000, "used_pct": 0.0},
+                {"limit": "in flight", "of": 4, "used_pct": 25.0},
+            ],
+            "headroom": 0.25,
+            "min_headroom": 0.0,
+            "granted": 7,
+            "refused": 3,
+        }
+    ]

@@ -23,6 +23,7 @@ from switchyard import subjects
 from switchyard.v1 import budget_pb2
 from tests.fakes import OpenAIFake
 from tests.support.procs import Stack, wait_for_rows
+from tests.test_observability import ARTIFACTS, BROWSER_ARGS, CHROMIUM
 
 N = 5  # requests per minute per key, on both sides
 KEYS = ("sk-quota-1", "sk-quota-2", "sk-free-3", "sk-free-4", "sk-headers-5")
@@ -277,3 +278,41 @@ async def test_the_ledger_records_quota_use_per_deployment(qstack: Stack) -> Non
         N,
     )
     assert len(refused) >= N
+
+
+async def test_the_dashboard_shows_quota_use_per_deployment(qstack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=qstack.dashboard_url, timeout=30) as http:
+        assert (await http.get("/api/quotas?window=forever")).status_code == 400
+        deadline = time.monotonic() + 20
+        while True:
+            found = {d["deployment"]: d for d in (await http.get("/api/quotas")).json()["deployments"]}
+            if {"key1/gpt", "key2/gpt"} <= set(found) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+    key1 = found["key1/gpt"]
+    assert key1["limits"][0]["limit"] == "requests / min" and key1["limits"][0]["of"] == N
+    assert key1["granted"] == N and key1["min_headroom"] < 0.2
+    assert sum(found[k]["refused"] for k in ("key1/gpt", "key2/gpt")) >= N
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (make install-browser)")
+async def test_the_quota_panel_in_a_headless_browser(qstack: Stack) -> None:
+    from playwright.async_api import async_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS, headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1440, "height": 1400})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(qstack.dashboard_url + "/")
+            await page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
+            row = page.locator("#quota-table tr[data-deployment='key1/gpt']").first
+            await row.wait_for(timeout=15_000)
+            assert f"{N} requests / min" in await row.inner_text()
+            assert await page.locator("#quota-table tr[data-deployment='key2/gpt']").count() >= 1
+            await page.locator("#quotas").screenshot(path=str(ARTIFACTS / "dashboard-quotas.png"))
+            assert not errors, errors
+        finally:
+            await browser.close()
