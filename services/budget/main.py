@@ -162,11 +162,11 @@ class BudgetService(BusService):
         self._subs = [
             await nc.subscribe(subjects.BUDGET_AUTHORIZE, queue=subjects.BUDGET_QUEUE, cb=self._on_authorize),
             await nc.subscribe(subjects.BUDGET_STATUS, cb=self._on_status),
-            # Fan-out: the providers' rate-limit headers and 429s lower the quota buckets.
-            await nc.subscribe(subjects.PROVIDER_STATS, cb=self._on_provider_stat),
         ]
         self._term.append(asyncio.create_task(self._settle(authority, consumer), name="budget-settle"))
-        if authority.quotas.quotas:
+        if authority.quotas.quotas:  # some deployment declares provider limits (docs/quotas.md)
+            # Fan-out: the providers' rate-limit headers and 429s lower the quota buckets.
+            self._subs.append(await nc.subscribe(subjects.PROVIDER_STATS, cb=self._on_provider_stat))
             self._term.append(asyncio.create_task(self._publish_quotas(authority), name="budget-quotas"))
         self._term.append(asyncio.create_task(self._expire(authority), name="budget-expire"))
         for crossing in authority.all_reached(now_ms()):  # alerts a crashed leader may have owed
