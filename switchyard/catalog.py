@@ -31,6 +31,25 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class ProviderLimits:
+    """The provider's rate limits for one deployment (its key and model); 0 = no limit.
+    Enforced by the budget authority across every router and worker (docs/quotas.md)."""
+
+    rpm: int = 0  # requests per minute
+    tpm: int = 0  # input + output tokens per minute (how OpenAI counts)
+    input_tpm: int = 0  # input (prompt) tokens per minute
+    output_tpm: int = 0  # output (completion) tokens per minute
+    max_concurrent: int = 0  # requests in flight at once
+
+    @property
+    def any(self) -> bool:
+        return bool(self.rpm or self.tpm or self.input_tpm or self.output_tpm or self.max_concurrent)
+
+
+LIMIT_NAMES = ("rpm", "tpm", "input_tpm", "output_tpm", "max_concurrent")
+
+
+@dataclass(frozen=True)
 class Deployment:
     """One upstream model behind one set of credentials.
 
@@ -48,6 +67,7 @@ class Deployment:
     api_key: str = field(default="", repr=False)
     timeouts: Timeouts = field(default_factory=Timeouts)
     options: Mapping[str, Any] = field(default_factory=dict)
+    limits: ProviderLimits = field(default_factory=ProviderLimits)
 
     @property
     def qualified_model(self) -> str:
@@ -169,7 +189,21 @@ def _deployment(raw: Mapping[str, Any], env: Mapping[str, str]) -> Deployment:
         api_key=api_key,
         timeouts=Timeouts(**{k: float(v) for k, v in t.items()}),
         options=dict(raw.get("options", {})),
+        limits=_limits(raw.get("id", f"{provider}/{model}"), raw.get("limits")),
     )
+
+
+def _limits(deployment: str, raw: Any) -> ProviderLimits:
+    if raw is None:
+        return ProviderLimits()
+    if not isinstance(raw, Mapping) or set(raw) - set(LIMIT_NAMES):
+        raise ValueError(f"deployment {deployment!r}: limits must be a table of {', '.join(LIMIT_NAMES)}")
+    values = {}
+    for name, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"deployment {deployment!r}: limits.{name} must be a whole number >= 0")
+        values[name] = value
+    return ProviderLimits(**values)
 
 
 def build_catalog(config: Mapping[str, Any], env: Mapping[str, str]) -> Catalog:

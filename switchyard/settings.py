@@ -62,6 +62,8 @@ class Settings(BaseSettings):
 
     # Test/debug only: each process writes its finished spans as JSON lines into this folder.
     span_dir: Path | None = None
+    # How often the ledger records the provider-quota state (docs/quotas.md); 0 = never.
+    ledger_quota_sample_s: float = Field(default=10.0, ge=0)
 
     # Stream replication: 1 for the embedded single server, 3 on a cluster.
     stream_replicas: int = Field(default=1, ge=1, le=5)

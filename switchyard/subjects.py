@@ -8,6 +8,7 @@ BUDGET_AUTHORIZE = "budget.authorize"  # router -> budget, queue group "budget"
 BUDGET_QUEUE = "budget"
 BUDGET_STATUS = "budget.status"  # anyone -> the budget leader: spend against caps (JSON)
 PROVIDER_STATS = "stats.provider"  # worker -> every router (fan-out, no queue group)
+QUOTA_STATE = "quota.state"  # budget leader -> routers, ledger, dashboard: provider quota use (fan-out)
 LEDGER_QUERY = "ledger.query"  # anyone -> ledger (reads of the embedded store)
 LEDGER_QUERY_QUEUE = "ledger"  # one ledger replica answers each query
 LEDGER_FEED = "ledger.feed"  # ledger -> every dashboard: requests just stored (core fan-out, JSON)

@@ -40,12 +40,12 @@ async def rollup_and_raw(store: LedgerStore) -> tuple[list, list]:
 
 async def test_migrations_are_numbered_and_applied_once(store: LedgerStore) -> None:
     applied = await rows(store, "SELECT version FROM schema_migrations ORDER BY version")
-    assert [r["version"] for r in applied] == [m[0] for m in MIGRATIONS] == [1, 2, 3]
+    assert [r["version"] for r in applied] == [m[0] for m in MIGRATIONS] == [1, 2, 3, 4]
     assert await store._run(store._migrate) == []  # a restart applies nothing again
     again = await rows(store, "SELECT count() AS n FROM schema_migrations")
-    assert again[0]["n"] == 3
+    assert again[0]["n"] == 4
     tables = {r["name"] for r in await rows(store, "SHOW TABLES")}
-    assert {"requests", "attempts", "requests_by_minute", "requests_by_minute_mv"} <= tables
+    assert {"requests", "attempts", "requests_by_minute", "requests_by_minute_mv", "quota_usage"} <= tables
 
 
 async def test_rollup_view_sums_what_is_inserted(store: LedgerStore) -> None:
@@ -99,6 +99,7 @@ async def test_retention_ttl_follows_the_setting(store: LedgerStore) -> None:
     assert done == [
         "ALTER TABLE requests MODIFY TTL toDateTime(ts) + toIntervalDay(30)",
         "ALTER TABLE attempts MODIFY TTL toDateTime(ts) + toIntervalDay(30)",
+        "ALTER TABLE quota_usage MODIFY TTL toDateTime(ts) + toIntervalDay(30)",
     ]
     assert await store.apply_retention(raw_days=30, rollup_days=0) == []  # unchanged: no ALTER
     for table in ("requests", "attempts"):
@@ -112,5 +113,6 @@ async def test_retention_ttl_follows_the_setting(store: LedgerStore) -> None:
         "ALTER TABLE requests REMOVE TTL",
         "ALTER TABLE attempts REMOVE TTL",
         "ALTER TABLE requests_by_minute MODIFY TTL minute + toIntervalDay(365)",
+        "ALTER TABLE quota_usage REMOVE TTL",
     ]
     assert await store.apply_retention(raw_days=0, rollup_days=365) == []

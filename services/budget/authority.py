@@ -21,6 +21,7 @@ from .alerts import Crossing, crossed, reached
 from .book import Change, Reservation, SpendBook
 from .buckets import TokenBucket
 from .periods import period_start
+from .quotas import QuotaBook, QuotaNeed
 
 # A request's own clock is trusted for its period only within this distance of ours.
 MAX_CLOCK_SKEW_MS = 60_000
@@ -35,6 +36,8 @@ class Verdict:
     scope: str = ""
     cap_usd: str = ""
     reservation: Reservation | None = None  # set when a new hold was made (journal it)
+    deployment_id: str = ""  # the candidate reserved on
+    at_quota: tuple[str, ...] = ()  # candidates ranked above it that were at their provider quota
 
     def to_proto(self, request_id: str) -> budget_pb2.Decision:
         return budget_pb2.Decision(
@@ -45,7 +48,24 @@ class Verdict:
             reservation_id=request_id if self.allow else "",
             scope=self.scope,
             cap_usd=self.cap_usd,
+            deployment_id=self.deployment_id,
+            at_quota=self.at_quota,
         )
+
+
+def candidates_of(ask: budget_pb2.AuthorizeRequest) -> list[budget_pb2.QuotaCandidate]:
+    """The router's ranked chain; an ask without one names its deployment only."""
+    if ask.candidates:
+        return list(ask.candidates)
+    return [
+        budget_pb2.QuotaCandidate(
+            deployment_id=ask.deployment_id, max_cost_usd=ask.max_cost_usd, input_tokens=ask.estimated_tokens
+        )
+    ]
+
+
+def quota_need(candidate: budget_pb2.QuotaCandidate) -> QuotaNeed:
+    return QuotaNeed(candidate.deployment_id, candidate.input_tokens, candidate.output_tokens)
 
 
 def _amount(text: str) -> Decimal:
@@ -61,39 +81,88 @@ def _per(value: float) -> str:
 
 
 class Authority:
-    def __init__(self, view: TenancyView, book: SpendBook | None = None) -> None:
+    def __init__(
+        self, view: TenancyView, book: SpendBook | None = None, quotas: QuotaBook | None = None
+    ) -> None:
         self.view = view
         self.book = book if book is not None else SpendBook()
         self.buckets: dict[str, TokenBucket] = {}
+        self.quotas = quotas if quotas is not None else QuotaBook()
 
     # --- authorize ----------------------------------------------------------------------
 
-    def reservation_of(self, ask: budget_pb2.AuthorizeRequest, now_ms: int) -> Reservation:
+    def reservation_of(
+        self,
+        ask: budget_pb2.AuthorizeRequest,
+        now_ms: int,
+        candidate: budget_pb2.QuotaCandidate | None = None,
+    ) -> Reservation:
         at_ms = ask.received_unix_ms
         if not at_ms or abs(at_ms - now_ms) > MAX_CLOCK_SKEW_MS:
             at_ms = now_ms
         return Reservation(
             request_id=ask.request_id,
             scopes=tuple(self.view.scopes(ask.project_id, ask.agent_id, ask.key_id)),
-            amount=_amount(ask.max_cost_usd),
+            amount=_amount(candidate.max_cost_usd if candidate else ask.max_cost_usd),
             at_ms=at_ms,
             deadline_ms=ask.deadline_unix_ms or now_ms + 120_000,
             tokens=ask.estimated_tokens,
             project_id=ask.project_id,
             key_id=ask.key_id,
+            deployment_id=candidate.deployment_id if candidate else ask.deployment_id,
         )
 
     def authorize(self, ask: budget_pb2.AuthorizeRequest, now_ms: int) -> Verdict:
-        """Reserve the request's maximum cost in every scope at once, or deny."""
-        if ask.request_id in self.book.reservations or self.book.is_settled(ask.request_id):
-            return Verdict(True)  # a repeated ask (the router retried): same answer, no new hold
-        reservation = self.reservation_of(ask, now_ms)
-        denial = self._over_cap(reservation) or self._rate_limited(reservation, now_ms / 1000)
+        """Pick the first candidate with provider-quota headroom and reserve the request's
+        maximum cost on it in every scope at once, or deny."""
+        held = self.book.reservations.get(ask.request_id)
+        if held is not None or self.book.is_settled(ask.request_id):
+            # A repeated ask (the router retried): same answer, no new hold.
+            return Verdict(True, deployment_id=held.deployment_id if held else "")
+        now_s = now_ms / 1000
+        candidates = candidates_of(ask)
+        index, skipped = self.quotas.choose([quota_need(c) for c in candidates], now_s)
+        at_quota = tuple(deployment_id for deployment_id, _ in skipped)
+        if index is None:
+            self.quotas.refuse(list(at_quota))
+            return self._at_quota(skipped)
+        candidate = candidates[index]
+        reservation = self.reservation_of(ask, now_ms, candidate)
+        denial = self._over_cap(reservation) or self._rate_limited(reservation, now_s)
         if denial is not None:
             return denial
-        self._take_tokens(reservation, now_ms / 1000)
+        self._take_tokens(reservation, now_s)
+        self.quotas.refuse(list(at_quota))
+        self.quotas.take(ask.request_id, quota_need(candidate), now_s)
         self.book.hold(reservation)
-        return Verdict(True, reservation=reservation)
+        return Verdict(
+            True, reservation=reservation, deployment_id=candidate.deployment_id, at_quota=at_quota
+        )
+
+    def _at_quota(self, skipped: list[tuple[str, float]]) -> Verdict:
+        """Every candidate is at its provider quota: retry when the soonest one frees up."""
+        finite = [(wait, deployment_id) for deployment_id, wait in skipped if not math.isinf(wait)]
+        detail = ", ".join(
+            f"{deployment_id} "
+            + ("never fits this request" if math.isinf(wait) else f"frees up in {wait:.1f} s")
+            for deployment_id, wait in skipped
+        )
+        if not finite:
+            return Verdict(
+                False,
+                "rate_limited",
+                f"rate limited: this request is larger than every candidate's provider quota ({detail})",
+                60.0,
+                scope=f"deployment:{skipped[0][0]}" if skipped else "",
+            )
+        wait, soonest = min(finite)
+        return Verdict(
+            False,
+            "rate_limited",
+            f"rate limited: every candidate deployment is at its provider quota ({detail})",
+            round(max(wait, 0.001), 3),
+            scope=f"deployment:{soonest}",
+        )
 
     def _over_cap(self, reservation: Reservation) -> Verdict | None:
         for budget in self.view.budgets_for(list(reservation.scopes)):
@@ -169,11 +238,16 @@ class Authority:
     def restore(self, ask: budget_pb2.AuthorizeRequest, now_ms: int) -> None:
         """Hold a reservation the previous authority granted (from its journal), unchecked."""
         if not self.book.is_settled(ask.request_id):
-            self.book.hold(self.reservation_of(ask, int(ask.received_unix_ms) or now_ms))
+            chosen = [c for c in ask.candidates if c.deployment_id == ask.deployment_id]
+            candidate = chosen[0] if chosen else None
+            self.book.hold(self.reservation_of(ask, int(ask.received_unix_ms) or now_ms, candidate))
+            if candidate is not None:
+                self.quotas.take(ask.request_id, quota_need(candidate), now_ms / 1000)
 
     def cancel(self, request_id: str) -> None:
         """Undo a reservation that could not be journaled (the request is refused)."""
         self.book.release(request_id)
+        self.quotas.release(request_id)
 
     # --- settle -------------------------------------------------------------------------
 
@@ -190,6 +264,13 @@ class Authority:
         if result is None:
             return []
         reservation, changes = result
+        self.quotas.settle(
+            event.request_id,
+            event.deployment_id,
+            event.usage.prompt_tokens,
+            event.usage.completion_tokens,
+            now_ms / 1000,
+        )
         if reservation is not None and reservation.tokens:
             actual = event.usage.prompt_tokens + event.usage.completion_tokens
             self._settle_tokens(reservation, actual - reservation.tokens, now_ms / 1000)
@@ -224,7 +305,10 @@ class Authority:
         return out
 
     def expire(self, now_ms: int, grace_ms: int) -> list[Reservation]:
-        return self.book.expired(now_ms, grace_ms)
+        expired = self.book.expired(now_ms, grace_ms)
+        for reservation in expired:
+            self.quotas.release(reservation.request_id)
+        return expired
 
     # --- report -------------------------------------------------------------------------
 

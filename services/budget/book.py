@@ -37,6 +37,7 @@ class Reservation:
     tokens: int = 0  # the token estimate taken from tokens-per-minute buckets
     project_id: str = ""
     key_id: str = ""
+    deployment_id: str = ""  # the deployment whose provider quota it holds (docs/quotas.md)
 
 
 @dataclass(frozen=True)

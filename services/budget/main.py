@@ -35,6 +35,7 @@ from switchyard.v1 import budget_pb2, events_pb2
 from .alerts import Crossing, alert_event, alert_id
 from .authority import Authority
 from .lease import Lease
+from .quotas import QuotaBook
 from .rebuild import DONE_SQL, rebuild, spend_query
 from .webhook import WebhookSender
 
@@ -45,6 +46,8 @@ JOURNAL_MAX_AGE_S = 24 * 3600
 # The rebuild passes the tail's ids to the ledger in one NATS message (1 MB by default).
 MAX_TAIL = 20_000
 EXPIRY_EVERY_S = 1.0
+# How often the leader publishes provider-quota state (`quota.state`) for the routers' ranking.
+QUOTA_STATE_EVERY_S = 0.5
 PRUNE_EVERY_S = 60.0
 # With no completion for this many 1 s fetches, check that the settlement reader still exists.
 SETTLE_PROBE_EVERY = 3
@@ -165,6 +168,10 @@ class BudgetService(BusService):
         self._term.append(
             asyncio.create_task(self._settle(authority, consumer, read_up_to), name="budget-settle")
         )
+        if authority.quotas.quotas:  # some deployment declares provider limits (docs/quotas.md)
+            # Fan-out: the providers' rate-limit headers and 429s lower the quota buckets.
+            self._subs.append(await nc.subscribe(subjects.PROVIDER_STATS, cb=self._on_provider_stat))
+            self._term.append(asyncio.create_task(self._publish_quotas(authority), name="budget-quotas"))
         self._term.append(asyncio.create_task(self._expire(authority), name="budget-expire"))
         for crossing in authority.all_reached(now_ms()):  # alerts a crashed leader may have owed
             self._alerts.put_nowait(crossing)
@@ -226,7 +233,8 @@ class BudgetService(BusService):
                 else set()
             )
             grace_ms = int(self.settings.budget_reservation_grace_s * 1000)
-            authority = rebuild(self.view, rows, tail, journal, done, now_ms(), grace_ms)
+            quotas = QuotaBook({d.id: d.limits for d in self.catalog.deployments.values()}, now_ms() / 1000)
+            authority = rebuild(self.view, rows, tail, journal, done, now_ms(), grace_ms, quotas)
         except BaseException:
             with contextlib.suppress(Exception):
                 await consumer.unsubscribe()
@@ -310,6 +318,7 @@ class BudgetService(BusService):
             await msg.respond(verdict.to_proto(ask.request_id).SerializeToString())
             return
         ask.received_unix_ms = verdict.reservation.at_ms
+        ask.deployment_id = verdict.deployment_id  # a successor restores the quota it took
         task = asyncio.create_task(self._journal_then_reply(msg, ask, authority, verdict))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
@@ -339,6 +348,33 @@ class BudgetService(BusService):
         )
         with contextlib.suppress(Exception):
             await msg.respond(decision.SerializeToString())
+
+    async def _on_provider_stat(self, msg: Msg) -> None:
+        authority = self.authority
+        if authority is None:
+            return
+        try:
+            stat = events_pb2.ProviderStat.FromString(msg.data)
+        except Exception:
+            return
+        now_s = now_ms() / 1000
+        if stat.HasField("rate_limits"):
+            authority.quotas.observe(stat.deployment_id, stat.rate_limits, now_s)
+        if stat.http_status == 429 or stat.error_code == "rate_limited":
+            authority.quotas.back_off(stat.deployment_id, stat.retry_after_s, now_s)
+
+    async def _publish_quotas(self, authority: Authority) -> None:
+        assert self.nc is not None
+        while True:
+            try:
+                at_ms = now_ms()
+                state = authority.quotas.state(at_ms / 1000, at_ms)
+                await self.nc.publish(subjects.QUOTA_STATE, state.SerializeToString())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS reconnecting: the next tick publishes again
+                self.log.warning("quota state not published: %s", exc)
+            await asyncio.sleep(QUOTA_STATE_EVERY_S)
 
     async def _on_status(self, msg: Msg) -> None:
         authority = self.authority

@@ -20,6 +20,7 @@ from switchyard.v1 import budget_pb2, events_pb2
 
 from .authority import Authority
 from .periods import day_start_ms, month_start_ms, period_start
+from .quotas import QuotaBook
 
 SPEND_SQL = """
 SELECT project_id, agent_id, key_id,
@@ -92,9 +93,11 @@ def rebuild(
     done_ids: set[str],
     now_ms: int,
     grace_ms: int,
+    quotas: QuotaBook | None = None,
 ) -> Authority:
-    """The authority's state from its sources; `done_ids` are journal ids the ledger holds."""
-    authority = Authority(view)
+    """The authority's state from its sources; `done_ids` are journal ids the ledger holds.
+    Provider quotas start full, less what the open journaled reservations took."""
+    authority = Authority(view, quotas=quotas)
     apply_ledger(authority, ledger_rows, now_ms)
     for event in unique_events(tail):
         authority.settle(event, now_ms)

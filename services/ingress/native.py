@@ -246,6 +246,12 @@ def rationale_json(r: invoke_pb2.Rationale) -> dict[str, Any]:
                 "breaker": c.breaker,
                 "eligible": c.eligible,
                 **({"excluded": c.excluded_reason} if c.excluded_reason else {}),
+                # Provider quota (docs/quotas.md): shown once a deployment has used some of it.
+                **(
+                    {"quota": {"headroom": round(c.quota_headroom, 4), "wait_s": round(c.quota_wait_s, 3)}}
+                    if c.quota_headroom < 1 or c.quota_wait_s or c.excluded_reason == "quota"
+                    else {}
+                ),
             }
             for c in r.candidates
         ],
@@ -383,6 +389,11 @@ class Scores(_Out):
     total: float
 
 
+class QuotaOut(_Out):
+    headroom: float
+    wait_s: float
+
+
 class CandidateOut(_Out):
     deployment: str
     latency_ms: float
@@ -395,6 +406,7 @@ class CandidateOut(_Out):
     breaker: str
     eligible: bool
     excluded: str | None = None
+    quota: QuotaOut | None = None
 
 
 class RationaleOut(_Out):

@@ -26,6 +26,7 @@ from switchyard.v1 import events_pb2
 
 from .batching import BatchWindow
 from .dashboard.server import DashboardServer
+from .quotas import QuotaRecorder
 from .rows import ATTEMPT_COLUMNS, REQUEST_COLUMNS, attempt_rows, feed_item, request_row
 from .store import LedgerStore, is_read_only
 
@@ -96,6 +97,8 @@ class Ledger(BusService):
         self._query_sub = await nc.subscribe(
             subjects.LEDGER_QUERY, queue=subjects.LEDGER_QUERY_QUEUE, cb=self._on_query
         )
+        self.quotas = QuotaRecorder(nc, self.store, self.settings.ledger_quota_sample_s)
+        await self.quotas.start()
         self.dashboard = DashboardServer(settings, self.store, nc)
         try:
             await self.dashboard.start()
@@ -233,6 +236,7 @@ class Ledger(BusService):
 
     async def drain(self) -> None:
         self._stopping.set()
+        await self.quotas.stop()
         if self.dashboard:
             await self.dashboard.stop()
         for task in (self._consumer, self._lag):

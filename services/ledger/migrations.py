@@ -148,6 +148,36 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        4,
+        "provider quota use per deployment, sampled from quota.state",
+        [
+            """
+            CREATE TABLE IF NOT EXISTS quota_usage (
+                ts DateTime64(3, 'UTC'),
+                deployment_id LowCardinality(String),
+                rpm_limit UInt32,
+                requests_available Float64,
+                tpm_limit UInt32,
+                tokens_available Float64,
+                input_tpm_limit UInt32,
+                input_tokens_available Float64,
+                output_tpm_limit UInt32,
+                output_tokens_available Float64,
+                max_concurrent UInt32,
+                concurrent UInt32,
+                headroom Float64,
+                wait_s Float64,
+                granted UInt64,
+                refused UInt64,
+                inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)
+            )
+            ENGINE = ReplacingMergeTree(inserted_at)
+            PARTITION BY toYYYYMM(ts)
+            ORDER BY (deployment_id, ts)
+            """,
+        ],
+    ),
 ]
 
 # The rollup's key and summed columns, in table order (reconciliation compares them).
@@ -193,7 +223,12 @@ GROUP BY minute, project_id, provider, model
 
 # Tables under retention and the time column their TTL counts from; "raw" follows
 # ledger_retention_days and "rollup" ledger_rollup_retention_days.
-RETENTION = [("requests", "ts", "raw"), ("attempts", "ts", "raw"), ("requests_by_minute", "minute", "rollup")]
+RETENTION = [
+    ("requests", "ts", "raw"),
+    ("attempts", "ts", "raw"),
+    ("requests_by_minute", "minute", "rollup"),
+    ("quota_usage", "ts", "raw"),  # provider-quota samples (docs/quotas.md) age out like raw rows
+]
 
 
 def pending(applied: set[int]) -> list[tuple[int, str, list[str]]]:

@@ -26,6 +26,7 @@ from switchyard.v1 import events_pb2, invoke_pb2
 
 from .adapters import adapter_for
 from .adapters.base import Completed, Progress, ProviderAdapter
+from .adapters.ratelimits import parse_rate_limits
 from .execution import (
     AttemptProgress,
     attempt_record,
@@ -256,7 +257,7 @@ class ProviderWorker(BusService):
             attempt_record(deployment, started, ttft_ms=ttft_ms, http_status=completed.http_status)
         )
         self._observe(deployment, dispatch.attempts[-1], span, None)
-        self._stat(dispatch, deployment, dispatch.attempts[-1], None)
+        self._stat(dispatch, deployment, dispatch.attempts[-1], None, completed.rate_limits)
         cost = call_cost(deployment, completed.usage)
         response = build_response(dispatch, deployment, completed, cost, ttft_ms)
         span.set_attributes(genai.usage_attributes(completed.usage, completed.finish_reason))
@@ -362,6 +363,7 @@ class ProviderWorker(BusService):
         deployment: Deployment,
         attempt: invoke_pb2.Attempt,
         error: GatewayError | None,
+        rate_limit_headers: dict[str, str] | None = None,
     ) -> None:
         assert self.nc is not None
         stat = events_pb2.ProviderStat(
@@ -376,6 +378,10 @@ class ProviderWorker(BusService):
             ts_unix_ms=int(now_ms()),
             error_code=error.code if error else "",
         )
+        # The provider's own count of what is left lowers the budget authority's quota buckets.
+        rate_limits = parse_rate_limits(rate_limit_headers) if rate_limit_headers else None
+        if rate_limits is not None:
+            stat.rate_limits.CopyFrom(rate_limits)
         # Fire and forget: a core publish only buffers; the flush happens off this path.
         task = asyncio.ensure_future(self.nc.publish(subjects.PROVIDER_STATS, stat.SerializeToString()))
         self._tasks.add(task)

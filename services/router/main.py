@@ -30,11 +30,13 @@ from switchyard.v1 import budget_pb2, events_pb2, invoke_pb2
 
 from .health import HealthBook, Sample
 from .inflight import Inflight
+from .quota import QuotaView
 from .ranking import (
     DEFAULT_EXPECTED_OUTPUT_TOKENS,
     Ranked,
     candidate_state,
     expected_output_tokens,
+    quota_chain,
     rank,
 )
 from .rules import features_of, first_match
@@ -60,6 +62,7 @@ class Router(BusService):
         self.tuning = tuning_from_config(read_config(self.settings.config_file))
         self.health = HealthBook(self.tuning)
         self.inflight = Inflight()
+        self.quotas = QuotaView()
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
 
     async def start(self) -> None:
@@ -76,7 +79,16 @@ class Router(BusService):
         )
         # Fan-out (no queue group): every router learns from every worker's samples.
         self._stats_sub = await nc.subscribe(subjects.PROVIDER_STATS, cb=self._on_stat)
+        self._quota_sub = await nc.subscribe(subjects.QUOTA_STATE, cb=self._on_quota_state)
         self.ready = True
+
+    async def _on_quota_state(self, msg: Msg) -> None:
+        try:
+            state = budget_pb2.QuotaState.FromString(msg.data)
+        except Exception:
+            self.log.warning("undecodable quota state ignored")
+            return
+        self.quotas.update(state, time.monotonic())
 
     async def _on_stat(self, msg: Msg) -> None:
         try:
@@ -176,6 +188,7 @@ class Router(BusService):
                 self.inflight.count(dep.id),
                 self.inflight.probes(dep.id),
                 self.tuning.half_open_probes,
+                self.quotas.reading(dep.id, now),
             )
             for dep in candidates
         }
@@ -188,7 +201,6 @@ class Router(BusService):
             prompt_tokens=features.prompt_tokens,
             expected_output=expected_output_tokens(request.max_tokens, self.tuning.expected_output_tokens),
             latency_floor_ms=self.tuning.latency_floor_ms,
-            max_chain=self.tuning.max_attempts,
             rule=rule.name if rule else "",
         )
         return route_name, features.prompt_tokens, ranked
@@ -198,25 +210,28 @@ class Router(BusService):
         route, prompt_tokens, ranked = self.decide(request)
         ranked.rationale.decision_us = (time.perf_counter_ns() - started) / 1000
         ranked.rationale.decided_by = self.identity
-        reservation = await self.authorize(request, ranked.chain[0], prompt_tokens)
+        decision = await self.authorize(request, ranked.chain, prompt_tokens)
+        chain = quota_chain(ranked, decision, self.tuning.max_attempts)
         dispatch = invoke_pb2.Dispatch(
             request=request,
             rationale=ranked.rationale,
-            reservation_id=reservation,
+            reservation_id=decision.reservation_id,
             route=route,
             routed_unix_ns=time.time_ns(),
             max_attempts=self.tuning.max_attempts,
         )
-        for dep in ranked.chain:
+        for dep in chain:
             dispatch.chain.add(deployment_id=dep.id, provider=dep.provider, model=dep.model)
         dispatch.router_ms = (time.perf_counter_ns() - started) / 1e6
         return dispatch
 
     async def authorize(
-        self, request: invoke_pb2.InvokeRequest, deployment: Deployment, prompt_tokens: int
-    ) -> str:
-        """Reserve the most this request can cost; raise the budget authority's denial."""
+        self, request: invoke_pb2.InvokeRequest, chain: list[Deployment], prompt_tokens: int
+    ) -> budget_pb2.Decision:
+        """Reserve the most this request can cost on the first deployment of `chain` with
+        provider-quota headroom; raise the budget authority's denial."""
         assert self.nc is not None
+        deployment = chain[0]
         max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS_FOR_BUDGET
         ask = budget_pb2.AuthorizeRequest(
             request_id=request.request_id,
@@ -229,6 +244,13 @@ class Router(BusService):
             deadline_unix_ms=request.deadline_unix_ms,
             received_unix_ms=request.received_unix_ns // 1_000_000,
         )
+        for dep in chain:
+            ask.candidates.add(
+                deployment_id=dep.id,
+                max_cost_usd=format_usd(max_cost_usd(dep.price, prompt_tokens, max_tokens)),
+                input_tokens=prompt_tokens,
+                output_tokens=max_tokens,
+            )
         try:
             reply = await self.nc.request(
                 subjects.BUDGET_AUTHORIZE,
@@ -249,7 +271,7 @@ class Router(BusService):
                 retry_after_s=decision.retry_after_s,
                 retryable=False,
             )
-        return decision.reservation_id
+        return decision
 
     def _reject(self, request: invoke_pb2.InvokeRequest, err: invoke_pb2.Error) -> None:
         """Requests refused before any upstream call are still recorded, as `rejected`."""
@@ -283,6 +305,7 @@ class Router(BusService):
     async def drain(self) -> None:
         await self._sub.unsubscribe()
         await self._stats_sub.unsubscribe()
+        await self._quota_sub.unsubscribe()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.drain_timeout_s)
         if self.events:

@@ -8,7 +8,10 @@ Pure functions: no I/O, no clock. For each eligible candidate:
     cost_score    = min(est_cost) / est_cost            (1 = the cheapest; a free one beats all)
     quality_score = quality / max(quality)              (1 = the best)
     total = (w_latency * latency_score + w_cost * cost_score + w_quality * quality_score)
-            * (1 - error_rate)
+            * (1 - error_rate) * quota_factor(quota_headroom)
+
+A candidate at its provider quota (per the authority's latest `quota.state`) stays in the chain
+but goes after every other one; the authority has the final word (docs/quotas.md).
 
 Candidates whose breaker is open, that asked us to back off (Retry-After / 429), or that are
 half-open with a trial request already in flight are not eligible. A half-open candidate that
@@ -24,9 +27,10 @@ from dataclasses import dataclass
 from switchyard.catalog import Deployment
 from switchyard.errors import GatewayError
 from switchyard.pricing import Price
-from switchyard.v1 import invoke_pb2
+from switchyard.v1 import budget_pb2, invoke_pb2
 
 from .health import BreakerState, HealthView
+from .quota import QuotaReading, quota_factor
 from .strategy import Weights
 
 DEFAULT_EXPECTED_OUTPUT_TOKENS = 256
@@ -45,10 +49,20 @@ class CandidateState:
     blocked_reason: str = ""
     blocked_for_s: float = 0.0
     probe: bool = False  # half-open, and this request may be its trial
+    quota_headroom: float = 1.0  # free share of its tightest provider limit (1: none or untouched)
+    quota_wait_s: float = 0.0  # > 0: at its provider quota for this long
+
+    @property
+    def at_quota(self) -> bool:
+        return self.quota_wait_s > 0
 
 
 def candidate_state(
-    view: HealthView, inflight: int, probes_in_flight: int, probe_limit: int
+    view: HealthView,
+    inflight: int,
+    probes_in_flight: int,
+    probe_limit: int,
+    quota: QuotaReading | None = None,
 ) -> CandidateState:
     blocked, blocked_for, probe = view.blocked_reason, view.blocked_for_s, False
     if not blocked and view.breaker is BreakerState.HALF_OPEN:
@@ -65,6 +79,8 @@ def candidate_state(
         blocked_reason=blocked,
         blocked_for_s=blocked_for,
         probe=probe,
+        quota_headroom=quota.headroom if quota else 1.0,
+        quota_wait_s=quota.wait_s if quota else 0.0,
     )
 
 
@@ -147,11 +163,15 @@ def rank(
         weighted = (
             weights.latency * row.scores[0] + weights.cost * row.scores[1] + weights.quality * row.scores[2]
         )
-        row.total = weighted * (1.0 - min(max(row.state.error_rate, 0.0), 1.0))
+        health = 1.0 - min(max(row.state.error_rate, 0.0), 1.0)
+        row.total = weighted * health * quota_factor(row.state.quota_headroom)
 
-    # Trial requests first; then by score; on a tie an unmeasured candidate goes first so it gets
-    # measured; then configured order (sorted() is stable).
-    ordered = sorted(eligible, key=lambda row: (not row.state.probe, -row.total, row.state.measured))
+    # Trial requests first; candidates at their quota last; then by score; on a tie an unmeasured
+    # candidate goes first so it gets measured; then configured order (sorted() is stable).
+    ordered = sorted(
+        eligible,
+        key=lambda row: (not row.state.probe, row.state.at_quota, -row.total, row.state.measured),
+    )
     if max_chain > 0:
         ordered = ordered[:max_chain]
     chain = [row.dep for row in ordered]
@@ -203,6 +223,8 @@ class _Row:
             inflight=state.inflight,
             breaker=state.breaker,
             latency_source="ewma" if state.measured else "unmeasured",
+            quota_headroom=state.quota_headroom,
+            quota_wait_s=state.quota_wait_s,
         )
 
 
@@ -227,5 +249,35 @@ def _reason(rows: list[_Row], ordered: list[_Row], weights: Weights, probe: str)
         )
     }
     lead = max(gains, key=lambda k: gains[k])
+    if runner.state.quota_headroom < winner.state.quota_headroom and gains[lead] <= 0:
+        return f"highest score {winner.total:.3f} vs {runner.dep.id} {runner.total:.3f}, ahead on provider quota headroom"
     why = f"mostly on {lead}" if gains[lead] > 0 else "on health (error rate)"
     return f"highest score {winner.total:.3f} vs {runner.dep.id} {runner.total:.3f}, ahead {why}"
+
+
+def quota_chain(ranked: Ranked, decision: budget_pb2.Decision, max_chain: int = 0) -> list[Deployment]:
+    """The fallback chain after the budget authority's quota decision: the deployment it
+    reserved on first, the ones it found at their provider quota dropped (failing over to them
+    would only draw 429s), the rest in rank order, at most `max_chain` long. The rationale is
+    updated to match."""
+    chosen = decision.deployment_id or ranked.chain[0].id
+    at_quota = set(decision.at_quota)
+    first = [d for d in ranked.chain if d.id == chosen] or ranked.chain[:1]
+    chain = first + [d for d in ranked.chain if d.id != first[0].id and d.id not in at_quota]
+    if max_chain > 0:
+        chain = chain[:max_chain]
+    rationale = ranked.rationale
+    for candidate in rationale.candidates:
+        if candidate.deployment_id in at_quota:
+            candidate.eligible = False
+            candidate.excluded_reason = "quota"
+            candidate.quota_headroom = 0.0
+    del rationale.chain[:]
+    rationale.chain.extend(d.id for d in chain)
+    if rationale.winner != chain[0].id:
+        skipped = ", ".join(sorted(at_quota))
+        rationale.reason = (
+            f"{skipped} at provider quota; {chain[0].id} is the best with headroom ({rationale.reason})"
+        )
+        rationale.winner = chain[0].id
+    return chain

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aswitchyard/v1/budget.proto\x12\rswitchyard.v1\"\xd7\x01\n\x10\x41uthorizeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x15\n\rdeployment_id\x18\x05 \x01(\t\x12\x14\n\x0cmax_cost_usd\x18\x06 \x01(\t\x12\x18\n\x10\x65stimated_tokens\x18\x07 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x08 \x01(\x03\x12\x18\n\x10received_unix_ms\x18\t \x01(\x03\"\x90\x01\n\x08\x44\x65\x63ision\x12\r\n\x05\x61llow\x18\x01 \x01(\x08\x12\x11\n\tdeny_code\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65ny_reason\x18\x03 \x01(\t\x12\x15\n\rretry_after_s\x18\x04 \x01(\x01\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12\r\n\x05scope\x18\x06 \x01(\t\x12\x0f\n\x07\x63\x61p_usd\x18\x07 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aswitchyard/v1/budget.proto\x12\rswitchyard.v1\"\x8a\x02\n\x10\x41uthorizeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x15\n\rdeployment_id\x18\x05 \x01(\t\x12\x14\n\x0cmax_cost_usd\x18\x06 \x01(\t\x12\x18\n\x10\x65stimated_tokens\x18\x07 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x08 \x01(\x03\x12\x18\n\x10received_unix_ms\x18\t \x01(\x03\x12\x31\n\ncandidates\x18\n \x03(\x0b\x32\x1d.switchyard.v1.QuotaCandidate\"j\n\x0eQuotaCandidate\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x14\n\x0cmax_cost_usd\x18\x02 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\r\x12\x15\n\routput_tokens\x18\x04 \x01(\r\"\xb9\x01\n\x08\x44\x65\x63ision\x12\r\n\x05\x61llow\x18\x01 \x01(\x08\x12\x11\n\tdeny_code\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65ny_reason\x18\x03 \x01(\t\x12\x15\n\rretry_after_s\x18\x04 \x01(\x01\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12\r\n\x05scope\x18\x06 \x01(\t\x12\x0f\n\x07\x63\x61p_usd\x18\x07 \x01(\t\x12\x15\n\rdeployment_id\x18\x08 \x01(\t\x12\x10\n\x08\x61t_quota\x18\t \x03(\t\"U\n\nQuotaState\x12\x12\n\nts_unix_ms\x18\x01 \x01(\x03\x12\x33\n\x0b\x64\x65ployments\x18\x02 \x03(\x0b\x32\x1e.switchyard.v1.DeploymentQuota\"\xe8\x02\n\x0f\x44\x65ploymentQuota\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x11\n\trpm_limit\x18\x02 \x01(\r\x12\x1a\n\x12requests_available\x18\x03 \x01(\x01\x12\x17\n\x0finput_tpm_limit\x18\x04 \x01(\r\x12\x1e\n\x16input_tokens_available\x18\x05 \x01(\x01\x12\x18\n\x10output_tpm_limit\x18\x06 \x01(\r\x12\x1f\n\x17output_tokens_available\x18\x07 \x01(\x01\x12\x16\n\x0emax_concurrent\x18\x08 \x01(\r\x12\x12\n\nconcurrent\x18\t \x01(\r\x12\x10\n\x08headroom\x18\n \x01(\x01\x12\x0e\n\x06wait_s\x18\x0b \x01(\x01\x12\x0f\n\x07granted\x18\x0c \x01(\x04\x12\x0f\n\x07refused\x18\r \x01(\x04\x12\x11\n\ttpm_limit\x18\x0e \x01(\r\x12\x18\n\x10tokens_available\x18\x0f \x01(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchyard.v1.budget_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUTHORIZEREQUEST']._serialized_start=46
-  _globals['_AUTHORIZEREQUEST']._serialized_end=261
-  _globals['_DECISION']._serialized_start=264
-  _globals['_DECISION']._serialized_end=408
+  _globals['_AUTHORIZEREQUEST']._serialized_end=312
+  _globals['_QUOTACANDIDATE']._serialized_start=314
+  _globals['_QUOTACANDIDATE']._serialized_end=420
+  _globals['_DECISION']._serialized_start=423
+  _globals['_DECISION']._serialized_end=608
+  _globals['_QUOTASTATE']._serialized_start=610
+  _globals['_QUOTASTATE']._serialized_end=695
+  _globals['_DEPLOYMENTQUOTA']._serialized_start=698
+  _globals['_DEPLOYMENTQUOTA']._serialized_end=1058
 # @@protoc_insertion_point(module_scope)

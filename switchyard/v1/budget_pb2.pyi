@@ -1,11 +1,13 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuthorizeRequest(_message.Message):
-    __slots__ = ("request_id", "project_id", "agent_id", "key_id", "deployment_id", "max_cost_usd", "estimated_tokens", "deadline_unix_ms", "received_unix_ms")
+    __slots__ = ("request_id", "project_id", "agent_id", "key_id", "deployment_id", "max_cost_usd", "estimated_tokens", "deadline_unix_ms", "received_unix_ms", "candidates")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +17,7 @@ class AuthorizeRequest(_message.Message):
     ESTIMATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     project_id: str
     agent_id: str
@@ -24,10 +27,23 @@ class AuthorizeRequest(_message.Message):
     estimated_tokens: int
     deadline_unix_ms: int
     received_unix_ms: int
-    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., max_cost_usd: _Optional[str] = ..., estimated_tokens: _Optional[int] = ..., deadline_unix_ms: _Optional[int] = ..., received_unix_ms: _Optional[int] = ...) -> None: ...
+    candidates: _containers.RepeatedCompositeFieldContainer[QuotaCandidate]
+    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., max_cost_usd: _Optional[str] = ..., estimated_tokens: _Optional[int] = ..., deadline_unix_ms: _Optional[int] = ..., received_unix_ms: _Optional[int] = ..., candidates: _Optional[_Iterable[_Union[QuotaCandidate, _Mapping]]] = ...) -> None: ...
+
+class QuotaCandidate(_message.Message):
+    __slots__ = ("deployment_id", "max_cost_usd", "input_tokens", "output_tokens")
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    deployment_id: str
+    max_cost_usd: str
+    input_tokens: int
+    output_tokens: int
+    def __init__(self, deployment_id: _Optional[str] = ..., max_cost_usd: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("allow", "deny_code", "deny_reason", "retry_after_s", "reservation_id", "scope", "cap_usd")
+    __slots__ = ("allow", "deny_code", "deny_reason", "retry_after_s", "reservation_id", "scope", "cap_usd", "deployment_id", "at_quota")
     ALLOW_FIELD_NUMBER: _ClassVar[int]
     DENY_CODE_FIELD_NUMBER: _ClassVar[int]
     DENY_REASON_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +51,8 @@ class Decision(_message.Message):
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     CAP_USD_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_QUOTA_FIELD_NUMBER: _ClassVar[int]
     allow: bool
     deny_code: str
     deny_reason: str
@@ -42,4 +60,48 @@ class Decision(_message.Message):
     reservation_id: str
     scope: str
     cap_usd: str
-    def __init__(self, allow: _Optional[bool] = ..., deny_code: _Optional[str] = ..., deny_reason: _Optional[str] = ..., retry_after_s: _Optional[float] = ..., reservation_id: _Optional[str] = ..., scope: _Optional[str] = ..., cap_usd: _Optional[str] = ...) -> None: ...
+    deployment_id: str
+    at_quota: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, allow: _Optional[bool] = ..., deny_code: _Optional[str] = ..., deny_reason: _Optional[str] = ..., retry_after_s: _Optional[float] = ..., reservation_id: _Optional[str] = ..., scope: _Optional[str] = ..., cap_usd: _Optional[str] = ..., deployment_id: _Optional[str] = ..., at_quota: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class QuotaState(_message.Message):
+    __slots__ = ("ts_unix_ms", "deployments")
+    TS_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    ts_unix_ms: int
+    deployments: _containers.RepeatedCompositeFieldContainer[DeploymentQuota]
+    def __init__(self, ts_unix_ms: _Optional[int] = ..., deployments: _Optional[_Iterable[_Union[DeploymentQuota, _Mapping]]] = ...) -> None: ...
+
+class DeploymentQuota(_message.Message):
+    __slots__ = ("deployment_id", "rpm_limit", "requests_available", "input_tpm_limit", "input_tokens_available", "output_tpm_limit", "output_tokens_available", "max_concurrent", "concurrent", "headroom", "wait_s", "granted", "refused", "tpm_limit", "tokens_available")
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RPM_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TPM_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TPM_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENT_FIELD_NUMBER: _ClassVar[int]
+    HEADROOM_FIELD_NUMBER: _ClassVar[int]
+    WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    TPM_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    deployment_id: str
+    rpm_limit: int
+    requests_available: float
+    input_tpm_limit: int
+    input_tokens_available: float
+    output_tpm_limit: int
+    output_tokens_available: float
+    max_concurrent: int
+    concurrent: int
+    headroom: float
+    wait_s: float
+    granted: int
+    refused: int
+    tpm_limit: int
+    tokens_available: float
+    def __init__(self, deployment_id: _Optional[str] = ..., rpm_limit: _Optional[int] = ..., requests_available: _Optional[float] = ..., input_tpm_limit: _Optional[int] = ..., input_tokens_available: _Optional[float] = ..., output_tpm_limit: _Optional[int] = ..., output_tokens_available: _Optional[float] = ..., max_concurrent: _Optional[int] = ..., concurrent: _Optional[int] = ..., headroom: _Optional[float] = ..., wait_s: _Optional[float] = ..., granted: _Optional[int] = ..., refused: _Optional[int] = ..., tpm_limit: _Optional[int] = ..., tokens_available: _Optional[float] = ...) -> None: ...

@@ -184,7 +184,7 @@ class Attempt(_message.Message):
     def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[str] = ..., error_code: _Optional[str] = ..., http_status: _Optional[int] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., started_unix_ms: _Optional[int] = ..., error_message: _Optional[str] = ..., started_unix_us: _Optional[int] = ...) -> None: ...
 
 class CandidateScore(_message.Message):
-    __slots__ = ("deployment_id", "provider", "model", "latency_ms", "est_cost_usd", "quality", "latency_score", "cost_score", "quality_score", "total", "eligible", "excluded_reason", "error_rate", "inflight", "breaker", "latency_source")
+    __slots__ = ("deployment_id", "provider", "model", "latency_ms", "est_cost_usd", "quality", "latency_score", "cost_score", "quality_score", "total", "eligible", "excluded_reason", "error_rate", "inflight", "breaker", "latency_source", "quota_headroom", "quota_wait_s")
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +201,8 @@ class CandidateScore(_message.Message):
     INFLIGHT_FIELD_NUMBER: _ClassVar[int]
     BREAKER_FIELD_NUMBER: _ClassVar[int]
     LATENCY_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_HEADROOM_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     deployment_id: str
     provider: str
     model: str
@@ -217,7 +219,9 @@ class CandidateScore(_message.Message):
     inflight: int
     breaker: str
     latency_source: str
-    def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., latency_ms: _Optional[float] = ..., est_cost_usd: _Optional[float] = ..., quality: _Optional[float] = ..., latency_score: _Optional[float] = ..., cost_score: _Optional[float] = ..., quality_score: _Optional[float] = ..., total: _Optional[float] = ..., eligible: _Optional[bool] = ..., excluded_reason: _Optional[str] = ..., error_rate: _Optional[float] = ..., inflight: _Optional[int] = ..., breaker: _Optional[str] = ..., latency_source: _Optional[str] = ...) -> None: ...
+    quota_headroom: float
+    quota_wait_s: float
+    def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., latency_ms: _Optional[float] = ..., est_cost_usd: _Optional[float] = ..., quality: _Optional[float] = ..., latency_score: _Optional[float] = ..., cost_score: _Optional[float] = ..., quality_score: _Optional[float] = ..., total: _Optional[float] = ..., eligible: _Optional[bool] = ..., excluded_reason: _Optional[str] = ..., error_rate: _Optional[float] = ..., inflight: _Optional[int] = ..., breaker: _Optional[str] = ..., latency_source: _Optional[str] = ..., quota_headroom: _Optional[float] = ..., quota_wait_s: _Optional[float] = ...) -> None: ...
 
 class Rationale(_message.Message):
     __slots__ = ("route", "rule", "strategy", "weight_latency", "weight_cost", "weight_quality", "candidates", "winner", "reason", "decision_us", "chain", "decided_by", "prompt_tokens_est", "expected_output_tokens")

@@ -12,6 +12,7 @@ output_tokens) -> message_stop. Errors: {"type": "error", "error": {"type", "mes
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -74,7 +75,16 @@ class AnthropicFake(FakeUpstream):
         return ""
 
     def authorized(self, request: Request) -> bool:
-        return self.api_key is None or request.headers.get("x-api-key") == self.api_key
+        return self.api_key is None or request.headers.get("x-api-key") in self.keys
+
+    def rate_limit_headers(self, limit: int, remaining: int, reset_s: float) -> dict[str, str]:
+        """anthropic-ratelimit-requests-*, the reset as an RFC 3339 instant."""
+        reset = datetime.now(UTC) + timedelta(seconds=reset_s)
+        return {
+            "anthropic-ratelimit-requests-limit": str(limit),
+            "anthropic-ratelimit-requests-remaining": str(remaining),
+            "anthropic-ratelimit-requests-reset": reset.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
 
     def error_response(self, status: int, behavior: Behavior) -> Response:
         kind, message = ANTHROPIC_ERRORS.get(status, ("api_error", "error"))

@@ -116,10 +116,17 @@ class FakeUpstream:
         default: Behavior | None = None,
         models: dict[str, Behavior] | None = None,
         api_key: str | None = None,
+        more_keys: tuple[str, ...] = (),
     ) -> None:
         self.default = default or Behavior()
         self.models: dict[str, Behavior] = dict(models or {})
         self.api_key = api_key  # when set, requests without it get the provider's real 401
+        self.keys = {k for k in (api_key, *more_keys) if k}  # every key the fake accepts
+        # The provider's own rate limiting: requests per minute per key (a token bucket holding
+        # one minute's worth, refilled continuously); beyond it, real 429s with Retry-After.
+        self.rpm_per_key: dict[str, int] = {}
+        self._key_buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, updated)
+        self.rate_limited = 0  # 429s answered for a key over its limit
         self._queue: deque[Behavior] = deque()
         self._lock = threading.Lock()
         self.requests: list[Recorded] = []
@@ -154,6 +161,43 @@ class FakeUpstream:
 
     def last(self) -> Recorded:
         return self.requests[-1]
+
+    def limit_key(self, key: str, rpm: int | None) -> None:
+        """Enforce `rpm` requests per minute for `key` (None: no limit)."""
+        with self._lock:
+            self._key_buckets.pop(key, None)
+            if rpm:
+                self.rpm_per_key[key] = rpm
+            else:
+                self.rpm_per_key.pop(key, None)
+
+    def credential(self, request: Request) -> str:
+        """The API key a request was sent with, whichever header the provider uses."""
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            return auth[7:].strip()
+        return request.headers.get("x-api-key") or request.headers.get("x-goog-api-key") or ""
+
+    def _take_request(self, key: str, rpm: int) -> tuple[int, float]:
+        """(requests left after this one, 0) or (0, seconds until one is free) when over."""
+        now = time.monotonic()
+        rate = rpm / 60.0
+        with self._lock:
+            tokens, updated = self._key_buckets.get(key, (float(rpm), now))
+            tokens = min(float(rpm), tokens + (now - updated) * rate)
+            if tokens < 1.0:
+                self._key_buckets[key] = (tokens, now)
+                return 0, (1.0 - tokens) / rate
+            self._key_buckets[key] = (tokens - 1.0, now)
+            return int(tokens - 1.0), 0.0
+
+    def rate_limit_headers(self, limit: int, remaining: int, reset_s: float) -> dict[str, str]:
+        """OpenAI's family (x-ratelimit-*, resets as Go durations); others override."""
+        return {
+            "x-ratelimit-limit-requests": str(limit),
+            "x-ratelimit-remaining-requests": str(remaining),
+            "x-ratelimit-reset-requests": f"{reset_s:.3f}s".replace(".000s", "s"),
+        }
 
     # --- what a provider subclass supplies ---
 
@@ -212,6 +256,22 @@ class FakeUpstream:
         if body is None:
             record.outcome = "error"
             return self.error_response(400, Behavior(error_message="body is not valid JSON"))
+        limit_headers: dict[str, str] = {}
+        rpm = self.rpm_per_key.get(self.credential(request))
+        if rpm:
+            remaining, wait_s = self._take_request(self.credential(request), rpm)
+            # Time until the bucket is full again, as providers report their reset.
+            reset_s = wait_s if wait_s else (rpm - remaining) * 60.0 / rpm
+            limit_headers = self.rate_limit_headers(rpm, remaining, reset_s)
+            if wait_s:
+                record.outcome = "rate_limited"
+                self.rate_limited += 1
+                response = self.error_response(
+                    429, Behavior(error_message=f"Rate limit reached for requests: limit {rpm} per minute")
+                )
+                response.headers.update(limit_headers)
+                response.headers["retry-after"] = str(max(1, int(wait_s + 0.999)))
+                return response
         if behavior.delay_s:
             await asyncio.sleep(behavior.delay_s)
         if behavior.status >= 400:
@@ -222,7 +282,7 @@ class FakeUpstream:
             return response
         usage = self.usage_for(body, behavior)
         record.usage = usage
-        headers = dict(behavior.headers)
+        headers = {**limit_headers, **behavior.headers}
         if not stream:
             record.outcome = "ok"
             if behavior.invalid_json_body:

@@ -80,7 +80,9 @@ class OpenAIFake(FakeUpstream):
         return ""
 
     def authorized(self, request: Request) -> bool:
-        return self.api_key is None or request.headers.get("authorization") == f"Bearer {self.api_key}"
+        if self.api_key is None:
+            return True
+        return request.headers.get("authorization") in {f"Bearer {key}" for key in self.keys}
 
     def error_response(self, status: int, behavior: Behavior) -> Response:
         kind, code, message = OPENAI_ERRORS.get(status, ("server_error", None, "error"))

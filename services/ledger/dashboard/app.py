@@ -55,6 +55,7 @@ class Dashboard:
                 Route("/", self.index),
                 Route("/api/overview", self.overview),
                 Route("/api/budgets", self.budgets),
+                Route("/api/quotas", self.quotas),
                 Route("/api/recent", self.recent),
                 Route("/api/requests/{request_id}", self.request),
                 Route("/api/feed", self.feed),
@@ -114,6 +115,15 @@ class Dashboard:
                 spent = Decimal(str(found[0]["spent"])) if found else Decimal(0)
             rows.append(budgets.usage_row(cap, spent))
         return JSONResponse({"caps": rows})
+
+    async def quotas(self, request: Request) -> Response:
+        """Provider-quota use per deployment (docs/quotas.md), from the ledger's samples."""
+        window = request.query_params.get("window", "1h")
+        if window not in queries.WINDOWS:
+            return error("invalid_request", f"window must be one of {', '.join(queries.WINDOWS)}", 400)
+        since, _ = queries.window_bounds(window, self.clock())
+        rows = await self._records(queries.QUOTAS, {"since": since})
+        return JSONResponse({"window": window, "deployments": queries.quota_rows(rows)})
 
     async def recent(self, request: Request) -> Response:
         try:

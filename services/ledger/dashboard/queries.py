@@ -164,3 +164,67 @@ def provider_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+# Provider quotas (docs/quotas.md): the latest sample per deployment in the window, and its
+# lowest headroom there. granted/refused count since the budget authority (re)started.
+QUOTAS = """
+SELECT deployment_id,
+       max(ts) AS sampled_at,
+       argMax(rpm_limit, ts) AS rpm, argMax(requests_available, ts) AS rpm_left,
+       argMax(tpm_limit, ts) AS tpm, argMax(tokens_available, ts) AS tpm_left,
+       argMax(input_tpm_limit, ts) AS input_tpm, argMax(input_tokens_available, ts) AS input_tpm_left,
+       argMax(output_tpm_limit, ts) AS output_tpm, argMax(output_tokens_available, ts) AS output_tpm_left,
+       argMax(max_concurrent, ts) AS concurrency, argMax(concurrent, ts) AS in_flight,
+       argMax(headroom, ts) AS headroom_now, min(headroom) AS headroom_min,
+       argMax(granted, ts) AS granted_total, argMax(refused, ts) AS refused_total
+FROM quota_usage FINAL
+WHERE ts >= {since:DateTime('UTC')}
+GROUP BY deployment_id
+ORDER BY deployment_id
+"""
+
+# (label, limit column, what is left column) of each limit a deployment may declare.
+QUOTA_LIMITS = (
+    ("requests / min", "rpm", "rpm_left"),
+    ("tokens / min", "tpm", "tpm_left"),
+    ("input tokens / min", "input_tpm", "input_tpm_left"),
+    ("output tokens / min", "output_tpm", "output_tpm_left"),
+)
+
+
+def quota_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per deployment: each declared limit with how much of it is in use (0..100 %),
+    concurrency, headroom now and at its lowest in the window, granted and refused."""
+    out = []
+    for row in rows:
+        limits = []
+        for label, limit_col, left_col in QUOTA_LIMITS:
+            limit = float(row.get(limit_col) or 0)
+            if limit > 0:
+                left = min(max(float(row.get(left_col) or 0), 0.0), limit)
+                limits.append(
+                    {"limit": label, "of": int(limit), "used_pct": round((1 - left / limit) * 100, 1)}
+                )
+        concurrency = int(row.get("concurrency") or 0)
+        if concurrency:
+            in_flight = int(row.get("in_flight") or 0)
+            limits.append(
+                {
+                    "limit": "in flight",
+                    "of": concurrency,
+                    "used_pct": round(min(in_flight / concurrency, 1) * 100, 1),
+                }
+            )
+        out.append(
+            {
+                "deployment": row["deployment_id"],
+                "sampled_at": jsonable(row.get("sampled_at")),
+                "limits": limits,
+                "headroom": round(float(row.get("headroom_now") or 0), 4),
+                "min_headroom": round(float(row.get("headroom_min") or 0), 4),
+                "granted": int(row.get("granted_total") or 0),
+                "refused": int(row.get("refused_total") or 0),
+            }
+        )
+    return out

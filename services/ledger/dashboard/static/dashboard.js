@@ -51,6 +51,7 @@ async function refresh() {
   renderByModel(data.by_model);
   renderProviders(data.providers);
   renderBudgets((await getJSON("/api/budgets")).caps);
+  renderQuotas((await getJSON(`/api/quotas?window=${state.window}`)).deployments);
   document.body.dataset.loaded = "true";
 }
 
@@ -212,6 +213,54 @@ function renderBudgets(caps) {
         el("td", {}, el("span", { class: cls }, el("div", { style: `width:${Math.min(used, 100)}%` })), ` ${used.toFixed(1)} %`),
       ),
     );
+  }
+  table.append(body);
+  box.replaceChildren(table);
+}
+
+function meter(usedPct) {
+  const cls = usedPct >= 100 ? "meter over" : usedPct >= 80 ? "meter warn" : "meter";
+  return el("span", { class: cls }, el("div", { style: `width:${Math.min(usedPct, 100)}%` }));
+}
+
+function renderQuotas(deployments) {
+  const box = $("#quotas");
+  if (!deployments.length) {
+    box.replaceChildren(
+      el(
+        "p",
+        { class: "empty", id: "quotas-empty" },
+        "No provider quota in use in this window. Deployments with `limits = { rpm = …, tpm = … }` in the catalog appear here once they take traffic (docs/quotas.md).",
+      ),
+    );
+    return;
+  }
+  const table = el(
+    "table",
+    { id: "quota-table" },
+    el(
+      "thead",
+      {},
+      el("tr", {}, ...["deployment", "limit", "in use", "headroom (lowest)", "granted", "refused"].map((h) => el("th", {}, h))),
+    ),
+  );
+  const body = el("tbody");
+  for (const d of deployments) {
+    d.limits.forEach((l, i) => {
+      const first = i === 0;
+      body.append(
+        el(
+          "tr",
+          { "data-deployment": d.deployment },
+          el("td", {}, first ? d.deployment : ""),
+          el("td", {}, `${int(l.of)} ${l.limit}`),
+          el("td", {}, meter(Number(l.used_pct)), ` ${Number(l.used_pct).toFixed(1)} %`),
+          el("td", { class: "num" }, first ? `${pct(d.headroom)} (${pct(d.min_headroom)})` : ""),
+          el("td", { class: "num" }, first ? int(d.granted) : ""),
+          el("td", { class: "num" + (first && d.refused > 0 ? " status-error" : "") }, first ? int(d.refused) : ""),
+        ),
+      );
+    });
   }
   table.append(body);
   box.replaceChildren(table);
