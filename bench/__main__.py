@@ -52,7 +52,9 @@ def run_loadgen(url: str, body: bytes, rate: float, duration: float, cpu: int, h
     cmd += ["--duration", str(duration), "--cpu", str(cpu)]
     for header in headers:
         cmd += ["--header", header]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"the load generator failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return orjson.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -147,15 +149,23 @@ def resources(
 
 
 def overhead(gateway: dict, direct: dict) -> dict:
-    return {q: round(gateway[q] - direct[q], 3) for q in ("p50", "p90", "p99", "max")}
+    """Gateway minus direct at each percentile; None where a side had no successful request."""
+    return {
+        q: None if gateway[q] is None or direct[q] is None else round(gateway[q] - direct[q], 3)
+        for q in ("p50", "p90", "p99", "max")
+    }
+
+
+def ms(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def merge(runs: list[dict]) -> dict:
     """Median of each statistic across alternating rounds (robust to one noisy round)."""
 
-    def med(values: list[float]) -> float:
-        values = sorted(values)
-        return values[len(values) // 2]
+    def med(values: list[float | None]) -> float | None:
+        present = sorted(v for v in values if v is not None)  # None: a round with no success
+        return present[len(present) // 2] if present else None
 
     return {
         "sent": sum(r["sent"] for r in runs),
@@ -173,6 +183,7 @@ def sustainable(result: dict, rate: float) -> bool:
     return (
         result["errors"] <= 0.001 * result["sent"]
         and result["achieved_rps"] >= 0.97 * rate
+        and result["latency_ms"]["p99"] is not None
         and result["latency_ms"]["p99"] < 1000
     )
 
@@ -264,7 +275,8 @@ def main() -> int:
         direct_url = f"{upstream_url}/v1/chat/completions"
         via_url = f"{gateway_url}/v1/chat/completions"
         print(f"gateway {gateway_url}  upstream {upstream_url} (delay {args.delay_ms} ms)", flush=True)
-        run_loadgen(via_url, body_for(model, False), 100, 3, load_cpu, headers)  # warm-up
+        first_rate = float(args.rates.split(",")[0])
+        run_loadgen(via_url, body_for(model, False), first_rate, 3, load_cpu, headers)  # warm-up
 
         for rate in [float(r) for r in args.rates.split(",") if r]:
             direct_runs, gateway_runs = [], []
@@ -290,9 +302,9 @@ def main() -> int:
             report["rates"][str(int(rate))] = entry
             o = entry["overhead_ms"]
             print(
-                f"{rate:>6.0f} req/s  direct p50 {direct['latency_ms']['p50']:.2f} p99 {direct['latency_ms']['p99']:.2f}  "
-                f"gateway p50 {via['latency_ms']['p50']:.2f} p99 {via['latency_ms']['p99']:.2f}  "
-                f"overhead p50 {o['p50']:.2f} p90 {o['p90']:.2f} p99 {o['p99']:.2f} max {o['max']:.2f} ms  "
+                f"{rate:>6.0f} req/s  direct p50 {ms(direct['latency_ms']['p50'])} p99 {ms(direct['latency_ms']['p99'])}  "
+                f"gateway p50 {ms(via['latency_ms']['p50'])} p99 {ms(via['latency_ms']['p99'])}  "
+                f"overhead p50 {ms(o['p50'])} p90 {ms(o['p90'])} p99 {ms(o['p99'])} max {ms(o['max'])} ms  "
                 f"errors {via['errors']}  achieved {via['achieved_rps']:.0f}/s",
                 flush=True,
             )
@@ -320,7 +332,7 @@ def main() -> int:
             }
             t = report["stream"]["ttft_overhead_ms"]
             print(
-                f"stream {args.stream_rate:.0f} req/s  TTFT overhead p50 {t['p50']:.2f} p99 {t['p99']:.2f} ms  errors {via['errors']}",
+                f"stream {args.stream_rate:.0f} req/s  TTFT overhead p50 {ms(t['p50'])} p99 {ms(t['p99'])} ms  errors {via['errors']}",
                 flush=True,
             )
 
@@ -331,7 +343,7 @@ def main() -> int:
             )
             ok = sustainable(result, rate)
             print(
-                f"max search {rate:.0f} req/s: achieved {result['achieved_rps']:.0f}, p99 {result['latency_ms']['p99']:.1f} ms, errors {result['errors']} -> {'ok' if ok else 'not sustained'}",
+                f"max search {rate:.0f} req/s: achieved {result['achieved_rps']:.0f}, p99 {ms(result['latency_ms']['p99'], 1)} ms, errors {result['errors']} -> {'ok' if ok else 'not sustained'}",
                 flush=True,
             )
             report.setdefault("max_search", []).append({"rate": rate, **result})

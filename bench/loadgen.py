@@ -188,6 +188,9 @@ async def run_load(
     async def one(due: float) -> None:
         conn = None
         try:
+            # Skip connections the server closed while they sat idle (keep-alive timeouts).
+            while idle and idle[-1].closed:
+                idle.pop()
             conn = idle.pop() if idle else await connect()
             response = await asyncio.wait_for(conn.send(request), timeout_s)
             finished = time.perf_counter()
@@ -201,7 +204,7 @@ async def run_load(
                 result.errors += 1
             if not conn.closed:
                 idle.append(conn)
-        except (TimeoutError, ConnectionError, OSError):
+        except (TimeoutError, ConnectionError, OSError, RuntimeError):  # RuntimeError: closed under us
             result.errors += 1
             result.statuses["error"] += 1
             if conn and conn.transport:
