@@ -197,16 +197,14 @@ async def main_async(args: argparse.Namespace) -> dict:
     config.write_text(CONFIG)
     stack = Stack.create(workdir, SWITCHYARD_CONFIG_FILE=str(config), SWITCHYARD_LOG_LEVEL="WARNING")
     try:
-        started = [
+        stack.start(
             # The budget authority rebuilds its counters from the ledger before it is ready.
-            stack.spawn("ledger", "services.ledger", wait=False),
-            stack.spawn("budget", "services.budget", wait=False),
-            stack.spawn("worker-demo", "services.providers", "--provider", "demo", wait=False),
-            stack.spawn("worker-demo2", "services.providers", "--provider", "demo2", wait=False),
-            stack.spawn("router", "services.router", wait=False),
-        ]
-        for service in started:
-            stack.wait_ready(service, timeout_s=90)
+            ("ledger", "services.ledger"),
+            ("budget", "services.budget"),
+            ("worker-demo", "services.providers", "--provider", "demo"),
+            ("worker-demo2", "services.providers", "--provider", "demo2"),
+            ("router", "services.router"),
+        )
         results = await run_routes(stack.nats.url, args.requests, args.warmup)
     finally:
         stack.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from switchyard.natsserver import NatsServer
-from tests.support.procs import Stack
+from tests.support.procs import Stack, running
 
 
 @pytest.fixture
@@ -22,16 +22,10 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 def stack() -> Iterator[Stack]:
     """The whole gateway, one process per service, shared by a test module."""
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-stack-"))
-    running = Stack.create(workdir, SWITCHYARD_DEMO_LATENCY_MS="5", SWITCHYARD_DEMO_CHUNK_DELAY_MS="1")
-    try:
-        running.start_all()
-        yield running
-    except Exception:
-        print(running.logs())
-        raise
-    finally:
-        running.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    stack = Stack.create(workdir, SWITCHYARD_DEMO_LATENCY_MS="5", SWITCHYARD_DEMO_CHUNK_DELAY_MS="1")
+    with running(stack):
+        stack.start_all()
+        yield stack
 
 
 @pytest.fixture(scope="session")

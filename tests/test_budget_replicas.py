@@ -5,7 +5,6 @@ budget process killed and restarted while the ledger is behind."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
 import tempfile
 import time
@@ -16,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.budgets import burst, invoke, scope_spent, set_budget, spend, wait_for
-from tests.support.procs import Stack, ledger_sql, wait_for_rows
+from tests.support.budgets import burst, invoke, scope_spent, set_budget, spend
+from tests.support.procs import Stack, ledger_sql, running, wait_for_rows, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -31,39 +30,29 @@ def replicas() -> Iterator[Stack]:
         # burst can exceed it (a 503, fail closed). These tests are about counts, not speed.
         SWITCHYARD_BUDGET_TIMEOUT_S="15",
     )
-    try:
-        started = [
-            stack.spawn("ledger", "services.ledger", wait=False),
-            stack.spawn("budget", "services.budget", wait=False),
-            stack.spawn("budget", "services.budget", wait=False),
-            stack.spawn("worker-demo", "services.providers", "--provider", "demo", wait=False),
-            stack.spawn("router", "services.router", wait=False),
-            stack.spawn("router", "services.router", wait=False),
-            stack.spawn("ingress", "services.ingress", wait=False),
-        ]
-        for service in started:
-            stack.wait_ready(service)
+    with running(stack):
+        stack.start(
+            ("ledger", "services.ledger"),
+            ("budget", "services.budget"),
+            ("budget", "services.budget"),
+            ("worker-demo", "services.providers", "--provider", "demo"),
+            ("router", "services.router"),
+            ("router", "services.router"),
+            ("ingress", "services.ingress"),
+        )
         stack.provision()
         yield stack
-    except Exception:
-        print(stack.logs())
-        raise
-    finally:
-        stack.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _leader(stack: Stack):
-    holder = spend(stack, "")["leader"]
-    pid = int(holder.split(":")[1])
-    return next(s for s in stack.by_name("budget") if s.process.pid == pid)
 
 
 async def test_a_burst_across_replicas_spends_exactly_up_to_the_cap(replicas: Stack) -> None:
     key = replicas.provision("burst")
     async with httpx.AsyncClient(base_url=replicas.ingress_url, timeout=30) as http:
         cost = Decimal((await invoke(http, key)).json()["cost_usd"])
-    wait_for(lambda: scope_spent(spend(replicas, "burst"), "project:burst") == cost, what="settlement")
+    wait_until(
+        lambda: scope_spent(spend(replicas, "burst"), "project:burst") == cost,
+        timeout_s=20,
+        what="settlement",
+    )
     set_budget(replicas, "project", "burst", "day", cost * 40)
 
     responses = await burst(replicas.ingress_url, key, 200)
@@ -77,9 +66,13 @@ async def test_a_burst_across_replicas_spends_exactly_up_to_the_cap(replicas: St
     # The leader is killed; the standby takes over and rebuilds the spend from the ledger,
     # the events not yet in it and the journal: the raised cap admits exactly the difference.
     set_budget(replicas, "project", "burst", "day", cost * 70)
-    old = _leader(replicas)
+    old = wait_until(replicas.budget_leader, 20, what="the budget leader")
     old.stop(signal.SIGKILL)
-    wait_for(lambda: _leader(replicas) is not old, what="a new budget leader")
+    wait_until(
+        lambda: (new := replicas.budget_leader()) is not None and new is not old,
+        timeout_s=20,
+        what="a new budget leader",
+    )
     responses = await burst(replicas.ingress_url, key, 100)
     assert [r.status_code for r in responses].count(200) == 30
 
@@ -126,8 +119,10 @@ async def test_spend_is_rebuilt_after_a_kill_without_double_counting(replicas: S
         ledger.stop()
         for _ in range(3):
             assert (await invoke(http, key)).status_code == 200
-        wait_for(
-            lambda: scope_spent(spend(replicas, "restart"), "project:restart") == cost * 7, what="settled"
+        wait_until(
+            lambda: scope_spent(spend(replicas, "restart"), "project:restart") == cost * 7,
+            timeout_s=20,
+            what="settled",
         )
 
         # Kill every authority; restart one and the ledger together, in either order of readiness.
@@ -137,7 +132,7 @@ async def test_spend_is_rebuilt_after_a_kill_without_double_counting(replicas: S
         ledger = replicas.spawn("ledger", "services.ledger", wait=False)
         replicas.wait_ready(budget)
         replicas.wait_ready(ledger)
-        status = wait_for(lambda: spend(replicas, "restart"), 60, what="the restarted authority")
+        status = wait_until(lambda: spend(replicas, "restart"), 60, what="the restarted authority")
         for period in ("day", "month", "total"):
             assert scope_spent(status, "project:restart", period) == cost * 7, status
 
@@ -149,4 +144,8 @@ async def test_spend_is_rebuilt_after_a_kill_without_double_counting(replicas: S
     set_budget(replicas, "project", "restart", "total", cost * 10)
     codes = [r.status_code for r in await burst(replicas.ingress_url, key, 6)]
     assert sorted(codes) == [200, 200, 200, 402, 402, 402]
-    wait_for(lambda: scope_spent(spend(replicas, "restart"), "project:restart") == cost * 10, what="final")
+    wait_until(
+        lambda: scope_spent(spend(replicas, "restart"), "project:restart") == cost * 10,
+        timeout_s=20,
+        what="final",
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import tempfile
 from collections.abc import Iterator
 from decimal import Decimal
@@ -24,9 +23,8 @@ from tests.support.budgets import (
     scope_spent,
     set_budget,
     spend,
-    wait_for,
 )
-from tests.support.procs import Stack, wait_for_rows
+from tests.support.procs import Stack, running, wait_for_rows, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +37,7 @@ def webhook() -> Iterator[WebhookReceiver]:
 @pytest.fixture(scope="module")
 def bstack(webhook: WebhookReceiver) -> Iterator[Stack]:
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-budgets-"))
-    running = Stack.create(
+    stack = Stack.create(
         workdir,
         SWITCHYARD_DEMO_LATENCY_MS="2",
         SWITCHYARD_BUDGET_WEBHOOK_URL=webhook.url,
@@ -47,15 +45,9 @@ def bstack(webhook: WebhookReceiver) -> Iterator[Stack]:
         # burst can exceed it (a 503, fail closed). These tests are about counts, not speed.
         SWITCHYARD_BUDGET_TIMEOUT_S="15",
     )
-    try:
-        running.start_all()
-        yield running
-    except Exception:
-        print(running.logs())
-        raise
-    finally:
-        running.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with running(stack):
+        stack.start_all()
+        yield stack
 
 
 async def test_keys_authenticate_and_identify_the_caller(bstack: Stack) -> None:
@@ -139,7 +131,11 @@ async def test_a_cap_denies_with_402_and_alerts_once_per_threshold(
     key = bstack.provision("capped")
     async with httpx.AsyncClient(base_url=bstack.ingress_url, timeout=30) as http:
         cost = Decimal((await invoke(http, key)).json()["cost_usd"])
-    wait_for(lambda: scope_spent(spend(bstack, "capped"), "project:capped") == cost, what="settlement")
+    wait_until(
+        lambda: scope_spent(spend(bstack, "capped"), "project:capped") == cost,
+        timeout_s=20,
+        what="settlement",
+    )
     set_budget(bstack, "project", "capped", "day", cost * 4, thresholds=[50, 100])
 
     async with httpx.AsyncClient(base_url=bstack.ingress_url, timeout=30) as http:
@@ -151,8 +147,9 @@ async def test_a_cap_denies_with_402_and_alerts_once_per_threshold(
         "project:capped" in error["message"] and f"day cap of {format_usd(cost * 4)} USD" in error["message"]
     )
 
-    status = wait_for(
+    status = wait_until(
         lambda: (s := spend(bstack, "capped")) and scope_spent(s, "project:capped") == cost * 4 and s,
+        timeout_s=20,
         what="settled spend",
     )
     budget = next(e for e in status["scopes"] if e["scope"] == "project:capped")["budgets"][0]
@@ -167,8 +164,10 @@ async def test_a_cap_denies_with_402_and_alerts_once_per_threshold(
     events = [a for a in await alert_events(bstack.nats.url) if a.scope_id == "capped"]
     assert sorted(a.threshold_pct for a in events) == [50, 100]
     assert {a.cap_usd for a in events} == {format_usd(cost * 4)}
-    wait_for(
-        lambda: len([b for b, _ in webhook.received if b["scope"] == "project:capped"]) == 2, what="2 posts"
+    wait_until(
+        lambda: len([b for b, _ in webhook.received if b["scope"] == "project:capped"]) == 2,
+        timeout_s=20,
+        what="2 posts",
     )
     delivered = [(b, h) for b, h in webhook.received if b["scope"] == "project:capped"]
     assert sorted(b["threshold_pct"] for b, _ in delivered) == [50, 100]
@@ -205,8 +204,8 @@ def test_cli_creates_keys_sets_budgets_and_shows_spend(
         cli(["budgets", "set", "--project", "cli-team", "--period", "month", "--cap", "12.5", *common]) == 0
     )
     assert "month cap 12.5 USD" in capsys.readouterr().out
-    wait_for(lambda: cli(["budgets", "show", "--project", "cli-team", *common]) == 0
-             and "12.5" in capsys.readouterr().out, what="budgets show")  # fmt: skip
+    wait_until(lambda: cli(["budgets", "show", "--project", "cli-team", *common]) == 0
+             and "12.5" in capsys.readouterr().out, timeout_s=20, what="budgets show")  # fmt: skip
     assert cli(["keys", "revoke", key_id, *common]) == 0
     assert f"revoked {key_id}" in capsys.readouterr().out
     assert httpx.post(f"{bstack.ingress_url}/llm.invoke", json=BODY, headers=bearer(key)).status_code == 401

@@ -10,7 +10,6 @@ Figures are printed (run with -s) and recorded in docs/reliability.md.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
 import tempfile
 import time
@@ -22,7 +21,7 @@ import httpx
 import pytest
 
 from tests.support.cluster import NatsCluster, cluster_stack
-from tests.support.procs import Stack, ledger_sql, wait_until
+from tests.support.procs import Stack, ledger_sql, running, wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -153,28 +152,20 @@ def chaos_stack(request: pytest.FixtureRequest):
         SWITCHYARD_LEDGER_BATCH_SIZE="20",
         **getattr(request, "param", {}),  # a scenario's own settings (indirect parametrize)
     )
-    try:
-        started = [
-            stack.spawn("ledger", "services.ledger", wait=False),
+    with running(stack):
+        stack.start(
+            ("ledger", "services.ledger"),
             # Two budget processes: one leads (KV lease), the other stands by.
-            stack.spawn("budget", "services.budget", wait=False),
-            stack.spawn("budget", "services.budget", wait=False),
-            stack.spawn("worker", "services.providers", "--provider", "demo", wait=False),
-            stack.spawn("worker", "services.providers", "--provider", "demo", wait=False),
-            stack.spawn("router", "services.router", wait=False),
-            stack.spawn("router", "services.router", wait=False),
-            stack.spawn("ingress", "services.ingress", wait=False),
-        ]
-        for service in started:
-            stack.wait_ready(service)
+            ("budget", "services.budget"),
+            ("budget", "services.budget"),
+            ("worker", "services.providers", "--provider", "demo"),
+            ("worker", "services.providers", "--provider", "demo"),
+            ("router", "services.router"),
+            ("router", "services.router"),
+            ("ingress", "services.ingress"),
+        )
         stack.provision()
         yield stack
-    except Exception:
-        print(stack.logs())
-        raise
-    finally:
-        stack.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _kill_one(stack: Stack, name: str) -> None:
@@ -238,15 +229,6 @@ async def test_kill_the_stream_leader_nats_node_mid_load(chaos_stack: Stack) -> 
     assert figures["completed"] >= TOTAL * 0.25
 
 
-def _budget_leader(stack: Stack):
-    """The budget process holding the lease (its holder id carries its pid)."""
-    r = stack.admin("GET", "/spend")
-    if r.status_code != 200:
-        return None
-    pid = int(r.json()["leader"].split(":")[1])
-    return next((s for s in stack.by_name("budget") if s.process.pid == pid), None)
-
-
 # The leader's lease outlives it by up to its TTL, so the failover gap is about the TTL plus
 # the standby's rebuild; a short TTL and a longer load let the test see the standby serve.
 BUDGET_TOTAL = 200
@@ -254,10 +236,10 @@ BUDGET_TOTAL = 200
 
 @pytest.mark.parametrize("chaos_stack", [{"SWITCHYARD_BUDGET_LEASE_TTL_S": "1.5"}], indirect=True)
 async def test_kill_the_budget_leader_mid_load(chaos_stack: Stack) -> None:
-    old = wait_until(lambda: _budget_leader(chaos_stack), 30, what="a budget leader")
+    old = wait_until(chaos_stack.budget_leader, 30, what="a budget leader")
 
     outcomes = await drive(chaos_stack, BUDGET_TOTAL, RATE, 0.25, lambda: old.stop(signal.SIGKILL))
-    new = wait_until(lambda: _budget_leader(chaos_stack), 60, what="the standby to take over")
+    new = wait_until(chaos_stack.budget_leader, 60, what="the standby to take over")
     assert new is not old and new.process.poll() is None
 
     # While no authority answers, requests fail closed with 503 `unavailable` (never served

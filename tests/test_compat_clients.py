@@ -4,7 +4,6 @@ running gateway (NATS + every service as its own process, the built-in demo prov
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from switchyard.natsserver import free_port
 from switchyard.v1 import gateway_pb2_grpc, invoke_pb2
-from tests.support.procs import Stack, wait_for_rows
+from tests.support.procs import Stack, running, wait_for_rows
 
 WEATHER_TOOL = {
     "type": "function",
@@ -33,22 +32,16 @@ WEATHER_TOOL = {
 def gateway() -> Iterator[Stack]:
     """The whole gateway with the gRPC ingress on."""
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-compat-"))
-    running = Stack.create(
+    stack = Stack.create(
         workdir,
         SWITCHYARD_DEMO_LATENCY_MS="5",
         SWITCHYARD_DEMO_CHUNK_DELAY_MS="1",
         SWITCHYARD_GRPC_PORT=str(free_port()),
     )
-    try:
+    with running(stack):
         # Generous: the machine's cores are shared, and a loaded one starts processes slowly.
-        running.start_all(ready_timeout_s=90)
-        yield running
-    except Exception:
-        print(running.logs())
-        raise
-    finally:
-        running.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        stack.start_all(ready_timeout_s=90)
+        yield stack
 
 
 @pytest.fixture

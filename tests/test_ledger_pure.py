@@ -130,25 +130,52 @@ def test_feed_item_is_small_and_exact() -> None:
     assert "rationale" not in item and "metadata" not in item
 
 
-def test_budget_periods_caps_and_usage() -> None:
-    assert budgets.period_start("day", NOW) == datetime(2026, 11, 24, tzinfo=UTC)
-    assert budgets.period_start("month", NOW) == datetime(2026, 11, 1, tzinfo=UTC)
-    assert budgets.period_start("total", NOW).year == 1970
+def test_budget_caps_and_usage() -> None:
     caps = budgets.parse_caps(
         {
             "caps": [
-                {"scope_kind": "project", "scope_id": "alpha", "period": "day", "cap_usd": "10"},
+                {
+                    "scope_kind": "project",
+                    "scope_id": "alpha",
+                    "period": "day",
+                    "cap_usd": "10",
+                    "spent_usd": "2.5",
+                },
                 {"scope_kind": "key", "scope_id": "k1", "period": "month", "cap_usd": "5", "spent_usd": "6"},
-                {"scope_kind": "planet", "scope_id": "x", "cap_usd": "1"},  # unknown scope: skipped
-                {"scope_kind": "project", "scope_id": "y", "cap_usd": "lots"},  # not a number: skipped
+                {"scope_kind": "planet", "scope_id": "x", "cap_usd": "1", "spent_usd": "0"},  # unknown scope
+                {
+                    "scope_kind": "project",
+                    "scope_id": "y",
+                    "cap_usd": "lots",
+                    "spent_usd": "0",
+                },  # not a number
+                {"scope_kind": "project", "scope_id": "z", "cap_usd": "1"},  # no spend: skipped, not guessed
             ]
         }
     )
     assert [(c.scope_kind, c.scope_id) for c in caps] == [("project", "alpha"), ("key", "k1")]
     assert budgets.parse_caps(None) == [] and budgets.parse_caps({"caps": []}) == []
-    assert "key_id = {scope:String}" in budgets.spend_sql(caps[1])
-    assert budgets.usage_row(caps[0], Decimal("2.5"))["used_pct"] == 25.0
+    assert budgets.usage_row(caps[0], caps[0].spent_usd)["used_pct"] == 25.0
     assert budgets.usage_row(caps[1], caps[1].spent_usd)["used_pct"] == 120.0
+
+
+def test_caps_come_from_the_authoritys_status_answer() -> None:
+    status = {
+        "project": "",
+        "scopes": [
+            {"scope": "project:acme", "periods": {}, "budgets": [
+                {"period": "day", "cap_usd": "1", "spent_usd": "0.25", "used_pct": 25.0}]},
+            {"scope": "agent:acme/bot", "periods": {}, "budgets": [
+                {"period": "month", "cap_usd": "2", "spent_usd": "0"}]},
+            {"scope": "key:key_1", "periods": {}, "budgets": []},  # spend counted, no cap
+        ],
+    }  # fmt: skip
+    caps = budgets.parse_caps(budgets.caps_from_status(status))
+    assert [(c.scope_kind, c.scope_id, c.period, c.cap_usd, c.spent_usd) for c in caps] == [
+        ("project", "acme", "day", Decimal("1"), Decimal("0.25")),
+        ("agent", "acme/bot", "month", Decimal("2"), Decimal("0")),
+    ]
+    assert budgets.caps_from_status({"error": "the budget authority is not ready"}) == {"caps": []}
 
 
 def test_dashboard_windows_series_and_provider_rates() -> None:

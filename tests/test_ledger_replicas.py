@@ -7,7 +7,6 @@ the query asks for the store's path, which tells the replicas apart."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import orjson
 import pytest
 
 from switchyard import subjects
-from tests.support.procs import Stack
+from tests.support.procs import Stack, running
 
 QUERIES = 30
 
@@ -26,7 +25,7 @@ QUERIES = 30
 def two_ledgers() -> Iterator[Stack]:
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-ledgers-"))
     stack = Stack.create(workdir)
-    try:
+    with running(stack):
         started = [
             stack.spawn(
                 "ledger", "services.ledger", wait=False, SWITCHYARD_DATA_DIR=str(workdir / f"data-{i}")
@@ -36,12 +35,6 @@ def two_ledgers() -> Iterator[Stack]:
         for service in started:
             stack.wait_ready(service)
         yield stack
-    except Exception:
-        print(stack.logs())
-        raise
-    finally:
-        stack.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def test_each_query_is_answered_by_exactly_one_replica(two_ledgers: Stack) -> None:

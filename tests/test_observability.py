@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import shutil
 import tempfile
 import threading
 import time
@@ -25,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.spanfile import read_spans
-from tests.support.procs import Stack, wait_for_rows, wait_until
+from tests.support.procs import Stack, running, wait_for_rows, wait_until
 
 HELLO = {"model": "auto", "messages": [{"role": "user", "content": "trace me"}], "max_tokens": 12}
 SERVICES = {"ingress", "router", "budget", "providers", "ledger"}
@@ -77,7 +76,7 @@ def traced() -> Iterator[tuple[Stack, Path, Collector]]:
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-otel-"))
     collector = Collector()
     span_dir = workdir / "spans"
-    running = Stack.create(
+    stack = Stack.create(
         workdir,
         SWITCHYARD_DEMO_LATENCY_MS="5",
         SWITCHYARD_SPAN_DIR=str(span_dir),
@@ -85,15 +84,11 @@ def traced() -> Iterator[tuple[Stack, Path, Collector]]:
         OTEL_BSP_SCHEDULE_DELAY="200",
     )
     try:
-        running.start_all()
-        yield running, span_dir, collector
-    except Exception:
-        print(running.logs())
-        raise
+        with running(stack):
+            stack.start_all()
+            yield stack, span_dir, collector
     finally:
-        running.stop()
         collector.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def trace_of(span_dir: Path, request_id: str) -> list[dict]:

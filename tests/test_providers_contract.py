@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import shutil
 import tempfile
 from collections.abc import Iterator
 from decimal import Decimal
@@ -25,7 +24,7 @@ import pytest
 from switchyard.natsserver import free_port
 from switchyard.pricing import Price, cost_usd
 from tests.fakes import AnthropicFake, Behavior, FakeUpstream, GeminiFake, MistralFake, OpenAIFake
-from tests.support.procs import Stack, ledger_sql, wait_for_rows, wait_until
+from tests.support.procs import Stack, ledger_sql, running, wait_for_rows, wait_until
 
 KEYS = {
     "openai": "sk-test-openai-0123456789",
@@ -199,7 +198,7 @@ def stack(fakes: dict[str, FakeUpstream]) -> Iterator[Stack]:
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-providers-"))
     config = workdir / "switchyard.toml"
     config.write_text(config_toml(fakes, free_port()))
-    running = Stack.create(
+    gateway = Stack.create(
         workdir,
         SWITCHYARD_CONFIG_FILE=str(config),
         OPENAI_API_KEY=KEYS["openai"],
@@ -211,24 +210,16 @@ def stack(fakes: dict[str, FakeUpstream]) -> Iterator[Stack]:
         BACKUP_OPENAI_KEY=KEYS["backup"],
         LOCAL_LLM_KEY=KEYS["local"],
     )
-    try:
-        started = [
-            running.spawn("ledger", "services.ledger", wait=False),
-            running.spawn("budget", "services.budget", wait=False),
-            running.spawn("worker", "services.providers", wait=False),  # every configured provider
-            running.spawn("router", "services.router", wait=False),
-            running.spawn("ingress", "services.ingress", wait=False),
-        ]
-        for service in started:
-            running.wait_ready(service)
-        running.provision()
-        yield running
-    except Exception:
-        print(running.logs())
-        raise
-    finally:
-        running.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with running(gateway):
+        gateway.start(
+            ("ledger", "services.ledger"),
+            ("budget", "services.budget"),
+            ("worker", "services.providers"),  # every configured provider
+            ("router", "services.router"),
+            ("ingress", "services.ingress"),
+        )
+        gateway.provision()
+        yield gateway
 
 
 def sse_events(text: str) -> list[tuple[str, dict]]:

@@ -8,7 +8,6 @@ and that it never had to answer 429. No timed assertions; waits are bounded poll
 from __future__ import annotations
 
 import asyncio
-import shutil
 import tempfile
 import time
 from collections import Counter
@@ -22,7 +21,7 @@ import pytest
 from switchyard import subjects
 from switchyard.v1 import budget_pb2
 from tests.fakes import OpenAIFake
-from tests.support.procs import Stack, wait_for_rows
+from tests.support.procs import Stack, running, wait_for_rows
 from tests.test_observability import ARTIFACTS, BROWSER_ARGS, CHROMIUM
 
 N = 5  # requests per minute per key, on both sides
@@ -102,25 +101,17 @@ def qstack(fake: OpenAIFake) -> Iterator[Stack]:
         SWITCHYARD_BUDGET_TIMEOUT_S="15",  # counts, not speed, on a loaded 2-core machine
         SWITCHYARD_LEDGER_QUOTA_SAMPLE_S="1",
     )
-    try:
-        started = [
-            stack.spawn("ledger", "services.ledger", wait=False),
-            stack.spawn("budget", "services.budget", wait=False),
-            stack.spawn("worker-openai", "services.providers", "--provider", "openai", wait=False),
-            stack.spawn("router-1", "services.router", wait=False),
-            stack.spawn("router-2", "services.router", wait=False),
-            stack.spawn("ingress", "services.ingress", wait=False),
-        ]
-        for service in started:
-            stack.wait_ready(service, timeout_s=90)
+    with running(stack):
+        stack.start(
+            ("ledger", "services.ledger"),
+            ("budget", "services.budget"),
+            ("worker-openai", "services.providers", "--provider", "openai"),
+            ("router-1", "services.router"),
+            ("router-2", "services.router"),
+            ("ingress", "services.ingress"),
+        )
         stack.provision()
         yield stack
-    except Exception:
-        print(stack.logs())
-        raise
-    finally:
-        stack.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def body(route: str) -> dict:

@@ -9,7 +9,6 @@ generous deadline, and the assertions are about where requests went.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import tempfile
 import time
 from collections import Counter
@@ -20,7 +19,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.support.procs import Stack, wait_for_rows
+from tests.support.procs import Stack, running, wait_for_rows
 from tests.test_path import parse_sse
 
 CONFIG = """
@@ -153,27 +152,18 @@ def routing_stack() -> Iterator[Stack]:
     config = workdir / "switchyard.toml"
     config.write_text(CONFIG.format(control=control))
     stack = Stack.create(workdir, SWITCHYARD_CONFIG_FILE=str(config), SWITCHYARD_DEMO_CHUNK_DELAY_MS="1")
-    try:
-        started = [
-            stack.spawn("ledger", "services.ledger", wait=False),
-            stack.spawn("budget", "services.budget", wait=False),
-            stack.spawn("worker-demo", "services.providers", "--provider", "demo", wait=False),
-            stack.spawn("worker-demo2", "services.providers", "--provider", "demo2", wait=False),
-            stack.spawn("router-1", "services.router", wait=False),
-            stack.spawn("router-2", "services.router", wait=False),
-            stack.spawn("ingress", "services.ingress", wait=False),
-        ]
-        for service in started:
-            # Generous: seven processes start at once, on a machine other suites may be loading.
-            stack.wait_ready(service, timeout_s=90)
+    with running(stack):
+        stack.start(
+            ("ledger", "services.ledger"),
+            ("budget", "services.budget"),
+            ("worker-demo", "services.providers", "--provider", "demo"),
+            ("worker-demo2", "services.providers", "--provider", "demo2"),
+            ("router-1", "services.router"),
+            ("router-2", "services.router"),
+            ("ingress", "services.ingress"),
+        )
         stack.provision()
         yield stack
-    except Exception:
-        print(stack.logs())
-        raise
-    finally:
-        stack.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def ask(model: str, text: str = "route me", **extra) -> dict:

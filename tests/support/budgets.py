@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,7 +15,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from switchyard import subjects
 from switchyard.v1 import events_pb2
-from tests.support.procs import Stack
+from tests.support.procs import Stack, wait_until
 
 # Demo replies fill max_tokens exactly, and the demo bills the estimator's prompt tokens: a
 # request's actual cost equals its reservation, so counts against a cap are exact.
@@ -50,21 +49,6 @@ def scope_spent(status: dict, scope: str, period: str = "day") -> Decimal:
     return Decimal(0)
 
 
-def wait_for(predicate, timeout_s: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except (AssertionError, httpx.HTTPError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out waiting for {what} (last: {last!r})")
-
-
 def set_budget(stack: Stack, scope: str, scope_id: str, period: str, cap: Decimal, **extra) -> None:
     body = {"scope": scope, "scope_id": scope_id, "period": period, "cap_usd": str(cap), **extra}
     r = stack.admin("PUT", "/budgets", json=body)
@@ -77,7 +61,7 @@ def set_budget(stack: Stack, scope: str, scope_id: str, period: str, cap: Decima
                     return Decimal(b["cap_usd"]) == cap
         return False
 
-    wait_for(seen, what="the budget authority to see the cap")
+    wait_until(seen, 20, what="the budget authority to see the cap")
 
 
 async def alert_events(nats_url: str) -> list[events_pb2.BudgetAlert]:

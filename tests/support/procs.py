@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,13 +26,34 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.05, what: str = "condition"):
+    """The predicate's first truthy value. An assertion or HTTP error inside it counts as
+    "not yet" (a service may not answer while it starts); the last one is in the timeout."""
     deadline = time.monotonic() + timeout_s
+    last = None
     while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
+        try:
+            last = predicate()
+        except (AssertionError, httpx.HTTPError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
         time.sleep(interval_s)
-    raise TimeoutError(f"timed out waiting for {what}")
+    raise TimeoutError(f"timed out waiting for {what} (last: {last!r})")
+
+
+@contextlib.contextmanager
+def running(stack: Stack) -> Iterator[Stack]:
+    """Hold a test stack for the `with` body: its logs are printed if starting it fails, and it
+    is always stopped and its folder removed."""
+    try:
+        yield stack
+    except Exception:
+        print(stack.logs())
+        raise
+    finally:
+        stack.stop()
+        shutil.rmtree(stack.workdir, ignore_errors=True)
 
 
 @dataclass
@@ -141,22 +165,34 @@ class Stack:
 
         wait_until(ready, timeout_s, what=f"{service.name} ready")
 
-    def start_all(self, providers: tuple[str, ...] = ("demo",), ready_timeout_s: float = 90.0) -> Stack:
-        """Every service, one process each, started together."""
-        started = [
-            self.spawn("ledger", "services.ledger", wait=False),
-            self.spawn("budget", "services.budget", wait=False),
-            *[
-                self.spawn(f"worker-{p}", "services.providers", "--provider", p, wait=False)
-                for p in providers
-            ],
-            self.spawn("router", "services.router", wait=False),
-            self.spawn("ingress", "services.ingress", wait=False),
-        ]
+    def start(self, *specs: tuple[str, ...], ready_timeout_s: float = 90.0) -> Stack:
+        """Spawn every `(name, module, *args)` at once, then wait until each is ready (the
+        generous default: several processes start together on a machine others may load)."""
+        started = [self.spawn(name, module, *args, wait=False) for name, module, *args in specs]
         for service in started:
             self.wait_ready(service, ready_timeout_s)
+        return self
+
+    def start_all(self, providers: tuple[str, ...] = ("demo",), ready_timeout_s: float = 90.0) -> Stack:
+        """Every service, one process each, started together, and a key for project default."""
+        self.start(
+            ("ledger", "services.ledger"),
+            ("budget", "services.budget"),
+            *[(f"worker-{p}", "services.providers", "--provider", p) for p in providers],
+            ("router", "services.router"),
+            ("ingress", "services.ingress"),
+            ready_timeout_s=ready_timeout_s,
+        )
         self.provision()
         return self
+
+    def budget_leader(self) -> ServiceProc | None:
+        """The budget process holding the lease (its holder id carries its pid), if one leads."""
+        r = self.admin("GET", "/spend")
+        if r.status_code != 200:
+            return None
+        pid = int(r.json()["leader"].split(":")[1])
+        return next((s for s in self.by_name("budget") if s.process.pid == pid), None)
 
     def admin(self, method: str, path: str, **kwargs) -> httpx.Response:
         """A call to the ingress's admin API with the stack's admin token."""

@@ -2,18 +2,17 @@
 
 The dashboard asks the authority on `budget.status` (the same answer as GET /admin/v1/spend)
 and shows each configured cap with the spend the authority counts against it. When the
-authority does not answer, no caps are shown and the dashboard says so. A cap whose spend is
-not given is read from the ledger for the cap's period (UTC).
+authority does not answer, no caps are shown and the dashboard says so. Periods and spend
+are the authority's own (services/budget/periods.py); nothing here recounts them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-SCOPE_COLUMNS = {"project": "project_id", "agent": "agent_id", "key": "key_id"}
+SCOPES = ("project", "agent", "key")
 PERIODS = ("day", "month", "total")
 
 
@@ -23,16 +22,7 @@ class Cap:
     scope_id: str
     period: str
     cap_usd: Decimal
-    spent_usd: Decimal | None = None
-
-
-def period_start(period: str, now: datetime) -> datetime:
-    now = now.astimezone(UTC)
-    if period == "day":
-        return now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == "month":
-        return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    return datetime(1970, 1, 1, tzinfo=UTC)
+    spent_usd: Decimal
 
 
 def parse_caps(body: Any) -> list[Cap]:
@@ -41,18 +31,10 @@ def parse_caps(body: Any) -> list[Cap]:
     for raw in (body or {}).get("caps") or []:
         try:
             kind, period = str(raw["scope_kind"]), str(raw.get("period", "total"))
-            if kind not in SCOPE_COLUMNS or period not in PERIODS:
+            if kind not in SCOPES or period not in PERIODS:
                 continue
-            spent = raw.get("spent_usd")
-            caps.append(
-                Cap(
-                    kind,
-                    str(raw["scope_id"]),
-                    period,
-                    Decimal(str(raw["cap_usd"])),
-                    Decimal(str(spent)) if spent is not None else None,
-                )
-            )
+            cap, spent = Decimal(str(raw["cap_usd"])), Decimal(str(raw["spent_usd"]))
+            caps.append(Cap(kind, str(raw["scope_id"]), period, cap, spent))
         except (KeyError, TypeError, InvalidOperation):
             continue
     return caps
@@ -68,15 +50,6 @@ def caps_from_status(body: Any) -> dict[str, list[dict[str, Any]]]:
         for budget in scope.get("budgets") or []:
             caps.append({"scope_kind": kind, "scope_id": scope_id, **budget})
     return {"caps": caps}
-
-
-def spend_sql(cap: Cap) -> str:
-    """Spend of the cap's scope since its period began (parameters: scope, since)."""
-    column = SCOPE_COLUMNS[cap.scope_kind]
-    return (
-        f"SELECT toDecimal128(sum(cost_usd), 10) AS spent FROM requests FINAL "
-        f"WHERE {column} = {{scope:String}} AND ts >= {{since:DateTime64(3, 'UTC')}}"
-    )
 
 
 def usage_row(cap: Cap, spent: Decimal) -> dict[str, Any]:
