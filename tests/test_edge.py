@@ -134,13 +134,16 @@ async def test_sheds_load_while_the_ledger_falls_behind(edge_stack: Stack) -> No
     async with httpx.AsyncClient(
         base_url=edge_stack.ingress_url, headers=edge_stack.headers, timeout=10
     ) as http:
-        for _ in range(6):  # completions pile up in the stream with nobody consuming
-            assert (await http.post("/llm.invoke", json=BODY)).status_code == 200
-        deadline = time.monotonic() + 10
+        # Served while the lag is small (the ledger had caught up before it was killed)...
+        assert (await http.post("/llm.invoke", json=BODY)).status_code == 200
+        # ...then completions pile up in the stream with nobody consuming, and once the polled
+        # lag passes the limit (4) the ingress sheds. How many requests that takes depends on
+        # the poll's timing, so the test only waits for it.
+        deadline = time.monotonic() + 15
         while (
             r := await http.post("/llm.invoke", json=BODY)
         ).status_code == 200 and time.monotonic() < deadline:
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.1)
         assert r.status_code == 503 and "ledger" in r.json()["error"]["message"]
 
         edge_stack.spawn("ledger", "services.ledger")  # it catches up, and the gateway recovers
