@@ -61,7 +61,9 @@ def run_loadgen(url: str, body: bytes, rate: float, duration: float, cpu: int, h
 class Gateway:
     """`switchyard up` in a temp folder with the bench catalog, pinned to one CPU."""
 
-    def __init__(self, upstream_url: str, cpu: int, workdir: Path) -> None:
+    def __init__(
+        self, upstream_url: str, cpu: int, workdir: Path, settings: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.workdir = workdir
         config = workdir / "bench.toml"
@@ -71,7 +73,10 @@ class Gateway:
             f'base_url = "{upstream_url}/v1"\napi_key = "bench-upstream-key"\n'
             "price = { input = 0.15, output = 0.60 }\n"
         )
+        # The caller's SWITCHYARD_* are dropped so a stray setting cannot skew a run; pass
+        # settings to compare explicitly (--gateway-env).
         env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+        env |= settings or {}
         env |= {
             "SWITCHYARD_PORT": str(self.port),
             "SWITCHYARD_NATS_PORT": "0",
@@ -220,6 +225,13 @@ def main() -> int:
         "--no-pin", action="store_true", help="do not pin load+upstream to CPU 1 and the gateway to CPU 0"
     )
     parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="SWITCHYARD_X=VALUE",
+        help="a setting for the gateway's processes (repeatable), to compare configurations",
+    )
+    parser.add_argument(
         "--out", default="", help="write the JSON report here (default bench/results/<time>.json)"
     )
     args = parser.parse_args()
@@ -247,6 +259,7 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
                     "pinned": load_cpu >= 0},
         "upstream_delay_ms": args.delay_ms,
+        "gateway_env": args.gateway_env,
         "duration_s": args.duration,
         "rates": {},
     }  # fmt: skip
@@ -265,7 +278,8 @@ def main() -> int:
                 {},
             )
         else:
-            gateway = Gateway(upstream_url, gateway_cpu, workdir)
+            settings = dict(item.split("=", 1) for item in args.gateway_env)
+            gateway = Gateway(upstream_url, gateway_cpu, workdir, settings)
             gateway_url, model, headers, procs = (
                 gateway.url,
                 "bench/echo",

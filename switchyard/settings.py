@@ -45,7 +45,7 @@ class Settings(BaseSettings):
 
     # Ledger batching: flush at this many events or after this long, whichever comes first.
     ledger_batch_size: int = Field(default=500, gt=0)
-    ledger_batch_wait_s: float = Field(default=0.2, gt=0)
+    ledger_batch_wait_s: float = Field(default=1.0, gt=0)
     # An unacked batch is redelivered after this long (a ledger that died mid-batch).
     ledger_ack_wait_s: float = Field(default=30.0, gt=0)
     # Retention (ClickHouse TTL) of the raw requests/attempts rows and of the per-minute
