@@ -4,8 +4,9 @@ deadlines, and usage of a call stopped mid-stream."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
-import httpx
+import aiohttp
 import orjson
 import pytest
 
@@ -17,7 +18,7 @@ from services.providers.http_errors import (
     error_from_stream_event,
     retry_after_seconds,
 )
-from services.providers.sse import SSEDecoder, SSEEvent, decode_lines
+from services.providers.sse import LineSplitter, SSEDecoder, SSEEvent, decode_lines
 from services.providers.upstream import Deadline
 from switchyard.catalog import Timeouts
 from switchyard.logs import register_secret
@@ -48,6 +49,16 @@ def test_sse_named_events_multiline_data_comments_and_a_missing_last_blank_line(
     assert decoder.feed("event: ping") is None
     assert decoder.feed("") is None  # an event with no data is not dispatched
     assert decoder.feed("data: x") is None and decoder.feed("").event == "message"
+
+
+def test_line_splitter_handles_every_line_ending_and_characters_split_across_reads() -> None:
+    splitter = LineSplitter()
+    reads = [b"data: a\r", b"\ndata: caf\xc3", b"\xa9\r\r\n", b"event: x\ndata: tail"]
+    lines = [line for read in reads for line in splitter.feed(read)]
+    # The CR at the end of the first read and the LF starting the second make one line ending.
+    assert lines == ["data: a", "data: café", "", "event: x"]
+    assert splitter.flush() == ["data: tail"]  # the last line had no ending
+    assert splitter.flush() == []
 
 
 @pytest.mark.parametrize(
@@ -177,11 +188,18 @@ def test_errors_inside_streams() -> None:
 
 
 def test_transport_failures() -> None:
-    request = httpx.Request("POST", "http://127.0.0.1:9")
-    assert error_from_exception("p", httpx.ConnectError("refused", request=request)).code == "unavailable"
-    assert error_from_exception("p", httpx.ConnectTimeout("slow", request=request)).code == "timeout"
-    cut = error_from_exception("p", httpx.RemoteProtocolError("peer closed", request=request), "mid-stream")
+    key = SimpleNamespace(host="127.0.0.1", port=9, ssl=True)
+    refused = error_from_exception(
+        "p", aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "refused"))
+    )
+    assert (refused.code, refused.retryable) == ("unavailable", True)
+    assert "127.0.0.1:9" in refused.message
+    slow = error_from_exception("p", aiohttp.ConnectionTimeoutError("slow"), "connect")
+    assert slow.code == "timeout" and slow.message.startswith("connecting to p timed out")
+    cut = error_from_exception("p", aiohttp.ServerDisconnectedError(), "mid-stream")
     assert cut.code == "upstream_error" and cut.retryable and "mid-stream" in cut.message
+    short = error_from_exception("p", aiohttp.ClientPayloadError("Response payload is not completed"))
+    assert short.code == "upstream_error" and "closed the connection" in short.message
 
 
 def test_deadline_takes_the_tighter_of_the_deployment_total_and_the_request_deadline() -> None:

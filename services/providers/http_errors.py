@@ -13,9 +13,10 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from http import HTTPStatus
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from switchyard.errors import GatewayError
@@ -127,6 +128,13 @@ def _google_reasons(err: Mapping[str, Any]) -> set[str]:
     return {str(d.get("reason")) for d in err.get("details") or [] if isinstance(d, dict) and d.get("reason")}
 
 
+def _reason_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "error"
+
+
 def error_from_response(provider: str, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
     """The neutral error for an upstream HTTP error response."""
     kind, message, err = error_details(body)
@@ -137,7 +145,7 @@ def error_from_response(provider: str, status: int, headers: Mapping[str, str], 
         code, retryable = "unauthorized", False
     retry_after = retry_after_seconds(headers) or _google_retry_delay(err)
     label = f"{status} {kind}".strip()
-    text = redact(message or httpx.codes.get_reason_phrase(status) or "error")
+    text = redact(message or _reason_phrase(status))
     return GatewayError(
         code,
         f"{provider} returned {label}: {text}"[:MAX_MESSAGE_CHARS],
@@ -173,20 +181,26 @@ def error_from_stream_event(provider: str, payload: Mapping[str, Any]) -> Gatewa
 
 
 def error_from_exception(provider: str, exc: BaseException, phase: str = "") -> GatewayError:
-    """Transport failures: nothing (or not everything) came back."""
+    """Transport failures (aiohttp's exceptions): nothing, or not everything, came back."""
     where = f" ({phase})" if phase else ""
-    if isinstance(exc, httpx.ConnectTimeout):
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return GatewayError("timeout", f"connecting to {provider} timed out{where}", provider=provider)
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, aiohttp.ServerTimeoutError):
         return GatewayError("timeout", f"{provider} timed out{where}", provider=provider)
-    if isinstance(exc, (httpx.ConnectError, httpx.ProxyError)):
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, DNS, TLS handshake, proxy
         return GatewayError(
             "unavailable", f"could not connect to {provider}: {redact(str(exc))[:200]}", provider=provider
         )
-    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
         return GatewayError(
             "upstream_error",
             f"{provider} closed the connection{where}: {redact(str(exc))[:200]}",
+            provider=provider,
+        )
+    if isinstance(exc, aiohttp.ClientResponseError):  # a status line or headers that do not parse
+        return GatewayError(
+            "upstream_error",
+            f"{provider} sent an invalid HTTP response{where}: {redact(exc.message)[:200]}",
             provider=provider,
         )
     return GatewayError(

@@ -123,7 +123,7 @@ class ProviderWorker(BusService):
         task = self._upstream.get(request_id)
         if task is not None and request_id not in self._cancelled:
             self._cancelled.add(request_id)
-            task.cancel()  # lands inside the upstream call: httpx closes the connection
+            task.cancel()  # lands inside the upstream call: the adapter closes the connection
 
     def _client_gone(self, request_id: str) -> bool:
         """True when a CancelledError came from `_on_cancel` (not from a shutdown)."""

@@ -7,7 +7,11 @@ lines and ends by closing the connection.
 
 from __future__ import annotations
 
+import codecs
+import re
 from dataclasses import dataclass
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,33 @@ class SSEDecoder:
         self._event = ""
         self._data = []
         return event
+
+
+class LineSplitter:
+    """Body bytes as they arrive -> whole lines without their ending (CRLF, LF or CR).
+
+    UTF-8 is decoded incrementally, so a character split across two reads survives; a CR at
+    the end of a read is held back in case the next read starts with its LF.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._rest = ""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        text = self._rest + self._decoder.decode(chunk)
+        held_cr = text.endswith("\r")
+        if held_cr:
+            text = text[:-1]
+        *lines, rest = _LINE_END.split(text)
+        self._rest = rest + "\r" if held_cr else rest
+        return lines
+
+    def flush(self) -> list[str]:
+        """At end of body: the last line, if it had no line ending."""
+        text = self._rest + self._decoder.decode(b"", final=True)
+        self._rest = ""
+        return [line for line in _LINE_END.split(text) if line] if text else []
 
 
 def decode_lines(lines: list[str]) -> list[SSEEvent]:
