@@ -19,7 +19,7 @@ from services.providers.http_errors import (
     retry_after_seconds,
 )
 from services.providers.sse import LineSplitter, SSEDecoder, SSEEvent, decode_lines
-from services.providers.upstream import Deadline
+from services.providers.upstream import Deadline, proxy_for
 from switchyard.catalog import Timeouts
 from switchyard.logs import register_secret
 from switchyard.tokens import estimate_prompt_tokens
@@ -49,6 +49,20 @@ def test_sse_named_events_multiline_data_comments_and_a_missing_last_blank_line(
     assert decoder.feed("event: ping") is None
     assert decoder.feed("") is None  # an event with no data is not dispatched
     assert decoder.feed("data: x") is None and decoder.feed("").event == "message"
+
+
+def test_the_proxy_comes_from_the_environment_unless_no_proxy_exempts_the_host(monkeypatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,.corp.example")
+    for name in ("https_proxy", "no_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    proxy_for.cache_clear()
+    try:
+        assert proxy_for("https", "api.openai.com") == "http://proxy.internal:3128"
+        assert proxy_for("https", "llm.corp.example") is None
+        assert proxy_for("http", "api.openai.com") is None  # no HTTP_PROXY set
+    finally:
+        proxy_for.cache_clear()
 
 
 def test_line_splitter_handles_every_line_ending_and_characters_split_across_reads() -> None:
