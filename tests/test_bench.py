@@ -40,3 +40,20 @@ def test_bench_runs_end_to_end_and_reports_every_figure(tmp_path: Path) -> None:
     assert stream["gateway"]["ttft_ms"]["p50"] > 0
     assert "max_sustainable_rps" in report
     assert "max sustainable throughput" in run.stdout
+
+
+def test_cpu_probe_reports_every_process_per_request(tmp_path: Path) -> None:
+    out = tmp_path / "cpu.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.cpu", "--requests", "5", "--windows", "1", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = orjson.loads(out.read_bytes())
+    per_process = report["ms_cpu_per_request"]
+    assert {"ingress", "router", "ledger", "budget", "nats-server"} <= set(per_process)
+    assert any(name.startswith("providers") for name in per_process)
+    # Every hop of a request costs its process some CPU, and the total adds the processes up.
+    assert all(ms > 0 for ms in per_process.values()), per_process
+    assert abs(report["total_ms"] - sum(per_process.values())) < 0.05 * report["total_ms"] + 0.1
+    assert report["sequential_p50_ms"] > 20.0  # the upstream's own delay is 20 ms
