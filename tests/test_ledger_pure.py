@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.ledger.batching import BatchWindow
+from services.ledger.batching import DRAIN_WAIT_S, BatchWindow, Pull
 from services.ledger.dashboard import budgets, queries
 from services.ledger.main import dedupe
 from services.ledger.retention import current_ttl, retention_statement, ttl_expression
@@ -44,16 +44,30 @@ def test_dedupe_drops_stored_and_repeated_ids_keeping_first() -> None:
     assert [e.request_id for e in fresh] == ["a", "b"]
 
 
-def test_batch_window_closes_on_size_or_time() -> None:
+def test_batch_window_lingers_for_a_first_event_then_pauses_then_drains() -> None:
     window = BatchWindow(size=10, wait_s=0.2)
-    assert window.next_fetch(100.0, idle_wait_s=1.0) == (10, 1.0)  # idle: wait for a first event
-    window.add(4, now=100.0)
-    count, wait = window.next_fetch(100.05, idle_wait_s=1.0)
-    assert count == 6 and wait == pytest.approx(0.15)
-    assert window.next_fetch(100.2, idle_wait_s=1.0) is None  # time is up
-    full = BatchWindow(size=3, wait_s=5)
-    full.add(3, now=0.0)
-    assert full.next_fetch(0.0, idle_wait_s=1.0) is None  # size reached
+    assert window.next_pull(100.0, idle_wait_s=1.0) == Pull(0.0, 10, 1.0)  # idle: linger
+    window.add(0, asked=10, now=101.0)  # nothing came: linger again
+    assert window.next_pull(101.0, idle_wait_s=1.0) == Pull(0.0, 10, 1.0)
+    window.add(1, asked=10, now=101.0)  # the first event opens the window
+    pull = window.next_pull(101.05, idle_wait_s=1.0)
+    # The rest of the window passes before the next pull, so events gather in the stream.
+    assert pull.pause_s == pytest.approx(0.15) and pull.count == 9 and pull.wait_s == DRAIN_WAIT_S
+    window.add(5, asked=9, now=101.2)  # after the window, fewer than asked: all taken
+    assert window.next_pull(101.2, idle_wait_s=1.0) is None
+    assert window.count == 6
+
+
+def test_batch_window_keeps_draining_while_pulls_come_back_full_and_stops_at_size() -> None:
+    window = BatchWindow(size=10, wait_s=0.2)
+    window.add(2, asked=10, now=0.0)
+    window.add(4, asked=4, now=0.2)  # full: the stream may hold more
+    assert window.next_pull(0.2, idle_wait_s=1.0) == Pull(0.0, 4, DRAIN_WAIT_S)
+    window.add(4, asked=4, now=0.21)
+    assert window.next_pull(0.21, idle_wait_s=1.0) is None  # size reached
+    busy = BatchWindow(size=3, wait_s=5)
+    busy.add(3, asked=3, now=0.0)  # under load the lingering pull fills the batch at once
+    assert busy.next_pull(0.0, idle_wait_s=1.0) is None
 
 
 def test_rollup_deltas_repair_missing_extra_and_partial_keys() -> None:

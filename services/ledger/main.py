@@ -126,15 +126,17 @@ class Ledger(BusService):
                 await asyncio.sleep(1.0)
 
     async def _collect(self, window: BatchWindow) -> list[Msg]:
-        """Fetch until the batch is full or its time is up (see batching.BatchWindow)."""
+        """Pull until the batch is complete (see batching.BatchWindow)."""
         msgs: list[Msg] = []
         while not self._stopping.is_set():
-            ask = window.next_fetch(time.monotonic(), IDLE_FETCH_S)
-            if ask is None:
+            pull = window.next_pull(time.monotonic(), IDLE_FETCH_S)
+            if pull is None:
                 break
-            count, wait_s = ask
+            if pull.pause_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), pull.pause_s)
             try:
-                got = await self._psub.fetch(count, timeout=max(wait_s, 0.001))
+                got = await self._psub.fetch(pull.count, timeout=pull.wait_s)
             except (FetchTimeoutError, NatsTimeoutError, TimeoutError):
                 if msgs:
                     break
@@ -146,7 +148,7 @@ class Ledger(BusService):
                 await asyncio.sleep(0.5)
                 continue
             msgs.extend(got)
-            window.add(len(got), time.monotonic())
+            window.add(len(got), pull.count, time.monotonic())
         return msgs
 
     async def write_batch(self, msgs: list[Msg]) -> None:
