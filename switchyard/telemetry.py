@@ -10,8 +10,10 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 _provider: TracerProvider | None = None
+_recording = True
 
 
 def setup_tracing(
@@ -20,25 +22,43 @@ def setup_tracing(
     """Install a tracer provider for this process.
 
     OTLP export (HTTP/protobuf) turns on with the standard OTEL_EXPORTER_OTLP_ENDPOINT (or
-    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); without it spans are still made (so trace ids flow into
-    events and the ledger) but not exported. `span_dir` (SWITCHYARD_SPAN_DIR, tests) also writes
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT). `span_dir` (SWITCHYARD_SPAN_DIR, tests) also writes
     every finished span at once as a JSON line (switchyard.spanfile).
+
+    A process that exports nothing still makes spans, so trace ids flow through NATS headers
+    into events and the ledger, but they do not record (no attributes kept, nothing ended into
+    a processor): that was 5-10 % of each service's CPU for spans nobody would read. Their
+    traceparent then says "not sampled", so give every service the same OTEL_* settings (the
+    deploy files do). OTEL_TRACES_SAMPLER, when set, decides instead.
     """
-    global _provider
-    provider = TracerProvider(resource=Resource.create({"service.name": f"switchyard-{service}"}))
+    global _provider, _recording
+    otlp = bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+    exporting = exporter is not None or span_dir is not None or otlp
+    _recording = exporting or bool(os.environ.get("OTEL_TRACES_SAMPLER"))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": f"switchyard-{service}"}),
+        sampler=None if _recording else ALWAYS_OFF,
+    )
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     if span_dir is not None:
         from switchyard.spanfile import JsonLinesSpanExporter, span_file
 
         provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(span_file(span_dir, service))))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    if otlp:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _provider = provider
     return provider
+
+
+def recording() -> bool:
+    """Whether this process's spans record anything (work done only for them can be skipped)."""
+    return _recording
 
 
 def tracer(name: str) -> trace.Tracer:

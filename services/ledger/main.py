@@ -192,6 +192,8 @@ class Ledger(BusService):
         received: list[tuple[events_pb2.Completion, Msg]], fresh: set[str], started_ns: int
     ) -> None:
         """One span per event, continuing the trace its completion event carried."""
+        if not telemetry.recording():
+            return  # the spans would record nothing: skip building their attributes
         ended_ns = time.time_ns()
         for event, msg in received:
             span = tracer.start_span(
