@@ -28,8 +28,8 @@ def setup_tracing(
     A process that exports nothing still makes spans, so trace ids flow through NATS headers
     into events and the ledger, but they do not record (no attributes kept, nothing ended into
     a processor): that was 5-10 % of each service's CPU for spans nobody would read. Their
-    traceparent then says "not sampled", so give every service the same OTEL_* settings (the
-    deploy files do). OTEL_TRACES_SAMPLER, when set, decides instead.
+    traceparent then says "not sampled", so set the same OTEL_* variables on every service.
+    OTEL_TRACES_SAMPLER, when set, decides instead.
     """
     global _provider, _recording
     otlp = bool(
