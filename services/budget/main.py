@@ -51,6 +51,11 @@ QUOTA_STATE_EVERY_S = 0.5
 PRUNE_EVERY_S = 60.0
 # With no completion for this many 1 s fetches, check that the settlement reader still exists.
 SETTLE_PROBE_EVERY = 3
+SETTLE_BATCH = 256
+# After a short pull, let completions gather this long before the next: a nats-py fetch returns
+# as soon as the server has delivered what it had, so pulling at once again cost a pull request
+# and a status message per completion. Settlement is at most this much later.
+SETTLE_GATHER_S = 0.05
 
 
 def now_ms() -> int:
@@ -400,7 +405,7 @@ class BudgetService(BusService):
         try:
             while True:
                 try:
-                    msgs = await consumer.fetch(256, timeout=1.0)
+                    msgs = await consumer.fetch(SETTLE_BATCH, timeout=1.0)
                     quiet = 0
                 except (FetchTimeoutError, NatsTimeoutError, TimeoutError):
                     quiet += 1
@@ -424,6 +429,8 @@ class BudgetService(BusService):
                         continue
                     for crossing in authority.settle(event, now_ms()):
                         self._alerts.put_nowait(crossing)
+                if len(msgs) < SETTLE_BATCH:
+                    await asyncio.sleep(SETTLE_GATHER_S)
         finally:
             with contextlib.suppress(Exception):
                 await consumer.unsubscribe()
