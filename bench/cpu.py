@@ -7,8 +7,9 @@ upstream and the gateway (as `python -m bench` does, unpinned), sends requests o
 window. On Linux each process is broken down by thread name (the ledger's embedded ClickHouse
 works in its own threads).
 
-To compare two commits, run it from a worktree of each with PYTHONPATH set to that worktree,
-alternating runs: the machine's speed drifts, so compare within one sitting.
+The machine's speed drifts, so two versions are compared in one sitting: `--against CHECKOUT`
+starts a second gateway running another checkout's code (`git worktree add /tmp/base <commit>`)
+beside this one, and measures them in alternating windows.
 """
 
 from __future__ import annotations
@@ -65,6 +66,59 @@ def per_request(
     return out
 
 
+class Probe:
+    """One gateway under measurement, and a keep-alive client to it."""
+
+    def __init__(self, label: str, gateway: Gateway) -> None:
+        self.label = label
+        self.gateway = gateway
+        self.procs = gateway.services()
+        headers = dict(h.split(": ", 1) for h in gateway.headers) | {"content-type": "application/json"}
+        self.client = httpx.Client(base_url=gateway.url, headers=headers, timeout=30)
+        self.windows: list[tuple[dict[str, dict[str, float]], list[float]]] = []
+
+    def send(self, count: int) -> list[float]:
+        latencies = []
+        for _ in range(count):
+            started = time.perf_counter()
+            response = self.client.post("/v1/chat/completions", content=BODY)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if response.status_code != 200:
+                raise RuntimeError(f"{self.label} answered {response.status_code}: {response.text}")
+        return latencies
+
+    def window(self, count: int) -> None:
+        before = snapshot(self.procs)
+        latencies = self.send(count)
+        time.sleep(1.5)  # the ledger's last batch of the window lands inside it (its wait is 1 s)
+        self.windows.append((per_request(before, snapshot(self.procs), count), latencies))
+
+    def report(self) -> dict:
+        totals = {name: [sum(w[name].values()) for w, _ in self.windows] for name in self.procs}
+        return {
+            "ms_cpu_per_request": {name: round(statistics.median(v), 2) for name, v in totals.items()},
+            "total_ms": round(statistics.median(sum(w) for w in zip(*totals.values(), strict=True)), 2),
+            "total_ms_per_window": [round(sum(w), 2) for w in zip(*totals.values(), strict=True)],
+            "sequential_p50_ms": round(statistics.median(statistics.median(lat) for _, lat in self.windows), 2),
+            "threads": self.windows[len(self.windows) // 2][0],
+        }  # fmt: skip
+
+    def close(self) -> None:
+        self.client.close()
+        self.gateway.stop()
+
+
+BODY = body_for("bench/echo", False)
+
+
+def print_report(label: str, report: dict, windows: int) -> None:
+    print(f"{label}: ms of CPU per request (median of {windows} windows)")
+    for name, ms in sorted(report["ms_cpu_per_request"].items(), key=lambda kv: -kv[1]):
+        print(f"  {name:16s} {ms:6.2f}   {report['threads'][name]}")
+    print(f"  {'total':16s} {report['total_ms']:6.2f}   per window {report['total_ms_per_window']}")
+    print(f"  sequential latency p50 {report['sequential_p50_ms']} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cpu", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -72,6 +126,13 @@ def main() -> int:
     parser.add_argument("--windows", type=int, default=3, help="measured windows (median reported)")
     parser.add_argument("--delay-ms", type=float, default=20.0, help="upstream's fixed delay")
     parser.add_argument("--gateway-env", action="append", default=[], metavar="SWITCHYARD_X=VALUE")
+    parser.add_argument(
+        "--against",
+        default="",
+        metavar="CHECKOUT",
+        help="also run the code of another checkout (e.g. a `git worktree` of an older commit) "
+        "side by side, alternating windows, and report both",
+    )
     parser.add_argument("--out", default="", help="also write the JSON report here")
     args = parser.parse_args()
 
@@ -81,51 +142,34 @@ def main() -> int:
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
     )
-    workdir = Path(tempfile.mkdtemp(prefix="switchyard-cpu-"))
-    gateway = None
+    settings = dict(item.split("=", 1) for item in args.gateway_env)
+    upstream_url = f"http://127.0.0.1:{port}"
+    probes: list[Probe] = []
     try:
-        settings = dict(item.split("=", 1) for item in args.gateway_env)
-        gateway = Gateway(f"http://127.0.0.1:{port}", -1, workdir, settings)
-        procs = gateway.services()
-        headers = dict(h.split(": ", 1) for h in gateway.headers) | {"content-type": "application/json"}
-        body = body_for("bench/echo", False)
-        windows = []
-        with httpx.Client(base_url=gateway.url, headers=headers, timeout=30) as client:
-            for _ in range(50):  # warm-up: connections, caches, the first ledger parts
-                client.post("/v1/chat/completions", content=body)
-            time.sleep(2)
-            for _ in range(args.windows):
-                before, latencies = snapshot(procs), []
-                for _ in range(args.requests):
-                    started = time.perf_counter()
-                    response = client.post("/v1/chat/completions", content=body)
-                    latencies.append((time.perf_counter() - started) * 1000)
-                    if response.status_code != 200:
-                        raise RuntimeError(f"the gateway answered {response.status_code}: {response.text}")
-                # The ledger's last batch of the window lands inside it (its wait is 1 s).
-                time.sleep(1.5)
-                windows.append((per_request(before, snapshot(procs), args.requests), latencies))
-        totals = {name: [sum(w[name].values()) for w, _ in windows] for name in procs}
-        report = {
-            "requests_per_window": args.requests,
-            "gateway_env": args.gateway_env,
-            "ms_cpu_per_request": {name: round(statistics.median(v), 2) for name, v in totals.items()},
-            "total_ms": round(statistics.median(sum(window) for window in zip(*totals.values(), strict=True)), 2),
-            "sequential_p50_ms": round(statistics.median(statistics.median(lat) for _, lat in windows), 2),
-            "threads": windows[len(windows) // 2][0],
-        }  # fmt: skip
-        print(f"{'process':16s} ms of CPU per request (median of {args.windows} windows)")
-        for name, ms in sorted(report["ms_cpu_per_request"].items(), key=lambda kv: -kv[1]):
-            print(f"{name:16s} {ms:6.2f}   {report['threads'][name]}")
-        print(
-            f"{'total':16s} {report['total_ms']:6.2f}   sequential latency p50 {report['sequential_p50_ms']} ms"
-        )
+        # PYTHONPATH picks the code each gateway's processes import.
+        sides = [("this checkout", str(ROOT))]
+        if args.against:
+            sides.insert(0, (f"against {args.against}", str(Path(args.against).resolve())))
+        for label, code in sides:
+            workdir = Path(tempfile.mkdtemp(prefix="switchyard-cpu-"))
+            probes.append(Probe(label, Gateway(upstream_url, -1, workdir, settings | {"PYTHONPATH": code})))
+        for probe in probes:
+            probe.send(50)  # warm-up: connections, caches, the first ledger parts
+        time.sleep(2)
+        for index in range(args.windows):
+            # Alternate which goes first, so neither always follows the other's ledger insert.
+            for probe in probes if index % 2 == 0 else probes[::-1]:
+                probe.window(args.requests)
+        report = {"requests_per_window": args.requests, "gateway_env": args.gateway_env}
+        report["runs"] = {probe.label: probe.report() for probe in probes}
+        for label, run in report["runs"].items():
+            print_report(label, run, args.windows)
         if args.out:
             Path(args.out).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
         return 0
     finally:
-        if gateway is not None:
-            gateway.stop()
+        for probe in probes:
+            probe.close()
         upstream.terminate()
         upstream.wait(10)
 

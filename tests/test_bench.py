@@ -49,11 +49,13 @@ def test_cpu_probe_reports_every_process_per_request(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
-    report = orjson.loads(out.read_bytes())
-    per_process = report["ms_cpu_per_request"]
+    run_report = orjson.loads(out.read_bytes())["runs"]["this checkout"]
+    per_process = run_report["ms_cpu_per_request"]
     assert {"ingress", "router", "ledger", "budget", "nats-server"} <= set(per_process)
     assert any(name.startswith("providers") for name in per_process)
-    # Every hop of a request costs its process some CPU, and the total adds the processes up.
-    assert all(ms > 0 for ms in per_process.values()), per_process
-    assert abs(report["total_ms"] - sum(per_process.values())) < 0.05 * report["total_ms"] + 0.1
-    assert report["sequential_p50_ms"] > 20.0  # the upstream's own delay is 20 ms
+    # CPU times tick every 10 ms, so on so few requests one process may show none; the total
+    # cannot, and it adds the processes up.
+    assert all(ms >= 0 for ms in per_process.values()), per_process
+    assert run_report["total_ms"] > 0
+    assert abs(run_report["total_ms"] - sum(per_process.values())) < 0.05 * run_report["total_ms"] + 0.1
+    assert run_report["sequential_p50_ms"] > 20.0  # the upstream's own delay is 20 ms
