@@ -210,16 +210,7 @@ class BudgetService(BusService):
             floor_seq = floor.stream_seq if floor else 0
         except NotFoundError:
             floor_seq = 0
-        consumer = await js.pull_subscribe(
-            subjects.COMPLETION,
-            stream=subjects.EVENTS_STREAM,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=floor_seq + 1,
-                ack_policy=AckPolicy.NONE,
-                inactive_threshold=60.0,
-            ),
-        )
+        consumer = await self._completion_reader(floor_seq + 1)
         try:
             tail_msgs = await self._read_all(consumer, MAX_TAIL)
             tail = [events_pb2.Completion.FromString(m.data) for m in tail_msgs]
@@ -445,20 +436,25 @@ class BudgetService(BusService):
             return False
         return True
 
+    async def _completion_reader(self, start_seq: int):
+        """An ephemeral, unacknowledged reader of completion events from `start_seq` on (the
+        rebuild's tail, then settlement)."""
+        return await self.js.pull_subscribe(
+            subjects.COMPLETION,
+            stream=subjects.EVENTS_STREAM,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=start_seq,
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=60.0,
+            ),
+        )
+
     async def _reopen_settlement(self, consumer, last_seq: int):
         """A new settlement reader starting after the last event settled (or the old one, if
         NATS cannot make one yet: the next probe tries again)."""
         try:
-            fresh = await self.js.pull_subscribe(
-                subjects.COMPLETION,
-                stream=subjects.EVENTS_STREAM,
-                config=ConsumerConfig(
-                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                    opt_start_seq=last_seq + 1,
-                    ack_policy=AckPolicy.NONE,
-                    inactive_threshold=60.0,
-                ),
-            )
+            fresh = await self._completion_reader(last_seq + 1)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
