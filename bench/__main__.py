@@ -58,6 +58,11 @@ def run_loadgen(url: str, body: bytes, rate: float, duration: float, cpu: int, h
     return orjson.loads(out.stdout.strip().splitlines()[-1])
 
 
+def parse_settings(items: list[str]) -> dict[str, str]:
+    """`--gateway-env` values (`SWITCHYARD_X=VALUE`) as environment entries."""
+    return dict(item.split("=", 1) for item in items)
+
+
 class Gateway:
     """`switchyard up` in a temp folder with the bench catalog, pinned to one CPU."""
 
@@ -278,8 +283,7 @@ def main() -> int:
                 {},
             )
         else:
-            settings = dict(item.split("=", 1) for item in args.gateway_env)
-            gateway = Gateway(upstream_url, gateway_cpu, workdir, settings)
+            gateway = Gateway(upstream_url, gateway_cpu, workdir, parse_settings(args.gateway_env))
             gateway_url, model, headers, procs = (
                 gateway.url,
                 "bench/echo",

@@ -30,7 +30,7 @@ import psutil
 
 from switchyard.natsserver import free_port
 
-from .__main__ import ROOT, Gateway, body_for
+from .__main__ import ROOT, Gateway, body_for, parse_settings
 
 
 def cpu_by_thread(proc: psutil.Process) -> dict[str, float]:
@@ -64,6 +64,9 @@ def per_request(
         spent = {t: (s - before[name].get(t, 0.0)) * 1000 / requests for t, s in threads.items()}
         out[name] = {t: round(ms, 3) for t, ms in sorted(spent.items(), key=lambda kv: -kv[1]) if ms > 0}
     return out
+
+
+BODY = body_for("bench/echo", False)
 
 
 class Probe:
@@ -108,9 +111,6 @@ class Probe:
         self.gateway.stop()
 
 
-BODY = body_for("bench/echo", False)
-
-
 def print_report(label: str, report: dict, windows: int) -> None:
     print(f"{label}: ms of CPU per request (median of {windows} windows)")
     for name, ms in sorted(report["ms_cpu_per_request"].items(), key=lambda kv: -kv[1]):
@@ -142,7 +142,7 @@ def main() -> int:
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
     )
-    settings = dict(item.split("=", 1) for item in args.gateway_env)
+    settings = parse_settings(args.gateway_env)
     upstream_url = f"http://127.0.0.1:{port}"
     probes: list[Probe] = []
     try:

@@ -45,11 +45,16 @@ def test_bench_runs_end_to_end_and_reports_every_figure(tmp_path: Path) -> None:
 def test_cpu_probe_reports_every_process_per_request(tmp_path: Path) -> None:
     out = tmp_path / "cpu.json"
     run = subprocess.run(
-        [sys.executable, "-m", "bench.cpu", "--requests", "5", "--windows", "1", "--out", str(out)],
+        [sys.executable, "-m", "bench.cpu", "--requests", "5", "--windows", "1", "--against", str(ROOT),
+         "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
-    run_report = orjson.loads(out.read_bytes())["runs"]["this checkout"]
+    runs = orjson.loads(out.read_bytes())["runs"]
+    # --against runs a second gateway on that checkout's code beside this one: both reported.
+    assert set(runs) == {"this checkout", f"against {ROOT}"}
+    assert runs[f"against {ROOT}"]["total_ms"] > 0
+    run_report = runs["this checkout"]
     per_process = run_report["ms_cpu_per_request"]
     assert {"ingress", "router", "ledger", "budget", "nats-server"} <= set(per_process)
     assert any(name.startswith("providers") for name in per_process)

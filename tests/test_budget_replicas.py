@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.budgets import burst, invoke, scope_spent, set_budget, spend
+from tests.support.budgets import burst, invoke, scope_spent, set_budget, settled_cost, spend
 from tests.support.procs import Stack, ledger_sql, running, wait_for_rows, wait_until
 
 
@@ -46,13 +46,7 @@ def replicas() -> Iterator[Stack]:
 
 async def test_a_burst_across_replicas_spends_exactly_up_to_the_cap(replicas: Stack) -> None:
     key = replicas.provision("burst")
-    async with httpx.AsyncClient(base_url=replicas.ingress_url, timeout=30) as http:
-        cost = Decimal((await invoke(http, key)).json()["cost_usd"])
-    wait_until(
-        lambda: scope_spent(spend(replicas, "burst"), "project:burst") == cost,
-        timeout_s=20,
-        what="settlement",
-    )
+    cost = await settled_cost(replicas, key, "burst")
     set_budget(replicas, "project", "burst", "day", cost * 40)
 
     responses = await burst(replicas.ingress_url, key, 200)

@@ -22,6 +22,7 @@ from tests.support.budgets import (
     invoke,
     scope_spent,
     set_budget,
+    settled_cost,
     spend,
 )
 from tests.support.procs import Stack, running, wait_for_rows, wait_until
@@ -129,13 +130,7 @@ async def test_a_cap_denies_with_402_and_alerts_once_per_threshold(
     bstack: Stack, webhook: WebhookReceiver
 ) -> None:
     key = bstack.provision("capped")
-    async with httpx.AsyncClient(base_url=bstack.ingress_url, timeout=30) as http:
-        cost = Decimal((await invoke(http, key)).json()["cost_usd"])
-    wait_until(
-        lambda: scope_spent(spend(bstack, "capped"), "project:capped") == cost,
-        timeout_s=20,
-        what="settlement",
-    )
+    cost = await settled_cost(bstack, key, "capped")
     set_budget(bstack, "project", "capped", "day", cost * 4, thresholds=[50, 100])
 
     async with httpx.AsyncClient(base_url=bstack.ingress_url, timeout=30) as http:

@@ -49,6 +49,18 @@ def scope_spent(status: dict, scope: str, period: str = "day") -> Decimal:
     return Decimal(0)
 
 
+async def settled_cost(stack: Stack, key: str, project: str) -> Decimal:
+    """The cost of one request, once the authority has settled it into the project's spend."""
+    async with httpx.AsyncClient(base_url=stack.ingress_url, timeout=30) as http:
+        cost = Decimal((await invoke(http, key)).json()["cost_usd"])
+    wait_until(
+        lambda: scope_spent(spend(stack, project), f"project:{project}") == cost,
+        timeout_s=20,
+        what="settlement",
+    )
+    return cost
+
+
 def set_budget(stack: Stack, scope: str, scope_id: str, period: str, cap: Decimal, **extra) -> None:
     body = {"scope": scope, "scope_id": scope_id, "period": period, "cap_usd": str(cap), **extra}
     r = stack.admin("PUT", "/budgets", json=body)
