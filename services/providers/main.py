@@ -26,7 +26,7 @@ from switchyard.service import BusService, run
 from switchyard.settings import Settings
 from switchyard.v1 import events_pb2, invoke_pb2
 
-from .adapters import adapter_for
+from .adapters import adapter_for, check_deployment
 from .adapters.base import Completed, Progress, ProviderAdapter
 from .adapters.ratelimits import parse_rate_limits
 from .execution import (
@@ -58,6 +58,9 @@ class ProviderWorker(BusService):
         super().__init__(settings, catalog)
         wanted = providers or _providers_from_env() or self.catalog.providers()
         self.providers = [p for p in wanted if p in self.catalog.providers()]
+        for deployment in self.catalog.deployments.values():
+            if deployment.provider in self.providers:
+                check_deployment(deployment)  # a misspelt adapter or option stops the start
         self.adapters: dict[str, ProviderAdapter] = {}
         self.events: EventPublisher | None = None
         self._slots = asyncio.Semaphore(self.settings.worker_concurrency)
