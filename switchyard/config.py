@@ -12,9 +12,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 # The retry budget: the most upstream attempts one request may make (the fallback chain's
 # length). The router's `[router] max_attempts` default, and the worker's when a dispatch
@@ -25,7 +34,18 @@ STRATEGY_PRESETS = ("balanced", "fastest", "cheapest", "best")
 WEIGHT_NAMES = ("latency", "cost", "quality")
 LIMIT_NAMES = ("rpm", "tpm", "input_tpm", "output_tpm", "max_concurrent")
 
-Number = int | float | str  # kept as written: prices become exact decimals from their text
+
+def _decimal_text(value: int | float | str) -> int | float | str:
+    try:
+        if Decimal(str(value)).is_finite():
+            return value
+    except InvalidOperation:
+        pass
+    raise ValueError(f"must be a number, not {value!r}")
+
+
+# Kept as written: prices become exact decimals from their text (switchyard.pricing).
+Number = Annotated[int | float | str, AfterValidator(_decimal_text)]
 
 
 class ConfigError(ValueError):
