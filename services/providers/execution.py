@@ -80,7 +80,7 @@ class AttemptOutcome:
 
     @property
     def code(self) -> str:
-        """ "ok", "cancelled", or the error code: the status the dispatch reports."""
+        """The status the dispatch reports: "ok", "cancelled", or the error code."""
         if self.kind in ("ok", "cancelled") or self.error is None:
             return self.kind
         return self.error.code
@@ -96,7 +96,7 @@ class AttemptOutcome:
                 ttft_ms=progress.ttft_ms,
                 http_status=self.completed.http_status,
             )
-        if self.kind == "crashed":  # the time to first token of a crashed call is not trusted
+        if self.kind == "crashed":  # a crash records no time to first token
             return attempt_record(deployment, progress.started_ms, error=self.error)
         status = "cancelled" if self.kind == "cancelled" else None
         return attempt_record(
