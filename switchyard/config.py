@@ -254,6 +254,8 @@ def _place(loc: Sequence[str | int], raw: Any, where: str) -> str:
     out = where
     node = raw
     for part in loc:
+        if not isinstance(node, Mapping | list):
+            break  # past the data: the rest of `loc` names a branch of a union type, not a key
         node = _child(node, part)
         if isinstance(part, int):
             out += f"[{_entry_name(node) or part}]"
