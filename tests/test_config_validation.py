@@ -16,6 +16,7 @@ from services.providers.adapters import adapter_for, check_deployment
 from services.router.tuning import tuning_from_config
 from switchyard.catalog import Deployment, build_catalog, load_catalog
 from switchyard.config import DEFAULT_MAX_ATTEMPTS, ConfigError, parse_config
+from switchyard.natsserver import free_port
 from switchyard.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,3 +172,27 @@ def test_a_worker_with_a_misspelt_option_exits_at_start_with_the_message(tmp_pat
     assert done.returncode == 2, output
     assert "deployments[demo/typo].options.latency_mss: unknown option" in output
     assert "Traceback" not in output
+
+
+def test_switchyard_up_refuses_a_misspelt_catalog_key(tmp_path: Path) -> None:
+    config = tmp_path / "switchyard.toml"
+    config.write_text(MISSPELT_DEPLOYMENT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+    env |= {
+        "SWITCHYARD_CONFIG_FILE": str(config),
+        "SWITCHYARD_DATA_DIR": str(tmp_path / "data"),
+        "SWITCHYARD_NATS_PORT": "0",
+        "SWITCHYARD_NATS_MONITOR_PORT": "0",
+        "SWITCHYARD_PORT": str(free_port()),
+        "SWITCHYARD_DASHBOARD_PORT": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "switchyard.cli", "up"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"{config}: deployments[openai/gpt-4o].optionz: unknown option" in done.stderr
