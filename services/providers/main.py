@@ -155,7 +155,7 @@ class ProviderWorker(BusService):
             if target.provider not in self.providers:
                 # Another pool serves the next deployment: hand the dispatch on, no router trip.
                 if not await hand_off(self.nc, dispatch):
-                    await self._fail(dispatch, reply, NO_WORKER, None)
+                    await self._fail(dispatch, reply, NO_WORKER)
                     return NO_WORKER.code
                 return "ok"
             deployment = self.catalog.deployments.get(target.deployment_id)
@@ -164,7 +164,7 @@ class ProviderWorker(BusService):
                     "unavailable",
                     f"deployment {target.deployment_id} is not configured on this worker",
                 )
-                await self._fail(dispatch, reply, error, None)
+                await self._fail(dispatch, reply, error)
                 return error.code
             with tracer.start_as_current_span(
                 genai.span_name(deployment.model),
@@ -333,18 +333,12 @@ class ProviderWorker(BusService):
             "upstream_error", "stream ended without a final event", provider=deployment.provider
         )
 
-    async def _fail(
-        self,
-        dispatch: invoke_pb2.Dispatch,
-        reply: str,
-        error: GatewayError,
-        deployment: Deployment | None,
-    ) -> None:
-        """End a request no upstream was called for (no worker, an unknown deployment)."""
+    async def _fail(self, dispatch: invoke_pb2.Dispatch, reply: str, error: GatewayError) -> None:
+        """End a request its next deployment cannot run (no worker of that pool, not configured here)."""
         assert self.nc is not None
         err = error.to_proto(dispatch.request.request_id)
         await self.nc.publish(reply, codec.error_frame(err))
-        self._complete(dispatch, "error", deployment=deployment, error=err)
+        self._complete(dispatch, "error", error=err)
 
     def _complete(self, dispatch: invoke_pb2.Dispatch, status: str, **fields: Any) -> None:
         assert self.events is not None
