@@ -1,7 +1,9 @@
 """Deployments, routes and aliases: what a request's `model` can name, and what it costs.
 
 Pure: `build_catalog(config, env)` turns a parsed TOML document and an environment mapping
-into a Catalog; nothing here reads files or the network, so it is tested directly.
+into a Catalog; nothing here reads files or the network, so it is tested directly. The
+document is first checked against its schema (switchyard/config.py): an unknown or mistyped
+key stops the start with a ConfigError naming it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from switchyard import provider_defaults
+from switchyard.config import (
+    ConfigError,
+    DeploymentConfig,
+    PriceConfig,
+    RuleConfig,
+    parse_config,
+    validated,
+)
 from switchyard.errors import GatewayError
 from switchyard.pricing import Price
 
 BUILTIN_ROUTES = ("auto", "fast", "cheap", "best")
-STRATEGY_PRESETS = ("balanced", "fastest", "cheapest", "best")
-WEIGHT_NAMES = ("latency", "cost", "quality")
 
 
 @dataclass(frozen=True)
@@ -44,9 +52,6 @@ class ProviderLimits:
     @property
     def any(self) -> bool:
         return bool(self.rpm or self.tpm or self.input_tpm or self.output_tpm or self.max_concurrent)
-
-
-LIMIT_NAMES = ("rpm", "tpm", "input_tpm", "output_tpm", "max_concurrent")
 
 
 @dataclass(frozen=True)
@@ -165,63 +170,53 @@ def demo_deployments() -> list[Deployment]:
     ]
 
 
-def _price(raw: Mapping[str, Any] | None) -> Price:
-    raw = raw or {}
-    return Price.of(raw.get("input", 0), raw.get("output", 0), raw.get("cached_input"))
+def _price(config: PriceConfig | None) -> Price:
+    config = config or PriceConfig()
+    return Price.of(config.input, config.output, config.cached_input)
 
 
-def _deployment(raw: Mapping[str, Any], env: Mapping[str, str]) -> Deployment:
-    try:
-        provider = str(raw["provider"])
-        model = str(raw["model"])
-    except KeyError as exc:
-        raise ValueError(f"deployment {raw!r} lacks {exc.args[0]!r}") from exc
-    api_key = str(raw.get("api_key", "")) or env.get(str(raw.get("api_key_env", "")), "")
-    t = raw.get("timeouts", {})
-    return Deployment(
-        id=str(raw.get("id", f"{provider}/{model}")),
-        provider=provider,
-        model=model,
-        adapter=str(raw.get("adapter", provider)),
-        price=_price(raw.get("price")),
-        quality=float(raw.get("quality", 0.5)),
-        base_url=str(raw.get("base_url", "")),
+def _deployment(raw: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Deployment, DeploymentConfig]:
+    """A deployment entry (completed by the provider defaults) as a Deployment."""
+    config = validated(DeploymentConfig, raw, f"deployments[{_entry_name(raw)}]")
+    api_key = config.api_key or env.get(config.api_key_env, "")
+    deployment = Deployment(
+        id=config.deployment_id,
+        provider=config.provider,
+        model=config.model,
+        adapter=config.adapter or config.provider,
+        price=_price(config.price),
+        quality=config.quality,
+        base_url=config.base_url,
         api_key=api_key,
-        timeouts=Timeouts(**{k: float(v) for k, v in t.items()}),
-        options=dict(raw.get("options", {})),
-        limits=_limits(raw.get("id", f"{provider}/{model}"), raw.get("limits")),
+        timeouts=Timeouts(**config.timeouts.model_dump(exclude_none=True)),
+        options=dict(config.options),
+        limits=ProviderLimits(**config.limits.model_dump()),
     )
+    return deployment, config
 
 
-def _limits(deployment: str, raw: Any) -> ProviderLimits:
-    if raw is None:
-        return ProviderLimits()
-    if not isinstance(raw, Mapping) or set(raw) - set(LIMIT_NAMES):
-        raise ValueError(f"deployment {deployment!r}: limits must be a table of {', '.join(LIMIT_NAMES)}")
-    values = {}
-    for name, value in raw.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"deployment {deployment!r}: limits.{name} must be a whole number >= 0")
-        values[name] = value
-    return ProviderLimits(**values)
+def _entry_name(raw: Mapping[str, Any]) -> str:
+    return str(raw.get("id") or f"{raw.get('provider')}/{raw.get('model')}")
 
 
 def build_catalog(config: Mapping[str, Any], env: Mapping[str, str]) -> Catalog:
     """Built-in demo deployments + configured ones; built-in routes span every deployment
-    unless the config defines them."""
+    unless the config defines them. Raises ConfigError (a ValueError) for a config that
+    cannot run."""
+    document = parse_config(config)
     deployments: dict[str, Deployment] = {}
-    if config.get("demo", {}).get("enabled", True):
+    if document.demo.enabled:
         deployments.update((d.id, d) for d in demo_deployments())
     for raw in config.get("deployments", []):
         # Known providers fill in price, base URL and key variable (switchyard/provider_defaults.py).
-        raw = provider_defaults.configured_deployment(raw, config, env)
-        dep = _deployment(raw, env)
-        if raw.get("api_key_env") and not dep.api_key and raw.get("require_key", True):
+        completed = provider_defaults.configured_deployment(raw, config, env)
+        dep, entry = _deployment(completed, env)
+        if entry.api_key_env and not dep.api_key and entry.require_key:
             continue  # a provider whose key is absent stays off
         deployments[dep.id] = dep
     for raw in provider_defaults.discovered_deployments(config, env):
         if raw["id"] not in deployments:  # a provider whose key is present is on
-            deployments[raw["id"]] = _deployment(raw, env)
+            deployments[raw["id"]] = _deployment(raw, env)[0]
 
     routes: dict[str, Route] = {}
     all_ids = tuple(deployments)
@@ -231,95 +226,46 @@ def build_catalog(config: Mapping[str, Any], env: Mapping[str, str]) -> Catalog:
             all_ids,
             strategy={"fast": "fastest", "cheap": "cheapest", "best": "best"}.get(name, "balanced"),
         )
-    for name, raw in config.get("routes", {}).items():
-        ids = tuple(raw.get("deployments", []))
+    for name, route in document.routes.items():
+        ids = tuple(route.deployments)
         missing = [d for d in ids if d not in deployments]
         ids = tuple(d for d in ids if d in deployments)
         if not ids:
             if missing:
                 continue  # every deployment of the route is off (no key): the route is off too
-            raise ValueError(f"route {name!r} lists no deployments")
-        routes[name] = Route(
-            name,
-            ids,
-            strategy=_strategy(name, raw.get("strategy")),
-            weights=_weights(name, raw.get("weights")),
-        )
-    aliases = {str(k): str(v) for k, v in config.get("aliases", {}).items()}
+            raise ConfigError(f"routes.{name}: route {name!r} lists no deployments")
+        routes[name] = Route(name, ids, strategy=route.strategy, weights=route.weights)
+    aliases = dict(document.aliases)
     catalog = Catalog(deployments=deployments, routes=routes, aliases=aliases)
-    disabled = set(config.get("routes", {})) - set(routes)
-    rules = tuple(
-        rule for raw in config.get("rules", []) if (rule := _rule(raw, catalog, disabled)) is not None
-    )
+    disabled = set(document.routes) - set(routes)
+    rules = tuple(rule for entry in document.rules if (rule := _rule(entry, catalog, disabled)) is not None)
     return Catalog(deployments=deployments, routes=routes, aliases=aliases, rules=rules)
 
 
-def _strategy(route: str, raw: Any) -> str:
-    name = str(raw if raw is not None else "balanced")
-    if name not in STRATEGY_PRESETS:
-        raise ValueError(f"route {route!r}: strategy {name!r} is not one of {', '.join(STRATEGY_PRESETS)}")
-    return name
-
-
-def _weights(route: str, raw: Any) -> dict[str, float] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping) or set(raw) - set(WEIGHT_NAMES):
-        raise ValueError(f"route {route!r}: weights must be a table of {', '.join(WEIGHT_NAMES)}")
-    weights = {k: float(v) for k, v in raw.items()}
-    if any(v < 0 for v in weights.values()) or sum(weights.values()) <= 0:
-        raise ValueError(f"route {route!r}: weights must be >= 0 and not all zero")
-    return weights
-
-
-RULE_MATCH_KEYS = frozenset(
-    {"metadata", "min_prompt_tokens", "max_prompt_tokens", "tools", "images", "last_user_regex"}
-)
-
-
-def _rule(raw: Mapping[str, Any], catalog: Catalog, disabled_routes: set[str]) -> Rule | None:
+def _rule(config: RuleConfig, catalog: Catalog, disabled_routes: set[str]) -> Rule | None:
     """One `[[rules]]` entry; None when its target route is off (its deployments lack keys)."""
-    name = str(raw.get("name", ""))
-    target = str(raw.get("route", ""))
-    if not name or not target:
-        raise ValueError(f"rule {raw!r} needs a name and a route")
-    if target in disabled_routes:
+    if config.route in disabled_routes:
         return None
     try:
-        catalog.resolve(target)
+        catalog.resolve(config.route)
     except GatewayError:
-        raise ValueError(f"rule {name!r} routes to unknown {target!r}") from None
-    match = raw.get("match", {})
-    unknown = set(match) - RULE_MATCH_KEYS
-    if unknown:
-        # A misspelt condition must not silently match every request.
-        raise ValueError(f"rule {name!r}: unknown match key(s) {', '.join(sorted(unknown))}")
-    applies_to = raw.get("applies_to", ["auto"])
-    if isinstance(applies_to, str):
-        applies_to = [applies_to]
-    metadata = {
-        str(k): tuple(str(x) for x in (v if isinstance(v, list) else [v]))
-        for k, v in match.get("metadata", {}).items()
-    }
-    regex = match.get("last_user_regex")
-    try:
-        pattern = re.compile(str(regex)) if regex is not None else None
-    except re.error as exc:
-        raise ValueError(f"rule {name!r}: bad last_user_regex: {exc}") from None
-
-    def optional(key: str, kind: type) -> Any:
-        return None if match.get(key) is None else kind(match[key])
-
+        raise ConfigError(
+            f"rules[{config.name}].route: rule {config.name!r} routes to unknown {config.route!r}"
+        ) from None
+    match = config.match
+    applies_to = [config.applies_to] if isinstance(config.applies_to, str) else config.applies_to
+    metadata = {k: tuple(v if isinstance(v, list) else [v]) for k, v in match.metadata.items()}
+    regex = match.last_user_regex
     return Rule(
-        name=name,
-        route=target,
-        applies_to=tuple(str(a) for a in applies_to),
+        name=config.name,
+        route=config.route,
+        applies_to=tuple(applies_to),
         metadata=metadata,
-        min_prompt_tokens=optional("min_prompt_tokens", int),
-        max_prompt_tokens=optional("max_prompt_tokens", int),
-        tools=optional("tools", bool),
-        images=optional("images", bool),
-        last_user_regex=pattern,
+        min_prompt_tokens=match.min_prompt_tokens,
+        max_prompt_tokens=match.max_prompt_tokens,
+        tools=match.tools,
+        images=match.images,
+        last_user_regex=re.compile(regex) if regex is not None else None,
     )
 
 
@@ -331,4 +277,8 @@ def read_config(path: Path | None) -> dict[str, Any]:
 
 
 def load_catalog(path: Path | None, env: Mapping[str, str]) -> Catalog:
-    return build_catalog(read_config(path), env)
+    """The catalog of the config file; ConfigError names the file and each bad key."""
+    try:
+        return build_catalog(read_config(path), env)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from switchyard.config import ProviderConfig, ProviderPriceConfig, validated
 from switchyard.pricing import Price
 
 PRICES_AS_OF = "2026-05"
@@ -170,41 +171,40 @@ def lookup_price(prices: Mapping[str, Price], model: str) -> Price | None:
     return prices[best] if best else None
 
 
-def _price_from_config(raw: Mapping[str, Any]) -> Price:
-    try:
-        return Price.of(raw["input"], raw["output"], raw.get("cached_input"))
-    except KeyError as exc:
-        raise ValueError(f"price {dict(raw)!r} lacks {exc.args[0]!r}") from exc
+def _price_from_config(config: ProviderPriceConfig) -> Price:
+    return Price.of(config.input, config.output, config.cached_input)
 
 
 def price_for(provider: str, adapter: str, model: str, config: Mapping[str, Any]) -> Price | None:
     """Config override (`[providers.<provider>.prices."<model>"]`) first, then the table."""
     section = _provider_section(config, provider)
-    overrides = {name: _price_from_config(raw) for name, raw in section.get("prices", {}).items()}
+    overrides = {name: _price_from_config(price) for name, price in section.prices.items()}
     found = lookup_price(overrides, model)
     if found is not None:
         return found
     known = defaults_for(provider, adapter)
     if known is not None:
         section = _provider_section(config, known.name)
-        overrides = {name: _price_from_config(raw) for name, raw in section.get("prices", {}).items()}
+        overrides = {name: _price_from_config(price) for name, price in section.prices.items()}
         return lookup_price(overrides, model) or lookup_price(known.prices, model)
     return None
 
 
-def _provider_section(config: Mapping[str, Any], provider: str) -> Mapping[str, Any]:
-    return config.get("providers", {}).get(provider, {}) or {}
+def _provider_section(config: Mapping[str, Any], provider: str) -> ProviderConfig:
+    """`[providers.<provider>]`, checked (ConfigError names a bad key); empty when absent."""
+    raw = config.get("providers", {}).get(provider) or {}
+    return validated(ProviderConfig, raw, f"providers.{provider}")
 
 
 def base_url_for(known: ProviderDefaults, config: Mapping[str, Any], env: Mapping[str, str]) -> str:
     section = _provider_section(config, known.name)
-    return str(section.get("base_url") or env.get(known.base_url_env) or known.base_url)
+    return section.base_url or env.get(known.base_url_env) or known.base_url
 
 
-def _key_fields(known: ProviderDefaults, section: Mapping[str, Any]) -> dict[str, str]:
-    if section.get("api_key"):
-        return {"api_key": str(section["api_key"])}
-    return {"api_key_env": str(section.get("api_key_env") or known.key_env)}
+def _key_fields(known: ProviderDefaults, section: ProviderConfig) -> dict[str, str]:
+    if section.api_key:
+        return {"api_key": section.api_key}
+    return {"api_key_env": section.api_key_env or known.key_env}
 
 
 def configured_deployment(
@@ -246,13 +246,13 @@ def discovered_deployments(config: Mapping[str, Any], env: Mapping[str, str]) ->
     found: list[dict[str, Any]] = []
     for known in PROVIDERS.values():
         section = _provider_section(config, known.name)
-        if not section.get("enabled", True):
+        if not section.enabled:
             continue
         keys = _key_fields(known, section)
         key = keys.get("api_key") or env.get(keys.get("api_key_env", ""), "")
         if not key:
             continue
-        models = section.get("models") or known.default_models
+        models = section.models or known.default_models
         for model in models:
             entry: dict[str, Any] = {
                 "id": f"{known.name}/{model}",
@@ -260,13 +260,13 @@ def discovered_deployments(config: Mapping[str, Any], env: Mapping[str, str]) ->
                 "model": str(model),
                 "adapter": known.adapter,
                 "base_url": base_url_for(known, config, env),
-                "quality": float(section.get("quality", {}).get(model, known.quality.get(model, 0.6))),
+                "quality": section.quality.get(model, known.quality.get(model, 0.6)),
                 **keys,
             }
-            if "timeouts" in section:
-                entry["timeouts"] = dict(section["timeouts"])
-            if "options" in section:
-                entry["options"] = dict(section["options"])
+            if section.timeouts is not None:
+                entry["timeouts"] = section.timeouts.model_dump(exclude_none=True)
+            if section.options is not None:
+                entry["options"] = dict(section.options)
             price = price_for(known.name, known.adapter, str(model), config)
             if price is not None:
                 entry["price"] = _price_table_entry(price)

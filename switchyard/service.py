@@ -19,6 +19,7 @@ from nats.aio.client import Client as NATS
 
 from switchyard import bus
 from switchyard.catalog import Catalog, load_catalog
+from switchyard.config import ConfigError
 from switchyard.logs import register_secret, setup_logging
 from switchyard.ops import OpsServer
 from switchyard.settings import Settings, load_settings
@@ -89,4 +90,9 @@ def run(name: str, factory: Callable[[Settings], BusService]) -> None:
     settings = load_settings()
     setup_logging(name, settings.log_level, settings.log_json)
     setup_tracing(name, span_dir=settings.span_dir)
-    uvloop.run(serve(factory(settings)))
+    try:
+        service = factory(settings)
+    except ConfigError as exc:  # a config that cannot run: say what is wrong, no stack trace
+        logging.getLogger(f"switchyard.{name}").error("bad config: %s", exc)
+        raise SystemExit(2) from None
+    uvloop.run(serve(service))

@@ -4,8 +4,18 @@ import time
 from decimal import Decimal
 
 from services.providers.adapters.base import Completed
-from services.providers.execution import MAX_ATTEMPTS, build_completion, build_response, should_fail_over
+from services.providers.execution import (
+    MAX_ATTEMPTS,
+    AttemptOutcome,
+    AttemptProgress,
+    build_completion,
+    build_response,
+    now_ms,
+    should_fail_over,
+    verdict,
+)
 from switchyard.catalog import demo_deployments
+from switchyard.completions import completion_event
 from switchyard.errors import GatewayError
 from switchyard.v1 import invoke_pb2
 
@@ -64,3 +74,85 @@ def test_completion_event_carries_usage_cost_attempts_and_overhead() -> None:
     assert event.usage.completion_tokens == 5 and len(event.attempts) == 2
     assert event.provider == "demo" and event.finish_reason == "stop"
     assert event.overhead_ms >= 0 and event.latency_ms >= event.overhead_ms
+
+
+# --- the verdict on one attempt: fail over or not, what is billed, what the client gets ----------
+
+
+def _outcome(kind: str, *, error: GatewayError | None = None, chunks: str = "") -> AttemptOutcome:
+    progress = AttemptProgress(started_ms=now_ms())
+    if chunks:
+        progress.chunks_sent = True
+        progress.add_chunk(invoke_pb2.Chunk(delta_text=chunks))
+    completed = None
+    if kind == "ok":
+        usage = invoke_pb2.Usage(prompt_tokens=10, completion_tokens=5)
+        completed = Completed(message=invoke_pb2.Message(role="assistant"), finish_reason="stop", usage=usage)
+    return AttemptOutcome(kind, demo_deployments()[0], progress, completed=completed, error=error)
+
+
+def _recorded(dispatch: invoke_pb2.Dispatch, outcome: AttemptOutcome) -> invoke_pb2.Dispatch:
+    dispatch.attempts.append(outcome.attempt())  # as the worker's recorder does before the verdict
+    return dispatch
+
+
+def test_an_answer_is_sent_and_billed_at_the_providers_usage() -> None:
+    outcome = _outcome("ok")
+    decision = verdict(outcome, _recorded(_dispatch(), outcome))
+    assert (decision.fail_over, decision.status, decision.reply) == (False, "ok", "final")
+    assert decision.billed is not None and decision.billed.completion_tokens == 5
+    assert outcome.code == "ok" and outcome.attempt().status == "ok"
+
+
+def test_a_retryable_error_before_any_chunk_fails_over_and_bills_nothing() -> None:
+    outcome = _outcome("error", error=GatewayError("unavailable", "503"))
+    decision = verdict(outcome, _recorded(_dispatch(), outcome))
+    assert decision.fail_over and decision.billed is None and decision.reply == "none"
+    # The same error on the last deployment of the chain ends the request, still unbilled.
+    last = verdict(outcome, _recorded(_dispatch(position=1), outcome))
+    assert (last.fail_over, last.status, last.reply, last.billed) == (False, "error", "error", None)
+    assert outcome.code == "unavailable" and outcome.attempt().error_code == "unavailable"
+
+
+def test_a_stream_cut_after_chunks_is_an_error_billed_for_what_reached_the_client() -> None:
+    outcome = _outcome("error", error=GatewayError("upstream_error", "reset"), chunks="x" * 40)
+    decision = verdict(outcome, _recorded(_dispatch(), outcome))
+    assert (decision.fail_over, decision.status, decision.reply) == (False, "error", "error")
+    assert decision.billed is not None and decision.billed.completion_tokens >= 10
+    assert decision.billed.prompt_tokens > 0  # the router's estimate of the prompt
+
+
+def test_a_crashed_adapter_is_never_failed_over_nor_billed() -> None:
+    # Even marked retryable, a crash ends the request: the adapter, not the upstream, failed.
+    error = GatewayError("internal", "provider adapter error: KeyError", retryable=True)
+    outcome = _outcome("crashed", error=error, chunks="partial text")
+    decision = verdict(outcome, _recorded(_dispatch(), outcome))
+    assert (decision.fail_over, decision.status, decision.reply, decision.billed) == (
+        False,
+        "error",
+        "error",
+        None,
+    )
+    assert outcome.attempt().ttft_ms == 0.0 and outcome.attempt().status == "error"
+
+
+def test_a_cancelled_call_replies_nothing_and_bills_what_it_used() -> None:
+    error = GatewayError("client_closed", "the client went away", retryable=False)
+    outcome = _outcome("cancelled", error=error, chunks="y" * 8)
+    decision = verdict(outcome, _recorded(_dispatch(), outcome))
+    assert (decision.fail_over, decision.status, decision.reply) == (False, "cancelled", "none")
+    assert decision.billed is not None and decision.billed.completion_tokens == 2
+    assert outcome.code == "cancelled" and outcome.attempt().status == "cancelled"
+
+
+def test_the_router_and_the_worker_build_the_same_completion() -> None:
+    dispatch = _dispatch()
+    dispatch.request.project_id, dispatch.request.model = "p1", "auto"
+    err = invoke_pb2.Error(code="budget_exceeded", message="over the cap " * 200)
+    rejected = completion_event(dispatch.request, status="rejected", trace_id="t", error=err)
+    assert rejected.status == "rejected" and rejected.cost_usd == "0" and rejected.project_id == "p1"
+    assert rejected.error_code == "budget_exceeded" and len(rejected.error_message) == 1000
+    assert not rejected.route and not rejected.attempts and rejected.overhead_ms == 0
+    assert not rejected.HasField("rationale")
+    routed = build_completion(dispatch, status="error", trace_id="t", error=err)
+    assert routed.route == "auto" and routed.HasField("rationale") and routed.requested_model == "auto"

@@ -1,13 +1,20 @@
-"""Pure pieces of a worker's job: timing, the neutral response, the completion event, and
-the failover decision. No I/O here."""
+"""Pure pieces of a worker's job: timing, the outcome of one attempt, the failover-and-billing
+verdict on it, the neutral response and the completion event. No I/O here.
+
+An attempt ends as an `AttemptOutcome` (ok, error, crashed or cancelled); `verdict` decides from
+it alone whether to fail over, what is billed and what the client gets, so the whole policy is
+tested without NATS (tests/test_execution.py, tests/test_failover_policy.py)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any, Literal
 
 from switchyard.catalog import Deployment
+from switchyard.completions import completion_event
+from switchyard.config import DEFAULT_MAX_ATTEMPTS
 from switchyard.errors import GatewayError
 from switchyard.pricing import cost_usd, format_usd
 from switchyard.tokens import CHARS_PER_TOKEN, estimate_prompt_tokens
@@ -15,7 +22,8 @@ from switchyard.v1 import events_pb2, invoke_pb2
 
 from .adapters.base import Completed
 
-MAX_ATTEMPTS = 4  # the retry budget when the dispatch carries none (max_attempts = 0)
+# The retry budget when the dispatch carries none (max_attempts = 0): the router's default.
+MAX_ATTEMPTS = DEFAULT_MAX_ATTEMPTS
 
 
 def now_ms() -> float:
@@ -49,6 +57,95 @@ class AttemptProgress:
             completion_tokens=max(reported.completion_tokens, streamed),
             cached_tokens=reported.cached_tokens,
         )
+
+
+OutcomeKind = Literal["ok", "error", "crashed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """How one upstream attempt ended.
+
+    ok: `completed` holds the answer. error: the upstream (or its deadline) failed with
+    `error`. crashed: the adapter raised something unexpected, turned into an `internal`
+    `error`; never failed over, nothing billed. cancelled: the client went away and the call
+    was stopped (`error` says so). `progress` is how far the call got either way.
+    """
+
+    kind: OutcomeKind
+    deployment: Deployment
+    progress: AttemptProgress
+    completed: Completed | None = None
+    error: GatewayError | None = None
+
+    @property
+    def code(self) -> str:
+        """The status the dispatch reports: "ok", "cancelled", or the error code."""
+        if self.kind in ("ok", "cancelled") or self.error is None:
+            return self.kind
+        return self.error.code
+
+    def attempt(self) -> invoke_pb2.Attempt:
+        """The attempt's record, as the Completion and the ledger keep it."""
+        progress, deployment = self.progress, self.deployment
+        if self.kind == "ok":
+            assert self.completed is not None
+            return attempt_record(
+                deployment,
+                progress.started_ms,
+                ttft_ms=progress.ttft_ms,
+                http_status=self.completed.http_status,
+            )
+        if self.kind == "crashed":  # a crash records no time to first token
+            return attempt_record(deployment, progress.started_ms, error=self.error)
+        status = "cancelled" if self.kind == "cancelled" else None
+        return attempt_record(
+            deployment, progress.started_ms, error=self.error, ttft_ms=progress.ttft_ms, status=status
+        )
+
+
+Reply = Literal["final", "error", "none"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What follows an attempt: fail over to the next deployment, or end the request with
+    `status` (the Completion's), the client getting `reply` and `billed` being charged."""
+
+    fail_over: bool
+    status: str = ""  # ok | error | cancelled ("" when failing over)
+    reply: Reply = "none"  # the final answer, an error frame, or nothing (the client is gone)
+    billed: invoke_pb2.Usage | None = None  # None: nothing is billed
+
+
+FAIL_OVER = Verdict(fail_over=True)
+
+
+def verdict(outcome: AttemptOutcome, dispatch: invoke_pb2.Dispatch) -> Verdict:
+    """The failover-and-billing policy (docs/routing.md, docs/providers.md), given the
+    outcome and the dispatch with the attempt already recorded in it.
+
+    ok: the answer, billed at the provider's usage. cancelled: no reply (nobody listens),
+    billed for what the call used before it was stopped. error: fail over if the policy allows
+    (`should_fail_over`), else the error, billed only when a stream was cut after chunks
+    reached the client (those tokens were used). crashed: the error, never failed over, nothing
+    billed.
+    """
+    request = dispatch.request
+    if outcome.kind == "ok":
+        assert outcome.completed is not None
+        return Verdict(fail_over=False, status="ok", reply="final", billed=outcome.completed.usage)
+    if outcome.kind == "cancelled":
+        return Verdict(
+            fail_over=False, status="cancelled", reply="none", billed=outcome.progress.usage(request)
+        )
+    assert outcome.error is not None
+    chunks_sent = outcome.progress.chunks_sent
+    if outcome.kind == "error" and should_fail_over(outcome.error, dispatch, chunks_sent):
+        return FAIL_OVER
+    cut_stream = outcome.kind == "error" and chunks_sent
+    billed = outcome.progress.usage(request) if cut_stream else None
+    return Verdict(fail_over=False, status="error", reply="error", billed=billed)
 
 
 def remaining_s(request: invoke_pb2.InvokeRequest) -> float | None:
@@ -134,54 +231,6 @@ def build_response(
     )
 
 
-def build_completion(
-    dispatch: invoke_pb2.Dispatch,
-    *,
-    status: str,
-    trace_id: str,
-    deployment: Deployment | None = None,
-    response: invoke_pb2.InvokeResponse | None = None,
-    error: invoke_pb2.Error | None = None,
-    usage: invoke_pb2.Usage | None = None,
-    cost: Decimal = Decimal(0),
-    ttft_ms: float = 0.0,
-) -> events_pb2.Completion:
-    request = dispatch.request
-    finished = now_ms()
-    started = request.received_unix_ns / 1e6
-    latency = finished - started
-    upstream = sum(a.latency_ms for a in dispatch.attempts)
-    event = events_pb2.Completion(
-        request_id=request.request_id,
-        project_id=request.project_id,
-        agent_id=request.agent_id,
-        key_id=request.key_id,
-        route=dispatch.route,
-        requested_model=request.model,
-        status=status,
-        cost_usd=format_usd(cost),
-        latency_ms=latency,
-        ttft_ms=ttft_ms,
-        overhead_ms=max(latency - upstream, 0.0),
-        stream=request.stream,
-        attempts=dispatch.attempts,
-        rationale=dispatch.rationale,
-        trace_id=trace_id,
-        metadata=request.metadata,
-        started_unix_ms=int(started),
-        finished_unix_ms=int(finished),
-        reservation_id=dispatch.reservation_id,
-        api=request.api,
-    )
-    if deployment is not None:
-        event.provider = deployment.provider
-        event.model = deployment.model
-        event.deployment_id = deployment.id
-    if usage is not None:
-        event.usage.CopyFrom(usage)
-    if response is not None:
-        event.finish_reason = response.finish_reason
-    if error is not None:
-        event.error_code = error.code
-        event.error_message = error.message[:1000]
-    return event
+def build_completion(dispatch: invoke_pb2.Dispatch, **fields: Any) -> events_pb2.Completion:
+    """The Completion of a routed request (switchyard.completions, shared with the router)."""
+    return completion_event(dispatch.request, dispatch=dispatch, **fields)

@@ -10,6 +10,8 @@ import argparse
 import asyncio
 import contextlib
 import os
+from decimal import Decimal
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -24,19 +26,20 @@ from switchyard.service import BusService, run
 from switchyard.settings import Settings
 from switchyard.v1 import events_pb2, invoke_pb2
 
-from .adapters import adapter_for
+from .adapters import adapter_for, check_deployment
 from .adapters.base import Completed, Progress, ProviderAdapter
 from .adapters.ratelimits import parse_rate_limits
 from .execution import (
+    AttemptOutcome,
     AttemptProgress,
-    attempt_record,
+    Verdict,
     build_completion,
     build_response,
     call_cost,
     deadline_error,
     now_ms,
     remaining_s,
-    should_fail_over,
+    verdict,
 )
 
 tracer = telemetry.tracer("switchyard.providers")
@@ -55,6 +58,9 @@ class ProviderWorker(BusService):
         super().__init__(settings, catalog)
         wanted = providers or _providers_from_env() or self.catalog.providers()
         self.providers = [p for p in wanted if p in self.catalog.providers()]
+        for deployment in self.catalog.deployments.values():
+            if deployment.provider in self.providers:
+                check_deployment(deployment)  # a misspelt adapter or option stops the start
         self.adapters: dict[str, ProviderAdapter] = {}
         self.events: EventPublisher | None = None
         self._slots = asyncio.Semaphore(self.settings.worker_concurrency)
@@ -149,7 +155,7 @@ class ProviderWorker(BusService):
             if target.provider not in self.providers:
                 # Another pool serves the next deployment: hand the dispatch on, no router trip.
                 if not await hand_off(self.nc, dispatch):
-                    await self._fail(dispatch, reply, NO_WORKER, None)
+                    await self._fail(dispatch, reply, NO_WORKER)
                     return NO_WORKER.code
                 return "ok"
             deployment = self.catalog.deployments.get(target.deployment_id)
@@ -158,7 +164,7 @@ class ProviderWorker(BusService):
                     "unavailable",
                     f"deployment {target.deployment_id} is not configured on this worker",
                 )
-                await self._fail(dispatch, reply, error, None)
+                await self._fail(dispatch, reply, error)
                 return error.code
             with tracer.start_as_current_span(
                 genai.span_name(deployment.model),
@@ -179,50 +185,41 @@ class ProviderWorker(BusService):
     async def _attempt(
         self, dispatch: invoke_pb2.Dispatch, deployment: Deployment, span: trace.Span
     ) -> str | None:
-        """One upstream call. Returns "ok", the final status or error code, or None to fail over."""
-        assert self.nc is not None
+        """One upstream call: its outcome recorded, then the verdict on it carried out.
+        Returns "ok", "cancelled" or the final error code, or None to fail over."""
+        outcome = await self._call_upstream(dispatch, deployment)
+        self._record(dispatch, outcome, span)
+        decision = verdict(outcome, dispatch)
+        if decision.fail_over:
+            metrics.FAILOVERS.labels(deployment.provider).inc()
+            span.set_attribute("switchyard.failed_over", True)
+            dispatch.position += 1
+            return None
+        await self._end(dispatch, outcome, decision, span)
+        return outcome.code
+
+    async def _call_upstream(self, dispatch: invoke_pb2.Dispatch, deployment: Deployment) -> AttemptOutcome:
+        """The upstream call under the request's deadline, cancellable by the client; whatever
+        happens comes back as an outcome (a shutdown's cancel propagates)."""
         request = dispatch.request
-        reply = dispatch.reply_to
         progress = AttemptProgress(started_ms=now_ms())
-        error: GatewayError | None = None
         deadline = asyncio.timeout(remaining_s(request))
         self._upstream[request.request_id] = asyncio.current_task()  # type: ignore[assignment]
         try:
             async with deadline:
-                completed = await self._call(deployment, request, reply, progress)
+                completed = await self._call(deployment, request, dispatch.reply_to, progress)
         except asyncio.CancelledError:
             if not self._client_gone(request.request_id):
                 raise
-            # Bill what the call used before it was stopped (docs/providers.md).
-            dispatch.attempts.append(
-                attempt_record(
-                    deployment,
-                    progress.started_ms,
-                    error=CLIENT_GONE,
-                    status="cancelled",
-                    ttft_ms=progress.ttft_ms,
-                )
-            )
-            self._observe(deployment, dispatch.attempts[-1], span, CLIENT_GONE)
-            self._stat(dispatch, deployment, dispatch.attempts[-1], CLIENT_GONE)  # releases in-flight
-            usage = progress.usage(request)
-            self._complete(
-                dispatch,
-                "cancelled",
-                deployment=deployment,
-                usage=usage,
-                cost=call_cost(deployment, usage),
-                ttft_ms=progress.ttft_ms,
-                error=CLIENT_GONE.to_proto(request.request_id),
-            )
-            return "cancelled"
+            return AttemptOutcome("cancelled", deployment, progress, error=CLIENT_GONE)
         except GatewayError as exc:
-            error = exc
+            return AttemptOutcome("error", deployment, progress, error=exc)
         except TimeoutError:
             if deadline.expired():
                 error = deadline_error(deployment.provider)
             else:  # an adapter's own timeout that escaped as the builtin exception
                 error = GatewayError("timeout", "upstream timed out", provider=deployment.provider)
+            return AttemptOutcome("error", deployment, progress, error=error)
         except Exception as exc:  # an adapter bug must still end the request cleanly
             self.log.exception("adapter %s crashed", deployment.adapter)
             error = GatewayError(
@@ -230,65 +227,18 @@ class ProviderWorker(BusService):
                 f"provider adapter error: {type(exc).__name__}",
                 provider=deployment.provider,
             )
-            dispatch.attempts.append(attempt_record(deployment, progress.started_ms, error=error))
-            self._observe(deployment, dispatch.attempts[-1], span, error)
-            self._stat(dispatch, deployment, dispatch.attempts[-1], error)  # releases in-flight
-            await self._fail(dispatch, reply, error, deployment)
-            return error.code
+            return AttemptOutcome("crashed", deployment, progress, error=error)
         finally:
             self._upstream.pop(request.request_id, None)
-        if error is not None:
-            dispatch.attempts.append(
-                attempt_record(deployment, progress.started_ms, error=error, ttft_ms=progress.ttft_ms)
-            )
-            self._observe(deployment, dispatch.attempts[-1], span, error)
-            self._stat(dispatch, deployment, dispatch.attempts[-1], error)
-            if should_fail_over(error, dispatch, progress.chunks_sent):
-                metrics.FAILOVERS.labels(deployment.provider).inc()
-                span.set_attribute("switchyard.failed_over", True)
-                dispatch.position += 1
-                return None
-            # A stream cut after chunks reached the client still used (and cost) tokens.
-            usage = progress.usage(request) if progress.chunks_sent else None
-            await self._fail(dispatch, reply, error, deployment, usage)
-            return error.code
-        started, ttft_ms = progress.started_ms, progress.ttft_ms
-        dispatch.attempts.append(
-            attempt_record(deployment, started, ttft_ms=ttft_ms, http_status=completed.http_status)
-        )
-        self._observe(deployment, dispatch.attempts[-1], span, None)
-        self._stat(dispatch, deployment, dispatch.attempts[-1], None, completed.rate_limits)
-        cost = call_cost(deployment, completed.usage)
-        response = build_response(dispatch, deployment, completed, cost, ttft_ms)
-        span.set_attributes(genai.usage_attributes(completed.usage, completed.finish_reason))
-        span.set_attribute("gen_ai.response.model", deployment.model)
-        span.set_attribute("switchyard.cost_usd", response.cost_usd)
-        metrics.record_usage(
-            request.project_id,
-            deployment.provider,
-            deployment.model,
-            completed.usage.prompt_tokens,
-            completed.usage.completion_tokens,
-            completed.usage.cached_tokens,
-            cost,
-        )
-        await self.nc.publish(reply, codec.final_frame(response))
-        self._complete(
-            dispatch,
-            "ok",
-            deployment=deployment,
-            response=response,
-            usage=completed.usage,
-            cost=cost,
-            ttft_ms=ttft_ms,
-        )
-        return "ok"
+        return AttemptOutcome("ok", deployment, progress, completed=completed)
 
-    @staticmethod
-    def _observe(
-        deployment: Deployment, attempt: invoke_pb2.Attempt, span: trace.Span, error: GatewayError | None
-    ) -> None:
-        """An attempt's metrics and span outcome."""
+    def _record(self, dispatch: invoke_pb2.Dispatch, outcome: AttemptOutcome, span: trace.Span) -> None:
+        """The one recorder of an attempt, whatever its outcome: its record on the dispatch
+        (the Completion carries it), its metrics and span outcome, and the provider stat the
+        routers learn health from (which also ends the request's in-flight count there)."""
+        attempt = outcome.attempt()
+        dispatch.attempts.append(attempt)
+        deployment, error = outcome.deployment, outcome.error
         status = "ok" if error is None else error.code
         metrics.UPSTREAM_DURATION.labels(deployment.provider, deployment.model, status).observe(
             attempt.latency_ms / 1000
@@ -298,6 +248,59 @@ class ProviderWorker(BusService):
         if error is not None:
             span.set_attribute("error.type", error.code)
             span.set_status(trace.StatusCode.ERROR, error.message[:200])
+        rate_limits = outcome.completed.rate_limits if outcome.completed is not None else None
+        self._stat(dispatch, deployment, attempt, error, rate_limits)
+
+    async def _end(
+        self, dispatch: invoke_pb2.Dispatch, outcome: AttemptOutcome, decision: Verdict, span: trace.Span
+    ) -> None:
+        """Carry out a final verdict: the client's reply, and the Completion with what is billed."""
+        assert self.nc is not None
+        deployment, progress = outcome.deployment, outcome.progress
+        usage = decision.billed
+        cost = call_cost(deployment, usage) if usage is not None else Decimal(0)
+        if decision.reply == "final":
+            assert outcome.completed is not None and usage is not None
+            completed = outcome.completed
+            response = build_response(dispatch, deployment, completed, cost, progress.ttft_ms)
+            span.set_attributes(genai.usage_attributes(usage, completed.finish_reason))
+            span.set_attribute("gen_ai.response.model", deployment.model)
+            span.set_attribute("switchyard.cost_usd", response.cost_usd)
+            metrics.record_usage(
+                dispatch.request.project_id,
+                deployment.provider,
+                deployment.model,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens,
+                cost,
+            )
+            await self.nc.publish(dispatch.reply_to, codec.final_frame(response))
+            self._complete(
+                dispatch,
+                decision.status,
+                deployment=deployment,
+                response=response,
+                usage=usage,
+                cost=cost,
+                ttft_ms=progress.ttft_ms,
+            )
+            return
+        assert outcome.error is not None
+        err = outcome.error.to_proto(dispatch.request.request_id)
+        if decision.reply == "error":
+            await self.nc.publish(dispatch.reply_to, codec.error_frame(err))
+        # A request that ended in an error reports its time to first token only in its attempts.
+        ttft_ms = progress.ttft_ms if decision.status == "cancelled" else 0.0
+        self._complete(
+            dispatch,
+            decision.status,
+            deployment=deployment,
+            error=err,
+            usage=usage,
+            cost=cost,
+            ttft_ms=ttft_ms,
+        )
 
     async def _call(
         self,
@@ -330,24 +333,14 @@ class ProviderWorker(BusService):
             "upstream_error", "stream ended without a final event", provider=deployment.provider
         )
 
-    async def _fail(
-        self,
-        dispatch: invoke_pb2.Dispatch,
-        reply: str,
-        error: GatewayError,
-        deployment: Deployment | None,
-        usage: invoke_pb2.Usage | None = None,
-    ) -> None:
+    async def _fail(self, dispatch: invoke_pb2.Dispatch, reply: str, error: GatewayError) -> None:
+        """End a request its next deployment cannot run (no worker of that pool, not configured here)."""
         assert self.nc is not None
         err = error.to_proto(dispatch.request.request_id)
         await self.nc.publish(reply, codec.error_frame(err))
-        if usage is not None and deployment is not None:
-            cost = call_cost(deployment, usage)
-            self._complete(dispatch, "error", deployment=deployment, error=err, usage=usage, cost=cost)
-        else:
-            self._complete(dispatch, "error", deployment=deployment, error=err)
+        self._complete(dispatch, "error", error=err)
 
-    def _complete(self, dispatch: invoke_pb2.Dispatch, status: str, **fields) -> None:
+    def _complete(self, dispatch: invoke_pb2.Dispatch, status: str, **fields: Any) -> None:
         assert self.events is not None
         event = build_completion(dispatch, status=status, trace_id=telemetry.current_trace_id(), **fields)
         self.events.publish(

@@ -19,24 +19,25 @@ import urllib.request
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import aiohttp
 import orjson
+from pydantic import Field
 
 from switchyard.catalog import Deployment, Timeouts
 from switchyard.errors import GatewayError
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
 
-from .adapters.base import Completed, Progress, ProviderAdapter
+from .adapters.base import AdapterOptions, Completed, Progress, ProviderAdapter
 from .http_errors import error_from_exception, error_from_response
 from .sse import LineSplitter, SSEDecoder, SSEEvent
 
 MAX_ERROR_BODY = 64 * 1024
 
 
-def pooled_client(deployment: Deployment) -> aiohttp.ClientSession:
+def pooled_client(deployment: Deployment, max_connections: int) -> aiohttp.ClientSession:
     """The deployment's one session, reused by every request (keep-alive, connection pool).
 
     Made inside the running loop (aiohttp binds a session to it). aiohttp enforces the connect
@@ -48,7 +49,7 @@ def pooled_client(deployment: Deployment) -> aiohttp.ClientSession:
     t = deployment.timeouts
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
-            limit=int(deployment.options.get("max_connections", 512)),
+            limit=max_connections,
             limit_per_host=0,
             keepalive_timeout=30.0,
         ),
@@ -119,8 +120,17 @@ def rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items() if "ratelimit" in k.lower()}
 
 
+class HttpOptions(AdapterOptions):
+    """Options every HTTP adapter reads."""
+
+    max_connections: int = Field(default=512, ge=1)  # the deployment's connection pool
+
+
 class HttpAdapter(ProviderAdapter):
     """complete/stream over HTTP with the deployment's pooled client and timeouts."""
+
+    options_model: ClassVar[type[AdapterOptions]] = HttpOptions
+    options: HttpOptions
 
     def __init__(self, deployment: Deployment, settings: Settings) -> None:
         super().__init__(deployment, settings)
@@ -130,7 +140,7 @@ class HttpAdapter(ProviderAdapter):
     @property
     def client(self) -> aiohttp.ClientSession:
         if self._client is None:
-            self._client = pooled_client(self.deployment)
+            self._client = pooled_client(self.deployment, self.options.max_connections)
         return self._client
 
     async def aclose(self) -> None:

@@ -22,6 +22,7 @@ from opentelemetry import trace
 from switchyard import codec, genai, metrics, subjects, telemetry
 from switchyard.bus import EventPublisher, ensure_events_stream
 from switchyard.catalog import Deployment, read_config
+from switchyard.completions import completion_event
 from switchyard.errors import GatewayError
 from switchyard.handoff import hand_off
 from switchyard.pricing import format_usd, max_cost_usd
@@ -276,25 +277,7 @@ class Router(BusService):
     def _reject(self, request: invoke_pb2.InvokeRequest, err: invoke_pb2.Error) -> None:
         """Requests refused before any upstream call are still recorded, as `rejected`."""
         assert self.events is not None
-        now = time.time_ns() / 1e6
-        event = events_pb2.Completion(
-            request_id=request.request_id,
-            project_id=request.project_id,
-            agent_id=request.agent_id,
-            key_id=request.key_id,
-            requested_model=request.model,
-            status="rejected",
-            error_code=err.code,
-            error_message=err.message[:1000],
-            cost_usd="0",
-            stream=request.stream,
-            trace_id=telemetry.current_trace_id(),
-            metadata=request.metadata,
-            started_unix_ms=int(request.received_unix_ns / 1e6),
-            finished_unix_ms=int(now),
-            latency_ms=now - request.received_unix_ns / 1e6,
-            api=request.api,
-        )
+        event = completion_event(request, status="rejected", trace_id=telemetry.current_trace_id(), error=err)
         self.events.publish(
             subjects.COMPLETION,
             event.SerializeToString(),

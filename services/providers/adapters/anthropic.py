@@ -11,7 +11,9 @@ Usage: `input_tokens` excludes cache reads and writes, so the neutral prompt cou
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import Field
 
 from switchyard.catalog import Deployment
 from switchyard.errors import GatewayError
@@ -31,8 +33,8 @@ from ..content import (
 )
 from ..http_errors import error_from_stream_event
 from ..sse import SSEEvent
-from ..upstream import HttpAdapter, StreamTranslator, json_event
-from .base import Completed, Progress
+from ..upstream import HttpAdapter, HttpOptions, StreamTranslator, json_event
+from .base import AdapterOptions, Completed, Progress
 from .openai import join_url
 
 API_VERSION = "2023-06-01"
@@ -270,20 +272,28 @@ class AnthropicStream:
         )
 
 
+class AnthropicOptions(HttpOptions):
+    max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1)  # when the request sets none
+    version: str = API_VERSION  # the anthropic-version header
+    beta: str = ""  # the anthropic-beta header
+
+
 class Adapter(HttpAdapter):
-    """Deployment options: `max_tokens` (default when the request sets none), `version`
-    (anthropic-version header), `beta` (anthropic-beta header)."""
+    """Anthropic Messages; deployment options in `AnthropicOptions`."""
+
+    options_model: ClassVar[type[AdapterOptions]] = AnthropicOptions
+    options: AnthropicOptions
 
     def __init__(self, deployment: Deployment, settings: Settings) -> None:
         super().__init__(deployment, settings)
-        options = deployment.options
+        options = self.options
         self._url = join_url(deployment.base_url or "https://api.anthropic.com", "/v1/messages")
-        self._headers = {"anthropic-version": str(options.get("version", API_VERSION))}
-        if options.get("beta"):
-            self._headers["anthropic-beta"] = str(options["beta"])
+        self._headers = {"anthropic-version": options.version}
+        if options.beta:
+            self._headers["anthropic-beta"] = options.beta
         if deployment.api_key:
             self._headers["x-api-key"] = deployment.api_key
-        self._max_tokens = int(options.get("max_tokens", DEFAULT_MAX_TOKENS))
+        self._max_tokens = options.max_tokens
 
     def url(self, request: invoke_pb2.InvokeRequest, stream: bool) -> str:
         return self._url

@@ -5,8 +5,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from switchyard.catalog import Deployment
+from switchyard.config import Table, validated
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
 
@@ -32,18 +34,31 @@ class Progress:
     usage: invoke_pb2.Usage
 
 
+class AdapterOptions(Table):
+    """A deployment's `options` for its adapter. Each adapter extends this with its own keys;
+    an unknown one stops the start (`deployments[<id>].options.<key>: unknown option`)."""
+
+
+def options_of(deployment: Deployment, model: type[AdapterOptions]) -> AdapterOptions:
+    """The deployment's options checked against its adapter's model; ConfigError if they are bad."""
+    return validated(model, dict(deployment.options), f"deployments[{deployment.id}].options")
+
+
 class ProviderAdapter(ABC):
     """Translate a neutral request to one provider's API and back.
 
     `complete` returns one Completed; `stream` yields Chunk objects (and optionally Progress)
     and ends with exactly one Completed (with exact usage). Failures raise
     switchyard.errors.GatewayError with the neutral code, provider status and whether a retry
-    elsewhere may succeed.
+    elsewhere may succeed. `options_model` is the model of the deployment options it reads.
     """
+
+    options_model: ClassVar[type[AdapterOptions]] = AdapterOptions
 
     def __init__(self, deployment: Deployment, settings: Settings) -> None:
         self.deployment = deployment
         self.settings = settings
+        self.options = options_of(deployment, self.options_model)
 
     @abstractmethod
     async def complete(self, request: invoke_pb2.InvokeRequest) -> Completed: ...

@@ -17,7 +17,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -25,7 +25,7 @@ from switchyard.errors import GatewayError
 from switchyard.tokens import estimate_prompt_tokens, last_user_text
 from switchyard.v1 import invoke_pb2
 
-from .base import Completed, ProviderAdapter
+from .base import AdapterOptions, Completed, ProviderAdapter
 
 _VOCABULARY = [
     "switchyard",
@@ -150,19 +150,33 @@ def simulated_error(status: int, retry_after_s: float, provider: str) -> Gateway
     )
 
 
+class DemoOptions(AdapterOptions):
+    """The demo's knobs (module docstring); the fault keys are also a control file's."""
+
+    latency_scale: float = 1.0  # times SWITCHYARD_DEMO_LATENCY_MS
+    control_file: str = ""
+    latency_ms: float | None = None
+    fail_status: int = 0
+    fail_every: int = 1
+    retry_after_s: float = 0.0
+    fail_after_chunks: int = 0
+    fail_latency_ms: float = 0.0
+
+
 class Adapter(ProviderAdapter):
+    options_model: ClassVar[type[AdapterOptions]] = DemoOptions
+    options: DemoOptions
     _calls = 0
     _control_stamp: tuple[int, int] | None = None
     _control: Mapping[str, Any] = {}
 
     @property
     def _latency_s(self) -> float:
-        scale = float(self.deployment.options.get("latency_scale", 1.0))
-        return self.settings.demo_latency_ms * scale / 1000.0
+        return self.settings.demo_latency_ms * self.options.latency_scale / 1000.0
 
     def _overrides(self) -> Mapping[str, Any]:
         """The control file's settings, re-read only when the file changes (test/demo only)."""
-        path = self.deployment.options.get("control_file")
+        path = self.options.control_file
         if not path:
             return {}
         try:
@@ -184,7 +198,8 @@ class Adapter(ProviderAdapter):
     def _next_call(self) -> tuple[Behaviour, bool]:
         """This call's behaviour and whether it fails."""
         self._calls += 1
-        now = behaviour(self.deployment.options, self._overrides(), self._latency_s * 1000.0)
+        configured = self.options.model_dump(exclude_unset=True)
+        now = behaviour(configured, self._overrides(), self._latency_s * 1000.0)
         return now, bool(now.fail_status) and self._calls % now.fail_every == 0
 
     async def _fail(self, how: Behaviour) -> GatewayError:

@@ -11,7 +11,7 @@ Completion tokens include `thoughtsTokenCount` (thinking is billed as output).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from switchyard.catalog import Deployment
@@ -33,8 +33,8 @@ from ..content import (
 )
 from ..http_errors import error_from_stream_event
 from ..sse import SSEEvent
-from ..upstream import HttpAdapter, StreamTranslator, json_event
-from .base import Completed, Progress
+from ..upstream import HttpAdapter, HttpOptions, StreamTranslator, json_event
+from .base import AdapterOptions, Completed, Progress
 from .openai import join_url
 
 FINISH_REASONS = {
@@ -287,12 +287,19 @@ class GeminiStream:
         )
 
 
+class GeminiOptions(HttpOptions):
+    api_version: str = "v1beta"
+
+
 class Adapter(HttpAdapter):
-    """Deployment options: `api_version` (default v1beta)."""
+    """Gemini generateContent; deployment options in `GeminiOptions`."""
+
+    options_model: ClassVar[type[AdapterOptions]] = GeminiOptions
+    options: GeminiOptions
 
     def __init__(self, deployment: Deployment, settings: Settings) -> None:
         super().__init__(deployment, settings)
-        version = str(deployment.options.get("api_version", "v1beta"))
+        version = self.options.api_version
         base = join_url(
             deployment.base_url or "https://generativelanguage.googleapis.com",
             f"/{version}/models/{quote(deployment.model, safe='')}",

@@ -9,7 +9,7 @@ chunk has `choices: []` and the usage; the stream ends with `data: [DONE]`.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 from switchyard.catalog import Deployment
@@ -29,8 +29,8 @@ from ..content import (
 )
 from ..http_errors import error_from_stream_event
 from ..sse import SSEEvent
-from ..upstream import HttpAdapter, StreamTranslator, json_event
-from .base import Completed, Progress
+from ..upstream import HttpAdapter, HttpOptions, StreamTranslator, json_event
+from .base import AdapterOptions, Completed, Progress
 
 
 @dataclass(frozen=True)
@@ -275,28 +275,35 @@ def join_url(base: str, path: str) -> str:
     return base + path
 
 
+class OpenAIOptions(HttpOptions):
+    """Deployment options of OpenAI-style servers (openai, mistral, openai_compat)."""
+
+    auth_header: str = "authorization"  # Authorization: Bearer <key>; Azure: "api-key"
+    query: dict[str, str | int | float | bool] = {}  # e.g. {"api-version" = "2024-10-21"}
+    headers: dict[str, str] = {}  # extra headers
+    stream_usage: bool | None = None  # false for a server that rejects stream_options
+
+
 class Adapter(HttpAdapter):
-    """OpenAI, and (through `dialect` and deployment options) any server speaking its API.
+    """OpenAI, and (through `dialect` and deployment options, `OpenAIOptions`) any server speaking
+    its API."""
 
-    Deployment options: `auth_header` (default Authorization: Bearer; Azure: "api-key"),
-    `query` (e.g. {"api-version": "2024-10-21"}), `headers` (extra headers), `stream_usage`
-    (false for a server that rejects stream_options).
-    """
-
+    options_model: ClassVar[type[AdapterOptions]] = OpenAIOptions
+    options: OpenAIOptions
     dialect: Dialect = OPENAI
     default_base_url = "https://api.openai.com/v1"
 
     def __init__(self, deployment: Deployment, settings: Settings) -> None:
         super().__init__(deployment, settings)
-        options = deployment.options
-        if "stream_usage" in options:
-            self.dialect = replace(self.dialect, stream_usage_option=bool(options["stream_usage"]))
+        options = self.options
+        if options.stream_usage is not None:
+            self.dialect = replace(self.dialect, stream_usage_option=options.stream_usage)
         base = deployment.base_url or self.default_base_url
-        query = options.get("query") or {}
+        query = options.query
         self._url = join_url(base, self.dialect.path) + (f"?{urlencode(query)}" if query else "")
-        self._headers = {str(k): str(v) for k, v in (options.get("headers") or {}).items()}
+        self._headers = dict(options.headers)
         if deployment.api_key:
-            auth = str(options.get("auth_header", "authorization")).lower()
+            auth = options.auth_header.lower()
             self._headers[auth] = (
                 f"Bearer {deployment.api_key}" if auth == "authorization" else deployment.api_key
             )
