@@ -9,6 +9,7 @@ import pytest
 from services.ingress import grpc_api, hints
 from services.ingress.dialects import ANTHROPIC, NATIVE, OPENAI, dialect_for_path, error_headers
 from switchyard.errors import GatewayError
+from switchyard.tenancy import presented_key
 from switchyard.v1 import invoke_pb2
 
 
@@ -92,14 +93,17 @@ def test_too_many_or_too_long_metadata_headers() -> None:
     ],
 )
 def test_api_key_from_any_sdks_header(headers: dict, key: str) -> None:
-    assert hints.api_key_from(headers) == key
+    def api_key_from(headers: dict) -> str:  # how auth.py reads the key, HTTP and gRPC alike
+        return presented_key(headers.get("authorization"), headers.get("x-api-key"))
+
+    assert api_key_from(headers) == key
 
 
 def test_grpc_metadata_reads_like_headers() -> None:
     metadata = (("Authorization", "Bearer sk-g"), ("x-switchyard-route", "cheap"), ("trace-bin", b"\x00"))
     headers = hints.lowercase_headers(metadata)
     assert headers == {"authorization": "Bearer sk-g", "x-switchyard-route": "cheap"}
-    assert hints.api_key_from(headers) == "sk-g"
+    assert presented_key(headers.get("authorization"), headers.get("x-api-key")) == "sk-g"
     assert hints.hints_from_headers(headers).route == "cheap"
 
 
