@@ -86,7 +86,7 @@ class AuthMiddleware:
 
 async def _reject(send: Send, error: GatewayError, path: str = "") -> None:
     # Each API answers in its own error shape, so an SDK's 401 handling works unchanged.
-    status, payload = dialect_for_path(path).error_body(error, "")
+    status, payload = dialect_for_path(path).render_error(error, "")
     body = orjson.dumps(payload)
     await send(
         {
