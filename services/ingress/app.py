@@ -42,6 +42,7 @@ from .dialects import (
     dialect_for_path,
     error_headers,
     new_request_id,
+    reject,
     request_id_headers,
 )
 from .edge import EdgeMiddleware, Overload, limits_from, poll_ledger_lag
@@ -80,7 +81,9 @@ class Ingress:
         self.app = Starlette(
             # Edge limits first (they need no identity), then API-key authentication.
             middleware=[
-                Middleware(EdgeMiddleware, limits=limits_from(settings), overload=self.overload),
+                Middleware(
+                    EdgeMiddleware, limits=limits_from(settings), overload=self.overload, reject=reject
+                ),
                 Middleware(auth.AuthMiddleware, authenticator=self.auth),
             ],
             routes=[
@@ -131,21 +134,22 @@ class Ingress:
             with contextlib.suppress(Exception):
                 await nc.drain()
 
+    # Errors raised before a request is published (a malformed body, a bad hint header, an
+    # unknown path or method) get a request id of their own, as the edge's refusals do.
     async def _on_gateway_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
-        return error_response(exc, dialect=dialect_for_path(request.url.path))
+        return error_response(exc, new_request_id(), dialect_for_path(request.url.path))
 
     async def _on_http_exception(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
         error = GatewayError(code, f"{request.method} {request.url.path}: {exc.detail}")
-        return error_response(error, dialect=dialect_for_path(request.url.path))
+        return error_response(error, new_request_id(), dialect_for_path(request.url.path))
 
     async def _on_exception(self, request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
-        return error_response(
-            GatewayError("internal", "internal error"), dialect=dialect_for_path(request.url.path)
-        )
+        error = GatewayError("internal", "internal error")
+        return error_response(error, new_request_id(), dialect_for_path(request.url.path))
 
     def admit(
         self, request: invoke_pb2.InvokeRequest, headers: Mapping[str, str]
@@ -197,7 +201,7 @@ class Ingress:
         anthropic = "anthropic-version" in http.headers
         if name not in self.catalog.model_names():
             error = GatewayError("model_not_found", f"unknown model {name!r}", param="model")
-            return error_response(error, dialect=ANTHROPIC if anthropic else OPENAI)
+            return error_response(error, new_request_id(), ANTHROPIC if anthropic else OPENAI)
         if anthropic:
             return JSONResponse(anthropic_api.model_json(name))
         return JSONResponse(openai_api.model_json(self.catalog, name))

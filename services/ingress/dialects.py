@@ -1,11 +1,17 @@
 """The HTTP APIs the ingress serves, and how an error reaches a caller in its own API's shape.
 
 Each API implements api_kit.HttpApi; the app registers `HTTP_APIS` in one loop and serves them
-all through one path (Ingress.relay).
+all through one path (Ingress.relay). An error answered by the edge itself (body too large, load
+shed, no API key, unknown path) is rendered here, in the dialect of the path the caller used, so
+an OpenAI or Anthropic SDK sees its own error shape for those too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+import orjson
 from nats.nuid import NUID
 
 from switchyard.errors import RETRYABLE_CODES, GatewayError
@@ -51,3 +57,39 @@ def error_headers(error: GatewayError, request_id: str, dialect: HttpApi) -> dic
 def request_id_headers(request_id: str, dialect: HttpApi) -> dict[str, str]:
     """`x-request-id` always, plus the header this dialect's SDKs read, if it differs."""
     return {"x-request-id": request_id, dialect.request_id_header: request_id}
+
+
+def edge_error(
+    path: str, error: GatewayError, status: int = 0
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """(status, headers, body) of an error answered before a request is published, in the
+    dialect of `path`, with a request id of its own (the caller can quote it; it has no ledger
+    row). `status` overrides the dialect's for limits no error code names (431, 408)."""
+    dialect = dialect_for_path(path)
+    request_id = new_request_id()
+    dialect_status, payload = dialect.render_error(error, request_id)
+    body = orjson.dumps(payload)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in error_headers(error, request_id, dialect).items()),
+    ]
+    return status or dialect_status, headers, body
+
+
+Scope = MutableMapping[str, Any]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+async def reject(
+    scope: Scope,
+    send: Send,
+    error: GatewayError,
+    status: int = 0,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer `error` from ASGI middleware (edge limits, authentication), in the caller's
+    dialect (see edge_error); `headers` are added (WWW-Authenticate, say)."""
+    status, base, body = edge_error(scope.get("path", ""), error, status)
+    await send({"type": "http.response.start", "status": status, "headers": [*base, *headers]})
+    await send({"type": "http.response.body", "body": body})
