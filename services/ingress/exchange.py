@@ -14,7 +14,7 @@ them (an HTTP body in the caller's dialect, a gRPC status, an error frame to a g
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
@@ -62,7 +62,7 @@ class Exchange:
         self.finish("ok", first.final)
         return first.final
 
-    async def frames(self) -> AsyncIterator[Frame]:
+    async def frames(self) -> AsyncGenerator[Frame, None]:
         """The frames from the first on, ending with the final frame or an error (a passed
         deadline is a `timeout` error). The request is finished when its last frame is read;
         a consumer that stops before that (the client went away) cancels the upstream call.
