@@ -8,8 +8,7 @@ an OpenAI or Anthropic SDK sees its own error shape for those too.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import orjson
 from nats.nuid import NUID
@@ -18,6 +17,7 @@ from switchyard.errors import RETRYABLE_CODES, GatewayError
 
 from .anthropic_api import AnthropicApi
 from .api_kit import HttpApi
+from .edge import Scope, Send
 from .native import NativeApi
 from .openai_api import OpenAIApi
 
@@ -75,10 +75,6 @@ def edge_error(
         *((k.lower().encode(), v.encode()) for k, v in error_headers(error, request_id, dialect).items()),
     ]
     return status or dialect_status, headers, body
-
-
-Scope = MutableMapping[str, Any]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 async def reject(
