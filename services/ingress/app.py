@@ -42,7 +42,6 @@ from .dialects import (
     dialect_for_path,
     error_headers,
     new_request_id,
-    reject,
     request_id_headers,
 )
 from .edge import EdgeMiddleware, Overload, limits_from, poll_ledger_lag
@@ -81,9 +80,7 @@ class Ingress:
         self.app = Starlette(
             # Edge limits first (they need no identity), then API-key authentication.
             middleware=[
-                Middleware(
-                    EdgeMiddleware, limits=limits_from(settings), overload=self.overload, reject=reject
-                ),
+                Middleware(EdgeMiddleware, limits=limits_from(settings), overload=self.overload),
                 Middleware(auth.AuthMiddleware, authenticator=self.auth),
             ],
             routes=[

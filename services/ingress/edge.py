@@ -9,15 +9,14 @@ a Starlette Request): load shedding, body size, header size and slow-client limi
 - Headers: more than `max_header_bytes` in total -> 431.
 - Slow clients: a body that stalls longer than `body_timeout_s` between chunks -> 408.
 
-Every refusal is answered in the caller's API dialect (OpenAI's error shape on
-/v1/chat/completions, Anthropic's on /v1/messages, the native one elsewhere) with a request id,
-by the `reject` function the app passes in (dialects.reject).
+Every refusal is in the caller's API dialect (OpenAI's error shape on /v1/chat/completions,
+Anthropic's on /v1/messages, the native one elsewhere), with a request id (dialects.reject).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +27,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-# Answers an error before the app runs: (scope, send, error, HTTP status or 0 for the dialect's).
-# Passed in rather than imported, as the dialect modules import this one.
-Reject = Callable[[Scope, Send, GatewayError, int], Awaitable[None]]
 
 NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 
@@ -53,6 +49,24 @@ class Overload:
         self.ledger_lag = 0
 
 
+async def _reject(
+    scope: Scope,
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Refuse in the caller's dialect: with `status` where the code's own status differs (431
+    and 408 have no code of their own), else with the dialect's status for the code (so an
+    overload is 529 on the Anthropic API, as Anthropic's own is)."""
+    # Imported here, not at the top: the dialect modules import this one (via validation.py).
+    from .dialects import reject
+
+    error = GatewayError(code, message)
+    await reject(scope, send, error, status if status != error.http_status else 0, headers)
+
+
 def shed_reason(limits: EdgeLimits, overload: Overload) -> str:
     """Why new work should be refused now, or "" (pure)."""
     if overload.in_flight >= limits.max_in_flight:
@@ -63,11 +77,10 @@ def shed_reason(limits: EdgeLimits, overload: Overload) -> str:
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, limits: EdgeLimits, overload: Overload, reject: Reject) -> None:
+    def __init__(self, app: ASGIApp, limits: EdgeLimits, overload: Overload) -> None:
         self.app = app
         self.limits = limits
         self.overload = overload
-        self.reject = reject
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,13 +89,14 @@ class EdgeMiddleware:
         limits = self.limits
         header_bytes = sum(len(k) + len(v) for k, v in scope["headers"])
         if header_bytes > limits.max_header_bytes:
-            error = GatewayError("invalid_request", f"request headers exceed {limits.max_header_bytes} bytes")
-            await self.reject(scope, send, error, 431)
+            await _reject(
+                scope, send, 431, "invalid_request", f"request headers exceed {limits.max_header_bytes} bytes"
+            )
             return
         if scope["method"] == "POST" and scope["path"] not in NEVER_SHED:
             reason = shed_reason(limits, self.overload)
             if reason:
-                await self.reject(scope, send, GatewayError("overloaded", reason, retry_after_s=1), 0)
+                await _reject(scope, send, 503, "overloaded", reason, [(b"retry-after", b"1")])
                 return
             self.overload.in_flight += 1
             try:
@@ -99,12 +113,16 @@ class EdgeMiddleware:
                 try:
                     announced = int(value)
                 except ValueError:
-                    await self.reject(
-                        scope, send, GatewayError("invalid_request", "invalid Content-Length"), 0
-                    )
+                    await _reject(scope, send, 400, "invalid_request", "invalid Content-Length")
                     return
                 if announced > limits.max_body_bytes:
-                    await self.reject(scope, send, _too_large(limits), 0)
+                    await _reject(
+                        scope,
+                        send,
+                        413,
+                        "payload_too_large",
+                        f"request body exceeds {limits.max_body_bytes} bytes",
+                    )
                     return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
@@ -117,17 +135,26 @@ class EdgeMiddleware:
             try:
                 message = await asyncio.wait_for(receive(), limits.body_timeout_s)
             except TimeoutError:
-                error = GatewayError(
-                    "timeout", f"the request body stalled for more than {limits.body_timeout_s:g} s"
+                await _reject(
+                    scope,
+                    send,
+                    408,
+                    "timeout",
+                    f"the request body stalled for more than {limits.body_timeout_s:g} s",
                 )
-                await self.reject(scope, send, error, 408)
                 return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limits.max_body_bytes:
-                await self.reject(scope, send, _too_large(limits), 0)
+                await _reject(
+                    scope,
+                    send,
+                    413,
+                    "payload_too_large",
+                    f"request body exceeds {limits.max_body_bytes} bytes",
+                )
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -143,10 +170,6 @@ class EdgeMiddleware:
             return await receive()  # later: http.disconnect, watched by streaming responses
 
         await self.app(scope, replay, send)
-
-
-def _too_large(limits: EdgeLimits) -> GatewayError:
-    return GatewayError("payload_too_large", f"request body exceeds {limits.max_body_bytes} bytes")
 
 
 def json_depth_exceeds(value: Any, limit: int) -> bool:
