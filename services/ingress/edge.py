@@ -8,15 +8,12 @@ a Starlette Request): load shedding, body size, header size and slow-client limi
 - Body: larger than `max_body_bytes` -> 413, whether announced by Content-Length or not.
 - Headers: more than `max_header_bytes` in total -> 431.
 - Slow clients: a body that stalls longer than `body_timeout_s` between chunks -> 408.
-
-Every refusal is in the caller's API dialect (OpenAI's error shape on /v1/chat/completions,
-Anthropic's on /v1/messages, the native one elsewhere), with a request id (dialects.reject).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,11 +52,13 @@ async def _reject(
     status: int,
     code: str,
     message: str,
-    headers: Sequence[tuple[bytes, bytes]] = (),
+    headers: list[tuple[bytes, bytes]] = (),
 ) -> None:
-    """Refuse in the caller's dialect: with `status` where the code's own status differs (431
-    and 408 have no code of their own), else with the dialect's status for the code (so an
-    overload is 529 on the Anthropic API, as Anthropic's own is)."""
+    """Refuse in the caller's API dialect (OpenAI's error shape on /v1/chat/completions,
+    Anthropic's on /v1/messages, the native one elsewhere) with a request id: with `status`
+    where the code's own status differs (431 and 408 have no code of their own), else with the
+    dialect's status for the code (so an overload is 529 on the Anthropic API, as Anthropic's
+    own is)."""
     # Imported here, not at the top: the dialect modules import this one (via validation.py).
     from .dialects import reject
 
