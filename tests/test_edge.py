@@ -11,7 +11,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic
 import httpx
+import openai
 import pytest
 
 from services.ingress.edge import EdgeLimits, Overload, json_depth_exceeds, shed_reason
@@ -126,6 +128,46 @@ async def test_sheds_load_with_503_when_too_much_is_in_flight(edge_stack: Stack)
         assert shed[0].headers["retry-after"] == "1"
         assert (await http.get("/healthz")).status_code == 200  # health is never shed
         assert (await http.post("/llm.invoke", json=BODY)).status_code == 200  # and it recovers
+
+
+async def test_the_sdks_see_edge_refusals_in_their_own_shape(edge_stack: Stack) -> None:
+    """413 and load shedding through the official SDKs: each raises its own status error with
+    its own error type and code, and reads the request id where it looks for one."""
+    big = [{"role": "user", "content": "x" * 30_000}]
+    async with (
+        openai.AsyncOpenAI(
+            base_url=edge_stack.ingress_url + "/v1", api_key=edge_stack.api_key, max_retries=0
+        ) as oai,
+        anthropic.AsyncAnthropic(
+            base_url=edge_stack.ingress_url, api_key=edge_stack.api_key, max_retries=0
+        ) as claude,
+    ):
+        with pytest.raises(openai.APIStatusError) as too_large:
+            await oai.chat.completions.create(model="demo/fast", messages=big)
+        assert too_large.value.status_code == 413
+        assert (too_large.value.type, too_large.value.code) == ("invalid_request_error", "payload_too_large")
+        assert too_large.value.request_id.startswith("req_")
+
+        with pytest.raises(anthropic.APIStatusError) as too_large_a:
+            await claude.messages.create(model="demo/fast", max_tokens=4, messages=big)
+        assert too_large_a.value.status_code == 413
+        assert too_large_a.value.body["error"]["type"] == "request_too_large"
+        assert too_large_a.value.request_id.startswith("req_")
+
+        # More at once than max_in_flight (3): some of each are shed.
+        small = [{"role": "user", "content": "hi"}]
+        results = await asyncio.gather(
+            *[oai.chat.completions.create(model="demo/fast", messages=small, max_tokens=4) for _ in range(5)],
+            *[claude.messages.create(model="demo/fast", max_tokens=4, messages=small) for _ in range(5)],
+            return_exceptions=True,
+        )
+    shed_openai = [r for r in results[:5] if isinstance(r, openai.APIStatusError)]
+    shed_anthropic = [r for r in results[5:] if isinstance(r, anthropic.APIStatusError)]
+    assert shed_openai and shed_anthropic, results
+    assert {(e.status_code, e.type, e.code) for e in shed_openai} == {(503, "server_error", "overloaded")}
+    assert {(e.status_code, e.body["error"]["type"]) for e in shed_anthropic} == {(529, "overloaded_error")}
+    assert all(e.request_id.startswith("req_") for e in [*shed_openai, *shed_anthropic])
+    assert all(e.response.headers["retry-after"] == "1" for e in [*shed_openai, *shed_anthropic])
 
 
 async def test_sheds_load_while_the_ledger_falls_behind(edge_stack: Stack) -> None:

@@ -1,14 +1,20 @@
 """Pure parts of the ingress edge shared by every API: routing hints, the API key, error headers
-and the gRPC request check and status mapping."""
+and the gRPC request check and status mapping; and the errors the HTTP edge answers itself
+(body too large, load shed, no key, wrong method) in each API's dialect, through the real app
+without a bus."""
 
 from __future__ import annotations
 
 import grpc
+import httpx
 import pytest
 
-from services.ingress import grpc_api, hints
-from services.ingress.dialects import ANTHROPIC, NATIVE, OPENAI, dialect_for_path, error_headers
+from services.ingress import anthropic_api, grpc_api, hints, native, openai_api
+from services.ingress.app import Ingress
+from services.ingress.dialects import ANTHROPIC, HTTP_APIS, NATIVE, OPENAI, dialect_for_path, error_headers
 from switchyard.errors import GatewayError
+from switchyard.settings import Settings
+from switchyard.tenancy import presented_key
 from switchyard.v1 import invoke_pb2
 
 
@@ -92,14 +98,17 @@ def test_too_many_or_too_long_metadata_headers() -> None:
     ],
 )
 def test_api_key_from_any_sdks_header(headers: dict, key: str) -> None:
-    assert hints.api_key_from(headers) == key
+    def api_key_from(headers: dict) -> str:  # how auth.py reads the key, HTTP and gRPC alike
+        return presented_key(headers.get("authorization"), headers.get("x-api-key"))
+
+    assert api_key_from(headers) == key
 
 
 def test_grpc_metadata_reads_like_headers() -> None:
     metadata = (("Authorization", "Bearer sk-g"), ("x-switchyard-route", "cheap"), ("trace-bin", b"\x00"))
     headers = hints.lowercase_headers(metadata)
     assert headers == {"authorization": "Bearer sk-g", "x-switchyard-route": "cheap"}
-    assert hints.api_key_from(headers) == "sk-g"
+    assert presented_key(headers.get("authorization"), headers.get("x-api-key")) == "sk-g"
     assert hints.hints_from_headers(headers).route == "cheap"
 
 
@@ -207,3 +216,114 @@ def test_grpc_trailing_metadata() -> None:
         ("x-request-id", "req_1"),
         ("retry-after", "1"),
     )
+
+
+# --- Errors the edge answers itself, in the caller's dialect (ASGI level: the real app, no bus) --
+
+API_PATHS = ("/llm.invoke", "/v1/chat/completions", "/v1/messages")
+
+
+def error_kind(path: str, body: dict) -> str:
+    """The error's kind in its dialect, after checking the body against that dialect's schema."""
+    if path == "/v1/chat/completions":
+        openai_api.OpenAIErrorResponse.model_validate(body)
+        return f"{body['error']['type']}/{body['error']['code']}"
+    if path == "/v1/messages":
+        anthropic_api.AnthropicErrorResponse.model_validate(body)
+        return body["error"]["type"]
+    native.NativeErrorResponse.model_validate(body)
+    return body["error"]["code"]
+
+
+def assert_request_id(path: str, response: httpx.Response) -> None:
+    request_id = response.headers["x-request-id"]
+    assert request_id.startswith("req_")
+    if path == "/v1/messages":
+        assert response.headers["request-id"] == request_id
+        assert response.json()["request_id"] == request_id
+    elif path == "/llm.invoke":
+        assert response.json()["error"]["request_id"] == request_id
+
+
+def asgi_client(ingress: Ingress) -> httpx.AsyncClient:
+    # No lifespan, so no bus: only what the edge answers before publishing can be asked.
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=ingress.app), base_url="http://ingress")
+
+
+BIG_BODY = {"model": "auto", "messages": [{"role": "user", "content": "x" * 2000}], "max_tokens": 4}
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "kind"),
+    [
+        ("/llm.invoke", 413, "payload_too_large"),
+        ("/v1/chat/completions", 413, "invalid_request_error/payload_too_large"),
+        ("/v1/messages", 413, "request_too_large"),
+    ],
+)
+async def test_a_body_too_large_is_refused_in_the_callers_dialect(path: str, status: int, kind: str) -> None:
+    async with asgi_client(Ingress(Settings(max_body_bytes=1000))) as http:
+        r = await http.post(path, json=BIG_BODY)
+    assert r.status_code == status
+    assert error_kind(path, r.json()) == kind
+    assert r.headers["x-should-retry"] == "false"
+    assert_request_id(path, r)
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "kind"),
+    [
+        ("/llm.invoke", 503, "overloaded"),
+        ("/v1/chat/completions", 503, "server_error/overloaded"),
+        ("/v1/messages", 529, "overloaded_error"),  # Anthropic's own status for an overloaded API
+    ],
+)
+async def test_shed_load_is_refused_in_the_callers_dialect(path: str, status: int, kind: str) -> None:
+    ingress = Ingress(Settings(max_in_flight=2))
+    ingress.overload.in_flight = 2
+    async with asgi_client(ingress) as http:
+        r = await http.post(path, json={"model": "auto"})
+        assert (await http.get("/healthz")).status_code == 200  # health is never shed
+    assert r.status_code == status
+    assert error_kind(path, r.json()) == kind
+    assert r.headers["retry-after"] == "1" and r.headers["x-should-retry"] == "true"
+    assert_request_id(path, r)
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/llm.invoke", "unauthorized"),
+        ("/v1/chat/completions", "invalid_request_error/invalid_api_key"),
+        ("/v1/messages", "authentication_error"),
+    ],
+)
+async def test_a_missing_key_is_refused_in_the_callers_dialect(path: str, kind: str) -> None:
+    async with asgi_client(Ingress(Settings(auth_required=True))) as http:
+        r = await http.post(path, json={"model": "auto"})
+    assert r.status_code == 401
+    assert error_kind(path, r.json()) == kind
+    assert r.headers["www-authenticate"] == 'Bearer realm="switchyard"'
+    assert_request_id(path, r)
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/llm.invoke", "method_not_allowed"),
+        ("/v1/chat/completions", "invalid_request_error/method_not_allowed"),
+        ("/v1/messages", "invalid_request_error"),
+    ],
+)
+async def test_a_wrong_method_is_refused_in_the_callers_dialect(path: str, kind: str) -> None:
+    async with asgi_client(Ingress(Settings(auth_required=False))) as http:
+        r = await http.get(path)
+    assert r.status_code == 405
+    assert error_kind(path, r.json()) == kind
+    assert_request_id(path, r)
+
+
+def test_every_http_api_is_routed_once() -> None:
+    app = Ingress(Settings()).app
+    posted = [route.path for route in app.routes if "POST" in (getattr(route, "methods", None) or ())]
+    assert [p for p in posted if p in API_PATHS] == [api.path for api in HTTP_APIS] == list(API_PATHS)

@@ -12,14 +12,25 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from switchyard.catalog import Catalog
 from switchyard.errors import GatewayError
 from switchyard.tokens import estimate_prompt_tokens
 from switchyard.v1 import invoke_pb2
 
-from .native import MAX_MESSAGES, GatewayInfo, StrategyWeights, gateway_json, set_strategy_and_metadata
+from .api_kit import (
+    GatewayInfo,
+    Parsed,
+    StrategyField,
+    StreamRenderer,
+    copy_sampling,
+    gateway_json,
+    set_strategy_and_metadata,
+    sse,
+    text_of,
+)
+from .native import MAX_MESSAGES
 from .validation import parse_json_body
 
 # ---------------------------------------------------------------------------------------------
@@ -111,14 +122,7 @@ class MessagesRequest(_In):
     metadata: dict[str, str | None] | None = Field(
         None, description="`user_id` as in Anthropic's API, plus routing metadata such as agent or task."
     )
-    strategy: Literal["balanced", "fastest", "cheapest", "best"] | StrategyWeights | None = None
-
-    @field_validator("strategy")
-    @classmethod
-    def _weights_not_all_zero(cls, value: Any) -> Any:
-        if isinstance(value, StrategyWeights) and value.latency + value.cost + value.quality <= 0:
-            raise ValueError("strategy weights must not all be zero")
-        return value
+    strategy: StrategyField | None = None
 
 
 def parse_body(raw: bytes, max_depth: int = 64) -> MessagesRequest:
@@ -196,12 +200,7 @@ def to_request(body: MessagesRequest) -> invoke_pb2.InvokeRequest:
         )
     if body.tool_choice is not None:
         request.tool_choice_json = _tool_choice_json(body.tool_choice)
-    if body.temperature is not None:
-        request.temperature = body.temperature
-    if body.top_p is not None:
-        request.top_p = body.top_p
-    if body.stop_sequences:
-        request.stop.extend(body.stop_sequences)
+    copy_sampling(request, temperature=body.temperature, top_p=body.top_p, stop=body.stop_sequences)
     set_strategy_and_metadata(request, body.strategy, body.metadata)
     return request
 
@@ -248,7 +247,7 @@ def usage_json(usage: invoke_pb2.Usage) -> dict[str, int]:
 
 def content_json(message: invoke_pb2.Message) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
-    text = "".join(p.text for p in message.content if p.HasField("text"))
+    text = text_of(message)
     if text:
         blocks.append({"type": "text", "text": text})
     for call in message.tool_calls:
@@ -277,11 +276,7 @@ def message_json(request: invoke_pb2.InvokeRequest, final: invoke_pb2.InvokeResp
     }
 
 
-def sse(event: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-
-
-class EventStream:
+class EventStream(StreamRenderer):
     """Reply frames -> Messages streaming events, one instance per streamed request.
 
     message_start (with an input-token estimate; the exact count comes in message_delta), then
@@ -293,6 +288,7 @@ class EventStream:
     """
 
     def __init__(self, request: invoke_pb2.InvokeRequest) -> None:
+        self._request_id = request.request_id
         self._id = message_id(request.request_id)
         self._model = request.model
         self._input_estimate = estimate_prompt_tokens(request)
@@ -368,20 +364,20 @@ class EventStream:
             )
         return out
 
-    def __call__(self, frame: invoke_pb2.Reply) -> list[bytes]:
-        kind = frame.WhichOneof("frame")
-        if kind == "error":
-            return [sse("error", error_body(GatewayError.from_proto(frame.error), frame.error.request_id)[1])]
+    def error(self, error: GatewayError) -> list[bytes]:
+        return [sse("error", error_body(error, self._request_id)[1])]
+
+    def chunk(self, chunk: invoke_pb2.Chunk) -> list[bytes]:
         out = self._start()
-        if kind == "chunk":
-            chunk = frame.chunk
-            if chunk.delta_text:
-                out.extend(self._text(chunk.delta_text))
-            for call in chunk.tool_calls:
-                out.extend(self._tool(call.index, call.id, call.name, call.arguments_delta))
-            return out
-        final = frame.final
-        text = "".join(p.text for p in final.message.content if p.HasField("text"))
+        if chunk.delta_text:
+            out.extend(self._text(chunk.delta_text))
+        for call in chunk.tool_calls:
+            out.extend(self._tool(call.index, call.id, call.name, call.arguments_delta))
+        return out
+
+    def final(self, final: invoke_pb2.InvokeResponse) -> list[bytes]:
+        out = self._start()
+        text = text_of(final.message)
         if text and not self._sent_text:
             out.extend(self._text(text))
         if not self._sent_tools:
@@ -437,6 +433,32 @@ def error_body(error: GatewayError, request_id: str = "") -> tuple[int, dict[str
     if request_id:
         body["request_id"] = request_id
     return status, body
+
+
+# ---------------------------------------------------------------------------------------------
+# The API
+
+
+class AnthropicApi:
+    """`POST /v1/messages` (see api_kit.HttpApi)."""
+
+    name = "anthropic"
+    path = "/v1/messages"
+    request_id_header = "request-id"
+
+    def parse(self, raw: bytes, max_depth: int) -> Parsed:
+        return Parsed(to_request(parse_body(raw, max_depth)))
+
+    def render_final(
+        self, request: invoke_pb2.InvokeRequest, final: invoke_pb2.InvokeResponse
+    ) -> dict[str, Any]:
+        return message_json(request, final)
+
+    def render_error(self, error: GatewayError, request_id: str) -> tuple[int, dict[str, Any]]:
+        return error_body(error, request_id)
+
+    def render_stream(self, parsed: Parsed) -> EventStream:
+        return EventStream(parsed.request)
 
 
 # ---------------------------------------------------------------------------------------------

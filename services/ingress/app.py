@@ -1,7 +1,8 @@
-"""The ingress HTTP app (Starlette): thin I/O around the native API's pure translation.
+"""The ingress HTTP app (Starlette): thin I/O around the APIs' pure translations.
 
-No routing or provider logic lives here: a request is validated, stamped with its ids and
-deadline, published on `llm.invoke`, and its reply frames relayed as JSON or SSE.
+No routing or provider logic lives here: a request is parsed by its API (dialects.HTTP_APIS,
+registered in one loop), stamped with its ids and deadline, published on `llm.invoke`, and its
+reply frames relayed as JSON or SSE in the caller's dialect (exchange.py reads them).
 """
 
 from __future__ import annotations
@@ -10,14 +11,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
-from nats.nuid import NUID
-from opentelemetry import trace
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -25,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from switchyard import bus, genai, metrics, subjects, telemetry
+from switchyard import bus, subjects
 from switchyard.errors import GatewayError
 from switchyard.service import load_service_catalog
 from switchyard.settings import Settings
@@ -33,32 +31,24 @@ from switchyard.tenancy import ANONYMOUS, Identity
 from switchyard.tenancy_store import load_or_create_admin_token
 from switchyard.v1 import invoke_pb2
 
-from . import admin, anthropic_api, auth, hints, native, openai_api
-from .client import GatewayClient, ReplyStream
+from . import admin, anthropic_api, auth, hints, openai_api
+from .api_kit import HttpApi, Parsed, StreamRenderer
+from .client import GatewayClient
 from .dialects import (
     ANTHROPIC,
+    HTTP_APIS,
     NATIVE,
     OPENAI,
-    Dialect,
     dialect_for_path,
     error_headers,
+    new_request_id,
     request_id_headers,
 )
 from .edge import EdgeMiddleware, Overload, limits_from, poll_ledger_lag
+from .exchange import REQUESTS, Exchange, open_exchange
 from .openapi import openapi_document
 
 log = logging.getLogger("switchyard.ingress")
-
-REQUESTS = Counter("switchyard_ingress_requests_total", "Requests by API and outcome", ["api", "status"])
-LATENCY = Histogram(
-    "switchyard_ingress_latency_seconds",
-    "End-to-end latency at the ingress (to the final frame)",
-    ["api"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-)
-_nuid = NUID()
-tracer = telemetry.tracer("switchyard.ingress")
-SERVICE = "ingress"
 
 
 class JSONResponse(Response):
@@ -68,59 +58,9 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-# Renders one reply frame of a streamed request as SSE bytes; one instance per request.
-Streamer = Callable[[invoke_pb2.Reply], list[bytes]]
-
-
-def error_response(error: GatewayError, request_id: str = "", dialect: Dialect = NATIVE) -> JSONResponse:
-    status, body = dialect.error_body(error, request_id)
+def error_response(error: GatewayError, request_id: str = "", dialect: HttpApi = NATIVE) -> JSONResponse:
+    status, body = dialect.render_error(error, request_id)
     return JSONResponse(body, status_code=status, headers=error_headers(error, request_id, dialect))
-
-
-def new_request_id() -> str:
-    return "req_" + _nuid.next().decode()
-
-
-@dataclass
-class Exchange:
-    """One request in flight through the ingress: its reply frames, root span and clock."""
-
-    request: invoke_pb2.InvokeRequest
-    span: trace.Span
-    started: float = field(default_factory=time.perf_counter)
-    first: invoke_pb2.Reply = field(default_factory=invoke_pb2.Reply)
-    replies: ReplyStream | None = None
-    finished: bool = False
-
-    def __post_init__(self) -> None:
-        metrics.IN_FLIGHT.labels(SERVICE).inc()
-
-    async def next(self) -> invoke_pb2.Reply:
-        """The next frame; a failure to get one (timeout, lost worker) becomes an error frame."""
-        assert self.replies is not None
-        try:
-            return await self.replies.next()
-        except GatewayError as error:
-            return invoke_pb2.Reply(error=error.to_proto(self.request.request_id))
-
-    def finish(self, status: str, final: invoke_pb2.InvokeResponse | None = None) -> None:
-        """Metrics and the root span's outcome, once per request (later calls do nothing)."""
-        if self.finished:
-            return
-        self.finished = True
-        elapsed = time.perf_counter() - self.started
-        REQUESTS.labels(self.request.api, status).inc()
-        metrics.IN_FLIGHT.labels(SERVICE).dec()
-        metrics.REQUESTS.labels(SERVICE, status).inc()
-        metrics.DURATION.labels(SERVICE).observe(elapsed)
-        if final is not None:
-            LATENCY.labels(self.request.api).observe(elapsed)
-            self.span.set_attributes(genai.response_attributes(final))
-        else:
-            metrics.ERRORS.labels(SERVICE, status).inc()
-            self.span.set_attribute("error.type", status)
-            self.span.set_status(trace.StatusCode.ERROR, status)
-        self.span.end()
 
 
 class Ingress:
@@ -144,9 +84,7 @@ class Ingress:
                 Middleware(auth.AuthMiddleware, authenticator=self.auth),
             ],
             routes=[
-                Route("/llm.invoke", self.invoke, methods=["POST"]),
-                Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
-                Route("/v1/messages", self.messages, methods=["POST"]),
+                *(Route(api.path, self._endpoint(api), methods=["POST"], name=api.name) for api in HTTP_APIS),
                 Route("/v1/models", self.list_models, methods=["GET"]),
                 Route("/v1/models/{model:path}", self.get_model, methods=["GET"]),
                 Route("/v1/requests/{request_id}", self.get_request, methods=["GET"]),
@@ -193,21 +131,22 @@ class Ingress:
             with contextlib.suppress(Exception):
                 await nc.drain()
 
+    # Errors raised before a request is published (a malformed body, a bad hint header, an
+    # unknown path or method) get a request id of their own, as the edge's refusals do.
     async def _on_gateway_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
-        return error_response(exc, dialect=dialect_for_path(request.url.path))
+        return error_response(exc, new_request_id(), dialect_for_path(request.url.path))
 
     async def _on_http_exception(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
         error = GatewayError(code, f"{request.method} {request.url.path}: {exc.detail}")
-        return error_response(error, dialect=dialect_for_path(request.url.path))
+        return error_response(error, new_request_id(), dialect_for_path(request.url.path))
 
     async def _on_exception(self, request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
-        return error_response(
-            GatewayError("internal", "internal error"), dialect=dialect_for_path(request.url.path)
-        )
+        error = GatewayError("internal", "internal error")
+        return error_response(error, new_request_id(), dialect_for_path(request.url.path))
 
     def admit(
         self, request: invoke_pb2.InvokeRequest, headers: Mapping[str, str]
@@ -240,20 +179,13 @@ class Ingress:
         request.key_id = identity.key_id
         return request
 
-    async def invoke(self, http: Request) -> Response:
-        body = native.parse_body(await http.body(), self.settings.max_json_depth)
-        request = self.admit(native.to_request(body, api="native"), http.headers)
-        return await self.relay(request, NATIVE, native_stream)
+    def _endpoint(self, api: HttpApi) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(http: Request) -> Response:
+            parsed = api.parse(await http.body(), self.settings.max_json_depth)
+            self.admit(parsed.request, http.headers)  # stamps it in place
+            return await self.relay(api, parsed)
 
-    async def chat_completions(self, http: Request) -> Response:
-        body = openai_api.parse_body(await http.body(), self.settings.max_json_depth)
-        request = self.admit(openai_api.to_request(body), http.headers)
-        return await self.relay(request, OPENAI, openai_api.ChunkStream(request, body.include_usage))
-
-    async def messages(self, http: Request) -> Response:
-        body = anthropic_api.parse_body(await http.body(), self.settings.max_json_depth)
-        request = self.admit(anthropic_api.to_request(body), http.headers)
-        return await self.relay(request, ANTHROPIC, anthropic_api.EventStream(request))
+        return endpoint
 
     async def list_models(self, http: Request) -> Response:
         # Anthropic's SDKs list models at the same path; they always send anthropic-version.
@@ -266,7 +198,7 @@ class Ingress:
         anthropic = "anthropic-version" in http.headers
         if name not in self.catalog.model_names():
             error = GatewayError("model_not_found", f"unknown model {name!r}", param="model")
-            return error_response(error, dialect=ANTHROPIC if anthropic else OPENAI)
+            return error_response(error, new_request_id(), ANTHROPIC if anthropic else OPENAI)
         if anthropic:
             return JSONResponse(anthropic_api.model_json(name))
         return JSONResponse(openai_api.model_json(self.catalog, name))
@@ -275,88 +207,36 @@ class Ingress:
         return JSONResponse(openapi_document())
 
     async def open(self, request: invoke_pb2.InvokeRequest) -> Exchange:
-        """Publish the request and wait for its first frame (a chunk, the final answer or an
-        error). The request's root span starts here and its context rides the NATS headers,
-        so the router, the worker and the ledger continue one trace. The caller closes the
-        request with `client.close` or `client.cancel`, and ends the exchange with `finish`."""
+        """Publish the request and wait for its first frame (exchange.open_exchange)."""
         assert self.client is not None
-        span = tracer.start_span(
-            genai.span_name(request.model),
-            kind=trace.SpanKind.SERVER,
-            attributes={**genai.request_attributes(request), "switchyard.api": request.api},
-        )
-        exchange = Exchange(request, span)
-        try:
-            with trace.use_span(span, end_on_exit=False):
-                replies = await self.client.open(request, self.settings.request_timeout_s)
-            exchange.replies = replies
-            try:
-                exchange.first = await replies.next()
-            except GatewayError as error:
-                exchange.first = invoke_pb2.Reply(error=error.to_proto(request.request_id))
-        except BaseException:
-            exchange.finish("cancelled")  # the caller went away while we waited
-            raise
-        return exchange
+        return await open_exchange(self.client, request, self.settings.request_timeout_s)
 
     def count(self, request: invoke_pb2.InvokeRequest, status: str) -> None:
         """A request refused before it was published (no exchange, no span)."""
         REQUESTS.labels(request.api, status).inc()
 
-    async def relay(
-        self, request: invoke_pb2.InvokeRequest, dialect: Dialect, streamer: Streamer
-    ) -> Response:
-        """Publish, then answer with the final frame (JSON) or stream the frames (SSE), in the
-        caller's API dialect. All HTTP APIs share this path. A streamed request's span ends
-        with the stream."""
-        assert self.client is not None
+    async def relay(self, api: HttpApi, parsed: Parsed) -> Response:
+        """Publish, then answer with the final answer (JSON) or stream the frames (SSE), in the
+        caller's API dialect. All HTTP APIs share this path. An error before the first frame is
+        an error response with its status; a streamed request's span ends with the stream."""
+        request = parsed.request
         exchange = await self.open(request)
-        first = exchange.first
-        kind = first.WhichOneof("frame")
-        if kind == "error":
-            self.client.close(request.request_id)
-            exchange.finish(first.error.code)
-            return error_response(GatewayError.from_proto(first.error), request.request_id, dialect)
-        if not request.stream:
-            self.client.close(request.request_id)
-            exchange.finish("ok", first.final)
+        if not request.stream or isinstance(exchange.first, GatewayError):
+            answer = exchange.settle()
+            if isinstance(answer, GatewayError):
+                return error_response(answer, request.request_id, api)
             return JSONResponse(
-                dialect.final_json(request, first.final),
-                headers=request_id_headers(request.request_id, dialect),
+                api.render_final(request, answer), headers=request_id_headers(request.request_id, api)
             )
         return StreamingResponse(
-            self._stream(exchange, streamer),
+            _sse(exchange, api.render_stream(parsed)),
             media_type="text/event-stream",
             headers={
                 "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no",
-                **request_id_headers(request.request_id, dialect),
+                **request_id_headers(request.request_id, api),
             },
         )
-
-    async def _stream(self, exchange: Exchange, streamer: Streamer) -> AsyncIterator[bytes]:
-        assert self.client is not None
-        request = exchange.request
-        finished = False
-        try:
-            frame = exchange.first
-            while True:
-                for out in streamer(frame):
-                    yield out
-                if frame.WhichOneof("frame") != "chunk":
-                    finished = True
-                    if frame.WhichOneof("frame") == "final":
-                        exchange.finish("ok", frame.final)
-                    else:
-                        exchange.finish(frame.error.code)
-                    return
-                frame = await exchange.next()
-        finally:
-            if finished:
-                self.client.close(request.request_id)
-            else:  # the client went away mid-stream: stop the upstream call
-                exchange.finish("cancelled")
-                await self.client.cancel(request.request_id)
 
     async def get_request(self, http: Request) -> Response:
         """One request's ledger row (rationale, attempts, tokens, cost), read via the ledger.
@@ -400,12 +280,10 @@ class Ingress:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def native_stream(frame: invoke_pb2.Reply) -> list[bytes]:
-    """SSE events of the native API: `chunk` events, then one `final` or `error` event."""
-    kind = frame.WhichOneof("frame")
-    if kind == "chunk":
-        return [native.sse("chunk", native.chunk_json(frame.chunk))]
-    if kind == "final":
-        return [native.sse("final", native.response_json(frame.final))]
-    err = frame.error
-    return [native.sse("error", native.error_json(err.code, err.message, err.request_id))]
+async def _sse(exchange: Exchange, render: StreamRenderer) -> AsyncIterator[bytes]:
+    """A streamed request's frames as its API's SSE events; a client that goes away mid-stream
+    stops the upstream call (Exchange.frames)."""
+    async with contextlib.aclosing(exchange.frames()) as frames:
+        async for frame in frames:
+            for event in render(frame):
+                yield event

@@ -4,14 +4,13 @@ An ASGI middleware checks the key of every API request (`Authorization: Bearer <
 `x-api-key: <key>`) against the tenancy view, which a KV watch keeps live, and puts the
 caller's Identity in a context variable that `Ingress.stamp` reads. So every endpoint that
 stamps a request (native, OpenAI-, Anthropic-compatible) is authenticated the same way.
-Unknown, revoked or missing keys get 401 in the neutral error shape.
+Unknown, revoked or missing keys get 401 in the caller's API dialect (dialects.reject).
 """
 
 from __future__ import annotations
 
 import contextvars
 
-import orjson
 from nats.aio.client import Client as NATS
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -20,7 +19,7 @@ from switchyard.settings import Settings
 from switchyard.tenancy import ANONYMOUS, Identity, TenancyView, presented_key
 from switchyard.tenancy_store import TenancyWatcher, tenancy_bucket
 
-from .dialects import dialect_for_path
+from .dialects import reject
 
 # Paths that need no API key: probes, metrics, and the admin API (it has its own token).
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
@@ -75,28 +74,10 @@ class AuthMiddleware:
                 _header(scope, b"authorization"), _header(scope, b"x-api-key")
             )
         except GatewayError as error:
-            await _reject(send, error, path)
+            await reject(scope, send, error, 0, [(b"www-authenticate", b'Bearer realm="switchyard"')])
             return
         token = current_identity.set(identity)
         try:
             await self.app(scope, receive, send)
         finally:
             current_identity.reset(token)
-
-
-async def _reject(send: Send, error: GatewayError, path: str = "") -> None:
-    # Each API answers in its own error shape, so an SDK's 401 handling works unchanged.
-    status, payload = dialect_for_path(path).error_body(error, "")
-    body = orjson.dumps(payload)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", b'Bearer realm="switchyard"'),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from typing import TypeAlias
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -21,36 +21,40 @@ from switchyard.v1 import invoke_pb2
 
 NO_RESPONDERS = "503"
 
+# One step of a request's reply: a chunk or final frame as it came off the bus, or the error
+# that ends the request. An error is a GatewayError from here to the edge that renders it: an
+# error frame is decoded once, here; a passed deadline or a missing router is one to begin with.
+Frame: TypeAlias = invoke_pb2.Reply | GatewayError
+
 
 class ReplyStream:
-    """The frames of one request, in order, ending with a final or an error frame."""
+    """The frames of one request, in order, ending with a final frame or an error."""
 
     def __init__(self, queue: asyncio.Queue[Msg], deadline: float) -> None:
         self._queue = queue
         self._deadline = deadline
 
-    async def next(self) -> invoke_pb2.Reply:
+    async def next(self) -> Frame:
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
-            raise GatewayError("timeout", "the request took longer than its deadline")
+            return GatewayError("timeout", "the request took longer than its deadline")
         try:
             msg = await asyncio.wait_for(self._queue.get(), remaining)
         except TimeoutError:
-            raise GatewayError("timeout", "the request took longer than its deadline") from None
+            return GatewayError("timeout", "the request took longer than its deadline")
         if msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
-            raise GatewayError(
+            return GatewayError(
                 "unavailable",
                 "no router or provider worker is available right now",
                 retry_after_s=1.0,
             )
-        return codec.decode_reply(msg.data)
-
-    async def frames(self) -> AsyncIterator[invoke_pb2.Reply]:
-        while True:
-            frame = await self.next()
-            yield frame
-            if frame.WhichOneof("frame") != "chunk":
-                return
+        reply = codec.decode_reply(msg.data)
+        kind = reply.WhichOneof("frame")
+        if kind == "error":
+            return GatewayError.from_proto(reply.error)
+        if kind is None:  # a sender's bug; without this the request would wait for its deadline
+            return GatewayError("internal", "a reply frame with no chunk, final or error")
+        return reply
 
 
 class GatewayClient:
@@ -71,17 +75,21 @@ class GatewayClient:
         if queue is not None:
             queue.put_nowait(msg)
 
-    async def open(self, request: invoke_pb2.InvokeRequest, timeout_s: float) -> ReplyStream:
-        """Publish the request; the returned stream yields its frames. Call `close` after."""
+    def expect(self, request_id: str, timeout_s: float) -> ReplyStream:
+        """The stream of a request's frames, registered before the request is published (so no
+        frame can arrive unseen). Call `close` (or `cancel`) after."""
         queue: asyncio.Queue[Msg] = asyncio.Queue()
-        self._pending[request.request_id] = queue
+        self._pending[request_id] = queue
+        return ReplyStream(queue, time.monotonic() + timeout_s)
+
+    async def publish(self, request: invoke_pb2.InvokeRequest) -> None:
+        """Publish the request on `llm.invoke`, replies to this process's inbox."""
         await self.nc.publish(
             subjects.INVOKE,
             request.SerializeToString(),
             reply=f"{self._prefix}.{request.request_id}",
             headers=telemetry.inject_headers(),
         )
-        return ReplyStream(queue, time.monotonic() + timeout_s)
 
     def close(self, request_id: str) -> None:
         self._pending.pop(request_id, None)

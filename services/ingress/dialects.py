@@ -1,37 +1,39 @@
-"""How each HTTP API spells an answer and an error. The path through the gateway is the same
-for all of them (Ingress.relay); only the rendering at the edge differs."""
+"""The HTTP APIs the ingress serves, and how an error reaches a caller in its own API's shape.
+
+Each API implements api_kit.HttpApi; the app registers `HTTP_APIS` in one loop and serves them
+all through one path (Ingress.relay). An error answered by the edge itself (body too large, load
+shed, no API key, unknown path) is rendered here, in the dialect of the path the caller used, so
+an OpenAI or Anthropic SDK sees its own error shape for those too.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+
+import orjson
+from nats.nuid import NUID
 
 from switchyard.errors import RETRYABLE_CODES, GatewayError
-from switchyard.v1 import invoke_pb2
 
-from . import anthropic_api, native, openai_api
+from .anthropic_api import AnthropicApi
+from .api_kit import HttpApi
+from .edge import Scope, Send
+from .native import NativeApi
+from .openai_api import OpenAIApi
 
+NATIVE: HttpApi = NativeApi()
+OPENAI: HttpApi = OpenAIApi()
+ANTHROPIC: HttpApi = AnthropicApi()
+HTTP_APIS: tuple[HttpApi, ...] = (NATIVE, OPENAI, ANTHROPIC)
 
-@dataclass(frozen=True)
-class Dialect:
-    name: str
-    final_json: Callable[[invoke_pb2.InvokeRequest, invoke_pb2.InvokeResponse], dict[str, Any]]
-    error_body: Callable[[GatewayError, str], tuple[int, dict[str, Any]]]
-    # Where the SDKs of this API look for the request id.
-    request_id_header: str = "x-request-id"
-
-
-def _native_error(error: GatewayError, request_id: str) -> tuple[int, dict[str, Any]]:
-    return error.http_status, native.error_json(error.code, error.message, request_id, error.param)
+_nuid = NUID()
 
 
-NATIVE = Dialect("native", lambda request, final: native.response_json(final), _native_error)
-OPENAI = Dialect("openai", openai_api.completion_json, lambda error, _: openai_api.error_body(error))
-ANTHROPIC = Dialect("anthropic", anthropic_api.message_json, anthropic_api.error_body, "request-id")
+def new_request_id() -> str:
+    return "req_" + _nuid.next().decode()
 
 
-def dialect_for_path(path: str) -> Dialect:
+def dialect_for_path(path: str) -> HttpApi:
     """The error shape a client of this path expects (also for unknown paths under /v1)."""
     if path == "/v1/messages" or path.startswith("/v1/messages/"):
         return ANTHROPIC
@@ -40,7 +42,7 @@ def dialect_for_path(path: str) -> Dialect:
     return NATIVE
 
 
-def error_headers(error: GatewayError, request_id: str, dialect: Dialect) -> dict[str, str]:
+def error_headers(error: GatewayError, request_id: str, dialect: HttpApi) -> dict[str, str]:
     """Retry-After when known, and `x-should-retry`, which the OpenAI and Anthropic SDKs obey
     before their own status-code rules: a spent budget (429) must not be retried, an
     unavailable pool (503) may be."""
@@ -52,6 +54,38 @@ def error_headers(error: GatewayError, request_id: str, dialect: Dialect) -> dic
     return headers
 
 
-def request_id_headers(request_id: str, dialect: Dialect) -> dict[str, str]:
+def request_id_headers(request_id: str, dialect: HttpApi) -> dict[str, str]:
     """`x-request-id` always, plus the header this dialect's SDKs read, if it differs."""
     return {"x-request-id": request_id, dialect.request_id_header: request_id}
+
+
+def edge_error(
+    path: str, error: GatewayError, status: int = 0
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """(status, headers, body) of an error answered before a request is published, in the
+    dialect of `path`, with a request id of its own (the caller can quote it; it has no ledger
+    row). `status` overrides the dialect's for limits no error code names (431, 408)."""
+    dialect = dialect_for_path(path)
+    request_id = new_request_id()
+    dialect_status, payload = dialect.render_error(error, request_id)
+    body = orjson.dumps(payload)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in error_headers(error, request_id, dialect).items()),
+    ]
+    return status or dialect_status, headers, body
+
+
+async def reject(
+    scope: Scope,
+    send: Send,
+    error: GatewayError,
+    status: int = 0,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer `error` from ASGI middleware (edge limits, authentication), in the caller's
+    dialect (see edge_error); `headers` are added (WWW-Authenticate, say)."""
+    status, base, body = edge_error(scope.get("path", ""), error, status)
+    await send({"type": "http.response.start", "status": status, "headers": [*base, *headers]})
+    await send({"type": "http.response.body", "body": body})

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+from switchyard.errors import GatewayError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -47,21 +47,23 @@ class Overload:
 
 
 async def _reject(
-    send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] = ()
+    scope: Scope,
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: list[tuple[bytes, bytes]] = (),
 ) -> None:
-    body = orjson.dumps({"error": {"code": code, "message": message}})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    """Refuse in the caller's API dialect (OpenAI's error shape on /v1/chat/completions,
+    Anthropic's on /v1/messages, the native one elsewhere) with a request id: with `status`
+    where the code's own status differs (431 and 408 have no code of their own), else with the
+    dialect's status for the code (so an overload is 529 on the Anthropic API, as Anthropic's
+    own is)."""
+    # Imported here, not at the top: the dialect modules import this one (via validation.py).
+    from .dialects import reject
+
+    error = GatewayError(code, message)
+    await reject(scope, send, error, status if status != error.http_status else 0, headers)
 
 
 def shed_reason(limits: EdgeLimits, overload: Overload) -> str:
@@ -87,13 +89,13 @@ class EdgeMiddleware:
         header_bytes = sum(len(k) + len(v) for k, v in scope["headers"])
         if header_bytes > limits.max_header_bytes:
             await _reject(
-                send, 431, "invalid_request", f"request headers exceed {limits.max_header_bytes} bytes"
+                scope, send, 431, "invalid_request", f"request headers exceed {limits.max_header_bytes} bytes"
             )
             return
         if scope["method"] == "POST" and scope["path"] not in NEVER_SHED:
             reason = shed_reason(limits, self.overload)
             if reason:
-                await _reject(send, 503, "overloaded", reason, [(b"retry-after", b"1")])
+                await _reject(scope, send, 503, "overloaded", reason, [(b"retry-after", b"1")])
                 return
             self.overload.in_flight += 1
             try:
@@ -110,11 +112,15 @@ class EdgeMiddleware:
                 try:
                     announced = int(value)
                 except ValueError:
-                    await _reject(send, 400, "invalid_request", "invalid Content-Length")
+                    await _reject(scope, send, 400, "invalid_request", "invalid Content-Length")
                     return
                 if announced > limits.max_body_bytes:
                     await _reject(
-                        send, 413, "payload_too_large", f"request body exceeds {limits.max_body_bytes} bytes"
+                        scope,
+                        send,
+                        413,
+                        "payload_too_large",
+                        f"request body exceeds {limits.max_body_bytes} bytes",
                     )
                     return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -129,6 +135,7 @@ class EdgeMiddleware:
                 message = await asyncio.wait_for(receive(), limits.body_timeout_s)
             except TimeoutError:
                 await _reject(
+                    scope,
                     send,
                     408,
                     "timeout",
@@ -141,7 +148,11 @@ class EdgeMiddleware:
             size += len(chunk)
             if size > limits.max_body_bytes:
                 await _reject(
-                    send, 413, "payload_too_large", f"request body exceeds {limits.max_body_bytes} bytes"
+                    scope,
+                    send,
+                    413,
+                    "payload_too_large",
+                    f"request body exceeds {limits.max_body_bytes} bytes",
                 )
                 return
             chunks.append(chunk)

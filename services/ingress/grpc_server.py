@@ -1,5 +1,6 @@
 """The gRPC ingress: the `Gateway` service (Invoke, InvokeStream) on SWITCHYARD_GRPC_PORT, served
-from the ingress process over the same path as the HTTP APIs (Ingress.admit + Ingress.open).
+from the ingress process over the same path as the HTTP APIs (Ingress.admit + Ingress.open, then
+the reply loop of exchange.py).
 
 Errors end the call with a gRPC status (grpc_api.STATUS) and trailing metadata carrying the
 neutral code and the request id. On InvokeStream, an error after frames were sent is first sent
@@ -9,9 +10,10 @@ call ends with the status.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import grpc
 
@@ -26,12 +28,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchyard.ingress.grpc")
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: GatewayError, request_id: str) -> None:
+async def _abort(context: grpc.aio.ServicerContext, error: GatewayError, request_id: str) -> NoReturn:
     await context.abort(
         grpc_api.status_for(error.code),
         error.message,
         trailing_metadata=grpc_api.trailing_metadata(error, request_id),
     )
+    raise AssertionError("context.abort returns only by raising")
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
@@ -50,63 +53,37 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         except GatewayError as error:
             self.ingress.count(invoke_pb2.InvokeRequest(api="grpc"), error.code)
             await _abort(context, error, "")
-            raise  # abort raises; this line is never reached
 
     async def Invoke(
         self, request: invoke_pb2.InvokeRequest, context: grpc.aio.ServicerContext
     ) -> invoke_pb2.InvokeResponse:
         request = await self._admit(request, context, stream=False)
-        assert self.ingress.client is not None
-        exchange = None
-        try:
-            exchange = await self.ingress.open(request)
-        finally:
-            if exchange is not None:
-                self.ingress.client.close(request.request_id)
-            else:  # the client cancelled or its deadline passed: stop the upstream call
-                await self.ingress.client.cancel(request.request_id)
-        first = exchange.first
-        if first.WhichOneof("frame") == "error":
-            exchange.finish(first.error.code)
-            await _abort(context, GatewayError.from_proto(first.error), request.request_id)
-        exchange.finish("ok", first.final)
+        exchange = await self.ingress.open(request)
+        answer = exchange.settle()
+        if isinstance(answer, GatewayError):
+            await _abort(context, answer, request.request_id)
         await context.send_initial_metadata(((grpc_api.REQUEST_ID_KEY, request.request_id),))
-        return first.final
+        return answer
 
     async def InvokeStream(
         self, request: invoke_pb2.InvokeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[invoke_pb2.Reply]:
         request = await self._admit(request, context, stream=True)
-        client = self.ingress.client
-        assert client is not None
         exchange = await self.ingress.open(request)
-        finished = False
-        sent = 0
-        try:
-            frame = exchange.first
-            while True:
-                kind = frame.WhichOneof("frame")
-                if kind == "error":
-                    finished = True
-                    exchange.finish(frame.error.code)
-                    if sent:
-                        yield frame
-                    await _abort(context, GatewayError.from_proto(frame.error), request.request_id)
-                if not sent:
-                    await context.send_initial_metadata(((grpc_api.REQUEST_ID_KEY, request.request_id),))
+        first = exchange.first
+        if isinstance(first, GatewayError):  # before any frame: the status alone
+            exchange.settle()
+            await _abort(context, first, request.request_id)
+        await context.send_initial_metadata(((grpc_api.REQUEST_ID_KEY, request.request_id),))
+        # A call cancelled (or past its deadline) mid-stream closes this generator, which
+        # cancels the upstream call (Exchange.frames).
+        async with contextlib.aclosing(exchange.frames()) as frames:
+            async for frame in frames:
+                if isinstance(frame, GatewayError):
+                    # The contract's stream ends with a final or an error frame; then the status.
+                    yield invoke_pb2.Reply(error=frame.to_proto(request.request_id))
+                    await _abort(context, frame, request.request_id)
                 yield frame
-                sent += 1
-                if kind == "final":
-                    finished = True
-                    exchange.finish("ok", frame.final)
-                    return
-                frame = await exchange.next()
-        finally:
-            if finished:
-                client.close(request.request_id)
-            else:  # the client cancelled or its deadline passed: stop the upstream call
-                exchange.finish("cancelled")
-                await client.cancel(request.request_id)
 
 
 async def start_grpc_server(ingress: Ingress, host: str, port: int) -> grpc.aio.Server:

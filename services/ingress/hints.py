@@ -1,4 +1,4 @@
-"""Routing hints and the caller's API key, read the same way on every API. Pure functions.
+"""Routing hints, read the same way on every API. Pure functions.
 
 Every API (native, OpenAI-compatible, Anthropic-compatible, gRPC) accepts the same hints as
 HTTP headers (or gRPC metadata, whose keys are lowercase header names):
@@ -138,15 +138,3 @@ def apply_hints(request: invoke_pb2.InvokeRequest, hints: RoutingHints) -> invok
     for key, value in hints.metadata.items():
         request.metadata[key] = value
     return request
-
-
-def api_key_from(headers: Mapping[str, str]) -> str:
-    """The caller's API key, wherever the caller's SDK puts it: `Authorization: Bearer <key>`
-    (OpenAI SDKs, curl), `x-api-key: <key>` (Anthropic SDKs), or the same names in gRPC
-    metadata. "" when none is given. The one place keys are read, so authentication plugs in
-    here for every API alike. `headers` must have lowercase keys."""
-    authorization = headers.get("authorization", "").strip()
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return headers.get("x-api-key", "").strip()

@@ -6,18 +6,25 @@ InvokeRequest.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from switchyard.errors import GatewayError
 from switchyard.v1 import invoke_pb2
 
-from . import hints
+from .api_kit import (
+    Parsed,
+    StrategyField,
+    StreamRenderer,
+    copy_sampling,
+    set_strategy_and_metadata,
+    sse,
+    text_of,
+)
 from .validation import parse_json_body
 
-STRATEGY_PRESETS = hints.STRATEGY_PRESETS
 MAX_MESSAGES = 2048
 
 
@@ -74,12 +81,6 @@ class ToolIn(_Strict):
     function: FunctionIn
 
 
-class StrategyWeights(_Strict):
-    latency: float = Field(0.0, ge=0)
-    cost: float = Field(0.0, ge=0)
-    quality: float = Field(0.0, ge=0)
-
-
 class InvokeBody(_Strict):
     model: str = Field(min_length=1, max_length=256)
     messages: list[MessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)
@@ -92,15 +93,8 @@ class InvokeBody(_Strict):
     tool_choice: Literal["auto", "none", "required"] | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     stream: bool = False
-    strategy: Literal["balanced", "fastest", "cheapest", "best"] | StrategyWeights | None = None
+    strategy: StrategyField | None = None
     metadata: dict[str, str | int | float | bool] | None = None
-
-    @field_validator("strategy")
-    @classmethod
-    def _weights_not_all_zero(cls, value: Any) -> Any:
-        if isinstance(value, StrategyWeights) and value.latency + value.cost + value.quality <= 0:
-            raise ValueError("strategy weights must not all be zero")
-        return value
 
 
 def parse_body(raw: bytes, max_depth: int = 64) -> InvokeBody:
@@ -144,43 +138,24 @@ def to_request(body: InvokeBody, api: str = "native") -> invoke_pb2.InvokeReques
         )
     if body.tool_choice is not None:
         request.tool_choice_json = orjson.dumps(body.tool_choice).decode()
-    if body.max_tokens is not None:
-        request.max_tokens = body.max_tokens
-    if body.temperature is not None:
-        request.temperature = body.temperature
-    if body.top_p is not None:
-        request.top_p = body.top_p
-    if body.seed is not None:
-        request.seed = body.seed
-    if body.stop is not None:
-        request.stop.extend([body.stop] if isinstance(body.stop, str) else body.stop)
+    copy_sampling(
+        request,
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        seed=body.seed,
+        stop=body.stop,
+    )
     if body.response_format is not None:
         request.response_format_json = orjson.dumps(body.response_format).decode()
     set_strategy_and_metadata(request, body.strategy, body.metadata)
     return request
 
 
-def set_strategy_and_metadata(
-    request: invoke_pb2.InvokeRequest,
-    strategy: str | StrategyWeights | None,
-    metadata: Mapping[str, str | int | float | bool | None] | None,
-) -> None:
-    """The body's routing hints (every HTTP API accepts the same `strategy` and `metadata`)."""
-    if isinstance(strategy, str):
-        hints.set_strategy(request, hints.Strategy(preset=strategy))
-    elif strategy is not None:
-        hints.set_strategy(
-            request, hints.Strategy(latency=strategy.latency, cost=strategy.cost, quality=strategy.quality)
-        )
-    for key, value in (metadata or {}).items():
-        if value is not None:
-            request.metadata[key] = str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def message_json(message: invoke_pb2.Message) -> dict[str, Any]:
     out: dict[str, Any] = {
         "role": message.role or "assistant",
-        "content": "".join(p.text for p in message.content if p.HasField("text")) or None,
+        "content": text_of(message) or None,
     }
     if message.tool_calls:
         out["tool_calls"] = [
@@ -285,20 +260,6 @@ def response_json(r: invoke_pb2.InvokeResponse) -> dict[str, Any]:
     }
 
 
-def gateway_json(final: invoke_pb2.InvokeResponse) -> dict[str, Any]:
-    """What the gateway adds to the OpenAI and Anthropic shapes, under one extra `switchyard`
-    key their SDKs keep (`model_extra`): the request id (for GET /v1/requests/{id}), where the
-    request ran, and its cost."""
-    return {
-        "request_id": final.request_id,
-        "provider": final.provider,
-        "deployment": final.deployment_id,
-        "route": final.route,
-        "cost_usd": final.cost_usd,
-        "latency_ms": round(final.latency_ms, 3),
-    }
-
-
 def chunk_json(c: invoke_pb2.Chunk) -> dict[str, Any]:
     out: dict[str, Any] = {"seq": c.seq, "delta": c.delta_text}
     if c.tool_calls:
@@ -323,8 +284,42 @@ def error_json(code: str, message: str, request_id: str = "", param: str = "") -
     return {"error": err}
 
 
-def sse(event: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+class NativeStream(StreamRenderer):
+    """SSE events of the native API: `chunk` events, then one `final` or `error` event."""
+
+    def __init__(self, request_id: str) -> None:
+        self._request_id = request_id
+
+    def chunk(self, chunk: invoke_pb2.Chunk) -> list[bytes]:
+        return [sse("chunk", chunk_json(chunk))]
+
+    def final(self, final: invoke_pb2.InvokeResponse) -> list[bytes]:
+        return [sse("final", response_json(final))]
+
+    def error(self, error: GatewayError) -> list[bytes]:
+        return [sse("error", error_json(error.code, error.message, self._request_id))]
+
+
+class NativeApi:
+    """`POST /llm.invoke` (see api_kit.HttpApi)."""
+
+    name = "native"
+    path = "/llm.invoke"
+    request_id_header = "x-request-id"
+
+    def parse(self, raw: bytes, max_depth: int) -> Parsed:
+        return Parsed(to_request(parse_body(raw, max_depth), api=self.name))
+
+    def render_final(
+        self, request: invoke_pb2.InvokeRequest, final: invoke_pb2.InvokeResponse
+    ) -> dict[str, Any]:
+        return response_json(final)
+
+    def render_error(self, error: GatewayError, request_id: str) -> tuple[int, dict[str, Any]]:
+        return error.http_status, error_json(error.code, error.message, request_id, error.param)
+
+    def render_stream(self, parsed: Parsed) -> NativeStream:
+        return NativeStream(parsed.request.request_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,17 +435,6 @@ class InvokeResult(_Out):
     ttft_ms: float
     attempts: list[AttemptOut]
     rationale: RationaleOut
-
-
-class GatewayInfo(_Out):
-    """The `switchyard` key of OpenAI- and Anthropic-shaped answers (see gateway_json)."""
-
-    request_id: str
-    provider: str
-    deployment: str
-    route: str
-    cost_usd: str
-    latency_ms: float
 
 
 class NativeErrorDetail(_Out):

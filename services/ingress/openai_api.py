@@ -8,7 +8,6 @@ the gateway needs no other change. The wire formats follow OpenAI's API referenc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -18,7 +17,19 @@ from switchyard.catalog import Catalog
 from switchyard.errors import GatewayError
 from switchyard.v1 import invoke_pb2
 
-from .native import MAX_MESSAGES, GatewayInfo, StrategyWeights, gateway_json, set_strategy_and_metadata
+from .api_kit import (
+    SSE_DONE,
+    GatewayInfo,
+    Parsed,
+    StrategyField,
+    StreamRenderer,
+    copy_sampling,
+    gateway_json,
+    set_strategy_and_metadata,
+    sse_data,
+    text_of,
+)
+from .native import MAX_MESSAGES
 from .validation import parse_json_body
 
 # ---------------------------------------------------------------------------------------------
@@ -167,20 +178,13 @@ class ChatCompletionRequest(_In):
     logprobs: bool | None = Field(None, description="Not supported: must be false or absent.")
     user: str | None = None
     metadata: dict[str, str] | None = Field(None, description="Also carries routing metadata.")
-    strategy: Literal["balanced", "fastest", "cheapest", "best"] | StrategyWeights | None = None
+    strategy: StrategyField | None = None
 
     @field_validator("stop")
     @classmethod
     def _at_most_four_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
         if isinstance(value, list) and len(value) > 4:
             raise ValueError("at most 4 stop sequences")
-        return value
-
-    @field_validator("strategy")
-    @classmethod
-    def _weights_not_all_zero(cls, value: Any) -> Any:
-        if isinstance(value, StrategyWeights) and value.latency + value.cost + value.quality <= 0:
-            raise ValueError("strategy weights must not all be zero")
         return value
 
     @model_validator(mode="after")
@@ -250,17 +254,14 @@ def to_request(body: ChatCompletionRequest) -> invoke_pb2.InvokeRequest:
     if body.tool_choice is not None:
         choice = body.tool_choice if isinstance(body.tool_choice, str) else body.tool_choice.model_dump()
         request.tool_choice_json = orjson.dumps(choice).decode()
-    max_tokens = body.max_completion_tokens or body.max_tokens
-    if max_tokens is not None:
-        request.max_tokens = max_tokens
-    if body.temperature is not None:
-        request.temperature = body.temperature
-    if body.top_p is not None:
-        request.top_p = body.top_p
-    if body.seed is not None:
-        request.seed = body.seed
-    if body.stop is not None:
-        request.stop.extend([body.stop] if isinstance(body.stop, str) else body.stop)
+    copy_sampling(
+        request,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        seed=body.seed,
+        stop=body.stop,
+    )
     if body.response_format is not None and not isinstance(body.response_format, TextFormat):
         request.response_format_json = orjson.dumps(
             body.response_format.model_dump(by_alias=True, exclude_none=True)
@@ -300,7 +301,7 @@ def usage_json(usage: invoke_pb2.Usage) -> dict[str, Any]:
 
 
 def _message_json(message: invoke_pb2.Message) -> dict[str, Any]:
-    text = "".join(p.text for p in message.content if p.HasField("text"))
+    text = text_of(message)
     out: dict[str, Any] = {
         "role": "assistant",
         "content": text or (None if message.tool_calls else ""),
@@ -335,14 +336,7 @@ def completion_json(request: invoke_pb2.InvokeRequest, final: invoke_pb2.InvokeR
     }
 
 
-def sse_data(data: Mapping[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(data) + b"\n\n"
-
-
-DONE = b"data: [DONE]\n\n"
-
-
-class ChunkStream:
+class ChunkStream(StreamRenderer):
     """Reply frames -> `chat.completion.chunk` SSE events, one instance per streamed request.
 
     The first event carries the assistant role; text and tool-call deltas follow; the final
@@ -380,17 +374,16 @@ class ChunkStream:
         self._started = True
         return [sse_data(self._chunk({"role": "assistant", "content": ""}))]
 
-    def __call__(self, frame: invoke_pb2.Reply) -> list[bytes]:
-        kind = frame.WhichOneof("frame")
-        if kind == "error":
-            return [sse_data(error_body(GatewayError.from_proto(frame.error))[1])]
+    def error(self, error: GatewayError) -> list[bytes]:
+        return [sse_data(error_body(error)[1])]
+
+    def chunk(self, chunk: invoke_pb2.Chunk) -> list[bytes]:
+        return self._start() + self._deltas(chunk)
+
+    def final(self, final: invoke_pb2.InvokeResponse) -> list[bytes]:
         out = self._start()
-        if kind == "chunk":
-            out.extend(self._deltas(frame.chunk))
-            return out
-        final = frame.final
         message = final.message
-        text = "".join(p.text for p in message.content if p.HasField("text"))
+        text = text_of(message)
         if text and not self._sent_text:
             out.append(sse_data(self._chunk({"content": text})))
         if message.tool_calls and not self._sent_tool_calls:
@@ -415,7 +408,7 @@ class ChunkStream:
                     }
                 )
             )
-        out.append(DONE)
+        out.append(SSE_DONE)
         return out
 
     def _deltas(self, chunk: invoke_pb2.Chunk) -> list[bytes]:
@@ -477,6 +470,33 @@ def error_body(error: GatewayError) -> tuple[int, dict[str, Any]]:
     return status, {
         "error": {"message": error.message, "type": kind, "param": error.param or None, "code": code}
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The API
+
+
+class OpenAIApi:
+    """`POST /v1/chat/completions` (see api_kit.HttpApi)."""
+
+    name = "openai"
+    path = "/v1/chat/completions"
+    request_id_header = "x-request-id"
+
+    def parse(self, raw: bytes, max_depth: int) -> Parsed:
+        body = parse_body(raw, max_depth)
+        return Parsed(to_request(body), include_usage=body.include_usage)
+
+    def render_final(
+        self, request: invoke_pb2.InvokeRequest, final: invoke_pb2.InvokeResponse
+    ) -> dict[str, Any]:
+        return completion_json(request, final)
+
+    def render_error(self, error: GatewayError, request_id: str) -> tuple[int, dict[str, Any]]:
+        return error_body(error)  # OpenAI SDKs read the request id from the header only
+
+    def render_stream(self, parsed: Parsed) -> ChunkStream:
+        return ChunkStream(parsed.request, parsed.include_usage)
 
 
 # ---------------------------------------------------------------------------------------------

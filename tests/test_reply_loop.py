@@ -1,0 +1,125 @@
+"""The ingress's one reply loop (services/ingress/exchange.py) over a real NATS server: what the
+HTTP SSE path and both gRPC methods rely on. A test responder on `llm.invoke` plays the router
+and worker, answering with real Reply frames on the request's inbox."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from services.ingress.client import GatewayClient
+from services.ingress.exchange import open_exchange
+from switchyard import bus, subjects
+from switchyard.errors import GatewayError
+from switchyard.natsserver import NatsServer
+from switchyard.v1 import invoke_pb2
+from tests.support.frames import error_frame, final_frame, text_chunk
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
+    connection = await bus.connect(nats_server.url, "test-reply-loop")
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def client(nc: NATS) -> GatewayClient:
+    gateway = GatewayClient(nc)
+    await gateway.start()
+    return gateway
+
+
+async def respond(nc: NATS, frames: Callable[[], list[invoke_pb2.Reply]]) -> None:
+    """Answer every request on llm.invoke with these frames (none: the request waits)."""
+
+    async def on_request(msg: Msg) -> None:
+        for frame in frames():
+            await nc.publish(msg.reply, frame.SerializeToString())
+
+    await nc.subscribe(subjects.INVOKE, cb=on_request)
+    await nc.flush()
+
+
+def request(request_id: str, stream: bool = True) -> invoke_pb2.InvokeRequest:
+    out = invoke_pb2.InvokeRequest(request_id=request_id, model="auto", api="native", stream=stream)
+    out.messages.add(role="user").content.add(text="hi")
+    return out
+
+
+async def collect(frames: AsyncIterator[invoke_pb2.Reply | GatewayError]) -> list:
+    return [frame async for frame in frames]
+
+
+async def test_a_stream_ends_with_its_final_frame_and_closes_the_inbox(
+    nc: NATS, client: GatewayClient
+) -> None:
+    await respond(nc, lambda: [text_chunk(0, "He"), text_chunk(1, "llo"), final_frame("Hello")])
+    exchange = await open_exchange(client, request("req_stream"), timeout_s=5)
+    async with contextlib.aclosing(exchange.frames()) as frames:
+        got = await collect(frames)
+    assert [f.WhichOneof("frame") for f in got] == ["chunk", "chunk", "final"]
+    assert exchange.finished and client.in_flight == 0
+
+
+async def test_an_error_frame_arrives_as_a_gateway_error(nc: NATS, client: GatewayClient) -> None:
+    await respond(
+        nc, lambda: [text_chunk(0, "x"), error_frame("upstream_error", "fell over", retry_after_s=2)]
+    )
+    exchange = await open_exchange(client, request("req_error"), timeout_s=5)
+    async with contextlib.aclosing(exchange.frames()) as frames:
+        got = await collect(frames)
+    error = got[-1]
+    assert isinstance(error, GatewayError)
+    assert (error.code, error.message, error.retry_after_s) == ("upstream_error", "fell over", 2)
+    assert exchange.finished and client.in_flight == 0
+
+
+async def test_an_answer_or_an_early_error_settles_on_the_first_frame(
+    nc: NATS, client: GatewayClient
+) -> None:
+    answers = iter([[final_frame("done")], [error_frame("budget_exceeded", "spent")]])
+    await respond(nc, lambda: next(answers))
+    answer = (await open_exchange(client, request("req_one", stream=False), timeout_s=5)).settle()
+    assert isinstance(answer, invoke_pb2.InvokeResponse) and answer.message.content[0].text == "done"
+    refused = (await open_exchange(client, request("req_two", stream=False), timeout_s=5)).settle()
+    assert isinstance(refused, GatewayError) and refused.code == "budget_exceeded"
+    assert client.in_flight == 0
+
+
+async def test_a_passed_deadline_is_a_timeout_error(nc: NATS, client: GatewayClient) -> None:
+    await respond(nc, lambda: [text_chunk(0, "and then nothing")])
+    exchange = await open_exchange(client, request("req_slow"), timeout_s=0.3)
+    async with contextlib.aclosing(exchange.frames()) as frames:
+        got = await collect(frames)
+    assert isinstance(got[-1], GatewayError) and got[-1].code == "timeout"
+    assert exchange.finished and client.in_flight == 0
+
+
+async def test_no_router_is_an_unavailable_error(client: GatewayClient) -> None:
+    exchange = await open_exchange(client, request("req_nobody"), timeout_s=5)
+    assert isinstance(exchange.first, GatewayError) and exchange.first.code == "unavailable"
+    assert exchange.settle() is exchange.first
+
+
+async def test_a_consumer_that_leaves_mid_stream_cancels_the_upstream_call(
+    nc: NATS, client: GatewayClient
+) -> None:
+    cancels: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_cancel(msg: Msg) -> None:
+        await cancels.put(msg.subject)
+
+    await nc.subscribe(subjects.cancel("req_left"), cb=on_cancel)
+    await respond(nc, lambda: [text_chunk(0, "a"), text_chunk(1, "b")])
+    exchange = await open_exchange(client, request("req_left"), timeout_s=5)
+    async with contextlib.aclosing(exchange.frames()) as frames:
+        async for _ in frames:
+            break  # the client went away after the first frame
+    assert await asyncio.wait_for(cancels.get(), 5) == subjects.cancel("req_left")
+    assert exchange.finished and client.in_flight == 0
