@@ -13,7 +13,16 @@ from services.ledger.dashboard import budgets, queries
 from services.ledger.main import dedupe
 from services.ledger.retention import current_ttl, retention_statement, ttl_expression
 from services.ledger.rollups import reconcile_since, rollup_deltas
-from services.ledger.rows import ATTEMPT_COLUMNS, REQUEST_COLUMNS, attempt_rows, feed_item, request_row
+from services.ledger.rows import (
+    ATTEMPT_COLUMNS,
+    REQUEST_COLUMNS,
+    attempt_records,
+    attempt_rows,
+    feed_item,
+    in_column_order,
+    request_record,
+    request_row,
+)
 from switchyard import genai, metrics
 from switchyard.v1 import events_pb2, invoke_pb2
 
@@ -135,6 +144,22 @@ def test_rejected_request_plans_from_rationale_or_nothing() -> None:
     event.rationale.candidates.add(deployment_id="demo/fast", provider="demo", model="fast")
     row = dict(zip(REQUEST_COLUMNS, request_row(event), strict=True))
     assert (row["planned_provider"], row["planned_model"]) == ("demo", "fast")
+
+
+def test_rows_are_built_by_column_name_and_a_mismatch_fails_loudly() -> None:
+    event = completion()
+    event.attempts.add(
+        deployment_id="openai/gpt-4o-mini", provider="openai", model="gpt-4o-mini", status="ok"
+    )
+    record = request_record(event)
+    assert list(record) == REQUEST_COLUMNS  # one entry per column, in the table's order
+    assert request_row(event) == [record[column] for column in REQUEST_COLUMNS]
+    assert [list(r) for r in attempt_records(event)] == [ATTEMPT_COLUMNS]
+    # A column the record does not fill (or a value no column takes) is an error, not a shift.
+    with pytest.raises(ValueError, match="missing \\['new_column'\\]"):
+        in_column_order(record, [*REQUEST_COLUMNS, "new_column"])
+    with pytest.raises(ValueError, match="unexpected \\['trace_id'\\]"):
+        in_column_order(record, [c for c in REQUEST_COLUMNS if c != "trace_id"])
 
 
 def test_feed_item_is_small_and_exact() -> None:
