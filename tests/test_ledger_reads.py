@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -31,7 +33,7 @@ from switchyard import subjects
 from switchyard.bus import ensure_events_stream
 from switchyard.v1 import ledger_pb2
 from tests.support.ledger_seed import completion_event
-from tests.support.procs import Stack, running
+from tests.support.procs import ROOT, Stack, running
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 SQL_CAP_S = 10  # the analyst time cap of this stack: a heavy query is cut off after it
@@ -288,3 +290,26 @@ async def test_a_heavy_query_is_cut_off_while_inserts_continue(ledger_stack: Sta
     assert (await sql(nc, "SELECT count() AS n FROM requests WHERE project_id = 'heavy'", token))["rows"] == [
         [21]
     ]
+
+
+async def test_the_cli_sends_the_admin_token_and_refuses_without_one(
+    ledger_stack: Stack, tmp_path: Path
+) -> None:
+    command = [sys.executable, "-m", "switchyard.cli", "sql", "SELECT 40 + 2 AS answer"]
+    ok = await asyncio.to_thread(
+        subprocess.run, command, env=ledger_stack.env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines() == ["answer", "42"]
+    # No token configured and none in the data folder: refused before anything is sent.
+    env = {**ledger_stack.env, "SWITCHYARD_ADMIN_TOKEN": "", "SWITCHYARD_DATA_DIR": str(tmp_path)}
+    refused = await asyncio.to_thread(
+        subprocess.run, command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 1 and "no admin token" in refused.stderr
+    # A wrong token reaches the ledger, which refuses it.
+    env["SWITCHYARD_ADMIN_TOKEN"] = "wrong"
+    wrong = await asyncio.to_thread(
+        subprocess.run, command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert wrong.returncode == 1 and "the admin token is required" in wrong.stderr
