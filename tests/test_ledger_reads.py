@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import nats
 import orjson
 import pytest
@@ -313,3 +314,33 @@ async def test_the_cli_sends_the_admin_token_and_refuses_without_one(
         subprocess.run, command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert wrong.returncode == 1 and "the admin token is required" in wrong.stderr
+
+
+async def test_a_ledger_error_reaches_the_client_as_a_plain_500(tmp_path: Path) -> None:
+    """The ingress against a ledger whose store fails: here the test answers ledger.read.request
+    itself, as the ledger does when its query fails (a LedgerError, the store's text logged)."""
+    stack = Stack.create(tmp_path)
+    with running(stack):
+        stack.spawn("ingress", "services.ingress")
+        key = stack.provision("alpha")
+        client = await nats.connect(stack.nats.url)
+        asked: list[ledger_pb2.RequestLookup] = []
+
+        async def failing_ledger(msg) -> None:
+            asked.append(ledger_pb2.RequestLookup.FromString(msg.data))
+            error = ledger_pb2.LedgerError(
+                code="unavailable", message="the ledger could not read the request"
+            )
+            await msg.respond(ledger_pb2.RequestLookupReply(error=error).SerializeToString())
+
+        await client.subscribe(subjects.LEDGER_READ_REQUEST, cb=failing_ledger)
+        await client.flush()
+        try:
+            async with httpx.AsyncClient(base_url=stack.ingress_url, timeout=10) as http:
+                r = await http.get("/v1/requests/req_x", headers={"authorization": f"Bearer {key}"})
+        finally:
+            await client.close()
+    assert [(a.request_id, a.project_id) for a in asked] == [("req_x", "alpha")]  # typed, scoped
+    assert r.status_code == 500
+    assert r.json()["error"]["code"] == "internal"
+    assert r.json()["error"]["message"] == "the ledger could not read this request (unavailable)"
