@@ -55,18 +55,23 @@ class RefusedSql(Exception):
         self.code = code
 
 
+def session_settings(caps: SqlCaps) -> dict[str, str]:
+    """The analyst session's settings, in order, `readonly = 1` last."""
+    return {
+        "max_execution_time": f"{caps.max_execution_s:g}",
+        "timeout_overflow_mode": "'throw'",
+        "max_memory_usage": str(int(caps.max_memory_bytes)),
+        "max_result_rows": str(int(caps.max_result_rows)),
+        "max_result_bytes": str(int(caps.max_result_bytes)),
+        "result_overflow_mode": "'throw'",
+        "max_threads": str(int(caps.max_threads)),
+        "readonly": "1",
+    }
+
+
 def session_statements(caps: SqlCaps) -> list[str]:
-    """The analyst session's settings, `readonly = 1` last: after it nothing can change them."""
-    return [
-        f"SET max_execution_time = {caps.max_execution_s:g}",
-        "SET timeout_overflow_mode = 'throw'",
-        f"SET max_memory_usage = {int(caps.max_memory_bytes)}",
-        f"SET max_result_rows = {int(caps.max_result_rows)}",
-        f"SET max_result_bytes = {int(caps.max_result_bytes)}",
-        "SET result_overflow_mode = 'throw'",
-        f"SET max_threads = {int(caps.max_threads)}",
-        "SET readonly = 1",
-    ]
+    """The settings as SET statements, `readonly = 1` last: after it nothing can change them."""
+    return [f"SET {name} = {value}" for name, value in session_settings(caps).items()]
 
 
 def words_outside_literals(canonical: str) -> list[str]:

@@ -20,7 +20,15 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from .analyst import OPTIONAL_SETTINGS, RefusedSql, SqlCaps, check_statement, engine_error, session_statements
+from .analyst import (
+    OPTIONAL_SETTINGS,
+    RefusedSql,
+    SqlCaps,
+    check_statement,
+    engine_error,
+    session_settings,
+    session_statements,
+)
 from .migrations import RETENTION, ROLLUP_FROM_RAW, ROLLUP_KEY, ROLLUP_SUMS, ROLLUP_TOTALS, pending
 from .retention import retention_statement
 from .rollups import reconcile_since, rollup_deltas
@@ -153,6 +161,15 @@ class AnalystReader:
         return await loop.run_in_executor(self._executor, fn, *args)
 
     def _open(self) -> None:
+        if not self.dsn.startswith("chdb://"):
+            # A ClickHouse server: the caps and readonly go with every request (HTTP parameters,
+            # applied together before the query), since the HTTP client sends transport settings
+            # of its own that a session already set to readonly would refuse. Not exercised by
+            # the suite (it runs chDB); docs/analyst-sql.md suggests a readonly user as well.
+            settings = {name: value.strip("'") for name, value in session_settings(self.caps).items()}
+            kwargs = {"database": self.database} if self.database else {}
+            self._client = clickhouse_connect.get_client(dsn=self.dsn, settings=settings, **kwargs)
+            return
         client = open_client(self.dsn, self.database)
         for name, value in OPTIONAL_SETTINGS.items():
             known = client.query(
