@@ -45,9 +45,10 @@ LAG_POLL_S = 1.0
 
 
 def _json_default(value: Any) -> Any:
+    """Decimals as exact text; any other type orjson does not know (IP addresses, ...) as text."""
     if isinstance(value, Decimal):
         return format(value, "f")
-    raise TypeError
+    return str(value)
 
 
 def dedupe(events: list[events_pb2.Completion], existing: set[str]) -> list[events_pb2.Completion]:
@@ -333,11 +334,14 @@ class Ledger(BusService):
                 body = {"columns": columns, "rows": rows}
             except RefusedSql as refused:
                 body = {"code": refused.code, "error": str(refused)}
-            except (orjson.JSONDecodeError, KeyError, TypeError):
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                 body = {
                     "code": "invalid_sql",
                     "error": 'the request must be JSON: {"sql": "...", "params": {...}}',
                 }
+            except Exception as exc:  # the analyst thread gone (draining): answer, do not hang
+                self.log.error("analyst query not run: %s", exc)
+                body = {"code": "unavailable", "error": "the ledger could not run the query"}
         reply = orjson.dumps(body, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATACLASS)
         limit = self.nc.max_payload if self.nc is not None else len(reply)
         if len(reply) > limit:
