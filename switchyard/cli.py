@@ -18,21 +18,34 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return up(load_settings())
 
 
-async def _sql(url: str, sql: str) -> dict:
+async def _sql(url: str, sql: str, admin_token: str) -> dict:
     from switchyard.bus import connect
 
     nc = await connect(url, "switchyard-cli")
     try:
-        reply = await nc.request(subjects.LEDGER_QUERY, orjson.dumps({"sql": sql}), timeout=30)
+        # The ledger caps a query's run time (ledger_sql_max_execution_s): wait a little longer.
+        reply = await nc.request(
+            subjects.LEDGER_SQL,
+            orjson.dumps({"sql": sql}),
+            timeout=120,
+            headers={"Authorization": f"Bearer {admin_token}"},
+        )
         return orjson.loads(reply.data)
     finally:
         await nc.close()
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
-    """Read-only SQL against the ledger, answered by the ledger process (it owns the store)."""
+    """Read-only SQL against the ledger, answered by the ledger process (it owns the store),
+    with the admin token (SWITCHYARD_ADMIN_TOKEN or the embedded data folder's token file)."""
+    from switchyard.tenancy_store import read_admin_token
+
     settings = load_settings()
-    result = asyncio.run(_sql(args.nats_url or settings.nats_url, args.query))
+    token = settings.admin_token or read_admin_token(settings.data_dir)
+    if not token:
+        print("error: no admin token: set SWITCHYARD_ADMIN_TOKEN", file=sys.stderr)
+        return 1
+    result = asyncio.run(_sql(args.nats_url or settings.nats_url, args.query, token))
     if "error" in result:
         print(f"error: {result['error']}", file=sys.stderr)
         return 1

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     # At start-up the rollups of this many recent hours are checked against the raw rows and
     # repaired (a ledger killed inside an insert can leave them apart); 0 turns it off.
     ledger_reconcile_hours: int = Field(default=72, ge=0)
+    # Caps of each analyst query (`switchyard sql`, docs/analyst-sql.md): run time, memory,
+    # result size, and the threads one query may use (the rest of the machine keeps serving).
+    ledger_sql_max_execution_s: float = Field(default=30.0, gt=0)
+    ledger_sql_max_memory_bytes: int = Field(default=1 << 30, gt=0)
+    ledger_sql_max_result_rows: int = Field(default=100_000, gt=0)
+    ledger_sql_max_result_bytes: int = Field(default=64 << 20, gt=0)
+    ledger_sql_max_threads: int = Field(default=2, gt=0)
 
     # The dashboard and its read API, served by the ledger process (it owns the store).
     dashboard_host: str = "127.0.0.1"

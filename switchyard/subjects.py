@@ -9,8 +9,13 @@ BUDGET_QUEUE = "budget"
 BUDGET_STATUS = "budget.status"  # anyone -> the budget leader: spend against caps (JSON)
 PROVIDER_STATS = "stats.provider"  # worker -> every router (fan-out, no queue group)
 QUOTA_STATE = "quota.state"  # budget leader -> routers, ledger, dashboard: provider quota use (fan-out)
-LEDGER_QUERY = "ledger.query"  # anyone -> ledger (reads of the embedded store)
-LEDGER_QUERY_QUEUE = "ledger"  # one ledger replica answers each query
+# Reads of the ledger (it owns the embedded store), protobuf request/reply (ledger.proto):
+LEDGER_READ_REQUEST = "ledger.read.request"  # ingress -> ledger: one request's row, in the caller's project
+LEDGER_READ_SPEND = "ledger.read.spend"  # budget -> ledger: the rebuild's spend snapshot
+# Free SQL (JSON), only for `switchyard sql` and analysts: admin token in the Authorization
+# header, checked by the ledger; run read-only and capped (docs/analyst-sql.md).
+LEDGER_SQL = "ledger.sql"
+LEDGER_QUERY_QUEUE = "ledger"  # one ledger replica answers each read or query
 LEDGER_FEED = "ledger.feed"  # ledger -> every dashboard: requests just stored (core fan-out, JSON)
 CANCEL_PREFIX = "llm.cancel"  # ingress -> worker: the client went away
 

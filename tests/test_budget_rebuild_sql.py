@@ -1,5 +1,7 @@
 """The rebuild's ledger query against a real (embedded) ClickHouse: sums per scope and period,
-the tail excluded, recently inserted ids listed, all in one snapshot."""
+the tail excluded, recently inserted ids listed, all in one snapshot. The budget builds the
+typed ask (snapshot_query), the ledger runs its SQL (services/ledger/reads.py) and answers the
+typed snapshot, which the budget reads back (scope_rows)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from services.budget.periods import period_start
-from services.budget.rebuild import DONE_SQL, rebuild, spend_query
+from services.budget.rebuild import rebuild, scope_rows, snapshot_query
+from services.ledger import reads
 from services.ledger.rows import REQUEST_COLUMNS, request_row
 from services.ledger.store import LedgerStore
 from switchyard.tenancy import TenancyView
@@ -36,9 +39,12 @@ async def test_spend_query_sums_scopes_and_skips_the_tail() -> None:
         await store.insert("requests", [request_row(e) for e in events], REQUEST_COLUMNS)
         await store.insert("requests", [request_row(events[0])], REQUEST_COLUMNS)  # a duplicate row
         # inserted_at is the ledger's wall clock: an hour ahead of it, nothing is recent.
-        sql, params = spend_query(["t"], now, tail_read_ms=time.time_ns() // 1_000_000 + 3_600_000)
-        columns, rows = await store.query(sql, params)
-        rows = [dict(zip(columns, row, strict=True)) for row in rows]
+        ask = snapshot_query(["t"], now, time.time_ns() // 1_000_000 + 3_600_000, ["b", "zz"])
+        columns, rows = await store.query(*reads.spend_query(ask))
+        _, stored = await store.query(*reads.stored_ids_query(list(ask.journal_request_ids)))
+        snapshot = reads.spend_snapshot(columns, rows, [row[0] for row in stored])
+        assert list(snapshot.stored_journal_ids) == ["b"]
+        rows = scope_rows(snapshot)
         assert all(row["recent"] == [] for row in rows)
         authority = rebuild(TenancyView(), rows, [], [], set(), now, 0)
         counter = authority.book.counter
@@ -49,9 +55,9 @@ async def test_spend_query_sums_scopes_and_skips_the_tail() -> None:
         assert counter(("project:p", "total", "all")).spent == Decimal("1.7500105")
 
         # Rows inserted from the tail-read time on are listed as recent (already counted).
-        _, rows = await store.query(*spend_query([], now, tail_read_ms=0))
+        _, rows = await store.query(*reads.spend_query(snapshot_query([], now, 0, [])))
         assert sorted(rid for row in rows for rid in row[-1]) == ["a", "b", "c", "d", "t"]
-        _, done = await store.query(DONE_SQL, {"ids": ["b", "zz"]})
+        _, done = await store.query(*reads.stored_ids_query(["b", "zz"]))
         assert done == [("b",)]
     finally:
         await store.close()

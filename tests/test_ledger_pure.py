@@ -13,7 +13,16 @@ from services.ledger.dashboard import budgets, queries
 from services.ledger.main import dedupe
 from services.ledger.retention import current_ttl, retention_statement, ttl_expression
 from services.ledger.rollups import reconcile_since, rollup_deltas
-from services.ledger.rows import ATTEMPT_COLUMNS, REQUEST_COLUMNS, attempt_rows, feed_item, request_row
+from services.ledger.rows import (
+    ATTEMPT_COLUMNS,
+    REQUEST_COLUMNS,
+    attempt_records,
+    attempt_rows,
+    feed_item,
+    in_column_order,
+    request_record,
+    request_row,
+)
 from switchyard import genai, metrics
 from switchyard.v1 import events_pb2, invoke_pb2
 
@@ -135,6 +144,22 @@ def test_rejected_request_plans_from_rationale_or_nothing() -> None:
     event.rationale.candidates.add(deployment_id="demo/fast", provider="demo", model="fast")
     row = dict(zip(REQUEST_COLUMNS, request_row(event), strict=True))
     assert (row["planned_provider"], row["planned_model"]) == ("demo", "fast")
+
+
+def test_rows_are_built_by_column_name_and_a_mismatch_fails_loudly() -> None:
+    event = completion()
+    event.attempts.add(
+        deployment_id="openai/gpt-4o-mini", provider="openai", model="gpt-4o-mini", status="ok"
+    )
+    record = request_record(event)
+    assert list(record) == REQUEST_COLUMNS  # one entry per column, in the table's order
+    assert request_row(event) == [record[column] for column in REQUEST_COLUMNS]
+    assert [list(r) for r in attempt_records(event)] == [ATTEMPT_COLUMNS]
+    # A column the record does not fill (or a value no column takes) is an error, not a shift.
+    with pytest.raises(ValueError, match="missing \\['new_column'\\]"):
+        in_column_order(record, [*REQUEST_COLUMNS, "new_column"])
+    with pytest.raises(ValueError, match="unexpected \\['trace_id'\\]"):
+        in_column_order(record, [c for c in REQUEST_COLUMNS if c != "trace_id"])
 
 
 def test_feed_item_is_small_and_exact() -> None:
@@ -281,3 +306,81 @@ def test_dashboard_assets_are_local_and_the_vendored_chart_library_is_the_record
     for url in assets:
         assert url.startswith("/static/"), url
     assert "http://" not in page and "https://" not in page
+
+
+def test_analyst_statement_check_reads_the_engines_canonical_text() -> None:
+    from services.ledger.analyst import RefusedSql, check_statement, words_outside_literals
+
+    assert words_outside_literals("SELECT 'a INTO OUTFILE b', `into` FROM t") == ["SELECT", "FROM", "T"]
+    assert words_outside_literals("SELECT 'it\\'s' AS x") == ["SELECT", "AS", "X"]
+    for canonical in ("SELECT 1", "WITH x AS (SELECT 1) SELECT * FROM x", "SHOW TABLES", "DESCRIBE TABLE t",
+                      "EXPLAIN SELECT 1", "EXISTS TABLE t", "SELECT 'INTO OUTFILE' AS s"):  # fmt: skip
+        check_statement(canonical)
+    for canonical in ("SELECT 1 INTO OUTFILE '/tmp/x' APPEND", "SHOW TABLES INTO OUTFILE 'x'",
+                      "EXPLAIN SELECT 1 INTO OUTFILE 'x'", "SELECT 1 UNION ALL SELECT 2 INTO OUTFILE 'x'"):  # fmt: skip
+        with pytest.raises(RefusedSql, match="INTO OUTFILE is not allowed"):
+            check_statement(canonical)
+    for canonical in (
+        "DROP TABLE requests",
+        "SET readonly = 0",
+        "SYSTEM FLUSH LOGS",
+        "INSERT INTO t VALUES (1)",
+        "",
+    ):
+        with pytest.raises(RefusedSql, match="single read-only statement"):
+            check_statement(canonical)
+
+
+def test_analyst_session_sets_readonly_last_and_errors_hide_the_engine_text() -> None:
+    from services.ledger.analyst import ENGINE_REFUSAL, SqlCaps, engine_error, session_statements
+
+    caps = SqlCaps(
+        max_execution_s=7.5, max_memory_bytes=1000, max_result_rows=10, max_result_bytes=99, max_threads=1
+    )
+    statements = session_statements(caps)
+    assert statements[-1] == "SET readonly = 1"  # after it, nothing can change the caps
+    assert {"SET max_execution_time = 7.5", "SET max_memory_usage = 1000", "SET max_result_rows = 10",
+            "SET max_result_bytes = 99", "SET max_threads = 1"} <= set(statements)  # fmt: skip
+    text = "Code: {code}. DB::Exception: secret detail /var/lib/x at position 4 ({name}) (version 26.9)"
+    cases = {
+        (164, "READONLY"): ("read_only", ENGINE_REFUSAL),
+        (159, "TIMEOUT_EXCEEDED"): ("cut_off", "cut off: the query ran longer than 7.5 s (ledger_sql_max_execution_s)"),
+        (241, "MEMORY_LIMIT_EXCEEDED"): ("cut_off", None),
+        (396, "TOO_MANY_ROWS_OR_BYTES"): ("cut_off", None),
+        (47, "UNKNOWN_IDENTIFIER"): ("invalid_sql", "the query failed: UNKNOWN_IDENTIFIER (ClickHouse error 47); see the ledger's log"),
+    }  # fmt: skip
+    for (code, name), (want_code, want_message) in cases.items():
+        refused = engine_error(text.format(code=code, name=name), caps)
+        assert refused.code == want_code
+        assert "DB::Exception" not in str(refused) and "secret detail" not in str(refused)
+        if want_message:
+            assert str(refused) == want_message
+    syntax = engine_error(
+        "Code: 62. DB::Exception: Syntax error: failed at position 9 (x). (SYNTAX_ERROR)", caps
+    )
+    assert (syntax.code, str(syntax)) == ("invalid_sql", "syntax error at position 9")
+    multi = engine_error("Code: 62. DB::Exception: Syntax error (Multi-statements are not allowed)", caps)
+    assert "single read-only statement" in str(multi)
+    assert engine_error("connection reset", caps).code == "unavailable"
+
+
+def test_request_lookup_reply_is_built_by_column_name_and_renders_the_answers_rationale() -> None:
+    from services.ingress.ledger_row import request_row_json
+    from services.ingress.native import rationale_json
+    from services.ledger.reads import request_lookup_reply
+
+    event = completion()
+    event.attempts.add(
+        deployment_id="openai/gpt-4o-mini", provider="openai", model="gpt-4o-mini", status="ok"
+    )
+    event.rationale.winner = "openai/gpt-4o-mini"
+    event.rationale.candidates.add(deployment_id="openai/gpt-4o-mini", latency_ms=12.5, total=0.75)
+    record = {**request_record(event), "inserted_at": datetime(2026, 11, 2, tzinfo=UTC)}
+    columns = list(reversed(record))  # any column order: values are looked up by name
+    reply = request_lookup_reply(columns, [tuple(record[c] for c in columns)])
+    assert reply.found and reply.request.cost_usd == "0.0012" and reply.request.model == event.model
+    body = request_row_json(reply.request)
+    assert body["rationale"] == rationale_json(event.rationale)  # the answer's shape
+    assert body["attempts"][0]["deployment_id"] == body["deployment_id"] == "openai/gpt-4o-mini"
+    assert body["inserted_at"] == "2026-11-02T00:00:00.000+00:00"
+    assert not request_lookup_reply(columns, []).found

@@ -1,4 +1,4 @@
-"""Two ledger processes on one NATS: each `ledger.query` gets exactly one answer (the replicas
+"""Two ledger processes on one NATS: each `ledger.sql` query gets exactly one answer (the replicas
 share the queue group `ledger`), and both replicas serve queries.
 
 Embedded chDB allows one process per store folder, so each replica here has its own folder;
@@ -51,8 +51,9 @@ async def test_each_query_is_answered_by_exactly_one_replica(two_ledgers: Stack)
 
         await nc.subscribe(inbox, cb=on_reply)
         ask = orjson.dumps({"sql": "SELECT getServerSetting('path') AS path"})
+        admin = {"Authorization": f"Bearer {two_ledgers.admin_token}"}
         for _ in range(QUERIES):
-            await nc.publish(subjects.LEDGER_QUERY, ask, reply=inbox)
+            await nc.publish(subjects.LEDGER_SQL, ask, reply=inbox, headers=admin)
         await asyncio.wait_for(all_in.wait(), 30)
         # A replica outside the queue group would answer every query a second time: give any
         # such extra answers a moment to arrive, then count.

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from switchyard.natsserver import free_port
+from switchyard.tenancy_store import read_admin_token
 from tests.support.procs import ROOT, ledger_sql, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -105,6 +106,7 @@ async def test_up_serves_records_restarts_and_stops_cleanly(tmp_path: Path) -> N
             return await ledger_sql(
                 nats_url,
                 "SELECT request_id, stream FROM requests FINAL WHERE status = 'ok' ORDER BY ts",
+                admin_token=read_admin_token(tmp_path / ".switchyard"),
             )
 
         deadline = time.monotonic() + 15

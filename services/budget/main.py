@@ -30,13 +30,13 @@ from switchyard.bus import ensure_events_stream
 from switchyard.service import BusService, run
 from switchyard.tenancy import TenancyView
 from switchyard.tenancy_store import TenancyWatcher, open_bucket, tenancy_bucket
-from switchyard.v1 import budget_pb2, events_pb2
+from switchyard.v1 import budget_pb2, events_pb2, ledger_pb2
 
 from .alerts import Crossing, alert_event, alert_id
 from .authority import Authority
 from .lease import Lease
 from .quotas import QuotaBook
-from .rebuild import DONE_SQL, rebuild, spend_query
+from .rebuild import rebuild, scope_rows, snapshot_query
 from .webhook import WebhookSender
 
 DECISIONS = Counter("switchyard_budget_decisions_total", "Authorization decisions", ["outcome"])
@@ -219,15 +219,14 @@ class BudgetService(BusService):
             tail_read_ms = now_ms()
             journal = await self._read_journal()
             tail_ids = sorted({e.request_id for e in tail})
-            sql, params = spend_query(tail_ids, tail_read_ms, tail_read_ms)
-            rows = await self._ledger(sql, params)
-            counted = set(tail_ids) | {rid for row in rows for rid in row["recent"]}
-            open_ids = sorted({a.request_id for a in journal} - counted)
-            done = (
-                {r["request_id"] for r in await self._ledger(DONE_SQL, {"ids": open_ids})}
-                if open_ids
-                else set()
+            # Journaled ids the tail settles need no lookup; those the snapshot lists as recent
+            # are settled by it too, so asking for them as well changes nothing.
+            journal_ids = sorted({a.request_id for a in journal} - set(tail_ids))
+            snapshot = await self._spend_snapshot(
+                snapshot_query(tail_ids, tail_read_ms, tail_read_ms, journal_ids)
             )
+            rows = scope_rows(snapshot)
+            done = set(snapshot.stored_journal_ids)
             grace_ms = int(self.settings.budget_reservation_grace_s * 1000)
             quotas = QuotaBook({d.id: d.limits for d in self.catalog.deployments.values()}, now_ms() / 1000)
             authority = rebuild(self.view, rows, tail, journal, done, now_ms(), grace_ms, quotas)
@@ -275,18 +274,16 @@ class BudgetService(BusService):
                 await consumer.unsubscribe()
         return [budget_pb2.AuthorizeRequest.FromString(m.data) for m in msgs]
 
-    async def _ledger(self, sql: str, params: dict) -> list[dict]:
+    async def _spend_snapshot(self, ask: ledger_pb2.SpendSnapshotQuery) -> ledger_pb2.SpendSnapshot:
         assert self.nc is not None
         try:
-            reply = await self.nc.request(
-                subjects.LEDGER_QUERY, orjson.dumps({"sql": sql, "params": params}), timeout=15
-            )
+            reply = await self.nc.request(subjects.LEDGER_READ_SPEND, ask.SerializeToString(), timeout=15)
+            snapshot = ledger_pb2.SpendSnapshot.FromString(reply.data)
         except Exception as exc:
             raise RebuildNotReady(f"the ledger did not answer: {type(exc).__name__}") from exc
-        result = orjson.loads(reply.data)
-        if "error" in result:
-            raise RebuildNotReady(f"ledger query failed: {result['error']}")
-        return [dict(zip(result["columns"], row, strict=True)) for row in result["rows"]]
+        if snapshot.HasField("error"):
+            raise RebuildNotReady(f"the ledger could not read the spend: {snapshot.error.message}")
+        return snapshot
 
     # --- the request path ---------------------------------------------------------------
 

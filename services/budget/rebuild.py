@@ -2,7 +2,8 @@
 
 Sources, each counted once (docs/budgets.md, "Restart and takeover"):
   ledger  - every request the ledger stored, except the tail's, summed per scope in ONE query
-            (one snapshot), which also lists the ids it inserted recently;
+            (one snapshot), which also lists the ids it inserted recently; asked for on the
+            typed subject ledger.read.spend (the SQL is the ledger's, services/ledger/reads.py);
   tail    - completion events after the ledger consumer's ack floor (maybe stored, maybe not),
             counted from the events themselves;
   recent  - ids the ledger stored after the tail was read: already in the ledger sum, so the
@@ -16,37 +17,45 @@ from decimal import Decimal
 from typing import Any
 
 from switchyard.tenancy import TenancyView, request_scopes
-from switchyard.v1 import budget_pb2, events_pb2
+from switchyard.v1 import budget_pb2, events_pb2, ledger_pb2
 
 from .authority import Authority
 from .periods import day_start_ms, month_start_ms, period_start
 from .quotas import QuotaBook
-
-SPEND_SQL = """
-SELECT project_id, agent_id, key_id,
-       toString(sum(cost_usd)) AS total,
-       toString(sumIf(cost_usd, ts >= fromUnixTimestamp64Milli({month_start:Int64}, 'UTC'))) AS month,
-       toString(sumIf(cost_usd, ts >= fromUnixTimestamp64Milli({day_start:Int64}, 'UTC'))) AS day,
-       groupArrayIf(request_id, inserted_at >= fromUnixTimestamp64Milli({recent_since:Int64}, 'UTC')) AS recent
-FROM requests FINAL
-WHERE request_id NOT IN {tail:Array(String)}
-GROUP BY project_id, agent_id, key_id
-"""
-
-DONE_SQL = "SELECT DISTINCT request_id FROM requests WHERE request_id IN {ids:Array(String)}"
 
 # The ledger's clock and ours may differ (a ClickHouse server elsewhere): ids inserted this
 # long before the tail was read still count as "recent". More is safe (a few extra ids).
 RECENT_MARGIN_MS = 5_000
 
 
-def spend_query(tail_ids: list[str], now_ms: int, tail_read_ms: int) -> tuple[str, dict[str, Any]]:
-    return SPEND_SQL, {
-        "tail": tail_ids,
-        "day_start": day_start_ms(now_ms),
-        "month_start": month_start_ms(now_ms),
-        "recent_since": tail_read_ms - RECENT_MARGIN_MS,
-    }
+def snapshot_query(
+    tail_ids: list[str], now_ms: int, tail_read_ms: int, journal_ids: list[str]
+) -> ledger_pb2.SpendSnapshotQuery:
+    """The typed ask for the ledger's spend snapshot: sums for our day and month, the tail left
+    out (it is counted from its events), and which journaled requests the ledger holds."""
+    return ledger_pb2.SpendSnapshotQuery(
+        tail_request_ids=tail_ids,
+        day_start_unix_ms=day_start_ms(now_ms),
+        month_start_unix_ms=month_start_ms(now_ms),
+        recent_since_unix_ms=tail_read_ms - RECENT_MARGIN_MS,
+        journal_request_ids=journal_ids,
+    )
+
+
+def scope_rows(snapshot: ledger_pb2.SpendSnapshot) -> list[dict[str, Any]]:
+    """The snapshot's per-scope sums as the rows apply_ledger reads."""
+    return [
+        {
+            "project_id": s.project_id,
+            "agent_id": s.agent_id,
+            "key_id": s.key_id,
+            "total": s.total_usd,
+            "month": s.month_usd,
+            "day": s.day_usd,
+            "recent": list(s.recent_request_ids),
+        }
+        for s in snapshot.scopes
+    ]
 
 
 def apply_ledger(authority: Authority, rows: list[dict[str, Any]], now_ms: int) -> None:

@@ -29,7 +29,7 @@ from switchyard.service import load_service_catalog
 from switchyard.settings import Settings
 from switchyard.tenancy import ANONYMOUS, Identity
 from switchyard.tenancy_store import load_or_create_admin_token
-from switchyard.v1 import invoke_pb2
+from switchyard.v1 import invoke_pb2, ledger_pb2
 
 from . import admin, anthropic_api, auth, hints, openai_api
 from .api_kit import HttpApi, Parsed, StreamRenderer
@@ -46,6 +46,7 @@ from .dialects import (
 )
 from .edge import EdgeMiddleware, Overload, limits_from, poll_ledger_lag
 from .exchange import REQUESTS, Exchange, open_exchange
+from .ledger_row import request_row_json
 from .openapi import openapi_document
 
 log = logging.getLogger("switchyard.ingress")
@@ -245,29 +246,19 @@ class Ingress:
         assert self.client is not None
         request_id = http.path_params["request_id"]
         project_id = self.identity(http.headers).project_id
+        ask = ledger_pb2.RequestLookup(request_id=request_id, project_id=project_id)
         try:
             reply = await self.client.nc.request(
-                subjects.LEDGER_QUERY,
-                orjson.dumps(
-                    {
-                        "sql": "SELECT * FROM requests FINAL "
-                        "WHERE request_id = {id:String} AND project_id = {project:String}",
-                        "params": {"id": request_id, "project": project_id},
-                    }
-                ),
-                timeout=5,
+                subjects.LEDGER_READ_REQUEST, ask.SerializeToString(), timeout=5
             )
+            result = ledger_pb2.RequestLookupReply.FromString(reply.data)
         except Exception:
             raise GatewayError("unavailable", "the ledger did not answer", retry_after_s=1) from None
-        result = orjson.loads(reply.data)
-        if "error" in result:
-            raise GatewayError("internal", f"ledger query failed: {result['error']}")
-        if not result["rows"]:
+        if result.HasField("error"):  # the store's own text stays in the ledger's log
+            raise GatewayError("internal", f"the ledger could not read this request ({result.error.code})")
+        if not result.found:
             raise GatewayError("not_found", f"no ledger row for {request_id} (yet)")
-        row = dict(zip(result["columns"], result["rows"][0], strict=True))
-        for column in ("attempts", "rationale"):
-            row[column] = orjson.loads(row[column] or "null")
-        return JSONResponse(row)
+        return JSONResponse(request_row_json(result.request))
 
     async def healthz(self, http: Request) -> Response:
         return JSONResponse({"status": "ok"})

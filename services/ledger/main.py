@@ -2,12 +2,17 @@
 ClickHouse, acking a batch only after its insert; the read API of the store over NATS; and the
 dashboard (HTTP), served here because in the embedded mode this process owns the chDB folder
 (one process per store), so every other reader (CLI, dashboard, budget rebuild) asks it.
+
+Reads over NATS: typed protobuf subjects for the services (ledger.read.*, the SQL in reads.py)
+and free SQL only on ledger.sql, for the CLI and analysts, behind the admin token and run on the
+read-only, capped analyst connection (analyst.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import time
 from decimal import Decimal
 from typing import Any
@@ -22,13 +27,16 @@ from opentelemetry import trace
 from switchyard import genai, metrics, subjects, telemetry
 from switchyard.bus import ensure_events_stream
 from switchyard.service import BusService, run
-from switchyard.v1 import events_pb2
+from switchyard.tenancy_store import load_or_create_admin_token
+from switchyard.v1 import events_pb2, ledger_pb2
 
+from . import reads
+from .analyst import RefusedSql, SqlCaps
 from .batching import BatchWindow
 from .dashboard.server import DashboardServer
 from .quotas import QuotaRecorder
 from .rows import ATTEMPT_COLUMNS, REQUEST_COLUMNS, attempt_rows, feed_item, request_row
-from .store import LedgerStore, is_read_only
+from .store import AnalystReader, LedgerStore
 
 tracer = telemetry.tracer("switchyard.ledger")
 # How long an idle fetch waits for the first event of a batch before looping (checks stop).
@@ -37,9 +45,10 @@ LAG_POLL_S = 1.0
 
 
 def _json_default(value: Any) -> Any:
+    """Decimals as exact text; any other type orjson does not know (IP addresses, ...) as text."""
     if isinstance(value, Decimal):
         return format(value, "f")
-    raise TypeError
+    return str(value)
 
 
 def dedupe(events: list[events_pb2.Completion], existing: set[str]) -> list[events_pb2.Completion]:
@@ -53,12 +62,32 @@ def dedupe(events: list[events_pb2.Completion], existing: set[str]) -> list[even
     return fresh
 
 
+class StoreReadError(Exception):
+    """A typed read failed in the store (the store's text is in the log, not in the reply)."""
+
+
+def _error(code: str, message: str) -> ledger_pb2.LedgerError:
+    return ledger_pb2.LedgerError(code=code, message=message)
+
+
 class Ledger(BusService):
     name = "ledger"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.store = LedgerStore(self.settings.ledger_dsn)
+        settings = self.settings
+        self.store = LedgerStore(settings.ledger_dsn)
+        self.analyst = AnalystReader(
+            settings.ledger_dsn,
+            caps=SqlCaps(
+                max_execution_s=settings.ledger_sql_max_execution_s,
+                max_memory_bytes=settings.ledger_sql_max_memory_bytes,
+                max_result_rows=settings.ledger_sql_max_result_rows,
+                max_result_bytes=settings.ledger_sql_max_result_bytes,
+                max_threads=settings.ledger_sql_max_threads,
+            ),
+        )
+        self.admin_token = ""
         self._consumer: asyncio.Task[None] | None = None
         self._lag: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -68,6 +97,8 @@ class Ledger(BusService):
     async def start(self) -> None:
         settings = self.settings
         await self.store.open()
+        await self.analyst.open()
+        self.admin_token = load_or_create_admin_token(settings.admin_token, settings.data_dir)
         for statement in await self.store.apply_retention(
             settings.ledger_retention_days, settings.ledger_rollup_retention_days
         ):
@@ -94,9 +125,12 @@ class Ledger(BusService):
             ),
         )
         # A queue group: with several ledger replicas each query gets one answer, not one each.
-        self._query_sub = await nc.subscribe(
-            subjects.LEDGER_QUERY, queue=subjects.LEDGER_QUERY_QUEUE, cb=self._on_query
-        )
+        for subject, handler in (
+            (subjects.LEDGER_READ_REQUEST, self._on_request_lookup),
+            (subjects.LEDGER_READ_SPEND, self._on_spend_snapshot),
+            (subjects.LEDGER_SQL, self._on_sql),
+        ):
+            await nc.subscribe(subject, queue=subjects.LEDGER_QUERY_QUEUE, cb=handler)
         self.quotas = QuotaRecorder(nc, self.store, self.settings.ledger_quota_sample_s)
         await self.quotas.start()
         self.dashboard = DashboardServer(settings, self.store, nc)
@@ -222,21 +256,102 @@ class Ledger(BusService):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), LAG_POLL_S)
 
-    async def _on_query(self, msg: Msg) -> None:
+    # --- reads over NATS ----------------------------------------------------------------
+
+    async def _read(self, what: str, sql: str, params: dict[str, Any]) -> tuple[list[str], list[tuple]]:
+        """A typed read's query; a store failure is logged in full and raised as StoreReadError."""
         try:
-            ask = orjson.loads(msg.data)
-            sql = str(ask["sql"])
-            if not is_read_only(sql):
-                raise ValueError(
-                    "only a single read-only statement (SELECT, WITH, SHOW, DESCRIBE) is allowed"
-                )
-            columns, rows = await self.store.query(sql, ask.get("params") or {})
-            body = {"columns": columns, "rows": rows}
+            return await self.store.query(sql, params)
         except Exception as exc:
-            body = {
-                "error": str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
+            metrics.ERRORS.labels(self.name, "read_failed").inc()
+            self.log.error("ledger read %s failed: %s", what, exc)
+            raise StoreReadError from None
+
+    async def _on_request_lookup(self, msg: Msg) -> None:
+        """ledger.read.request: one request's row, only within the asking project."""
+        try:
+            ask = ledger_pb2.RequestLookup.FromString(msg.data)
+        except Exception:
+            ask = ledger_pb2.RequestLookup()
+        if not ask.request_id or not ask.project_id:
+            reply = ledger_pb2.RequestLookupReply(
+                error=_error("invalid_argument", "request_id and project_id are required")
+            )
+        else:
+            try:
+                reply = reads.request_lookup_reply(
+                    *await self._read("request", *reads.request_by_id_query(ask))
+                )
+            except StoreReadError:
+                reply = ledger_pb2.RequestLookupReply(
+                    error=_error("unavailable", "the ledger could not read the request")
+                )
+        await msg.respond(reply.SerializeToString())
+
+    async def _on_spend_snapshot(self, msg: Msg) -> None:
+        """ledger.read.spend: the budget rebuild's per-scope sums and the journal ids stored."""
+        try:
+            ask = ledger_pb2.SpendSnapshotQuery.FromString(msg.data)
+        except Exception:
+            await msg.respond(
+                ledger_pb2.SpendSnapshot(error=_error("invalid_argument", "undecodable")).SerializeToString()
+            )
+            return
+        try:
+            columns, rows = await self._read("spend", *reads.spend_query(ask))
+            stored: list[str] = []
+            if ask.journal_request_ids:
+                _, found = await self._read(
+                    "stored ids", *reads.stored_ids_query(list(ask.journal_request_ids))
+                )
+                stored = [row[0] for row in found]
+            reply = reads.spend_snapshot(columns, rows, stored)
+        except StoreReadError:
+            reply = ledger_pb2.SpendSnapshot(
+                error=_error("unavailable", "the ledger could not read the spend")
+            )
+        await msg.respond(reply.SerializeToString())
+
+    def _is_admin(self, msg: Msg) -> bool:
+        given = (msg.headers or {}).get("Authorization", "").removeprefix("Bearer ").strip()
+        return bool(self.admin_token) and hmac.compare_digest(given.encode(), self.admin_token.encode())
+
+    async def _on_sql(self, msg: Msg) -> None:
+        """ledger.sql: an analyst's SQL (JSON), admin token required, run read-only and capped."""
+        if not self._is_admin(msg):
+            metrics.ERRORS.labels(self.name, "sql_unauthorized").inc()
+            body: dict[str, Any] = {
+                "code": "unauthorized",
+                "error": "the admin token is required (Authorization: Bearer)",
             }
-        await msg.respond(orjson.dumps(body, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATACLASS))
+        else:
+            try:
+                ask = orjson.loads(msg.data)
+                sql, params = str(ask["sql"]), ask.get("params") or {}
+                if not isinstance(params, dict):
+                    raise RefusedSql("invalid_sql", "params must be an object")
+                columns, rows = await self.analyst.query(sql, params)
+                body = {"columns": columns, "rows": rows}
+            except RefusedSql as refused:
+                body = {"code": refused.code, "error": str(refused)}
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                body = {
+                    "code": "invalid_sql",
+                    "error": 'the request must be JSON: {"sql": "...", "params": {...}}',
+                }
+            except Exception as exc:  # the analyst thread gone (draining): answer, do not hang
+                self.log.error("analyst query not run: %s", exc)
+                body = {"code": "unavailable", "error": "the ledger could not run the query"}
+        reply = orjson.dumps(body, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATACLASS)
+        limit = self.nc.max_payload if self.nc is not None else len(reply)
+        if len(reply) > limit:
+            reply = orjson.dumps(
+                {
+                    "code": "cut_off",
+                    "error": f"cut off: the result is {len(reply)} bytes, over the bus's {limit}: aggregate or add a LIMIT",
+                }
+            )
+        await msg.respond(reply)
 
     async def drain(self) -> None:
         self._stopping.set()
@@ -252,6 +367,7 @@ class Ledger(BusService):
         with contextlib.suppress(Exception):
             await self._psub.unsubscribe()
         await super().drain()
+        await self.analyst.close()
         await self.store.close()
 
 

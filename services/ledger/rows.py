@@ -46,70 +46,90 @@ def planned_target(event: events_pb2.Completion) -> tuple[str, str, str]:
     return "", "", event.rationale.winner
 
 
-def request_row(event: events_pb2.Completion) -> list[Any]:
+def in_column_order(record: dict[str, Any], columns: list[str]) -> list[Any]:
+    """The record's values in the table's column order, looked up by name: a column added to
+    the list but not to the record (or the other way round) fails here, never shifts a value."""
+    missing = [c for c in columns if c not in record]
+    extra = sorted(set(record) - set(columns))
+    if missing or extra:
+        raise ValueError(f"ledger row does not match its columns: missing {missing}, unexpected {extra}")
+    return [record[column] for column in columns]
+
+
+def request_record(event: events_pb2.Completion) -> dict[str, Any]:
+    """The `requests` row of a completion, by column name."""
     attempts = [MessageToDict(a, preserving_proto_field_name=True) for a in event.attempts]
     planned_provider, planned_model, planned_deployment = planned_target(event)
+    return {
+        "request_id": event.request_id,
+        "ts": _ts(event.started_unix_ms),
+        "finished_at": _ts(event.finished_unix_ms or event.started_unix_ms),
+        "project_id": event.project_id,
+        "agent_id": event.agent_id,
+        "key_id": event.key_id,
+        "api": event.api,
+        "route": event.route,
+        "requested_model": event.requested_model,
+        "planned_provider": planned_provider,
+        "planned_model": planned_model,
+        "planned_deployment_id": planned_deployment,
+        "provider": event.provider,
+        "model": event.model,
+        "deployment_id": event.deployment_id,
+        "status": event.status,
+        "error_code": event.error_code,
+        "error_message": event.error_message,
+        "finish_reason": event.finish_reason,
+        "prompt_tokens": event.usage.prompt_tokens,
+        "completion_tokens": event.usage.completion_tokens,
+        "cached_tokens": event.usage.cached_tokens,
+        "cost_usd": Decimal(event.cost_usd or "0"),
+        "latency_ms": event.latency_ms,
+        "ttft_ms": event.ttft_ms,
+        "overhead_ms": event.overhead_ms,
+        "stream": event.stream,
+        "attempt_count": len(event.attempts),
+        "failovers": max(len(event.attempts) - 1, 0),
+        "attempts": orjson.dumps(attempts).decode(),
+        "rationale": _json(event.rationale) if event.HasField("rationale") else "{}",
+        "trace_id": event.trace_id,
+        "metadata": dict(event.metadata),
+        "reservation_id": event.reservation_id,
+    }
+
+
+def request_row(event: events_pb2.Completion) -> list[Any]:
+    return in_column_order(request_record(event), REQUEST_COLUMNS)
+
+
+def attempt_records(event: events_pb2.Completion) -> list[dict[str, Any]]:
+    """The `attempts` rows of a completion, by column name."""
+    last = len(event.attempts)
     return [
-        event.request_id,
-        _ts(event.started_unix_ms),
-        _ts(event.finished_unix_ms or event.started_unix_ms),
-        event.project_id,
-        event.agent_id,
-        event.key_id,
-        event.api,
-        event.route,
-        event.requested_model,
-        planned_provider,
-        planned_model,
-        planned_deployment,
-        event.provider,
-        event.model,
-        event.deployment_id,
-        event.status,
-        event.error_code,
-        event.error_message,
-        event.finish_reason,
-        event.usage.prompt_tokens,
-        event.usage.completion_tokens,
-        event.usage.cached_tokens,
-        Decimal(event.cost_usd or "0"),
-        event.latency_ms,
-        event.ttft_ms,
-        event.overhead_ms,
-        event.stream,
-        len(event.attempts),
-        max(len(event.attempts) - 1, 0),
-        orjson.dumps(attempts).decode(),
-        _json(event.rationale) if event.HasField("rationale") else "{}",
-        event.trace_id,
-        dict(event.metadata),
-        event.reservation_id,
+        {
+            "request_id": event.request_id,
+            "attempt_no": number,
+            "ts": _ts(attempt.started_unix_ms or event.started_unix_ms),
+            "project_id": event.project_id,
+            "agent_id": event.agent_id,
+            "deployment_id": attempt.deployment_id,
+            "provider": attempt.provider,
+            "model": attempt.model,
+            "status": attempt.status,
+            "error_code": attempt.error_code,
+            "error_message": attempt.error_message,
+            "http_status": attempt.http_status,
+            "latency_ms": attempt.latency_ms,
+            "ttft_ms": attempt.ttft_ms,
+            "failed_over": attempt.status == "error" and number < last,
+            "trace_id": event.trace_id,
+        }
+        for number, attempt in enumerate(event.attempts, start=1)
     ]
 
 
 def attempt_rows(event: events_pb2.Completion) -> list[list[Any]]:
-    last = len(event.attempts)
-    return [
-        [
-            event.request_id,
-            number,
-            _ts(attempt.started_unix_ms or event.started_unix_ms),
-            event.project_id,
-            event.agent_id,
-            attempt.deployment_id,
-            attempt.provider,
-            attempt.model,
-            attempt.status,
-            attempt.error_code,
-            attempt.error_message,
-            attempt.http_status,
-            attempt.latency_ms,
-            attempt.ttft_ms,
-            attempt.status == "error" and number < last,
-            event.trace_id,
-        ]
-        for number, attempt in enumerate(event.attempts, start=1)
-    ]
+    return [in_column_order(record, ATTEMPT_COLUMNS) for record in attempt_records(event)]
 
 
 def feed_item(event: events_pb2.Completion) -> dict[str, Any]:

@@ -3,13 +3,15 @@
 One code path for both stores: `chdb:///path` (embedded chDB, one process per folder) or
 `http://host:8123` (a server). The client is synchronous (the async client does not support
 chDB), so every call runs on one dedicated thread, keeping the event loop free.
+
+Analyst SQL (`switchyard sql`) runs elsewhere: AnalystReader has its own connection, session
+settings and thread, so a heavy analyst query never queues the inserts (docs/analyst-sql.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,13 +20,20 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+from .analyst import (
+    OPTIONAL_SETTINGS,
+    RefusedSql,
+    SqlCaps,
+    check_statement,
+    engine_error,
+    session_settings,
+    session_statements,
+)
 from .migrations import RETENTION, ROLLUP_FROM_RAW, ROLLUP_KEY, ROLLUP_SUMS, ROLLUP_TOTALS, pending
 from .retention import retention_statement
 from .rollups import reconcile_since, rollup_deltas
 
 log = logging.getLogger("switchyard.ledger.store")
-
-_READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN)\b", re.IGNORECASE)
 
 
 def open_client(dsn: str, database: str = "") -> Client:
@@ -36,10 +45,6 @@ def open_client(dsn: str, database: str = "") -> Client:
     admin = clickhouse_connect.get_client(dsn=dsn)
     admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")
     return clickhouse_connect.get_client(dsn=dsn, database=database)
-
-
-def is_read_only(sql: str) -> bool:
-    return bool(_READ_ONLY.match(sql)) and ";" not in sql.strip().rstrip(";")
 
 
 class LedgerStore:
@@ -132,6 +137,74 @@ class LedgerStore:
     ) -> tuple[list[str], list[tuple]]:
         result = await self._run(self._client.query, sql, parameters=parameters or {})
         return list(result.column_names), result.result_rows
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._run(self._client.close)
+        self._executor.shutdown(wait=True)
+
+
+class AnalystReader:
+    """Free SQL for analysts on its own connection and thread: the session is read-only with
+    time, memory and result caps (services/ledger/analyst.py), and a query that runs to its
+    time cap holds only this thread, never the store's inserts."""
+
+    def __init__(self, dsn: str, database: str = "", caps: SqlCaps | None = None) -> None:
+        self.dsn = dsn
+        self.database = database
+        self.caps = caps or SqlCaps()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-analyst")
+        self._client: Client | None = None
+
+    async def _run(self, fn, *args):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def _open(self) -> None:
+        if not self.dsn.startswith("chdb://"):
+            # A ClickHouse server: the caps and readonly go with every request (HTTP parameters,
+            # applied together before the query), since the HTTP client sends transport settings
+            # of its own that a session already set to readonly would refuse. Not exercised by
+            # the suite (it runs chDB); docs/analyst-sql.md suggests a readonly user as well.
+            settings = {name: value.strip("'") for name, value in session_settings(self.caps).items()}
+            kwargs = {"database": self.database} if self.database else {}
+            self._client = clickhouse_connect.get_client(dsn=self.dsn, settings=settings, **kwargs)
+            return
+        client = open_client(self.dsn, self.database)
+        for name, value in OPTIONAL_SETTINGS.items():
+            known = client.query(
+                "SELECT count() FROM system.settings WHERE name = {n:String}", parameters={"n": name}
+            ).result_rows[0][0]
+            if known:
+                client.command(f"SET {name} = {value}")
+        for statement in session_statements(self.caps):
+            client.command(statement)
+        self._client = client
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    def _query(self, sql: str, parameters: dict[str, Any]) -> tuple[list[str], list[tuple]]:
+        if self._client is None:
+            raise RefusedSql("unavailable", "the analyst connection is not open")
+        try:
+            canonical = self._client.query(
+                "SELECT formatQuerySingleLine({q:String})", parameters={"q": sql}
+            ).result_rows[0][0]
+            check_statement(canonical)
+            result = self._client.query(sql, parameters=parameters)
+        except RefusedSql:
+            raise
+        except Exception as exc:
+            log.warning("analyst query failed: %s -- %s", exc, sql[:2000])
+            raise engine_error(str(exc), self.caps) from None
+        return list(result.column_names), result.result_rows
+
+    async def query(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple]]:
+        """Columns and rows, or RefusedSql with a message safe to send back."""
+        return await self._run(self._query, sql, parameters or {})
 
     async def close(self) -> None:
         if self._client is not None:

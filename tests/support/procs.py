@@ -23,6 +23,9 @@ from switchyard.children import tied_to_parent
 from switchyard.natsserver import NatsServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+# Each test stack's admin token by its NATS URL, for ledger_sql (the ledger's SQL subject
+# answers only the admin token).
+ADMIN_TOKENS: dict[str, str] = {}
 
 
 def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.05, what: str = "condition"):
@@ -121,6 +124,7 @@ class Stack:
             PYTHONUNBUFFERED="1",
         )
         base.update(env)
+        ADMIN_TOKENS[nats_url] = base["SWITCHYARD_ADMIN_TOKEN"]
         return base
 
     def spawn(self, name: str, module: str, *args: str, wait: bool = True, **env: str) -> ServiceProc:
@@ -223,11 +227,18 @@ class Stack:
         return "\n".join(f"--- {s.name}\n{s.log()[-3000:]}" for s in self.services)
 
 
-async def ledger_sql(nats_url: str, sql: str, params: dict | None = None) -> list[dict]:
+async def ledger_sql(
+    nats_url: str, sql: str, params: dict | None = None, admin_token: str | None = None
+) -> list[dict]:
+    """Analyst SQL on the ledger (`ledger.sql`), with the stack's admin token by default."""
+    token = ADMIN_TOKENS.get(nats_url, "") if admin_token is None else admin_token
     nc = await nats.connect(servers=nats_url.split(","))
     try:
         reply = await nc.request(
-            subjects.LEDGER_QUERY, orjson.dumps({"sql": sql, "params": params or {}}), timeout=10
+            subjects.LEDGER_SQL,
+            orjson.dumps({"sql": sql, "params": params or {}}),
+            timeout=10,
+            headers={"Authorization": f"Bearer {token}"},
         )
     finally:
         await nc.close()

@@ -1,0 +1,121 @@
+"""The typed reads other services ask the ledger for (protos/switchyard/v1/ledger.proto).
+
+The SQL lives here, next to the tables it reads, so no other service writes SQL against the
+ledger: the ingress asks for one request (scoped to the caller's project), the budget authority
+for the spend snapshot of a rebuild. Each function turns a typed question into a query and the
+rows (looked up by column name) into the typed answer. Pure: tested without a database; the
+store runs the queries (services/ledger/store.py).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from google.protobuf.json_format import ParseDict
+
+from switchyard.v1 import invoke_pb2, ledger_pb2
+
+REQUEST_BY_ID_SQL = (
+    "SELECT * FROM requests FINAL WHERE request_id = {id:String} AND project_id = {project:String} LIMIT 1"
+)
+
+SPEND_SQL = """
+SELECT project_id, agent_id, key_id,
+       toString(sum(cost_usd)) AS total,
+       toString(sumIf(cost_usd, ts >= fromUnixTimestamp64Milli({month_start:Int64}, 'UTC'))) AS month,
+       toString(sumIf(cost_usd, ts >= fromUnixTimestamp64Milli({day_start:Int64}, 'UTC'))) AS day,
+       groupArrayIf(request_id, inserted_at >= fromUnixTimestamp64Milli({recent_since:Int64}, 'UTC')) AS recent
+FROM requests FINAL
+WHERE request_id NOT IN {tail:Array(String)}
+GROUP BY project_id, agent_id, key_id
+"""
+
+STORED_IDS_SQL = "SELECT DISTINCT request_id FROM requests WHERE request_id IN {ids:Array(String)}"
+
+
+def request_by_id_query(ask: ledger_pb2.RequestLookup) -> tuple[str, dict[str, Any]]:
+    return REQUEST_BY_ID_SQL, {"id": ask.request_id, "project": ask.project_id}
+
+
+def _unix_ms(value: datetime | None) -> int:
+    return round(value.timestamp() * 1000) if value is not None else 0
+
+
+def _decimal_text(value: Decimal | str | None) -> str:
+    if value is None:
+        return "0"
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
+
+
+def _json_list(text: str) -> list[dict[str, Any]]:
+    parsed = orjson.loads(text or "[]")
+    return parsed if isinstance(parsed, list) else []
+
+
+def ledger_request(row: dict[str, Any]) -> ledger_pb2.LedgerRequest:
+    """A `requests` row (by column name) as the typed record. The stored JSON columns are read
+    back into their messages (unknown fields of older rows ignored)."""
+    out = ledger_pb2.LedgerRequest(
+        ts_unix_ms=_unix_ms(row.get("ts")),
+        finished_unix_ms=_unix_ms(row.get("finished_at")),
+        inserted_unix_ms=_unix_ms(row.get("inserted_at")),
+        cost_usd=_decimal_text(row.get("cost_usd")),
+        metadata=dict(row.get("metadata") or {}),
+    )
+    for name in (
+        "request_id", "project_id", "agent_id", "key_id", "api", "route", "requested_model",
+        "planned_provider", "planned_model", "planned_deployment_id", "provider", "model",
+        "deployment_id", "status", "error_code", "error_message", "finish_reason", "trace_id",
+        "reservation_id", "prompt_tokens", "completion_tokens", "cached_tokens", "latency_ms",
+        "ttft_ms", "overhead_ms", "stream", "attempt_count", "failovers",
+    ):  # fmt: skip
+        value = row.get(name)
+        if value is not None:
+            setattr(out, name, value)
+    for attempt in _json_list(row.get("attempts") or "[]"):
+        ParseDict(attempt, out.attempts.add(), ignore_unknown_fields=True)
+    rationale = orjson.loads(row.get("rationale") or "{}")
+    if rationale:
+        out.rationale.CopyFrom(ParseDict(rationale, invoke_pb2.Rationale(), ignore_unknown_fields=True))
+    return out
+
+
+def request_lookup_reply(columns: list[str], rows: list[tuple]) -> ledger_pb2.RequestLookupReply:
+    if not rows:
+        return ledger_pb2.RequestLookupReply(found=False)
+    record = dict(zip(columns, rows[0], strict=True))
+    return ledger_pb2.RequestLookupReply(found=True, request=ledger_request(record))
+
+
+def spend_query(ask: ledger_pb2.SpendSnapshotQuery) -> tuple[str, dict[str, Any]]:
+    return SPEND_SQL, {
+        "tail": list(ask.tail_request_ids),
+        "day_start": ask.day_start_unix_ms,
+        "month_start": ask.month_start_unix_ms,
+        "recent_since": ask.recent_since_unix_ms,
+    }
+
+
+def stored_ids_query(ids: list[str]) -> tuple[str, dict[str, Any]]:
+    return STORED_IDS_SQL, {"ids": ids}
+
+
+def spend_snapshot(
+    columns: list[str], rows: list[tuple], stored_journal_ids: list[str]
+) -> ledger_pb2.SpendSnapshot:
+    snapshot = ledger_pb2.SpendSnapshot(stored_journal_ids=sorted(stored_journal_ids))
+    for values in rows:
+        row = dict(zip(columns, values, strict=True))
+        snapshot.scopes.add(
+            project_id=row["project_id"],
+            agent_id=row["agent_id"],
+            key_id=row["key_id"],
+            total_usd=str(row["total"] or "0"),
+            month_usd=str(row["month"] or "0"),
+            day_usd=str(row["day"] or "0"),
+            recent_request_ids=list(row["recent"] or []),
+        )
+    return snapshot
