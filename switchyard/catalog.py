@@ -14,11 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from switchyard import provider_defaults
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.pricing import Price
+from switchyard.vocab import DEFAULT_PRESET, StrategyPreset, is_member
 
 BUILTIN_ROUTES = ("auto", "fast", "cheap", "best")
-STRATEGY_PRESETS = ("balanced", "fastest", "cheapest", "best")
+# The built-in routes other than `auto` (balanced) each stand for one preset.
+BUILTIN_ROUTE_PRESETS = {
+    "fast": StrategyPreset.FASTEST,
+    "cheap": StrategyPreset.CHEAPEST,
+    "best": StrategyPreset.BEST,
+}
 WEIGHT_NAMES = ("latency", "cost", "quality")
 
 
@@ -78,7 +84,7 @@ class Deployment:
 class Route:
     name: str
     deployments: tuple[str, ...]
-    strategy: str = "balanced"
+    strategy: str = DEFAULT_PRESET
     # Explicit scoring weights ({"latency": .., "cost": .., "quality": ..}); win over `strategy`.
     weights: Mapping[str, float] | None = None
 
@@ -128,7 +134,7 @@ class Catalog:
         if matches:
             return name, matches
         raise GatewayError(
-            "model_not_found",
+            ErrorCode.MODEL_NOT_FOUND,
             f"unknown model {model!r}: name a route ({', '.join(sorted(self.routes))}), "
             "an alias, or <provider>/<model> of a configured deployment",
             param="model",
@@ -229,7 +235,7 @@ def build_catalog(config: Mapping[str, Any], env: Mapping[str, str]) -> Catalog:
         routes[name] = Route(
             name,
             all_ids,
-            strategy={"fast": "fastest", "cheap": "cheapest", "best": "best"}.get(name, "balanced"),
+            strategy=BUILTIN_ROUTE_PRESETS.get(name, DEFAULT_PRESET),
         )
     for name, raw in config.get("routes", {}).items():
         ids = tuple(raw.get("deployments", []))
@@ -255,9 +261,9 @@ def build_catalog(config: Mapping[str, Any], env: Mapping[str, str]) -> Catalog:
 
 
 def _strategy(route: str, raw: Any) -> str:
-    name = str(raw if raw is not None else "balanced")
-    if name not in STRATEGY_PRESETS:
-        raise ValueError(f"route {route!r}: strategy {name!r} is not one of {', '.join(STRATEGY_PRESETS)}")
+    name = str(raw if raw is not None else DEFAULT_PRESET)
+    if not is_member(StrategyPreset, name):
+        raise ValueError(f"route {route!r}: strategy {name!r} is not one of {', '.join(StrategyPreset)}")
     return name
 
 

@@ -15,6 +15,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from switchyard import subjects, telemetry
+from switchyard.errors import ErrorCode
 from switchyard.v1 import invoke_pb2
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ async def hand_off(nc: NATS, dispatch: invoke_pb2.Dispatch) -> bool:
                 provider=target.provider,
                 model=target.model,
                 status="error",
-                error_code="no_worker",
+                error_code=ErrorCode.NO_WORKER,
                 error_message=f"no worker serves provider {target.provider!r}",
             )
             dispatch.position += 1

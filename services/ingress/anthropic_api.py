@@ -15,11 +15,18 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from switchyard.catalog import Catalog
-from switchyard.errors import GatewayError
+from switchyard.errors import CODES, AnthropicError, GatewayError, spec_for
 from switchyard.tokens import estimate_prompt_tokens
 from switchyard.v1 import invoke_pb2
 
-from .native import MAX_MESSAGES, GatewayInfo, StrategyWeights, gateway_json, set_strategy_and_metadata
+from .native import (
+    MAX_MESSAGES,
+    GatewayInfo,
+    PresetName,
+    StrategyWeights,
+    gateway_json,
+    set_strategy_and_metadata,
+)
 from .validation import parse_json_body
 
 # ---------------------------------------------------------------------------------------------
@@ -111,7 +118,7 @@ class MessagesRequest(_In):
     metadata: dict[str, str | None] | None = Field(
         None, description="`user_id` as in Anthropic's API, plus routing metadata such as agent or task."
     )
-    strategy: Literal["balanced", "fastest", "cheapest", "best"] | StrategyWeights | None = None
+    strategy: PresetName | StrategyWeights | None = None
 
     @field_validator("strategy")
     @classmethod
@@ -407,32 +414,13 @@ class EventStream:
 # ---------------------------------------------------------------------------------------------
 # Errors
 
-# neutral code -> (HTTP status, Anthropic error type). Spend caps are 429 rate_limit_error, as
-# Anthropic's own spend limits are; capacity problems are 529 overloaded_error.
-ERRORS: dict[str, tuple[int, str]] = {
-    "invalid_request": (400, "invalid_request_error"),
-    "unprocessable": (400, "invalid_request_error"),
-    "unauthorized": (401, "authentication_error"),
-    "permission_denied": (403, "permission_error"),
-    "not_found": (404, "not_found_error"),
-    "model_not_found": (404, "not_found_error"),
-    "method_not_allowed": (405, "invalid_request_error"),
-    "payload_too_large": (413, "request_too_large"),
-    "budget_exceeded": (429, "rate_limit_error"),
-    "rate_limited": (429, "rate_limit_error"),
-    "client_closed": (499, "invalid_request_error"),
-    "internal": (500, "api_error"),
-    "upstream_error": (502, "api_error"),
-    "unavailable": (529, "overloaded_error"),
-    "overloaded": (529, "overloaded_error"),
-    "no_capacity": (529, "overloaded_error"),
-    "timeout": (504, "timeout_error"),
-}
+# neutral code -> (HTTP status, Anthropic error type), from the one table.
+ERRORS: dict[str, AnthropicError] = {code: spec.anthropic for code, spec in CODES.items()}
 
 
 def error_body(error: GatewayError, request_id: str = "") -> tuple[int, dict[str, Any]]:
     """(HTTP status, Anthropic error object) for a neutral error."""
-    status, kind = ERRORS.get(error.code, (500, "api_error"))
+    status, kind = spec_for(error.code).anthropic
     body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": error.message}}
     if request_id:
         body["request_id"] = request_id

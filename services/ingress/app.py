@@ -26,7 +26,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from switchyard import bus, genai, metrics, subjects, telemetry
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.service import load_service_catalog
 from switchyard.settings import Settings
 from switchyard.tenancy import ANONYMOUS, Identity
@@ -199,14 +199,16 @@ class Ingress:
 
     async def _on_http_exception(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
+            exc.status_code, ErrorCode.INVALID_REQUEST
+        )
         error = GatewayError(code, f"{request.method} {request.url.path}: {exc.detail}")
         return error_response(error, dialect=dialect_for_path(request.url.path))
 
     async def _on_exception(self, request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
         return error_response(
-            GatewayError("internal", "internal error"), dialect=dialect_for_path(request.url.path)
+            GatewayError(ErrorCode.INTERNAL, "internal error"), dialect=dialect_for_path(request.url.path)
         )
 
     def admit(
@@ -230,7 +232,7 @@ class Ingress:
     ) -> invoke_pb2.InvokeRequest:
         """Ids, identity and deadline, set here and only here (never taken from the client)."""
         if identity is ANONYMOUS and self.settings.auth_required:
-            raise GatewayError("unauthorized", "missing API key")
+            raise GatewayError(ErrorCode.UNAUTHORIZED, "missing API key")
         now_ns = time.time_ns()
         request.request_id = new_request_id()
         request.received_unix_ns = now_ns
@@ -265,7 +267,7 @@ class Ingress:
         name = http.path_params["model"]
         anthropic = "anthropic-version" in http.headers
         if name not in self.catalog.model_names():
-            error = GatewayError("model_not_found", f"unknown model {name!r}", param="model")
+            error = GatewayError(ErrorCode.MODEL_NOT_FOUND, f"unknown model {name!r}", param="model")
             return error_response(error, dialect=ANTHROPIC if anthropic else OPENAI)
         if anthropic:
             return JSONResponse(anthropic_api.model_json(name))
@@ -378,12 +380,12 @@ class Ingress:
                 timeout=5,
             )
         except Exception:
-            raise GatewayError("unavailable", "the ledger did not answer", retry_after_s=1) from None
+            raise GatewayError(ErrorCode.UNAVAILABLE, "the ledger did not answer", retry_after_s=1) from None
         result = orjson.loads(reply.data)
         if "error" in result:
-            raise GatewayError("internal", f"ledger query failed: {result['error']}")
+            raise GatewayError(ErrorCode.INTERNAL, f"ledger query failed: {result['error']}")
         if not result["rows"]:
-            raise GatewayError("not_found", f"no ledger row for {request_id} (yet)")
+            raise GatewayError(ErrorCode.NOT_FOUND, f"no ledger row for {request_id} (yet)")
         row = dict(zip(result["columns"], result["rows"][0], strict=True))
         for column in ("attempts", "rationale"):
             row[column] = orjson.loads(row[column] or "null")

@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.nuid import NUID
 
 from switchyard import codec, subjects, telemetry
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.v1 import invoke_pb2
 
 NO_RESPONDERS = "503"
@@ -32,14 +32,14 @@ class ReplyStream:
     async def next(self) -> invoke_pb2.Reply:
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
-            raise GatewayError("timeout", "the request took longer than its deadline")
+            raise GatewayError(ErrorCode.TIMEOUT, "the request took longer than its deadline")
         try:
             msg = await asyncio.wait_for(self._queue.get(), remaining)
         except TimeoutError:
-            raise GatewayError("timeout", "the request took longer than its deadline") from None
+            raise GatewayError(ErrorCode.TIMEOUT, "the request took longer than its deadline") from None
         if msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
             raise GatewayError(
-                "unavailable",
+                ErrorCode.UNAVAILABLE,
                 "no router or provider worker is available right now",
                 retry_after_s=1.0,
             )

@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from switchyard.errors import ErrorCode
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -87,13 +89,16 @@ class EdgeMiddleware:
         header_bytes = sum(len(k) + len(v) for k, v in scope["headers"])
         if header_bytes > limits.max_header_bytes:
             await _reject(
-                send, 431, "invalid_request", f"request headers exceed {limits.max_header_bytes} bytes"
+                send,
+                431,
+                ErrorCode.INVALID_REQUEST,
+                f"request headers exceed {limits.max_header_bytes} bytes",
             )
             return
         if scope["method"] == "POST" and scope["path"] not in NEVER_SHED:
             reason = shed_reason(limits, self.overload)
             if reason:
-                await _reject(send, 503, "overloaded", reason, [(b"retry-after", b"1")])
+                await _reject(send, 503, ErrorCode.OVERLOADED, reason, [(b"retry-after", b"1")])
                 return
             self.overload.in_flight += 1
             try:
@@ -110,11 +115,14 @@ class EdgeMiddleware:
                 try:
                     announced = int(value)
                 except ValueError:
-                    await _reject(send, 400, "invalid_request", "invalid Content-Length")
+                    await _reject(send, 400, ErrorCode.INVALID_REQUEST, "invalid Content-Length")
                     return
                 if announced > limits.max_body_bytes:
                     await _reject(
-                        send, 413, "payload_too_large", f"request body exceeds {limits.max_body_bytes} bytes"
+                        send,
+                        413,
+                        ErrorCode.PAYLOAD_TOO_LARGE,
+                        f"request body exceeds {limits.max_body_bytes} bytes",
                     )
                     return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -131,7 +139,7 @@ class EdgeMiddleware:
                 await _reject(
                     send,
                     408,
-                    "timeout",
+                    ErrorCode.TIMEOUT,
                     f"the request body stalled for more than {limits.body_timeout_s:g} s",
                 )
                 return
@@ -141,7 +149,10 @@ class EdgeMiddleware:
             size += len(chunk)
             if size > limits.max_body_bytes:
                 await _reject(
-                    send, 413, "payload_too_large", f"request body exceeds {limits.max_body_bytes} bytes"
+                    send,
+                    413,
+                    ErrorCode.PAYLOAD_TOO_LARGE,
+                    f"request body exceeds {limits.max_body_bytes} bytes",
                 )
                 return
             chunks.append(chunk)

@@ -1,7 +1,7 @@
 """The gRPC ingress: the `Gateway` service (Invoke, InvokeStream) on SWITCHYARD_GRPC_PORT, served
 from the ingress process over the same path as the HTTP APIs (Ingress.admit + Ingress.open).
 
-Errors end the call with a gRPC status (grpc_api.STATUS) and trailing metadata carrying the
+Errors end the call with a gRPC status (grpc_api.status_for) and trailing metadata carrying the
 neutral code and the request id. On InvokeStream, an error after frames were sent is first sent
 as an error frame too (the contract's stream ends with a final or an error frame), then the
 call ends with the status.

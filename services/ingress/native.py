@@ -10,15 +10,31 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
+from switchyard.errors import ErrorCode
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import FinishReason, Status, StrategyPreset, is_member
 
 from . import hints
 from .validation import parse_json_body
 
-STRATEGY_PRESETS = hints.STRATEGY_PRESETS
 MAX_MESSAGES = 2048
+
+
+def _preset(value: Any) -> Any:
+    """A body's preset name as the enum: strict validation takes only enum instances, and a body
+    (parsed JSON) has strings. An unknown name fails with the names that are allowed."""
+    if not isinstance(value, str):
+        return value
+    if is_member(StrategyPreset, value):
+        return StrategyPreset(value)
+    names = ", ".join(repr(name.value) for name in StrategyPreset)
+    raise PydanticCustomError("enum", "Input should be one of {names}", {"names": names})
+
+
+PresetName = Annotated[StrategyPreset, BeforeValidator(_preset)]
 
 
 class _Strict(BaseModel):
@@ -92,7 +108,7 @@ class InvokeBody(_Strict):
     tool_choice: Literal["auto", "none", "required"] | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     stream: bool = False
-    strategy: Literal["balanced", "fastest", "cheapest", "best"] | StrategyWeights | None = None
+    strategy: PresetName | StrategyWeights | None = None
     metadata: dict[str, str | int | float | bool] | None = None
 
     @field_validator("strategy")
@@ -361,7 +377,7 @@ class NativeUsage(_Out):
 
 
 class AttemptError(_Out):
-    code: str
+    code: ErrorCode
     message: str
 
 
@@ -369,7 +385,7 @@ class AttemptOut(_Out):
     deployment: str
     provider: str
     model: str
-    status: str
+    status: Status
     latency_ms: float
     ttft_ms: float | None = None
     http_status: int | None = None
@@ -433,7 +449,7 @@ class InvokeResult(_Out):
     deployment: str
     route: str
     message: MessageOut
-    finish_reason: str
+    finish_reason: FinishReason
     usage: NativeUsage
     cost_usd: str
     latency_ms: float
@@ -454,7 +470,7 @@ class GatewayInfo(_Out):
 
 
 class NativeErrorDetail(_Out):
-    code: str
+    code: ErrorCode
     message: str
     request_id: str | None = None
     param: str | None = None

@@ -15,10 +15,17 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from switchyard.catalog import Catalog
-from switchyard.errors import GatewayError
+from switchyard.errors import CODES, GatewayError, OpenAIError, spec_for
 from switchyard.v1 import invoke_pb2
 
-from .native import MAX_MESSAGES, GatewayInfo, StrategyWeights, gateway_json, set_strategy_and_metadata
+from .native import (
+    MAX_MESSAGES,
+    GatewayInfo,
+    PresetName,
+    StrategyWeights,
+    gateway_json,
+    set_strategy_and_metadata,
+)
 from .validation import parse_json_body
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +174,7 @@ class ChatCompletionRequest(_In):
     logprobs: bool | None = Field(None, description="Not supported: must be false or absent.")
     user: str | None = None
     metadata: dict[str, str] | None = Field(None, description="Also carries routing metadata.")
-    strategy: Literal["balanced", "fastest", "cheapest", "best"] | StrategyWeights | None = None
+    strategy: PresetName | StrategyWeights | None = None
 
     @field_validator("stop")
     @classmethod
@@ -446,34 +453,15 @@ def _tool_call_delta(index: int, call_id: str, name: str, arguments: str) -> dic
 # ---------------------------------------------------------------------------------------------
 # Errors
 
-# neutral code -> (HTTP status, OpenAI error type, OpenAI error code). Budget and rate-limit
-# denials are 429 as OpenAI's own are, with the codes SDK users already test for
-# (`insufficient_quota` means "stop", `rate_limit_exceeded` means "retry after a while").
-ERRORS: dict[str, tuple[int, str, str]] = {
-    "invalid_request": (400, "invalid_request_error", "invalid_request"),
-    "unprocessable": (400, "invalid_request_error", "invalid_request"),
-    "unauthorized": (401, "invalid_request_error", "invalid_api_key"),
-    "permission_denied": (403, "permission_error", "permission_denied"),
-    "not_found": (404, "invalid_request_error", "not_found"),
-    "model_not_found": (404, "invalid_request_error", "model_not_found"),
-    "method_not_allowed": (405, "invalid_request_error", "method_not_allowed"),
-    "payload_too_large": (413, "invalid_request_error", "payload_too_large"),
-    "budget_exceeded": (429, "insufficient_quota", "insufficient_quota"),
-    "rate_limited": (429, "requests", "rate_limit_exceeded"),
-    "client_closed": (499, "invalid_request_error", "client_closed"),
-    "internal": (500, "server_error", "internal_error"),
-    "upstream_error": (502, "server_error", "upstream_error"),
-    "unavailable": (503, "server_error", "unavailable"),
-    "overloaded": (503, "server_error", "overloaded"),
-    "no_capacity": (503, "server_error", "no_capacity"),
-    "timeout": (504, "server_error", "timeout"),
-}
+# neutral code -> (HTTP status, OpenAI error type, OpenAI error code), from the one table.
+ERRORS: dict[str, OpenAIError] = {code: spec.openai for code, spec in CODES.items()}
 
 
 def error_body(error: GatewayError) -> tuple[int, dict[str, Any]]:
     """(HTTP status, OpenAI error object) for a neutral error. The request id travels in the
     `x-request-id` header, where OpenAI SDKs read it."""
-    status, kind, code = ERRORS.get(error.code, (500, "server_error", error.code))
+    status, kind, code = spec_for(error.code).openai
+    code = code or error.code  # a code this build does not know passes through
     return status, {
         "error": {"message": error.message, "type": kind, "param": error.param or None, "code": code}
     }

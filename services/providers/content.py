@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.tokens import CHARS_PER_TOKEN
 from switchyard.v1 import invoke_pb2
 
@@ -40,7 +40,9 @@ def image_of(part: invoke_pb2.ImagePart) -> Image:
     if url.startswith("data:"):
         header, sep, payload = url[5:].partition(",")
         if not sep or ";base64" not in header:
-            raise GatewayError("invalid_request", "image data URLs must be base64 (data:<type>;base64,...)")
+            raise GatewayError(
+                ErrorCode.INVALID_REQUEST, "image data URLs must be base64 (data:<type>;base64,...)"
+            )
         media_type = header.split(";", 1)[0] or part.media_type or "image/png"
         return Image(media_type=media_type, data_b64=payload, detail=part.detail)
     return Image(media_type=part.media_type or guess_media_type(url), url=url, detail=part.detail)
@@ -80,9 +82,9 @@ def parse_json_object(text: str, what: str) -> dict[str, Any]:
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
-        raise GatewayError("invalid_request", f"{what} is not valid JSON") from None
+        raise GatewayError(ErrorCode.INVALID_REQUEST, f"{what} is not valid JSON") from None
     if not isinstance(value, dict):
-        raise GatewayError("invalid_request", f"{what} must be a JSON object")
+        raise GatewayError(ErrorCode.INVALID_REQUEST, f"{what} must be a JSON object")
     return value
 
 
@@ -94,7 +96,7 @@ def parse_json(text: str, what: str) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
-        raise GatewayError("invalid_request", f"{what} is not valid JSON") from None
+        raise GatewayError(ErrorCode.INVALID_REQUEST, f"{what} is not valid JSON") from None
 
 
 def response_format(request: invoke_pb2.InvokeRequest) -> dict[str, Any] | None:
@@ -102,7 +104,9 @@ def response_format(request: invoke_pb2.InvokeRequest) -> dict[str, Any] | None:
         return None
     value = parse_json(request.response_format_json, "response_format")
     if not isinstance(value, dict):
-        raise GatewayError("invalid_request", "response_format must be an object", param="response_format")
+        raise GatewayError(
+            ErrorCode.INVALID_REQUEST, "response_format must be an object", param="response_format"
+        )
     return value
 
 

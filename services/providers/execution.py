@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from switchyard.catalog import Deployment
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.pricing import cost_usd, format_usd
 from switchyard.tokens import CHARS_PER_TOKEN, estimate_prompt_tokens
 from switchyard.v1 import events_pb2, invoke_pb2
@@ -61,7 +61,7 @@ def remaining_s(request: invoke_pb2.InvokeRequest) -> float | None:
 def deadline_error(provider: str) -> GatewayError:
     # Not retryable: there is no time left for another deployment.
     return GatewayError(
-        "timeout",
+        ErrorCode.TIMEOUT,
         "the request's deadline passed during the upstream call",
         retryable=False,
         provider=provider,

@@ -18,7 +18,7 @@ from opentelemetry import trace
 from switchyard import codec, genai, metrics, subjects, telemetry
 from switchyard.bus import EventPublisher, ensure_events_stream
 from switchyard.catalog import Catalog, Deployment
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.handoff import hand_off
 from switchyard.service import BusService, run
 from switchyard.settings import Settings
@@ -40,9 +40,11 @@ from .execution import (
 )
 
 tracer = telemetry.tracer("switchyard.providers")
-NO_WORKER = GatewayError("unavailable", "no provider worker is available for the fallback deployments")
+NO_WORKER = GatewayError(
+    ErrorCode.UNAVAILABLE, "no provider worker is available for the fallback deployments"
+)
 CLIENT_GONE = GatewayError(
-    "client_closed", "the client went away; the upstream call was cancelled", retryable=False
+    ErrorCode.CLIENT_CLOSED, "the client went away; the upstream call was cancelled", retryable=False
 )
 
 
@@ -155,7 +157,7 @@ class ProviderWorker(BusService):
             deployment = self.catalog.deployments.get(target.deployment_id)
             if deployment is None:
                 error = GatewayError(
-                    "unavailable",
+                    ErrorCode.UNAVAILABLE,
                     f"deployment {target.deployment_id} is not configured on this worker",
                 )
                 await self._fail(dispatch, reply, error, None)
@@ -222,11 +224,11 @@ class ProviderWorker(BusService):
             if deadline.expired():
                 error = deadline_error(deployment.provider)
             else:  # an adapter's own timeout that escaped as the builtin exception
-                error = GatewayError("timeout", "upstream timed out", provider=deployment.provider)
+                error = GatewayError(ErrorCode.TIMEOUT, "upstream timed out", provider=deployment.provider)
         except Exception as exc:  # an adapter bug must still end the request cleanly
             self.log.exception("adapter %s crashed", deployment.adapter)
             error = GatewayError(
-                "internal",
+                ErrorCode.INTERNAL,
                 f"provider adapter error: {type(exc).__name__}",
                 provider=deployment.provider,
             )
@@ -327,7 +329,7 @@ class ProviderWorker(BusService):
                 progress.add_chunk(item)
                 await self.nc.publish(reply, codec.chunk_frame(item))
         raise GatewayError(
-            "upstream_error", "stream ended without a final event", provider=deployment.provider
+            ErrorCode.UPSTREAM_ERROR, "stream ended without a final event", provider=deployment.provider
         )
 
     async def _fail(

@@ -25,7 +25,7 @@ import aiohttp
 import orjson
 
 from switchyard.catalog import Deployment, Timeouts
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
 
@@ -106,12 +106,14 @@ def json_event(event: SSEEvent, provider: str) -> dict[str, Any]:
         payload = orjson.loads(event.data)
     except orjson.JSONDecodeError:
         raise GatewayError(
-            "upstream_error",
+            ErrorCode.UPSTREAM_ERROR,
             f"{provider} sent a malformed stream event: {event.data[:80]!r}",
             provider=provider,
         ) from None
     if not isinstance(payload, dict):
-        raise GatewayError("upstream_error", f"{provider} sent a non-object stream event", provider=provider)
+        raise GatewayError(
+            ErrorCode.UPSTREAM_ERROR, f"{provider} sent a non-object stream event", provider=provider
+        )
     return payload
 
 
@@ -204,7 +206,7 @@ class HttpAdapter(ProviderAdapter):
 
     def _timeout(self, which: str, seconds: float) -> GatewayError:
         return GatewayError(
-            "timeout",
+            ErrorCode.TIMEOUT,
             f"{self.provider} timed out: no {'data' if which != 'total' else 'completion'} within "
             f"{seconds:.3g}s ({which} timeout of deployment {self.deployment.id})",
             provider=self.provider,
@@ -226,11 +228,15 @@ class HttpAdapter(ProviderAdapter):
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise GatewayError(
-                "upstream_error", f"{self.provider} answered with invalid JSON", provider=self.provider
+                ErrorCode.UPSTREAM_ERROR,
+                f"{self.provider} answered with invalid JSON",
+                provider=self.provider,
             ) from None
         if not isinstance(payload, dict):
             raise GatewayError(
-                "upstream_error", f"{self.provider} answered with a non-object", provider=self.provider
+                ErrorCode.UPSTREAM_ERROR,
+                f"{self.provider} answered with a non-object",
+                provider=self.provider,
             )
         completed = self.parse_response(request, payload)
         completed.http_status = response.status

@@ -22,7 +22,7 @@ from opentelemetry import trace
 from switchyard import codec, genai, metrics, subjects, telemetry
 from switchyard.bus import EventPublisher, ensure_events_stream
 from switchyard.catalog import Deployment, read_config
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.handoff import hand_off
 from switchyard.pricing import format_usd, max_cost_usd
 from switchyard.service import BusService, run
@@ -47,7 +47,7 @@ tracer = telemetry.tracer("switchyard.router")
 # When a request sets no max_tokens, reserve as if it could produce this many.
 DEFAULT_MAX_TOKENS_FOR_BUDGET = 4096
 NO_WORKER = GatewayError(
-    "unavailable", "no provider worker is available for this model right now", retry_after_s=1.0
+    ErrorCode.UNAVAILABLE, "no provider worker is available for this model right now", retry_after_s=1.0
 )
 
 
@@ -151,7 +151,7 @@ class Router(BusService):
         except Exception:
             self.log.exception("routing failed")
             if msg.reply:
-                err = invoke_pb2.Error(code="internal", message="router error")
+                err = invoke_pb2.Error(code=ErrorCode.INTERNAL, message="router error")
                 await self.nc.publish(msg.reply, codec.error_frame(err))
         finally:
             self._slots.release()
@@ -261,12 +261,12 @@ class Router(BusService):
         except (NoRespondersError, NatsTimeoutError) as exc:
             # Fail closed: spending without the authority could cross a cap.
             raise GatewayError(
-                "unavailable", "the budget authority did not answer; try again", retry_after_s=1.0
+                ErrorCode.UNAVAILABLE, "the budget authority did not answer; try again", retry_after_s=1.0
             ) from exc
         decision = budget_pb2.Decision.FromString(reply.data)
         if not decision.allow:
             raise GatewayError(
-                decision.deny_code or "budget_exceeded",
+                decision.deny_code or ErrorCode.BUDGET_EXCEEDED,
                 decision.deny_reason or "denied by the budget authority",
                 retry_after_s=decision.retry_after_s,
                 retryable=False,

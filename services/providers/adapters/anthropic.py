@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from switchyard.catalog import Deployment
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
 
@@ -117,7 +117,7 @@ def anthropic_tool_choice(choice: Any) -> dict[str, Any] | None:
     name = forced_tool_name(choice)
     if name:
         return {"type": "tool", "name": name}
-    raise GatewayError("invalid_request", f"unsupported tool_choice {choice!r}", param="tool_choice")
+    raise GatewayError(ErrorCode.INVALID_REQUEST, f"unsupported tool_choice {choice!r}", param="tool_choice")
 
 
 def anthropic_request(
@@ -242,7 +242,7 @@ class AnthropicStream:
                 index = self._tool_index.get(int(payload.get("index", 0)))
                 if index is None:
                     raise GatewayError(
-                        "upstream_error",
+                        ErrorCode.UPSTREAM_ERROR,
                         f"{self.provider} sent tool input for an unknown block",
                         provider=self.provider,
                     )
@@ -259,7 +259,7 @@ class AnthropicStream:
     def result(self) -> Completed:
         if not self.done:
             raise GatewayError(
-                "upstream_error",
+                ErrorCode.UPSTREAM_ERROR,
                 f"{self.provider} stream ended before message_stop (connection cut)",
                 provider=self.provider,
             )

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.tokens import estimate_prompt_tokens, last_user_text
 from switchyard.v1 import invoke_pb2
 
@@ -95,19 +95,19 @@ FAULT_KEYS = (
 
 # The neutral code a real adapter would map each simulated upstream status to.
 _STATUS_CODES = {
-    400: "invalid_request",
-    401: "unauthorized",
-    403: "permission_denied",
-    404: "not_found",
-    408: "timeout",
-    413: "payload_too_large",
-    422: "unprocessable",
-    429: "rate_limited",
-    500: "upstream_error",
-    502: "upstream_error",
-    503: "unavailable",
-    504: "timeout",
-    529: "overloaded",
+    400: ErrorCode.INVALID_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.PERMISSION_DENIED,
+    404: ErrorCode.NOT_FOUND,
+    408: ErrorCode.TIMEOUT,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    422: ErrorCode.UNPROCESSABLE,
+    429: ErrorCode.RATE_LIMITED,
+    500: ErrorCode.UPSTREAM_ERROR,
+    502: ErrorCode.UPSTREAM_ERROR,
+    503: ErrorCode.UNAVAILABLE,
+    504: ErrorCode.TIMEOUT,
+    529: ErrorCode.OVERLOADED,
 }
 
 
@@ -140,7 +140,7 @@ def behaviour(
 
 
 def simulated_error(status: int, retry_after_s: float, provider: str) -> GatewayError:
-    code = _STATUS_CODES.get(status, "upstream_error" if status >= 500 else "invalid_request")
+    code = _STATUS_CODES.get(status, ErrorCode.UPSTREAM_ERROR if status >= 500 else ErrorCode.INVALID_REQUEST)
     return GatewayError(
         code,
         f"demo upstream answered HTTP {status} (simulated)",

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from switchyard.catalog import Deployment
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
 
@@ -88,7 +88,7 @@ def gemini_contents(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]]:
             name = m.name or names.get(m.tool_call_id, "")
             if not name:
                 raise GatewayError(
-                    "invalid_request",
+                    ErrorCode.INVALID_REQUEST,
                     f"tool result {m.tool_call_id!r} answers no earlier tool call (Gemini needs the name)",
                 )
             text = text_of(m)
@@ -125,7 +125,7 @@ def gemini_tool_config(choice: Any) -> dict[str, Any] | None:
     name = forced_tool_name(choice)
     if name:
         return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
-    raise GatewayError("invalid_request", f"unsupported tool_choice {choice!r}", param="tool_choice")
+    raise GatewayError(ErrorCode.INVALID_REQUEST, f"unsupported tool_choice {choice!r}", param="tool_choice")
 
 
 def gemini_request(request: invoke_pb2.InvokeRequest) -> dict[str, Any]:
@@ -207,7 +207,9 @@ def parse_gemini_response(payload: dict[str, Any], provider: str) -> Completed:
     if candidate is None:
         blocked = (payload.get("promptFeedback") or {}).get("blockReason")
         if not blocked:
-            raise GatewayError("upstream_error", f"{provider} answered with no candidates", provider=provider)
+            raise GatewayError(
+                ErrorCode.UPSTREAM_ERROR, f"{provider} answered with no candidates", provider=provider
+            )
         raw_finish = "SAFETY"
     else:
         _feed_parts(assembler, candidate)
@@ -276,7 +278,7 @@ class GeminiStream:
     def result(self) -> Completed:
         if self.finish is None:
             raise GatewayError(
-                "upstream_error",
+                ErrorCode.UPSTREAM_ERROR,
                 f"{self.provider} stream ended before a finishReason (connection cut)",
                 provider=self.provider,
             )

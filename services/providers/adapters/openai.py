@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from switchyard.catalog import Deployment
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
 from switchyard.tokens import estimate_prompt_tokens
 from switchyard.v1 import invoke_pb2
@@ -172,7 +172,9 @@ def parse_chat_response(
         raise error_from_stream_event(provider, payload)
     choices = payload.get("choices") or []
     if not choices:
-        raise GatewayError("upstream_error", f"{provider} answered with no choices", provider=provider)
+        raise GatewayError(
+            ErrorCode.UPSTREAM_ERROR, f"{provider} answered with no choices", provider=provider
+        )
     raw = choices[0].get("message") or {}
     message = invoke_pb2.Message(role="assistant")
     content = raw.get("content")
@@ -249,7 +251,7 @@ class ChatStream:
     def result(self) -> Completed:
         if not self.done:
             raise GatewayError(
-                "upstream_error",
+                ErrorCode.UPSTREAM_ERROR,
                 f"{self.provider} stream ended before [DONE] (connection cut)",
                 provider=self.provider,
             )
