@@ -144,3 +144,12 @@ def _sources() -> list[Path]:
 def test_each_vocabulary_is_spelled_in_one_place(literal: str, home: str | None) -> None:
     found = sorted(str(p.relative_to(ROOT)) for p in _sources() if literal in p.read_text())
     assert found == ([home] if home else [])
+
+
+def test_every_adapter_maps_onto_the_finish_reasons() -> None:
+    from services.providers.adapters import anthropic, gemini, openai
+
+    for table in (openai.FINISH_REASONS, anthropic.STOP_REASONS, gemini.FINISH_REASONS):
+        assert set(table.values()) <= set(FinishReason)
+    assert set(anthropic_api.STOP_REASONS) == set(FinishReason) - {FinishReason.ERROR}
+    assert openai_api.FINISH_REASONS == set(FinishReason) - {FinishReason.ERROR}

@@ -18,6 +18,7 @@ from switchyard.catalog import Catalog
 from switchyard.errors import CODES, AnthropicError, GatewayError, spec_for
 from switchyard.tokens import estimate_prompt_tokens
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import Api, FinishReason
 
 from .native import (
     MAX_MESSAGES,
@@ -188,7 +189,7 @@ def _add_message(request: invoke_pb2.InvokeRequest, m: MessageParam) -> None:
 def to_request(body: MessagesRequest) -> invoke_pb2.InvokeRequest:
     """The validated body as the bus contract (ids, deadline and tenancy are set by the ingress)."""
     request = invoke_pb2.InvokeRequest(
-        model=body.model, stream=bool(body.stream), api="anthropic", max_tokens=body.max_tokens
+        model=body.model, stream=bool(body.stream), api=Api.ANTHROPIC, max_tokens=body.max_tokens
     )
     if body.system:
         system = body.system if isinstance(body.system, str) else "".join(b.text for b in body.system)
@@ -217,10 +218,10 @@ def to_request(body: MessagesRequest) -> invoke_pb2.InvokeRequest:
 # Response
 
 STOP_REASONS = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "content_filter": "refusal",
+    FinishReason.STOP: "end_turn",
+    FinishReason.LENGTH: "max_tokens",
+    FinishReason.TOOL_CALLS: "tool_use",
+    FinishReason.CONTENT_FILTER: "refusal",
 }
 
 

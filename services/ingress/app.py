@@ -32,6 +32,7 @@ from switchyard.settings import Settings
 from switchyard.tenancy import ANONYMOUS, Identity
 from switchyard.tenancy_store import load_or_create_admin_token
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import Api, Status
 
 from . import admin, anthropic_api, auth, hints, native, openai_api
 from .client import GatewayClient, ReplyStream
@@ -244,7 +245,7 @@ class Ingress:
 
     async def invoke(self, http: Request) -> Response:
         body = native.parse_body(await http.body(), self.settings.max_json_depth)
-        request = self.admit(native.to_request(body, api="native"), http.headers)
+        request = self.admit(native.to_request(body, api=Api.NATIVE), http.headers)
         return await self.relay(request, NATIVE, native_stream)
 
     async def chat_completions(self, http: Request) -> Response:
@@ -297,7 +298,7 @@ class Ingress:
             except GatewayError as error:
                 exchange.first = invoke_pb2.Reply(error=error.to_proto(request.request_id))
         except BaseException:
-            exchange.finish("cancelled")  # the caller went away while we waited
+            exchange.finish(Status.CANCELLED)  # the caller went away while we waited
             raise
         return exchange
 
@@ -321,7 +322,7 @@ class Ingress:
             return error_response(GatewayError.from_proto(first.error), request.request_id, dialect)
         if not request.stream:
             self.client.close(request.request_id)
-            exchange.finish("ok", first.final)
+            exchange.finish(Status.OK, first.final)
             return JSONResponse(
                 dialect.final_json(request, first.final),
                 headers=request_id_headers(request.request_id, dialect),
@@ -348,7 +349,7 @@ class Ingress:
                 if frame.WhichOneof("frame") != "chunk":
                     finished = True
                     if frame.WhichOneof("frame") == "final":
-                        exchange.finish("ok", frame.final)
+                        exchange.finish(Status.OK, frame.final)
                     else:
                         exchange.finish(frame.error.code)
                     return
@@ -357,7 +358,7 @@ class Ingress:
             if finished:
                 self.client.close(request.request_id)
             else:  # the client went away mid-stream: stop the upstream call
-                exchange.finish("cancelled")
+                exchange.finish(Status.CANCELLED)
                 await self.client.cancel(request.request_id)
 
     async def get_request(self, http: Request) -> Response:

@@ -9,6 +9,7 @@ from typing import Any
 
 from switchyard.errors import RETRYABLE_CODES, GatewayError
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import Api
 
 from . import anthropic_api, native, openai_api
 
@@ -26,9 +27,9 @@ def _native_error(error: GatewayError, request_id: str) -> tuple[int, dict[str, 
     return error.http_status, native.error_json(error.code, error.message, request_id, error.param)
 
 
-NATIVE = Dialect("native", lambda request, final: native.response_json(final), _native_error)
-OPENAI = Dialect("openai", openai_api.completion_json, lambda error, _: openai_api.error_body(error))
-ANTHROPIC = Dialect("anthropic", anthropic_api.message_json, anthropic_api.error_body, "request-id")
+NATIVE = Dialect(Api.NATIVE, lambda request, final: native.response_json(final), _native_error)
+OPENAI = Dialect(Api.OPENAI, openai_api.completion_json, lambda error, _: openai_api.error_body(error))
+ANTHROPIC = Dialect(Api.ANTHROPIC, anthropic_api.message_json, anthropic_api.error_body, "request-id")
 
 
 def dialect_for_path(path: str) -> Dialect:

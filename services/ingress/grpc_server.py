@@ -17,6 +17,7 @@ import grpc
 
 from switchyard.errors import GatewayError
 from switchyard.v1 import gateway_pb2_grpc, invoke_pb2
+from switchyard.vocab import Api, Status
 
 from . import grpc_api, hints
 
@@ -43,12 +44,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     ) -> invoke_pb2.InvokeRequest:
         try:
             grpc_api.validate(request)
-            request.api = "grpc"
+            request.api = Api.GRPC
             request.stream = stream
             metadata = hints.lowercase_headers(context.invocation_metadata() or ())
             return self.ingress.admit(request, metadata)
         except GatewayError as error:
-            self.ingress.count(invoke_pb2.InvokeRequest(api="grpc"), error.code)
+            self.ingress.count(invoke_pb2.InvokeRequest(api=Api.GRPC), error.code)
             await _abort(context, error, "")
             raise  # abort raises; this line is never reached
 
@@ -69,7 +70,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         if first.WhichOneof("frame") == "error":
             exchange.finish(first.error.code)
             await _abort(context, GatewayError.from_proto(first.error), request.request_id)
-        exchange.finish("ok", first.final)
+        exchange.finish(Status.OK, first.final)
         await context.send_initial_metadata(((grpc_api.REQUEST_ID_KEY, request.request_id),))
         return first.final
 
@@ -98,14 +99,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 sent += 1
                 if kind == "final":
                     finished = True
-                    exchange.finish("ok", frame.final)
+                    exchange.finish(Status.OK, frame.final)
                     return
                 frame = await exchange.next()
         finally:
             if finished:
                 client.close(request.request_id)
             else:  # the client cancelled or its deadline passed: stop the upstream call
-                exchange.finish("cancelled")
+                exchange.finish(Status.CANCELLED)
                 await client.cancel(request.request_id)
 
 

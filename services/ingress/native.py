@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from switchyard.errors import ErrorCode
 from switchyard.v1 import invoke_pb2
-from switchyard.vocab import FinishReason, Status, StrategyPreset, is_member
+from switchyard.vocab import Api, FinishReason, Status, StrategyPreset, is_member
 
 from . import hints
 from .validation import parse_json_body
@@ -139,7 +139,7 @@ def _content(message: invoke_pb2.Message, content: str | list[Any] | None) -> No
             message.content.add(image=invoke_pb2.ImagePart(url=url, detail=detail))
 
 
-def to_request(body: InvokeBody, api: str = "native") -> invoke_pb2.InvokeRequest:
+def to_request(body: InvokeBody, api: str = Api.NATIVE) -> invoke_pb2.InvokeRequest:
     """The validated body as the bus contract (ids and deadline are set by the caller)."""
     request = invoke_pb2.InvokeRequest(model=body.model, stream=body.stream, api=api)
     for m in body.messages:

@@ -14,9 +14,11 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from switchyard import vocab
 from switchyard.catalog import Catalog
 from switchyard.errors import CODES, GatewayError, OpenAIError, spec_for
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import Api
 
 from .native import (
     MAX_MESSAGES,
@@ -228,7 +230,7 @@ def _add_user_content(message: invoke_pb2.Message, content: str | list[Any]) -> 
 
 def to_request(body: ChatCompletionRequest) -> invoke_pb2.InvokeRequest:
     """The validated body as the bus contract (ids, deadline and tenancy are set by the ingress)."""
-    request = invoke_pb2.InvokeRequest(model=body.model, stream=bool(body.stream), api="openai")
+    request = invoke_pb2.InvokeRequest(model=body.model, stream=bool(body.stream), api=Api.OPENAI)
     for m in body.messages:
         if isinstance(m, SystemMessage):
             request.messages.add(role="system", name=m.name or "").content.add(text=_text_of(m.content))
@@ -282,11 +284,12 @@ def to_request(body: ChatCompletionRequest) -> invoke_pb2.InvokeRequest:
 # Response
 
 
-FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter"}
+# OpenAI has every neutral reason but `error`.
+FINISH_REASONS = frozenset(vocab.FinishReason) - {vocab.FinishReason.ERROR}
 
 
 def finish_reason(neutral: str) -> str:
-    return neutral if neutral in FINISH_REASONS else "stop"
+    return neutral if neutral in FINISH_REASONS else vocab.FinishReason.STOP
 
 
 def completion_id(request_id: str) -> str:

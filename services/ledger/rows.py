@@ -10,6 +10,7 @@ import orjson
 from google.protobuf.json_format import MessageToDict
 
 from switchyard.v1 import events_pb2
+from switchyard.vocab import Status
 
 REQUEST_COLUMNS = [
     "request_id", "ts", "finished_at", "project_id", "agent_id", "key_id", "api", "route",
@@ -105,7 +106,7 @@ def attempt_rows(event: events_pb2.Completion) -> list[list[Any]]:
             attempt.http_status,
             attempt.latency_ms,
             attempt.ttft_ms,
-            attempt.status == "error" and number < last,
+            attempt.status == Status.ERROR and number < last,
             event.trace_id,
         ]
         for number, attempt in enumerate(event.attempts, start=1)

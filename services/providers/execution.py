@@ -12,6 +12,7 @@ from switchyard.errors import ErrorCode, GatewayError
 from switchyard.pricing import cost_usd, format_usd
 from switchyard.tokens import CHARS_PER_TOKEN, estimate_prompt_tokens
 from switchyard.v1 import events_pb2, invoke_pb2
+from switchyard.vocab import Status
 
 from .adapters.base import Completed
 
@@ -81,7 +82,7 @@ def attempt_record(
         deployment_id=deployment.id,
         provider=deployment.provider,
         model=deployment.model,
-        status=status or ("error" if error else "ok"),
+        status=status or (Status.ERROR if error else Status.OK),
         error_code=error.code if error else "",
         error_message=error.message[:500] if error else "",
         http_status=error.provider_status if error else http_status,

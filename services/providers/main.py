@@ -23,6 +23,7 @@ from switchyard.handoff import hand_off
 from switchyard.service import BusService, run
 from switchyard.settings import Settings
 from switchyard.v1 import events_pb2, invoke_pb2
+from switchyard.vocab import Status
 
 from .adapters import adapter_for
 from .adapters.base import Completed, Progress, ProviderAdapter
@@ -112,7 +113,7 @@ class ProviderWorker(BusService):
                 ) as span,
             ):
                 outcome["status"] = await self.execute(dispatch)
-                if outcome["status"] != "ok":
+                if outcome["status"] != Status.OK:
                     span.set_attribute("error.type", outcome["status"])
                     span.set_status(trace.StatusCode.ERROR, outcome["status"])
         except Exception:
@@ -153,7 +154,7 @@ class ProviderWorker(BusService):
                 if not await hand_off(self.nc, dispatch):
                     await self._fail(dispatch, reply, NO_WORKER, None)
                     return NO_WORKER.code
-                return "ok"
+                return Status.OK
             deployment = self.catalog.deployments.get(target.deployment_id)
             if deployment is None:
                 error = GatewayError(
@@ -201,7 +202,7 @@ class ProviderWorker(BusService):
                     deployment,
                     progress.started_ms,
                     error=CLIENT_GONE,
-                    status="cancelled",
+                    status=Status.CANCELLED,
                     ttft_ms=progress.ttft_ms,
                 )
             )
@@ -210,14 +211,14 @@ class ProviderWorker(BusService):
             usage = progress.usage(request)
             self._complete(
                 dispatch,
-                "cancelled",
+                Status.CANCELLED,
                 deployment=deployment,
                 usage=usage,
                 cost=call_cost(deployment, usage),
                 ttft_ms=progress.ttft_ms,
                 error=CLIENT_GONE.to_proto(request.request_id),
             )
-            return "cancelled"
+            return Status.CANCELLED
         except GatewayError as exc:
             error = exc
         except TimeoutError:
@@ -277,21 +278,21 @@ class ProviderWorker(BusService):
         await self.nc.publish(reply, codec.final_frame(response))
         self._complete(
             dispatch,
-            "ok",
+            Status.OK,
             deployment=deployment,
             response=response,
             usage=completed.usage,
             cost=cost,
             ttft_ms=ttft_ms,
         )
-        return "ok"
+        return Status.OK
 
     @staticmethod
     def _observe(
         deployment: Deployment, attempt: invoke_pb2.Attempt, span: trace.Span, error: GatewayError | None
     ) -> None:
         """An attempt's metrics and span outcome."""
-        status = "ok" if error is None else error.code
+        status = Status.OK if error is None else error.code
         metrics.UPSTREAM_DURATION.labels(deployment.provider, deployment.model, status).observe(
             attempt.latency_ms / 1000
         )
@@ -345,9 +346,9 @@ class ProviderWorker(BusService):
         await self.nc.publish(reply, codec.error_frame(err))
         if usage is not None and deployment is not None:
             cost = call_cost(deployment, usage)
-            self._complete(dispatch, "error", deployment=deployment, error=err, usage=usage, cost=cost)
+            self._complete(dispatch, Status.ERROR, deployment=deployment, error=err, usage=usage, cost=cost)
         else:
-            self._complete(dispatch, "error", deployment=deployment, error=err)
+            self._complete(dispatch, Status.ERROR, deployment=deployment, error=err)
 
     def _complete(self, dispatch: invoke_pb2.Dispatch, status: str, **fields) -> None:
         assert self.events is not None

@@ -27,6 +27,7 @@ from switchyard.handoff import hand_off
 from switchyard.pricing import format_usd, max_cost_usd
 from switchyard.service import BusService, run
 from switchyard.v1 import budget_pb2, events_pb2, invoke_pb2
+from switchyard.vocab import Status
 
 from .health import HealthBook, Sample
 from .inflight import Inflight
@@ -283,7 +284,7 @@ class Router(BusService):
             agent_id=request.agent_id,
             key_id=request.key_id,
             requested_model=request.model,
-            status="rejected",
+            status=Status.REJECTED,
             error_code=err.code,
             error_message=err.message[:1000],
             cost_usd="0",

@@ -17,6 +17,7 @@ from switchyard.catalog import Deployment
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import FinishReason
 
 from ..content import (
     MessageAssembler,
@@ -40,13 +41,13 @@ DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; used when the reques
 MAX_TEMPERATURE = 1.0  # Anthropic's range is 0..1 (the neutral API allows 0..2)
 
 STOP_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "pause_turn": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "model_context_window_exceeded": FinishReason.LENGTH,
+    "tool_use": FinishReason.TOOL_CALLS,
+    "refusal": FinishReason.CONTENT_FILTER,
 }
 
 
@@ -176,8 +177,8 @@ def anthropic_usage(raw: dict[str, Any] | None, base: invoke_pb2.Usage | None = 
 
 def stop_reason(raw: str | None, has_tool_calls: bool) -> str:
     if not raw:
-        return "tool_calls" if has_tool_calls else "stop"
-    return STOP_REASONS.get(raw, "stop")
+        return FinishReason.TOOL_CALLS if has_tool_calls else FinishReason.STOP
+    return STOP_REASONS.get(raw, FinishReason.STOP)
 
 
 def parse_anthropic_response(payload: dict[str, Any], provider: str) -> Completed:

@@ -24,6 +24,7 @@ import orjson
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.tokens import estimate_prompt_tokens, last_user_text
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import FinishReason
 
 from .base import Completed, ProviderAdapter
 
@@ -198,11 +199,15 @@ class Adapter(ProviderAdapter):
         message = invoke_pb2.Message(role="assistant")
         if call is not None:
             message.tool_calls.append(call)
-            finish = "tool_calls"
+            finish = FinishReason.TOOL_CALLS
             completion_tokens = 8
         else:
             message.content.add(text=" ".join(words))
-            finish = "length" if request.max_tokens and len(words) >= request.max_tokens else "stop"
+            finish = (
+                FinishReason.LENGTH
+                if request.max_tokens and len(words) >= request.max_tokens
+                else FinishReason.STOP
+            )
             completion_tokens = len(words)
         usage = invoke_pb2.Usage(
             prompt_tokens=estimate_prompt_tokens(request), completion_tokens=completion_tokens

@@ -18,6 +18,7 @@ from switchyard.catalog import Deployment
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import FinishReason
 
 from ..content import (
     MessageAssembler,
@@ -38,18 +39,18 @@ from .base import Completed, Progress
 from .openai import join_url
 
 FINISH_REASONS = {
-    "STOP": "stop",
-    "MAX_TOKENS": "length",
-    "SAFETY": "content_filter",
-    "RECITATION": "content_filter",
-    "BLOCKLIST": "content_filter",
-    "PROHIBITED_CONTENT": "content_filter",
-    "SPII": "content_filter",
-    "IMAGE_SAFETY": "content_filter",
-    "MALFORMED_FUNCTION_CALL": "error",
-    "UNEXPECTED_TOOL_CALL": "error",
-    "OTHER": "stop",
-    "LANGUAGE": "content_filter",
+    "STOP": FinishReason.STOP,
+    "MAX_TOKENS": FinishReason.LENGTH,
+    "SAFETY": FinishReason.CONTENT_FILTER,
+    "RECITATION": FinishReason.CONTENT_FILTER,
+    "BLOCKLIST": FinishReason.CONTENT_FILTER,
+    "PROHIBITED_CONTENT": FinishReason.CONTENT_FILTER,
+    "SPII": FinishReason.CONTENT_FILTER,
+    "IMAGE_SAFETY": FinishReason.CONTENT_FILTER,
+    "MALFORMED_FUNCTION_CALL": FinishReason.ERROR,
+    "UNEXPECTED_TOOL_CALL": FinishReason.ERROR,
+    "OTHER": FinishReason.STOP,
+    "LANGUAGE": FinishReason.CONTENT_FILTER,
 }
 
 
@@ -185,8 +186,8 @@ def gemini_usage(raw: dict[str, Any] | None) -> invoke_pb2.Usage:
 
 def finish_reason(raw: str | None, has_tool_calls: bool) -> str:
     if has_tool_calls and raw in (None, "", "STOP"):
-        return "tool_calls"  # Gemini says STOP after a function call
-    return FINISH_REASONS.get(raw or "STOP", "stop")
+        return FinishReason.TOOL_CALLS  # Gemini says STOP after a function call
+    return FINISH_REASONS.get(raw or "STOP", FinishReason.STOP)
 
 
 def _candidate(payload: dict[str, Any]) -> dict[str, Any] | None:

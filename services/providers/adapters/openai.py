@@ -17,6 +17,7 @@ from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
 from switchyard.tokens import estimate_prompt_tokens
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import FinishReason
 
 from ..content import (
     MessageAssembler,
@@ -50,20 +51,20 @@ class Dialect:
 OPENAI = Dialect()
 
 FINISH_REASONS = {
-    "stop": "stop",
-    "length": "length",
-    "model_length": "length",  # Mistral: the context window ran out
-    "tool_calls": "tool_calls",
-    "function_call": "tool_calls",
-    "content_filter": "content_filter",
-    "error": "error",
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "model_length": FinishReason.LENGTH,  # Mistral: the context window ran out
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
+    "content_filter": FinishReason.CONTENT_FILTER,
+    "error": FinishReason.ERROR,
 }
 
 
 def finish_reason(raw: str | None, has_tool_calls: bool = False) -> str:
     if not raw:
-        return "tool_calls" if has_tool_calls else "stop"
-    return FINISH_REASONS.get(raw, "stop")
+        return FinishReason.TOOL_CALLS if has_tool_calls else FinishReason.STOP
+    return FINISH_REASONS.get(raw, FinishReason.STOP)
 
 
 def _content(message: invoke_pb2.Message) -> str | list[dict[str, Any]]:
