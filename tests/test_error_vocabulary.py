@@ -152,4 +152,4 @@ def test_every_adapter_maps_onto_the_finish_reasons() -> None:
     for table in (openai.FINISH_REASONS, anthropic.STOP_REASONS, gemini.FINISH_REASONS):
         assert set(table.values()) <= set(FinishReason)
     assert set(anthropic_api.STOP_REASONS) == set(FinishReason) - {FinishReason.ERROR}
-    assert openai_api.FINISH_REASONS == set(FinishReason) - {FinishReason.ERROR}
+    assert set(openai_api.FINISH_REASONS) == set(FinishReason) - {FinishReason.ERROR}
