@@ -2,6 +2,7 @@ import orjson
 import pytest
 
 from services.ingress import native
+from switchyard import choices
 from switchyard.errors import GatewayError
 from switchyard.v1 import invoke_pb2
 
@@ -56,7 +57,9 @@ def test_full_body_translates_to_the_contract() -> None:
         "type": "object"
     }
     assert request.max_tokens == 64 and request.HasField("temperature") and list(request.stop) == ["END"]
-    assert request.seed == 7 and orjson.loads(request.response_format_json) == {"type": "json_object"}
+    assert request.seed == 7 and choices.response_format_json(request.response_format) == {
+        "type": "json_object"
+    }
     assert request.strategy.explicit and request.strategy.latency == 0.5
     assert dict(request.metadata) == {"agent": "triage", "priority": "3", "beta": "true"}
 

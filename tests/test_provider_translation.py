@@ -29,6 +29,7 @@ from services.providers.adapters.openai import (
 from services.providers.adapters.openai_compat import COMPAT
 from services.providers.content import MessageAssembler, image_of
 from services.providers.sse import SSEEvent
+from switchyard import choices
 from switchyard.catalog import Deployment
 from switchyard.errors import GatewayError
 from switchyard.settings import Settings
@@ -49,8 +50,10 @@ def conversation() -> invoke_pb2.InvokeRequest:
     r.messages.add(role="tool", tool_call_id="c1").content.add(text='{"kind": "cat"}')
     r.messages.add(role="tool", tool_call_id="c2").content.add(text="small")
     r.tools.add(name="lookup", description="Look up", parameters_json='{"type": "object"}')
-    r.tool_choice_json = '{"type": "function", "function": {"name": "lookup"}}'
-    r.response_format_json = '{"type": "json_object"}'
+    r.tool_choice.CopyFrom(
+        choices.tool_choice_from_json({"type": "function", "function": {"name": "lookup"}})
+    )
+    r.response_format.CopyFrom(choices.response_format_from_json({"type": "json_object"}))
     return r
 
 
@@ -105,7 +108,7 @@ def test_openai_request_carries_every_neutral_field() -> None:
 
 def test_mistral_and_compat_dialects() -> None:
     request = conversation()
-    request.tool_choice_json = '"required"'
+    request.tool_choice.CopyFrom(choices.tool_choice_from_json("required"))
     mistral = chat_request(request, "mistral-large-latest", stream=True, dialect=MISTRAL)
     assert mistral["max_tokens"] == 100 and mistral["random_seed"] == 7
     assert "seed" not in mistral and "max_completion_tokens" not in mistral
@@ -318,11 +321,11 @@ def test_anthropic_request_system_tools_results_and_images() -> None:
 def test_anthropic_tool_choice_and_bad_arguments() -> None:
     request = conversation()
     for choice, expected in [
-        ('"auto"', {"type": "auto"}),
-        ('"none"', {"type": "none"}),
-        ('"required"', {"type": "any"}),
+        ("auto", {"type": "auto"}),
+        ("none", {"type": "none"}),
+        ("required", {"type": "any"}),
     ]:
-        request.tool_choice_json = choice
+        request.tool_choice.CopyFrom(choices.tool_choice_from_json(choice))
         assert anthropic_request(request, "m", False)["tool_choice"] == expected
     request.messages[2].tool_calls[0].arguments_json = "not json"
     with pytest.raises(GatewayError) as info:
@@ -449,8 +452,10 @@ def test_gemini_request() -> None:
     request.messages[1].content[1].image.CopyFrom(
         invoke_pb2.ImagePart(data=b"\x89PNG", media_type="image/png")
     )
-    request.response_format_json = (
-        '{"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}'
+    request.response_format.CopyFrom(
+        choices.response_format_from_json(
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+        )
     )
     body = gemini_request(request)
     assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}

@@ -154,11 +154,16 @@ def _tool_result_text(block: ToolResultBlock) -> str:
     return f"(tool error) {text}" if block.is_error else text
 
 
-# OpenAI-style tool choice is the contract's spelling (InvokeRequest.tool_choice_json).
-def _tool_choice_json(choice: ToolChoice) -> str:
-    if choice.type == "tool":
-        return orjson.dumps({"type": "function", "function": {"name": choice.name}}).decode()
-    return orjson.dumps({"auto": "auto", "any": "required", "none": "none"}[choice.type]).decode()
+_TOOL_CHOICE_MODES = {
+    "auto": invoke_pb2.ToolChoice.MODE_AUTO,
+    "any": invoke_pb2.ToolChoice.MODE_REQUIRED,
+    "none": invoke_pb2.ToolChoice.MODE_NONE,
+    "tool": invoke_pb2.ToolChoice.MODE_TOOL,
+}
+
+
+def _tool_choice(choice: ToolChoice) -> invoke_pb2.ToolChoice:
+    return invoke_pb2.ToolChoice(mode=_TOOL_CHOICE_MODES[choice.type], name=choice.name or "")
 
 
 def _add_message(request: invoke_pb2.InvokeRequest, m: MessageParam) -> None:
@@ -203,7 +208,7 @@ def to_request(body: MessagesRequest) -> invoke_pb2.InvokeRequest:
             parameters_json=orjson.dumps(tool.input_schema).decode(),
         )
     if body.tool_choice is not None:
-        request.tool_choice_json = _tool_choice_json(body.tool_choice)
+        request.tool_choice.CopyFrom(_tool_choice(body.tool_choice))
     if body.temperature is not None:
         request.temperature = body.temperature
     if body.top_p is not None:

@@ -81,13 +81,14 @@ def validate(request: invoke_pb2.InvokeRequest) -> None:
             raise _invalid(f"tools.{i}.name: required", f"tools.{i}.name")
         if tool.parameters_json:
             _json_object(tool.parameters_json, f"tools.{i}.parameters_json")
-    if request.tool_choice_json:
-        try:
-            orjson.loads(request.tool_choice_json)
-        except orjson.JSONDecodeError:
-            raise _invalid("tool_choice_json is not valid JSON", "tool_choice_json") from None
-    if request.response_format_json:
-        _json_object(request.response_format_json, "response_format_json")
+    if request.tool_choice.mode == invoke_pb2.ToolChoice.MODE_TOOL and not request.tool_choice.name:
+        raise _invalid("tool_choice.name: required when mode is MODE_TOOL", "tool_choice.name")
+    fmt = request.response_format
+    if fmt.type == invoke_pb2.ResponseFormat.TYPE_JSON_SCHEMA:
+        if not fmt.name:
+            raise _invalid("response_format.name: required for TYPE_JSON_SCHEMA", "response_format.name")
+        if fmt.schema_json:
+            _json_object(fmt.schema_json, "response_format.schema_json")
     if request.HasField("temperature") and not 0 <= request.temperature <= 2:
         raise _invalid("temperature: must be between 0 and 2", "temperature")
     if request.HasField("top_p") and not 0 <= request.top_p <= 1:

@@ -13,6 +13,7 @@ import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from switchyard import choices
 from switchyard.errors import ErrorCode
 from switchyard.v1 import invoke_pb2
 from switchyard.vocab import Api, FinishReason, Status, StrategyPreset, is_member
@@ -159,7 +160,7 @@ def to_request(body: InvokeBody, api: str = Api.NATIVE) -> invoke_pb2.InvokeRequ
             parameters_json=orjson.dumps(tool.function.parameters).decode(),
         )
     if body.tool_choice is not None:
-        request.tool_choice_json = orjson.dumps(body.tool_choice).decode()
+        request.tool_choice.CopyFrom(choices.tool_choice_from_json(body.tool_choice))
     if body.max_tokens is not None:
         request.max_tokens = body.max_tokens
     if body.temperature is not None:
@@ -170,8 +171,8 @@ def to_request(body: InvokeBody, api: str = Api.NATIVE) -> invoke_pb2.InvokeRequ
         request.seed = body.seed
     if body.stop is not None:
         request.stop.extend([body.stop] if isinstance(body.stop, str) else body.stop)
-    if body.response_format is not None:
-        request.response_format_json = orjson.dumps(body.response_format).decode()
+    if body.response_format is not None and (fmt := choices.response_format_from_json(body.response_format)):
+        request.response_format.CopyFrom(fmt)
     set_strategy_and_metadata(request, body.strategy, body.metadata)
     return request
 

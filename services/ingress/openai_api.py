@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from switchyard import vocab
+from switchyard import choices, vocab
 from switchyard.catalog import Catalog
 from switchyard.errors import CODES, GatewayError, OpenAIError, spec_for
 from switchyard.v1 import invoke_pb2
@@ -258,7 +258,7 @@ def to_request(body: ChatCompletionRequest) -> invoke_pb2.InvokeRequest:
         )
     if body.tool_choice is not None:
         choice = body.tool_choice if isinstance(body.tool_choice, str) else body.tool_choice.model_dump()
-        request.tool_choice_json = orjson.dumps(choice).decode()
+        request.tool_choice.CopyFrom(choices.tool_choice_from_json(choice))
     max_tokens = body.max_completion_tokens or body.max_tokens
     if max_tokens is not None:
         request.max_tokens = max_tokens
@@ -270,10 +270,12 @@ def to_request(body: ChatCompletionRequest) -> invoke_pb2.InvokeRequest:
         request.seed = body.seed
     if body.stop is not None:
         request.stop.extend([body.stop] if isinstance(body.stop, str) else body.stop)
-    if body.response_format is not None and not isinstance(body.response_format, TextFormat):
-        request.response_format_json = orjson.dumps(
+    if body.response_format is not None and (
+        fmt := choices.response_format_from_json(
             body.response_format.model_dump(by_alias=True, exclude_none=True)
-        ).decode()
+        )
+    ):
+        request.response_format.CopyFrom(fmt)
     set_strategy_and_metadata(request, body.strategy, body.metadata)
     if body.user:
         request.metadata.setdefault("user", body.user)

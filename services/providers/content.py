@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from switchyard import choices
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.tokens import CHARS_PER_TOKEN
 from switchyard.v1 import invoke_pb2
@@ -100,22 +101,18 @@ def parse_json(text: str, what: str) -> Any:
 
 
 def response_format(request: invoke_pb2.InvokeRequest) -> dict[str, Any] | None:
-    if not request.response_format_json:
+    """The neutral response_format (OpenAI's shape); None when unset or text."""
+    if not request.HasField("response_format"):
         return None
-    value = parse_json(request.response_format_json, "response_format")
-    if not isinstance(value, dict):
-        raise GatewayError(
-            ErrorCode.INVALID_REQUEST, "response_format must be an object", param="response_format"
-        )
-    return value
+    return choices.response_format_json(request.response_format)
 
 
 def tool_choice(request: invoke_pb2.InvokeRequest) -> Any:
     """The neutral tool_choice (OpenAI's shape): "auto" | "none" | "required" |
     {"type": "function", "function": {"name": ...}}; None when unset."""
-    if not request.tool_choice_json:
+    if not request.HasField("tool_choice"):
         return None
-    return parse_json(request.tool_choice_json, "tool_choice")
+    return choices.tool_choice_json(request.tool_choice)
 
 
 def forced_tool_name(choice: Any) -> str:

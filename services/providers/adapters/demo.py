@@ -76,7 +76,7 @@ def demo_reply_words(request: invoke_pb2.InvokeRequest, model: str) -> list[str]
 
 def demo_tool_call(request: invoke_pb2.InvokeRequest) -> invoke_pb2.ToolCall | None:
     """When tools are offered, the demo calls the first one (so tool plumbing can be tried)."""
-    if not request.tools or request.tool_choice_json == '"none"':
+    if not request.tools or request.tool_choice.mode == invoke_pb2.ToolChoice.MODE_NONE:
         return None
     if request.messages and request.messages[-1].role == "tool":
         return None  # it has the tool's answer: reply in text
