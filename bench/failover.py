@@ -120,7 +120,7 @@ def invoke_request(route: str, i: int) -> bytes:
         deadline_unix_ms=now_ns // 1_000_000 + 30_000,
         api="native",
     )
-    request.messages.add(role="user").content.add(text=f"bench {i}")
+    request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text=f"bench {i}")
     return request.SerializeToString()
 
 
@@ -179,7 +179,7 @@ def decide_in_process(iterations: int) -> dict[str, tuple[float, float]]:
         }
         router = Router(Settings(), build_catalog(config, {}))
         request = invoke_pb2.InvokeRequest(model="r", max_tokens=100)
-        request.messages.add(role="user").content.add(text="how fast is the decision? " * 8)
+        request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="how fast is the decision? " * 8)
         samples = []
         for _ in range(iterations):
             started = time.perf_counter_ns()

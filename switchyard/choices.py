@@ -1,4 +1,4 @@
-"""The contract's typed tool choice and response format, and their JSON spelling.
+"""The contract's typed fields and their JSON spelling: tool choice, response format, role.
 
 The contract types them (ToolChoice, ResponseFormat in invoke.proto) so a bad value is refused
 at the edge rather than by a provider. Their JSON spelling is OpenAI's, which the native API
@@ -21,6 +21,25 @@ ResponseFormat = invoke_pb2.ResponseFormat
 
 _MODES = {"auto": ToolChoice.MODE_AUTO, "none": ToolChoice.MODE_NONE, "required": ToolChoice.MODE_REQUIRED}
 _MODE_NAMES = {mode: name for name, mode in _MODES.items()}
+
+
+# Role names as the HTTP APIs spell them ("user"), derived from the contract's enum (ROLE_USER).
+ROLES: dict[str, invoke_pb2.Role.ValueType] = {
+    invoke_pb2.Role.Name(value).removeprefix("ROLE_").lower(): value
+    for value in invoke_pb2.Role.values()
+    if value
+}
+ROLE_NAMES: dict[int, str] = {value: name for name, value in ROLES.items()}
+
+
+def role(name: str) -> invoke_pb2.Role.ValueType:
+    """The enum of a role name the body models already checked ("user" -> ROLE_USER)."""
+    return ROLES[name]
+
+
+def role_name(value: int) -> str:
+    """ "user" for ROLE_USER; "" for an unset or unknown role."""
+    return ROLE_NAMES.get(value, "")
 
 
 def _invalid(message: str, param: str) -> GatewayError:

@@ -79,7 +79,13 @@ def test_a_conversation_with_tool_results_maps_onto_the_contract() -> None:
     )
     request = anthropic_api.to_request(body)
     assert request.api == "anthropic" and request.stream and request.max_tokens == 100
-    assert [m.role for m in request.messages] == ["system", "user", "assistant", "tool", "user"]
+    assert [choices.role_name(m.role) for m in request.messages] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "user",
+    ]
     assert request.messages[0].content[0].text == "be brief"
     image = request.messages[1].content[1].image
     assert image.url == "data:image/png;base64,iVBORw0KGgo=" and image.media_type == "image/png"
@@ -115,7 +121,7 @@ def test_a_failed_tool_result_says_so_in_the_text() -> None:
         ]
     )
     request = anthropic_api.to_request(body)
-    assert [m.role for m in request.messages] == ["tool"]
+    assert [choices.role_name(m.role) for m in request.messages] == ["tool"]
     assert request.messages[0].content[0].text == "(tool error) boom"
 
 

@@ -70,3 +70,15 @@ def test_a_bad_response_format_is_a_400_naming_it(value: dict[str, Any], param: 
     with pytest.raises(GatewayError) as caught:
         choices.response_format_from_json(value)
     assert caught.value.code == ErrorCode.INVALID_REQUEST and caught.value.param == param
+
+
+def test_role_names_come_from_the_contracts_enum() -> None:
+    assert choices.ROLES == {
+        "system": invoke_pb2.ROLE_SYSTEM,
+        "user": invoke_pb2.ROLE_USER,
+        "assistant": invoke_pb2.ROLE_ASSISTANT,
+        "tool": invoke_pb2.ROLE_TOOL,
+    }
+    for name, value in choices.ROLES.items():
+        assert choices.role_name(choices.role(name)) == name and value
+    assert choices.role_name(invoke_pb2.ROLE_UNSPECIFIED) == ""

@@ -137,7 +137,7 @@ def test_error_headers_tell_sdks_whether_to_retry() -> None:
 
 def good_request() -> invoke_pb2.InvokeRequest:
     request = invoke_pb2.InvokeRequest(model="auto")
-    request.messages.add(role="user").content.add(text="hi")
+    request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="hi")
     return request
 
 
@@ -163,8 +163,8 @@ def _broken(change) -> invoke_pb2.InvokeRequest:
         (_broken(lambda r: r.ClearField("model")), "model"),
         (_broken(lambda r: setattr(r, "model", "m" * 300)), "model"),
         (_broken(lambda r: r.ClearField("messages")), "messages"),
-        (_broken(lambda r: setattr(r.messages[0], "role", "robot")), "messages.0.role"),
-        (_broken(lambda r: r.messages.add(role="tool")), "messages.1.tool_call_id"),
+        (_broken(lambda r: setattr(r.messages[0], "role", invoke_pb2.ROLE_UNSPECIFIED)), "messages.0.role"),
+        (_broken(lambda r: r.messages.add(role=invoke_pb2.ROLE_TOOL)), "messages.1.tool_call_id"),
         (_broken(lambda r: r.tools.add(name="")), "tools.0.name"),
         (_broken(lambda r: r.tools.add(name="f", parameters_json="[1]")), "tools.0.parameters_json"),
         (

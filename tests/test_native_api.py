@@ -48,7 +48,7 @@ def test_full_body_translates_to_the_contract() -> None:
     )
     request = native.to_request(body)
     assert request.model == "openai/gpt-4o-mini" and request.stream and request.api == "native"
-    assert [m.role for m in request.messages] == ["system", "user", "assistant", "tool"]
+    assert [choices.role_name(m.role) for m in request.messages] == ["system", "user", "assistant", "tool"]
     image = request.messages[1].content[1].image
     assert image.url.startswith("data:image/png") and image.detail == "low"
     assert request.messages[2].tool_calls[0].arguments_json == '{"q":1}'
@@ -96,7 +96,7 @@ def test_response_and_chunk_json_shapes() -> None:
     response = invoke_pb2.InvokeResponse(
         request_id="r", provider="demo", model="fast", cost_usd="0.1", finish_reason="tool_calls"
     )
-    response.message.role = "assistant"
+    response.message.role = invoke_pb2.ROLE_ASSISTANT
     response.message.tool_calls.add(id="c", name="f", arguments_json="{}")
     response.usage.prompt_tokens = 3
     response.usage.completion_tokens = 4

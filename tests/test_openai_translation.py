@@ -63,7 +63,7 @@ def test_a_full_conversation_maps_onto_the_contract() -> None:
     )
     request = openai_api.to_request(body)
     assert request.api == "openai" and request.model == "auto" and not request.stream
-    roles = [m.role for m in request.messages]
+    roles = [choices.role_name(m.role) for m in request.messages]
     assert roles == ["system", "user", "assistant", "tool"]
     assert request.messages[0].content[0].text == "be brief"
     assert request.messages[1].content[1].image.url == "https://x.test/a.png"

@@ -40,15 +40,15 @@ def conversation() -> invoke_pb2.InvokeRequest:
     """System prompt, a user turn with an image, an assistant tool call, two tool results."""
     r = invoke_pb2.InvokeRequest(model="m", max_tokens=100, temperature=1.5, top_p=0.9, seed=7)
     r.stop.extend(["END"])
-    r.messages.add(role="system").content.add(text="Be brief.")
-    user = r.messages.add(role="user")
+    r.messages.add(role=invoke_pb2.ROLE_SYSTEM).content.add(text="Be brief.")
+    user = r.messages.add(role=invoke_pb2.ROLE_USER)
     user.content.add(text="What is this?")
     user.content.add(image=invoke_pb2.ImagePart(url="https://img.example/cat.png", detail="low"))
-    assistant = r.messages.add(role="assistant")
+    assistant = r.messages.add(role=invoke_pb2.ROLE_ASSISTANT)
     assistant.tool_calls.add(id="c1", name="lookup", arguments_json='{"q": "cat"}')
     assistant.tool_calls.add(id="c2", name="size", arguments_json="{}")
-    r.messages.add(role="tool", tool_call_id="c1").content.add(text='{"kind": "cat"}')
-    r.messages.add(role="tool", tool_call_id="c2").content.add(text="small")
+    r.messages.add(role=invoke_pb2.ROLE_TOOL, tool_call_id="c1").content.add(text='{"kind": "cat"}')
+    r.messages.add(role=invoke_pb2.ROLE_TOOL, tool_call_id="c2").content.add(text="small")
     r.tools.add(name="lookup", description="Look up", parameters_json='{"type": "object"}')
     r.tool_choice.CopyFrom(
         choices.tool_choice_from_json({"type": "function", "function": {"name": "lookup"}})
@@ -314,7 +314,7 @@ def test_anthropic_request_system_tools_results_and_images() -> None:
         ],
     }
     request = invoke_pb2.InvokeRequest()
-    request.messages.add(role="user").content.add(text="hi")
+    request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="hi")
     assert anthropic_request(request, "m", False, default_max_tokens=512)["max_tokens"] == 512
 
 
@@ -486,7 +486,7 @@ def test_gemini_request() -> None:
 
 def test_gemini_tool_result_without_a_call_is_a_clear_error() -> None:
     request = invoke_pb2.InvokeRequest()
-    request.messages.add(role="tool", tool_call_id="nope").content.add(text="{}")
+    request.messages.add(role=invoke_pb2.ROLE_TOOL, tool_call_id="nope").content.add(text="{}")
     with pytest.raises(GatewayError) as info:
         gemini_request(request)
     assert info.value.code == "invalid_request" and "nope" in info.value.message

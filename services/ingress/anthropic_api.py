@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from switchyard import choices
 from switchyard.catalog import Catalog
 from switchyard.errors import CODES, AnthropicError, GatewayError, spec_for
 from switchyard.tokens import estimate_prompt_tokens
@@ -170,16 +171,16 @@ def _add_message(request: invoke_pb2.InvokeRequest, m: MessageParam) -> None:
     """Anthropic puts tool results inside a user turn; the contract has a tool turn per result,
     before the rest of that user turn."""
     if isinstance(m.content, str):
-        request.messages.add(role=m.role).content.add(text=m.content)
+        request.messages.add(role=choices.role(m.role)).content.add(text=m.content)
         return
     for block in m.content:
         if isinstance(block, ToolResultBlock):
-            tool = request.messages.add(role="tool", tool_call_id=block.tool_use_id)
+            tool = request.messages.add(role=invoke_pb2.ROLE_TOOL, tool_call_id=block.tool_use_id)
             tool.content.add(text=_tool_result_text(block))
     rest = [b for b in m.content if not isinstance(b, ToolResultBlock)]
     if not rest:
         return
-    message = request.messages.add(role=m.role)
+    message = request.messages.add(role=choices.role(m.role))
     for block in rest:
         if isinstance(block, TextBlock):
             message.content.add(text=block.text)
@@ -198,7 +199,7 @@ def to_request(body: MessagesRequest) -> invoke_pb2.InvokeRequest:
     )
     if body.system:
         system = body.system if isinstance(body.system, str) else "".join(b.text for b in body.system)
-        request.messages.add(role="system").content.add(text=system)
+        request.messages.add(role=invoke_pb2.ROLE_SYSTEM).content.add(text=system)
     for m in body.messages:
         _add_message(request, m)
     for tool in body.tools or []:

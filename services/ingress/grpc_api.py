@@ -12,14 +12,13 @@ import math
 import grpc
 import orjson
 
+from switchyard import choices
 from switchyard.errors import ErrorCode, GatewayError, spec_for
 from switchyard.v1 import invoke_pb2
 from switchyard.vocab import StrategyPreset, is_member
 
 from .hints import MAX_METADATA_ENTRIES, MAX_METADATA_VALUE, MAX_MODEL_NAME
 from .native import MAX_MESSAGES
-
-ROLES = ("system", "user", "assistant", "tool")
 
 ERROR_CODE_KEY = "switchyard-error-code"
 REQUEST_ID_KEY = "x-request-id"
@@ -65,9 +64,10 @@ def validate(request: invoke_pb2.InvokeRequest) -> None:
     if len(request.messages) > MAX_MESSAGES:
         raise _invalid(f"messages: at most {MAX_MESSAGES}", "messages")
     for i, message in enumerate(request.messages):
-        if message.role not in ROLES:
-            raise _invalid(f"messages.{i}.role: must be one of {', '.join(ROLES)}", f"messages.{i}.role")
-        if message.role == "tool" and not message.tool_call_id:
+        if message.role not in choices.ROLE_NAMES:
+            names = ", ".join(invoke_pb2.Role.Name(value) for value in choices.ROLE_NAMES)
+            raise _invalid(f"messages.{i}.role: must be one of {names}", f"messages.{i}.role")
+        if message.role == invoke_pb2.ROLE_TOOL and not message.tool_call_id:
             raise _invalid(
                 f"messages.{i}.tool_call_id: required on tool messages", f"messages.{i}.tool_call_id"
             )

@@ -144,7 +144,9 @@ def to_request(body: InvokeBody, api: str = Api.NATIVE) -> invoke_pb2.InvokeRequ
     """The validated body as the bus contract (ids and deadline are set by the caller)."""
     request = invoke_pb2.InvokeRequest(model=body.model, stream=body.stream, api=api)
     for m in body.messages:
-        message = request.messages.add(role=m.role, tool_call_id=m.tool_call_id or "", name=m.name or "")
+        message = request.messages.add(
+            role=choices.role(m.role), tool_call_id=m.tool_call_id or "", name=m.name or ""
+        )
         _content(message, m.content)
         for call in m.tool_calls or []:
             args = call.function.arguments
@@ -196,7 +198,7 @@ def set_strategy_and_metadata(
 
 def message_json(message: invoke_pb2.Message) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "role": message.role or "assistant",
+        "role": choices.role_name(message.role) or "assistant",
         "content": "".join(p.text for p in message.content if p.HasField("text")) or None,
     }
     if message.tool_calls:

@@ -233,11 +233,13 @@ def to_request(body: ChatCompletionRequest) -> invoke_pb2.InvokeRequest:
     request = invoke_pb2.InvokeRequest(model=body.model, stream=bool(body.stream), api=Api.OPENAI)
     for m in body.messages:
         if isinstance(m, SystemMessage):
-            request.messages.add(role="system", name=m.name or "").content.add(text=_text_of(m.content))
+            request.messages.add(role=invoke_pb2.ROLE_SYSTEM, name=m.name or "").content.add(
+                text=_text_of(m.content)
+            )
         elif isinstance(m, UserMessage):
-            _add_user_content(request.messages.add(role="user", name=m.name or ""), m.content)
+            _add_user_content(request.messages.add(role=invoke_pb2.ROLE_USER, name=m.name or ""), m.content)
         elif isinstance(m, AssistantMessage):
-            message = request.messages.add(role="assistant", name=m.name or "")
+            message = request.messages.add(role=invoke_pb2.ROLE_ASSISTANT, name=m.name or "")
             text = _text_of(m.content) if m.content is not None else ""
             if text:
                 message.content.add(text=text)
@@ -246,7 +248,7 @@ def to_request(body: ChatCompletionRequest) -> invoke_pb2.InvokeRequest:
                     id=call.id, name=call.function.name, arguments_json=call.function.arguments
                 )
         else:
-            message = request.messages.add(role="tool", tool_call_id=m.tool_call_id)
+            message = request.messages.add(role=invoke_pb2.ROLE_TOOL, tool_call_id=m.tool_call_id)
             message.content.add(text=_text_of(m.content))
     for tool in body.tools or []:
         request.tools.add(

@@ -73,7 +73,9 @@ def has_image(message: invoke_pb2.Message) -> bool:
 
 def system_text(request: invoke_pb2.InvokeRequest) -> str:
     """All system messages joined (Anthropic and Gemini take one system prompt, not turns)."""
-    return "\n\n".join(text_of(m) for m in request.messages if m.role == "system" and text_of(m))
+    return "\n\n".join(
+        text_of(m) for m in request.messages if m.role == invoke_pb2.ROLE_SYSTEM and text_of(m)
+    )
 
 
 def parse_json_object(text: str, what: str) -> dict[str, Any]:
@@ -161,7 +163,7 @@ class MessageAssembler:
         return bool(self.calls)
 
     def message(self) -> invoke_pb2.Message:
-        message = invoke_pb2.Message(role="assistant")
+        message = invoke_pb2.Message(role=invoke_pb2.ROLE_ASSISTANT)
         text = "".join(self.text)
         if text:
             message.content.add(text=text)

@@ -82,14 +82,14 @@ def anthropic_messages(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]
             turns.append({"role": role, "content": blocks})
 
     for m in request.messages:
-        if m.role == "system":
+        if m.role == invoke_pb2.ROLE_SYSTEM:
             continue
-        if m.role == "tool":
+        if m.role == invoke_pb2.ROLE_TOOL:
             add(
                 "user",
                 [{"type": "tool_result", "tool_use_id": m.tool_call_id, "content": text_of(m)}],
             )
-        elif m.role == "assistant":
+        elif m.role == invoke_pb2.ROLE_ASSISTANT:
             blocks = _blocks(m)
             for call in m.tool_calls:
                 blocks.append(
@@ -184,7 +184,7 @@ def stop_reason(raw: str | None, has_tool_calls: bool) -> str:
 def parse_anthropic_response(payload: dict[str, Any], provider: str) -> Completed:
     if payload.get("type") == "error":
         raise error_from_stream_event(provider, payload)
-    message = invoke_pb2.Message(role="assistant")
+    message = invoke_pb2.Message(role=invoke_pb2.ROLE_ASSISTANT)
     text = "".join(b.get("text", "") for b in payload.get("content") or [] if b.get("type") == "text")
     if text:
         message.content.add(text=text)

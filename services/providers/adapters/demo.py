@@ -78,7 +78,7 @@ def demo_tool_call(request: invoke_pb2.InvokeRequest) -> invoke_pb2.ToolCall | N
     """When tools are offered, the demo calls the first one (so tool plumbing can be tried)."""
     if not request.tools or request.tool_choice.mode == invoke_pb2.ToolChoice.MODE_NONE:
         return None
-    if request.messages and request.messages[-1].role == "tool":
+    if request.messages and request.messages[-1].role == invoke_pb2.ROLE_TOOL:
         return None  # it has the tool's answer: reply in text
     tool = request.tools[0]
     digest = hashlib.blake2b(last_user_text(request).encode(), digest_size=4).hexdigest()
@@ -196,7 +196,7 @@ class Adapter(ProviderAdapter):
     def _finish(
         self, request: invoke_pb2.InvokeRequest, words: list[str], call: invoke_pb2.ToolCall | None
     ) -> Completed:
-        message = invoke_pb2.Message(role="assistant")
+        message = invoke_pb2.Message(role=invoke_pb2.ROLE_ASSISTANT)
         if call is not None:
             message.tool_calls.append(call)
             finish = FinishReason.TOOL_CALLS

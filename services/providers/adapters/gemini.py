@@ -83,9 +83,9 @@ def gemini_contents(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]]:
             contents.append({"role": role, "parts": parts})
 
     for m in request.messages:
-        if m.role == "system":
+        if m.role == invoke_pb2.ROLE_SYSTEM:
             continue
-        if m.role == "tool":
+        if m.role == invoke_pb2.ROLE_TOOL:
             name = m.name or names.get(m.tool_call_id, "")
             if not name:
                 raise GatewayError(
@@ -98,7 +98,7 @@ def gemini_contents(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]]:
             except GatewayError:
                 result = {"content": text}
             add("user", [{"functionResponse": {"name": name, "response": result}}])
-        elif m.role == "assistant":
+        elif m.role == invoke_pb2.ROLE_ASSISTANT:
             parts = _parts(m)
             for call in m.tool_calls:
                 parts.append(

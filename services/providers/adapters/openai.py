@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
+from switchyard import choices
 from switchyard.catalog import Deployment
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
@@ -87,9 +88,9 @@ def _content(message: invoke_pb2.Message) -> str | list[dict[str, Any]]:
 def chat_messages(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m in request.messages:
-        if m.role == "tool":
+        if m.role == invoke_pb2.ROLE_TOOL:
             item: dict[str, Any] = {"role": "tool", "tool_call_id": m.tool_call_id, "content": text_of(m)}
-        elif m.role == "assistant":
+        elif m.role == invoke_pb2.ROLE_ASSISTANT:
             item = {"role": "assistant", "content": text_of(m) or None}
             if m.tool_calls:
                 item["tool_calls"] = [
@@ -101,7 +102,7 @@ def chat_messages(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]]:
                     for c in m.tool_calls
                 ]
         else:
-            item = {"role": m.role, "content": _content(m)}
+            item = {"role": choices.role_name(m.role), "content": _content(m)}
         if m.name:
             item["name"] = m.name
         out.append(item)
@@ -177,7 +178,7 @@ def parse_chat_response(
             ErrorCode.UPSTREAM_ERROR, f"{provider} answered with no choices", provider=provider
         )
     raw = choices[0].get("message") or {}
-    message = invoke_pb2.Message(role="assistant")
+    message = invoke_pb2.Message(role=invoke_pb2.ROLE_ASSISTANT)
     content = raw.get("content")
     if isinstance(content, list):  # some servers return parts
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
