@@ -236,7 +236,7 @@ class Ingress:
             raise GatewayError(ErrorCode.UNAUTHORIZED, "missing API key")
         now_ns = time.time_ns()
         request.request_id = new_request_id()
-        request.received_unix_ns = now_ns
+        request.received_unix_ms = now_ns / 1e6
         request.deadline_unix_ms = now_ns // 1_000_000 + int(self.settings.request_timeout_s * 1000)
         request.project_id = identity.project_id
         request.agent_id = identity.agent_id

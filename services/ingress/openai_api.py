@@ -301,7 +301,7 @@ def completion_id(request_id: str) -> str:
 
 
 def created_at(request: invoke_pb2.InvokeRequest) -> int:
-    return request.received_unix_ns // 1_000_000_000
+    return int(request.received_unix_ms // 1000)
 
 
 def usage_json(usage: invoke_pb2.Usage) -> dict[str, Any]:

@@ -88,8 +88,7 @@ def attempt_record(
         http_status=error.provider_status if error else http_status,
         latency_ms=now_ms() - started_ms,
         ttft_ms=ttft_ms,
-        started_unix_ms=int(started_ms),
-        started_unix_us=int(started_ms * 1000),
+        started_unix_ms=started_ms,
     )
 
 
@@ -127,7 +126,7 @@ def build_response(
         finish_reason=completed.finish_reason,
         usage=completed.usage,
         cost_usd=format_usd(cost),
-        latency_ms=now_ms() - request.received_unix_ns / 1e6,
+        latency_ms=now_ms() - request.received_unix_ms,
         ttft_ms=ttft_ms,
         attempts=dispatch.attempts,
         rationale=dispatch.rationale,
@@ -149,7 +148,7 @@ def build_completion(
 ) -> events_pb2.Completion:
     request = dispatch.request
     finished = now_ms()
-    started = request.received_unix_ns / 1e6
+    started = request.received_unix_ms
     latency = finished - started
     upstream = sum(a.latency_ms for a in dispatch.attempts)
     event = events_pb2.Completion(

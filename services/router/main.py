@@ -218,7 +218,7 @@ class Router(BusService):
             rationale=ranked.rationale,
             reservation_id=decision.reservation_id,
             route=route,
-            routed_unix_ns=time.time_ns(),
+            routed_unix_ms=time.time_ns() / 1e6,
             max_attempts=self.tuning.max_attempts,
         )
         for dep in chain:
@@ -243,7 +243,7 @@ class Router(BusService):
             max_cost_usd=format_usd(max_cost_usd(deployment.price, prompt_tokens, max_tokens)),
             estimated_tokens=prompt_tokens + min(max_tokens, DEFAULT_EXPECTED_OUTPUT_TOKENS),
             deadline_unix_ms=request.deadline_unix_ms,
-            received_unix_ms=request.received_unix_ns // 1_000_000,
+            received_unix_ms=int(request.received_unix_ms),
         )
         for dep in chain:
             ask.candidates.add(
@@ -291,9 +291,9 @@ class Router(BusService):
             stream=request.stream,
             trace_id=telemetry.current_trace_id(),
             metadata=request.metadata,
-            started_unix_ms=int(request.received_unix_ns / 1e6),
+            started_unix_ms=int(request.received_unix_ms),
             finished_unix_ms=int(now),
-            latency_ms=now - request.received_unix_ns / 1e6,
+            latency_ms=now - request.received_unix_ms,
             api=request.api,
         )
         self.events.publish(
