@@ -48,7 +48,9 @@ def test_completion_event_carries_usage_cost_attempts_and_overhead() -> None:
     dispatch.attempts.add(deployment_id="d0", status="error", latency_ms=0.0)
     dispatch.attempts.add(deployment_id=deployment.id, status="ok", latency_ms=0.0)
     usage = invoke_pb2.Usage(prompt_tokens=10, completion_tokens=5)
-    completed = Completed(message=invoke_pb2.Message(role=invoke_pb2.ROLE_ASSISTANT), finish_reason="stop", usage=usage)
+    completed = Completed(
+        message=invoke_pb2.Message(role=invoke_pb2.ROLE_ASSISTANT), finish_reason="stop", usage=usage
+    )
     response = build_response(dispatch, deployment, completed, Decimal("0.0000030"), ttft_ms=1.5)
     assert response.cost_usd == "0.000003" and response.deployment_id == deployment.id
     event = build_completion(
