@@ -82,3 +82,11 @@ def test_role_names_come_from_the_contracts_enum() -> None:
     for name, value in choices.ROLES.items():
         assert choices.role_name(choices.role(name)) == name and value
     assert choices.role_name(invoke_pb2.ROLE_UNSPECIFIED) == ""
+
+
+def test_the_native_apis_role_names_are_the_contracts() -> None:
+    from typing import get_args
+
+    from services.ingress import native
+
+    assert set(get_args(native.MessageIn.model_fields["role"].annotation)) == set(choices.ROLES)
