@@ -12,7 +12,7 @@ time, cycling over three routes (so machine noise hits all three alike):
 
 What failover adds is measured two ways:
   gap       the next attempt's start minus the failed attempt's end, per request (Attempt
-            started_unix_us + latency_ms, one clock: every process runs on this machine);
+            started_unix_ms + latency_ms, one clock: every process runs on this machine);
   overhead  gateway time (latency at the answering worker minus time inside upstream attempts,
             the failed one included) of failover requests minus that of direct ones.
 The router's decision time is the rationale's decision_us (rule, health snapshot, scoring,
@@ -116,11 +116,11 @@ def invoke_request(route: str, i: int) -> bytes:
         model=route,
         max_tokens=4,
         project_id="bench",
-        received_unix_ns=now_ns,
+        received_unix_ms=now_ns / 1e6,
         deadline_unix_ms=now_ns // 1_000_000 + 30_000,
         api="native",
     )
-    request.messages.add(role="user").content.add(text=f"bench {i}")
+    request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text=f"bench {i}")
     return request.SerializeToString()
 
 
@@ -151,8 +151,8 @@ async def run_routes(nats_url: str, requests: int, warmup: int) -> dict[str, dic
                 data["decision_us"].append(final.rationale.decision_us)
                 if expected == 2:
                     failed, next_ = final.attempts
-                    failed_end_us = failed.started_unix_us + failed.latency_ms * 1000
-                    data["gap_ms"].append((next_.started_unix_us - failed_end_us) / 1000)
+                    failed_end_ms = failed.started_unix_ms + failed.latency_ms
+                    data["gap_ms"].append(next_.started_unix_ms - failed_end_ms)
                     data["failed_ms"].append(failed.latency_ms)
     finally:
         await nc.close()
@@ -179,7 +179,7 @@ def decide_in_process(iterations: int) -> dict[str, tuple[float, float]]:
         }
         router = Router(Settings(), build_catalog(config, {}))
         request = invoke_pb2.InvokeRequest(model="r", max_tokens=100)
-        request.messages.add(role="user").content.add(text="how fast is the decision? " * 8)
+        request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="how fast is the decision? " * 8)
         samples = []
         for _ in range(iterations):
             started = time.perf_counter_ns()

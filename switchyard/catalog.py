@@ -24,10 +24,17 @@ from switchyard.config import (
     parse_config,
     validated,
 )
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.pricing import Price
+from switchyard.vocab import DEFAULT_PRESET, StrategyPreset
 
 BUILTIN_ROUTES = ("auto", "fast", "cheap", "best")
+# The built-in routes other than `auto` (balanced) each stand for one preset.
+BUILTIN_ROUTE_PRESETS = {
+    "fast": StrategyPreset.FASTEST,
+    "cheap": StrategyPreset.CHEAPEST,
+    "best": StrategyPreset.BEST,
+}
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ class Deployment:
 class Route:
     name: str
     deployments: tuple[str, ...]
-    strategy: str = "balanced"
+    strategy: str = DEFAULT_PRESET
     # Explicit scoring weights ({"latency": .., "cost": .., "quality": ..}); win over `strategy`.
     weights: Mapping[str, float] | None = None
 
@@ -133,7 +140,7 @@ class Catalog:
         if matches:
             return name, matches
         raise GatewayError(
-            "model_not_found",
+            ErrorCode.MODEL_NOT_FOUND,
             f"unknown model {model!r}: name a route ({', '.join(sorted(self.routes))}), "
             "an alias, or <provider>/<model> of a configured deployment",
             param="model",
@@ -224,7 +231,7 @@ def build_catalog(config: Mapping[str, Any], env: Mapping[str, str]) -> Catalog:
         routes[name] = Route(
             name,
             all_ids,
-            strategy={"fast": "fastest", "cheap": "cheapest", "best": "best"}.get(name, "balanced"),
+            strategy=BUILTIN_ROUTE_PRESETS.get(name, DEFAULT_PRESET),
         )
     for name, route in document.routes.items():
         ids = tuple(route.deployments)

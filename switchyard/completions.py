@@ -35,7 +35,7 @@ def completion_event(
     it): it brings the route, the attempts, the rationale, the reservation and the overhead
     (the time not spent waiting on upstreams)."""
     finished = time.time_ns() / 1e6
-    started = request.received_unix_ns / 1e6
+    started = request.received_unix_ms
     latency = finished - started
     routed: dict[str, Any] = {}
     if dispatch is not None:

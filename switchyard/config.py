@@ -25,12 +25,13 @@ from pydantic import (
     model_validator,
 )
 
+from switchyard.vocab import DEFAULT_PRESET, StrategyPreset, is_member
+
 # The retry budget: the most upstream attempts one request may make (the fallback chain's
 # length). The router's `[router] max_attempts` default, and the worker's when a dispatch
 # carries none.
 DEFAULT_MAX_ATTEMPTS = 3
 
-STRATEGY_PRESETS = ("balanced", "fastest", "cheapest", "best")
 WEIGHT_NAMES = ("latency", "cost", "quality")
 LIMIT_NAMES = ("rpm", "tpm", "input_tpm", "output_tpm", "max_concurrent")
 
@@ -123,15 +124,15 @@ class RouteConfig(Table):
     """One `[routes.<name>]` table."""
 
     deployments: list[str] = []
-    strategy: str = "balanced"
+    strategy: str = DEFAULT_PRESET
     # Explicit scoring weights; win over `strategy`.
     weights: dict[str, float] | None = None
 
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, name: str) -> str:
-        if name not in STRATEGY_PRESETS:
-            raise ValueError(f"strategy {name!r} is not one of {', '.join(STRATEGY_PRESETS)}")
+        if not is_member(StrategyPreset, name):
+            raise ValueError(f"strategy {name!r} is not one of {', '.join(StrategyPreset)}")
         return name
 
     @field_validator("weights", mode="before")

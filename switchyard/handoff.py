@@ -15,7 +15,9 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from switchyard import subjects, telemetry
+from switchyard.errors import ErrorCode
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import Status
 
 log = logging.getLogger(__name__)
 ACK_TIMEOUT_S = 2.0
@@ -41,8 +43,8 @@ async def hand_off(nc: NATS, dispatch: invoke_pb2.Dispatch) -> bool:
                 deployment_id=target.deployment_id,
                 provider=target.provider,
                 model=target.model,
-                status="error",
-                error_code="no_worker",
+                status=Status.ERROR,
+                error_code=ErrorCode.NO_WORKER,
                 error_message=f"no worker serves provider {target.provider!r}",
             )
             dispatch.position += 1

@@ -15,6 +15,8 @@ from decimal import Decimal
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from switchyard.vocab import Status
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 REQUESTS = Counter(
@@ -78,19 +80,19 @@ def track(service: str) -> Iterator[dict[str, str]]:
 
     The caller sets `outcome["status"]` (default "ok"); an exception counts as "error".
     """
-    outcome = {"status": "ok"}
+    outcome: dict[str, str] = {"status": Status.OK}
     IN_FLIGHT.labels(service).inc()
     started = time.perf_counter()
     try:
         yield outcome
     except BaseException:
-        outcome["status"] = "error"
+        outcome["status"] = Status.ERROR
         raise
     finally:
         IN_FLIGHT.labels(service).dec()
         DURATION.labels(service).observe(time.perf_counter() - started)
         REQUESTS.labels(service, outcome["status"]).inc()
-        if outcome["status"] != "ok":
+        if outcome["status"] != Status.OK:
             ERRORS.labels(service, outcome["status"]).inc()
 
 

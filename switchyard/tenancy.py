@@ -21,7 +21,7 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 KEY_PREFIX = "sy-"  # the log redaction patterns mask anything shaped like `sy-...`
@@ -273,22 +273,22 @@ class TenancyView:
         """The identity of a presented key, or GatewayError(unauthorized)."""
         if not secret:
             raise GatewayError(
-                "unauthorized",
+                ErrorCode.UNAUTHORIZED,
                 "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
             )
         key_id = self._by_hash.get(hash_key(secret))
         key = self.keys.get(key_id) if key_id else None
         if key is None:
-            raise GatewayError("unauthorized", "invalid API key")
+            raise GatewayError(ErrorCode.UNAUTHORIZED, "invalid API key")
         if key.revoked:
-            raise GatewayError("unauthorized", "this API key has been revoked")
+            raise GatewayError(ErrorCode.UNAUTHORIZED, "this API key has been revoked")
         project = self.projects.get(key.project_id)
         if project is None or project.disabled:
-            raise GatewayError("unauthorized", "the project of this API key is disabled or deleted")
+            raise GatewayError(ErrorCode.UNAUTHORIZED, "the project of this API key is disabled or deleted")
         if key.agent_id:
             agent = self.agents.get((key.project_id, key.agent_id))
             if agent is None or agent.disabled:
-                raise GatewayError("unauthorized", "the agent of this API key is disabled or deleted")
+                raise GatewayError(ErrorCode.UNAUTHORIZED, "the agent of this API key is disabled or deleted")
         return Identity(key.project_id, key.agent_id, key.id)
 
     def scopes(self, project_id: str, agent_id: str, key_id: str) -> list[str]:

@@ -40,7 +40,7 @@ def message_text(message: invoke_pb2.Message) -> str:
 
 def last_user_text(request: invoke_pb2.InvokeRequest) -> str:
     for message in reversed(request.messages):
-        if message.role == "user":
+        if message.role == invoke_pb2.ROLE_USER:
             return message_text(message)
     return ""
 

@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from services.ingress import anthropic_api
+from switchyard import choices
 from switchyard.catalog import build_catalog
 from switchyard.errors import GatewayError
 from tests.support.frames import error_frame, final_frame, stamped_request, text_chunk, tool_chunk
@@ -78,7 +79,13 @@ def test_a_conversation_with_tool_results_maps_onto_the_contract() -> None:
     )
     request = anthropic_api.to_request(body)
     assert request.api == "anthropic" and request.stream and request.max_tokens == 100
-    assert [m.role for m in request.messages] == ["system", "user", "assistant", "tool", "user"]
+    assert [choices.role_name(m.role) for m in request.messages] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "user",
+    ]
     assert request.messages[0].content[0].text == "be brief"
     image = request.messages[1].content[1].image
     assert image.url == "data:image/png;base64,iVBORw0KGgo=" and image.media_type == "image/png"
@@ -92,7 +99,7 @@ def test_a_conversation_with_tool_results_maps_onto_the_contract() -> None:
     assert request.tools[0].name == "look" and orjson.loads(request.tools[0].parameters_json) == {
         "type": "object"
     }
-    assert orjson.loads(request.tool_choice_json) == {"type": "function", "function": {"name": "look"}}
+    assert choices.tool_choice_json(request.tool_choice) == {"type": "function", "function": {"name": "look"}}
     assert list(request.stop) == ["END"] and request.temperature == pytest.approx(0.3)
     assert dict(request.metadata) == {"user_id": "u-1", "agent": "vision-bot"}
     assert request.strategy.preset == "cheapest"
@@ -101,7 +108,7 @@ def test_a_conversation_with_tool_results_maps_onto_the_contract() -> None:
 @pytest.mark.parametrize(("choice", "expected"), [("auto", "auto"), ("any", "required"), ("none", "none")])
 def test_tool_choice_is_carried_in_the_contracts_spelling(choice: str, expected: str) -> None:
     request = anthropic_api.to_request(parse(tool_choice={"type": choice}))
-    assert orjson.loads(request.tool_choice_json) == expected
+    assert choices.tool_choice_json(request.tool_choice) == expected
 
 
 def test_a_failed_tool_result_says_so_in_the_text() -> None:
@@ -114,7 +121,7 @@ def test_a_failed_tool_result_says_so_in_the_text() -> None:
         ]
     )
     request = anthropic_api.to_request(body)
-    assert [m.role for m in request.messages] == ["tool"]
+    assert [choices.role_name(m.role) for m in request.messages] == ["tool"]
     assert request.messages[0].content[0].text == "(tool error) boom"
 
 

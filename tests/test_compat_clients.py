@@ -343,7 +343,7 @@ def grpc_request(
     model: str = "auto", text: str = "hello over grpc", max_tokens: int = 0
 ) -> invoke_pb2.InvokeRequest:
     request = invoke_pb2.InvokeRequest(model=model, max_tokens=max_tokens)
-    request.messages.add(role="user").content.add(text=text)
+    request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text=text)
     return request
 
 

@@ -23,7 +23,7 @@ from switchyard.v1 import invoke_pb2
 def _dispatch(chain: int = 2, position: int = 0, deadline_ms: int | None = None) -> invoke_pb2.Dispatch:
     dispatch = invoke_pb2.Dispatch(position=position, route="auto")
     dispatch.request.request_id = "r1"
-    dispatch.request.received_unix_ns = time.time_ns()
+    dispatch.request.received_unix_ms = time.time_ns() / 1e6
     dispatch.request.deadline_unix_ms = (
         deadline_ms if deadline_ms is not None else int(time.time() * 1000) + 60_000
     )
@@ -58,7 +58,9 @@ def test_completion_event_carries_usage_cost_attempts_and_overhead() -> None:
     dispatch.attempts.add(deployment_id="d0", status="error", latency_ms=0.0)
     dispatch.attempts.add(deployment_id=deployment.id, status="ok", latency_ms=0.0)
     usage = invoke_pb2.Usage(prompt_tokens=10, completion_tokens=5)
-    completed = Completed(message=invoke_pb2.Message(role="assistant"), finish_reason="stop", usage=usage)
+    completed = Completed(
+        message=invoke_pb2.Message(role=invoke_pb2.ROLE_ASSISTANT), finish_reason="stop", usage=usage
+    )
     response = build_response(dispatch, deployment, completed, Decimal("0.0000030"), ttft_ms=1.5)
     assert response.cost_usd == "0.000003" and response.deployment_id == deployment.id
     event = build_completion(
@@ -87,7 +89,9 @@ def _outcome(kind: str, *, error: GatewayError | None = None, chunks: str = "") 
     completed = None
     if kind == "ok":
         usage = invoke_pb2.Usage(prompt_tokens=10, completion_tokens=5)
-        completed = Completed(message=invoke_pb2.Message(role="assistant"), finish_reason="stop", usage=usage)
+        completed = Completed(
+            message=invoke_pb2.Message(role=invoke_pb2.ROLE_ASSISTANT), finish_reason="stop", usage=usage
+        )
     return AttemptOutcome(kind, demo_deployments()[0], progress, completed=completed, error=error)
 
 

@@ -86,7 +86,7 @@ def _adapter(tmp_path, **options) -> Adapter:
 
 def _request(stream: bool = False) -> invoke_pb2.InvokeRequest:
     req = invoke_pb2.InvokeRequest(model="demo/x", stream=stream, max_tokens=5)
-    req.messages.add(role="user").content.add(text="hello")
+    req.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="hello")
     return req
 
 

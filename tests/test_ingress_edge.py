@@ -146,14 +146,14 @@ def test_error_headers_tell_sdks_whether_to_retry() -> None:
 
 def good_request() -> invoke_pb2.InvokeRequest:
     request = invoke_pb2.InvokeRequest(model="auto")
-    request.messages.add(role="user").content.add(text="hi")
+    request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="hi")
     return request
 
 
 def test_a_good_grpc_request_passes() -> None:
     request = good_request()
     request.tools.add(name="f", parameters_json='{"type": "object"}')
-    request.tool_choice_json = '"auto"'
+    request.tool_choice.mode = invoke_pb2.ToolChoice.MODE_AUTO
     request.temperature = 0.2
     request.strategy.explicit = True
     request.strategy.cost = 1
@@ -172,12 +172,28 @@ def _broken(change) -> invoke_pb2.InvokeRequest:
         (_broken(lambda r: r.ClearField("model")), "model"),
         (_broken(lambda r: setattr(r, "model", "m" * 300)), "model"),
         (_broken(lambda r: r.ClearField("messages")), "messages"),
-        (_broken(lambda r: setattr(r.messages[0], "role", "robot")), "messages.0.role"),
-        (_broken(lambda r: r.messages.add(role="tool")), "messages.1.tool_call_id"),
+        (_broken(lambda r: setattr(r.messages[0], "role", invoke_pb2.ROLE_UNSPECIFIED)), "messages.0.role"),
+        (_broken(lambda r: r.messages.add(role=invoke_pb2.ROLE_TOOL)), "messages.1.tool_call_id"),
         (_broken(lambda r: r.tools.add(name="")), "tools.0.name"),
         (_broken(lambda r: r.tools.add(name="f", parameters_json="[1]")), "tools.0.parameters_json"),
-        (_broken(lambda r: setattr(r, "tool_choice_json", "{nope")), "tool_choice_json"),
-        (_broken(lambda r: setattr(r, "response_format_json", "{nope")), "response_format_json"),
+        (
+            _broken(lambda r: setattr(r.tool_choice, "mode", invoke_pb2.ToolChoice.MODE_TOOL)),
+            "tool_choice.name",
+        ),
+        (
+            _broken(lambda r: setattr(r.response_format, "type", invoke_pb2.ResponseFormat.TYPE_JSON_SCHEMA)),
+            "response_format.name",
+        ),
+        (
+            _broken(
+                lambda r: r.response_format.MergeFrom(
+                    invoke_pb2.ResponseFormat(
+                        type=invoke_pb2.ResponseFormat.TYPE_JSON_SCHEMA, name="x", schema_json="{nope"
+                    )
+                )
+            ),
+            "response_format.schema_json",
+        ),
         (_broken(lambda r: setattr(r, "temperature", 2.5)), "temperature"),
         (_broken(lambda r: setattr(r, "top_p", -0.1)), "top_p"),
         (_broken(lambda r: setattr(r.strategy, "preset", "random")), "strategy.preset"),

@@ -2,6 +2,7 @@ import orjson
 import pytest
 
 from services.ingress import native
+from switchyard import choices
 from switchyard.errors import GatewayError
 from switchyard.v1 import invoke_pb2
 
@@ -47,7 +48,7 @@ def test_full_body_translates_to_the_contract() -> None:
     )
     request = native.to_request(body)
     assert request.model == "openai/gpt-4o-mini" and request.stream and request.api == "native"
-    assert [m.role for m in request.messages] == ["system", "user", "assistant", "tool"]
+    assert [choices.role_name(m.role) for m in request.messages] == ["system", "user", "assistant", "tool"]
     image = request.messages[1].content[1].image
     assert image.url.startswith("data:image/png") and image.detail == "low"
     assert request.messages[2].tool_calls[0].arguments_json == '{"q":1}'
@@ -56,7 +57,9 @@ def test_full_body_translates_to_the_contract() -> None:
         "type": "object"
     }
     assert request.max_tokens == 64 and request.HasField("temperature") and list(request.stop) == ["END"]
-    assert request.seed == 7 and orjson.loads(request.response_format_json) == {"type": "json_object"}
+    assert request.seed == 7 and choices.response_format_json(request.response_format) == {
+        "type": "json_object"
+    }
     assert request.strategy.explicit and request.strategy.latency == 0.5
     assert dict(request.metadata) == {"agent": "triage", "priority": "3", "beta": "true"}
 
@@ -93,7 +96,7 @@ def test_response_and_chunk_json_shapes() -> None:
     response = invoke_pb2.InvokeResponse(
         request_id="r", provider="demo", model="fast", cost_usd="0.1", finish_reason="tool_calls"
     )
-    response.message.role = "assistant"
+    response.message.role = invoke_pb2.ROLE_ASSISTANT
     response.message.tool_calls.add(id="c", name="f", arguments_json="{}")
     response.usage.prompt_tokens = 3
     response.usage.completion_tokens = 4

@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from services.ingress import openai_api
+from switchyard import choices
 from switchyard.catalog import build_catalog
 from switchyard.errors import GatewayError
 from tests.support.frames import error_frame, final_frame, stamped_request, text_chunk, tool_chunk
@@ -62,7 +63,7 @@ def test_a_full_conversation_maps_onto_the_contract() -> None:
     )
     request = openai_api.to_request(body)
     assert request.api == "openai" and request.model == "auto" and not request.stream
-    roles = [m.role for m in request.messages]
+    roles = [choices.role_name(m.role) for m in request.messages]
     assert roles == ["system", "user", "assistant", "tool"]
     assert request.messages[0].content[0].text == "be brief"
     assert request.messages[1].content[1].image.url == "https://x.test/a.png"
@@ -71,7 +72,7 @@ def test_a_full_conversation_maps_onto_the_contract() -> None:
     assert (call.id, call.name, call.arguments_json) == ("call_1", "look", '{"a":1}')
     assert request.messages[3].tool_call_id == "call_1"
     assert request.tools[0].name == "look"
-    assert orjson.loads(request.tool_choice_json) == {"type": "function", "function": {"name": "look"}}
+    assert choices.tool_choice_json(request.tool_choice) == {"type": "function", "function": {"name": "look"}}
     assert request.max_tokens == 20  # max_completion_tokens wins over the deprecated max_tokens
     assert request.temperature == 0.5 and request.seed == 7 and list(request.stop) == ["END"]
     assert dict(request.metadata) == {"task": "vision", "user": "u-1"}
@@ -97,7 +98,7 @@ def test_a_full_conversation_maps_onto_the_contract() -> None:
 )
 def test_json_mode_is_carried_in_openai_spelling(response_format: dict, expected: dict | str) -> None:
     request = openai_api.to_request(parse(response_format=response_format))
-    got = orjson.loads(request.response_format_json) if request.response_format_json else ""
+    got = choices.response_format_json(request.response_format) or ""
     assert got == expected
 
 

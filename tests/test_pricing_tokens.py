@@ -34,7 +34,7 @@ def test_token_estimates_grow_with_text_images_and_tools() -> None:
     assert estimate_text_tokens("abcd") == 1
     assert estimate_text_tokens("abcde") == 2
     request = invoke_pb2.InvokeRequest()
-    request.messages.add(role="user").content.add(text="x" * 400)
+    request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="x" * 400)
     base = estimate_prompt_tokens(request)
     assert base >= 100
     request.messages[0].content.add(image=invoke_pb2.ImagePart(url="https://example.test/a.png"))
@@ -46,8 +46,8 @@ def test_token_estimates_grow_with_text_images_and_tools() -> None:
 
 def test_last_user_text_skips_other_roles() -> None:
     request = invoke_pb2.InvokeRequest()
-    request.messages.add(role="user").content.add(text="first")
-    request.messages.add(role="assistant").content.add(text="answer")
-    request.messages.add(role="user").content.add(text="second")
-    request.messages.add(role="tool").content.add(text="tool output")
+    request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="first")
+    request.messages.add(role=invoke_pb2.ROLE_ASSISTANT).content.add(text="answer")
+    request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="second")
+    request.messages.add(role=invoke_pb2.ROLE_TOOL).content.add(text="tool output")
     assert last_user_text(request) == "second"

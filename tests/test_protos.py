@@ -24,7 +24,7 @@ def test_contracts_import_as_a_package_and_round_trip() -> None:
     from switchyard.v1 import budget_pb2, events_pb2, gateway_pb2_grpc, invoke_pb2
 
     request = invoke_pb2.InvokeRequest(request_id="r1", model="auto", max_tokens=5)
-    request.messages.add(role="user").content.add(text="hi")
+    request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="hi")
     dispatch = invoke_pb2.Dispatch(request=request, position=0)
     dispatch.chain.add(deployment_id="demo/fast", provider="demo", model="fast")
     again = invoke_pb2.Dispatch.FromString(dispatch.SerializeToString())

@@ -231,7 +231,7 @@ def test_deadline_takes_the_tighter_of_the_deployment_total_and_the_request_dead
 
 def test_usage_of_a_stopped_call_prefers_provider_counts_then_estimates() -> None:
     request = invoke_pb2.InvokeRequest()
-    request.messages.add(role="user").content.add(text="x" * 400)
+    request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="x" * 400)
     progress = AttemptProgress(started_ms=0.0)
     progress.add_chunk(invoke_pb2.Chunk(delta_text="a" * 10))
     progress.add_chunk(

@@ -29,6 +29,7 @@ from services.providers.adapters.openai import (
 from services.providers.adapters.openai_compat import COMPAT
 from services.providers.content import MessageAssembler, image_of
 from services.providers.sse import SSEEvent
+from switchyard import choices
 from switchyard.catalog import Deployment
 from switchyard.errors import GatewayError
 from switchyard.settings import Settings
@@ -39,18 +40,20 @@ def conversation() -> invoke_pb2.InvokeRequest:
     """System prompt, a user turn with an image, an assistant tool call, two tool results."""
     r = invoke_pb2.InvokeRequest(model="m", max_tokens=100, temperature=1.5, top_p=0.9, seed=7)
     r.stop.extend(["END"])
-    r.messages.add(role="system").content.add(text="Be brief.")
-    user = r.messages.add(role="user")
+    r.messages.add(role=invoke_pb2.ROLE_SYSTEM).content.add(text="Be brief.")
+    user = r.messages.add(role=invoke_pb2.ROLE_USER)
     user.content.add(text="What is this?")
     user.content.add(image=invoke_pb2.ImagePart(url="https://img.example/cat.png", detail="low"))
-    assistant = r.messages.add(role="assistant")
+    assistant = r.messages.add(role=invoke_pb2.ROLE_ASSISTANT)
     assistant.tool_calls.add(id="c1", name="lookup", arguments_json='{"q": "cat"}')
     assistant.tool_calls.add(id="c2", name="size", arguments_json="{}")
-    r.messages.add(role="tool", tool_call_id="c1").content.add(text='{"kind": "cat"}')
-    r.messages.add(role="tool", tool_call_id="c2").content.add(text="small")
+    r.messages.add(role=invoke_pb2.ROLE_TOOL, tool_call_id="c1").content.add(text='{"kind": "cat"}')
+    r.messages.add(role=invoke_pb2.ROLE_TOOL, tool_call_id="c2").content.add(text="small")
     r.tools.add(name="lookup", description="Look up", parameters_json='{"type": "object"}')
-    r.tool_choice_json = '{"type": "function", "function": {"name": "lookup"}}'
-    r.response_format_json = '{"type": "json_object"}'
+    r.tool_choice.CopyFrom(
+        choices.tool_choice_from_json({"type": "function", "function": {"name": "lookup"}})
+    )
+    r.response_format.CopyFrom(choices.response_format_from_json({"type": "json_object"}))
     return r
 
 
@@ -105,7 +108,7 @@ def test_openai_request_carries_every_neutral_field() -> None:
 
 def test_mistral_and_compat_dialects() -> None:
     request = conversation()
-    request.tool_choice_json = '"required"'
+    request.tool_choice.CopyFrom(choices.tool_choice_from_json("required"))
     mistral = chat_request(request, "mistral-large-latest", stream=True, dialect=MISTRAL)
     assert mistral["max_tokens"] == 100 and mistral["random_seed"] == 7
     assert "seed" not in mistral and "max_completion_tokens" not in mistral
@@ -311,18 +314,18 @@ def test_anthropic_request_system_tools_results_and_images() -> None:
         ],
     }
     request = invoke_pb2.InvokeRequest()
-    request.messages.add(role="user").content.add(text="hi")
+    request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="hi")
     assert anthropic_request(request, "m", False, default_max_tokens=512)["max_tokens"] == 512
 
 
 def test_anthropic_tool_choice_and_bad_arguments() -> None:
     request = conversation()
     for choice, expected in [
-        ('"auto"', {"type": "auto"}),
-        ('"none"', {"type": "none"}),
-        ('"required"', {"type": "any"}),
+        ("auto", {"type": "auto"}),
+        ("none", {"type": "none"}),
+        ("required", {"type": "any"}),
     ]:
-        request.tool_choice_json = choice
+        request.tool_choice.CopyFrom(choices.tool_choice_from_json(choice))
         assert anthropic_request(request, "m", False)["tool_choice"] == expected
     request.messages[2].tool_calls[0].arguments_json = "not json"
     with pytest.raises(GatewayError) as info:
@@ -449,8 +452,10 @@ def test_gemini_request() -> None:
     request.messages[1].content[1].image.CopyFrom(
         invoke_pb2.ImagePart(data=b"\x89PNG", media_type="image/png")
     )
-    request.response_format_json = (
-        '{"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}'
+    request.response_format.CopyFrom(
+        choices.response_format_from_json(
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+        )
     )
     body = gemini_request(request)
     assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
@@ -481,7 +486,7 @@ def test_gemini_request() -> None:
 
 def test_gemini_tool_result_without_a_call_is_a_clear_error() -> None:
     request = invoke_pb2.InvokeRequest()
-    request.messages.add(role="tool", tool_call_id="nope").content.add(text="{}")
+    request.messages.add(role=invoke_pb2.ROLE_TOOL, tool_call_id="nope").content.add(text="{}")
     with pytest.raises(GatewayError) as info:
         gemini_request(request)
     assert info.value.code == "invalid_request" and "nope" in info.value.message

@@ -48,7 +48,7 @@ async def respond(nc: NATS, frames: Callable[[], list[invoke_pb2.Reply]]) -> Non
 
 def request(request_id: str, stream: bool = True) -> invoke_pb2.InvokeRequest:
     out = invoke_pb2.InvokeRequest(request_id=request_id, model="auto", api="native", stream=stream)
-    out.messages.add(role="user").content.add(text="hi")
+    out.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="hi")
     return out
 
 

@@ -76,8 +76,8 @@ route = "needs-key"
 
 def request(text: str = "hello", model: str = "auto", **metadata: str) -> invoke_pb2.InvokeRequest:
     req = invoke_pb2.InvokeRequest(model=model)
-    req.messages.add(role="system").content.add(text="you are terse")
-    req.messages.add(role="user").content.add(text=text)
+    req.messages.add(role=invoke_pb2.ROLE_SYSTEM).content.add(text="you are terse")
+    req.messages.add(role=invoke_pb2.ROLE_USER).content.add(text=text)
     req.metadata.update(metadata)
     return req
 
@@ -147,8 +147,8 @@ def test_images_and_tools_rules(catalog) -> None:
 
 def test_the_last_user_message_counts_not_an_earlier_one(catalog) -> None:
     req = request("prove it")
-    req.messages.add(role="assistant").content.add(text="ok")
-    req.messages.add(role="user").content.add(text="thanks")
+    req.messages.add(role=invoke_pb2.ROLE_ASSISTANT).content.add(text="ok")
+    req.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="thanks")
     assert fired(catalog, req) is None
 
 

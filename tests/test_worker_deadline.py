@@ -43,7 +43,7 @@ async def test_an_attempt_is_cut_at_the_deadline_and_not_failed_over(
         dispatch = invoke_pb2.Dispatch(reply_to=inbox, max_attempts=3)
         dispatch.request.request_id = "req_deadline"
         dispatch.request.model = "x"
-        dispatch.request.messages.add(role="user").content.add(text="hi")
+        dispatch.request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="hi")
         dispatch.request.deadline_unix_ms = int(time.time() * 1000) + 300
         dispatch.chain.add(deployment_id="slow", provider="demo", model="slow")
         dispatch.chain.add(deployment_id="ok", provider="demo", model="ok")

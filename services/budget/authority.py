@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from switchyard.errors import ErrorCode
 from switchyard.pricing import format_usd
 from switchyard.tenancy import Limits, TenancyView, budget_project, scope_label
 from switchyard.v1 import budget_pb2, events_pb2
@@ -150,7 +151,7 @@ class Authority:
         if not finite:
             return Verdict(
                 False,
-                "rate_limited",
+                ErrorCode.RATE_LIMITED,
                 f"rate limited: this request is larger than every candidate's provider quota ({detail})",
                 60.0,
                 scope=f"deployment:{skipped[0][0]}" if skipped else "",
@@ -158,7 +159,7 @@ class Authority:
         wait, soonest = min(finite)
         return Verdict(
             False,
-            "rate_limited",
+            ErrorCode.RATE_LIMITED,
             f"rate limited: every candidate deployment is at its provider quota ({detail})",
             round(max(wait, 0.001), 3),
             scope=f"deployment:{soonest}",
@@ -172,7 +173,7 @@ class Authority:
                 cap = format_usd(budget.cap_usd)
                 return Verdict(
                     False,
-                    "budget_exceeded",
+                    ErrorCode.BUDGET_EXCEEDED,
                     f"budget exceeded: {budget.scope_label} has a {budget.period} cap of {cap} USD "
                     f"({slot[2]}); spent {format_usd(counter.spent)}, reserved "
                     f"{format_usd(counter.held)}, this request may cost up to "
@@ -227,9 +228,12 @@ class Authority:
         wait, why = max(blocked)
         if math.isinf(wait):
             return Verdict(
-                False, "rate_limited", f"rate limited: this request is larger than the limit: {why}", 60.0
+                False,
+                ErrorCode.RATE_LIMITED,
+                f"rate limited: this request is larger than the limit: {why}",
+                60.0,
             )
-        return Verdict(False, "rate_limited", f"rate limited: {why}", round(max(wait, 0.001), 3))
+        return Verdict(False, ErrorCode.RATE_LIMITED, f"rate limited: {why}", round(max(wait, 0.001), 3))
 
     def _take_tokens(self, reservation: Reservation, now_s: float) -> None:
         for bucket, amount, _ in self._needs(reservation, now_s):

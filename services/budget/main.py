@@ -27,6 +27,7 @@ from prometheus_client import Counter, Gauge
 
 from switchyard import metrics, subjects, telemetry
 from switchyard.bus import ensure_events_stream
+from switchyard.errors import ErrorCode
 from switchyard.service import BusService, run
 from switchyard.tenancy import TenancyView
 from switchyard.tenancy_store import TenancyWatcher, open_bucket, tenancy_bucket
@@ -332,10 +333,10 @@ class BudgetService(BusService):
         await msg.respond(verdict.to_proto(ask.request_id).SerializeToString())
 
     async def _unavailable(self, msg: Msg, ask: budget_pb2.AuthorizeRequest) -> None:
-        DECISIONS.labels("unavailable").inc()
+        DECISIONS.labels(ErrorCode.UNAVAILABLE).inc()
         decision = budget_pb2.Decision(
             allow=False,
-            deny_code="unavailable",
+            deny_code=ErrorCode.UNAVAILABLE,
             deny_reason="the budget authority is changing leader; try again",
             retry_after_s=1.0,
         )
@@ -353,7 +354,7 @@ class BudgetService(BusService):
         now_s = now_ms() / 1000
         if stat.HasField("rate_limits"):
             authority.quotas.observe(stat.deployment_id, stat.rate_limits, now_s)
-        if stat.http_status == 429 or stat.error_code == "rate_limited":
+        if stat.http_status == 429 or stat.error_code == ErrorCode.RATE_LIMITED:
             authority.quotas.back_off(stat.deployment_id, stat.retry_after_s, now_s)
 
     async def _publish_quotas(self, authority: Authority) -> None:

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from switchyard import subjects
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.tenancy import (
     ID_PATTERN,
     Agent,
@@ -99,7 +99,7 @@ _KV_KEY = re.compile(r"^[-/_=.a-zA-Z0-9]+$")
 
 def _storable(key: str, what: str) -> str:
     if not _KV_KEY.match(key) or key.startswith(".") or key.endswith("."):
-        raise GatewayError("not_found", f"no {what}")
+        raise GatewayError(ErrorCode.NOT_FOUND, f"no {what}")
     return key
 
 
@@ -118,7 +118,7 @@ async def _parse(http: Request, model: type[BaseModel]) -> Any:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
         raise GatewayError(
-            "invalid_request", f"{loc}: {err['msg']}" if loc else err["msg"], param=loc
+            ErrorCode.INVALID_REQUEST, f"{loc}: {err['msg']}" if loc else err["msg"], param=loc
         ) from None
 
 
@@ -163,10 +163,10 @@ class AdminApi:
             presented = presented_key(http.headers.get("authorization"), None)
             if not same_secret(presented, self._token()):
                 raise GatewayError(
-                    "unauthorized", "the admin API needs `Authorization: Bearer <admin token>`"
+                    ErrorCode.UNAUTHORIZED, "the admin API needs `Authorization: Bearer <admin token>`"
                 )
             if self.kv is None:
-                raise GatewayError("unavailable", "the admin API is starting", retry_after_s=1)
+                raise GatewayError(ErrorCode.UNAVAILABLE, "the admin API is starting", retry_after_s=1)
             return await handler(http)
 
         return guarded
@@ -178,7 +178,7 @@ class AdminApi:
         try:
             revision = await self.kv.create(key, record.to_bytes())
         except KeyWrongLastSequenceError:
-            raise GatewayError("conflict", f"{key.replace('.', ' ', 1)} already exists") from None
+            raise GatewayError(ErrorCode.CONFLICT, f"{key.replace('.', ' ', 1)} already exists") from None
         self.view.apply(key, record.to_bytes(), revision)
 
     async def _update(self, key: str, model: type, change: Callable[[Any], Any], what: str):
@@ -188,7 +188,7 @@ class AdminApi:
         for _ in range(5):
             found = await read_record(self.kv, key)
             if found is None:
-                raise GatewayError("not_found", f"no {what}")
+                raise GatewayError(ErrorCode.NOT_FOUND, f"no {what}")
             value, revision = found
             record = change(model.model_validate_json(value))
             try:
@@ -197,19 +197,19 @@ class AdminApi:
                 continue
             self.view.apply(key, record.to_bytes(), new_revision)
             return record
-        raise GatewayError("conflict", f"{what} is being changed concurrently; try again")
+        raise GatewayError(ErrorCode.CONFLICT, f"{what} is being changed concurrently; try again")
 
     async def _delete(self, key: str, what: str) -> None:
         assert self.kv is not None
         if await read_record(self.kv, _storable(key, what)) is None:
-            raise GatewayError("not_found", f"no {what}")
+            raise GatewayError(ErrorCode.NOT_FOUND, f"no {what}")
         await self.kv.delete(key)
         self.view.apply(key, None)
 
     def _project(self, project_id: str) -> Project:
         project = self.view.projects.get(project_id)
         if project is None:
-            raise GatewayError("not_found", f"no project {project_id!r}")
+            raise GatewayError(ErrorCode.NOT_FOUND, f"no project {project_id!r}")
         return project
 
     # --- projects -----------------------------------------------------------------------
@@ -288,7 +288,7 @@ class AdminApi:
         body: KeyIn = await _parse(http, KeyIn)
         self._project(body.project)
         if body.agent and (body.project, body.agent) not in self.view.agents:
-            raise GatewayError("not_found", f"no agent {body.project}/{body.agent}")
+            raise GatewayError(ErrorCode.NOT_FOUND, f"no agent {body.project}/{body.agent}")
         record, secret = issue_key(body.project, body.agent, body.name, body.limits, _now_ms())
         await self._create(key_kv_key(record.id), record)
         out = record.public()
@@ -299,7 +299,7 @@ class AdminApi:
     def _key(self, key_id: str) -> ApiKey:
         key = self.view.keys.get(key_id)
         if key is None:
-            raise GatewayError("not_found", f"no key {key_id!r}")
+            raise GatewayError(ErrorCode.NOT_FOUND, f"no key {key_id!r}")
         return key
 
     async def get_key(self, http: Request) -> Response:
@@ -335,11 +335,13 @@ class AdminApi:
         if scope == "agent":
             project_id, _, agent_id = scope_id.partition("/")
             if (project_id, agent_id) not in self.view.agents:
-                raise GatewayError("not_found", f"no agent {scope_id!r} (write it as <project>/<agent>)")
+                raise GatewayError(
+                    ErrorCode.NOT_FOUND, f"no agent {scope_id!r} (write it as <project>/<agent>)"
+                )
             return project_id
         if scope == "key":
             return self._key(scope_id).project_id
-        raise GatewayError("invalid_request", "scope: one of project, agent, key", param="scope")
+        raise GatewayError(ErrorCode.INVALID_REQUEST, "scope: one of project, agent, key", param="scope")
 
     async def list_budgets(self, http: Request) -> Response:
         project_id = http.query_params.get("project", "")
@@ -366,7 +368,7 @@ class AdminApi:
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
-            raise GatewayError("invalid_request", f"{loc}: {err['msg']}", param=loc) from None
+            raise GatewayError(ErrorCode.INVALID_REQUEST, f"{loc}: {err['msg']}", param=loc) from None
         assert self.kv is not None
         key = budget_kv_key(budget.scope, budget.scope_id, budget.period)
         revision = await self.kv.put(key, budget.to_bytes())
@@ -389,9 +391,9 @@ class AdminApi:
             )
         except Exception:
             raise GatewayError(
-                "unavailable", "the budget authority did not answer", retry_after_s=1
+                ErrorCode.UNAVAILABLE, "the budget authority did not answer", retry_after_s=1
             ) from None
         body = orjson.loads(reply.data)
         if "error" in body:
-            raise GatewayError("unavailable", body["error"], retry_after_s=1)
+            raise GatewayError(ErrorCode.UNAVAILABLE, body["error"], retry_after_s=1)
         return _json(body)

@@ -14,10 +14,12 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from switchyard import choices
 from switchyard.catalog import Catalog
-from switchyard.errors import GatewayError
+from switchyard.errors import CODES, AnthropicError, GatewayError, spec_for
 from switchyard.tokens import estimate_prompt_tokens
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import Api, FinishReason
 
 from .api_kit import (
     GatewayInfo,
@@ -150,27 +152,32 @@ def _tool_result_text(block: ToolResultBlock) -> str:
     return f"(tool error) {text}" if block.is_error else text
 
 
-# OpenAI-style tool choice is the contract's spelling (InvokeRequest.tool_choice_json).
-def _tool_choice_json(choice: ToolChoice) -> str:
-    if choice.type == "tool":
-        return orjson.dumps({"type": "function", "function": {"name": choice.name}}).decode()
-    return orjson.dumps({"auto": "auto", "any": "required", "none": "none"}[choice.type]).decode()
+_TOOL_CHOICE_MODES = {
+    "auto": invoke_pb2.ToolChoice.MODE_AUTO,
+    "any": invoke_pb2.ToolChoice.MODE_REQUIRED,
+    "none": invoke_pb2.ToolChoice.MODE_NONE,
+    "tool": invoke_pb2.ToolChoice.MODE_TOOL,
+}
+
+
+def _tool_choice(choice: ToolChoice) -> invoke_pb2.ToolChoice:
+    return invoke_pb2.ToolChoice(mode=_TOOL_CHOICE_MODES[choice.type], name=choice.name or "")
 
 
 def _add_message(request: invoke_pb2.InvokeRequest, m: MessageParam) -> None:
     """Anthropic puts tool results inside a user turn; the contract has a tool turn per result,
     before the rest of that user turn."""
     if isinstance(m.content, str):
-        request.messages.add(role=m.role).content.add(text=m.content)
+        request.messages.add(role=choices.role(m.role)).content.add(text=m.content)
         return
     for block in m.content:
         if isinstance(block, ToolResultBlock):
-            tool = request.messages.add(role="tool", tool_call_id=block.tool_use_id)
+            tool = request.messages.add(role=invoke_pb2.ROLE_TOOL, tool_call_id=block.tool_use_id)
             tool.content.add(text=_tool_result_text(block))
     rest = [b for b in m.content if not isinstance(b, ToolResultBlock)]
     if not rest:
         return
-    message = request.messages.add(role=m.role)
+    message = request.messages.add(role=choices.role(m.role))
     for block in rest:
         if isinstance(block, TextBlock):
             message.content.add(text=block.text)
@@ -185,11 +192,11 @@ def _add_message(request: invoke_pb2.InvokeRequest, m: MessageParam) -> None:
 def to_request(body: MessagesRequest) -> invoke_pb2.InvokeRequest:
     """The validated body as the bus contract (ids, deadline and tenancy are set by the ingress)."""
     request = invoke_pb2.InvokeRequest(
-        model=body.model, stream=bool(body.stream), api="anthropic", max_tokens=body.max_tokens
+        model=body.model, stream=bool(body.stream), api=Api.ANTHROPIC, max_tokens=body.max_tokens
     )
     if body.system:
         system = body.system if isinstance(body.system, str) else "".join(b.text for b in body.system)
-        request.messages.add(role="system").content.add(text=system)
+        request.messages.add(role=invoke_pb2.ROLE_SYSTEM).content.add(text=system)
     for m in body.messages:
         _add_message(request, m)
     for tool in body.tools or []:
@@ -199,7 +206,7 @@ def to_request(body: MessagesRequest) -> invoke_pb2.InvokeRequest:
             parameters_json=orjson.dumps(tool.input_schema).decode(),
         )
     if body.tool_choice is not None:
-        request.tool_choice_json = _tool_choice_json(body.tool_choice)
+        request.tool_choice.CopyFrom(_tool_choice(body.tool_choice))
     copy_sampling(request, temperature=body.temperature, top_p=body.top_p, stop=body.stop_sequences)
     set_strategy_and_metadata(request, body.strategy, body.metadata)
     return request
@@ -209,10 +216,10 @@ def to_request(body: MessagesRequest) -> invoke_pb2.InvokeRequest:
 # Response
 
 STOP_REASONS = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "content_filter": "refusal",
+    FinishReason.STOP: "end_turn",
+    FinishReason.LENGTH: "max_tokens",
+    FinishReason.TOOL_CALLS: "tool_use",
+    FinishReason.CONTENT_FILTER: "refusal",
 }
 
 
@@ -403,32 +410,13 @@ class EventStream(StreamRenderer):
 # ---------------------------------------------------------------------------------------------
 # Errors
 
-# neutral code -> (HTTP status, Anthropic error type). Spend caps are 429 rate_limit_error, as
-# Anthropic's own spend limits are; capacity problems are 529 overloaded_error.
-ERRORS: dict[str, tuple[int, str]] = {
-    "invalid_request": (400, "invalid_request_error"),
-    "unprocessable": (400, "invalid_request_error"),
-    "unauthorized": (401, "authentication_error"),
-    "permission_denied": (403, "permission_error"),
-    "not_found": (404, "not_found_error"),
-    "model_not_found": (404, "not_found_error"),
-    "method_not_allowed": (405, "invalid_request_error"),
-    "payload_too_large": (413, "request_too_large"),
-    "budget_exceeded": (429, "rate_limit_error"),
-    "rate_limited": (429, "rate_limit_error"),
-    "client_closed": (499, "invalid_request_error"),
-    "internal": (500, "api_error"),
-    "upstream_error": (502, "api_error"),
-    "unavailable": (529, "overloaded_error"),
-    "overloaded": (529, "overloaded_error"),
-    "no_capacity": (529, "overloaded_error"),
-    "timeout": (504, "timeout_error"),
-}
+# neutral code -> (HTTP status, Anthropic error type), from the one table.
+ERRORS: dict[str, AnthropicError] = {code: spec.anthropic for code, spec in CODES.items()}
 
 
 def error_body(error: GatewayError, request_id: str = "") -> tuple[int, dict[str, Any]]:
     """(HTTP status, Anthropic error object) for a neutral error."""
-    status, kind = ERRORS.get(error.code, (500, "api_error"))
+    status, kind = spec_for(error.code).anthropic
     body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": error.message}}
     if request_id:
         body["request_id"] = request_id
@@ -442,7 +430,7 @@ def error_body(error: GatewayError, request_id: str = "") -> tuple[int, dict[str
 class AnthropicApi:
     """`POST /v1/messages` (see api_kit.HttpApi)."""
 
-    name = "anthropic"
+    name = Api.ANTHROPIC
     path = "/v1/messages"
     request_id_header = "request-id"
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from switchyard.errors import GatewayError
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import StrategyPreset, is_member
 
 from . import hints
 
@@ -96,7 +98,19 @@ class HttpApi(Protocol):
 # ---------------------------------------------------------------------------------------------
 # Body fields every API accepts alike
 
-StrategyPreset = Literal["balanced", "fastest", "cheapest", "best"]
+
+def _preset(value: Any) -> Any:
+    """A body's preset name as the enum: strict validation takes only enum instances, and a body
+    (parsed JSON) has strings. An unknown name fails with the names that are allowed."""
+    if not isinstance(value, str):
+        return value
+    if is_member(StrategyPreset, value):
+        return StrategyPreset(value)
+    names = ", ".join(repr(name.value) for name in StrategyPreset)
+    raise PydanticCustomError("enum", "Input should be one of {names}", {"names": names})
+
+
+PresetName = Annotated[StrategyPreset, BeforeValidator(_preset)]
 
 
 class StrategyWeights(BaseModel):
@@ -107,14 +121,14 @@ class StrategyWeights(BaseModel):
     quality: float = Field(0.0, ge=0)
 
 
-def _weights_not_all_zero(value: StrategyPreset | StrategyWeights) -> StrategyPreset | StrategyWeights:
+def _weights_not_all_zero(value: Any) -> Any:
     if isinstance(value, StrategyWeights) and value.latency + value.cost + value.quality <= 0:
         raise ValueError("strategy weights must not all be zero")
     return value
 
 
 # The `strategy` field of every API's body: a preset, or weights that are not all zero.
-StrategyField = Annotated[StrategyPreset | StrategyWeights, AfterValidator(_weights_not_all_zero)]
+StrategyField = Annotated[PresetName | StrategyWeights, AfterValidator(_weights_not_all_zero)]
 
 
 def set_strategy_and_metadata(

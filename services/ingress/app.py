@@ -24,7 +24,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from switchyard import bus, subjects
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.service import load_service_catalog
 from switchyard.settings import Settings
 from switchyard.tenancy import ANONYMOUS, Identity
@@ -140,13 +140,15 @@ class Ingress:
 
     async def _on_http_exception(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
+            exc.status_code, ErrorCode.INVALID_REQUEST
+        )
         error = GatewayError(code, f"{request.method} {request.url.path}: {exc.detail}")
         return error_response(error, new_request_id(), dialect_for_path(request.url.path))
 
     async def _on_exception(self, request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
-        error = GatewayError("internal", "internal error")
+        error = GatewayError(ErrorCode.INTERNAL, "internal error")
         return error_response(error, new_request_id(), dialect_for_path(request.url.path))
 
     def admit(
@@ -170,10 +172,10 @@ class Ingress:
     ) -> invoke_pb2.InvokeRequest:
         """Ids, identity and deadline, set here and only here (never taken from the client)."""
         if identity is ANONYMOUS and self.settings.auth_required:
-            raise GatewayError("unauthorized", "missing API key")
+            raise GatewayError(ErrorCode.UNAUTHORIZED, "missing API key")
         now_ns = time.time_ns()
         request.request_id = new_request_id()
-        request.received_unix_ns = now_ns
+        request.received_unix_ms = now_ns / 1e6
         request.deadline_unix_ms = now_ns // 1_000_000 + int(self.settings.request_timeout_s * 1000)
         request.project_id = identity.project_id
         request.agent_id = identity.agent_id
@@ -198,7 +200,7 @@ class Ingress:
         name = http.path_params["model"]
         anthropic = "anthropic-version" in http.headers
         if name not in self.catalog.model_names():
-            error = GatewayError("model_not_found", f"unknown model {name!r}", param="model")
+            error = GatewayError(ErrorCode.MODEL_NOT_FOUND, f"unknown model {name!r}", param="model")
             return error_response(error, new_request_id(), ANTHROPIC if anthropic else OPENAI)
         if anthropic:
             return JSONResponse(anthropic_api.model_json(name))
@@ -253,11 +255,13 @@ class Ingress:
             )
             result = ledger_pb2.RequestLookupReply.FromString(reply.data)
         except Exception:
-            raise GatewayError("unavailable", "the ledger did not answer", retry_after_s=1) from None
+            raise GatewayError(ErrorCode.UNAVAILABLE, "the ledger did not answer", retry_after_s=1) from None
         if result.HasField("error"):  # the store's own text stays in the ledger's log
-            raise GatewayError("internal", f"the ledger could not read this request ({result.error.code})")
+            raise GatewayError(
+                ErrorCode.INTERNAL, f"the ledger could not read this request ({result.error.code})"
+            )
         if not result.found:
-            raise GatewayError("not_found", f"no ledger row for {request_id} (yet)")
+            raise GatewayError(ErrorCode.NOT_FOUND, f"no ledger row for {request_id} (yet)")
         return JSONResponse(request_row_json(result.request))
 
     async def healthz(self, http: Request) -> Response:

@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.nuid import NUID
 
 from switchyard import codec, subjects, telemetry
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.v1 import invoke_pb2
 
 NO_RESPONDERS = "503"
@@ -37,14 +37,14 @@ class ReplyStream:
     async def next(self) -> Frame:
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
-            return GatewayError("timeout", "the request took longer than its deadline")
+            return GatewayError(ErrorCode.TIMEOUT, "the request took longer than its deadline")
         try:
             msg = await asyncio.wait_for(self._queue.get(), remaining)
         except TimeoutError:
-            return GatewayError("timeout", "the request took longer than its deadline")
+            return GatewayError(ErrorCode.TIMEOUT, "the request took longer than its deadline")
         if msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
             return GatewayError(
-                "unavailable",
+                ErrorCode.UNAVAILABLE,
                 "no router or provider worker is available right now",
                 retry_after_s=1.0,
             )
@@ -53,7 +53,7 @@ class ReplyStream:
         if kind == "error":
             return GatewayError.from_proto(reply.error)
         if kind is None:  # a sender's bug; without this the request would wait for its deadline
-            return GatewayError("internal", "a reply frame with no chunk, final or error")
+            return GatewayError(ErrorCode.INTERNAL, "a reply frame with no chunk, final or error")
         return reply
 
 

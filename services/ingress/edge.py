@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -89,13 +89,17 @@ class EdgeMiddleware:
         header_bytes = sum(len(k) + len(v) for k, v in scope["headers"])
         if header_bytes > limits.max_header_bytes:
             await _reject(
-                scope, send, 431, "invalid_request", f"request headers exceed {limits.max_header_bytes} bytes"
+                scope,
+                send,
+                431,
+                ErrorCode.INVALID_REQUEST,
+                f"request headers exceed {limits.max_header_bytes} bytes",
             )
             return
         if scope["method"] == "POST" and scope["path"] not in NEVER_SHED:
             reason = shed_reason(limits, self.overload)
             if reason:
-                await _reject(scope, send, 503, "overloaded", reason, [(b"retry-after", b"1")])
+                await _reject(scope, send, 503, ErrorCode.OVERLOADED, reason, [(b"retry-after", b"1")])
                 return
             self.overload.in_flight += 1
             try:
@@ -112,14 +116,14 @@ class EdgeMiddleware:
                 try:
                     announced = int(value)
                 except ValueError:
-                    await _reject(scope, send, 400, "invalid_request", "invalid Content-Length")
+                    await _reject(scope, send, 400, ErrorCode.INVALID_REQUEST, "invalid Content-Length")
                     return
                 if announced > limits.max_body_bytes:
                     await _reject(
                         scope,
                         send,
                         413,
-                        "payload_too_large",
+                        ErrorCode.PAYLOAD_TOO_LARGE,
                         f"request body exceeds {limits.max_body_bytes} bytes",
                     )
                     return
@@ -138,7 +142,7 @@ class EdgeMiddleware:
                     scope,
                     send,
                     408,
-                    "timeout",
+                    ErrorCode.TIMEOUT,
                     f"the request body stalled for more than {limits.body_timeout_s:g} s",
                 )
                 return
@@ -151,7 +155,7 @@ class EdgeMiddleware:
                     scope,
                     send,
                     413,
-                    "payload_too_large",
+                    ErrorCode.PAYLOAD_TOO_LARGE,
                     f"request body exceeds {limits.max_body_bytes} bytes",
                 )
                 return

@@ -22,6 +22,7 @@ from prometheus_client import Counter, Histogram
 from switchyard import genai, metrics, telemetry
 from switchyard.errors import GatewayError
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import Status
 
 from .client import Frame, GatewayClient, ReplyStream
 
@@ -59,7 +60,7 @@ class Exchange:
         if isinstance(first, GatewayError):
             self.finish(first.code)
             return first
-        self.finish("ok", first.final)
+        self.finish(Status.OK, first.final)
         return first.final
 
     async def frames(self) -> AsyncGenerator[Frame, None]:
@@ -73,7 +74,7 @@ class Exchange:
                 if isinstance(frame, GatewayError):
                     self.finish(frame.code)
                 elif frame.WhichOneof("frame") == "final":
-                    self.finish("ok", frame.final)
+                    self.finish(Status.OK, frame.final)
                 yield frame
                 if self.finished:
                     return
@@ -82,7 +83,7 @@ class Exchange:
             if self.finished:
                 self.client.close(self.request.request_id)
             else:
-                self.finish("cancelled")
+                self.finish(Status.CANCELLED)
                 await self.client.cancel(self.request.request_id)
 
     def finish(self, status: str, final: invoke_pb2.InvokeResponse | None = None) -> None:
@@ -124,7 +125,7 @@ async def open_exchange(
             await client.publish(request)
         exchange.first = await exchange.replies.next()
     except BaseException:
-        exchange.finish("cancelled")
+        exchange.finish(Status.CANCELLED)
         await client.cancel(request.request_id)
         raise
     return exchange

@@ -12,35 +12,13 @@ import math
 import grpc
 import orjson
 
-from switchyard.errors import GatewayError
+from switchyard import choices
+from switchyard.errors import ErrorCode, GatewayError, spec_for
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import StrategyPreset, is_member
 
-from .hints import MAX_METADATA_ENTRIES, MAX_METADATA_VALUE, MAX_MODEL_NAME, STRATEGY_PRESETS
+from .hints import MAX_METADATA_ENTRIES, MAX_METADATA_VALUE, MAX_MODEL_NAME
 from .native import MAX_MESSAGES
-
-ROLES = ("system", "user", "assistant", "tool")
-
-# neutral code -> gRPC status, after the HTTP mapping gRPC itself documents (429 and quota ->
-# RESOURCE_EXHAUSTED, 502/503 -> UNAVAILABLE, 504 -> DEADLINE_EXCEEDED).
-STATUS: dict[str, grpc.StatusCode] = {
-    "invalid_request": grpc.StatusCode.INVALID_ARGUMENT,
-    "unprocessable": grpc.StatusCode.INVALID_ARGUMENT,
-    "payload_too_large": grpc.StatusCode.INVALID_ARGUMENT,
-    "unauthorized": grpc.StatusCode.UNAUTHENTICATED,
-    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
-    "not_found": grpc.StatusCode.NOT_FOUND,
-    "model_not_found": grpc.StatusCode.NOT_FOUND,
-    "method_not_allowed": grpc.StatusCode.UNIMPLEMENTED,
-    "budget_exceeded": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "rate_limited": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "client_closed": grpc.StatusCode.CANCELLED,
-    "internal": grpc.StatusCode.INTERNAL,
-    "upstream_error": grpc.StatusCode.UNAVAILABLE,
-    "unavailable": grpc.StatusCode.UNAVAILABLE,
-    "overloaded": grpc.StatusCode.UNAVAILABLE,
-    "no_capacity": grpc.StatusCode.UNAVAILABLE,
-    "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
-}
 
 ERROR_CODE_KEY = "switchyard-error-code"
 REQUEST_ID_KEY = "x-request-id"
@@ -48,7 +26,8 @@ RETRY_AFTER_KEY = "retry-after"
 
 
 def status_for(code: str) -> grpc.StatusCode:
-    return STATUS.get(code, grpc.StatusCode.UNKNOWN)
+    """The gRPC status of a neutral code, from the one table (switchyard/errors.py)."""
+    return grpc.StatusCode[spec_for(code).grpc_status]
 
 
 def trailing_metadata(error: GatewayError, request_id: str) -> tuple[tuple[str, str], ...]:
@@ -62,7 +41,7 @@ def trailing_metadata(error: GatewayError, request_id: str) -> tuple[tuple[str, 
 
 
 def _invalid(message: str, param: str) -> GatewayError:
-    return GatewayError("invalid_request", message, param=param)
+    return GatewayError(ErrorCode.INVALID_REQUEST, message, param=param)
 
 
 def _json_object(text: str, param: str) -> None:
@@ -85,9 +64,10 @@ def validate(request: invoke_pb2.InvokeRequest) -> None:
     if len(request.messages) > MAX_MESSAGES:
         raise _invalid(f"messages: at most {MAX_MESSAGES}", "messages")
     for i, message in enumerate(request.messages):
-        if message.role not in ROLES:
-            raise _invalid(f"messages.{i}.role: must be one of {', '.join(ROLES)}", f"messages.{i}.role")
-        if message.role == "tool" and not message.tool_call_id:
+        if message.role not in choices.ROLE_NAMES:
+            names = ", ".join(invoke_pb2.Role.Name(value) for value in choices.ROLE_NAMES)
+            raise _invalid(f"messages.{i}.role: must be one of {names}", f"messages.{i}.role")
+        if message.role == invoke_pb2.ROLE_TOOL and not message.tool_call_id:
             raise _invalid(
                 f"messages.{i}.tool_call_id: required on tool messages", f"messages.{i}.tool_call_id"
             )
@@ -101,13 +81,14 @@ def validate(request: invoke_pb2.InvokeRequest) -> None:
             raise _invalid(f"tools.{i}.name: required", f"tools.{i}.name")
         if tool.parameters_json:
             _json_object(tool.parameters_json, f"tools.{i}.parameters_json")
-    if request.tool_choice_json:
-        try:
-            orjson.loads(request.tool_choice_json)
-        except orjson.JSONDecodeError:
-            raise _invalid("tool_choice_json is not valid JSON", "tool_choice_json") from None
-    if request.response_format_json:
-        _json_object(request.response_format_json, "response_format_json")
+    if request.tool_choice.mode == invoke_pb2.ToolChoice.MODE_TOOL and not request.tool_choice.name:
+        raise _invalid("tool_choice.name: required when mode is MODE_TOOL", "tool_choice.name")
+    fmt = request.response_format
+    if fmt.type == invoke_pb2.ResponseFormat.TYPE_JSON_SCHEMA:
+        if not fmt.name:
+            raise _invalid("response_format.name: required for TYPE_JSON_SCHEMA", "response_format.name")
+        if fmt.schema_json:
+            _json_object(fmt.schema_json, "response_format.schema_json")
     if request.HasField("temperature") and not 0 <= request.temperature <= 2:
         raise _invalid("temperature: must be between 0 and 2", "temperature")
     if request.HasField("top_p") and not 0 <= request.top_p <= 1:
@@ -121,8 +102,8 @@ def validate(request: invoke_pb2.InvokeRequest) -> None:
 
 
 def _validate_strategy(strategy: invoke_pb2.Strategy) -> None:
-    if strategy.preset and strategy.preset not in STRATEGY_PRESETS:
-        raise _invalid(f"strategy.preset: must be one of {', '.join(STRATEGY_PRESETS)}", "strategy.preset")
+    if strategy.preset and not is_member(StrategyPreset, strategy.preset):
+        raise _invalid(f"strategy.preset: must be one of {', '.join(StrategyPreset)}", "strategy.preset")
     if strategy.explicit:
         weights = (strategy.latency, strategy.cost, strategy.quality)
         if any(not math.isfinite(w) or w < 0 for w in weights):

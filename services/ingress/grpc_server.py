@@ -2,7 +2,7 @@
 from the ingress process over the same path as the HTTP APIs (Ingress.admit + Ingress.open, then
 the reply loop of exchange.py).
 
-Errors end the call with a gRPC status (grpc_api.STATUS) and trailing metadata carrying the
+Errors end the call with a gRPC status (grpc_api.status_for) and trailing metadata carrying the
 neutral code and the request id. On InvokeStream, an error after frames were sent is first sent
 as an error frame too (the contract's stream ends with a final or an error frame), then the
 call ends with the status.
@@ -19,6 +19,7 @@ import grpc
 
 from switchyard.errors import GatewayError
 from switchyard.v1 import gateway_pb2_grpc, invoke_pb2
+from switchyard.vocab import Api
 
 from . import grpc_api, hints
 
@@ -46,12 +47,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     ) -> invoke_pb2.InvokeRequest:
         try:
             grpc_api.validate(request)
-            request.api = "grpc"
+            request.api = Api.GRPC
             request.stream = stream
             metadata = hints.lowercase_headers(context.invocation_metadata() or ())
             return self.ingress.admit(request, metadata)
         except GatewayError as error:
-            self.ingress.count(invoke_pb2.InvokeRequest(api="grpc"), error.code)
+            self.ingress.count(invoke_pb2.InvokeRequest(api=Api.GRPC), error.code)
             await _abort(context, error, "")
 
     async def Invoke(

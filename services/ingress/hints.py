@@ -18,14 +18,14 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import StrategyPreset, is_member
 
 ROUTE_HEADER = "x-switchyard-route"
 STRATEGY_HEADER = "x-switchyard-strategy"
 METADATA_PREFIX = "x-switchyard-metadata-"
 
-STRATEGY_PRESETS = ("balanced", "fastest", "cheapest", "best")
 STRATEGY_WEIGHTS = ("latency", "cost", "quality")
 MAX_METADATA_ENTRIES = 32
 MAX_METADATA_VALUE = 512
@@ -57,7 +57,7 @@ def lowercase_headers(pairs: Iterable[tuple[str, str | bytes]]) -> dict[str, str
 def parse_strategy(text: str) -> Strategy:
     """`balanced` | `fastest` | `cheapest` | `best`, or `latency=0.5,cost=0.3,quality=0.2`."""
     text = text.strip()
-    if text in STRATEGY_PRESETS:
+    if is_member(StrategyPreset, text):
         return Strategy(preset=text)
     weights: dict[str, float] = {}
     for item in text.split(","):
@@ -65,8 +65,8 @@ def parse_strategy(text: str) -> Strategy:
         name = name.strip()
         if not sep or name not in STRATEGY_WEIGHTS:
             raise GatewayError(
-                "invalid_request",
-                f"{STRATEGY_HEADER} must be one of {', '.join(STRATEGY_PRESETS)} or weights like "
+                ErrorCode.INVALID_REQUEST,
+                f"{STRATEGY_HEADER} must be one of {', '.join(StrategyPreset)} or weights like "
                 f"'latency=0.5,cost=0.3,quality=0.2'; got {text!r}",
                 param=STRATEGY_HEADER,
             )
@@ -76,14 +76,16 @@ def parse_strategy(text: str) -> Strategy:
             value = math.nan
         if not math.isfinite(value) or value < 0:
             raise GatewayError(
-                "invalid_request",
+                ErrorCode.INVALID_REQUEST,
                 f"{STRATEGY_HEADER}: weight {name} must be a number >= 0; got {raw.strip()!r}",
                 param=STRATEGY_HEADER,
             )
         weights[name] = value
     if sum(weights.values()) <= 0:
         raise GatewayError(
-            "invalid_request", f"{STRATEGY_HEADER}: weights must not all be zero", param=STRATEGY_HEADER
+            ErrorCode.INVALID_REQUEST,
+            f"{STRATEGY_HEADER}: weights must not all be zero",
+            param=STRATEGY_HEADER,
         )
     return Strategy(**weights)
 
@@ -94,7 +96,7 @@ def hints_from_headers(headers: Mapping[str, str]) -> RoutingHints:
     `headers` must have lowercase keys (Starlette's Headers and `lowercase_headers` do)."""
     route = headers.get(ROUTE_HEADER, "").strip()
     if len(route) > MAX_MODEL_NAME:
-        raise GatewayError("invalid_request", f"{ROUTE_HEADER} is too long", param=ROUTE_HEADER)
+        raise GatewayError(ErrorCode.INVALID_REQUEST, f"{ROUTE_HEADER} is too long", param=ROUTE_HEADER)
     raw_strategy = headers.get(STRATEGY_HEADER, "")
     strategy = parse_strategy(raw_strategy) if raw_strategy.strip() else None
     metadata: dict[str, str] = {}
@@ -106,14 +108,15 @@ def hints_from_headers(headers: Mapping[str, str]) -> RoutingHints:
             continue
         if len(value) > MAX_METADATA_VALUE:
             raise GatewayError(
-                "invalid_request",
+                ErrorCode.INVALID_REQUEST,
                 f"{name}: metadata values are limited to {MAX_METADATA_VALUE} characters",
                 param=name,
             )
         metadata[key] = value
     if len(metadata) > MAX_METADATA_ENTRIES:
         raise GatewayError(
-            "invalid_request", f"at most {MAX_METADATA_ENTRIES} {METADATA_PREFIX}* headers are allowed"
+            ErrorCode.INVALID_REQUEST,
+            f"at most {MAX_METADATA_ENTRIES} {METADATA_PREFIX}* headers are allowed",
         )
     return RoutingHints(route=route, strategy=strategy, metadata=metadata)
 

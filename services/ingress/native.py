@@ -11,8 +11,10 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from switchyard.errors import GatewayError
+from switchyard import choices
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import Api, FinishReason, Status
 
 from .api_kit import (
     Parsed,
@@ -117,11 +119,13 @@ def _content(message: invoke_pb2.Message, content: str | list[Any] | None) -> No
             message.content.add(image=invoke_pb2.ImagePart(url=url, detail=detail))
 
 
-def to_request(body: InvokeBody, api: str = "native") -> invoke_pb2.InvokeRequest:
+def to_request(body: InvokeBody, api: str = Api.NATIVE) -> invoke_pb2.InvokeRequest:
     """The validated body as the bus contract (ids and deadline are set by the caller)."""
     request = invoke_pb2.InvokeRequest(model=body.model, stream=body.stream, api=api)
     for m in body.messages:
-        message = request.messages.add(role=m.role, tool_call_id=m.tool_call_id or "", name=m.name or "")
+        message = request.messages.add(
+            role=choices.role(m.role), tool_call_id=m.tool_call_id or "", name=m.name or ""
+        )
         _content(message, m.content)
         for call in m.tool_calls or []:
             args = call.function.arguments
@@ -137,7 +141,7 @@ def to_request(body: InvokeBody, api: str = "native") -> invoke_pb2.InvokeReques
             parameters_json=orjson.dumps(tool.function.parameters).decode(),
         )
     if body.tool_choice is not None:
-        request.tool_choice_json = orjson.dumps(body.tool_choice).decode()
+        request.tool_choice.CopyFrom(choices.tool_choice_from_json(body.tool_choice))
     copy_sampling(
         request,
         max_tokens=body.max_tokens,
@@ -146,15 +150,15 @@ def to_request(body: InvokeBody, api: str = "native") -> invoke_pb2.InvokeReques
         seed=body.seed,
         stop=body.stop,
     )
-    if body.response_format is not None:
-        request.response_format_json = orjson.dumps(body.response_format).decode()
+    if body.response_format is not None and (fmt := choices.response_format_from_json(body.response_format)):
+        request.response_format.CopyFrom(fmt)
     set_strategy_and_metadata(request, body.strategy, body.metadata)
     return request
 
 
 def message_json(message: invoke_pb2.Message) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "role": message.role or "assistant",
+        "role": choices.role_name(message.role) or "assistant",
         "content": text_of(message) or None,
     }
     if message.tool_calls:
@@ -303,7 +307,7 @@ class NativeStream(StreamRenderer):
 class NativeApi:
     """`POST /llm.invoke` (see api_kit.HttpApi)."""
 
-    name = "native"
+    name = Api.NATIVE
     path = "/llm.invoke"
     request_id_header = "x-request-id"
 
@@ -356,7 +360,7 @@ class NativeUsage(_Out):
 
 
 class AttemptError(_Out):
-    code: str
+    code: ErrorCode
     message: str
 
 
@@ -364,7 +368,7 @@ class AttemptOut(_Out):
     deployment: str
     provider: str
     model: str
-    status: str
+    status: Status
     latency_ms: float
     ttft_ms: float | None = None
     http_status: int | None = None
@@ -428,7 +432,7 @@ class InvokeResult(_Out):
     deployment: str
     route: str
     message: MessageOut
-    finish_reason: str
+    finish_reason: FinishReason
     usage: NativeUsage
     cost_usd: str
     latency_ms: float
@@ -438,7 +442,7 @@ class InvokeResult(_Out):
 
 
 class NativeErrorDetail(_Out):
-    code: str
+    code: ErrorCode
     message: str
     request_id: str | None = None
     param: str | None = None

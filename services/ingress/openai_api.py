@@ -13,9 +13,11 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from switchyard import choices, vocab
 from switchyard.catalog import Catalog
-from switchyard.errors import GatewayError
+from switchyard.errors import CODES, GatewayError, OpenAIError, spec_for
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import Api
 
 from .api_kit import (
     SSE_DONE,
@@ -225,14 +227,16 @@ def _add_user_content(message: invoke_pb2.Message, content: str | list[Any]) -> 
 
 def to_request(body: ChatCompletionRequest) -> invoke_pb2.InvokeRequest:
     """The validated body as the bus contract (ids, deadline and tenancy are set by the ingress)."""
-    request = invoke_pb2.InvokeRequest(model=body.model, stream=bool(body.stream), api="openai")
+    request = invoke_pb2.InvokeRequest(model=body.model, stream=bool(body.stream), api=Api.OPENAI)
     for m in body.messages:
         if isinstance(m, SystemMessage):
-            request.messages.add(role="system", name=m.name or "").content.add(text=_text_of(m.content))
+            request.messages.add(role=invoke_pb2.ROLE_SYSTEM, name=m.name or "").content.add(
+                text=_text_of(m.content)
+            )
         elif isinstance(m, UserMessage):
-            _add_user_content(request.messages.add(role="user", name=m.name or ""), m.content)
+            _add_user_content(request.messages.add(role=invoke_pb2.ROLE_USER, name=m.name or ""), m.content)
         elif isinstance(m, AssistantMessage):
-            message = request.messages.add(role="assistant", name=m.name or "")
+            message = request.messages.add(role=invoke_pb2.ROLE_ASSISTANT, name=m.name or "")
             text = _text_of(m.content) if m.content is not None else ""
             if text:
                 message.content.add(text=text)
@@ -241,7 +245,7 @@ def to_request(body: ChatCompletionRequest) -> invoke_pb2.InvokeRequest:
                     id=call.id, name=call.function.name, arguments_json=call.function.arguments
                 )
         else:
-            message = request.messages.add(role="tool", tool_call_id=m.tool_call_id)
+            message = request.messages.add(role=invoke_pb2.ROLE_TOOL, tool_call_id=m.tool_call_id)
             message.content.add(text=_text_of(m.content))
     for tool in body.tools or []:
         request.tools.add(
@@ -253,7 +257,7 @@ def to_request(body: ChatCompletionRequest) -> invoke_pb2.InvokeRequest:
         )
     if body.tool_choice is not None:
         choice = body.tool_choice if isinstance(body.tool_choice, str) else body.tool_choice.model_dump()
-        request.tool_choice_json = orjson.dumps(choice).decode()
+        request.tool_choice.CopyFrom(choices.tool_choice_from_json(choice))
     copy_sampling(
         request,
         max_tokens=body.max_completion_tokens or body.max_tokens,
@@ -262,10 +266,12 @@ def to_request(body: ChatCompletionRequest) -> invoke_pb2.InvokeRequest:
         seed=body.seed,
         stop=body.stop,
     )
-    if body.response_format is not None and not isinstance(body.response_format, TextFormat):
-        request.response_format_json = orjson.dumps(
+    if body.response_format is not None and (
+        fmt := choices.response_format_from_json(
             body.response_format.model_dump(by_alias=True, exclude_none=True)
-        ).decode()
+        )
+    ):
+        request.response_format.CopyFrom(fmt)
     set_strategy_and_metadata(request, body.strategy, body.metadata)
     if body.user:
         request.metadata.setdefault("user", body.user)
@@ -276,11 +282,12 @@ def to_request(body: ChatCompletionRequest) -> invoke_pb2.InvokeRequest:
 # Response
 
 
-FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter"}
+# OpenAI has every neutral reason but `error`.
+FINISH_REASONS = frozenset(vocab.FinishReason) - {vocab.FinishReason.ERROR}
 
 
 def finish_reason(neutral: str) -> str:
-    return neutral if neutral in FINISH_REASONS else "stop"
+    return neutral if neutral in FINISH_REASONS else vocab.FinishReason.STOP
 
 
 def completion_id(request_id: str) -> str:
@@ -288,7 +295,7 @@ def completion_id(request_id: str) -> str:
 
 
 def created_at(request: invoke_pb2.InvokeRequest) -> int:
-    return request.received_unix_ns // 1_000_000_000
+    return int(request.received_unix_ms // 1000)
 
 
 def usage_json(usage: invoke_pb2.Usage) -> dict[str, Any]:
@@ -439,34 +446,15 @@ def _tool_call_delta(index: int, call_id: str, name: str, arguments: str) -> dic
 # ---------------------------------------------------------------------------------------------
 # Errors
 
-# neutral code -> (HTTP status, OpenAI error type, OpenAI error code). Budget and rate-limit
-# denials are 429 as OpenAI's own are, with the codes SDK users already test for
-# (`insufficient_quota` means "stop", `rate_limit_exceeded` means "retry after a while").
-ERRORS: dict[str, tuple[int, str, str]] = {
-    "invalid_request": (400, "invalid_request_error", "invalid_request"),
-    "unprocessable": (400, "invalid_request_error", "invalid_request"),
-    "unauthorized": (401, "invalid_request_error", "invalid_api_key"),
-    "permission_denied": (403, "permission_error", "permission_denied"),
-    "not_found": (404, "invalid_request_error", "not_found"),
-    "model_not_found": (404, "invalid_request_error", "model_not_found"),
-    "method_not_allowed": (405, "invalid_request_error", "method_not_allowed"),
-    "payload_too_large": (413, "invalid_request_error", "payload_too_large"),
-    "budget_exceeded": (429, "insufficient_quota", "insufficient_quota"),
-    "rate_limited": (429, "requests", "rate_limit_exceeded"),
-    "client_closed": (499, "invalid_request_error", "client_closed"),
-    "internal": (500, "server_error", "internal_error"),
-    "upstream_error": (502, "server_error", "upstream_error"),
-    "unavailable": (503, "server_error", "unavailable"),
-    "overloaded": (503, "server_error", "overloaded"),
-    "no_capacity": (503, "server_error", "no_capacity"),
-    "timeout": (504, "server_error", "timeout"),
-}
+# neutral code -> (HTTP status, OpenAI error type, OpenAI error code), from the one table.
+ERRORS: dict[str, OpenAIError] = {code: spec.openai for code, spec in CODES.items()}
 
 
 def error_body(error: GatewayError) -> tuple[int, dict[str, Any]]:
     """(HTTP status, OpenAI error object) for a neutral error. The request id travels in the
     `x-request-id` header, where OpenAI SDKs read it."""
-    status, kind, code = ERRORS.get(error.code, (500, "server_error", error.code))
+    status, kind, code = spec_for(error.code).openai
+    code = code or error.code  # a code this build does not know passes through
     return status, {
         "error": {"message": error.message, "type": kind, "param": error.param or None, "code": code}
     }
@@ -479,7 +467,7 @@ def error_body(error: GatewayError) -> tuple[int, dict[str, Any]]:
 class OpenAIApi:
     """`POST /v1/chat/completions` (see api_kit.HttpApi)."""
 
-    name = "openai"
+    name = Api.OPENAI
     path = "/v1/chat/completions"
     request_id_header = "x-request-id"
 

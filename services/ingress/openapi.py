@@ -10,6 +10,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from switchyard.vocab import StrategyPreset
+
 from . import admin, anthropic_api, hints, native, openai_api
 
 REF = "#/components/schemas/{model}"
@@ -18,7 +20,8 @@ SSE = {"text/event-stream": {"schema": {"type": "string"}}}
 # it is always accepted: a preset, or weights whose first one is positive.
 _WEIGHT = r"(latency|cost|quality)="
 STRATEGY_HEADER_PATTERN = (
-    r"^(balanced|fastest|cheapest|best|"
+    "^("
+    + "".join(f"{name}|" for name in StrategyPreset)
     + _WEIGHT
     + r"(0\.[0-9]*[1-9]|[1-9][0-9]?(\.[0-9]+)?)(,"
     + _WEIGHT
@@ -203,7 +206,7 @@ def _hint_parameters() -> list[dict[str, Any]]:
             "name": hints.STRATEGY_HEADER,
             "in": "header",
             "required": False,
-            "description": "A preset (balanced, fastest, cheapest, best) or weights like "
+            "description": f"A preset ({', '.join(StrategyPreset)}) or weights like "
             "'latency=0.5,cost=0.3,quality=0.2' (not all zero; anything else is a 400).",
             "schema": {"type": "string", "pattern": STRATEGY_HEADER_PATTERN},
         },

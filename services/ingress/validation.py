@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 
 from .edge import json_depth_exceeds
 
@@ -62,13 +62,13 @@ def parse_json_body(raw: bytes, model: type[Model], *, strict: bool = False, max
     try:
         data: Any = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise GatewayError("invalid_request", f"request body is not valid JSON: {exc}") from None
+        raise GatewayError(ErrorCode.INVALID_REQUEST, f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise GatewayError("invalid_request", "request body must be a JSON object")
+        raise GatewayError(ErrorCode.INVALID_REQUEST, "request body must be a JSON object")
     if json_depth_exceeds(data, max_depth):
-        raise GatewayError("invalid_request", f"request body nests deeper than {max_depth} levels")
+        raise GatewayError(ErrorCode.INVALID_REQUEST, f"request body nests deeper than {max_depth} levels")
     try:
         return model.model_validate(data, strict=strict)
     except ValidationError as exc:
         message, param = describe(exc, data)
-        raise GatewayError("invalid_request", message, param=param) from None
+        raise GatewayError(ErrorCode.INVALID_REQUEST, message, param=param) from None

@@ -10,6 +10,7 @@ import orjson
 from google.protobuf.json_format import MessageToDict
 
 from switchyard.v1 import events_pb2
+from switchyard.vocab import Status
 
 REQUEST_COLUMNS = [
     "request_id", "ts", "finished_at", "project_id", "agent_id", "key_id", "api", "route",
@@ -121,7 +122,7 @@ def attempt_records(event: events_pb2.Completion) -> list[dict[str, Any]]:
             "http_status": attempt.http_status,
             "latency_ms": attempt.latency_ms,
             "ttft_ms": attempt.ttft_ms,
-            "failed_over": attempt.status == "error" and number < last,
+            "failed_over": attempt.status == Status.ERROR and number < last,
             "trace_id": event.trace_id,
         }
         for number, attempt in enumerate(event.attempts, start=1)

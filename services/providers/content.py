@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 
-from switchyard.errors import GatewayError
+from switchyard import choices
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.tokens import CHARS_PER_TOKEN
 from switchyard.v1 import invoke_pb2
 
@@ -40,7 +41,9 @@ def image_of(part: invoke_pb2.ImagePart) -> Image:
     if url.startswith("data:"):
         header, sep, payload = url[5:].partition(",")
         if not sep or ";base64" not in header:
-            raise GatewayError("invalid_request", "image data URLs must be base64 (data:<type>;base64,...)")
+            raise GatewayError(
+                ErrorCode.INVALID_REQUEST, "image data URLs must be base64 (data:<type>;base64,...)"
+            )
         media_type = header.split(";", 1)[0] or part.media_type or "image/png"
         return Image(media_type=media_type, data_b64=payload, detail=part.detail)
     return Image(media_type=part.media_type or guess_media_type(url), url=url, detail=part.detail)
@@ -70,7 +73,9 @@ def has_image(message: invoke_pb2.Message) -> bool:
 
 def system_text(request: invoke_pb2.InvokeRequest) -> str:
     """All system messages joined (Anthropic and Gemini take one system prompt, not turns)."""
-    return "\n\n".join(text_of(m) for m in request.messages if m.role == "system" and text_of(m))
+    return "\n\n".join(
+        text_of(m) for m in request.messages if m.role == invoke_pb2.ROLE_SYSTEM and text_of(m)
+    )
 
 
 def parse_json_object(text: str, what: str) -> dict[str, Any]:
@@ -80,9 +85,9 @@ def parse_json_object(text: str, what: str) -> dict[str, Any]:
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
-        raise GatewayError("invalid_request", f"{what} is not valid JSON") from None
+        raise GatewayError(ErrorCode.INVALID_REQUEST, f"{what} is not valid JSON") from None
     if not isinstance(value, dict):
-        raise GatewayError("invalid_request", f"{what} must be a JSON object")
+        raise GatewayError(ErrorCode.INVALID_REQUEST, f"{what} must be a JSON object")
     return value
 
 
@@ -94,24 +99,22 @@ def parse_json(text: str, what: str) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
-        raise GatewayError("invalid_request", f"{what} is not valid JSON") from None
+        raise GatewayError(ErrorCode.INVALID_REQUEST, f"{what} is not valid JSON") from None
 
 
 def response_format(request: invoke_pb2.InvokeRequest) -> dict[str, Any] | None:
-    if not request.response_format_json:
+    """The neutral response_format (OpenAI's shape); None when unset or text."""
+    if not request.HasField("response_format"):
         return None
-    value = parse_json(request.response_format_json, "response_format")
-    if not isinstance(value, dict):
-        raise GatewayError("invalid_request", "response_format must be an object", param="response_format")
-    return value
+    return choices.response_format_json(request.response_format)
 
 
 def tool_choice(request: invoke_pb2.InvokeRequest) -> Any:
     """The neutral tool_choice (OpenAI's shape): "auto" | "none" | "required" |
     {"type": "function", "function": {"name": ...}}; None when unset."""
-    if not request.tool_choice_json:
+    if not request.HasField("tool_choice"):
         return None
-    return parse_json(request.tool_choice_json, "tool_choice")
+    return choices.tool_choice_json(request.tool_choice)
 
 
 def forced_tool_name(choice: Any) -> str:
@@ -160,7 +163,7 @@ class MessageAssembler:
         return bool(self.calls)
 
     def message(self) -> invoke_pb2.Message:
-        message = invoke_pb2.Message(role="assistant")
+        message = invoke_pb2.Message(role=invoke_pb2.ROLE_ASSISTANT)
         text = "".join(self.text)
         if text:
             message.content.add(text=text)

@@ -15,10 +15,11 @@ from typing import Any, Literal
 from switchyard.catalog import Deployment
 from switchyard.completions import completion_event
 from switchyard.config import DEFAULT_MAX_ATTEMPTS
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.pricing import cost_usd, format_usd
 from switchyard.tokens import CHARS_PER_TOKEN, estimate_prompt_tokens
 from switchyard.v1 import events_pb2, invoke_pb2
+from switchyard.vocab import Status
 
 from .adapters.base import Completed
 
@@ -134,10 +135,10 @@ def verdict(outcome: AttemptOutcome, dispatch: invoke_pb2.Dispatch) -> Verdict:
     request = dispatch.request
     if outcome.kind == "ok":
         assert outcome.completed is not None
-        return Verdict(fail_over=False, status="ok", reply="final", billed=outcome.completed.usage)
+        return Verdict(fail_over=False, status=Status.OK, reply="final", billed=outcome.completed.usage)
     if outcome.kind == "cancelled":
         return Verdict(
-            fail_over=False, status="cancelled", reply="none", billed=outcome.progress.usage(request)
+            fail_over=False, status=Status.CANCELLED, reply="none", billed=outcome.progress.usage(request)
         )
     assert outcome.error is not None
     chunks_sent = outcome.progress.chunks_sent
@@ -145,7 +146,7 @@ def verdict(outcome: AttemptOutcome, dispatch: invoke_pb2.Dispatch) -> Verdict:
         return FAIL_OVER
     cut_stream = outcome.kind == "error" and chunks_sent
     billed = outcome.progress.usage(request) if cut_stream else None
-    return Verdict(fail_over=False, status="error", reply="error", billed=billed)
+    return Verdict(fail_over=False, status=Status.ERROR, reply="error", billed=billed)
 
 
 def remaining_s(request: invoke_pb2.InvokeRequest) -> float | None:
@@ -158,7 +159,7 @@ def remaining_s(request: invoke_pb2.InvokeRequest) -> float | None:
 def deadline_error(provider: str) -> GatewayError:
     # Not retryable: there is no time left for another deployment.
     return GatewayError(
-        "timeout",
+        ErrorCode.TIMEOUT,
         "the request's deadline passed during the upstream call",
         retryable=False,
         provider=provider,
@@ -178,14 +179,13 @@ def attempt_record(
         deployment_id=deployment.id,
         provider=deployment.provider,
         model=deployment.model,
-        status=status or ("error" if error else "ok"),
+        status=status or (Status.ERROR if error else Status.OK),
         error_code=error.code if error else "",
         error_message=error.message[:500] if error else "",
         http_status=error.provider_status if error else http_status,
         latency_ms=now_ms() - started_ms,
         ttft_ms=ttft_ms,
-        started_unix_ms=int(started_ms),
-        started_unix_us=int(started_ms * 1000),
+        started_unix_ms=started_ms,
     )
 
 
@@ -223,7 +223,7 @@ def build_response(
         finish_reason=completed.finish_reason,
         usage=completed.usage,
         cost_usd=format_usd(cost),
-        latency_ms=now_ms() - request.received_unix_ns / 1e6,
+        latency_ms=now_ms() - request.received_unix_ms,
         ttft_ms=ttft_ms,
         attempts=dispatch.attempts,
         rationale=dispatch.rationale,

@@ -19,25 +19,25 @@ from typing import Any
 import aiohttp
 import orjson
 
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.logs import redact
 
 # upstream HTTP status -> (neutral code, retryable)
 STATUS_CODES: dict[int, tuple[str, bool]] = {
-    400: ("invalid_request", False),
-    401: ("unauthorized", False),
-    403: ("permission_denied", False),
-    404: ("not_found", False),
-    408: ("timeout", True),
-    409: ("upstream_error", True),
-    413: ("payload_too_large", False),
-    422: ("unprocessable", False),
-    429: ("rate_limited", True),
-    500: ("upstream_error", True),
-    502: ("upstream_error", True),
-    503: ("unavailable", True),
-    504: ("timeout", True),
-    529: ("overloaded", True),
+    400: (ErrorCode.INVALID_REQUEST, False),
+    401: (ErrorCode.UNAUTHORIZED, False),
+    403: (ErrorCode.PERMISSION_DENIED, False),
+    404: (ErrorCode.NOT_FOUND, False),
+    408: (ErrorCode.TIMEOUT, True),
+    409: (ErrorCode.UPSTREAM_ERROR, True),
+    413: (ErrorCode.PAYLOAD_TOO_LARGE, False),
+    422: (ErrorCode.UNPROCESSABLE, False),
+    429: (ErrorCode.RATE_LIMITED, True),
+    500: (ErrorCode.UPSTREAM_ERROR, True),
+    502: (ErrorCode.UPSTREAM_ERROR, True),
+    503: (ErrorCode.UNAVAILABLE, True),
+    504: (ErrorCode.TIMEOUT, True),
+    529: (ErrorCode.OVERLOADED, True),
 }
 MAX_MESSAGE_CHARS = 500
 MAX_RETRY_AFTER_S = 3600.0
@@ -48,8 +48,8 @@ def classify_status(status: int) -> tuple[str, bool]:
     if status in STATUS_CODES:
         return STATUS_CODES[status]
     if status >= 500:
-        return "upstream_error", True
-    return "invalid_request", False
+        return ErrorCode.UPSTREAM_ERROR, True
+    return ErrorCode.INVALID_REQUEST, False
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: datetime | None = None) -> float:
@@ -140,9 +140,9 @@ def error_from_response(provider: str, status: int, headers: Mapping[str, str], 
     kind, message, err = error_details(body)
     code, retryable = classify_status(status)
     if kind == "overloaded_error":  # Anthropic: 529, also seen on 503 and inside streams
-        code, retryable = "overloaded", True
+        code, retryable = ErrorCode.OVERLOADED, True
     if "API_KEY_INVALID" in _google_reasons(err):  # Gemini answers a bad key with 400
-        code, retryable = "unauthorized", False
+        code, retryable = ErrorCode.UNAUTHORIZED, False
     retry_after = retry_after_seconds(headers) or _google_retry_delay(err)
     label = f"{status} {kind}".strip()
     text = redact(message or _reason_phrase(status))
@@ -162,14 +162,14 @@ def error_from_stream_event(provider: str, payload: Mapping[str, Any]) -> Gatewa
     kind = str(err.get("type") or err.get("status") or err.get("code") or "error")
     message = redact(str(err.get("message") or "error"))
     code, retryable = {
-        "overloaded_error": ("overloaded", True),
-        "rate_limit_error": ("rate_limited", True),
-        "api_error": ("upstream_error", True),
-        "invalid_request_error": ("invalid_request", False),
-        "RESOURCE_EXHAUSTED": ("rate_limited", True),
-        "UNAVAILABLE": ("unavailable", True),
-        "INTERNAL": ("upstream_error", True),
-    }.get(kind, ("upstream_error", True))
+        "overloaded_error": (ErrorCode.OVERLOADED, True),
+        "rate_limit_error": (ErrorCode.RATE_LIMITED, True),
+        "api_error": (ErrorCode.UPSTREAM_ERROR, True),
+        "invalid_request_error": (ErrorCode.INVALID_REQUEST, False),
+        "RESOURCE_EXHAUSTED": (ErrorCode.RATE_LIMITED, True),
+        "UNAVAILABLE": (ErrorCode.UNAVAILABLE, True),
+        "INTERNAL": (ErrorCode.UPSTREAM_ERROR, True),
+    }.get(kind, (ErrorCode.UPSTREAM_ERROR, True))
     status = payload.get("status_code") or err.get("code")
     return GatewayError(
         code,
@@ -184,25 +184,31 @@ def error_from_exception(provider: str, exc: BaseException, phase: str = "") -> 
     """Transport failures (aiohttp's exceptions): nothing, or not everything, came back."""
     where = f" ({phase})" if phase else ""
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return GatewayError("timeout", f"connecting to {provider} timed out{where}", provider=provider)
+        return GatewayError(
+            ErrorCode.TIMEOUT, f"connecting to {provider} timed out{where}", provider=provider
+        )
     if isinstance(exc, aiohttp.ServerTimeoutError):
-        return GatewayError("timeout", f"{provider} timed out{where}", provider=provider)
+        return GatewayError(ErrorCode.TIMEOUT, f"{provider} timed out{where}", provider=provider)
     if isinstance(exc, aiohttp.ClientConnectorError):  # refused, DNS, TLS handshake, proxy
         return GatewayError(
-            "unavailable", f"could not connect to {provider}: {redact(str(exc))[:200]}", provider=provider
+            ErrorCode.UNAVAILABLE,
+            f"could not connect to {provider}: {redact(str(exc))[:200]}",
+            provider=provider,
         )
     if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
         return GatewayError(
-            "upstream_error",
+            ErrorCode.UPSTREAM_ERROR,
             f"{provider} closed the connection{where}: {redact(str(exc))[:200]}",
             provider=provider,
         )
     if isinstance(exc, aiohttp.ClientResponseError):  # a status line or headers that do not parse
         return GatewayError(
-            "upstream_error",
+            ErrorCode.UPSTREAM_ERROR,
             f"{provider} sent an invalid HTTP response{where}: {redact(exc.message)[:200]}",
             provider=provider,
         )
     return GatewayError(
-        "upstream_error", f"{provider} transport error{where}: {type(exc).__name__}", provider=provider
+        ErrorCode.UPSTREAM_ERROR,
+        f"{provider} transport error{where}: {type(exc).__name__}",
+        provider=provider,
     )

@@ -20,11 +20,12 @@ from opentelemetry import trace
 from switchyard import codec, genai, metrics, subjects, telemetry
 from switchyard.bus import EventPublisher, ensure_events_stream
 from switchyard.catalog import Catalog, Deployment
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.handoff import hand_off
 from switchyard.service import BusService, run
 from switchyard.settings import Settings
 from switchyard.v1 import events_pb2, invoke_pb2
+from switchyard.vocab import Status
 
 from .adapters import adapter_for, check_deployment
 from .adapters.base import Completed, Progress, ProviderAdapter
@@ -43,9 +44,11 @@ from .execution import (
 )
 
 tracer = telemetry.tracer("switchyard.providers")
-NO_WORKER = GatewayError("unavailable", "no provider worker is available for the fallback deployments")
+NO_WORKER = GatewayError(
+    ErrorCode.UNAVAILABLE, "no provider worker is available for the fallback deployments"
+)
 CLIENT_GONE = GatewayError(
-    "client_closed", "the client went away; the upstream call was cancelled", retryable=False
+    ErrorCode.CLIENT_CLOSED, "the client went away; the upstream call was cancelled", retryable=False
 )
 
 
@@ -116,7 +119,7 @@ class ProviderWorker(BusService):
                 ) as span,
             ):
                 outcome["status"] = await self.execute(dispatch)
-                if outcome["status"] != "ok":
+                if outcome["status"] != Status.OK:
                     span.set_attribute("error.type", outcome["status"])
                     span.set_status(trace.StatusCode.ERROR, outcome["status"])
         except Exception:
@@ -157,11 +160,11 @@ class ProviderWorker(BusService):
                 if not await hand_off(self.nc, dispatch):
                     await self._fail(dispatch, reply, NO_WORKER)
                     return NO_WORKER.code
-                return "ok"
+                return Status.OK
             deployment = self.catalog.deployments.get(target.deployment_id)
             if deployment is None:
                 error = GatewayError(
-                    "unavailable",
+                    ErrorCode.UNAVAILABLE,
                     f"deployment {target.deployment_id} is not configured on this worker",
                 )
                 await self._fail(dispatch, reply, error)
@@ -218,12 +221,12 @@ class ProviderWorker(BusService):
             if deadline.expired():
                 error = deadline_error(deployment.provider)
             else:  # an adapter's own timeout that escaped as the builtin exception
-                error = GatewayError("timeout", "upstream timed out", provider=deployment.provider)
+                error = GatewayError(ErrorCode.TIMEOUT, "upstream timed out", provider=deployment.provider)
             return AttemptOutcome("error", deployment, progress, error=error)
         except Exception as exc:  # an adapter bug must still end the request cleanly
             self.log.exception("adapter %s crashed", deployment.adapter)
             error = GatewayError(
-                "internal",
+                ErrorCode.INTERNAL,
                 f"provider adapter error: {type(exc).__name__}",
                 provider=deployment.provider,
             )
@@ -239,7 +242,7 @@ class ProviderWorker(BusService):
         attempt = outcome.attempt()
         dispatch.attempts.append(attempt)
         deployment, error = outcome.deployment, outcome.error
-        status = "ok" if error is None else error.code
+        status = Status.OK if error is None else error.code
         metrics.UPSTREAM_DURATION.labels(deployment.provider, deployment.model, status).observe(
             attempt.latency_ms / 1000
         )
@@ -291,7 +294,7 @@ class ProviderWorker(BusService):
         if decision.reply == "error":
             await self.nc.publish(dispatch.reply_to, codec.error_frame(err))
         # A request that ended in an error reports its time to first token only in its attempts.
-        ttft_ms = progress.ttft_ms if decision.status == "cancelled" else 0.0
+        ttft_ms = progress.ttft_ms if decision.status == Status.CANCELLED else 0.0
         self._complete(
             dispatch,
             decision.status,
@@ -330,7 +333,7 @@ class ProviderWorker(BusService):
                 progress.add_chunk(item)
                 await self.nc.publish(reply, codec.chunk_frame(item))
         raise GatewayError(
-            "upstream_error", "stream ended without a final event", provider=deployment.provider
+            ErrorCode.UPSTREAM_ERROR, "stream ended without a final event", provider=deployment.provider
         )
 
     async def _fail(self, dispatch: invoke_pb2.Dispatch, reply: str, error: GatewayError) -> None:
@@ -338,7 +341,7 @@ class ProviderWorker(BusService):
         assert self.nc is not None
         err = error.to_proto(dispatch.request.request_id)
         await self.nc.publish(reply, codec.error_frame(err))
-        self._complete(dispatch, "error", error=err)
+        self._complete(dispatch, Status.ERROR, error=err)
 
     def _complete(self, dispatch: invoke_pb2.Dispatch, status: str, **fields: Any) -> None:
         assert self.events is not None

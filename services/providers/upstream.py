@@ -26,7 +26,7 @@ import orjson
 from pydantic import Field
 
 from switchyard.catalog import Deployment, Timeouts
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
 
@@ -107,12 +107,14 @@ def json_event(event: SSEEvent, provider: str) -> dict[str, Any]:
         payload = orjson.loads(event.data)
     except orjson.JSONDecodeError:
         raise GatewayError(
-            "upstream_error",
+            ErrorCode.UPSTREAM_ERROR,
             f"{provider} sent a malformed stream event: {event.data[:80]!r}",
             provider=provider,
         ) from None
     if not isinstance(payload, dict):
-        raise GatewayError("upstream_error", f"{provider} sent a non-object stream event", provider=provider)
+        raise GatewayError(
+            ErrorCode.UPSTREAM_ERROR, f"{provider} sent a non-object stream event", provider=provider
+        )
     return payload
 
 
@@ -214,7 +216,7 @@ class HttpAdapter(ProviderAdapter):
 
     def _timeout(self, which: str, seconds: float) -> GatewayError:
         return GatewayError(
-            "timeout",
+            ErrorCode.TIMEOUT,
             f"{self.provider} timed out: no {'data' if which != 'total' else 'completion'} within "
             f"{seconds:.3g}s ({which} timeout of deployment {self.deployment.id})",
             provider=self.provider,
@@ -236,11 +238,15 @@ class HttpAdapter(ProviderAdapter):
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise GatewayError(
-                "upstream_error", f"{self.provider} answered with invalid JSON", provider=self.provider
+                ErrorCode.UPSTREAM_ERROR,
+                f"{self.provider} answered with invalid JSON",
+                provider=self.provider,
             ) from None
         if not isinstance(payload, dict):
             raise GatewayError(
-                "upstream_error", f"{self.provider} answered with a non-object", provider=self.provider
+                ErrorCode.UPSTREAM_ERROR,
+                f"{self.provider} answered with a non-object",
+                provider=self.provider,
             )
         completed = self.parse_response(request, payload)
         completed.http_status = response.status

@@ -11,15 +11,13 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from switchyard.errors import RETRYABLE_CODES
+from switchyard.errors import RETRYABLE_CODES, ErrorCode
 
 from .tuning import RouterTuning
 
 # Errors that say something about the deployment rather than about the request. Client
 # errors (bad request, auth, not found...) do not move a deployment's health either way.
 DEPLOYMENT_FAULTS = RETRYABLE_CODES
-RATE_LIMITED = "rate_limited"
-TIMEOUT = "timeout"
 
 
 @dataclass
@@ -182,13 +180,13 @@ class DeploymentHealth:
         if sample.error_code not in DEPLOYMENT_FAULTS:
             return  # the request's fault, not the deployment's
         self.errors.observe(True, now_s)
-        if sample.error_code == TIMEOUT:
+        if sample.error_code == ErrorCode.TIMEOUT:
             # A timeout is a lower bound of the latency: a fast error must not look fast, but a
             # slow one is slow.
             (self.ttft if sample.stream else self.latency).observe(sample.latency_ms, now_s)
         if sample.retry_after_s > 0:
             self.cooling_until_s = max(self.cooling_until_s, now_s + sample.retry_after_s)
-        if sample.error_code == RATE_LIMITED:
+        if sample.error_code == ErrorCode.RATE_LIMITED:
             # Throttled, not broken: keep it aside for a while instead of tripping the breaker.
             if sample.retry_after_s <= 0:
                 self.cooling_until_s = max(self.cooling_until_s, now_s + tuning.rate_limit_cooldown_s)

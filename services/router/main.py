@@ -23,11 +23,12 @@ from switchyard import codec, genai, metrics, subjects, telemetry
 from switchyard.bus import EventPublisher, ensure_events_stream
 from switchyard.catalog import Deployment, read_config
 from switchyard.completions import completion_event
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.handoff import hand_off
 from switchyard.pricing import format_usd, max_cost_usd
 from switchyard.service import BusService, run
 from switchyard.v1 import budget_pb2, events_pb2, invoke_pb2
+from switchyard.vocab import Status
 
 from .health import HealthBook, Sample
 from .inflight import Inflight
@@ -48,7 +49,7 @@ tracer = telemetry.tracer("switchyard.router")
 # When a request sets no max_tokens, reserve as if it could produce this many.
 DEFAULT_MAX_TOKENS_FOR_BUDGET = 4096
 NO_WORKER = GatewayError(
-    "unavailable", "no provider worker is available for this model right now", retry_after_s=1.0
+    ErrorCode.UNAVAILABLE, "no provider worker is available for this model right now", retry_after_s=1.0
 )
 
 
@@ -152,7 +153,7 @@ class Router(BusService):
         except Exception:
             self.log.exception("routing failed")
             if msg.reply:
-                err = invoke_pb2.Error(code="internal", message="router error")
+                err = invoke_pb2.Error(code=ErrorCode.INTERNAL, message="router error")
                 await self.nc.publish(msg.reply, codec.error_frame(err))
         finally:
             self._slots.release()
@@ -218,7 +219,7 @@ class Router(BusService):
             rationale=ranked.rationale,
             reservation_id=decision.reservation_id,
             route=route,
-            routed_unix_ns=time.time_ns(),
+            routed_unix_ms=time.time_ns() / 1e6,
             max_attempts=self.tuning.max_attempts,
         )
         for dep in chain:
@@ -243,7 +244,7 @@ class Router(BusService):
             max_cost_usd=format_usd(max_cost_usd(deployment.price, prompt_tokens, max_tokens)),
             estimated_tokens=prompt_tokens + min(max_tokens, DEFAULT_EXPECTED_OUTPUT_TOKENS),
             deadline_unix_ms=request.deadline_unix_ms,
-            received_unix_ms=request.received_unix_ns // 1_000_000,
+            received_unix_ms=int(request.received_unix_ms),
         )
         for dep in chain:
             ask.candidates.add(
@@ -262,12 +263,12 @@ class Router(BusService):
         except (NoRespondersError, NatsTimeoutError) as exc:
             # Fail closed: spending without the authority could cross a cap.
             raise GatewayError(
-                "unavailable", "the budget authority did not answer; try again", retry_after_s=1.0
+                ErrorCode.UNAVAILABLE, "the budget authority did not answer; try again", retry_after_s=1.0
             ) from exc
         decision = budget_pb2.Decision.FromString(reply.data)
         if not decision.allow:
             raise GatewayError(
-                decision.deny_code or "budget_exceeded",
+                decision.deny_code or ErrorCode.BUDGET_EXCEEDED,
                 decision.deny_reason or "denied by the budget authority",
                 retry_after_s=decision.retry_after_s,
                 retryable=False,
@@ -277,7 +278,9 @@ class Router(BusService):
     def _reject(self, request: invoke_pb2.InvokeRequest, err: invoke_pb2.Error) -> None:
         """Requests refused before any upstream call are still recorded, as `rejected`."""
         assert self.events is not None
-        event = completion_event(request, status="rejected", trace_id=telemetry.current_trace_id(), error=err)
+        event = completion_event(
+            request, status=Status.REJECTED, trace_id=telemetry.current_trace_id(), error=err
+        )
         self.events.publish(
             subjects.COMPLETION,
             event.SerializeToString(),

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from switchyard.catalog import Deployment
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.pricing import Price
 from switchyard.v1 import budget_pb2, invoke_pb2
 
@@ -146,7 +146,7 @@ def rank(
             f"{row.dep.id}: {row.state.blocked_reason} for {row.state.blocked_for_s:.1f} s" for row in rows
         )
         raise GatewayError(
-            "unavailable",
+            ErrorCode.UNAVAILABLE,
             f"no deployment of {route!r} is available right now ({detail})",
             retry_after_s=max(min(row.state.blocked_for_s for row in rows), 1.0),
         )

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from switchyard.catalog import Route
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import DEFAULT_PRESET, StrategyPreset
 
 
 @dataclass(frozen=True)
@@ -22,10 +23,12 @@ class Weights:
     def of(cls, latency: float, cost: float, quality: float) -> Weights:
         parts = (latency, cost, quality)
         if any(p < 0 or p != p for p in parts):
-            raise GatewayError("invalid_request", "strategy weights must be >= 0", param="strategy")
+            raise GatewayError(ErrorCode.INVALID_REQUEST, "strategy weights must be >= 0", param="strategy")
         total = sum(parts)
         if total <= 0:
-            raise GatewayError("invalid_request", "strategy weights must not all be zero", param="strategy")
+            raise GatewayError(
+                ErrorCode.INVALID_REQUEST, "strategy weights must not all be zero", param="strategy"
+            )
         return cls(latency / total, cost / total, quality / total)
 
     @classmethod
@@ -34,12 +37,11 @@ class Weights:
 
 
 PRESETS: dict[str, Weights] = {
-    "balanced": Weights(0.4, 0.3, 0.3),
-    "fastest": Weights(0.8, 0.1, 0.1),
-    "cheapest": Weights(0.1, 0.8, 0.1),
-    "best": Weights(0.1, 0.1, 0.8),
+    StrategyPreset.BALANCED: Weights(0.4, 0.3, 0.3),
+    StrategyPreset.FASTEST: Weights(0.8, 0.1, 0.1),
+    StrategyPreset.CHEAPEST: Weights(0.1, 0.8, 0.1),
+    StrategyPreset.BEST: Weights(0.1, 0.1, 0.8),
 }
-DEFAULT_PRESET = "balanced"
 
 
 def preset(name: str) -> Weights:
@@ -47,7 +49,7 @@ def preset(name: str) -> Weights:
         return PRESETS[name]
     except KeyError:
         raise GatewayError(
-            "invalid_request",
+            ErrorCode.INVALID_REQUEST,
             f"unknown strategy {name!r}: use one of {', '.join(PRESETS)} or explicit weights",
             param="strategy",
         ) from None

@@ -7,9 +7,9 @@ from switchyard.v1 import invoke_pb2
 
 def stamped_request(model: str = "auto", stream: bool = False) -> invoke_pb2.InvokeRequest:
     request = invoke_pb2.InvokeRequest(
-        request_id="req_TEST123", model=model, stream=stream, received_unix_ns=1_700_000_000_123_456_789
+        request_id="req_TEST123", model=model, stream=stream, received_unix_ms=1_700_000_000_123.456_789
     )
-    request.messages.add(role="user").content.add(text="hello there")
+    request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="hello there")
     return request
 
 
@@ -32,7 +32,7 @@ def final_frame(
         cost_usd="0.000081",
         latency_ms=12.5,
     )
-    final.message.role = "assistant"
+    final.message.role = invoke_pb2.ROLE_ASSISTANT
     if text:
         final.message.content.add(text=text)
     for call_id, name, args in tool_calls:

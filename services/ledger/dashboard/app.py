@@ -18,6 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from switchyard import metrics
+from switchyard.errors import ErrorCode
 
 from . import budgets, queries
 from .feed import FeedHub, sse
@@ -66,7 +67,7 @@ class Dashboard:
 
     async def _on_exception(self, request: Request, exc: Exception) -> Response:
         log.error("dashboard %s failed: %s", request.url.path, exc)
-        return error("internal", f"dashboard query failed: {type(exc).__name__}", 500)
+        return error(ErrorCode.INTERNAL, f"dashboard query failed: {type(exc).__name__}", 500)
 
     async def _records(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         columns, rows = await self.query(sql, params)
@@ -81,7 +82,9 @@ class Dashboard:
     async def overview(self, request: Request) -> Response:
         window = request.query_params.get("window", "1h")
         if window not in queries.WINDOWS:
-            return error("invalid_request", f"window must be one of {', '.join(queries.WINDOWS)}", 400)
+            return error(
+                ErrorCode.INVALID_REQUEST, f"window must be one of {', '.join(queries.WINDOWS)}", 400
+            )
         now = self.clock()
         since, step = queries.window_bounds(window, now)
         params = {"since": since, "step": step}
@@ -108,7 +111,9 @@ class Dashboard:
         """Provider-quota use per deployment (docs/quotas.md), from the ledger's samples."""
         window = request.query_params.get("window", "1h")
         if window not in queries.WINDOWS:
-            return error("invalid_request", f"window must be one of {', '.join(queries.WINDOWS)}", 400)
+            return error(
+                ErrorCode.INVALID_REQUEST, f"window must be one of {', '.join(queries.WINDOWS)}", 400
+            )
         since, _ = queries.window_bounds(window, self.clock())
         rows = await self._records(queries.QUOTAS, {"since": since})
         return JSONResponse({"window": window, "deployments": queries.quota_rows(rows)})
@@ -117,14 +122,14 @@ class Dashboard:
         try:
             limit = min(max(int(request.query_params.get("limit", "50")), 1), 500)
         except ValueError:
-            return error("invalid_request", "limit must be an integer", 400)
+            return error(ErrorCode.INVALID_REQUEST, "limit must be an integer", 400)
         return JSONResponse({"items": await self._records(queries.RECENT, {"limit": limit})})
 
     async def request(self, request: Request) -> Response:
         request_id = request.path_params["request_id"]
         found = await self._records(queries.REQUEST, {"id": request_id})
         if not found:
-            return error("not_found", f"no ledger row for {request_id} (yet)", 404)
+            return error(ErrorCode.NOT_FOUND, f"no ledger row for {request_id} (yet)", 404)
         row = found[0]
         for field in ("attempts", "rationale"):
             row[field] = orjson.loads(row[field] or "null")

@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from switchyard.catalog import Deployment
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import FinishReason
 
 from ..content import (
     MessageAssembler,
@@ -42,13 +43,13 @@ DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; used when the reques
 MAX_TEMPERATURE = 1.0  # Anthropic's range is 0..1 (the neutral API allows 0..2)
 
 STOP_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "pause_turn": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "model_context_window_exceeded": FinishReason.LENGTH,
+    "tool_use": FinishReason.TOOL_CALLS,
+    "refusal": FinishReason.CONTENT_FILTER,
 }
 
 
@@ -83,14 +84,14 @@ def anthropic_messages(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]
             turns.append({"role": role, "content": blocks})
 
     for m in request.messages:
-        if m.role == "system":
+        if m.role == invoke_pb2.ROLE_SYSTEM:
             continue
-        if m.role == "tool":
+        if m.role == invoke_pb2.ROLE_TOOL:
             add(
                 "user",
                 [{"type": "tool_result", "tool_use_id": m.tool_call_id, "content": text_of(m)}],
             )
-        elif m.role == "assistant":
+        elif m.role == invoke_pb2.ROLE_ASSISTANT:
             blocks = _blocks(m)
             for call in m.tool_calls:
                 blocks.append(
@@ -119,7 +120,7 @@ def anthropic_tool_choice(choice: Any) -> dict[str, Any] | None:
     name = forced_tool_name(choice)
     if name:
         return {"type": "tool", "name": name}
-    raise GatewayError("invalid_request", f"unsupported tool_choice {choice!r}", param="tool_choice")
+    raise GatewayError(ErrorCode.INVALID_REQUEST, f"unsupported tool_choice {choice!r}", param="tool_choice")
 
 
 def anthropic_request(
@@ -178,14 +179,14 @@ def anthropic_usage(raw: dict[str, Any] | None, base: invoke_pb2.Usage | None = 
 
 def stop_reason(raw: str | None, has_tool_calls: bool) -> str:
     if not raw:
-        return "tool_calls" if has_tool_calls else "stop"
-    return STOP_REASONS.get(raw, "stop")
+        return FinishReason.TOOL_CALLS if has_tool_calls else FinishReason.STOP
+    return STOP_REASONS.get(raw, FinishReason.STOP)
 
 
 def parse_anthropic_response(payload: dict[str, Any], provider: str) -> Completed:
     if payload.get("type") == "error":
         raise error_from_stream_event(provider, payload)
-    message = invoke_pb2.Message(role="assistant")
+    message = invoke_pb2.Message(role=invoke_pb2.ROLE_ASSISTANT)
     text = "".join(b.get("text", "") for b in payload.get("content") or [] if b.get("type") == "text")
     if text:
         message.content.add(text=text)
@@ -244,7 +245,7 @@ class AnthropicStream:
                 index = self._tool_index.get(int(payload.get("index", 0)))
                 if index is None:
                     raise GatewayError(
-                        "upstream_error",
+                        ErrorCode.UPSTREAM_ERROR,
                         f"{self.provider} sent tool input for an unknown block",
                         provider=self.provider,
                     )
@@ -261,7 +262,7 @@ class AnthropicStream:
     def result(self) -> Completed:
         if not self.done:
             raise GatewayError(
-                "upstream_error",
+                ErrorCode.UPSTREAM_ERROR,
                 f"{self.provider} stream ended before message_stop (connection cut)",
                 provider=self.provider,
             )

@@ -21,9 +21,10 @@ from typing import Any, ClassVar
 
 import orjson
 
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.tokens import estimate_prompt_tokens, last_user_text
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import FinishReason
 
 from .base import AdapterOptions, Completed, ProviderAdapter
 
@@ -75,9 +76,9 @@ def demo_reply_words(request: invoke_pb2.InvokeRequest, model: str) -> list[str]
 
 def demo_tool_call(request: invoke_pb2.InvokeRequest) -> invoke_pb2.ToolCall | None:
     """When tools are offered, the demo calls the first one (so tool plumbing can be tried)."""
-    if not request.tools or request.tool_choice_json == '"none"':
+    if not request.tools or request.tool_choice.mode == invoke_pb2.ToolChoice.MODE_NONE:
         return None
-    if request.messages and request.messages[-1].role == "tool":
+    if request.messages and request.messages[-1].role == invoke_pb2.ROLE_TOOL:
         return None  # it has the tool's answer: reply in text
     tool = request.tools[0]
     digest = hashlib.blake2b(last_user_text(request).encode(), digest_size=4).hexdigest()
@@ -95,19 +96,19 @@ FAULT_KEYS = (
 
 # The neutral code a real adapter would map each simulated upstream status to.
 _STATUS_CODES = {
-    400: "invalid_request",
-    401: "unauthorized",
-    403: "permission_denied",
-    404: "not_found",
-    408: "timeout",
-    413: "payload_too_large",
-    422: "unprocessable",
-    429: "rate_limited",
-    500: "upstream_error",
-    502: "upstream_error",
-    503: "unavailable",
-    504: "timeout",
-    529: "overloaded",
+    400: ErrorCode.INVALID_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.PERMISSION_DENIED,
+    404: ErrorCode.NOT_FOUND,
+    408: ErrorCode.TIMEOUT,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    422: ErrorCode.UNPROCESSABLE,
+    429: ErrorCode.RATE_LIMITED,
+    500: ErrorCode.UPSTREAM_ERROR,
+    502: ErrorCode.UPSTREAM_ERROR,
+    503: ErrorCode.UNAVAILABLE,
+    504: ErrorCode.TIMEOUT,
+    529: ErrorCode.OVERLOADED,
 }
 
 
@@ -140,7 +141,7 @@ def behaviour(
 
 
 def simulated_error(status: int, retry_after_s: float, provider: str) -> GatewayError:
-    code = _STATUS_CODES.get(status, "upstream_error" if status >= 500 else "invalid_request")
+    code = _STATUS_CODES.get(status, ErrorCode.UPSTREAM_ERROR if status >= 500 else ErrorCode.INVALID_REQUEST)
     return GatewayError(
         code,
         f"demo upstream answered HTTP {status} (simulated)",
@@ -210,14 +211,18 @@ class Adapter(ProviderAdapter):
     def _finish(
         self, request: invoke_pb2.InvokeRequest, words: list[str], call: invoke_pb2.ToolCall | None
     ) -> Completed:
-        message = invoke_pb2.Message(role="assistant")
+        message = invoke_pb2.Message(role=invoke_pb2.ROLE_ASSISTANT)
         if call is not None:
             message.tool_calls.append(call)
-            finish = "tool_calls"
+            finish = FinishReason.TOOL_CALLS
             completion_tokens = 8
         else:
             message.content.add(text=" ".join(words))
-            finish = "length" if request.max_tokens and len(words) >= request.max_tokens else "stop"
+            finish = (
+                FinishReason.LENGTH
+                if request.max_tokens and len(words) >= request.max_tokens
+                else FinishReason.STOP
+            )
             completion_tokens = len(words)
         usage = invoke_pb2.Usage(
             prompt_tokens=estimate_prompt_tokens(request), completion_tokens=completion_tokens

@@ -15,9 +15,10 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from switchyard.catalog import Deployment
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import FinishReason
 
 from ..content import (
     MessageAssembler,
@@ -38,18 +39,18 @@ from .base import AdapterOptions, Completed, Progress
 from .openai import join_url
 
 FINISH_REASONS = {
-    "STOP": "stop",
-    "MAX_TOKENS": "length",
-    "SAFETY": "content_filter",
-    "RECITATION": "content_filter",
-    "BLOCKLIST": "content_filter",
-    "PROHIBITED_CONTENT": "content_filter",
-    "SPII": "content_filter",
-    "IMAGE_SAFETY": "content_filter",
-    "MALFORMED_FUNCTION_CALL": "error",
-    "UNEXPECTED_TOOL_CALL": "error",
-    "OTHER": "stop",
-    "LANGUAGE": "content_filter",
+    "STOP": FinishReason.STOP,
+    "MAX_TOKENS": FinishReason.LENGTH,
+    "SAFETY": FinishReason.CONTENT_FILTER,
+    "RECITATION": FinishReason.CONTENT_FILTER,
+    "BLOCKLIST": FinishReason.CONTENT_FILTER,
+    "PROHIBITED_CONTENT": FinishReason.CONTENT_FILTER,
+    "SPII": FinishReason.CONTENT_FILTER,
+    "IMAGE_SAFETY": FinishReason.CONTENT_FILTER,
+    "MALFORMED_FUNCTION_CALL": FinishReason.ERROR,
+    "UNEXPECTED_TOOL_CALL": FinishReason.ERROR,
+    "OTHER": FinishReason.STOP,
+    "LANGUAGE": FinishReason.CONTENT_FILTER,
 }
 
 
@@ -82,13 +83,13 @@ def gemini_contents(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]]:
             contents.append({"role": role, "parts": parts})
 
     for m in request.messages:
-        if m.role == "system":
+        if m.role == invoke_pb2.ROLE_SYSTEM:
             continue
-        if m.role == "tool":
+        if m.role == invoke_pb2.ROLE_TOOL:
             name = m.name or names.get(m.tool_call_id, "")
             if not name:
                 raise GatewayError(
-                    "invalid_request",
+                    ErrorCode.INVALID_REQUEST,
                     f"tool result {m.tool_call_id!r} answers no earlier tool call (Gemini needs the name)",
                 )
             text = text_of(m)
@@ -97,7 +98,7 @@ def gemini_contents(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]]:
             except GatewayError:
                 result = {"content": text}
             add("user", [{"functionResponse": {"name": name, "response": result}}])
-        elif m.role == "assistant":
+        elif m.role == invoke_pb2.ROLE_ASSISTANT:
             parts = _parts(m)
             for call in m.tool_calls:
                 parts.append(
@@ -125,7 +126,7 @@ def gemini_tool_config(choice: Any) -> dict[str, Any] | None:
     name = forced_tool_name(choice)
     if name:
         return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
-    raise GatewayError("invalid_request", f"unsupported tool_choice {choice!r}", param="tool_choice")
+    raise GatewayError(ErrorCode.INVALID_REQUEST, f"unsupported tool_choice {choice!r}", param="tool_choice")
 
 
 def gemini_request(request: invoke_pb2.InvokeRequest) -> dict[str, Any]:
@@ -185,8 +186,8 @@ def gemini_usage(raw: dict[str, Any] | None) -> invoke_pb2.Usage:
 
 def finish_reason(raw: str | None, has_tool_calls: bool) -> str:
     if has_tool_calls and raw in (None, "", "STOP"):
-        return "tool_calls"  # Gemini says STOP after a function call
-    return FINISH_REASONS.get(raw or "STOP", "stop")
+        return FinishReason.TOOL_CALLS  # Gemini says STOP after a function call
+    return FINISH_REASONS.get(raw or "STOP", FinishReason.STOP)
 
 
 def _candidate(payload: dict[str, Any]) -> dict[str, Any] | None:
@@ -207,7 +208,9 @@ def parse_gemini_response(payload: dict[str, Any], provider: str) -> Completed:
     if candidate is None:
         blocked = (payload.get("promptFeedback") or {}).get("blockReason")
         if not blocked:
-            raise GatewayError("upstream_error", f"{provider} answered with no candidates", provider=provider)
+            raise GatewayError(
+                ErrorCode.UPSTREAM_ERROR, f"{provider} answered with no candidates", provider=provider
+            )
         raw_finish = "SAFETY"
     else:
         _feed_parts(assembler, candidate)
@@ -276,7 +279,7 @@ class GeminiStream:
     def result(self) -> Completed:
         if self.finish is None:
             raise GatewayError(
-                "upstream_error",
+                ErrorCode.UPSTREAM_ERROR,
                 f"{self.provider} stream ended before a finishReason (connection cut)",
                 provider=self.provider,
             )

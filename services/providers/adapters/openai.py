@@ -12,11 +12,13 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
+from switchyard import choices
 from switchyard.catalog import Deployment
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
 from switchyard.tokens import estimate_prompt_tokens
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import FinishReason
 
 from ..content import (
     MessageAssembler,
@@ -50,20 +52,20 @@ class Dialect:
 OPENAI = Dialect()
 
 FINISH_REASONS = {
-    "stop": "stop",
-    "length": "length",
-    "model_length": "length",  # Mistral: the context window ran out
-    "tool_calls": "tool_calls",
-    "function_call": "tool_calls",
-    "content_filter": "content_filter",
-    "error": "error",
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "model_length": FinishReason.LENGTH,  # Mistral: the context window ran out
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
+    "content_filter": FinishReason.CONTENT_FILTER,
+    "error": FinishReason.ERROR,
 }
 
 
 def finish_reason(raw: str | None, has_tool_calls: bool = False) -> str:
     if not raw:
-        return "tool_calls" if has_tool_calls else "stop"
-    return FINISH_REASONS.get(raw, "stop")
+        return FinishReason.TOOL_CALLS if has_tool_calls else FinishReason.STOP
+    return FINISH_REASONS.get(raw, FinishReason.STOP)
 
 
 def _content(message: invoke_pb2.Message) -> str | list[dict[str, Any]]:
@@ -86,9 +88,9 @@ def _content(message: invoke_pb2.Message) -> str | list[dict[str, Any]]:
 def chat_messages(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m in request.messages:
-        if m.role == "tool":
+        if m.role == invoke_pb2.ROLE_TOOL:
             item: dict[str, Any] = {"role": "tool", "tool_call_id": m.tool_call_id, "content": text_of(m)}
-        elif m.role == "assistant":
+        elif m.role == invoke_pb2.ROLE_ASSISTANT:
             item = {"role": "assistant", "content": text_of(m) or None}
             if m.tool_calls:
                 item["tool_calls"] = [
@@ -100,7 +102,7 @@ def chat_messages(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]]:
                     for c in m.tool_calls
                 ]
         else:
-            item = {"role": m.role, "content": _content(m)}
+            item = {"role": choices.role_name(m.role), "content": _content(m)}
         if m.name:
             item["name"] = m.name
         out.append(item)
@@ -172,9 +174,11 @@ def parse_chat_response(
         raise error_from_stream_event(provider, payload)
     choices = payload.get("choices") or []
     if not choices:
-        raise GatewayError("upstream_error", f"{provider} answered with no choices", provider=provider)
+        raise GatewayError(
+            ErrorCode.UPSTREAM_ERROR, f"{provider} answered with no choices", provider=provider
+        )
     raw = choices[0].get("message") or {}
-    message = invoke_pb2.Message(role="assistant")
+    message = invoke_pb2.Message(role=invoke_pb2.ROLE_ASSISTANT)
     content = raw.get("content")
     if isinstance(content, list):  # some servers return parts
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
@@ -249,7 +253,7 @@ class ChatStream:
     def result(self) -> Completed:
         if not self.done:
             raise GatewayError(
-                "upstream_error",
+                ErrorCode.UPSTREAM_ERROR,
                 f"{self.provider} stream ended before [DONE] (connection cut)",
                 provider=self.provider,
             )
