@@ -15,6 +15,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from switchyard import subjects
+from switchyard.logs import UVICORN_LOGGING
 from switchyard.settings import Settings
 
 from ..store import LedgerStore
@@ -79,8 +80,7 @@ class DashboardServer:
             self.dashboard.app,
             host=self.settings.dashboard_host,
             port=self.settings.dashboard_port,
-            log_level="warning",
-            access_log=False,
+            **UVICORN_LOGGING,
             lifespan="off",
             server_header=False,
             timeout_graceful_shutdown=2,
