@@ -210,6 +210,13 @@ def new_admin_token() -> str:
     return "sy-admin-" + secrets.token_urlsafe(32)
 
 
+def dashboard_token(admin_token: str) -> str:
+    """The dashboard's read-only login token, derived from the admin token (so every process
+    that knows the admin token agrees on it, and rotating one rotates the other)."""
+    digest = hmac.new(admin_token.encode(), b"switchyard dashboard login v1", hashlib.sha256).hexdigest()
+    return "sy-dash-" + digest[:40]
+
+
 def same_secret(presented: str, expected: str) -> bool:
     return bool(expected) and hmac.compare_digest(presented.encode(), expected.encode())
 
