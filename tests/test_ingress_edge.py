@@ -80,6 +80,22 @@ def test_too_many_or_too_long_metadata_headers() -> None:
 
 
 @pytest.mark.parametrize(
+    ("metadata", "param"),
+    [
+        ({f"k{i}": "v" for i in range(hints.MAX_METADATA_ENTRIES + 1)}, "metadata"),
+        ({"k": "v" * (hints.MAX_METADATA_VALUE + 1)}, "metadata.k"),
+        ({"k" * (hints.MAX_METADATA_KEY + 1): "v"}, "metadata"),
+        ({"": "v"}, "metadata"),
+    ],
+)
+def test_request_metadata_has_one_bound_whatever_it_came_from(metadata: dict, param: str) -> None:
+    with pytest.raises(GatewayError) as err:
+        hints.check_metadata(metadata)
+    assert err.value.code == "invalid_request" and err.value.param == param
+    hints.check_metadata({f"k{i}": "v" * hints.MAX_METADATA_VALUE for i in range(hints.MAX_METADATA_ENTRIES)})
+
+
+@pytest.mark.parametrize(
     ("headers", "key"),
     [
         ({"authorization": "Bearer sk-live-1"}, "sk-live-1"),
