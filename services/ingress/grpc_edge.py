@@ -62,6 +62,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             identity = self.ingress.auth.identify(metadata.get("authorization"), metadata.get("x-api-key"))
         except GatewayError as error:
             await self._refuse(context, error)
+            raise  # abort raised already; never reached
         reason = shed_reason(self.ingress.limits, self.ingress.overload)
         if reason:
             await self._refuse(context, GatewayError("overloaded", reason, retry_after_s=1))
