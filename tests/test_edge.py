@@ -54,15 +54,15 @@ def test_an_unreadable_ledger_lag_fails_closed_after_the_grace() -> None:
 
 def test_connection_guard_limits_per_client_and_in_total() -> None:
     guard = ConnectionGuard(max_connections=3, max_connections_per_client=2)
-    assert guard.admit("10.0.0.1") and guard.admit("10.0.0.1")
-    assert not guard.admit("10.0.0.1")  # its own limit
-    assert guard.admit("10.0.0.2")
-    assert not guard.admit("10.0.0.3")  # the total
+    assert guard.admit("10.0.0.1") == guard.admit("10.0.0.1") == ""
+    assert guard.admit("10.0.0.1") == "max_connections_per_client"
+    assert guard.admit("10.0.0.2") == ""
+    assert guard.admit("10.0.0.3") == "max_connections"
     guard.release("10.0.0.1")
-    assert guard.admit("10.0.0.3") and guard.total == 3
+    assert guard.admit("10.0.0.3") == "" and guard.total == 3
     assert guard.by_client == {"10.0.0.1": 1, "10.0.0.2": 1, "10.0.0.3": 1}
     unlimited = ConnectionGuard(max_connections=0, max_connections_per_client=0)
-    assert all(unlimited.admit("10.0.0.1") for _ in range(10_000))
+    assert not any(unlimited.admit("10.0.0.1") for _ in range(10_000))
 
 
 @pytest.fixture(scope="module")

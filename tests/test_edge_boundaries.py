@@ -161,11 +161,14 @@ async def test_one_address_cannot_open_more_than_its_connections(edges) -> None:
     try:
         for _, writer in conns:
             writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
-        outcomes = await asyncio.gather(*(_closed_by_server(reader, 5) for reader, _ in conns))
+        outcomes = await asyncio.gather(*(_closed_by_server(reader, 3) for reader, _ in conns))
         closed = sum(done for done, _ in outcomes)
         assert closed == extra, f"{closed} of {len(conns)} connections from one address were closed"
         async with httpx.AsyncClient(base_url=url(hold), timeout=10) as http:  # another address: served
             assert (await http.get("/healthz")).status_code == 200
+            metrics = (await http.get("/metrics")).text
+        counted = 'switchyard_ingress_connections_closed_total{reason="max_connections_per_client"} 10.0'
+        assert counted in metrics
     finally:
         for _, writer in conns:
             writer.close()

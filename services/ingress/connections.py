@@ -27,10 +27,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from prometheus_client import Counter as MetricCounter
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("switchyard.ingress.connections")
 LINGER_S = 2.0
+CLOSED = MetricCounter(
+    "switchyard_ingress_connections_closed_total",
+    "HTTP connections the ingress refused or cut: connection limits, header deadline",
+    ["reason"],
+)
 
 _TIMEOUT_BODY = orjson.dumps({"error": {"code": "timeout", "message": "the request headers took too long"}})
 TIMEOUT_RESPONSE = (
@@ -49,15 +55,16 @@ class ConnectionGuard:
     total: int = 0
     by_client: Counter[str] = field(default_factory=Counter)
 
-    def admit(self, client: str) -> bool:
-        """Count a new connection from `client`; False (and nothing counted) when over a limit."""
+    def admit(self, client: str) -> str:
+        """Count a new connection from `client`: "" when admitted, else which limit it is over
+        (and nothing is counted)."""
         if self.max_connections and self.total >= self.max_connections:
-            return False
+            return "max_connections"
         if self.max_connections_per_client and self.by_client[client] >= self.max_connections_per_client:
-            return False
+            return "max_connections_per_client"
         self.total += 1
         self.by_client[client] += 1
-        return True
+        return ""
 
     def release(self, client: str) -> None:
         self.total -= 1
@@ -81,8 +88,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._guard_client = self.client[0] if self.client else ""
-        if not self.guard.admit(self._guard_client):
-            log.debug("connection from %s refused: connection limit", self._guard_client)
+        over = self.guard.admit(self._guard_client)
+        if over:
+            CLOSED.labels(over).inc()
             transport.abort()
             return
         self._counted = True
@@ -143,6 +151,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer = None
         if self.transport.is_closing():
             return
+        CLOSED.labels("header_timeout").inc()
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(TIMEOUT_RESPONSE)
         self.transport.close()
