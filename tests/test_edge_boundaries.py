@@ -216,11 +216,14 @@ async def test_a_slow_body_is_closed_at_its_deadline(edges) -> None:
         writer.close()
 
 
-async def test_an_unauthenticated_upload_is_refused_before_its_body(edges) -> None:
+@pytest.mark.parametrize("path", ["/llm.invoke", "/admin/v1/projects"])
+async def test_an_unauthenticated_upload_is_refused_before_its_body(edges, path: str) -> None:
     stack, _, tight = edges
     reader, writer = await _open(int(tight.env["SWITCHYARD_PORT"]), "127.0.0.1")
     try:
-        writer.write(request_head(stack, 100_000, authenticated=False) + b"{")
+        writer.write(
+            request_head(stack, 100_000, authenticated=False).replace(b"/llm.invoke", path.encode()) + b"{"
+        )
         closed, response = await _closed_by_server(reader, 10)
         assert response.startswith(b"HTTP/1.1 401")
         assert closed  # and the connection ends: the rest of the body is never waited for

@@ -144,7 +144,9 @@ class Ingress:
             # authenticated or has not finished sending (edge.py).
             middleware=[
                 Middleware(EdgeMiddleware, limits=self.limits),
-                Middleware(auth.AuthMiddleware, authenticator=self.auth),
+                Middleware(
+                    auth.AuthMiddleware, authenticator=self.auth, admin_token=lambda: self.admin_token
+                ),
                 Middleware(AdmissionMiddleware, limits=self.limits, overload=self.overload),
             ],
             routes=[
