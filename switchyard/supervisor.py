@@ -205,10 +205,12 @@ class Stack:
         """The dashboard link for the local operator: it logs the browser in (a cookie) with
         the read-only dashboard token, derived from the admin token (docs/observability.md)."""
         admin_token = load_or_create_admin_token(self.settings.admin_token, self.settings.data_dir)
-        return (
-            f"http://{self.settings.dashboard_host}:{self.dashboard_port}/login"
-            f"?token={dashboard_token(admin_token)}"
-        )
+        host = self.settings.dashboard_host
+        if host in ("0.0.0.0", "::", ""):  # every interface: the loopback name is in the allowlist
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.dashboard_port}/login?token={dashboard_token(admin_token)}"
 
     def _admin_token_source(self) -> str:
         if self.settings.admin_token:
