@@ -68,6 +68,12 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(payload).decode()
 
 
+# Keyword arguments for every uvicorn server we start: log_config=None keeps uvicorn from
+# installing its own handlers (which would print past the redaction filter); its loggers then
+# propagate to the root handler that `setup_logging` installed.
+UVICORN_LOGGING: dict = {"log_config": None, "log_level": "warning", "access_log": False}
+
+
 def setup_logging(service: str, level: str = "INFO", json: bool = False) -> logging.Logger:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
@@ -81,4 +87,10 @@ def setup_logging(service: str, level: str = "INFO", json: bool = False) -> logg
     # Quiet libraries that log per request at INFO.
     for noisy in ("httpx", "httpcore", "uvicorn.access", "nats"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Libraries that attach handlers of their own (uvicorn does, when given a log config)
+    # would bypass the filter: route them through the root handler instead.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        library = logging.getLogger(name)
+        library.handlers[:] = []
+        library.propagate = True
     return logging.getLogger(service)

@@ -35,9 +35,19 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_header_bytes: int = Field(default=16 * 1024, gt=0)
     max_json_depth: int = Field(default=64, gt=1)
+    # The whole request body must arrive within this long after the headers (not per chunk).
     body_timeout_s: float = Field(default=15.0, gt=0)
+    # The request headers must arrive within this long of the connection (or of the next
+    # request's first byte on a kept-alive one).
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    # Open HTTP connections in total and per client address; 0 = no limit (behind a proxy,
+    # every client has the proxy's address: set the per-client limit there, or 0 here).
+    max_connections: int = Field(default=4096, ge=0)
+    max_connections_per_client: int = Field(default=256, ge=0)
     max_in_flight: int = Field(default=2048, gt=0)
     max_ledger_lag: int = Field(default=200_000, gt=0)
+    # A ledger backlog that cannot be read for this long counts as over max_ledger_lag.
+    ledger_lag_grace_s: float = Field(default=30.0, gt=0)
 
     # The built-in demo provider.
     demo_latency_ms: float = Field(default=20.0, ge=0)
@@ -66,6 +76,9 @@ class Settings(BaseSettings):
     # The dashboard and its read API, served by the ledger process (it owns the store).
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(default=8081, ge=0)  # 0 = any free port
+    # Host names the dashboard answers to (comma-separated; a port is ignored); any other Host
+    # header gets 421, which defeats DNS rebinding. Loopback names by default.
+    dashboard_allowed_hosts: str = "127.0.0.1,localhost,::1"
 
     # Test/debug only: each process writes its finished spans as JSON lines into this folder.
     span_dir: Path | None = None

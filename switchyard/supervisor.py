@@ -23,6 +23,7 @@ from switchyard.catalog import load_catalog
 from switchyard.children import die_with_parent
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.settings import Settings
+from switchyard.tenancy import dashboard_token
 from switchyard.tenancy_store import ADMIN_TOKEN_FILE, bootstrap_default, load_or_create_admin_token
 
 RESTART_BACKOFF_MAX_S = 10.0
@@ -183,7 +184,7 @@ class Stack:
             [
                 "Switchyard is up.",
                 f"  API (native)       {base}/llm.invoke",
-                f"  dashboard          http://{self.settings.dashboard_host}:{self.dashboard_port}/",
+                f"  dashboard          {self.dashboard_login_url()}",
                 f"  health             {base}/healthz",
                 f"  metrics            {base}/metrics",
                 f"  NATS               {self.nats.url if self.nats else self.settings.nats_url}",
@@ -199,6 +200,17 @@ class Stack:
                 "Ctrl-C stops everything.",
             ]
         )
+
+    def dashboard_login_url(self) -> str:
+        """The dashboard link for the local operator: it logs the browser in (a cookie) with
+        the read-only dashboard token, derived from the admin token (docs/observability.md)."""
+        admin_token = load_or_create_admin_token(self.settings.admin_token, self.settings.data_dir)
+        host = self.settings.dashboard_host
+        if host in ("0.0.0.0", "::", ""):  # every interface: the loopback name is in the allowlist
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.dashboard_port}/login?token={dashboard_token(admin_token)}"
 
     def _admin_token_source(self) -> str:
         if self.settings.admin_token:

@@ -55,6 +55,10 @@ class Project(_Record):
     limits: Limits = Field(default_factory=Limits)
     disabled: bool = False
     created_ms: int = 0
+    # Random per creation: a project deleted and created again under the same id is another
+    # incarnation, and keys issued to the old one (which name it) never authenticate for it.
+    # "" on records written before incarnations existed.
+    incarnation: str = ""
 
 
 class Agent(_Record):
@@ -79,6 +83,7 @@ class ApiKey(_Record):
     limits: Limits = Field(default_factory=Limits)
     created_ms: int = 0
     revoked_ms: int = 0
+    project_incarnation: str = ""  # the project's incarnation when the key was issued
 
     @property
     def revoked(self) -> bool:
@@ -179,6 +184,7 @@ def issue_key(
     name: str = "",
     limits: Limits | None = None,
     now_ms: int = 0,
+    project_incarnation: str = "",
 ) -> tuple[ApiKey, str]:
     """A new key record and the key itself (to show once; only its hash is kept)."""
     secret = new_secret()
@@ -191,12 +197,24 @@ def issue_key(
         prefix=secret[:8],
         limits=limits or Limits(),
         created_ms=now_ms,
+        project_incarnation=project_incarnation,
     )
     return record, secret
 
 
+def new_incarnation() -> str:
+    return secrets.token_hex(8)
+
+
 def new_admin_token() -> str:
     return "sy-admin-" + secrets.token_urlsafe(32)
+
+
+def dashboard_token(admin_token: str) -> str:
+    """The dashboard's read-only login token, derived from the admin token (so every process
+    that knows the admin token agrees on it, and rotating one rotates the other)."""
+    digest = hmac.new(admin_token.encode(), b"switchyard dashboard login v1", hashlib.sha256).hexdigest()
+    return "sy-dash-" + digest[:40]
 
 
 def same_secret(presented: str, expected: str) -> bool:
@@ -285,6 +303,8 @@ class TenancyView:
         project = self.projects.get(key.project_id)
         if project is None or project.disabled:
             raise GatewayError(ErrorCode.UNAUTHORIZED, "the project of this API key is disabled or deleted")
+        if key.project_incarnation and key.project_incarnation != project.incarnation:
+            raise GatewayError(ErrorCode.UNAUTHORIZED, "the project of this API key was deleted")
         if key.agent_id:
             agent = self.agents.get((key.project_id, key.agent_id))
             if agent is None or agent.disabled:

@@ -29,6 +29,7 @@ from switchyard.tenancy import (
     issue_key,
     key_kv_key,
     new_admin_token,
+    new_incarnation,
     project_kv_key,
 )
 
@@ -165,11 +166,24 @@ async def bootstrap_default(js: JetStreamContext, data_dir: Path, replicas: int 
     ("" when the kept key was revoked or removed)."""
     kv = await tenancy_bucket(js, replicas)
     key_file = data_dir / DEV_KEY_FILE
-    project = Project(id=DEFAULT_PROJECT, name="Default project", created_ms=int(time.time() * 1000))
+    project = Project(
+        id=DEFAULT_PROJECT,
+        name="Default project",
+        created_ms=int(time.time() * 1000),
+        incarnation=new_incarnation(),
+    )
     with contextlib.suppress(KeyWrongLastSequenceError):
         await kv.create(project_kv_key(DEFAULT_PROJECT), project.to_bytes())
     if not key_file.exists():
-        record, secret = issue_key(DEFAULT_PROJECT, name="development key", now_ms=project.created_ms)
+        found = await read_record(kv, project_kv_key(DEFAULT_PROJECT))  # ours, or an earlier one
+        if found is not None:
+            project = Project.model_validate_json(found[0])
+        record, secret = issue_key(
+            DEFAULT_PROJECT,
+            name="development key",
+            now_ms=project.created_ms,
+            project_incarnation=project.incarnation,
+        )
         await kv.create(key_kv_key(record.id), record.to_bytes())
         _write_new_secret_file(key_file, secret)
     secret = key_file.read_text().strip()

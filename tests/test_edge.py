@@ -16,7 +16,8 @@ import httpx
 import openai
 import pytest
 
-from services.ingress.edge import EdgeLimits, Overload, json_depth_exceeds, shed_reason
+from services.ingress.connections import ConnectionGuard
+from services.ingress.edge import EdgeLimits, LagReading, Overload, json_depth_exceeds, shed_reason
 from tests.support.procs import Stack
 
 BODY = {"model": "demo/fast", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
@@ -40,6 +41,30 @@ def test_shed_reason() -> None:
     overload.in_flight = 0
     overload.ledger_lag = 11
     assert "ledger" in shed_reason(limits, overload)
+    overload.ledger_lag = None  # unknown past the grace: shed, as if behind
+    assert "cannot be read" in shed_reason(limits, overload)
+
+
+def test_an_unreadable_ledger_lag_fails_closed_after_the_grace() -> None:
+    reading = LagReading(grace_s=5, now=100.0)
+    assert reading.failed(now=101.0) == 0  # starting up: the ledger has not made its consumer yet
+    assert reading.ok(7, now=102.0) == 7
+    assert reading.failed(now=106.0) == 7  # a blip keeps the last good value
+    assert reading.failed(now=107.5) is None  # then unknown, which sheds
+    assert reading.ok(3, now=108.0) == 3  # and it recovers with the next good read
+
+
+def test_connection_guard_limits_per_client_and_in_total() -> None:
+    guard = ConnectionGuard(max_connections=3, max_connections_per_client=2)
+    assert guard.admit("10.0.0.1") == guard.admit("10.0.0.1") == ""
+    assert guard.admit("10.0.0.1") == "max_connections_per_client"
+    assert guard.admit("10.0.0.2") == ""
+    assert guard.admit("10.0.0.3") == "max_connections"
+    guard.release("10.0.0.1")
+    assert guard.admit("10.0.0.3") == "" and guard.total == 3
+    assert guard.by_client == {"10.0.0.1": 1, "10.0.0.2": 1, "10.0.0.3": 1}
+    unlimited = ConnectionGuard(max_connections=0, max_connections_per_client=0)
+    assert not any(unlimited.admit("10.0.0.1") for _ in range(10_000))
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +132,9 @@ def test_a_stalled_body_gets_408(edge_stack: Stack) -> None:
     port = int(edge_stack.ingress_url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(
-            b"POST /llm.invoke HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            b"POST /llm.invoke HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {edge_stack.api_key}\r\n".encode()
+            + b"Content-Length: 100\r\n\r\n{"
         )
         started = time.monotonic()
         response = sock.recv(4096).decode()

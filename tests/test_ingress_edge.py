@@ -86,6 +86,22 @@ def test_too_many_or_too_long_metadata_headers() -> None:
 
 
 @pytest.mark.parametrize(
+    ("metadata", "param"),
+    [
+        ({f"k{i}": "v" for i in range(hints.MAX_METADATA_ENTRIES + 1)}, "metadata"),
+        ({"k": "v" * (hints.MAX_METADATA_VALUE + 1)}, "metadata.k"),
+        ({"k" * (hints.MAX_METADATA_KEY + 1): "v"}, "metadata"),
+        ({"": "v"}, "metadata"),
+    ],
+)
+def test_request_metadata_has_one_bound_whatever_it_came_from(metadata: dict, param: str) -> None:
+    with pytest.raises(GatewayError) as err:
+        hints.check_metadata(metadata)
+    assert err.value.code == "invalid_request" and err.value.param == param
+    hints.check_metadata({f"k{i}": "v" * hints.MAX_METADATA_VALUE for i in range(hints.MAX_METADATA_ENTRIES)})
+
+
+@pytest.mark.parametrize(
     ("headers", "key"),
     [
         ({"authorization": "Bearer sk-live-1"}, "sk-live-1"),
@@ -295,7 +311,8 @@ async def test_a_body_too_large_is_refused_in_the_callers_dialect(path: str, sta
     ],
 )
 async def test_shed_load_is_refused_in_the_callers_dialect(path: str, status: int, kind: str) -> None:
-    ingress = Ingress(Settings(max_in_flight=2))
+    # No key needed here: authentication runs before shedding (docs/reliability.md, the edge).
+    ingress = Ingress(Settings(max_in_flight=2, auth_required=False))
     ingress.overload.in_flight = 2
     async with asgi_client(ingress) as http:
         r = await http.post(path, json={"model": "auto"})

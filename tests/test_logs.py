@@ -36,3 +36,19 @@ def test_filter_redacts_messages_args_and_tracebacks(caplog: pytest.LogCaptureFi
     assert "hunter2" not in records[0].getMessage()
     assert "hunter2" not in (records[1].exc_text or "")
     assert "ValueError" in (records[1].exc_text or "")
+
+
+def test_uvicorn_loggers_pass_the_redaction_filter(capsys: pytest.CaptureFixture[str]) -> None:
+    import uvicorn
+
+    from switchyard.logs import UVICORN_LOGGING, setup_logging
+
+    setup_logging("test")
+    uvicorn.Config(lambda scope, receive, send: None, **UVICORN_LOGGING)  # configures its logging
+    register_secret("uvicorn-leak-123456")
+    # uvicorn warns (bad requests, failed handshakes) on these two; its access log is off.
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).warning("invalid request with key uvicorn-leak-123456 and sk-abcdef123456789")
+    err = capsys.readouterr().err
+    assert err.count("WARNING test uvicorn") == 2 and err.count("***") == 4
+    assert "uvicorn-leak-123456" not in err and "sk-abcdef123456789" not in err

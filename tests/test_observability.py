@@ -243,7 +243,7 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 async def test_dashboard_api_answers_and_reports_budget_caps(traced) -> None:
     stack, _, _ = traced
-    async with httpx.AsyncClient(base_url=stack.dashboard_url) as http:
+    async with httpx.AsyncClient(base_url=stack.dashboard_url, headers=stack.dashboard_headers) as http:
         assert (await http.get("/api/budgets")).json() == {"caps": []}  # none set yet
         bad = await http.get("/api/overview?window=forever")
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
@@ -262,7 +262,7 @@ async def test_dashboard_api_answers_and_reports_budget_caps(traced) -> None:
     ledger_sum = "SELECT sum(cost_usd) AS s FROM requests FINAL WHERE project_id = 'default'"
     deadline = time.monotonic() + 30
     while True:
-        async with httpx.AsyncClient(base_url=stack.dashboard_url) as http:
+        async with httpx.AsyncClient(base_url=stack.dashboard_url, headers=stack.dashboard_headers) as http:
             caps = (await http.get("/api/budgets")).json()["caps"]
         spent = Decimal(str((await wait_for_rows(stack.nats.url, ledger_sum, 1))[0]["s"]))
         project_caps = [c for c in caps if c["scope_kind"] == "project"]
@@ -299,7 +299,7 @@ async def test_dashboard_in_a_headless_browser_shows_live_requests(traced) -> No
             )
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            await page.goto(stack.dashboard_url + "/")
+            await page.goto(stack.dashboard_login_url)
             await page.wait_for_selector("#live.on", timeout=15_000)  # the SSE feed is connected
             await page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
             assert await page.evaluate("typeof uPlot") == "function"  # the vendored chart library

@@ -272,7 +272,9 @@ async def test_the_ledger_records_quota_use_per_deployment(qstack: Stack) -> Non
 
 
 async def test_the_dashboard_shows_quota_use_per_deployment(qstack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=qstack.dashboard_url, timeout=30) as http:
+    async with httpx.AsyncClient(
+        base_url=qstack.dashboard_url, headers=qstack.dashboard_headers, timeout=30
+    ) as http:
         assert (await http.get("/api/quotas?window=forever")).status_code == 400
         deadline = time.monotonic() + 20
         while True:
@@ -297,7 +299,7 @@ async def test_the_quota_panel_in_a_headless_browser(qstack: Stack) -> None:
             page = await browser.new_page(viewport={"width": 1440, "height": 1400})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            await page.goto(qstack.dashboard_url + "/")
+            await page.goto(qstack.dashboard_login_url)
             await page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
             row = page.locator("#quota-table tr[data-deployment='key1/gpt']").first
             await row.wait_for(timeout=15_000)

@@ -15,9 +15,11 @@ from switchyard.tenancy import (
     TenancyView,
     agent_kv_key,
     budget_kv_key,
+    dashboard_token,
     hash_key,
     issue_key,
     key_kv_key,
+    new_incarnation,
     presented_key,
     project_kv_key,
 )
@@ -119,3 +121,28 @@ def test_budgets_validate_and_index_by_scope() -> None:
         Budget(scope="project", scope_id="a b", period="day", cap_usd=Decimal(1))
     with pytest.raises(ValidationError):
         Budget(scope="project", scope_id="acme", period="day", cap_usd=Decimal(1), thresholds=[0])
+
+
+def test_a_key_of_a_deleted_project_does_not_work_for_a_new_project_with_its_id() -> None:
+    view = TenancyView()
+    first = Project(id="acme", incarnation=new_incarnation())
+    view.apply(project_kv_key("acme"), first.to_bytes())
+    record, secret = issue_key("acme", project_incarnation=first.incarnation)
+    view.apply(key_kv_key(record.id), record.to_bytes())
+    assert view.authenticate(secret).key_id == record.id
+    view.apply(project_kv_key("acme"), None)  # deleted (the admin API also revokes the key) ...
+    view.apply(project_kv_key("acme"), Project(id="acme", incarnation=new_incarnation()).to_bytes())
+    with pytest.raises(GatewayError) as err:  # ... and created again: the old key stays dead
+        view.authenticate(secret)
+    assert err.value.code == "unauthorized" and "deleted" in err.value.message
+    # Records from before incarnations (both empty) keep working.
+    legacy_key, legacy_secret = issue_key("old")
+    view.apply(project_kv_key("old"), Project(id="old").to_bytes())
+    view.apply(key_kv_key(legacy_key.id), legacy_key.to_bytes())
+    assert view.authenticate(legacy_secret).project_id == "old"
+
+
+def test_the_dashboard_token_is_derived_from_the_admin_token_and_is_not_it() -> None:
+    token = dashboard_token("sy-admin-abc")
+    assert token == dashboard_token("sy-admin-abc") and token.startswith("sy-dash-")
+    assert token != dashboard_token("sy-admin-abd") and "sy-admin-abc" not in token

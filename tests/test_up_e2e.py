@@ -59,9 +59,13 @@ async def test_up_serves_records_restarts_and_stops_cleanly(tmp_path: Path) -> N
         dev_key = re.search(r"API key \(dev\)\s+(sy-\S+)", banner).group(1)
         assert (tmp_path / ".switchyard" / "dev-api-key").read_text().strip() == dev_key
         assert f"Bearer {dev_key}" in banner
+        # The banner's dashboard link logs the browser in (a cookie); without it, no page.
         dashboard = f"http://127.0.0.1:{dashboard_port}/"
-        assert f"dashboard          {dashboard}" in banner
-        assert "Switchyard dashboard" in httpx.get(dashboard, timeout=5).text
+        login = re.search(r"dashboard\s+(http://\S+/login\?token=sy-dash-\S+)", banner).group(1)
+        assert login.startswith(dashboard)
+        assert httpx.get(dashboard, timeout=5).status_code == 401
+        async with httpx.AsyncClient(timeout=5, follow_redirects=True) as browser:
+            assert "Switchyard dashboard" in (await browser.get(login)).text
         # The default data folder is .switchyard/ in the working directory, holding both stores.
         assert (tmp_path / ".switchyard" / "nats").is_dir()
         assert (tmp_path / ".switchyard" / "clickhouse").is_dir()

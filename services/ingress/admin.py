@@ -37,6 +37,7 @@ from switchyard.tenancy import (
     budget_project,
     issue_key,
     key_kv_key,
+    new_incarnation,
     presented_key,
     project_kv_key,
     same_secret,
@@ -206,6 +207,13 @@ class AdminApi:
         await self.kv.delete(key)
         self.view.apply(key, None)
 
+    async def _forget(self, key: str) -> None:
+        """Delete a record that may already be gone (a repeated cascade)."""
+        assert self.kv is not None
+        if await read_record(self.kv, key) is not None:
+            await self.kv.delete(key)
+        self.view.apply(key, None)
+
     def _project(self, project_id: str) -> Project:
         project = self.view.projects.get(project_id)
         if project is None:
@@ -225,7 +233,13 @@ class AdminApi:
 
     async def create_project(self, http: Request) -> Response:
         body: ProjectIn = await _parse(http, ProjectIn)
-        project = Project(id=body.id, name=body.name, limits=body.limits, created_ms=_now_ms())
+        project = Project(
+            id=body.id,
+            name=body.name,
+            limits=body.limits,
+            created_ms=_now_ms(),
+            incarnation=new_incarnation(),
+        )
         await self._create(project_kv_key(project.id), project)
         return _json(project.model_dump(mode="json"), 201)
 
@@ -245,9 +259,40 @@ class AdminApi:
         return _json(record.model_dump(mode="json"))
 
     async def delete_project(self, http: Request) -> Response:
+        """Deletes the project with everything that grants or caps its use: its keys are
+        revoked (they stay listed, as revoked), its agents and budgets deleted. Keys go first,
+        the project record last, so an interrupted delete can be repeated and never leaves a
+        working key behind. A project created again under the id starts with none of them (and
+        its new incarnation would refuse the old keys even if one were missed)."""
         project_id = http.path_params["project"]
-        await self._delete(project_kv_key(project_id), f"project {project_id!r}")
-        return _json({"deleted": project_id})
+        assert self.kv is not None
+        key = _storable(project_kv_key(project_id), f"project {project_id!r}")
+        if await read_record(self.kv, key) is None:
+            raise GatewayError(ErrorCode.NOT_FOUND, f"no project {project_id!r}")
+        now = _now_ms()
+        keys = [k.id for k in self.view.keys.values() if k.project_id == project_id and not k.revoked]
+        for key_id in keys:
+            await self._update(
+                key_kv_key(key_id),
+                ApiKey,
+                lambda k: k if k.revoked else k.model_copy(update={"revoked_ms": now}),
+                f"key {key_id!r}",
+            )
+        budgets = self.view.budgets_of_project(project_id)
+        for budget in budgets:
+            await self._forget(budget_kv_key(budget.scope, budget.scope_id, budget.period))
+        agents = [a for (p, a) in self.view.agents if p == project_id]
+        for agent_id in agents:
+            await self._forget(agent_kv_key(project_id, agent_id))
+        await self._delete(key, f"project {project_id!r}")
+        return _json(
+            {
+                "deleted": project_id,
+                "revoked_keys": len(keys),
+                "deleted_budgets": len(budgets),
+                "deleted_agents": len(agents),
+            }
+        )
 
     # --- agents -------------------------------------------------------------------------
 
@@ -286,10 +331,17 @@ class AdminApi:
 
     async def create_key(self, http: Request) -> Response:
         body: KeyIn = await _parse(http, KeyIn)
-        self._project(body.project)
         if body.agent and (body.project, body.agent) not in self.view.agents:
             raise GatewayError(ErrorCode.NOT_FOUND, f"no agent {body.project}/{body.agent}")
-        record, secret = issue_key(body.project, body.agent, body.name, body.limits, _now_ms())
+        project = self._project(body.project)
+        record, secret = issue_key(
+            body.project,
+            body.agent,
+            body.name,
+            body.limits,
+            _now_ms(),
+            project_incarnation=project.incarnation,
+        )
         await self._create(key_kv_key(record.id), record)
         out = record.public()
         out["key"] = secret

@@ -44,7 +44,7 @@ from .dialects import (
     new_request_id,
     request_id_headers,
 )
-from .edge import EdgeMiddleware, Overload, limits_from, poll_ledger_lag
+from .edge import AdmissionMiddleware, EdgeMiddleware, Overload, limits_from, poll_ledger_lag
 from .exchange import REQUESTS, Exchange, open_exchange
 from .ledger_row import request_row_json
 from .openapi import openapi_document
@@ -75,14 +75,20 @@ class Ingress:
         self.ready = False
         self.draining = False
         self.overload = Overload()
+        self.limits = limits_from(settings)
         self.auth = auth.Authenticator(settings)
         self.admin_token = ""
         self.admin = admin.AdminApi(lambda: self.admin_token, self.auth.view)
         self.app = Starlette(
-            # Edge limits first (they need no identity), then API-key authentication.
+            # Header limits first (they need no identity), then API-key authentication, and
+            # only then the body and admission: no slot is held by a client that has not
+            # authenticated or has not finished sending (edge.py).
             middleware=[
-                Middleware(EdgeMiddleware, limits=limits_from(settings), overload=self.overload),
-                Middleware(auth.AuthMiddleware, authenticator=self.auth),
+                Middleware(EdgeMiddleware, limits=self.limits),
+                Middleware(
+                    auth.AuthMiddleware, authenticator=self.auth, admin_token=lambda: self.admin_token
+                ),
+                Middleware(AdmissionMiddleware, limits=self.limits, overload=self.overload),
             ],
             routes=[
                 *(Route(api.path, self._endpoint(api), methods=["POST"], name=api.name) for api in HTTP_APIS),
@@ -113,7 +119,13 @@ class Ingress:
         self.admin.bind(nc, self.auth.watcher.kv)
         self.admin_token = load_or_create_admin_token(self.settings.admin_token, self.settings.data_dir)
         lag_poller = asyncio.create_task(
-            poll_ledger_lag(nc.jetstream(), self.overload, subjects.EVENTS_STREAM, subjects.LEDGER_DURABLE)
+            poll_ledger_lag(
+                nc.jetstream(),
+                self.overload,
+                subjects.EVENTS_STREAM,
+                subjects.LEDGER_DURABLE,
+                grace_s=self.limits.ledger_lag_grace_s,
+            )
         )
         grpc = None
         if self.settings.grpc_port:
@@ -157,6 +169,7 @@ class Ingress:
         """Every API's requests pass here, with their headers (or gRPC metadata, lowercase):
         the caller's identity, routing hints from the headers, then ids and deadline."""
         hints.apply_hints(request, hints.hints_from_headers(headers))
+        hints.check_metadata(request.metadata)  # body and headers together, on every API
         return self.stamp(request, self.identity(headers))
 
     def identity(self, headers: Mapping[str, str]) -> Identity:

@@ -10,13 +10,14 @@ Unknown, revoked or missing keys get 401 in the caller's API dialect (dialects.r
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
-from switchyard.tenancy import ANONYMOUS, Identity, TenancyView, presented_key
+from switchyard.tenancy import ANONYMOUS, Identity, TenancyView, presented_key, same_secret
 from switchyard.tenancy_store import TenancyWatcher, tenancy_bucket
 
 from .dialects import reject
@@ -60,13 +61,29 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+    def __init__(
+        self, app: ASGIApp, authenticator: Authenticator, admin_token: Callable[[], str] | None = None
+    ) -> None:
         self.app = app
         self.authenticator = authenticator
+        self.admin_token = admin_token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(ADMIN_PREFIX):
+        if scope["type"] != "http" or path in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if path.startswith(ADMIN_PREFIX):
+            # The admin API checks its token itself (admin.py); checking it here too refuses an
+            # unauthenticated admin call before its body is read (docs/reliability.md, the edge).
+            if self.admin_token is not None and not same_secret(
+                presented_key(_header(scope, b"authorization"), None), self.admin_token()
+            ):
+                error = GatewayError(
+                    ErrorCode.UNAUTHORIZED, "the admin API needs `Authorization: Bearer <admin token>`"
+                )
+                await reject(scope, send, error)
+                return
             await self.app(scope, receive, send)
             return
         try:

@@ -1,18 +1,28 @@
-"""Edge protection for the ingress, as one pure-ASGI middleware (no per-request allocation of
-a Starlette Request): load shedding, body size, header size and slow-client limits.
+"""Edge protection for the ingress, as pure-ASGI middlewares (no per-request allocation of a
+Starlette Request): header and body limits, load shedding, and the request-body deadline.
+Connection limits and the header deadline live one level lower, in connections.py.
 
-- Load shedding: when the requests this process has in flight on the bus reach
-  `max_in_flight` (workers are falling behind) or the ledger's consumer lags more than
-  `max_ledger_lag` events (the ledger is falling behind), new invocations get 503 with
-  Retry-After instead of queueing without bound. Health and metrics are never shed.
-- Body: larger than `max_body_bytes` -> 413, whether announced by Content-Length or not.
-- Headers: more than `max_header_bytes` in total -> 431.
-- Slow clients: a body that stalls longer than `body_timeout_s` between chunks -> 408.
+The order matters, so that a slow or unauthenticated client cannot hold what paying work needs:
+
+1. `EdgeMiddleware` (outermost, no identity needed): headers larger than `max_header_bytes`
+   -> 431; an announced Content-Length above `max_body_bytes` -> 413.
+2. Authentication (auth.AuthMiddleware): an unknown or missing key -> 401 before any body is
+   read (the connection is then closed, see connections.py).
+3. `AdmissionMiddleware`: the whole body is read within `body_timeout_s` in total (not per
+   chunk; -> 408) and within `max_body_bytes` (-> 413). Only then is an invocation admitted:
+   when the requests this process has in flight reach `max_in_flight`, or the ledger's
+   consumer lags more than `max_ledger_lag` events (or its lag cannot be read for longer than
+   `ledger_lag_grace_s`), it gets 503 with Retry-After. In-flight counts only admitted
+   requests, so slow uploads never take a slot. Health and metrics are never shed.
+
+gRPC calls pass the same admission (shared `Overload`) in grpc_edge.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +35,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+log = logging.getLogger("switchyard.ingress.edge")
+
 NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 
@@ -32,18 +44,20 @@ NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 class EdgeLimits:
     max_body_bytes: int = 4 * 1024 * 1024
     max_header_bytes: int = 16 * 1024
-    body_timeout_s: float = 15.0
+    body_timeout_s: float = 15.0  # the whole body, from the end of the headers
     max_in_flight: int = 2048
     max_ledger_lag: int = 200_000
+    ledger_lag_grace_s: float = 30.0
 
 
 class Overload:
-    """What the shedder looks at: requests admitted and not yet answered (counted by the
-    middleware) and the ledger consumer's lag (kept current by `poll_ledger_lag`)."""
+    """What the shedder looks at: requests admitted and not yet answered (HTTP and gRPC alike)
+    and the ledger consumer's lag (kept current by `poll_ledger_lag`; None = unknown for longer
+    than the grace, which sheds like a lag over the limit)."""
 
     def __init__(self) -> None:
         self.in_flight = 0
-        self.ledger_lag = 0
+        self.ledger_lag: int | None = 0
 
 
 async def _reject(
@@ -70,16 +84,19 @@ def shed_reason(limits: EdgeLimits, overload: Overload) -> str:
     """Why new work should be refused now, or "" (pure)."""
     if overload.in_flight >= limits.max_in_flight:
         return "the gateway is at capacity (too many requests in flight); retry shortly"
+    if overload.ledger_lag is None:
+        return "the ledger's backlog cannot be read (is the ledger running?); retry shortly"
     if overload.ledger_lag > limits.max_ledger_lag:
         return "the ledger is falling behind; retry shortly"
     return ""
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, limits: EdgeLimits, overload: Overload) -> None:
+    """Limits that need neither an identity nor the body: header size, announced body size."""
+
+    def __init__(self, app: ASGIApp, limits: EdgeLimits) -> None:
         self.app = app
         self.limits = limits
-        self.overload = overload
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,21 +113,6 @@ class EdgeMiddleware:
                 f"request headers exceed {limits.max_header_bytes} bytes",
             )
             return
-        if scope["method"] == "POST" and scope["path"] not in NEVER_SHED:
-            reason = shed_reason(limits, self.overload)
-            if reason:
-                await _reject(scope, send, 503, ErrorCode.OVERLOADED, reason, [(b"retry-after", b"1")])
-                return
-            self.overload.in_flight += 1
-            try:
-                await self._admitted(scope, receive, send)
-            finally:
-                self.overload.in_flight -= 1
-            return
-        await self._admitted(scope, receive, send)
-
-    async def _admitted(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limits = self.limits
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -127,41 +129,56 @@ class EdgeMiddleware:
                         f"request body exceeds {limits.max_body_bytes} bytes",
                     )
                     return
-        if scope["method"] not in ("POST", "PUT", "PATCH"):
+        await self.app(scope, receive, send)
+
+
+class AdmissionMiddleware:
+    """After authentication: the body within its deadline and size, then load shedding and
+    the in-flight count."""
+
+    def __init__(self, app: ASGIApp, limits: EdgeLimits, overload: Overload) -> None:
+        self.app = app
+        self.limits = limits
+        self.overload = overload
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        # Read the whole body here, bounded in size and in time between chunks, so a limit is
-        # answered before the app runs; every handler reads the whole body anyway.
+        limits = self.limits
+        # Read the whole body here, bounded in size and in total time, so a limit is answered
+        # before the app runs; every handler reads the whole body anyway.
         chunks: list[bytes] = []
         size = 0
-        while True:
-            try:
-                message = await asyncio.wait_for(receive(), limits.body_timeout_s)
-            except TimeoutError:
-                await _reject(
-                    scope,
-                    send,
-                    408,
-                    ErrorCode.TIMEOUT,
-                    f"the request body stalled for more than {limits.body_timeout_s:g} s",
-                )
-                return
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limits.max_body_bytes:
-                await _reject(
-                    scope,
-                    send,
-                    413,
-                    ErrorCode.PAYLOAD_TOO_LARGE,
-                    f"request body exceeds {limits.max_body_bytes} bytes",
-                )
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(limits.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limits.max_body_bytes:
+                        await _reject(
+                            scope,
+                            send,
+                            413,
+                            ErrorCode.PAYLOAD_TOO_LARGE,
+                            f"request body exceeds {limits.max_body_bytes} bytes",
+                        )
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _reject(
+                scope,
+                send,
+                408,
+                ErrorCode.TIMEOUT,
+                f"the request body took longer than {limits.body_timeout_s:g} s to arrive",
+            )
+            return
         body = b"".join(chunks)
         replayed = False
 
@@ -172,7 +189,18 @@ class EdgeMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()  # later: http.disconnect, watched by streaming responses
 
-        await self.app(scope, replay, send)
+        if scope["method"] != "POST" or scope["path"] in NEVER_SHED:
+            await self.app(scope, replay, send)
+            return
+        reason = shed_reason(limits, self.overload)
+        if reason:
+            await _reject(scope, send, 503, ErrorCode.OVERLOADED, reason, [(b"retry-after", b"1")])
+            return
+        self.overload.in_flight += 1
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            self.overload.in_flight -= 1
 
 
 def json_depth_exceeds(value: Any, limit: int) -> bool:
@@ -198,19 +226,58 @@ def limits_from(settings: Any) -> EdgeLimits:
         body_timeout_s=settings.body_timeout_s,
         max_in_flight=settings.max_in_flight,
         max_ledger_lag=settings.max_ledger_lag,
+        ledger_lag_grace_s=settings.ledger_lag_grace_s,
     )
 
 
+class LagReading:
+    """The ledger lag the shedder should use, from a series of polls (pure: the clock is
+    passed in). A failed poll keeps the last good value for `grace_s` — the first ledger start
+    or a NATS reconnect — and then turns unknown (None), which sheds: a gateway that cannot
+    see its ledger must not keep taking work whose records may be lost."""
+
+    def __init__(self, grace_s: float, now: float) -> None:
+        self.grace_s = grace_s
+        self.last_ok = now
+        self.value: int | None = 0
+
+    def ok(self, lag: int, now: float) -> int:
+        self.last_ok = now
+        self.value = lag
+        return lag
+
+    def failed(self, now: float) -> int | None:
+        if now - self.last_ok > self.grace_s:
+            self.value = None
+        return self.value
+
+
 async def poll_ledger_lag(
-    js: Any, overload: Overload, stream: str, durable: str, interval_s: float = 1.0
+    js: Any,
+    overload: Overload,
+    stream: str,
+    durable: str,
+    grace_s: float = 30.0,
+    interval_s: float = 1.0,
 ) -> None:
     """Keep `overload.ledger_lag` current: events the ledger has not yet taken or acked."""
+    reading = LagReading(grace_s, time.monotonic())
     while True:
         try:
             info = await js.consumer_info(stream, durable)
-            overload.ledger_lag = info.num_pending + info.num_ack_pending
+            if overload.ledger_lag is None:
+                log.warning("the ledger's backlog is readable again: no longer shedding on it")
+            overload.ledger_lag = reading.ok(info.num_pending + info.num_ack_pending, time.monotonic())
         except asyncio.CancelledError:
             raise
-        except Exception:
-            overload.ledger_lag = 0  # no ledger consumer yet (or NATS reconnecting): do not shed on it
+        except Exception as exc:  # no ledger consumer yet, or NATS reconnecting
+            was_known = overload.ledger_lag is not None
+            overload.ledger_lag = reading.failed(time.monotonic())
+            if was_known and overload.ledger_lag is None:
+                log.warning(
+                    "the ledger's backlog has been unreadable for %gs (%s): shedding new requests "
+                    "until it can be read",
+                    grace_s,
+                    type(exc).__name__,
+                )
         await asyncio.sleep(interval_s)

@@ -22,6 +22,7 @@ from switchyard.v1 import gateway_pb2_grpc, invoke_pb2
 from switchyard.vocab import Api
 
 from . import grpc_api, hints
+from .grpc_edge import EdgeInterceptor, server_options
 
 if TYPE_CHECKING:
     from .app import Ingress
@@ -88,8 +89,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
 
 async def start_grpc_server(ingress: Ingress, host: str, port: int) -> grpc.aio.Server:
-    # No SO_REUSEPORT: a port already taken must fail loudly, not be shared silently.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    # The HTTP edge's limits apply to gRPC too (grpc_edge.py).
+    server = grpc.aio.server(
+        interceptors=[EdgeInterceptor(ingress)], options=server_options(ingress.settings)
+    )
     gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(ingress), server)
     address = f"{host}:{port}"
     if server.add_insecure_port(address) == 0:

@@ -29,6 +29,7 @@ METADATA_PREFIX = "x-switchyard-metadata-"
 STRATEGY_WEIGHTS = ("latency", "cost", "quality")
 MAX_METADATA_ENTRIES = 32
 MAX_METADATA_VALUE = 512
+MAX_METADATA_KEY = 128
 MAX_MODEL_NAME = 256
 
 
@@ -141,3 +142,25 @@ def apply_hints(request: invoke_pb2.InvokeRequest, hints: RoutingHints) -> invok
     for key, value in hints.metadata.items():
         request.metadata[key] = value
     return request
+
+
+def check_metadata(metadata: Mapping[str, str]) -> None:
+    """The one bound on a request's metadata, whatever it came from (body, headers, gRPC):
+    it rides every event and ledger row, so it stays small. GatewayError(invalid_request)."""
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        raise GatewayError(
+            ErrorCode.INVALID_REQUEST, f"metadata: at most {MAX_METADATA_ENTRIES} entries", param="metadata"
+        )
+    for key, value in metadata.items():
+        if not key or len(key) > MAX_METADATA_KEY:
+            raise GatewayError(
+                ErrorCode.INVALID_REQUEST,
+                f"metadata: keys are 1 to {MAX_METADATA_KEY} characters",
+                param="metadata",
+            )
+        if len(value) > MAX_METADATA_VALUE:
+            raise GatewayError(
+                ErrorCode.INVALID_REQUEST,
+                f"metadata.{key}: at most {MAX_METADATA_VALUE} characters",
+                param=f"metadata.{key}",
+            )

@@ -1,4 +1,4 @@
-"""Ingress process: uvicorn (uvloop + httptools) serving the Starlette app."""
+"""Ingress process: uvicorn (uvloop + httptools, guarded by connections.py) serving the Starlette app."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import sys
 
 import uvicorn
 
-from switchyard.logs import setup_logging
+from switchyard.logs import UVICORN_LOGGING, setup_logging
 from switchyard.settings import load_settings
 from switchyard.telemetry import setup_tracing
 
 from .app import Ingress
+from .connections import guard_from, guarded_protocol
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
@@ -32,9 +33,8 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
+        http=guarded_protocol(guard_from(settings)),  # httptools + connection limits, header deadline
+        **UVICORN_LOGGING,
         timeout_graceful_shutdown=int(settings.drain_timeout_s),
         server_header=False,
     )

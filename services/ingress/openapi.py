@@ -163,7 +163,9 @@ def _admin_paths(ref: dict[type[BaseModel], str]) -> dict[str, Any]:
         f"{p}/projects/{{project}}": {
             "get": op("One project", params=(project,)),
             "patch": op("Change a project", admin.ProjectPatch, (project,)),
-            "delete": op("Delete a project", params=(project,)),
+            "delete": op(
+                "Delete a project: revokes its keys, deletes its agents and budgets", params=(project,)
+            ),
         },
         f"{p}/projects/{{project}}/agents": {
             "get": op("List a project's agents", params=(project,)),

@@ -21,6 +21,7 @@ import orjson
 from switchyard import subjects
 from switchyard.children import tied_to_parent
 from switchyard.natsserver import NatsServer, free_port
+from switchyard.tenancy import dashboard_token
 
 ROOT = Path(__file__).resolve().parents[2]
 # Each test stack's admin token by its NATS URL, for ledger_sql (the ledger's SQL subject
@@ -100,6 +101,16 @@ class Stack:
     @property
     def admin_token(self) -> str:
         return self.env["SWITCHYARD_ADMIN_TOKEN"]
+
+    @property
+    def dashboard_headers(self) -> dict[str, str]:
+        """Send these with dashboard reads (the dashboard needs a login, docs/observability.md)."""
+        return {"authorization": f"Bearer {dashboard_token(self.admin_token)}"}
+
+    @property
+    def dashboard_login_url(self) -> str:
+        """What a browser opens: logs it in with a cookie and redirects to the page."""
+        return f"{self.dashboard_url}/login?token={dashboard_token(self.admin_token)}"
 
     @property
     def headers(self) -> dict[str, str]:

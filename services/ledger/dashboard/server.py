@@ -15,9 +15,13 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from switchyard import subjects
+from switchyard.logs import UVICORN_LOGGING, register_secret
 from switchyard.settings import Settings
+from switchyard.tenancy import dashboard_token
+from switchyard.tenancy_store import load_or_create_admin_token
 
 from ..store import LedgerStore
+from .access import DashboardAccess, parse_allowed_hosts
 from .app import Dashboard
 from .budgets import caps_from_status
 from .feed import FeedHub
@@ -75,12 +79,19 @@ class DashboardServer:
             log.warning("undecodable feed message dropped")
 
     async def start(self) -> None:
-        config = uvicorn.Config(
+        admin_token = load_or_create_admin_token(self.settings.admin_token, self.settings.data_dir)
+        register_secret(admin_token)
+        register_secret(dashboard_token(admin_token))
+        app = DashboardAccess(
             self.dashboard.app,
+            parse_allowed_hosts(self.settings.dashboard_allowed_hosts),
+            lambda: admin_token,
+        )
+        config = uvicorn.Config(
+            app,
             host=self.settings.dashboard_host,
             port=self.settings.dashboard_port,
-            log_level="warning",
-            access_log=False,
+            **UVICORN_LOGGING,
             lifespan="off",
             server_header=False,
             timeout_graceful_shutdown=2,

@@ -1,0 +1,170 @@
+"""Connection limits and the header deadline of the ingress's HTTP server.
+
+uvicorn (httptools) has neither: a connection that sends nothing, or its headers one byte at a
+time, is held for as long as the client likes, and nothing bounds how many connections one
+address opens. The ASGI app only runs once the headers are complete, so both limits live here,
+in the protocol that uvicorn runs per connection:
+
+- `max_connections` in total and `max_connections_per_client` per client address (0 = no
+  limit): a connection over either is closed at once, before a byte is read.
+- `header_timeout_s`: from the connection's start (or the first byte of the next request on a
+  kept-alive connection) to the end of the request headers; past it -> 408 and closed.
+- A response sent before the request body was fully received (401, 408, 413, ...) ends the
+  connection, so a client refused mid-upload cannot keep dripping bytes into it: a "lingering
+  close" (as nginx does) — our side is shut for writing, whatever else arrives is discarded
+  unparsed for at most `LINGER_S`, then the socket is closed. Closing at once would make the
+  kernel answer the unread bytes with a reset, and the client could lose the response.
+
+The body's own deadline is in edge.AdmissionMiddleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from prometheus_client import Counter as MetricCounter
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("switchyard.ingress.connections")
+LINGER_S = 2.0
+CLOSED = MetricCounter(
+    "switchyard_ingress_connections_closed_total",
+    "HTTP connections the ingress refused or cut: connection limits, header deadline",
+    ["reason"],
+)
+
+_TIMEOUT_BODY = orjson.dumps({"error": {"code": "timeout", "message": "the request headers took too long"}})
+TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
+)
+
+
+@dataclass
+class ConnectionGuard:
+    """Open connections per client address and in total (pure bookkeeping, no I/O)."""
+
+    max_connections: int = 4096
+    max_connections_per_client: int = 256
+    header_timeout_s: float = 10.0
+    total: int = 0
+    by_client: Counter[str] = field(default_factory=Counter)
+
+    def admit(self, client: str) -> str:
+        """Count a new connection from `client`: "" when admitted, else which limit it is over
+        (and nothing is counted)."""
+        if self.max_connections and self.total >= self.max_connections:
+            return "max_connections"
+        if self.max_connections_per_client and self.by_client[client] >= self.max_connections_per_client:
+            return "max_connections_per_client"
+        self.total += 1
+        self.by_client[client] += 1
+        return ""
+
+    def release(self, client: str) -> None:
+        self.total -= 1
+        self.by_client[client] -= 1
+        if self.by_client[client] <= 0:
+            del self.by_client[client]
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the guard's limits; `guard` is set by `guarded_protocol`."""
+
+    guard: ConnectionGuard
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._guard_client = ""
+        self._counted = False
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._lingering = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._guard_client = self.client[0] if self.client else ""
+        over = self.guard.admit(self._guard_client)
+        if over:
+            CLOSED.labels(over).inc()
+            transport.abort()
+            return
+        self._counted = True
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        if self._counted:
+            self._counted = False
+            self.guard.release(self._guard_client)
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:
+            self._arm_header_timer()  # the next request on a kept-alive connection
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # the rest of a refused request: discarded, never parsed
+        super().data_received(data)
+
+    def on_response_complete(self) -> None:
+        if self.cycle is not None and self.cycle.more_body and not self.transport.is_closing():
+            # Answered before the body was in (a refusal): no more requests on this connection.
+            self._linger()
+            return
+        super().on_response_complete()
+
+    def _linger(self) -> None:
+        self._lingering = True
+        self._cancel_header_timer()
+        self.flow.resume_reading()
+        try:
+            self.transport.write_eof()
+        except (OSError, NotImplementedError, RuntimeError):
+            self.transport.close()
+            return
+        self.loop.call_later(LINGER_S, self._end_linger)
+
+    def _end_linger(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.guard.header_timeout_s, self._header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        CLOSED.labels("header_timeout").inc()
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(TIMEOUT_RESPONSE)
+        self.transport.close()
+
+
+def guarded_protocol(guard: ConnectionGuard) -> type[GuardedHttpToolsProtocol]:
+    """A protocol class for `uvicorn.run(http=...)` bound to this process's guard."""
+    return type("SwitchyardHttpProtocol", (GuardedHttpToolsProtocol,), {"guard": guard})
+
+
+def guard_from(settings: Any) -> ConnectionGuard:
+    return ConnectionGuard(
+        max_connections=settings.max_connections,
+        max_connections_per_client=settings.max_connections_per_client,
+        header_timeout_s=settings.header_timeout_s,
+    )

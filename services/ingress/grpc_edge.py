@@ -1,0 +1,116 @@
+"""The HTTP edge's limits on the gRPC API, as a grpc.aio server interceptor.
+
+Without it a gRPC call skipped every one of them. Now, as on HTTP (edge.py):
+
+- The caller authenticates first (its key in metadata): an unknown or missing key ends the call
+  with UNAUTHENTICATED before it is counted; the identity is handed on to the servicer in the
+  same context variable the HTTP middleware sets, so the key is checked once.
+- Then admission, over the same `Overload` as HTTP (one in-flight count per process): at
+  `max_in_flight`, or with the ledger behind, the call ends with UNAVAILABLE and the neutral
+  code `overloaded` plus retry-after in the trailing metadata.
+- Sizes are the transport's: the request message is capped at `max_body_bytes` and the metadata
+  at `max_header_bytes` (server options, `server_options`); metadata entries are checked with
+  the HTTP APIs' rule in Ingress.admit.
+
+A unary request message is whole before the handler runs, so "in-flight after the body" holds
+by construction; the HTTP/2 handshake is bounded by `header_timeout_s`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from switchyard.errors import ErrorCode, GatewayError
+from switchyard.v1 import invoke_pb2
+from switchyard.vocab import Api
+
+from . import auth, grpc_api, hints
+from .edge import shed_reason
+
+if TYPE_CHECKING:
+    from .app import Ingress
+
+
+def server_options(settings: Any) -> list[tuple[str, int]]:
+    """gRPC server options that carry the edge's size and time limits."""
+    return [
+        ("grpc.so_reuseport", 0),  # a port already taken must fail loudly, not be shared silently
+        ("grpc.max_receive_message_length", settings.max_body_bytes),
+        ("grpc.max_metadata_size", settings.max_header_bytes),
+        ("grpc.server_handshake_timeout_ms", int(settings.header_timeout_s * 1000)),
+    ]
+
+
+class EdgeInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, ingress: Ingress) -> None:
+        self.ingress = ingress
+
+    async def _refuse(self, context: grpc.aio.ServicerContext, error: GatewayError) -> None:
+        self.ingress.count(invoke_pb2.InvokeRequest(api=Api.GRPC), error.code)
+        await context.abort(
+            grpc_api.status_for(error.code),
+            error.message,
+            trailing_metadata=grpc_api.trailing_metadata(error, ""),
+        )
+
+    async def _admit(self, context: grpc.aio.ServicerContext) -> Any:
+        """Authenticate, then take an in-flight slot; returns the context-variable token."""
+        metadata = hints.lowercase_headers(context.invocation_metadata() or ())
+        try:
+            identity = self.ingress.auth.identify(metadata.get("authorization"), metadata.get("x-api-key"))
+        except GatewayError as error:
+            await self._refuse(context, error)
+            raise  # abort raised already; never reached
+        reason = shed_reason(self.ingress.limits, self.ingress.overload)
+        if reason:
+            await self._refuse(context, GatewayError(ErrorCode.OVERLOADED, reason, retry_after_s=1))
+        self.ingress.overload.in_flight += 1
+        return auth.current_identity.set(identity)
+
+    def _release(self, token: Any) -> None:
+        self.ingress.overload.in_flight -= 1
+        auth.current_identity.reset(token)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        if handler.unary_unary is not None:
+            inner_unary = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                token = await self._admit(context)
+                try:
+                    return await inner_unary(request, context)
+                finally:
+                    self._release(token)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_stream = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                token = await self._admit(context)
+                try:
+                    async for reply in inner_stream(request, context):
+                        yield reply
+                finally:
+                    self._release(token)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # the Gateway service has no client-streaming methods
