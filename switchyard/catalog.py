@@ -68,6 +68,9 @@ class Deployment:
     timeouts: Timeouts = field(default_factory=Timeouts)
     options: Mapping[str, Any] = field(default_factory=dict)
     limits: ProviderLimits = field(default_factory=ProviderLimits)
+    # The most output tokens one call can produce (0: unknown): what a budget reserves for a
+    # request that sets no max_tokens (docs/budgets.md).
+    max_output_tokens: int = 0
 
     @property
     def qualified_model(self) -> str:
@@ -190,6 +193,7 @@ def _deployment(raw: Mapping[str, Any], env: Mapping[str, str]) -> Deployment:
         timeouts=Timeouts(**{k: float(v) for k, v in t.items()}),
         options=dict(raw.get("options", {})),
         limits=_limits(raw.get("id", f"{provider}/{model}"), raw.get("limits")),
+        max_output_tokens=int(raw.get("max_output_tokens", 0)),
     )
 
 
