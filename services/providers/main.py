@@ -22,6 +22,7 @@ from switchyard.errors import GatewayError
 from switchyard.handoff import hand_off
 from switchyard.service import BusService, run
 from switchyard.settings import Settings
+from switchyard.tokens import tokenizer_for
 from switchyard.v1 import events_pb2, invoke_pb2
 
 from .adapters import adapter_for
@@ -30,6 +31,7 @@ from .adapters.ratelimits import parse_rate_limits
 from .execution import (
     AttemptProgress,
     attempt_record,
+    billed_after,
     build_completion,
     build_response,
     call_cost,
@@ -37,6 +39,7 @@ from .execution import (
     now_ms,
     remaining_s,
     should_fail_over,
+    stream_limit,
 )
 
 tracer = telemetry.tracer("switchyard.providers")
@@ -183,7 +186,11 @@ class ProviderWorker(BusService):
         assert self.nc is not None
         request = dispatch.request
         reply = dispatch.reply_to
-        progress = AttemptProgress(started_ms=now_ms())
+        progress = AttemptProgress(
+            started_ms=now_ms(),
+            limit_usd=stream_limit(dispatch),
+            tokenizer=tokenizer_for(deployment.adapter, deployment.model),
+        )
         error: GatewayError | None = None
         deadline = asyncio.timeout(remaining_s(request))
         self._upstream[request.request_id] = asyncio.current_task()  # type: ignore[assignment]
@@ -249,7 +256,7 @@ class ProviderWorker(BusService):
                 dispatch.position += 1
                 return None
             # A stream cut after chunks reached the client still used (and cost) tokens.
-            usage = progress.usage(request) if progress.chunks_sent else None
+            usage = progress.usage(request) if billed_after(error, progress) else None
             await self._fail(dispatch, reply, error, deployment, usage)
             return error.code
         started, ttft_ms = progress.started_ms, progress.ttft_ms
@@ -321,6 +328,8 @@ class ProviderWorker(BusService):
                 if isinstance(item, Progress):
                     progress.reported = item.usage
                     continue
+                if (stop := progress.overrun(item, request, deployment)) is not None:
+                    raise stop  # the budget hold is reached: docs/budgets.md
                 if not progress.chunks_sent:
                     progress.ttft_ms = now_ms() - progress.started_ms
                     progress.chunks_sent = True

@@ -326,7 +326,7 @@ class Target(_message.Message):
     def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class Dispatch(_message.Message):
-    __slots__ = ("request", "chain", "position", "rationale", "attempts", "reservation_id", "route", "routed_unix_ns", "router_ms", "reply_to", "max_attempts")
+    __slots__ = ("request", "chain", "position", "rationale", "attempts", "reservation_id", "route", "routed_unix_ns", "router_ms", "reply_to", "max_attempts", "reserved_usd")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -338,6 +338,7 @@ class Dispatch(_message.Message):
     ROUTER_MS_FIELD_NUMBER: _ClassVar[int]
     REPLY_TO_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_USD_FIELD_NUMBER: _ClassVar[int]
     request: InvokeRequest
     chain: _containers.RepeatedCompositeFieldContainer[Target]
     position: int
@@ -349,4 +350,5 @@ class Dispatch(_message.Message):
     router_ms: float
     reply_to: str
     max_attempts: int
-    def __init__(self, request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., chain: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., position: _Optional[int] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., reservation_id: _Optional[str] = ..., route: _Optional[str] = ..., routed_unix_ns: _Optional[int] = ..., router_ms: _Optional[float] = ..., reply_to: _Optional[str] = ..., max_attempts: _Optional[int] = ...) -> None: ...
+    reserved_usd: str
+    def __init__(self, request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., chain: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., position: _Optional[int] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., reservation_id: _Optional[str] = ..., route: _Optional[str] = ..., routed_unix_ns: _Optional[int] = ..., router_ms: _Optional[float] = ..., reply_to: _Optional[str] = ..., max_attempts: _Optional[int] = ..., reserved_usd: _Optional[str] = ...) -> None: ...
