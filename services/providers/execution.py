@@ -13,8 +13,9 @@ from switchyard.pricing import cost_usd, format_usd
 from switchyard.tokens import (
     CHARS4,
     CHARS_PER_TOKEN,
+    CL100K,
     DEMO,
-    PESSIMISTIC,
+    O200K,
     estimate_prompt_tokens,
     text_counter,
 )
@@ -27,6 +28,36 @@ MAX_ATTEMPTS = 4  # the retry budget when the dispatch carries none (max_attempt
 
 def now_ms() -> float:
     return time.time_ns() / 1e6
+
+
+@dataclass
+class StreamedTokens:
+    """Output tokens of a stream before the provider reports them.
+
+    The budget check counts one token per chunk: a lower bound (every streamed chunk carries
+    at least one token; OpenAI and the demo send exactly one), so it never stops a stream
+    whose real cost fits its hold; providers that send several tokens per chunk are stopped
+    late (docs/budgets.md). The bill of a cut stream counts the delivered text: with the
+    deployment's own encoding for the OpenAI family (once, on the whole text), one per chunk
+    for the demo (what it bills), else at least characters / 4."""
+
+    chunks: int = 0
+    chars: int = 0
+    texts: list[str] = field(default_factory=list)  # the OpenAI family's, counted at billing
+
+    def add(self, text: str, tokenizer: str) -> None:
+        if text:
+            self.chunks += 1
+            self.chars += len(text)
+            if tokenizer in (O200K, CL100K):
+                self.texts.append(text)
+
+    def billed(self, tokenizer: str) -> int:
+        if tokenizer in (O200K, CL100K):
+            return max(self.chunks, text_counter(tokenizer)("".join(self.texts)))
+        if tokenizer == DEMO:
+            return self.chunks
+        return max(self.chunks, (self.chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN)
 
 
 @dataclass
@@ -46,13 +77,13 @@ class AttemptProgress:
     chars: int = 0
     limit_usd: Decimal | None = None
     tokenizer: str = CHARS4
-    streamed: StreamedTokens = field(default_factory=lambda: StreamedTokens())
+    streamed: StreamedTokens = field(default_factory=StreamedTokens)
     _prompt_estimate: int = -1
 
     def add_chunk(self, chunk: invoke_pb2.Chunk) -> None:
         text = chunk_text(chunk)
         self.chars += len(text)
-        self.streamed = self.streamed.plus(text, self.tokenizer)
+        self.streamed.add(text, self.tokenizer)
 
     def prompt_estimate(self, request: invoke_pb2.InvokeRequest) -> int:
         if self._prompt_estimate < 0:
@@ -69,7 +100,7 @@ class AttemptProgress:
         if pending is None:
             streamed = self.streamed.billed(self.tokenizer)
         else:
-            streamed = self.streamed.plus(chunk_text(pending), self.tokenizer).floor(self.tokenizer)
+            streamed = self.streamed.chunks + (1 if chunk_text(pending) else 0)
         return invoke_pb2.Usage(
             prompt_tokens=reported.prompt_tokens or self.prompt_estimate(request),
             completion_tokens=max(reported.completion_tokens, streamed),
@@ -92,41 +123,6 @@ class AttemptProgress:
             retryable=False,  # the next deployment would be stopped at the same hold
             provider=deployment.provider,
         )
-
-
-@dataclass(frozen=True)
-class StreamedTokens:
-    """Output tokens of a stream before the provider reports them. OpenAI-family deployments
-    are counted with their own encoding (exact) and the demo one per chunk (what it bills).
-    Other providers have no local tokenizer: the bill of a cut stream keeps the rule of thumb
-    (at least characters / 4), while the budget check counts one token per chunk, a lower
-    bound (every streamed chunk carries at least one token), so it never stops a stream whose
-    real cost fits its hold; multi-token chunks make it stop late (docs/budgets.md)."""
-
-    chunks: int = 0
-    chars: int = 0
-    counted: int = 0  # the deployment's own encoding, summed per chunk (OpenAI family)
-
-    def plus(self, text: str, tokenizer: str) -> StreamedTokens:
-        if not text:
-            return self
-        counted = self.counted
-        if tokenizer not in (CHARS4, DEMO, PESSIMISTIC):
-            counted += text_counter(tokenizer)(text)
-        return StreamedTokens(self.chunks + 1, self.chars + len(text), counted)
-
-    def billed(self, tokenizer: str) -> int:
-        if tokenizer == DEMO:
-            return self.chunks
-        if tokenizer in (CHARS4, PESSIMISTIC):
-            return max(self.chunks, (self.chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN)
-        return max(self.chunks, self.counted)
-
-    def floor(self, tokenizer: str) -> int:
-        """What the budget check counts: never more than the provider will bill."""
-        if tokenizer in (CHARS4, PESSIMISTIC):
-            return self.chunks
-        return self.billed(tokenizer)
 
 
 def chunk_text(chunk: invoke_pb2.Chunk) -> str:
