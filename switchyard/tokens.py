@@ -67,7 +67,9 @@ def tokenizer_for(adapter: str, model: str) -> str:
 
 @cache
 def _bpe(encoding: str) -> _Counter:
-    # Imported here: the extension maps ~70 MB, which services that never estimate skip.
+    # Imported here: the extension maps ~70 MB, which services that never estimate skip. The
+    # Rust binding counts without building the token list; the package is pinned, as this
+    # module is not its documented API (bpe_openai.get_encoding(...).encode is, and slower).
     from bpe_openai import _bindings
 
     return _bindings.tokenizer_for_encoding(encoding)

@@ -51,19 +51,21 @@ def test_each_provider_family_gets_its_counter() -> None:
 
 
 def test_the_openai_encodings_load_without_a_network() -> None:
-    """The encodings ship in the wheel: a process with no proxy, no cache and an unroutable
-    network still counts (tiktoken alone would try to download them here)."""
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TIKTOKEN_CACHE_DIR": "/nonexistent",
-        "HTTPS_PROXY": "http://127.0.0.1:9",
-        "HTTP_PROXY": "http://127.0.0.1:9",
-    }
-    code = "from switchyard.tokens import text_counter; print(text_counter('o200k_base')('hello world'))"
+    """The encodings ship in the wheel: a process whose every socket connection fails, with no
+    cache folder, still counts (tiktoken alone would try to download them here)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TIKTOKEN_CACHE_DIR": "/nonexistent"}
+    code = (
+        "import socket\n"
+        "def refuse(*args, **kwargs):\n"
+        "    raise OSError('network used')\n"
+        "socket.socket.connect = socket.socket.connect_ex = socket.create_connection = refuse\n"
+        "socket.getaddrinfo = refuse\n"
+        "from switchyard.tokens import text_counter\n"
+        "print(text_counter('o200k_base')('hello world'), text_counter('cl100k_base')('hello world'))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "2"
+    assert out.stdout.split() == ["2", "2"]
 
 
 def test_openai_counts_are_the_encodings_own() -> None:
