@@ -22,7 +22,7 @@ from switchyard.errors import GatewayError
 from switchyard.handoff import hand_off
 from switchyard.service import BusService, run
 from switchyard.settings import Settings
-from switchyard.tokens import tokenizer_for
+from switchyard.tokens import tokenizer_for, warm_up
 from switchyard.v1 import events_pb2, invoke_pb2
 
 from .adapters import adapter_for
@@ -74,6 +74,10 @@ class ProviderWorker(BusService):
         return adapter
 
     async def start(self) -> None:
+        # The budget check estimates prompts as the router did (switchyard/tokens.py): load
+        # the encodings of the deployments served here now, not inside a stream.
+        served = [d for d in self.catalog.deployments.values() if d.provider in self.providers]
+        warm_up({tokenizer_for(d.adapter, d.model) for d in served})
         nc = await self.connect()
         js = nc.jetstream()
         await ensure_events_stream(js, self.settings.stream_replicas)
