@@ -27,6 +27,7 @@ prompt some providers prepend when tools are offered.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 from functools import cache
 from typing import Protocol
@@ -72,7 +73,10 @@ def _bpe(encoding: str) -> _Counter:
     # module is not its documented API (bpe_openai.get_encoding(...).encode is, and slower).
     from bpe_openai import _bindings
 
-    return _bindings.tokenizer_for_encoding(encoding)
+    with warnings.catch_warnings():
+        # It reads its bundled .tiktoken.gz with importlib.resources.open_binary (deprecated).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _bindings.tokenizer_for_encoding(encoding)
 
 
 def warm_up(tokenizers: set[str] | list[str]) -> None:
