@@ -71,11 +71,11 @@ def _bpe(encoding: str) -> _Counter:
     # Imported here: the extension maps ~70 MB, which services that never estimate skip. The
     # Rust binding counts without building the token list; the package is pinned, as this
     # module is not its documented API (bpe_openai.get_encoding(...).encode is, and slower).
-    from bpe_openai import _bindings
-
     with warnings.catch_warnings():
         # It reads its bundled .tiktoken.gz with importlib.resources.open_binary (deprecated).
         warnings.simplefilter("ignore", DeprecationWarning)
+        from bpe_openai import _bindings
+
         return _bindings.tokenizer_for_encoding(encoding)
 
 
