@@ -247,7 +247,9 @@ async def test_a_burst_of_runaway_streams_stays_within_the_cap(stack: Stack) -> 
     responses = await burst(stack, key, body("runaway", stream=True))
     admitted = [r for r in responses if r.status_code == 200]
     assert {r.status_code for r in responses} <= {200, 402}, {r.text for r in responses}
-    assert len(admitted) == HOLDS_IN_CAP
+    # Each stopped stream is billed one token above its hold (the fake's pieces end in a space),
+    # so a stream settled before the last authorization leaves no room for a 15th hold.
+    assert HOLDS_IN_CAP - 1 <= len(admitted) <= HOLDS_IN_CAP
     for r in admitted:
         assert error_codes(sse_events(r)) == ["budget_exceeded"]
     assert settled_spend(stack, "runaways") <= cap + HOLDS_IN_CAP * ONE_OUTPUT_TOKEN
