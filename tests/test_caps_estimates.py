@@ -8,11 +8,13 @@ import subprocess
 import sys
 from decimal import Decimal
 
+from services.budget.authority import Authority
 from services.providers.execution import AttemptProgress, billed_after, stream_limit
 from services.router.reservation import DEFAULT_MAX_OUTPUT_TOKENS, chain_holds, output_allowance, worst_cases
 from switchyard.catalog import Deployment
 from switchyard.errors import GatewayError
 from switchyard.pricing import Price, cost_usd
+from switchyard.tenancy import Budget, Project, TenancyView, budget_kv_key, project_kv_key
 from switchyard.tokens import (
     CL100K,
     DEMO,
@@ -24,7 +26,7 @@ from switchyard.tokens import (
     text_counter,
     tokenizer_for,
 )
-from switchyard.v1 import invoke_pb2
+from switchyard.v1 import budget_pb2, invoke_pb2
 
 
 def request_of(text: str, max_tokens: int = 0) -> invoke_pb2.InvokeRequest:
@@ -172,3 +174,34 @@ def test_no_cap_no_stream_limit() -> None:
 
 def _tokens(usage: invoke_pb2.Usage) -> tuple[int, int]:
     return usage.prompt_tokens, usage.completion_tokens
+
+
+def test_the_authority_names_the_hold_as_a_stream_limit_only_under_a_cap() -> None:
+    now = 1_794_000_000_000
+
+    def view(cap: str | None) -> TenancyView:
+        tenancy = TenancyView()
+        tenancy.apply(project_kv_key("acme"), Project(id="acme").to_bytes())
+        if cap is not None:
+            budget = Budget(
+                scope="project", scope_id="acme", period="day", cap_usd=Decimal(cap), project_id="acme"
+            )
+            tenancy.apply(budget_kv_key("project", "acme", "day"), budget.to_bytes())
+        return tenancy
+
+    def ask(i: int) -> budget_pb2.AuthorizeRequest:
+        request = budget_pb2.AuthorizeRequest(
+            request_id=f"req_{i}", project_id="acme", max_cost_usd="0.5", received_unix_ms=now
+        )
+        # The router's chain: the cheap candidate's hold already covers the pricier one below it.
+        request.candidates.add(deployment_id="cheap", max_cost_usd="0.5")
+        request.candidates.add(deployment_id="pricey", max_cost_usd="0.5")
+        return request
+
+    capped = Authority(view("10"))
+    first = capped.authorize(ask(1), now)
+    assert first.allow and first.held_usd == "0.5" and first.to_proto("req_1").held_usd == "0.5"
+    assert capped.authorize(ask(1), now).held_usd == "0.5"  # a router's repeated ask: same limit
+
+    uncapped = Authority(view(None)).authorize(ask(2), now)
+    assert uncapped.allow and uncapped.held_usd == ""
