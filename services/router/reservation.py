@@ -6,9 +6,9 @@ failed attempt is not billed, so a request pays for one deployment's call: the m
 cost is the maximum, not the sum, over the deployments it may reach. The authority reserves on
 the first candidate with provider-quota headroom and the worker then tries the candidates
 ranked below it (those above were at quota and are dropped), so candidate i's hold is the
-maximum over candidates i, i+1, ... (at most the retry budget's
-number of them) of (prompt estimate x input price + output allowance x
-output price), each with its own provider's prompt estimate (switchyard/tokens.py).
+maximum over candidates i, i+1, ... (at most the retry budget's number of them) of
+(prompt estimate x input price + output allowance x output price), each with its own
+provider's prompt estimate (switchyard/tokens.py).
 Re-authorizing before a pricier failover was the alternative: it would add a round trip to the
 authority on the failover path and could deny a request halfway, after its first deployment
 failed; one hold sized for the chain is one decision (docs/budgets.md).
