@@ -80,6 +80,9 @@ class Deployment:
     timeouts: Timeouts = field(default_factory=Timeouts)
     options: Mapping[str, Any] = field(default_factory=dict)
     limits: ProviderLimits = field(default_factory=ProviderLimits)
+    # The most output tokens one call can produce (0: unknown): what a budget reserves for a
+    # request that sets no max_tokens (docs/budgets.md).
+    max_output_tokens: int = 0
 
     @property
     def qualified_model(self) -> str:
@@ -198,6 +201,7 @@ def _deployment(raw: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Deploym
         timeouts=Timeouts(**config.timeouts.model_dump(exclude_none=True)),
         options=dict(config.options),
         limits=ProviderLimits(**config.limits.model_dump()),
+        max_output_tokens=config.max_output_tokens,
     )
     return deployment, config
 

@@ -101,6 +101,9 @@ class DeploymentConfig(Table):
     timeouts: TimeoutsConfig = TimeoutsConfig()
     options: dict[str, Any] = {}
     limits: LimitsConfig = LimitsConfig()
+    # The most a call can answer (tokens), for budget holds of requests without max_tokens
+    # (docs/budgets.md); 0: the gateway's default allowance.
+    max_output_tokens: int = Field(default=0, ge=0)
 
     @property
     def deployment_id(self) -> str:

@@ -39,6 +39,7 @@ class Verdict:
     reservation: Reservation | None = None  # set when a new hold was made (journal it)
     deployment_id: str = ""  # the candidate reserved on
     at_quota: tuple[str, ...] = ()  # candidates ranked above it that were at their provider quota
+    held_usd: str = ""  # the amount held against a cap ("" when no budget applies)
 
     def to_proto(self, request_id: str) -> budget_pb2.Decision:
         return budget_pb2.Decision(
@@ -51,6 +52,7 @@ class Verdict:
             cap_usd=self.cap_usd,
             deployment_id=self.deployment_id,
             at_quota=self.at_quota,
+            held_usd=self.held_usd,
         )
 
 
@@ -119,7 +121,9 @@ class Authority:
         held = self.book.reservations.get(ask.request_id)
         if held is not None or self.book.is_settled(ask.request_id):
             # A repeated ask (the router retried): same answer, no new hold.
-            return Verdict(True, deployment_id=held.deployment_id if held else "")
+            if held is None:
+                return Verdict(True)
+            return Verdict(True, deployment_id=held.deployment_id, held_usd=self._capped(held))
         now_s = now_ms / 1000
         candidates = candidates_of(ask)
         index, skipped = self.quotas.choose([quota_need(c) for c in candidates], now_s)
@@ -137,8 +141,18 @@ class Authority:
         self.quotas.take(ask.request_id, quota_need(candidate), now_s)
         self.book.hold(reservation)
         return Verdict(
-            True, reservation=reservation, deployment_id=candidate.deployment_id, at_quota=at_quota
+            True,
+            reservation=reservation,
+            deployment_id=candidate.deployment_id,
+            at_quota=at_quota,
+            held_usd=self._capped(reservation),
         )
+
+    def _capped(self, reservation: Reservation) -> str:
+        """The hold as the stream limit when a budget applies to the request, else ""."""
+        if not self.view.budgets_for(list(reservation.scopes)):
+            return ""
+        return format_usd(reservation.amount)
 
     def _at_quota(self, skipped: list[tuple[str, float]]) -> Verdict:
         """Every candidate is at its provider quota: retry when the soonest one frees up."""

@@ -8,8 +8,8 @@ tested without NATS (tests/test_execution.py, tests/test_failover_policy.py)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from decimal import Decimal
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from switchyard.catalog import Deployment
@@ -17,7 +17,15 @@ from switchyard.completions import completion_event
 from switchyard.config import DEFAULT_MAX_ATTEMPTS
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.pricing import cost_usd, format_usd
-from switchyard.tokens import CHARS_PER_TOKEN, estimate_prompt_tokens
+from switchyard.tokens import (
+    CHARS4,
+    CHARS_PER_TOKEN,
+    CL100K,
+    DEMO,
+    O200K,
+    estimate_prompt_tokens,
+    text_counter,
+)
 from switchyard.v1 import events_pb2, invoke_pb2
 from switchyard.vocab import Status
 
@@ -32,32 +40,119 @@ def now_ms() -> float:
 
 
 @dataclass
+class StreamedTokens:
+    """Output tokens of a stream before the provider reports them.
+
+    The budget check counts one token per chunk: a lower bound (every streamed chunk carries
+    at least one token; OpenAI and the demo send exactly one), so it never stops a stream
+    whose real cost fits its hold; providers that send several tokens per chunk are stopped
+    late (docs/budgets.md). The bill of a cut stream counts the delivered text: with the
+    deployment's own encoding for the OpenAI family (once, on the whole text), one per chunk
+    for the demo (what it bills), else at least characters / 4."""
+
+    chunks: int = 0
+    chars: int = 0
+    texts: list[str] = field(default_factory=list)  # the OpenAI family's, counted at billing
+
+    def add(self, text: str, tokenizer: str) -> None:
+        if text:
+            self.chunks += 1
+            self.chars += len(text)
+            if tokenizer in (O200K, CL100K):
+                self.texts.append(text)
+
+    def billed(self, tokenizer: str) -> int:
+        if tokenizer in (O200K, CL100K):
+            return max(self.chunks, text_counter(tokenizer)("".join(self.texts)))
+        if tokenizer == DEMO:
+            return self.chunks
+        return max(self.chunks, (self.chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN)
+
+
+@dataclass
 class AttemptProgress:
     """How far one upstream attempt got. Failover is allowed only before the first chunk; a
     call cancelled or cut before its final usage is billed from the provider's latest
-    mid-stream usage report and the characters forwarded to the client."""
+    mid-stream usage report and what was forwarded to the client.
+
+    `limit_usd` is the request's budget hold (docs/budgets.md): a stream is stopped before a
+    chunk that would take its running cost past it. `tokenizer` estimates the prompt until the
+    provider reports it, the same estimate the router reserved with (switchyard/tokens.py)."""
 
     started_ms: float
     ttft_ms: float = 0.0
     chunks_sent: bool = False
     reported: invoke_pb2.Usage | None = None
     chars: int = 0
+    limit_usd: Decimal | None = None
+    tokenizer: str = CHARS4
+    streamed: StreamedTokens = field(default_factory=StreamedTokens)
+    _prompt_estimate: int = -1
 
     def add_chunk(self, chunk: invoke_pb2.Chunk) -> None:
-        self.chars += len(chunk.delta_text)
-        for call in chunk.tool_calls:
-            self.chars += len(call.name) + len(call.arguments_delta)
+        text = chunk_text(chunk)
+        self.chars += len(text)
+        self.streamed.add(text, self.tokenizer)
 
-    def usage(self, request: invoke_pb2.InvokeRequest) -> invoke_pb2.Usage:
-        """Provider-reported counts where there are any; estimates (switchyard.tokens) for the
-        rest: the prompt as the router estimated it, the output from the streamed text."""
+    def prompt_estimate(self, request: invoke_pb2.InvokeRequest) -> int:
+        if self._prompt_estimate < 0:
+            self._prompt_estimate = estimate_prompt_tokens(request, self.tokenizer)
+        return self._prompt_estimate
+
+    def usage(
+        self, request: invoke_pb2.InvokeRequest, pending: invoke_pb2.Chunk | None = None
+    ) -> invoke_pb2.Usage:
+        """Provider-reported counts where there are any; estimates for the rest: the prompt as
+        the router estimated it, the output from the streamed text (StreamedTokens). `pending`:
+        the budget check's count with that chunk forwarded too."""
         reported = self.reported or invoke_pb2.Usage()
-        streamed = (self.chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+        if pending is None:
+            streamed = self.streamed.billed(self.tokenizer)
+        else:
+            streamed = self.streamed.chunks + (1 if chunk_text(pending) else 0)
         return invoke_pb2.Usage(
-            prompt_tokens=reported.prompt_tokens or estimate_prompt_tokens(request),
+            prompt_tokens=reported.prompt_tokens or self.prompt_estimate(request),
             completion_tokens=max(reported.completion_tokens, streamed),
             cached_tokens=reported.cached_tokens,
         )
+
+    def overrun(
+        self, chunk: invoke_pb2.Chunk, request: invoke_pb2.InvokeRequest, deployment: Deployment
+    ) -> GatewayError | None:
+        """The in-band budget_exceeded error when forwarding `chunk` would take this call's
+        running cost past the budget hold; None while it fits (or no cap applies)."""
+        if self.limit_usd is None:
+            return None
+        if call_cost(deployment, self.usage(request, pending=chunk)) <= self.limit_usd:
+            return None
+        return GatewayError(
+            ErrorCode.BUDGET_EXCEEDED,
+            f"the answer was stopped at this request's budget reservation of "
+            f"{format_usd(self.limit_usd)} USD; what was delivered is billed",
+            retryable=False,  # the next deployment would be stopped at the same hold
+            provider=deployment.provider,
+        )
+
+
+def chunk_text(chunk: invoke_pb2.Chunk) -> str:
+    if not chunk.tool_calls:
+        return chunk.delta_text
+    return chunk.delta_text + "".join(c.name + c.arguments_delta for c in chunk.tool_calls)
+
+
+def stream_limit(dispatch: invoke_pb2.Dispatch) -> Decimal | None:
+    """The budget hold a stream may not pass (None: no cap applies to the request)."""
+    try:
+        limit = Decimal(dispatch.reserved_usd) if dispatch.reserved_usd else None
+    except InvalidOperation:
+        return None
+    return limit if limit is not None and limit.is_finite() else None
+
+
+def billed_after(error: GatewayError, progress: AttemptProgress) -> bool:
+    """Does a failed call still cost? Once chunks reached the client, or when it was stopped at
+    its budget hold (the prompt alone may have passed it: the provider bills the prompt)."""
+    return progress.chunks_sent or error.code == ErrorCode.BUDGET_EXCEEDED
 
 
 OutcomeKind = Literal["ok", "error", "crashed", "cancelled"]
@@ -129,7 +224,8 @@ def verdict(outcome: AttemptOutcome, dispatch: invoke_pb2.Dispatch) -> Verdict:
     ok: the answer, billed at the provider's usage. cancelled: no reply (nobody listens),
     billed for what the call used before it was stopped. error: fail over if the policy allows
     (`should_fail_over`), else the error, billed only when a stream was cut after chunks
-    reached the client (those tokens were used). crashed: the error, never failed over, nothing
+    reached the client (those tokens were used) or was stopped at its budget hold
+    (`billed_after`). crashed: the error, never failed over, nothing
     billed.
     """
     request = dispatch.request
@@ -144,8 +240,11 @@ def verdict(outcome: AttemptOutcome, dispatch: invoke_pb2.Dispatch) -> Verdict:
     chunks_sent = outcome.progress.chunks_sent
     if outcome.kind == "error" and should_fail_over(outcome.error, dispatch, chunks_sent):
         return FAIL_OVER
-    cut_stream = outcome.kind == "error" and chunks_sent
-    billed = outcome.progress.usage(request) if cut_stream else None
+    billed = (
+        outcome.progress.usage(request)
+        if outcome.kind == "error" and billed_after(outcome.error, outcome.progress)
+        else None
+    )
     return Verdict(fail_over=False, status=Status.ERROR, reply="error", billed=billed)
 
 

@@ -24,6 +24,7 @@ from switchyard.errors import ErrorCode, GatewayError
 from switchyard.handoff import hand_off
 from switchyard.service import BusService, run
 from switchyard.settings import Settings
+from switchyard.tokens import tokenizer_for, warm_up
 from switchyard.v1 import events_pb2, invoke_pb2
 from switchyard.vocab import Status
 
@@ -40,6 +41,7 @@ from .execution import (
     deadline_error,
     now_ms,
     remaining_s,
+    stream_limit,
     verdict,
 )
 
@@ -80,6 +82,10 @@ class ProviderWorker(BusService):
         return adapter
 
     async def start(self) -> None:
+        # The budget check estimates prompts as the router did (switchyard/tokens.py): load
+        # the encodings of the deployments served here now, not inside a stream.
+        served = [d for d in self.catalog.deployments.values() if d.provider in self.providers]
+        warm_up({tokenizer_for(d.adapter, d.model) for d in served})
         nc = await self.connect()
         js = nc.jetstream()
         await ensure_events_stream(js, self.settings.stream_replicas)
@@ -205,7 +211,11 @@ class ProviderWorker(BusService):
         """The upstream call under the request's deadline, cancellable by the client; whatever
         happens comes back as an outcome (a shutdown's cancel propagates)."""
         request = dispatch.request
-        progress = AttemptProgress(started_ms=now_ms())
+        progress = AttemptProgress(
+            started_ms=now_ms(),
+            limit_usd=stream_limit(dispatch),
+            tokenizer=tokenizer_for(deployment.adapter, deployment.model),
+        )
         deadline = asyncio.timeout(remaining_s(request))
         self._upstream[request.request_id] = asyncio.current_task()  # type: ignore[assignment]
         try:
@@ -327,6 +337,8 @@ class ProviderWorker(BusService):
                 if isinstance(item, Progress):
                     progress.reported = item.usage
                     continue
+                if (stop := progress.overrun(item, request, deployment)) is not None:
+                    raise stop  # the budget hold is reached: docs/budgets.md
                 if not progress.chunks_sent:
                     progress.ttft_ms = now_ms() - progress.started_ms
                     progress.chunks_sent = True

@@ -25,8 +25,9 @@ from switchyard.catalog import Deployment, read_config
 from switchyard.completions import completion_event
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.handoff import hand_off
-from switchyard.pricing import format_usd, max_cost_usd
+from switchyard.pricing import format_usd
 from switchyard.service import BusService, run
+from switchyard.tokens import tokenizer_for, warm_up
 from switchyard.v1 import budget_pb2, events_pb2, invoke_pb2
 from switchyard.vocab import Status
 
@@ -41,13 +42,14 @@ from .ranking import (
     quota_chain,
     rank,
 )
+from .reservation import DEFAULT_MAX_OUTPUT_TOKENS, chain_holds, worst_cases
 from .rules import features_of, first_match
 from .strategy import choose_weights
 from .tuning import tuning_from_config
 
 tracer = telemetry.tracer("switchyard.router")
-# When a request sets no max_tokens, reserve as if it could produce this many.
-DEFAULT_MAX_TOKENS_FOR_BUDGET = 4096
+# When a request sets no max_tokens, its rate-limit (TPM) estimate assumes this many.
+DEFAULT_MAX_TOKENS_FOR_BUDGET = DEFAULT_MAX_OUTPUT_TOKENS
 NO_WORKER = GatewayError(
     ErrorCode.UNAVAILABLE, "no provider worker is available for this model right now", retry_after_s=1.0
 )
@@ -68,6 +70,9 @@ class Router(BusService):
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
 
     async def start(self) -> None:
+        # Load the BPE encodings the catalog's deployments are estimated with (tokens.py) now,
+        # not on the first request.
+        warm_up({tokenizer_for(dep.adapter, dep.model) for dep in self.catalog.deployments.values()})
         nc = await self.connect()
         js = nc.jetstream()
         await ensure_events_stream(js, self.settings.stream_replicas)
@@ -218,6 +223,7 @@ class Router(BusService):
             request=request,
             rationale=ranked.rationale,
             reservation_id=decision.reservation_id,
+            reserved_usd=decision.held_usd,
             route=route,
             routed_unix_ms=time.time_ns() / 1e6,
             max_attempts=self.tuning.max_attempts,
@@ -230,28 +236,30 @@ class Router(BusService):
     async def authorize(
         self, request: invoke_pb2.InvokeRequest, chain: list[Deployment], prompt_tokens: int
     ) -> budget_pb2.Decision:
-        """Reserve the most this request can cost on the first deployment of `chain` with
-        provider-quota headroom; raise the budget authority's denial."""
+        """Reserve the most this request can cost on any deployment it may reach from the first
+        candidate of `chain` with provider-quota headroom (reservation.py); raise the budget
+        authority's denial."""
         assert self.nc is not None
-        deployment = chain[0]
+        worst = worst_cases(request, chain)
+        holds = chain_holds([w.cost_usd for w in worst], self.tuning.max_attempts)
         max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS_FOR_BUDGET
         ask = budget_pb2.AuthorizeRequest(
             request_id=request.request_id,
             project_id=request.project_id,
             agent_id=request.agent_id,
             key_id=request.key_id,
-            deployment_id=deployment.id,
-            max_cost_usd=format_usd(max_cost_usd(deployment.price, prompt_tokens, max_tokens)),
+            deployment_id=chain[0].id,
+            max_cost_usd=format_usd(holds[0]),
             estimated_tokens=prompt_tokens + min(max_tokens, DEFAULT_EXPECTED_OUTPUT_TOKENS),
             deadline_unix_ms=request.deadline_unix_ms,
             received_unix_ms=int(request.received_unix_ms),
         )
-        for dep in chain:
+        for case, hold in zip(worst, holds, strict=True):
             ask.candidates.add(
-                deployment_id=dep.id,
-                max_cost_usd=format_usd(max_cost_usd(dep.price, prompt_tokens, max_tokens)),
-                input_tokens=prompt_tokens,
-                output_tokens=max_tokens,
+                deployment_id=case.deployment.id,
+                max_cost_usd=format_usd(hold),
+                input_tokens=case.prompt_tokens,
+                output_tokens=case.output_tokens,
             )
         try:
             reply = await self.nc.request(

@@ -43,7 +43,7 @@ class QuotaCandidate(_message.Message):
     def __init__(self, deployment_id: _Optional[str] = ..., max_cost_usd: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("allow", "deny_code", "deny_reason", "retry_after_s", "reservation_id", "scope", "cap_usd", "deployment_id", "at_quota")
+    __slots__ = ("allow", "deny_code", "deny_reason", "retry_after_s", "reservation_id", "scope", "cap_usd", "deployment_id", "at_quota", "held_usd")
     ALLOW_FIELD_NUMBER: _ClassVar[int]
     DENY_CODE_FIELD_NUMBER: _ClassVar[int]
     DENY_REASON_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class Decision(_message.Message):
     CAP_USD_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     AT_QUOTA_FIELD_NUMBER: _ClassVar[int]
+    HELD_USD_FIELD_NUMBER: _ClassVar[int]
     allow: bool
     deny_code: str
     deny_reason: str
@@ -62,7 +63,8 @@ class Decision(_message.Message):
     cap_usd: str
     deployment_id: str
     at_quota: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, allow: _Optional[bool] = ..., deny_code: _Optional[str] = ..., deny_reason: _Optional[str] = ..., retry_after_s: _Optional[float] = ..., reservation_id: _Optional[str] = ..., scope: _Optional[str] = ..., cap_usd: _Optional[str] = ..., deployment_id: _Optional[str] = ..., at_quota: _Optional[_Iterable[str]] = ...) -> None: ...
+    held_usd: str
+    def __init__(self, allow: _Optional[bool] = ..., deny_code: _Optional[str] = ..., deny_reason: _Optional[str] = ..., retry_after_s: _Optional[float] = ..., reservation_id: _Optional[str] = ..., scope: _Optional[str] = ..., cap_usd: _Optional[str] = ..., deployment_id: _Optional[str] = ..., at_quota: _Optional[_Iterable[str]] = ..., held_usd: _Optional[str] = ...) -> None: ...
 
 class QuotaState(_message.Message):
     __slots__ = ("ts_unix_ms", "deployments")

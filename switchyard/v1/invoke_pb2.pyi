@@ -382,7 +382,7 @@ class Target(_message.Message):
     def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class Dispatch(_message.Message):
-    __slots__ = ("request", "chain", "position", "rationale", "attempts", "reservation_id", "route", "router_ms", "reply_to", "max_attempts", "routed_unix_ms")
+    __slots__ = ("request", "chain", "position", "rationale", "attempts", "reservation_id", "route", "router_ms", "reply_to", "max_attempts", "routed_unix_ms", "reserved_usd")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -394,6 +394,7 @@ class Dispatch(_message.Message):
     REPLY_TO_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     ROUTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_USD_FIELD_NUMBER: _ClassVar[int]
     request: InvokeRequest
     chain: _containers.RepeatedCompositeFieldContainer[Target]
     position: int
@@ -405,4 +406,5 @@ class Dispatch(_message.Message):
     reply_to: str
     max_attempts: int
     routed_unix_ms: float
-    def __init__(self, request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., chain: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., position: _Optional[int] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., reservation_id: _Optional[str] = ..., route: _Optional[str] = ..., router_ms: _Optional[float] = ..., reply_to: _Optional[str] = ..., max_attempts: _Optional[int] = ..., routed_unix_ms: _Optional[float] = ...) -> None: ...
+    reserved_usd: str
+    def __init__(self, request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., chain: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., position: _Optional[int] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., reservation_id: _Optional[str] = ..., route: _Optional[str] = ..., router_ms: _Optional[float] = ..., reply_to: _Optional[str] = ..., max_attempts: _Optional[int] = ..., routed_unix_ms: _Optional[float] = ..., reserved_usd: _Optional[str] = ...) -> None: ...

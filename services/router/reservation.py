@@ -1,0 +1,69 @@
+"""What the budget authority holds for a request: the most it can cost on any deployment it
+may still reach. Pure.
+
+A dispatch fails over along its chain only before the first chunk reaches the client, and a
+failed attempt is not billed, so a request pays for one deployment's call: the most it can
+cost is the maximum, not the sum, over the deployments it may reach. The authority reserves on
+the first candidate with provider-quota headroom and the worker then tries the candidates
+ranked below it (those above were at quota and are dropped), so candidate i's hold is the
+maximum over candidates i, i+1, ... (at most the retry budget's number of them) of
+(prompt estimate x input price + output allowance x output price), each with its own
+provider's prompt estimate (switchyard/tokens.py).
+Re-authorizing before a pricier failover was the alternative: it would add a round trip to the
+authority on the failover path and could deny a request halfway, after its first deployment
+failed; one hold sized for the chain is one decision (docs/budgets.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from switchyard.catalog import Deployment
+from switchyard.pricing import max_cost_usd
+from switchyard.tokens import estimate_prompt_tokens, tokenizer_for
+from switchyard.v1 import invoke_pb2
+
+# A request that sets no max_tokens, on a deployment whose catalog entry declares no
+# max_output_tokens, is reserved as if it could produce this many (the Anthropic adapter's
+# default max_tokens too).
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+
+
+@dataclass(frozen=True)
+class Worst:
+    """One candidate's worst case: its own prompt estimate, output allowance and cost."""
+
+    deployment: Deployment
+    prompt_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+
+
+def output_allowance(max_tokens: int, deployment: Deployment) -> int:
+    """The most output tokens a call can bill: the request's max_tokens, else the deployment's
+    declared maximum, else the documented default."""
+    return max_tokens or deployment.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS
+
+
+def worst_cases(request: invoke_pb2.InvokeRequest, chain: Sequence[Deployment]) -> list[Worst]:
+    """Each candidate's own maximum cost (one prompt count per tokenizer, not per candidate)."""
+    prompts: dict[str, int] = {}
+    out = []
+    for dep in chain:
+        tokenizer = tokenizer_for(dep.adapter, dep.model)
+        if tokenizer not in prompts:
+            prompts[tokenizer] = estimate_prompt_tokens(request, tokenizer)
+        prompt = prompts[tokenizer]
+        output = output_allowance(request.max_tokens, dep)
+        out.append(Worst(dep, prompt, output, max_cost_usd(dep.price, prompt, output)))
+    return out
+
+
+def chain_holds(costs: Sequence[Decimal], max_attempts: int = 0) -> list[Decimal]:
+    """Candidate i's hold: the maximum cost over candidates i, i+1, ... that its dispatch can
+    reach, at most `max_attempts` of them (0: every one ranked below it)."""
+    n = len(costs)
+    window = max_attempts if max_attempts > 0 else n
+    return [max(costs[i : i + window]) for i in range(n)]
