@@ -19,6 +19,7 @@ from nats.aio.client import Client as NATS
 
 from switchyard import bus
 from switchyard.catalog import Catalog, load_catalog
+from switchyard.lifecycle import started
 from switchyard.logs import register_secret, setup_logging
 from switchyard.ops import OpsServer
 from switchyard.settings import Settings, load_settings
@@ -37,6 +38,11 @@ class BusService(ABC):
         self.nc: NATS | None = None
         self.ready = False
         self.draining = False
+
+    @property
+    def bus(self) -> NATS:
+        """The NATS connection `start()` made (NotStartedError before then)."""
+        return started(self.nc, f"{self.name}: the bus connection")
 
     async def connect(self) -> NATS:
         self.nc = await bus.connect(self.settings.nats_url, f"switchyard-{self.name}")

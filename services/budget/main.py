@@ -164,8 +164,7 @@ class BudgetService(BusService):
             return
         self.authority = authority
         LEADER.set(1)
-        nc = self.nc
-        assert nc is not None
+        nc = self.bus
         self._subs = [
             await nc.subscribe(subjects.BUDGET_AUTHORIZE, queue=subjects.BUDGET_QUEUE, cb=self._on_authorize),
             await nc.subscribe(subjects.BUDGET_STATUS, cb=self._on_status),
@@ -276,9 +275,8 @@ class BudgetService(BusService):
         return [budget_pb2.AuthorizeRequest.FromString(m.data) for m in msgs]
 
     async def _ledger(self, sql: str, params: dict) -> list[dict]:
-        assert self.nc is not None
         try:
-            reply = await self.nc.request(
+            reply = await self.bus.request(
                 subjects.LEDGER_QUERY, orjson.dumps({"sql": sql, "params": params}), timeout=15
             )
         except Exception as exc:
@@ -360,12 +358,11 @@ class BudgetService(BusService):
             authority.quotas.back_off(stat.deployment_id, stat.retry_after_s, now_s)
 
     async def _publish_quotas(self, authority: Authority) -> None:
-        assert self.nc is not None
         while True:
             try:
                 at_ms = now_ms()
                 state = authority.quotas.state(at_ms / 1000, at_ms)
-                await self.nc.publish(subjects.QUOTA_STATE, state.SerializeToString())
+                await self.bus.publish(subjects.QUOTA_STATE, state.SerializeToString())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS reconnecting: the next tick publishes again

@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from switchyard import subjects
 from switchyard.errors import GatewayError
+from switchyard.lifecycle import started
 from switchyard.tenancy import (
     ID_PATTERN,
     Agent,
@@ -133,6 +134,16 @@ class AdminApi:
         self.nc = nc
         self.kv = kv
 
+    @property
+    def bus(self) -> NATS:
+        """The NATS connection `bind()` gave (NotStartedError before then)."""
+        return started(self.nc, "the admin API's bus connection")
+
+    @property
+    def records(self) -> KeyValue:
+        """The tenancy KV bucket `bind()` gave (NotStartedError before then)."""
+        return started(self.kv, "the admin API's KV bucket")
+
     def routes(self) -> list[Route]:
         g = self._guard
         return [
@@ -174,25 +185,23 @@ class AdminApi:
     # --- storage helpers ------------------------------------------------------------------
 
     async def _create(self, key: str, record) -> None:
-        assert self.kv is not None
         try:
-            revision = await self.kv.create(key, record.to_bytes())
+            revision = await self.records.create(key, record.to_bytes())
         except KeyWrongLastSequenceError:
             raise GatewayError("conflict", f"{key.replace('.', ' ', 1)} already exists") from None
         self.view.apply(key, record.to_bytes(), revision)
 
     async def _update(self, key: str, model: type, change: Callable[[Any], Any], what: str):
         """Read-modify-write with compare-and-set on the KV revision (retried on a race)."""
-        assert self.kv is not None
         _storable(key, what)
         for _ in range(5):
-            found = await read_record(self.kv, key)
+            found = await read_record(self.records, key)
             if found is None:
                 raise GatewayError("not_found", f"no {what}")
             value, revision = found
             record = change(model.model_validate_json(value))
             try:
-                new_revision = await self.kv.update(key, record.to_bytes(), last=revision)
+                new_revision = await self.records.update(key, record.to_bytes(), last=revision)
             except KeyWrongLastSequenceError:
                 continue
             self.view.apply(key, record.to_bytes(), new_revision)
@@ -200,10 +209,9 @@ class AdminApi:
         raise GatewayError("conflict", f"{what} is being changed concurrently; try again")
 
     async def _delete(self, key: str, what: str) -> None:
-        assert self.kv is not None
-        if await read_record(self.kv, _storable(key, what)) is None:
+        if await read_record(self.records, _storable(key, what)) is None:
             raise GatewayError("not_found", f"no {what}")
-        await self.kv.delete(key)
+        await self.records.delete(key)
         self.view.apply(key, None)
 
     def _project(self, project_id: str) -> Project:
@@ -367,9 +375,8 @@ class AdminApi:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
             raise GatewayError("invalid_request", f"{loc}: {err['msg']}", param=loc) from None
-        assert self.kv is not None
         key = budget_kv_key(budget.scope, budget.scope_id, budget.period)
-        revision = await self.kv.put(key, budget.to_bytes())
+        revision = await self.records.put(key, budget.to_bytes())
         self.view.apply(key, budget.to_bytes(), revision)
         return _json(budget.model_dump(mode="json"))
 
@@ -381,10 +388,9 @@ class AdminApi:
 
     async def spend(self, http: Request) -> Response:
         """Spend against caps, as the budget authority counts it right now."""
-        assert self.nc is not None
         project_id = http.query_params.get("project", "")
         try:
-            reply = await self.nc.request(
+            reply = await self.bus.request(
                 subjects.BUDGET_STATUS, orjson.dumps({"project": project_id}), timeout=5
             )
         except Exception:

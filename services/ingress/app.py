@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from switchyard import bus, genai, metrics, subjects, telemetry
 from switchyard.errors import GatewayError
+from switchyard.lifecycle import started
 from switchyard.service import load_service_catalog
 from switchyard.settings import Settings
 from switchyard.tenancy import ANONYMOUS, Identity
@@ -128,7 +129,7 @@ class Ingress:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.client: GatewayClient | None = None
+        self._client: GatewayClient | None = None
         # Read for GET /v1/models only: the ingress lists names, the router resolves them.
         self.catalog = load_service_catalog(settings)
         self.ready = False
@@ -164,14 +165,18 @@ class Ingress:
             },
         )
 
+    @property
+    def client(self) -> GatewayClient:
+        """The bus client the lifespan made (NotStartedError before then)."""
+        return started(self._client, "the ingress's bus client")
+
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         nc = await bus.connect(self.settings.nats_url, "switchyard-ingress")
-        self.client = GatewayClient(nc)
+        self._client = GatewayClient(nc)
         await self.client.start()
         await self.auth.start(nc)
-        assert self.auth.watcher is not None
-        self.admin.bind(nc, self.auth.watcher.kv)
+        self.admin.bind(nc, started(self.auth.watcher, "the tenancy watcher").kv)
         self.admin_token = load_or_create_admin_token(self.settings.admin_token, self.settings.data_dir)
         lag_poller = asyncio.create_task(
             poll_ledger_lag(nc.jetstream(), self.overload, subjects.EVENTS_STREAM, subjects.LEDGER_DURABLE)
@@ -279,7 +284,6 @@ class Ingress:
         error). The request's root span starts here and its context rides the NATS headers,
         so the router, the worker and the ledger continue one trace. The caller closes the
         request with `client.close` or `client.cancel`, and ends the exchange with `finish`."""
-        assert self.client is not None
         span = tracer.start_span(
             genai.span_name(request.model),
             kind=trace.SpanKind.SERVER,
@@ -309,7 +313,6 @@ class Ingress:
         """Publish, then answer with the final frame (JSON) or stream the frames (SSE), in the
         caller's API dialect. All HTTP APIs share this path. A streamed request's span ends
         with the stream."""
-        assert self.client is not None
         exchange = await self.open(request)
         first = exchange.first
         kind = first.WhichOneof("frame")
@@ -335,7 +338,6 @@ class Ingress:
         )
 
     async def _stream(self, exchange: Exchange, streamer: Streamer) -> AsyncIterator[bytes]:
-        assert self.client is not None
         request = exchange.request
         finished = False
         try:
@@ -362,7 +364,6 @@ class Ingress:
         """One request's ledger row (rationale, attempts, tokens, cost), read via the ledger.
         Only the caller's own project's rows: another project's request answers 404, exactly
         as an unknown id does, so a key cannot even learn that the id exists."""
-        assert self.client is not None
         request_id = http.path_params["request_id"]
         project_id = self.identity(http.headers).project_id
         try:

@@ -56,7 +56,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self, request: invoke_pb2.InvokeRequest, context: grpc.aio.ServicerContext
     ) -> invoke_pb2.InvokeResponse:
         request = await self._admit(request, context, stream=False)
-        assert self.ingress.client is not None
         exchange = None
         try:
             exchange = await self.ingress.open(request)
@@ -78,7 +77,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     ) -> AsyncIterator[invoke_pb2.Reply]:
         request = await self._admit(request, context, stream=True)
         client = self.ingress.client
-        assert client is not None
         exchange = await self.ingress.open(request)
         finished = False
         sent = 0

@@ -18,6 +18,8 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+from switchyard.lifecycle import started
+
 from .migrations import RETENTION, ROLLUP_FROM_RAW, ROLLUP_KEY, ROLLUP_SUMS, ROLLUP_TOTALS, pending
 from .retention import retention_statement
 from .rollups import reconcile_since, rollup_deltas
@@ -49,6 +51,11 @@ class LedgerStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._client: Client | None = None
 
+    @property
+    def client(self) -> Client:
+        """The ClickHouse client `open()` made (NotStartedError before then)."""
+        return started(self._client, "the ledger store's client")
+
     async def _run(self, fn, *args, **kwargs):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
@@ -58,31 +65,29 @@ class LedgerStore:
         await self._run(self._migrate)
 
     def _migrate(self) -> list[int]:
-        assert self._client is not None
-        self._client.command(
+        self.client.command(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
             "applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY version"
         )
-        applied = {row[0] for row in self._client.query("SELECT version FROM schema_migrations").result_rows}
+        applied = {row[0] for row in self.client.query("SELECT version FROM schema_migrations").result_rows}
         done = []
         for version, name, statements in pending(applied):
             for statement in statements:
-                self._client.command(statement)
-            self._client.insert("schema_migrations", [[version, name]], column_names=["version", "name"])
+                self.client.command(statement)
+            self.client.insert("schema_migrations", [[version, name]], column_names=["version", "name"])
             done.append(version)
         return done
 
     def _apply_retention(self, raw_days: int, rollup_days: int) -> list[str]:
-        assert self._client is not None
         done = []
         for table, column, kind in RETENTION:
-            engine = self._client.query(
+            engine = self.client.query(
                 "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
                 parameters={"t": table},
             ).result_rows[0][0]
             statement = retention_statement(table, column, raw_days if kind == "raw" else rollup_days, engine)
             if statement:
-                self._client.command(statement)
+                self.client.command(statement)
                 done.append(statement)
         return done
 
@@ -91,13 +96,12 @@ class LedgerStore:
         return await self._run(self._apply_retention, raw_days, rollup_days)
 
     def _reconcile(self, since: datetime) -> list[list[Any]]:
-        assert self._client is not None
         params = {"since": since}
-        raw = self._client.query(ROLLUP_FROM_RAW, parameters=params).result_rows
-        rolled = self._client.query(ROLLUP_TOTALS, parameters=params).result_rows
+        raw = self.client.query(ROLLUP_FROM_RAW, parameters=params).result_rows
+        rolled = self.client.query(ROLLUP_TOTALS, parameters=params).result_rows
         deltas = rollup_deltas(raw, rolled)
         if deltas:
-            self._client.insert("requests_by_minute", deltas, column_names=ROLLUP_KEY + ROLLUP_SUMS)
+            self.client.insert("requests_by_minute", deltas, column_names=ROLLUP_KEY + ROLLUP_SUMS)
         return deltas
 
     async def reconcile_rollups(
@@ -117,7 +121,7 @@ class LedgerStore:
         if not ids:
             return set()
         result = await self._run(
-            self._client.query,
+            self.client.query,
             f"SELECT DISTINCT request_id FROM {table} WHERE request_id IN {{ids:Array(String)}}",
             parameters={"ids": ids},
         )
@@ -125,12 +129,12 @@ class LedgerStore:
 
     async def insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
         if rows:
-            await self._run(self._client.insert, table, rows, column_names=columns)
+            await self._run(self.client.insert, table, rows, column_names=columns)
 
     async def query(
         self, sql: str, parameters: dict[str, Any] | None = None
     ) -> tuple[list[str], list[tuple]]:
-        result = await self._run(self._client.query, sql, parameters=parameters or {})
+        result = await self._run(self.client.query, sql, parameters=parameters or {})
         return list(result.column_names), result.result_rows
 
     async def close(self) -> None:

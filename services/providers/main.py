@@ -20,6 +20,7 @@ from switchyard.bus import EventPublisher, ensure_events_stream
 from switchyard.catalog import Catalog, Deployment
 from switchyard.errors import GatewayError
 from switchyard.handoff import hand_off
+from switchyard.lifecycle import started
 from switchyard.service import BusService, run
 from switchyard.settings import Settings
 from switchyard.v1 import events_pb2, invoke_pb2
@@ -141,14 +142,13 @@ class ProviderWorker(BusService):
         Returns "ok" or the final error code. Each upstream call is its own CLIENT span
         named by the GenAI conventions ("chat <model>").
         """
-        assert self.nc is not None
         request = dispatch.request
         reply = dispatch.reply_to
         while True:
             target = dispatch.chain[dispatch.position]
             if target.provider not in self.providers:
                 # Another pool serves the next deployment: hand the dispatch on, no router trip.
-                if not await hand_off(self.nc, dispatch):
+                if not await hand_off(self.bus, dispatch):
                     await self._fail(dispatch, reply, NO_WORKER, None)
                     return NO_WORKER.code
                 return "ok"
@@ -180,7 +180,6 @@ class ProviderWorker(BusService):
         self, dispatch: invoke_pb2.Dispatch, deployment: Deployment, span: trace.Span
     ) -> str | None:
         """One upstream call. Returns "ok", the final status or error code, or None to fail over."""
-        assert self.nc is not None
         request = dispatch.request
         reply = dispatch.reply_to
         progress = AttemptProgress(started_ms=now_ms())
@@ -272,7 +271,7 @@ class ProviderWorker(BusService):
             completed.usage.cached_tokens,
             cost,
         )
-        await self.nc.publish(reply, codec.final_frame(response))
+        await self.bus.publish(reply, codec.final_frame(response))
         self._complete(
             dispatch,
             "ok",
@@ -307,7 +306,6 @@ class ProviderWorker(BusService):
         progress: AttemptProgress,
     ) -> Completed:
         """One upstream call; stream chunks go straight to the client as they arrive."""
-        assert self.nc is not None
         adapter = self.adapter(deployment)
         if not request.stream:
             completed = await adapter.complete(request)
@@ -325,7 +323,7 @@ class ProviderWorker(BusService):
                     progress.ttft_ms = now_ms() - progress.started_ms
                     progress.chunks_sent = True
                 progress.add_chunk(item)
-                await self.nc.publish(reply, codec.chunk_frame(item))
+                await self.bus.publish(reply, codec.chunk_frame(item))
         raise GatewayError(
             "upstream_error", "stream ended without a final event", provider=deployment.provider
         )
@@ -338,9 +336,8 @@ class ProviderWorker(BusService):
         deployment: Deployment | None,
         usage: invoke_pb2.Usage | None = None,
     ) -> None:
-        assert self.nc is not None
         err = error.to_proto(dispatch.request.request_id)
-        await self.nc.publish(reply, codec.error_frame(err))
+        await self.bus.publish(reply, codec.error_frame(err))
         if usage is not None and deployment is not None:
             cost = call_cost(deployment, usage)
             self._complete(dispatch, "error", deployment=deployment, error=err, usage=usage, cost=cost)
@@ -348,9 +345,9 @@ class ProviderWorker(BusService):
             self._complete(dispatch, "error", deployment=deployment, error=err)
 
     def _complete(self, dispatch: invoke_pb2.Dispatch, status: str, **fields) -> None:
-        assert self.events is not None
+        events = started(self.events, "the event publisher")
         event = build_completion(dispatch, status=status, trace_id=telemetry.current_trace_id(), **fields)
-        self.events.publish(
+        events.publish(
             subjects.COMPLETION,
             event.SerializeToString(),
             msg_id=dispatch.request.request_id,
@@ -365,7 +362,6 @@ class ProviderWorker(BusService):
         error: GatewayError | None,
         rate_limit_headers: dict[str, str] | None = None,
     ) -> None:
-        assert self.nc is not None
         stat = events_pb2.ProviderStat(
             deployment_id=deployment.id,
             request_id=dispatch.request.request_id,
@@ -383,7 +379,7 @@ class ProviderWorker(BusService):
         if rate_limits is not None:
             stat.rate_limits.CopyFrom(rate_limits)
         # Fire and forget: a core publish only buffers; the flush happens off this path.
-        task = asyncio.ensure_future(self.nc.publish(subjects.PROVIDER_STATS, stat.SerializeToString()))
+        task = asyncio.ensure_future(self.bus.publish(subjects.PROVIDER_STATS, stat.SerializeToString()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

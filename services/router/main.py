@@ -24,6 +24,7 @@ from switchyard.bus import EventPublisher, ensure_events_stream
 from switchyard.catalog import Deployment, read_config
 from switchyard.errors import GatewayError
 from switchyard.handoff import hand_off
+from switchyard.lifecycle import started
 from switchyard.pricing import format_usd, max_cost_usd
 from switchyard.service import BusService, run
 from switchyard.v1 import budget_pb2, events_pb2, invoke_pb2
@@ -115,7 +116,6 @@ class Router(BusService):
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, msg: Msg) -> None:
-        assert self.nc is not None
         try:
             request = invoke_pb2.InvokeRequest.FromString(msg.data)
             ctx = telemetry.extract_context(msg.headers)
@@ -129,7 +129,7 @@ class Router(BusService):
                     dispatch = await self.route(request)
                 except GatewayError as error:
                     err = error.to_proto(request.request_id)
-                    await self.nc.publish(msg.reply, codec.error_frame(err))
+                    await self.bus.publish(msg.reply, codec.error_frame(err))
                     self._reject(request, err)
                     outcome["status"] = err.code
                     span.set_attribute("error.type", err.code)
@@ -140,9 +140,9 @@ class Router(BusService):
                 span.set_attributes(genai.target_attributes(first.provider, first.model, first.deployment_id))
                 span.set_attribute("switchyard.route", dispatch.route)
                 span.set_attribute("switchyard.candidates", len(dispatch.chain))
-                if not await hand_off(self.nc, dispatch):
+                if not await hand_off(self.bus, dispatch):
                     err = NO_WORKER.to_proto(request.request_id)
-                    await self.nc.publish(msg.reply, codec.error_frame(err))
+                    await self.bus.publish(msg.reply, codec.error_frame(err))
                     self._reject(request, err)
                     outcome["status"] = err.code
                     span.set_attribute("error.type", err.code)
@@ -152,7 +152,7 @@ class Router(BusService):
             self.log.exception("routing failed")
             if msg.reply:
                 err = invoke_pb2.Error(code="internal", message="router error")
-                await self.nc.publish(msg.reply, codec.error_frame(err))
+                await self.bus.publish(msg.reply, codec.error_frame(err))
         finally:
             self._slots.release()
 
@@ -230,7 +230,6 @@ class Router(BusService):
     ) -> budget_pb2.Decision:
         """Reserve the most this request can cost on the first deployment of `chain` with
         provider-quota headroom; raise the budget authority's denial."""
-        assert self.nc is not None
         deployment = chain[0]
         max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS_FOR_BUDGET
         ask = budget_pb2.AuthorizeRequest(
@@ -252,7 +251,7 @@ class Router(BusService):
                 output_tokens=max_tokens,
             )
         try:
-            reply = await self.nc.request(
+            reply = await self.bus.request(
                 subjects.BUDGET_AUTHORIZE,
                 ask.SerializeToString(),
                 timeout=self.settings.budget_timeout_s,
@@ -275,7 +274,7 @@ class Router(BusService):
 
     def _reject(self, request: invoke_pb2.InvokeRequest, err: invoke_pb2.Error) -> None:
         """Requests refused before any upstream call are still recorded, as `rejected`."""
-        assert self.events is not None
+        events = started(self.events, "the event publisher")
         now = time.time_ns() / 1e6
         event = events_pb2.Completion(
             request_id=request.request_id,
@@ -295,7 +294,7 @@ class Router(BusService):
             latency_ms=now - request.received_unix_ns / 1e6,
             api=request.api,
         )
-        self.events.publish(
+        events.publish(
             subjects.COMPLETION,
             event.SerializeToString(),
             msg_id=request.request_id,
