@@ -66,7 +66,7 @@ async def ensure_events_stream(js: JetStreamContext, replicas: int = 1, attempts
     for attempt in range(attempts):
         try:
             try:
-                await js.stream_info(config.name)
+                await js.stream_info(subjects.EVENTS_STREAM)
                 await js.update_stream(config)
             except nats.js.errors.NotFoundError:
                 await js.add_stream(config)

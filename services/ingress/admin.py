@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from nats.aio.client import Client as NATS
@@ -33,6 +33,7 @@ from switchyard.tenancy import (
     Limits,
     Project,
     TenancyView,
+    _Record,
     agent_kv_key,
     budget_kv_key,
     budget_project,
@@ -45,6 +46,9 @@ from switchyard.tenancy import (
 from switchyard.tenancy_store import read_record
 
 PREFIX = "/admin/v1"
+# An admin route handler, before and after `_guard` wraps it.
+Handler = Callable[[Request], Awaitable[Response]]
+R = TypeVar("R", bound=_Record)
 
 
 class _Body(BaseModel):
@@ -169,7 +173,7 @@ class AdminApi:
             Route(f"{PREFIX}/spend", g(self.spend), methods=["GET"]),
         ]
 
-    def _guard(self, handler):
+    def _guard(self, handler: Handler) -> Handler:
         async def guarded(http: Request) -> Response:
             presented = presented_key(http.headers.get("authorization"), None)
             if not same_secret(presented, self._token()):
@@ -184,14 +188,14 @@ class AdminApi:
 
     # --- storage helpers ------------------------------------------------------------------
 
-    async def _create(self, key: str, record) -> None:
+    async def _create(self, key: str, record: _Record) -> None:
         try:
             revision = await self.records.create(key, record.to_bytes())
         except KeyWrongLastSequenceError:
             raise GatewayError("conflict", f"{key.replace('.', ' ', 1)} already exists") from None
         self.view.apply(key, record.to_bytes(), revision)
 
-    async def _update(self, key: str, model: type, change: Callable[[Any], Any], what: str):
+    async def _update(self, key: str, model: type[R], change: Callable[[R], R], what: str) -> R:
         """Read-modify-write with compare-and-set on the KV revision (retried on a race)."""
         _storable(key, what)
         for _ in range(5):
@@ -362,14 +366,17 @@ class AdminApi:
         body: BudgetIn = await _parse(http, BudgetIn)
         project_id = self._budget_project(body.scope, body.scope_id)
         try:
-            budget = Budget(
-                scope=body.scope,
-                scope_id=body.scope_id,
-                period=body.period,
-                cap_usd=body.cap_usd,
-                project_id=project_id,
-                updated_ms=_now_ms(),
-                **({"thresholds": body.thresholds} if body.thresholds is not None else {}),
+            # Validated here (scope and period are plain strings in BudgetIn) for one message shape.
+            budget = Budget.model_validate(
+                dict(
+                    scope=body.scope,
+                    scope_id=body.scope_id,
+                    period=body.period,
+                    cap_usd=body.cap_usd,
+                    project_id=project_id,
+                    updated_ms=_now_ms(),
+                    **({"thresholds": body.thresholds} if body.thresholds is not None else {}),
+                )
             )
         except ValidationError as exc:
             err = exc.errors()[0]

@@ -306,7 +306,7 @@ class EventStream:
         if self._started:
             return []
         self._started = True
-        message = {
+        message: dict[str, Any] = {
             "id": self._id,
             "type": "message",
             "role": "assistant",
@@ -385,8 +385,8 @@ class EventStream:
         if text and not self._sent_text:
             out.extend(self._text(text))
         if not self._sent_tools:
-            for i, call in enumerate(final.message.tool_calls):
-                out.extend(self._tool(i, call.id, call.name, call.arguments_json))
+            for i, whole in enumerate(final.message.tool_calls):
+                out.extend(self._tool(i, whole.id, whole.name, whole.arguments_json))
         out.extend(self._close())
         usage = usage_json(final.usage)
         out.append(

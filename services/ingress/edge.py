@@ -13,7 +13,7 @@ a Starlette Request): load shedding, body size, header size and slow-client limi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +47,7 @@ class Overload:
 
 
 async def _reject(
-    send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] = ()
+    send: Send, status: int, code: str, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
     body = orjson.dumps({"error": {"code": code, "message": message}})
     await send(

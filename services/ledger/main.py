@@ -56,7 +56,7 @@ def dedupe(events: list[events_pb2.Completion], existing: set[str]) -> list[even
 class Ledger(BusService):
     name = "ledger"
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.store = LedgerStore(self.settings.ledger_dsn)
         self._consumer: asyncio.Task[None] | None = None

@@ -16,6 +16,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from switchyard import subjects
 from switchyard.v1 import budget_pb2
@@ -104,7 +105,7 @@ class QuotaRecorder:
         self.nc = nc
         self.store = store
         self.sampler = QuotaSampler(every_s)
-        self._sub = None
+        self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -25,6 +26,7 @@ from .retention import retention_statement
 from .rollups import reconcile_since, rollup_deltas
 
 log = logging.getLogger("switchyard.ledger.store")
+T = TypeVar("T")
 
 _READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN)\b", re.IGNORECASE)
 
@@ -56,7 +58,7 @@ class LedgerStore:
         """The ClickHouse client `open()` made (NotStartedError before then)."""
         return started(self._client, "the ledger store's client")
 
-    async def _run(self, fn, *args, **kwargs):
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
@@ -133,7 +135,7 @@ class LedgerStore:
 
     async def query(
         self, sql: str, parameters: dict[str, Any] | None = None
-    ) -> tuple[list[str], list[tuple]]:
+    ) -> tuple[list[str], Sequence[Sequence[Any]]]:
         result = await self._run(self.client.query, sql, parameters=parameters or {})
         return list(result.column_names), result.result_rows
 

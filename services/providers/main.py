@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -248,8 +249,8 @@ class ProviderWorker(BusService):
                 dispatch.position += 1
                 return None
             # A stream cut after chunks reached the client still used (and cost) tokens.
-            usage = progress.usage(request) if progress.chunks_sent else None
-            await self._fail(dispatch, reply, error, deployment, usage)
+            spent = progress.usage(request) if progress.chunks_sent else None
+            await self._fail(dispatch, reply, error, deployment, spent)
             return error.code
         started, ttft_ms = progress.started_ms, progress.ttft_ms
         dispatch.attempts.append(
@@ -344,7 +345,7 @@ class ProviderWorker(BusService):
         else:
             self._complete(dispatch, "error", deployment=deployment, error=err)
 
-    def _complete(self, dispatch: invoke_pb2.Dispatch, status: str, **fields) -> None:
+    def _complete(self, dispatch: invoke_pb2.Dispatch, status: str, **fields: Any) -> None:
         events = started(self.events, "the event publisher")
         event = build_completion(dispatch, status=status, trace_id=telemetry.current_trace_id(), **fields)
         events.publish(

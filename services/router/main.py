@@ -13,6 +13,7 @@ import asyncio
 import os
 import socket
 import time
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
@@ -55,7 +56,7 @@ NO_WORKER = GatewayError(
 class Router(BusService):
     name = "router"
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._slots = asyncio.Semaphore(self.settings.router_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()

@@ -7,12 +7,14 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import uvicorn
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from switchyard import subjects
 from switchyard.settings import Settings
@@ -43,7 +45,7 @@ class _EmbeddedServer(uvicorn.Server):
     """uvicorn without its own signal handlers: the ledger process owns SIGTERM/SIGINT."""
 
     @contextlib.contextmanager
-    def capture_signals(self):
+    def capture_signals(self) -> Iterator[None]:
         yield
 
 
@@ -56,7 +58,7 @@ class DashboardServer:
         self.port = settings.dashboard_port
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._sub = None
+        self._sub: Subscription | None = None
 
     async def _caps(self) -> Any:
         """Every project's caps and spend as the budget authority counts them; none when it
