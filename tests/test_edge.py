@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from services.ingress.edge import EdgeLimits, Overload, json_depth_exceeds, shed_reason
-from tests.support.procs import Stack
+from switchyard.testing.stack import Stack
 
 BODY = {"model": "demo/fast", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from switchyard.natsserver import free_port
-from tests.support.procs import ROOT, ledger_sql, wait_until
+from switchyard.testing.stack import ROOT, ledger_sql, wait_until
 
 pytestmark = pytest.mark.e2e
 
