@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 # worker that republishes after a NATS failover is de-duplicated by msg id (request_id).
 DUPLICATE_WINDOW_S = 30 * 60
 EVENTS_MAX_AGE_S = 7 * 24 * 3600
+# What a NATS call raises when the server is away, slow or says no: nats-py's errors (timeouts,
+# a closed or draining connection, no responders, JetStream API errors) and the socket's OSError
+# (TimeoutError is one). Handlers around bus I/O catch these rather than Exception, so a bug
+# in our own code is not mistaken for a NATS outage.
+NATS_ERRORS: tuple[type[Exception], ...] = (nats.errors.Error, OSError)
 
 
 async def connect(url: str, name: str) -> NATS:
@@ -117,7 +122,7 @@ class EventPublisher:
                     break
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:
+                except Exception as exc:  # the publisher task must outlive anything, or events pile up
                     log.warning("event publish to %s failed, retrying: %s", subject, exc)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self._max_backoff_s)

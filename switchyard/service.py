@@ -55,7 +55,7 @@ class BusService(ABC):
     async def drain(self) -> None:
         """Stop taking work, finish what is in flight (bounded), close connections."""
         if self.nc and not self.nc.is_closed:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*bus.NATS_ERRORS):
                 await asyncio.wait_for(self.nc.drain(), self.settings.drain_timeout_s)
 
     def is_ready(self) -> bool:

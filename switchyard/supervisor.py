@@ -248,7 +248,7 @@ def up(settings: Settings) -> int:
         while not stop_requested:
             stack.supervise_once()
             time.sleep(0.2)
-    except Exception as exc:
+    except Exception as exc:  # the CLI's process boundary: one line on stderr, exit 1, children stopped
         print(f"switchyard: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -18,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -27,7 +29,7 @@ from nats.nuid import NUID
 from prometheus_client import Counter, Gauge
 
 from switchyard import metrics, subjects, telemetry
-from switchyard.bus import ensure_events_stream
+from switchyard.bus import NATS_ERRORS, ensure_events_stream
 from switchyard.service import BusService, run
 from switchyard.tenancy import TenancyView
 from switchyard.tenancy_store import TenancyWatcher, open_bucket, tenancy_bucket
@@ -42,6 +44,10 @@ from .webhook import WebhookSender
 
 DECISIONS = Counter("switchyard_budget_decisions_total", "Authorization decisions", ["outcome"])
 LEADER = Gauge("switchyard_budget_leader", "1 while this process is the budget authority")
+UNCOUNTED = Counter(
+    "switchyard_budget_uncounted_completions_total",
+    "Completion events settlement could not decode: their spend is not counted against caps",
+)
 # Reservations are journaled for at most this long after their deadline.
 JOURNAL_MAX_AGE_S = 24 * 3600
 # The rebuild passes the tail's ids to the ledger in one NATS message (1 MB by default).
@@ -61,6 +67,25 @@ SETTLE_GATHER_S = 0.05
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def settleable(msg: Msg, log: logging.Logger) -> events_pb2.Completion | None:
+    """The completion event in `msg`, or None when it does not decode. Its spend then cannot be
+    counted, which must never pass unseen: it is logged with the request id (the event's
+    Nats-Msg-Id) and counted in UNCOUNTED. There is nothing to ack or nak: the settlement
+    reader is unacknowledged (AckPolicy.NONE), and no redelivery would make the same bytes
+    decode; the event stays in the stream, and the ledger, whose durable consumer owns delivery,
+    terminates and logs it as well."""
+    try:
+        return events_pb2.Completion.FromString(msg.data)
+    except DecodeError:
+        UNCOUNTED.inc()
+        log.error(
+            "undecodable completion event: its spend is not counted against caps (request %s, subject %s)",
+            (msg.headers or {}).get("Nats-Msg-Id", "unknown"),
+            msg.subject,
+        )
+        return None
 
 
 class RebuildNotReady(Exception):
@@ -123,7 +148,7 @@ class BudgetService(BusService):
         try:
             await self.js.stream_info(subjects.BUDGET_JOURNAL_STREAM)
         except NotFoundError:
-            with contextlib.suppress(Exception):  # a concurrent starter created it
+            with contextlib.suppress(*NATS_ERRORS):  # a concurrent starter created it
                 await self.js.add_stream(config)
 
     # --- leadership ---------------------------------------------------------------------
@@ -147,7 +172,9 @@ class BudgetService(BusService):
                     await self._step_down()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # NATS reconnecting: keep trying, the lease fences us
+            except (
+                Exception
+            ) as exc:  # NATS reconnecting (the loop must outlive anything): the lease fences us
                 self.log.warning("lease loop: %s", exc)
                 await asyncio.sleep(0.5)
 
@@ -158,7 +185,7 @@ class BudgetService(BusService):
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # a leader that cannot rebuild retries rather than exits
                 self.log.warning("rebuild not possible yet (%s): retrying", exc)
                 await asyncio.sleep(1.0)
         else:
@@ -190,7 +217,7 @@ class BudgetService(BusService):
         LEADER.set(0)
         self.authority = None
         for sub in self._subs:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*NATS_ERRORS):
                 await sub.unsubscribe()
         self._subs = []
         for task in self._term:
@@ -271,7 +298,7 @@ class BudgetService(BusService):
         try:
             msgs = await self._read_all(consumer, 10 * MAX_TAIL)
         finally:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*NATS_ERRORS):
                 await consumer.unsubscribe()
         return [budget_pb2.AuthorizeRequest.FromString(m.data) for m in msgs]
 
@@ -280,7 +307,7 @@ class BudgetService(BusService):
             reply = await self.bus.request(
                 subjects.LEDGER_QUERY, orjson.dumps({"sql": sql, "params": params}), timeout=15
             )
-        except Exception as exc:
+        except NATS_ERRORS as exc:
             raise RebuildNotReady(f"the ledger did not answer: {type(exc).__name__}") from exc
         result = orjson.loads(reply.data)
         if "error" in result:
@@ -323,7 +350,7 @@ class BudgetService(BusService):
     ) -> None:
         try:
             await self.js.publish(subjects.BUDGET_JOURNAL, ask.SerializeToString(), timeout=2.0)
-        except Exception as exc:
+        except NATS_ERRORS as exc:
             # Not journaled: a successor would not know of this reservation. Refuse it.
             self.log.warning("reservation journal write failed: %s", exc)
             authority.cancel(ask.request_id)
@@ -343,7 +370,7 @@ class BudgetService(BusService):
             deny_reason="the budget authority is changing leader; try again",
             retry_after_s=1.0,
         )
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(*NATS_ERRORS):
             await msg.respond(decision.SerializeToString())
 
     async def _on_provider_stat(self, msg: Msg) -> None:
@@ -352,7 +379,8 @@ class BudgetService(BusService):
             return
         try:
             stat = events_pb2.ProviderStat.FromString(msg.data)
-        except Exception:
+        except DecodeError:
+            self.log.warning("undecodable provider stat ignored")
             return
         now_s = now_ms() / 1000
         if stat.HasField("rate_limits"):
@@ -368,7 +396,7 @@ class BudgetService(BusService):
                 await self.bus.publish(subjects.QUOTA_STATE, state.SerializeToString())
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # NATS reconnecting: the next tick publishes again
+            except Exception as exc:  # NATS reconnecting: the next tick publishes again (loop outlives all)
                 self.log.warning("quota state not published: %s", exc)
             await asyncio.sleep(QUOTA_STATE_EVERY_S)
 
@@ -407,7 +435,7 @@ class BudgetService(BusService):
                     continue
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:
+                except Exception as exc:  # the settlement loop must outlive anything: fetch again
                     self.log.warning("completion fetch failed: %s", exc)
                     await asyncio.sleep(0.5)
                     if not await self._reader_alive(consumer):
@@ -416,16 +444,15 @@ class BudgetService(BusService):
                 for msg in msgs:
                     with contextlib.suppress(Exception):
                         last_seq = max(last_seq, msg.metadata.sequence.stream)
-                    try:
-                        event = events_pb2.Completion.FromString(msg.data)
-                    except Exception:
+                    event = settleable(msg, self.log)
+                    if event is None:
                         continue
                     for crossing in authority.settle(event, now_ms()):
                         self._alerts.put_nowait(crossing)
                 if len(msgs) < SETTLE_BATCH:
                     await asyncio.sleep(SETTLE_GATHER_S)
         finally:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*NATS_ERRORS):
                 await consumer.unsubscribe()
 
     @staticmethod
@@ -434,7 +461,7 @@ class BudgetService(BusService):
             await consumer.consumer_info()
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception:  # a probe: any failure means the reader is gone (and it must not kill settling)
             return False
         return True
 
@@ -461,11 +488,11 @@ class BudgetService(BusService):
             fresh = await self._completion_reader(last_seq + 1)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except NATS_ERRORS as exc:
             self.log.warning("settlement reader lost; cannot make a new one yet: %s", exc)
             return consumer
         self.log.warning("settlement reader lost; reading again from stream sequence %d", last_seq + 1)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(*NATS_ERRORS):
             await consumer.unsubscribe()
         return fresh
 
@@ -502,7 +529,7 @@ class BudgetService(BusService):
                 )  # fmt: skip
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # the alert loop must outlive anything: an alert is retried, never lost
                 self.log.warning("alert %s not sent yet (%s): retrying", key, exc)
                 await asyncio.sleep(1.0)
                 self._alerts.put_nowait(crossing)
@@ -514,7 +541,7 @@ class BudgetService(BusService):
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._lease_task
         for sub in self._subs:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*NATS_ERRORS):
                 await sub.unsubscribe()
         self._subs = []
         if self._inflight:

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from switchyard import subjects
+from switchyard.bus import NATS_ERRORS
 from switchyard.errors import GatewayError
 from switchyard.lifecycle import started
 from switchyard.tenancy import (
@@ -400,7 +401,7 @@ class AdminApi:
             reply = await self.bus.request(
                 subjects.BUDGET_STATUS, orjson.dumps({"project": project_id}), timeout=5
             )
-        except Exception:
+        except NATS_ERRORS:
             raise GatewayError(
                 "unavailable", "the budget authority did not answer", retry_after_s=1
             ) from None

@@ -195,7 +195,7 @@ class Ingress:
             if grpc is not None:
                 await grpc.stop(self.settings.drain_timeout_s)
             await self.auth.stop()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*bus.NATS_ERRORS):
                 await nc.drain()
 
     async def _on_gateway_error(self, request: Request, exc: Exception) -> Response:
@@ -378,7 +378,7 @@ class Ingress:
                 ),
                 timeout=5,
             )
-        except Exception:
+        except bus.NATS_ERRORS:
             raise GatewayError("unavailable", "the ledger did not answer", retry_after_s=1) from None
         result = orjson.loads(reply.data)
         if "error" in result:

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -20,7 +21,7 @@ from nats.js.errors import FetchTimeoutError
 from opentelemetry import trace
 
 from switchyard import genai, metrics, subjects, telemetry
-from switchyard.bus import ensure_events_stream
+from switchyard.bus import NATS_ERRORS, ensure_events_stream
 from switchyard.service import BusService, run
 from switchyard.v1 import events_pb2
 
@@ -119,7 +120,7 @@ class Ledger(BusService):
                 continue
             try:
                 await self.write_batch(msgs)
-            except Exception:
+            except Exception:  # the consumer loop must outlive anything (a store or NATS failure)
                 # Not acked: JetStream redelivers after ack_wait, and dedupe keeps it exact.
                 metrics.ERRORS.labels(self.name, "insert_failed").inc()
                 self.log.exception("ledger insert failed; %d events will be redelivered", len(msgs))
@@ -157,8 +158,14 @@ class Ledger(BusService):
         for msg in msgs:
             try:
                 received.append((events_pb2.Completion.FromString(msg.data), msg))
-            except Exception:
-                self.log.error("undecodable completion event dropped (seq %s)", msg.metadata.sequence.stream)
+            except DecodeError:
+                # Redelivery cannot make it decode: terminated here (it stays in the stream).
+                metrics.ERRORS.labels(self.name, "undecodable_event").inc()
+                self.log.error(
+                    "undecodable completion event dropped (request %s, seq %s)",
+                    (msg.headers or {}).get("Nats-Msg-Id", "unknown"),
+                    msg.metadata.sequence.stream,
+                )
                 await msg.term()
         events = [event for event, _ in received]
         metrics.IN_FLIGHT.labels(self.name).inc(len(events))
@@ -249,7 +256,7 @@ class Ledger(BusService):
                     await asyncio.wait_for(task, self.settings.drain_timeout_s)
         # A pull subscription never empties its pending queue, so nc.drain() would wait on it
         # until the timeout: unsubscribe first (unacked messages are redelivered anyway).
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(*NATS_ERRORS):
             await self._psub.unsubscribe()
         await super().drain()
         await self.store.close()

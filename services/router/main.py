@@ -15,6 +15,7 @@ import socket
 import time
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -87,7 +88,7 @@ class Router(BusService):
     async def _on_quota_state(self, msg: Msg) -> None:
         try:
             state = budget_pb2.QuotaState.FromString(msg.data)
-        except Exception:
+        except DecodeError:
             self.log.warning("undecodable quota state ignored")
             return
         self.quotas.update(state, time.monotonic())
@@ -95,7 +96,7 @@ class Router(BusService):
     async def _on_stat(self, msg: Msg) -> None:
         try:
             stat = events_pb2.ProviderStat.FromString(msg.data)
-        except Exception:
+        except DecodeError:
             self.log.warning("undecodable provider stat ignored")
             return
         sample = Sample(
@@ -149,7 +150,7 @@ class Router(BusService):
                     span.set_attribute("error.type", err.code)
                     return
                 self._count_inflight(dispatch)
-        except Exception:
+        except Exception:  # the request's boundary: whatever failed, the caller gets an answer
             self.log.exception("routing failed")
             if msg.reply:
                 err = invoke_pb2.Error(code="internal", message="router error")

@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from switchyard import subjects
+from switchyard.bus import NATS_ERRORS
 from switchyard.settings import Settings
 
 from ..store import LedgerStore
@@ -66,7 +67,7 @@ class DashboardServer:
         try:
             reply = await self.nc.request(subjects.BUDGET_STATUS, b"{}", timeout=CAPS_TIMEOUT_S)
             return caps_from_status(orjson.loads(reply.data))
-        except Exception as exc:
+        except Exception as exc:  # a display panel: no caps shown rather than a failed page
             log.debug("no caps from the budget authority: %s", exc)
             return {"caps": []}
 
@@ -100,10 +101,11 @@ class DashboardServer:
     async def stop(self) -> None:
         self.hub.close()
         if self._sub is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*NATS_ERRORS):
                 await self._sub.unsubscribe()
         if self._server is not None:
             self._server.should_exit = True
+            # Stopping must go on whatever uvicorn's loop raised (uvicorn logs its own errors).
             if self._task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._task, 5)
