@@ -95,7 +95,6 @@ class EventPublisher:
         self._queue: asyncio.Queue[tuple[str, bytes, dict[str, str]]] = asyncio.Queue()
         self._max_backoff_s = max_backoff_s
         self._task: asyncio.Task[None] | None = None
-        self.published = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-publisher")
@@ -107,10 +106,6 @@ class EventPublisher:
         hdrs["Nats-Msg-Id"] = msg_id
         self._queue.put_nowait((subject, payload, hdrs))
 
-    @property
-    def backlog(self) -> int:
-        return self._queue.qsize()
-
     async def _run(self) -> None:
         while True:
             subject, payload, headers = await self._queue.get()
@@ -118,7 +113,6 @@ class EventPublisher:
             while True:
                 try:
                     await self._js.publish(subject, payload, headers=headers, timeout=2.0)
-                    self.published += 1
                     break
                 except asyncio.CancelledError:
                     raise

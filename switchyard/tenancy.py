@@ -30,7 +30,6 @@ DEFAULT_PROJECT = "default"
 
 ScopeKind = Literal["project", "agent", "key"]
 Period = Literal["day", "month", "total"]
-SCOPE_KINDS: tuple[str, ...] = ("project", "agent", "key")
 PERIODS: tuple[str, ...] = ("day", "month", "total")
 
 

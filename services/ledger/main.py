@@ -64,7 +64,6 @@ class Ledger(BusService):
         self._lag: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.dashboard: DashboardServer | None = None
-        self.inserted = 0
 
     async def start(self) -> None:
         settings = self.settings
@@ -183,7 +182,6 @@ class Ledger(BusService):
                 await msg.ack()
         finally:
             metrics.IN_FLIGHT.labels(self.name).dec(len(events))
-        self.inserted += len(fresh)
         metrics.LEDGER_BATCH.observe(len(events))
         metrics.LEDGER_ROWS.labels("requests").inc(len(fresh))
         metrics.LEDGER_ROWS.labels("attempts").inc(len(attempts))
