@@ -172,9 +172,8 @@ class BudgetService(BusService):
                     await self._step_down()
             except asyncio.CancelledError:
                 raise
-            except (
-                Exception
-            ) as exc:  # NATS reconnecting (the loop must outlive anything): the lease fences us
+            # NATS reconnecting (and the loop must outlive anything): keep trying, the lease fences us
+            except Exception as exc:
                 self.log.warning("lease loop: %s", exc)
                 await asyncio.sleep(0.5)
 
