@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
+from nats.errors import NotJSMessageError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -222,6 +223,7 @@ class BudgetService(BusService):
         for task in self._term:
             task.cancel()
         for task in self._term:
+            # Awaited only to end them: a task's own failure was logged by its loop.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._term = []
@@ -258,7 +260,7 @@ class BudgetService(BusService):
             quotas = QuotaBook({d.id: d.limits for d in self.catalog.deployments.values()}, now_ms() / 1000)
             authority = rebuild(self.view, rows, tail, journal, done, now_ms(), grace_ms, quotas)
         except BaseException:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*NATS_ERRORS):
                 await consumer.unsubscribe()
             raise
         self.log.info(
@@ -441,7 +443,7 @@ class BudgetService(BusService):
                         consumer = await self._reopen_settlement(consumer, last_seq)
                     continue
                 for msg in msgs:
-                    with contextlib.suppress(Exception):
+                    with contextlib.suppress(NotJSMessageError, ValueError):  # no JetStream metadata
                         last_seq = max(last_seq, msg.metadata.sequence.stream)
                     event = settleable(msg, self.log)
                     if event is None:
