@@ -1,11 +1,12 @@
-# Two commands: `make run` starts the gateway, `make test` runs lint and the whole suite.
+# Two commands: `make run` starts the gateway, `make test` runs lint, the type checker and the
+# whole suite (`make test-fast`: the same checks and only the pure tests, in seconds).
 # Both create .venv and install everything on a fresh machine (uv, installed with pip, for speed).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fmt protos bench install clean browser vendor-charts
+.PHONY: run test test-fast lint fmt protos bench install clean browser vendor-charts
 
 # The dashboard's browser test drives Debian's chromium (a registry package, never a browser
 # build downloaded by a tool). Installed here when missing and we are root; otherwise the
@@ -46,14 +47,17 @@ vendor-charts:
 	  && cp $$tmp/package/dist/uPlot.iife.min.js $$tmp/package/dist/uPlot.min.css $$tmp/package/LICENSE $(UPLOT_DIR)/ \
 	  && rm -rf $$tmp && sha256sum $(UPLOT_DIR)/uPlot.iife.min.js $(UPLOT_DIR)/uPlot.min.css
 
-test: $(STAMP) browser
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: lint browser
 	$(BIN)/python -m pytest -q
+
+# The tests marked `stack` (they start nats-server or service processes) left out.
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not stack"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -66,4 +70,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

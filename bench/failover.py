@@ -190,7 +190,7 @@ def decide_in_process(iterations: int) -> dict[str, tuple[float, float]]:
 
 
 async def main_async(args: argparse.Namespace) -> dict:
-    from tests.support.procs import Stack
+    from switchyard.testing.stack import Stack
 
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-bench-failover-"))
     config = workdir / "switchyard.toml"

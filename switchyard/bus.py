@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 # worker that republishes after a NATS failover is de-duplicated by msg id (request_id).
 DUPLICATE_WINDOW_S = 30 * 60
 EVENTS_MAX_AGE_S = 7 * 24 * 3600
+# What a NATS call raises when the server is away, slow or says no: nats-py's errors (timeouts,
+# a closed or draining connection, no responders, JetStream API errors) and the socket's OSError
+# (TimeoutError is one). Handlers around bus I/O catch these rather than Exception, so a bug
+# in our own code is not mistaken for a NATS outage.
+NATS_ERRORS: tuple[type[Exception], ...] = (nats.errors.Error, OSError)
 
 
 async def connect(url: str, name: str) -> NATS:
@@ -66,7 +71,7 @@ async def ensure_events_stream(js: JetStreamContext, replicas: int = 1, attempts
     for attempt in range(attempts):
         try:
             try:
-                await js.stream_info(config.name)
+                await js.stream_info(subjects.EVENTS_STREAM)
                 await js.update_stream(config)
             except nats.js.errors.NotFoundError:
                 await js.add_stream(config)
@@ -90,7 +95,6 @@ class EventPublisher:
         self._queue: asyncio.Queue[tuple[str, bytes, dict[str, str]]] = asyncio.Queue()
         self._max_backoff_s = max_backoff_s
         self._task: asyncio.Task[None] | None = None
-        self.published = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-publisher")
@@ -102,10 +106,6 @@ class EventPublisher:
         hdrs["Nats-Msg-Id"] = msg_id
         self._queue.put_nowait((subject, payload, hdrs))
 
-    @property
-    def backlog(self) -> int:
-        return self._queue.qsize()
-
     async def _run(self) -> None:
         while True:
             subject, payload, headers = await self._queue.get()
@@ -113,11 +113,10 @@ class EventPublisher:
             while True:
                 try:
                     await self._js.publish(subject, payload, headers=headers, timeout=2.0)
-                    self.published += 1
                     break
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:
+                except Exception as exc:  # the publisher task must outlive anything, or events pile up
                     log.warning("event publish to %s failed, retrying: %s", subject, exc)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self._max_backoff_s)

@@ -9,7 +9,7 @@ turn the message back into that shape before translating it to their provider's.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -24,15 +24,15 @@ _MODE_NAMES = {mode: name for name, mode in _MODES.items()}
 
 
 # Role names as the HTTP APIs spell them ("user"), derived from the contract's enum (ROLE_USER).
-ROLES: dict[str, invoke_pb2.Role.ValueType] = {
-    invoke_pb2.Role.Name(value).removeprefix("ROLE_").lower(): value
+ROLES: dict[str, invoke_pb2.Role] = {
+    invoke_pb2.Role.Name(value).removeprefix("ROLE_").lower(): cast("invoke_pb2.Role", value)
     for value in invoke_pb2.Role.values()
     if value
 }
 ROLE_NAMES: dict[int, str] = {value: name for name, value in ROLES.items()}
 
 
-def role(name: str) -> invoke_pb2.Role.ValueType:
+def role(name: str) -> invoke_pb2.Role:
     """The enum of a role name the body models already checked ("user" -> ROLE_USER)."""
     return ROLES[name]
 

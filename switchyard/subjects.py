@@ -24,7 +24,6 @@ EVENTS_SUBJECTS = ["events.>"]
 COMPLETION = "events.completion"
 BUDGET_ALERT = "events.budget.alert"
 LEDGER_DURABLE = "ledger"
-BUDGET_DURABLE = "budget"
 BUDGET_WEBHOOK_DURABLE = "budget-webhook"
 # The budget leader's write-ahead journal of reservations, read back by its successor.
 BUDGET_JOURNAL_STREAM = "BUDGET_JOURNAL"

@@ -21,6 +21,7 @@ import httpx
 
 from switchyard.catalog import load_catalog
 from switchyard.children import die_with_parent
+from switchyard.lifecycle import started
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.settings import Settings
 from switchyard.tenancy import dashboard_token
@@ -50,6 +51,10 @@ class Child:
             start_new_session=True,  # terminal signals reach only the supervisor, which orders the stop
             preexec_fn=die_with_parent,
         )
+
+    @property
+    def started_process(self) -> subprocess.Popen[bytes]:
+        return started(self.process, f"{self.name}'s process")
 
     @property
     def alive(self) -> bool:
@@ -134,7 +139,7 @@ class Stack:
                 for child in list(waiting):
                     if not child.alive:
                         raise RuntimeError(
-                            f"{child.name} exited with {child.process.returncode} during start-up"
+                            f"{child.name} exited with {child.started_process.returncode} during start-up"
                         )
                     try:
                         if http.get(child.ready_url).status_code == 200:
@@ -153,7 +158,7 @@ class Stack:
                 delay = min(0.5 * 2**child.restarts, RESTART_BACKOFF_MAX_S)
                 child.next_restart = now + delay
                 print(
-                    f"switchyard: {child.name} exited ({child.process.returncode}); restarting in {delay:.1f}s",
+                    f"switchyard: {child.name} exited ({child.started_process.returncode}); restarting in {delay:.1f}s",
                     flush=True,
                 )
             elif now >= child.next_restart:
@@ -168,13 +173,13 @@ class Stack:
         for prefix in order:
             group = [c for c in self.children if c.name.startswith(prefix) and c.alive]
             for child in group:
-                child.process.send_signal(signal.SIGTERM)
+                child.started_process.send_signal(signal.SIGTERM)
             for child in group:
                 try:
-                    child.process.wait(timeout_s)
+                    child.started_process.wait(timeout_s)
                 except subprocess.TimeoutExpired:
-                    child.process.kill()
-                    child.process.wait()
+                    child.started_process.kill()
+                    child.started_process.wait()
         if self.nats:
             self.nats.stop()
 
@@ -243,7 +248,7 @@ def up(settings: Settings) -> int:
         stack.log_dir.mkdir(parents=True, exist_ok=True)
     stop_requested = False
 
-    def on_signal(signum, frame) -> None:
+    def on_signal(signum: int, frame: object) -> None:
         nonlocal stop_requested
         stop_requested = True
 
@@ -255,7 +260,7 @@ def up(settings: Settings) -> int:
         while not stop_requested:
             stack.supervise_once()
             time.sleep(0.2)
-    except Exception as exc:
+    except Exception as exc:  # the CLI's process boundary: one line on stderr, exit 1, children stopped
         print(f"switchyard: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:

@@ -30,7 +30,6 @@ DEFAULT_PROJECT = "default"
 
 ScopeKind = Literal["project", "agent", "key"]
 Period = Literal["day", "month", "total"]
-SCOPE_KINDS: tuple[str, ...] = ("project", "agent", "key")
 PERIODS: tuple[str, ...] = ("day", "month", "total")
 
 
@@ -278,7 +277,7 @@ class TenancyView:
             self._put(self.budgets, rest, value, Budget)
 
     @staticmethod
-    def _put(table: dict, key, value: bytes | None, model: type[_Record]) -> None:
+    def _put(table: dict, key: object, value: bytes | None, model: type[_Record]) -> None:
         if not value:
             table.pop(key, None)
             return

@@ -21,6 +21,7 @@ from nats.js.errors import BadRequestError, BucketNotFoundError, KeyNotFoundErro
 from nats.js.kv import KeyValue
 
 from switchyard import subjects
+from switchyard.bus import NATS_ERRORS
 from switchyard.errors import GatewayError
 from switchyard.tenancy import (
     DEFAULT_PROJECT,
@@ -99,12 +100,14 @@ class TenancyWatcher:
                     self.view.apply(entry.key, None if deleted else entry.value, entry.revision or 0)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # NATS reconnecting: watch again (replays the current values)
+            # NATS reconnecting (or a record that does not parse): watch again, which replays the
+            # current values; the watch task must outlive anything or the tenancy view goes stale.
+            except Exception as exc:
                 log.warning("tenancy watch interrupted, re-watching: %s", exc)
                 await asyncio.sleep(0.5)
             finally:
                 if watcher is not None:
-                    with contextlib.suppress(Exception):
+                    with contextlib.suppress(*NATS_ERRORS):
                         await watcher.stop()
 
     async def stop(self) -> None:

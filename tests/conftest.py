@@ -1,14 +1,50 @@
+"""Fixtures, and the `stack` marker: `pytest -m "not stack"` runs the pure tests alone."""
+
 from __future__ import annotations
 
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from switchyard.natsserver import NatsServer
-from tests.support.procs import Stack, running
+from switchyard.testing.stack import Stack, running
+
+# A test is a stack test when it uses one of these fixtures, or when its module imports
+# anything from a module that starts processes (the launcher, nats-server, subprocess): so
+# a new test file is marked without anyone remembering to.
+STACK_FIXTURES = {"stack", "nats_server"}
+PROCESS_MODULES = {
+    "subprocess",
+    "switchyard.natsserver",
+    "switchyard.supervisor",
+    "switchyard.testing.stack",
+    "tests.support.budgets",
+    "tests.support.cluster",
+}
+
+
+def _starts_processes(module: ModuleType) -> bool:
+    for value in vars(module).values():
+        origin = value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None)
+        if origin in PROCESS_MODULES:
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    by_module: dict[str, bool] = {}
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is None:
+            continue
+        if module.__name__ not in by_module:
+            by_module[module.__name__] = _starts_processes(module)
+        if by_module[module.__name__] or STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
 
 
 @pytest.fixture

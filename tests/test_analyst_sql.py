@@ -15,8 +15,8 @@ import pytest
 import pytest_asyncio
 
 from services.ledger.store import LedgerStore
+from switchyard.testing.stack import ROOT
 from tests.support.ledger_seed import completion_event, write_events
-from tests.support.procs import ROOT
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 DOC = ROOT / "docs" / "analyst-sql.md"

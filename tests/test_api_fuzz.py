@@ -18,7 +18,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from services.ingress.openapi import openapi_document
-from tests.support.procs import Stack
+from switchyard.testing.stack import Stack
 
 EXAMPLES = int(os.environ.get("SWITCHYARD_FUZZ_EXAMPLES", "20"))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.support.procs import ROOT
+from switchyard.testing.stack import ROOT
 
 PERCENTILES = {"p50", "p90", "p99", "max"}
 

@@ -8,7 +8,7 @@ import sys
 
 import orjson
 
-from tests.support.procs import ROOT
+from switchyard.testing.stack import ROOT
 
 
 def test_failover_bench_runs_and_reports_every_figure() -> None:

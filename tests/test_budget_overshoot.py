@@ -20,11 +20,11 @@ import orjson
 import pytest
 
 from switchyard.pricing import Price, cost_usd
+from switchyard.testing.stack import Stack, running, wait_until
 from switchyard.tokens import O200K, estimate_prompt_tokens, pessimistic_text_tokens, text_counter
 from switchyard.v1 import invoke_pb2
 from tests.fakes import Behavior, OpenAIFake
 from tests.support.budgets import bearer, set_budget, spend
-from tests.support.procs import Stack, running, wait_until
 
 KEY = "sk-overshoot"
 MAX_TOKENS = 16

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from switchyard.testing.stack import Stack, ledger_sql, running, wait_for_rows, wait_until
 from tests.support.budgets import burst, invoke, scope_spent, set_budget, settled_cost, spend
-from tests.support.procs import Stack, ledger_sql, running, wait_for_rows, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 
 from switchyard.cli import main as cli
 from switchyard.pricing import format_usd
+from switchyard.testing.stack import Stack, running, wait_for_rows, wait_until
 from tests.support.budgets import (
     BODY,
     WebhookReceiver,
@@ -25,7 +26,6 @@ from tests.support.budgets import (
     settled_cost,
     spend,
 )
-from tests.support.procs import Stack, running, wait_for_rows, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from switchyard.testing.stack import Stack, ledger_sql, running, wait_until
 from tests.support.cluster import NatsCluster, cluster_stack
-from tests.support.procs import Stack, ledger_sql, running, wait_until
 
 pytestmark = pytest.mark.chaos
 

@@ -15,8 +15,8 @@ import openai
 import pytest
 
 from switchyard.natsserver import free_port
+from switchyard.testing.stack import Stack, running, wait_for_rows
 from switchyard.v1 import gateway_pb2_grpc, invoke_pb2
-from tests.support.procs import Stack, running, wait_for_rows
 
 WEATHER_TOOL = {
     "type": "function",

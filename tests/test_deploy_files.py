@@ -13,7 +13,7 @@ import yaml
 
 from switchyard.catalog import build_catalog
 from switchyard.settings import Settings
-from tests.support.procs import ROOT
+from switchyard.testing.stack import ROOT
 
 SETTINGS = {f"SWITCHYARD_{name.upper()}" for name in Settings.model_fields}
 PROVIDER_ENV = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "MISTRAL_API_KEY"}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.procs import Stack
+from switchyard.testing.stack import Stack
 
 BODY = {"model": "demo/fast", "messages": [{"role": "user", "content": "slow"}], "max_tokens": 4}
 

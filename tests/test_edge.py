@@ -18,7 +18,7 @@ import pytest
 
 from services.ingress.connections import ConnectionGuard
 from services.ingress.edge import EdgeLimits, LagReading, Overload, json_depth_exceeds, shed_reason
-from tests.support.procs import Stack
+from switchyard.testing.stack import Stack
 
 BODY = {"model": "demo/fast", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 

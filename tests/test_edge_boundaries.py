@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from switchyard.natsserver import free_port
+from switchyard.testing.stack import ServiceProc, Stack
 from switchyard.v1 import gateway_pb2_grpc, invoke_pb2
-from tests.support.procs import ServiceProc, Stack
 
 SLOW_CONNECTIONS = 2000
 SOURCES = 20  # slow clients come from 127.0.0.2 .. 127.0.0.21, 100 connections each

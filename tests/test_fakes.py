@@ -7,8 +7,8 @@ import sys
 
 import httpx
 
+from switchyard.testing.stack import ROOT
 from tests.fakes import Behavior, OpenAIFake
-from tests.support.procs import ROOT
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 

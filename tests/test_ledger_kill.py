@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard import subjects
 from switchyard.bus import ensure_events_stream
+from switchyard.testing.stack import Stack, ledger_sql
 from tests.support.ledger_seed import completion_event
-from tests.support.procs import Stack, ledger_sql
 
 LOAD = 3000
 REPLAYED = 300

@@ -32,9 +32,9 @@ from nats.aio.client import Client as NATS
 from services.ledger.analyst import ENGINE_REFUSAL
 from switchyard import subjects
 from switchyard.bus import ensure_events_stream
+from switchyard.testing.stack import ROOT, Stack, running
 from switchyard.v1 import ledger_pb2
 from tests.support.ledger_seed import completion_event
-from tests.support.procs import ROOT, Stack, running
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 SQL_CAP_S = 10  # the analyst time cap of this stack: a heavy query is cut off after it

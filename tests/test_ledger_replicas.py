@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from switchyard import subjects
-from tests.support.procs import Stack, running
+from switchyard.testing.stack import Stack, running
 
 QUERIES = 30
 

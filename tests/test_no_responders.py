@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.procs import Stack
+from switchyard.testing.stack import Stack
 
 
 async def test_no_router_is_a_fast_503_then_a_worker_less_route_too() -> None:

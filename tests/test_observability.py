@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.spanfile import read_spans
-from tests.support.procs import Stack, running, wait_for_rows, wait_until
+from switchyard.testing.stack import Stack, running, wait_for_rows, wait_until
 
 HELLO = {"model": "auto", "messages": [{"role": "user", "content": "trace me"}], "max_tokens": 12}
 SERVICES = {"ingress", "router", "budget", "providers", "ledger"}

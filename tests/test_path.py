@@ -11,7 +11,7 @@ import pytest
 
 from switchyard.catalog import demo_deployments
 from switchyard.pricing import cost_usd
-from tests.support.procs import Stack, wait_for_rows
+from switchyard.testing.stack import Stack, wait_for_rows
 
 HELLO = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
 
@@ -158,7 +158,7 @@ async def test_request_lookup_returns_the_ledger_row(stack: Stack) -> None:
 
 
 async def test_ledger_sql_refuses_writes(stack: Stack) -> None:
-    from tests.support.procs import ledger_sql
+    from switchyard.testing.stack import ledger_sql
 
     with pytest.raises(RuntimeError, match="read-only"):
         await ledger_sql(stack.nats.url, "DROP TABLE requests")

@@ -23,8 +23,8 @@ import pytest
 
 from switchyard.natsserver import free_port
 from switchyard.pricing import Price, cost_usd
+from switchyard.testing.stack import Stack, ledger_sql, running, wait_for_rows, wait_until
 from tests.fakes import AnthropicFake, Behavior, FakeUpstream, GeminiFake, MistralFake, OpenAIFake
-from tests.support.procs import Stack, ledger_sql, running, wait_for_rows, wait_until
 
 KEYS = {
     "openai": "sk-test-openai-0123456789",

@@ -19,9 +19,9 @@ import nats
 import pytest
 
 from switchyard import subjects
+from switchyard.testing.stack import Stack, running, wait_for_rows
 from switchyard.v1 import budget_pb2
 from tests.fakes import OpenAIFake
-from tests.support.procs import Stack, running, wait_for_rows
 from tests.test_observability import ARTIFACTS, BROWSER_ARGS, CHROMIUM
 
 N = 5  # requests per minute per key, on both sides

@@ -19,7 +19,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.support.procs import Stack, running, wait_for_rows
+from switchyard.testing.stack import Stack, running, wait_for_rows
 from tests.test_path import parse_sse
 
 CONFIG = """

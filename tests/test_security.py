@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from services.ingress.admin import AdminApi
 from switchyard.tenancy import TenancyView
-from tests.support.procs import Stack, wait_for_rows
+from switchyard.testing.stack import Stack, wait_for_rows
 
 HELLO = {"model": "auto", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
 

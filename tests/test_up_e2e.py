@@ -18,7 +18,7 @@ import pytest
 
 from switchyard.natsserver import free_port
 from switchyard.tenancy_store import read_admin_token
-from tests.support.procs import ROOT, ledger_sql, wait_until
+from switchyard.testing.stack import ROOT, ledger_sql, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -312,7 +312,7 @@ class Authority:
 
     def all_reached(self, now_ms: int) -> list[Crossing]:
         """Every threshold reached in the current periods (checked after a rebuild)."""
-        out = []
+        out: list[Crossing] = []
         for budget in self.view.budgets.values():
             start = period_start(budget.period, now_ms)
             spent = self.book.counter((budget.scope_label, budget.period, start)).spent

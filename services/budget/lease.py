@@ -18,6 +18,8 @@ import nats
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from switchyard.bus import NATS_ERRORS
+
 LEASE_KEY = "leader"
 
 
@@ -67,7 +69,7 @@ class Lease:
         if self.held:
             revision, self.revision = self.revision, 0
             # Lost already, or NATS is gone: the TTL frees it anyway.
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*NATS_ERRORS):
                 await self.kv.delete(LEASE_KEY, last=revision)
 
     def drop(self) -> None:

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
+from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
+from nats.errors import NotJSMessageError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -26,7 +30,7 @@ from nats.nuid import NUID
 from prometheus_client import Counter, Gauge
 
 from switchyard import metrics, subjects, telemetry
-from switchyard.bus import ensure_events_stream
+from switchyard.bus import NATS_ERRORS, ensure_events_stream
 from switchyard.errors import ErrorCode
 from switchyard.service import BusService, run
 from switchyard.tenancy import TenancyView
@@ -34,7 +38,7 @@ from switchyard.tenancy_store import TenancyWatcher, open_bucket, tenancy_bucket
 from switchyard.v1 import budget_pb2, events_pb2, ledger_pb2
 
 from .alerts import Crossing, alert_event, alert_id
-from .authority import Authority
+from .authority import Authority, Verdict
 from .lease import Lease
 from .quotas import QuotaBook
 from .rebuild import rebuild, scope_rows, snapshot_query
@@ -42,6 +46,10 @@ from .webhook import WebhookSender
 
 DECISIONS = Counter("switchyard_budget_decisions_total", "Authorization decisions", ["outcome"])
 LEADER = Gauge("switchyard_budget_leader", "1 while this process is the budget authority")
+UNCOUNTED = Counter(
+    "switchyard_budget_uncounted_completions_total",
+    "Completion events settlement could not decode: their spend is not counted against caps",
+)
 # Reservations are journaled for at most this long after their deadline.
 JOURNAL_MAX_AGE_S = 24 * 3600
 # The rebuild passes the tail's ids to the ledger in one NATS message (1 MB by default).
@@ -63,6 +71,25 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def settleable(msg: Msg, log: logging.Logger) -> events_pb2.Completion | None:
+    """The completion event in `msg`, or None when it does not decode. Its spend then cannot be
+    counted, which must never pass unseen: it is logged with the request id (the event's
+    Nats-Msg-Id) and counted in UNCOUNTED. There is nothing to ack or nak: the settlement
+    reader is unacknowledged (AckPolicy.NONE), and no redelivery would make the same bytes
+    decode; the event stays in the stream, and the ledger, whose durable consumer owns delivery,
+    terminates and logs it as well."""
+    try:
+        return events_pb2.Completion.FromString(msg.data)
+    except DecodeError:
+        UNCOUNTED.inc()
+        log.error(
+            "undecodable completion event: its spend is not counted against caps (request %s, subject %s)",
+            (msg.headers or {}).get("Nats-Msg-Id", "unknown"),
+            msg.subject,
+        )
+        return None
+
+
 class RebuildNotReady(Exception):
     """The sources are not ready yet (the ledger is not answering or far behind): retry."""
 
@@ -73,7 +100,7 @@ tracer = telemetry.tracer("switchyard.budget")
 class BudgetService(BusService):
     name = "budget"
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{NUID().next().decode()[:8]}"
         self.view = TenancyView()
@@ -121,9 +148,9 @@ class BudgetService(BusService):
             max_age=JOURNAL_MAX_AGE_S,
         )
         try:
-            await self.js.stream_info(config.name)
+            await self.js.stream_info(subjects.BUDGET_JOURNAL_STREAM)
         except NotFoundError:
-            with contextlib.suppress(Exception):  # a concurrent starter created it
+            with contextlib.suppress(*NATS_ERRORS):  # a concurrent starter created it
                 await self.js.add_stream(config)
 
     # --- leadership ---------------------------------------------------------------------
@@ -147,7 +174,8 @@ class BudgetService(BusService):
                     await self._step_down()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # NATS reconnecting: keep trying, the lease fences us
+            # NATS reconnecting (and the loop must outlive anything): keep trying, the lease fences us
+            except Exception as exc:
                 self.log.warning("lease loop: %s", exc)
                 await asyncio.sleep(0.5)
 
@@ -158,15 +186,14 @@ class BudgetService(BusService):
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # a leader that cannot rebuild retries rather than exits
                 self.log.warning("rebuild not possible yet (%s): retrying", exc)
                 await asyncio.sleep(1.0)
         else:
             return
         self.authority = authority
         LEADER.set(1)
-        nc = self.nc
-        assert nc is not None
+        nc = self.bus
         self._subs = [
             await nc.subscribe(subjects.BUDGET_AUTHORIZE, queue=subjects.BUDGET_QUEUE, cb=self._on_authorize),
             await nc.subscribe(subjects.BUDGET_STATUS, cb=self._on_status),
@@ -191,12 +218,13 @@ class BudgetService(BusService):
         LEADER.set(0)
         self.authority = None
         for sub in self._subs:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*NATS_ERRORS):
                 await sub.unsubscribe()
         self._subs = []
         for task in self._term:
             task.cancel()
         for task in self._term:
+            # Awaited only to end them: a task's own failure was logged by its loop.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._term = []
@@ -204,7 +232,7 @@ class BudgetService(BusService):
 
     # --- rebuild ------------------------------------------------------------------------
 
-    async def _rebuild(self):
+    async def _rebuild(self) -> tuple[Authority, JetStreamContext.PullSubscription, int]:
         js = self.js
         try:
             floor = (await js.consumer_info(subjects.EVENTS_STREAM, subjects.LEDGER_DURABLE)).ack_floor
@@ -232,7 +260,7 @@ class BudgetService(BusService):
             quotas = QuotaBook({d.id: d.limits for d in self.catalog.deployments.values()}, now_ms() / 1000)
             authority = rebuild(self.view, rows, tail, journal, done, now_ms(), grace_ms, quotas)
         except BaseException:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*NATS_ERRORS):
                 await consumer.unsubscribe()
             raise
         self.log.info(
@@ -244,7 +272,7 @@ class BudgetService(BusService):
         )
         return authority, consumer, read_up_to
 
-    async def _read_all(self, consumer, limit: int) -> list[Msg]:
+    async def _read_all(self, consumer: JetStreamContext.PullSubscription, limit: int) -> list[Msg]:
         """Every message the consumer has pending now."""
         pending = (await consumer.consumer_info()).num_pending or 0
         if pending > limit:
@@ -271,14 +299,13 @@ class BudgetService(BusService):
         try:
             msgs = await self._read_all(consumer, 10 * MAX_TAIL)
         finally:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*NATS_ERRORS):
                 await consumer.unsubscribe()
         return [budget_pb2.AuthorizeRequest.FromString(m.data) for m in msgs]
 
     async def _spend_snapshot(self, ask: ledger_pb2.SpendSnapshotQuery) -> ledger_pb2.SpendSnapshot:
-        assert self.nc is not None
         try:
-            reply = await self.nc.request(subjects.LEDGER_READ_SPEND, ask.SerializeToString(), timeout=15)
+            reply = await self.bus.request(subjects.LEDGER_READ_SPEND, ask.SerializeToString(), timeout=15)
             snapshot = ledger_pb2.SpendSnapshot.FromString(reply.data)
         except Exception as exc:
             raise RebuildNotReady(f"the ledger did not answer: {type(exc).__name__}") from exc
@@ -317,10 +344,12 @@ class BudgetService(BusService):
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _journal_then_reply(self, msg: Msg, ask, authority: Authority, verdict) -> None:
+    async def _journal_then_reply(
+        self, msg: Msg, ask: budget_pb2.AuthorizeRequest, authority: Authority, verdict: Verdict
+    ) -> None:
         try:
             await self.js.publish(subjects.BUDGET_JOURNAL, ask.SerializeToString(), timeout=2.0)
-        except Exception as exc:
+        except NATS_ERRORS as exc:
             # Not journaled: a successor would not know of this reservation. Refuse it.
             self.log.warning("reservation journal write failed: %s", exc)
             authority.cancel(ask.request_id)
@@ -340,7 +369,7 @@ class BudgetService(BusService):
             deny_reason="the budget authority is changing leader; try again",
             retry_after_s=1.0,
         )
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(*NATS_ERRORS):
             await msg.respond(decision.SerializeToString())
 
     async def _on_provider_stat(self, msg: Msg) -> None:
@@ -349,7 +378,8 @@ class BudgetService(BusService):
             return
         try:
             stat = events_pb2.ProviderStat.FromString(msg.data)
-        except Exception:
+        except DecodeError:
+            self.log.warning("undecodable provider stat ignored")
             return
         now_s = now_ms() / 1000
         if stat.HasField("rate_limits"):
@@ -358,15 +388,14 @@ class BudgetService(BusService):
             authority.quotas.back_off(stat.deployment_id, stat.retry_after_s, now_s)
 
     async def _publish_quotas(self, authority: Authority) -> None:
-        assert self.nc is not None
         while True:
             try:
                 at_ms = now_ms()
                 state = authority.quotas.state(at_ms / 1000, at_ms)
-                await self.nc.publish(subjects.QUOTA_STATE, state.SerializeToString())
+                await self.bus.publish(subjects.QUOTA_STATE, state.SerializeToString())
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # NATS reconnecting: the next tick publishes again
+            except Exception as exc:  # NATS reconnecting: the next tick publishes again (loop outlives all)
                 self.log.warning("quota state not published: %s", exc)
             await asyncio.sleep(QUOTA_STATE_EVERY_S)
 
@@ -386,7 +415,9 @@ class BudgetService(BusService):
 
     # --- settlement, expiry, alerts -----------------------------------------------------
 
-    async def _settle(self, authority: Authority, consumer, last_seq: int) -> None:
+    async def _settle(
+        self, authority: Authority, consumer: JetStreamContext.PullSubscription, last_seq: int
+    ) -> None:
         """Count completion events as they come. The reader is an ephemeral (single-replica)
         consumer: when its NATS node dies it is gone, so after repeated failures it is made
         again from the last event settled (settling is idempotent by request id)."""
@@ -403,38 +434,37 @@ class BudgetService(BusService):
                     continue
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:
+                except Exception as exc:  # the settlement loop must outlive anything: fetch again
                     self.log.warning("completion fetch failed: %s", exc)
                     await asyncio.sleep(0.5)
                     if not await self._reader_alive(consumer):
                         consumer = await self._reopen_settlement(consumer, last_seq)
                     continue
                 for msg in msgs:
-                    with contextlib.suppress(Exception):
+                    with contextlib.suppress(NotJSMessageError, ValueError):  # no JetStream metadata
                         last_seq = max(last_seq, msg.metadata.sequence.stream)
-                    try:
-                        event = events_pb2.Completion.FromString(msg.data)
-                    except Exception:
+                    event = settleable(msg, self.log)
+                    if event is None:
                         continue
                     for crossing in authority.settle(event, now_ms()):
                         self._alerts.put_nowait(crossing)
                 if len(msgs) < SETTLE_BATCH:
                     await asyncio.sleep(SETTLE_GATHER_S)
         finally:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*NATS_ERRORS):
                 await consumer.unsubscribe()
 
     @staticmethod
-    async def _reader_alive(consumer) -> bool:
+    async def _reader_alive(consumer: JetStreamContext.PullSubscription) -> bool:
         try:
             await consumer.consumer_info()
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception:  # a probe: any failure means the reader is gone (and it must not kill settling)
             return False
         return True
 
-    async def _completion_reader(self, start_seq: int):
+    async def _completion_reader(self, start_seq: int) -> JetStreamContext.PullSubscription:
         """An ephemeral, unacknowledged reader of completion events from `start_seq` on (the
         rebuild's tail, then settlement)."""
         return await self.js.pull_subscribe(
@@ -448,18 +478,20 @@ class BudgetService(BusService):
             ),
         )
 
-    async def _reopen_settlement(self, consumer, last_seq: int):
+    async def _reopen_settlement(
+        self, consumer: JetStreamContext.PullSubscription, last_seq: int
+    ) -> JetStreamContext.PullSubscription:
         """A new settlement reader starting after the last event settled (or the old one, if
         NATS cannot make one yet: the next probe tries again)."""
         try:
             fresh = await self._completion_reader(last_seq + 1)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except NATS_ERRORS as exc:
             self.log.warning("settlement reader lost; cannot make a new one yet: %s", exc)
             return consumer
         self.log.warning("settlement reader lost; reading again from stream sequence %d", last_seq + 1)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(*NATS_ERRORS):
             await consumer.unsubscribe()
         return fresh
 
@@ -496,7 +528,7 @@ class BudgetService(BusService):
                 )  # fmt: skip
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # the alert loop must outlive anything: an alert is retried, never lost
                 self.log.warning("alert %s not sent yet (%s): retrying", key, exc)
                 await asyncio.sleep(1.0)
                 self._alerts.put_nowait(crossing)
@@ -508,7 +540,7 @@ class BudgetService(BusService):
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._lease_task
         for sub in self._subs:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*NATS_ERRORS):
                 await sub.unsubscribe()
         self._subs = []
         if self._inflight:

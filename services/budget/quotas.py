@@ -138,7 +138,7 @@ class QuotaBook:
     def choose(self, needs: list[QuotaNeed], now_s: float) -> tuple[int | None, list[tuple[str, float]]]:
         """The first candidate with headroom (its index) and the ones before it that were at
         quota, with how long until each fits. None: every candidate is at quota."""
-        skipped = []
+        skipped: list[tuple[str, float]] = []
         for index, need in enumerate(needs):
             wait = self.wait_s(need, now_s)
             if wait <= 0:
@@ -193,10 +193,10 @@ class QuotaBook:
                 bucket.adjust(used - amount, now_s)
             if answered_here:
                 return
-        quota = self.quotas.get(deployment_id)
-        if quota is not None:  # a fallback deployment answered: count what it used
-            for dimension, amount in actual_amounts(quota, actual).items():
-                quota.buckets[dimension].adjust(amount, now_s)
+        fallback = self.quotas.get(deployment_id)
+        if fallback is not None:  # a fallback deployment answered: count what it used
+            for dimension, amount in actual_amounts(fallback, actual).items():
+                fallback.buckets[dimension].adjust(amount, now_s)
 
     def observe(self, deployment_id: str, limits: events_pb2.ProviderRateLimits, now_s: float) -> None:
         """Lower the buckets to what the provider's rate-limit headers say: a limit below the

@@ -18,6 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import FetchTimeoutError
 
 from switchyard import subjects
+from switchyard.bus import NATS_ERRORS
 from switchyard.v1 import events_pb2
 
 from .alerts import retry_delays, webhook_body
@@ -56,7 +57,7 @@ class WebhookSender:
                 continue
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # the sender's loop must outlive anything: log and fetch again
                 log.warning("alert fetch failed: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
@@ -86,6 +87,6 @@ class WebhookSender:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*NATS_ERRORS):
                 await self._psub.unsubscribe()
             await self._http.aclose()

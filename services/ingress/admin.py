@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from nats.aio.client import Client as NATS
@@ -23,7 +23,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from switchyard import subjects
+from switchyard.bus import NATS_ERRORS
 from switchyard.errors import ErrorCode, GatewayError
+from switchyard.lifecycle import started
 from switchyard.tenancy import (
     ID_PATTERN,
     Agent,
@@ -32,6 +34,7 @@ from switchyard.tenancy import (
     Limits,
     Project,
     TenancyView,
+    _Record,
     agent_kv_key,
     budget_kv_key,
     budget_project,
@@ -45,6 +48,9 @@ from switchyard.tenancy import (
 from switchyard.tenancy_store import read_record
 
 PREFIX = "/admin/v1"
+# An admin route handler, before and after `_guard` wraps it.
+Handler = Callable[[Request], Awaitable[Response]]
+R = TypeVar("R", bound=_Record)
 
 
 class _Body(BaseModel):
@@ -134,6 +140,16 @@ class AdminApi:
         self.nc = nc
         self.kv = kv
 
+    @property
+    def bus(self) -> NATS:
+        """The NATS connection `bind()` gave (NotStartedError before then)."""
+        return started(self.nc, "the admin API's bus connection")
+
+    @property
+    def records(self) -> KeyValue:
+        """The tenancy KV bucket `bind()` gave (NotStartedError before then)."""
+        return started(self.kv, "the admin API's KV bucket")
+
     def routes(self) -> list[Route]:
         g = self._guard
         return [
@@ -159,7 +175,7 @@ class AdminApi:
             Route(f"{PREFIX}/spend", g(self.spend), methods=["GET"]),
         ]
 
-    def _guard(self, handler):
+    def _guard(self, handler: Handler) -> Handler:
         async def guarded(http: Request) -> Response:
             presented = presented_key(http.headers.get("authorization"), None)
             if not same_secret(presented, self._token()):
@@ -174,26 +190,24 @@ class AdminApi:
 
     # --- storage helpers ------------------------------------------------------------------
 
-    async def _create(self, key: str, record) -> None:
-        assert self.kv is not None
+    async def _create(self, key: str, record: _Record) -> None:
         try:
-            revision = await self.kv.create(key, record.to_bytes())
+            revision = await self.records.create(key, record.to_bytes())
         except KeyWrongLastSequenceError:
             raise GatewayError(ErrorCode.CONFLICT, f"{key.replace('.', ' ', 1)} already exists") from None
         self.view.apply(key, record.to_bytes(), revision)
 
-    async def _update(self, key: str, model: type, change: Callable[[Any], Any], what: str):
+    async def _update(self, key: str, model: type[R], change: Callable[[R], R], what: str) -> R:
         """Read-modify-write with compare-and-set on the KV revision (retried on a race)."""
-        assert self.kv is not None
         _storable(key, what)
         for _ in range(5):
-            found = await read_record(self.kv, key)
+            found = await read_record(self.records, key)
             if found is None:
                 raise GatewayError(ErrorCode.NOT_FOUND, f"no {what}")
             value, revision = found
             record = change(model.model_validate_json(value))
             try:
-                new_revision = await self.kv.update(key, record.to_bytes(), last=revision)
+                new_revision = await self.records.update(key, record.to_bytes(), last=revision)
             except KeyWrongLastSequenceError:
                 continue
             self.view.apply(key, record.to_bytes(), new_revision)
@@ -201,17 +215,15 @@ class AdminApi:
         raise GatewayError(ErrorCode.CONFLICT, f"{what} is being changed concurrently; try again")
 
     async def _delete(self, key: str, what: str) -> None:
-        assert self.kv is not None
-        if await read_record(self.kv, _storable(key, what)) is None:
+        if await read_record(self.records, _storable(key, what)) is None:
             raise GatewayError(ErrorCode.NOT_FOUND, f"no {what}")
-        await self.kv.delete(key)
+        await self.records.delete(key)
         self.view.apply(key, None)
 
     async def _forget(self, key: str) -> None:
         """Delete a record that may already be gone (a repeated cascade)."""
-        assert self.kv is not None
-        if await read_record(self.kv, key) is not None:
-            await self.kv.delete(key)
+        if await read_record(self.records, key) is not None:
+            await self.records.delete(key)
         self.view.apply(key, None)
 
     def _project(self, project_id: str) -> Project:
@@ -265,9 +277,8 @@ class AdminApi:
         working key behind. A project created again under the id starts with none of them (and
         its new incarnation would refuse the old keys even if one were missed)."""
         project_id = http.path_params["project"]
-        assert self.kv is not None
         key = _storable(project_kv_key(project_id), f"project {project_id!r}")
-        if await read_record(self.kv, key) is None:
+        if await read_record(self.records, key) is None:
             raise GatewayError(ErrorCode.NOT_FOUND, f"no project {project_id!r}")
         now = _now_ms()
         keys = [k.id for k in self.view.keys.values() if k.project_id == project_id and not k.revoked]
@@ -408,22 +419,24 @@ class AdminApi:
         body: BudgetIn = await _parse(http, BudgetIn)
         project_id = self._budget_project(body.scope, body.scope_id)
         try:
-            budget = Budget(
-                scope=body.scope,
-                scope_id=body.scope_id,
-                period=body.period,
-                cap_usd=body.cap_usd,
-                project_id=project_id,
-                updated_ms=_now_ms(),
-                **({"thresholds": body.thresholds} if body.thresholds is not None else {}),
+            # Validated here (scope and period are plain strings in BudgetIn) for one message shape.
+            budget = Budget.model_validate(
+                dict(
+                    scope=body.scope,
+                    scope_id=body.scope_id,
+                    period=body.period,
+                    cap_usd=body.cap_usd,
+                    project_id=project_id,
+                    updated_ms=_now_ms(),
+                    **({"thresholds": body.thresholds} if body.thresholds is not None else {}),
+                )
             )
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
             raise GatewayError(ErrorCode.INVALID_REQUEST, f"{loc}: {err['msg']}", param=loc) from None
-        assert self.kv is not None
         key = budget_kv_key(budget.scope, budget.scope_id, budget.period)
-        revision = await self.kv.put(key, budget.to_bytes())
+        revision = await self.records.put(key, budget.to_bytes())
         self.view.apply(key, budget.to_bytes(), revision)
         return _json(budget.model_dump(mode="json"))
 
@@ -435,13 +448,12 @@ class AdminApi:
 
     async def spend(self, http: Request) -> Response:
         """Spend against caps, as the budget authority counts it right now."""
-        assert self.nc is not None
         project_id = http.query_params.get("project", "")
         try:
-            reply = await self.nc.request(
+            reply = await self.bus.request(
                 subjects.BUDGET_STATUS, orjson.dumps({"project": project_id}), timeout=5
             )
-        except Exception:
+        except NATS_ERRORS:
             raise GatewayError(
                 ErrorCode.UNAVAILABLE, "the budget authority did not answer", retry_after_s=1
             ) from None

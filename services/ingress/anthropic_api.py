@@ -215,7 +215,7 @@ def to_request(body: MessagesRequest) -> invoke_pb2.InvokeRequest:
 # ---------------------------------------------------------------------------------------------
 # Response
 
-STOP_REASONS = {
+STOP_REASONS: dict[str, str] = {
     FinishReason.STOP: "end_turn",
     FinishReason.LENGTH: "max_tokens",
     FinishReason.TOOL_CALLS: "tool_use",
@@ -309,7 +309,7 @@ class EventStream(StreamRenderer):
         if self._started:
             return []
         self._started = True
-        message = {
+        message: dict[str, Any] = {
             "id": self._id,
             "type": "message",
             "role": "assistant",
@@ -388,8 +388,8 @@ class EventStream(StreamRenderer):
         if text and not self._sent_text:
             out.extend(self._text(text))
         if not self._sent_tools:
-            for i, call in enumerate(final.message.tool_calls):
-                out.extend(self._tool(i, call.id, call.name, call.arguments_json))
+            for i, whole in enumerate(final.message.tool_calls):
+                out.extend(self._tool(i, whole.id, whole.name, whole.arguments_json))
         out.extend(self._close())
         usage = usage_json(final.usage)
         out.append(
@@ -430,7 +430,7 @@ def error_body(error: GatewayError, request_id: str = "") -> tuple[int, dict[str
 class AnthropicApi:
     """`POST /v1/messages` (see api_kit.HttpApi)."""
 
-    name = Api.ANTHROPIC
+    name: str = Api.ANTHROPIC
     path = "/v1/messages"
     request_id_header = "request-id"
 

@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from switchyard import bus, subjects
 from switchyard.errors import ErrorCode, GatewayError
+from switchyard.lifecycle import started
 from switchyard.service import load_service_catalog
 from switchyard.settings import Settings
 from switchyard.tenancy import ANONYMOUS, Identity
@@ -69,7 +70,7 @@ class Ingress:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.client: GatewayClient | None = None
+        self._client: GatewayClient | None = None
         # Read for GET /v1/models only: the ingress lists names, the router resolves them.
         self.catalog = load_service_catalog(settings)
         self.ready = False
@@ -109,14 +110,18 @@ class Ingress:
             },
         )
 
+    @property
+    def client(self) -> GatewayClient:
+        """The bus client the lifespan made (NotStartedError before then)."""
+        return started(self._client, "the ingress's bus client")
+
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         nc = await bus.connect(self.settings.nats_url, "switchyard-ingress")
-        self.client = GatewayClient(nc)
+        self._client = GatewayClient(nc)
         await self.client.start()
         await self.auth.start(nc)
-        assert self.auth.watcher is not None
-        self.admin.bind(nc, self.auth.watcher.kv)
+        self.admin.bind(nc, started(self.auth.watcher, "the tenancy watcher").kv)
         self.admin_token = load_or_create_admin_token(self.settings.admin_token, self.settings.data_dir)
         lag_poller = asyncio.create_task(
             poll_ledger_lag(
@@ -141,7 +146,7 @@ class Ingress:
             if grpc is not None:
                 await grpc.stop(self.settings.drain_timeout_s)
             await self.auth.stop()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*bus.NATS_ERRORS):
                 await nc.drain()
 
     # Errors raised before a request is published (a malformed body, a bad hint header, an
@@ -224,7 +229,6 @@ class Ingress:
 
     async def open(self, request: invoke_pb2.InvokeRequest) -> Exchange:
         """Publish the request and wait for its first frame (exchange.open_exchange)."""
-        assert self.client is not None
         return await open_exchange(self.client, request, self.settings.request_timeout_s)
 
     def count(self, request: invoke_pb2.InvokeRequest, status: str) -> None:
@@ -258,7 +262,6 @@ class Ingress:
         """One request's ledger row (rationale, attempts, tokens, cost), read via the ledger.
         Only the caller's own project's rows: another project's request answers 404, exactly
         as an unknown id does, so a key cannot even learn that the id exists."""
-        assert self.client is not None
         request_id = http.path_params["request_id"]
         project_id = self.identity(http.headers).project_id
         ask = ledger_pb2.RequestLookup(request_id=request_id, project_id=project_id)

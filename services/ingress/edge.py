@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +66,7 @@ async def _reject(
     status: int,
     code: str,
     message: str,
-    headers: list[tuple[bytes, bytes]] = (),
+    headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
     """Refuse in the caller's API dialect (OpenAI's error shape on /v1/chat/completions,
     Anthropic's on /v1/messages, the native one elsewhere) with a request id: with `status`

@@ -88,7 +88,11 @@ def parse_strategy(text: str) -> Strategy:
             f"{STRATEGY_HEADER}: weights must not all be zero",
             param=STRATEGY_HEADER,
         )
-    return Strategy(**weights)
+    return Strategy(
+        latency=weights.get("latency", 0.0),
+        cost=weights.get("cost", 0.0),
+        quality=weights.get("quality", 0.0),
+    )
 
 
 def hints_from_headers(headers: Mapping[str, str]) -> RoutingHints:

@@ -307,7 +307,7 @@ class NativeStream(StreamRenderer):
 class NativeApi:
     """`POST /llm.invoke` (see api_kit.HttpApi)."""
 
-    name = Api.NATIVE
+    name: str = Api.NATIVE
     path = "/llm.invoke"
     request_id_header = "x-request-id"
 

@@ -467,7 +467,7 @@ def error_body(error: GatewayError) -> tuple[int, dict[str, Any]]:
 class OpenAIApi:
     """`POST /v1/chat/completions` (see api_kit.HttpApi)."""
 
-    name = Api.OPENAI
+    name: str = Api.OPENAI
     path = "/v1/chat/completions"
     request_id_header = "x-request-id"
 

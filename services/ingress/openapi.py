@@ -131,7 +131,7 @@ def _admin_paths(ref: dict[type[BaseModel], str]) -> dict[str, Any]:
         body: type[BaseModel] | None = None,
         params: tuple[dict, ...] = (),
         created: bool = False,
-    ):
+    ) -> dict[str, Any]:
         spec: dict[str, Any] = {
             "summary": summary,
             "security": [{"bearer": []}],

@@ -34,7 +34,7 @@ def _readable_location(loc: tuple[int | str, ...], data: Any) -> str:
             isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
         )
         if walks:
-            node = node[part]  # type: ignore[index]
+            node = node[part]
         elif i < len(loc) - 1 or not _names_a_field(part):
             continue
         parts.append(str(part))

@@ -14,10 +14,12 @@ import asyncio
 import contextlib
 import hmac
 import time
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 import orjson
+from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -25,7 +27,7 @@ from nats.js.errors import FetchTimeoutError
 from opentelemetry import trace
 
 from switchyard import genai, metrics, subjects, telemetry
-from switchyard.bus import ensure_events_stream
+from switchyard.bus import NATS_ERRORS, ensure_events_stream
 from switchyard.service import BusService, run
 from switchyard.tenancy_store import load_or_create_admin_token
 from switchyard.v1 import events_pb2, ledger_pb2
@@ -73,7 +75,7 @@ def _error(code: str, message: str) -> ledger_pb2.LedgerError:
 class Ledger(BusService):
     name = "ledger"
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         settings = self.settings
         self.store = LedgerStore(settings.ledger_dsn)
@@ -92,7 +94,6 @@ class Ledger(BusService):
         self._lag: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.dashboard: DashboardServer | None = None
-        self.inserted = 0
 
     async def start(self) -> None:
         settings = self.settings
@@ -153,7 +154,7 @@ class Ledger(BusService):
                 continue
             try:
                 await self.write_batch(msgs)
-            except Exception:
+            except Exception:  # the consumer loop must outlive anything (a store or NATS failure)
                 # Not acked: JetStream redelivers after ack_wait, and dedupe keeps it exact.
                 metrics.ERRORS.labels(self.name, "insert_failed").inc()
                 self.log.exception("ledger insert failed; %d events will be redelivered", len(msgs))
@@ -191,8 +192,14 @@ class Ledger(BusService):
         for msg in msgs:
             try:
                 received.append((events_pb2.Completion.FromString(msg.data), msg))
-            except Exception:
-                self.log.error("undecodable completion event dropped (seq %s)", msg.metadata.sequence.stream)
+            except DecodeError:
+                # Redelivery cannot make it decode: terminated here (it stays in the stream).
+                metrics.ERRORS.labels(self.name, "undecodable_event").inc()
+                self.log.error(
+                    "undecodable completion event dropped (request %s, seq %s)",
+                    (msg.headers or {}).get("Nats-Msg-Id", "unknown"),
+                    msg.metadata.sequence.stream,
+                )
                 await msg.term()
         events = [event for event, _ in received]
         metrics.IN_FLIGHT.labels(self.name).inc(len(events))
@@ -210,7 +217,6 @@ class Ledger(BusService):
                 await msg.ack()
         finally:
             metrics.IN_FLIGHT.labels(self.name).dec(len(events))
-        self.inserted += len(fresh)
         metrics.LEDGER_BATCH.observe(len(events))
         metrics.LEDGER_ROWS.labels("requests").inc(len(fresh))
         metrics.LEDGER_ROWS.labels("attempts").inc(len(attempts))
@@ -258,7 +264,9 @@ class Ledger(BusService):
 
     # --- reads over NATS ----------------------------------------------------------------
 
-    async def _read(self, what: str, sql: str, params: dict[str, Any]) -> tuple[list[str], list[tuple]]:
+    async def _read(
+        self, what: str, sql: str, params: dict[str, Any]
+    ) -> tuple[list[str], Sequence[Sequence[Any]]]:
         """A typed read's query; a store failure is logged in full and raised as StoreReadError."""
         try:
             return await self.store.query(sql, params)
@@ -364,7 +372,7 @@ class Ledger(BusService):
                     await asyncio.wait_for(task, self.settings.drain_timeout_s)
         # A pull subscription never empties its pending queue, so nc.drain() would wait on it
         # until the timeout: unsubscribe first (unacked messages are redelivered anyway).
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(*NATS_ERRORS):
             await self._psub.unsubscribe()
         await super().drain()
         await self.analyst.close()

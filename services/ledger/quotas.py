@@ -14,10 +14,13 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from switchyard import subjects
+from switchyard.bus import NATS_ERRORS
 from switchyard.v1 import budget_pb2
 
 from .store import LedgerStore
@@ -104,7 +107,7 @@ class QuotaRecorder:
         self.nc = nc
         self.store = store
         self.sampler = QuotaSampler(every_s)
-        self._sub = None
+        self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -114,7 +117,7 @@ class QuotaRecorder:
         self._task = asyncio.create_task(self._record(), name="ledger-quotas")
 
     async def _on_state(self, msg: Msg) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(DecodeError):  # a sample of a time series: skipping one is a gap
             self.sampler.offer(budget_pb2.QuotaState.FromString(msg.data))
 
     async def _record(self) -> None:
@@ -131,7 +134,7 @@ class QuotaRecorder:
 
     async def stop(self) -> None:
         if self._sub is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*NATS_ERRORS):
                 await self._sub.unsubscribe()
         if self._task is not None:
             self._task.cancel()

@@ -9,6 +9,7 @@ store runs the queries (services/ledger/store.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -83,7 +84,7 @@ def ledger_request(row: dict[str, Any]) -> ledger_pb2.LedgerRequest:
     return out
 
 
-def request_lookup_reply(columns: list[str], rows: list[tuple]) -> ledger_pb2.RequestLookupReply:
+def request_lookup_reply(columns: list[str], rows: Sequence[Sequence[Any]]) -> ledger_pb2.RequestLookupReply:
     if not rows:
         return ledger_pb2.RequestLookupReply(found=False)
     record = dict(zip(columns, rows[0], strict=True))
@@ -104,7 +105,7 @@ def stored_ids_query(ids: list[str]) -> tuple[str, dict[str, Any]]:
 
 
 def spend_snapshot(
-    columns: list[str], rows: list[tuple], stored_journal_ids: list[str]
+    columns: list[str], rows: Sequence[Sequence[Any]], stored_journal_ids: list[str]
 ) -> ledger_pb2.SpendSnapshot:
     snapshot = ledger_pb2.SpendSnapshot(stored_journal_ids=sorted(stored_journal_ids))
     for values in rows:

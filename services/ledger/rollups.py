@@ -68,7 +68,7 @@ def rollup_deltas(raw: Iterable[Sequence[Any]], rolled: Iterable[Sequence[Any]])
         want = truth.get(key)
         got = have.get(key)
         if want is None:
-            want = [_zero(v) for v in got]
+            want = [_zero(v) for v in got or []]
         if got is None:
             got = [_zero(v) for v in want]
         if any(_differs(w, g) for w, g in zip(want, got, strict=True)):

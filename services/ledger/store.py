@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+
+from switchyard.lifecycle import started
 
 from .analyst import (
     OPTIONAL_SETTINGS,
@@ -34,6 +37,7 @@ from .retention import retention_statement
 from .rollups import reconcile_since, rollup_deltas
 
 log = logging.getLogger("switchyard.ledger.store")
+T = TypeVar("T")
 
 
 def open_client(dsn: str, database: str = "") -> Client:
@@ -54,7 +58,12 @@ class LedgerStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._client: Client | None = None
 
-    async def _run(self, fn, *args, **kwargs):
+    @property
+    def client(self) -> Client:
+        """The ClickHouse client `open()` made (NotStartedError before then)."""
+        return started(self._client, "the ledger store's client")
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
@@ -63,31 +72,29 @@ class LedgerStore:
         await self._run(self._migrate)
 
     def _migrate(self) -> list[int]:
-        assert self._client is not None
-        self._client.command(
+        self.client.command(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
             "applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY version"
         )
-        applied = {row[0] for row in self._client.query("SELECT version FROM schema_migrations").result_rows}
+        applied = {row[0] for row in self.client.query("SELECT version FROM schema_migrations").result_rows}
         done = []
         for version, name, statements in pending(applied):
             for statement in statements:
-                self._client.command(statement)
-            self._client.insert("schema_migrations", [[version, name]], column_names=["version", "name"])
+                self.client.command(statement)
+            self.client.insert("schema_migrations", [[version, name]], column_names=["version", "name"])
             done.append(version)
         return done
 
     def _apply_retention(self, raw_days: int, rollup_days: int) -> list[str]:
-        assert self._client is not None
         done = []
         for table, column, kind in RETENTION:
-            engine = self._client.query(
+            engine = self.client.query(
                 "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
                 parameters={"t": table},
             ).result_rows[0][0]
             statement = retention_statement(table, column, raw_days if kind == "raw" else rollup_days, engine)
             if statement:
-                self._client.command(statement)
+                self.client.command(statement)
                 done.append(statement)
         return done
 
@@ -96,13 +103,12 @@ class LedgerStore:
         return await self._run(self._apply_retention, raw_days, rollup_days)
 
     def _reconcile(self, since: datetime) -> list[list[Any]]:
-        assert self._client is not None
         params = {"since": since}
-        raw = self._client.query(ROLLUP_FROM_RAW, parameters=params).result_rows
-        rolled = self._client.query(ROLLUP_TOTALS, parameters=params).result_rows
+        raw = self.client.query(ROLLUP_FROM_RAW, parameters=params).result_rows
+        rolled = self.client.query(ROLLUP_TOTALS, parameters=params).result_rows
         deltas = rollup_deltas(raw, rolled)
         if deltas:
-            self._client.insert("requests_by_minute", deltas, column_names=ROLLUP_KEY + ROLLUP_SUMS)
+            self.client.insert("requests_by_minute", deltas, column_names=ROLLUP_KEY + ROLLUP_SUMS)
         return deltas
 
     async def reconcile_rollups(
@@ -122,7 +128,7 @@ class LedgerStore:
         if not ids:
             return set()
         result = await self._run(
-            self._client.query,
+            self.client.query,
             f"SELECT DISTINCT request_id FROM {table} WHERE request_id IN {{ids:Array(String)}}",
             parameters={"ids": ids},
         )
@@ -130,12 +136,12 @@ class LedgerStore:
 
     async def insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
         if rows:
-            await self._run(self._client.insert, table, rows, column_names=columns)
+            await self._run(self.client.insert, table, rows, column_names=columns)
 
     async def query(
         self, sql: str, parameters: dict[str, Any] | None = None
-    ) -> tuple[list[str], list[tuple]]:
-        result = await self._run(self._client.query, sql, parameters=parameters or {})
+    ) -> tuple[list[str], Sequence[Sequence[Any]]]:
+        result = await self._run(self.client.query, sql, parameters=parameters or {})
         return list(result.column_names), result.result_rows
 
     async def close(self) -> None:
@@ -156,7 +162,7 @@ class AnalystReader:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-analyst")
         self._client: Client | None = None
 
-    async def _run(self, fn, *args):
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
@@ -167,7 +173,7 @@ class AnalystReader:
             # of its own that a session already set to readonly would refuse. Not exercised by
             # the suite (it runs chDB); docs/analyst-sql.md suggests a readonly user as well.
             settings = {name: value.strip("'") for name, value in session_settings(self.caps).items()}
-            kwargs = {"database": self.database} if self.database else {}
+            kwargs: dict[str, Any] = {"database": self.database} if self.database else {}
             self._client = clickhouse_connect.get_client(dsn=self.dsn, settings=settings, **kwargs)
             return
         client = open_client(self.dsn, self.database)
@@ -184,7 +190,7 @@ class AnalystReader:
     async def open(self) -> None:
         await self._run(self._open)
 
-    def _query(self, sql: str, parameters: dict[str, Any]) -> tuple[list[str], list[tuple]]:
+    def _query(self, sql: str, parameters: dict[str, Any]) -> tuple[list[str], Sequence[Sequence[Any]]]:
         if self._client is None:
             raise RefusedSql("unavailable", "the analyst connection is not open")
         try:
@@ -202,7 +208,7 @@ class AnalystReader:
 
     async def query(
         self, sql: str, parameters: dict[str, Any] | None = None
-    ) -> tuple[list[str], list[tuple]]:
+    ) -> tuple[list[str], Sequence[Sequence[Any]]]:
         """Columns and rows, or RefusedSql with a message safe to send back."""
         return await self._run(self._query, sql, parameters or {})
 

@@ -67,10 +67,6 @@ def text_of(message: invoke_pb2.Message) -> str:
     return "".join(part.text for part in message.content if part.HasField("text"))
 
 
-def has_image(message: invoke_pb2.Message) -> bool:
-    return any(part.HasField("image") for part in message.content)
-
-
 def system_text(request: invoke_pb2.InvokeRequest) -> str:
     """All system messages joined (Anthropic and Gemini take one system prompt, not turns)."""
     return "\n\n".join(

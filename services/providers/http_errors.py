@@ -158,7 +158,8 @@ def error_from_response(provider: str, status: int, headers: Mapping[str, str], 
 
 def error_from_stream_event(provider: str, payload: Mapping[str, Any]) -> GatewayError:
     """An error delivered inside a 200 stream (Anthropic `event: error`, OpenAI-style `{"error": ...}`)."""
-    err = payload.get("error") if isinstance(payload.get("error"), dict) else payload
+    error = payload.get("error")
+    err: Mapping[str, Any] = error if isinstance(error, dict) else payload
     kind = str(err.get("type") or err.get("status") or err.get("code") or "error")
     message = redact(str(err.get("message") or "error"))
     code, retryable = {

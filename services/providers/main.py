@@ -22,6 +22,7 @@ from switchyard.bus import EventPublisher, ensure_events_stream
 from switchyard.catalog import Catalog, Deployment
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.handoff import hand_off
+from switchyard.lifecycle import started
 from switchyard.service import BusService, run
 from switchyard.settings import Settings
 from switchyard.tokens import tokenizer_for, warm_up
@@ -156,14 +157,13 @@ class ProviderWorker(BusService):
         Returns "ok" or the final error code. Each upstream call is its own CLIENT span
         named by the GenAI conventions ("chat <model>").
         """
-        assert self.nc is not None
         request = dispatch.request
         reply = dispatch.reply_to
         while True:
             target = dispatch.chain[dispatch.position]
             if target.provider not in self.providers:
                 # Another pool serves the next deployment: hand the dispatch on, no router trip.
-                if not await hand_off(self.nc, dispatch):
+                if not await hand_off(self.bus, dispatch):
                     await self._fail(dispatch, reply, NO_WORKER)
                     return NO_WORKER.code
                 return Status.OK
@@ -268,7 +268,6 @@ class ProviderWorker(BusService):
         self, dispatch: invoke_pb2.Dispatch, outcome: AttemptOutcome, decision: Verdict, span: trace.Span
     ) -> None:
         """Carry out a final verdict: the client's reply, and the Completion with what is billed."""
-        assert self.nc is not None
         deployment, progress = outcome.deployment, outcome.progress
         usage = decision.billed
         cost = call_cost(deployment, usage) if usage is not None else Decimal(0)
@@ -288,7 +287,7 @@ class ProviderWorker(BusService):
                 usage.cached_tokens,
                 cost,
             )
-            await self.nc.publish(dispatch.reply_to, codec.final_frame(response))
+            await self.bus.publish(dispatch.reply_to, codec.final_frame(response))
             self._complete(
                 dispatch,
                 decision.status,
@@ -302,7 +301,7 @@ class ProviderWorker(BusService):
         assert outcome.error is not None
         err = outcome.error.to_proto(dispatch.request.request_id)
         if decision.reply == "error":
-            await self.nc.publish(dispatch.reply_to, codec.error_frame(err))
+            await self.bus.publish(dispatch.reply_to, codec.error_frame(err))
         # A request that ended in an error reports its time to first token only in its attempts.
         ttft_ms = progress.ttft_ms if decision.status == Status.CANCELLED else 0.0
         self._complete(
@@ -323,7 +322,6 @@ class ProviderWorker(BusService):
         progress: AttemptProgress,
     ) -> Completed:
         """One upstream call; stream chunks go straight to the client as they arrive."""
-        assert self.nc is not None
         adapter = self.adapter(deployment)
         if not request.stream:
             completed = await adapter.complete(request)
@@ -343,22 +341,21 @@ class ProviderWorker(BusService):
                     progress.ttft_ms = now_ms() - progress.started_ms
                     progress.chunks_sent = True
                 progress.add_chunk(item)
-                await self.nc.publish(reply, codec.chunk_frame(item))
+                await self.bus.publish(reply, codec.chunk_frame(item))
         raise GatewayError(
             ErrorCode.UPSTREAM_ERROR, "stream ended without a final event", provider=deployment.provider
         )
 
     async def _fail(self, dispatch: invoke_pb2.Dispatch, reply: str, error: GatewayError) -> None:
         """End a request its next deployment cannot run (no worker of that pool, not configured here)."""
-        assert self.nc is not None
         err = error.to_proto(dispatch.request.request_id)
-        await self.nc.publish(reply, codec.error_frame(err))
+        await self.bus.publish(reply, codec.error_frame(err))
         self._complete(dispatch, Status.ERROR, error=err)
 
     def _complete(self, dispatch: invoke_pb2.Dispatch, status: str, **fields: Any) -> None:
-        assert self.events is not None
+        events = started(self.events, "the event publisher")
         event = build_completion(dispatch, status=status, trace_id=telemetry.current_trace_id(), **fields)
-        self.events.publish(
+        events.publish(
             subjects.COMPLETION,
             event.SerializeToString(),
             msg_id=dispatch.request.request_id,
@@ -373,7 +370,6 @@ class ProviderWorker(BusService):
         error: GatewayError | None,
         rate_limit_headers: dict[str, str] | None = None,
     ) -> None:
-        assert self.nc is not None
         stat = events_pb2.ProviderStat(
             deployment_id=deployment.id,
             request_id=dispatch.request.request_id,
@@ -391,7 +387,7 @@ class ProviderWorker(BusService):
         if rate_limits is not None:
             stat.rate_limits.CopyFrom(rate_limits)
         # Fire and forget: a core publish only buffers; the flush happens off this path.
-        task = asyncio.ensure_future(self.nc.publish(subjects.PROVIDER_STATS, stat.SerializeToString()))
+        task = asyncio.ensure_future(self.bus.publish(subjects.PROVIDER_STATS, stat.SerializeToString()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

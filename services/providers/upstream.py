@@ -17,7 +17,7 @@ import time
 import urllib.parse
 import urllib.request
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -255,7 +255,7 @@ class HttpAdapter(ProviderAdapter):
 
     async def stream(
         self, request: invoke_pb2.InvokeRequest
-    ) -> AsyncIterator[invoke_pb2.Chunk | Progress | Completed]:
+    ) -> AsyncGenerator[invoke_pb2.Chunk | Progress | Completed, None]:
         deadline = Deadline.start(self.deployment.timeouts, request.deadline_unix_ms)
         translator = self.stream_translator(request)
         response = await self._open(request, stream=True, deadline=deadline)

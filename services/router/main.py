@@ -13,7 +13,9 @@ import asyncio
 import os
 import socket
 import time
+from typing import Any
 
+from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -25,6 +27,7 @@ from switchyard.catalog import Deployment, read_config
 from switchyard.completions import completion_event
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.handoff import hand_off
+from switchyard.lifecycle import started
 from switchyard.pricing import format_usd
 from switchyard.service import BusService, run
 from switchyard.tokens import tokenizer_for, warm_up
@@ -58,7 +61,7 @@ NO_WORKER = GatewayError(
 class Router(BusService):
     name = "router"
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._slots = asyncio.Semaphore(self.settings.router_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -92,7 +95,7 @@ class Router(BusService):
     async def _on_quota_state(self, msg: Msg) -> None:
         try:
             state = budget_pb2.QuotaState.FromString(msg.data)
-        except Exception:
+        except DecodeError:
             self.log.warning("undecodable quota state ignored")
             return
         self.quotas.update(state, time.monotonic())
@@ -100,7 +103,7 @@ class Router(BusService):
     async def _on_stat(self, msg: Msg) -> None:
         try:
             stat = events_pb2.ProviderStat.FromString(msg.data)
-        except Exception:
+        except DecodeError:
             self.log.warning("undecodable provider stat ignored")
             return
         sample = Sample(
@@ -122,7 +125,6 @@ class Router(BusService):
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, msg: Msg) -> None:
-        assert self.nc is not None
         try:
             request = invoke_pb2.InvokeRequest.FromString(msg.data)
             ctx = telemetry.extract_context(msg.headers)
@@ -136,7 +138,7 @@ class Router(BusService):
                     dispatch = await self.route(request)
                 except GatewayError as error:
                     err = error.to_proto(request.request_id)
-                    await self.nc.publish(msg.reply, codec.error_frame(err))
+                    await self.bus.publish(msg.reply, codec.error_frame(err))
                     self._reject(request, err)
                     outcome["status"] = err.code
                     span.set_attribute("error.type", err.code)
@@ -147,19 +149,19 @@ class Router(BusService):
                 span.set_attributes(genai.target_attributes(first.provider, first.model, first.deployment_id))
                 span.set_attribute("switchyard.route", dispatch.route)
                 span.set_attribute("switchyard.candidates", len(dispatch.chain))
-                if not await hand_off(self.nc, dispatch):
+                if not await hand_off(self.bus, dispatch):
                     err = NO_WORKER.to_proto(request.request_id)
-                    await self.nc.publish(msg.reply, codec.error_frame(err))
+                    await self.bus.publish(msg.reply, codec.error_frame(err))
                     self._reject(request, err)
                     outcome["status"] = err.code
                     span.set_attribute("error.type", err.code)
                     return
                 self._count_inflight(dispatch)
-        except Exception:
+        except Exception:  # the request's boundary: whatever failed, the caller gets an answer
             self.log.exception("routing failed")
             if msg.reply:
                 err = invoke_pb2.Error(code=ErrorCode.INTERNAL, message="router error")
-                await self.nc.publish(msg.reply, codec.error_frame(err))
+                await self.bus.publish(msg.reply, codec.error_frame(err))
         finally:
             self._slots.release()
 
@@ -239,7 +241,6 @@ class Router(BusService):
         """Reserve the most this request can cost on any deployment it may reach from the first
         candidate of `chain` with provider-quota headroom (reservation.py); raise the budget
         authority's denial."""
-        assert self.nc is not None
         worst = worst_cases(request, chain)
         holds = chain_holds([w.cost_usd for w in worst], self.tuning.max_attempts)
         max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS_FOR_BUDGET
@@ -262,7 +263,7 @@ class Router(BusService):
                 output_tokens=case.output_tokens,
             )
         try:
-            reply = await self.nc.request(
+            reply = await self.bus.request(
                 subjects.BUDGET_AUTHORIZE,
                 ask.SerializeToString(),
                 timeout=self.settings.budget_timeout_s,
@@ -285,11 +286,11 @@ class Router(BusService):
 
     def _reject(self, request: invoke_pb2.InvokeRequest, err: invoke_pb2.Error) -> None:
         """Requests refused before any upstream call are still recorded, as `rejected`."""
-        assert self.events is not None
+        events = started(self.events, "the event publisher")
         event = completion_event(
             request, status=Status.REJECTED, trace_id=telemetry.current_trace_id(), error=err
         )
-        self.events.publish(
+        events.publish(
             subjects.COMPLETION,
             event.SerializeToString(),
             msg_id=request.request_id,

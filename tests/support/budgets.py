@@ -14,8 +14,8 @@ import orjson
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from switchyard import subjects
+from switchyard.testing.stack import Stack, wait_until
 from switchyard.v1 import events_pb2
-from tests.support.procs import Stack, wait_until
 
 # Demo replies fill max_tokens exactly, and the demo bills the estimator's prompt tokens: a
 # request's actual cost equals its reservation, so counts against a cap are exact.

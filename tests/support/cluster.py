@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from switchyard.natsserver import NatsServer, free_port
-from tests.support.procs import Stack, wait_until
+from switchyard.testing.stack import Stack, wait_until
 
 
 @dataclass

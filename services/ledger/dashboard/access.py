@@ -18,7 +18,7 @@ on `evil.example` can make the browser send requests to 127.0.0.1 with `Host: ev
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
@@ -58,7 +58,7 @@ def host_allowed(host_header: str | None, allowed: Iterable[str]) -> bool:
     allowed = set(allowed)
     if "*" in allowed:
         return True
-    return bool(host_header) and host_name(host_header) in allowed
+    return host_header is not None and host_name(host_header) in allowed
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -82,7 +82,7 @@ def _cookie(scope: Scope, name: str) -> str:
 
 
 async def _respond(
-    send: Send, status: int, body: bytes, content_type: bytes, headers: list[tuple[bytes, bytes]] = ()
+    send: Send, status: int, body: bytes, content_type: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
     await send(
         {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ log = logging.getLogger("switchyard.ledger.dashboard")
 STATIC = Path(__file__).parent / "static"
 PING_S = 15.0
 
-Query = Callable[[str, dict[str, Any]], Awaitable[tuple[list[str], list[tuple]]]]
+Query = Callable[[str, dict[str, Any]], Awaitable[tuple[list[str], Sequence[Sequence[Any]]]]]
 Caps = Callable[[], Awaitable[Any]]
 
 

@@ -4,6 +4,7 @@ per-minute rollups; latency percentiles and failover rates from the raw rows (FI
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -104,7 +105,7 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def records(columns: list[str], rows: list[tuple]) -> list[dict[str, Any]]:
+def records(columns: list[str], rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
     return [{c: jsonable(v) for c, v in zip(columns, row, strict=True)} for row in rows]
 
 

@@ -7,14 +7,17 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import uvicorn
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from switchyard import subjects
+from switchyard.bus import NATS_ERRORS
 from switchyard.logs import UVICORN_LOGGING, register_secret
 from switchyard.settings import Settings
 from switchyard.tenancy import dashboard_token
@@ -47,7 +50,7 @@ class _EmbeddedServer(uvicorn.Server):
     """uvicorn without its own signal handlers: the ledger process owns SIGTERM/SIGINT."""
 
     @contextlib.contextmanager
-    def capture_signals(self):
+    def capture_signals(self) -> Iterator[None]:
         yield
 
 
@@ -60,7 +63,7 @@ class DashboardServer:
         self.port = settings.dashboard_port
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._sub = None
+        self._sub: Subscription | None = None
 
     async def _caps(self) -> Any:
         """Every project's caps and spend as the budget authority counts them; none when it
@@ -68,7 +71,7 @@ class DashboardServer:
         try:
             reply = await self.nc.request(subjects.BUDGET_STATUS, b"{}", timeout=CAPS_TIMEOUT_S)
             return caps_from_status(orjson.loads(reply.data))
-        except Exception as exc:
+        except Exception as exc:  # a display panel: no caps shown rather than a failed page
             log.debug("no caps from the budget authority: %s", exc)
             return {"caps": []}
 
@@ -109,10 +112,11 @@ class DashboardServer:
     async def stop(self) -> None:
         self.hub.close()
         if self._sub is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*NATS_ERRORS):
                 await self._sub.unsubscribe()
         if self._server is not None:
             self._server.should_exit = True
+            # Stopping must go on whatever uvicorn's loop raised (uvicorn logs its own errors).
             if self._task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._task, 5)

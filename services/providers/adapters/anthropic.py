@@ -242,14 +242,14 @@ class AnthropicStream:
             if delta.get("type") == "text_delta" and delta.get("text"):
                 return [self.assembler.text_chunk(delta["text"])]
             if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
-                index = self._tool_index.get(int(payload.get("index", 0)))
-                if index is None:
+                known = self._tool_index.get(int(payload.get("index", 0)))
+                if known is None:
                     raise GatewayError(
                         ErrorCode.UPSTREAM_ERROR,
                         f"{self.provider} sent tool input for an unknown block",
                         provider=self.provider,
                     )
-                return [self.assembler.tool_chunk(index, arguments=delta["partial_json"])]
+                return [self.assembler.tool_chunk(known, arguments=delta["partial_json"])]
             return []  # thinking / signature deltas are not part of the neutral answer
         if kind == "message_delta":
             self.stop = (payload.get("delta") or {}).get("stop_reason") or self.stop

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -66,7 +66,7 @@ class ProviderAdapter(ABC):
     @abstractmethod
     def stream(
         self, request: invoke_pb2.InvokeRequest
-    ) -> AsyncIterator[invoke_pb2.Chunk | Progress | Completed]: ...
+    ) -> AsyncGenerator[invoke_pb2.Chunk | Progress | Completed, None]: ...
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters pool connections
         """Release pooled connections."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -239,7 +239,9 @@ class Adapter(ProviderAdapter):
         words = [] if call else demo_reply_words(request, self.deployment.model)
         return self._finish(request, words, call)
 
-    async def stream(self, request: invoke_pb2.InvokeRequest) -> AsyncIterator[invoke_pb2.Chunk | Completed]:
+    async def stream(
+        self, request: invoke_pb2.InvokeRequest
+    ) -> AsyncGenerator[invoke_pb2.Chunk | Completed, None]:
         how, fails = self._next_call()
         if fails and not how.fail_after_chunks:
             raise await self._fail(how)

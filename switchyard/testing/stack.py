@@ -1,4 +1,5 @@
-"""Start Switchyard services as real processes against a real NATS server."""
+"""Start Switchyard services as real processes against a real NATS server: the launcher of
+the test suite and of the benchmarks (bench/), which is why it lives in the package."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import nats
@@ -27,21 +29,24 @@ ROOT = Path(__file__).resolve().parents[2]
 # Each test stack's admin token by its NATS URL, for ledger_sql (the ledger's SQL subject
 # answers only the admin token).
 ADMIN_TOKENS: dict[str, str] = {}
+T = TypeVar("T")
 
 
-def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.05, what: str = "condition"):
+def wait_until(
+    predicate: Callable[[], T], timeout_s: float = 10.0, interval_s: float = 0.05, what: str = "condition"
+) -> T:
     """The predicate's first truthy value. An assertion or HTTP error inside it counts as
     "not yet" (a service may not answer while it starts); the last one is in the timeout."""
     deadline = time.monotonic() + timeout_s
-    last = None
+    last: object = None
     while time.monotonic() < deadline:
         try:
-            last = predicate()
+            last = result = predicate()
         except (AssertionError, httpx.HTTPError) as exc:
             last = exc
         else:
-            if last:
-                return last
+            if result:
+                return result
         time.sleep(interval_s)
     raise TimeoutError(f"timed out waiting for {what} (last: {last!r})")
 
@@ -209,7 +214,7 @@ class Stack:
         pid = int(r.json()["leader"].split(":")[1])
         return next((s for s in self.by_name("budget") if s.process.pid == pid), None)
 
-    def admin(self, method: str, path: str, **kwargs) -> httpx.Response:
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A call to the ingress's admin API with the stack's admin token."""
         headers = {"authorization": f"Bearer {self.admin_token}"}
         return httpx.request(
@@ -261,7 +266,7 @@ async def ledger_sql(
 
 async def wait_for_rows(
     nats_url: str, sql: str, count: int, params: dict | None = None, timeout_s: float = 15.0
-):
+) -> list[dict]:
     import asyncio
 
     deadline = time.monotonic() + timeout_s
