@@ -63,6 +63,9 @@ WORKER_LOST = GatewayError(
     retry_after_s=1.0,
     retryable=False,
 )
+ALL_BUSY = GatewayError(
+    ErrorCode.OVERLOADED, "every provider worker for this model is at capacity; retry", retry_after_s=1.0
+)
 NO_WORKER = GatewayError(
     ErrorCode.UNAVAILABLE, "no provider worker is available for this model right now", retry_after_s=1.0
 )
@@ -225,9 +228,12 @@ class Router(BusService):
                 span.set_attribute("switchyard.route", dispatch.route)
                 span.set_attribute("switchyard.candidates", len(dispatch.chain))
                 if not await hand_off(self.bus, dispatch):
-                    err = NO_WORKER.to_proto(request.request_id)
+                    # Every pool was missing or full (its workers answered "busy"): refused at
+                    # once with Retry-After, recorded with the attempts that say why.
+                    full = any(a.error_code == ErrorCode.OVERLOADED for a in dispatch.attempts)
+                    err = (ALL_BUSY if full else NO_WORKER).to_proto(request.request_id)
                     await self.bus.publish(msg.reply, codec.error_frame(err))
-                    self._reject(request, err)
+                    self._reject(request, err, dispatch)
                     outcome["status"] = err.code
                     span.set_attribute("error.type", err.code)
                     return
@@ -360,11 +366,21 @@ class Router(BusService):
             )
         return decision
 
-    def _reject(self, request: invoke_pb2.InvokeRequest, err: invoke_pb2.Error) -> None:
-        """Requests refused before any upstream call are still recorded, as `rejected`."""
+    def _reject(
+        self,
+        request: invoke_pb2.InvokeRequest,
+        err: invoke_pb2.Error,
+        dispatch: invoke_pb2.Dispatch | None = None,
+    ) -> None:
+        """Requests refused before any upstream call are still recorded, as `rejected` (with the
+        hand-off attempts that found no worker or no room, when it got that far)."""
         events = started(self.events, "the event publisher")
         event = completion_event(
-            request, status=Status.REJECTED, trace_id=telemetry.current_trace_id(), error=err
+            request,
+            status=Status.REJECTED,
+            trace_id=telemetry.current_trace_id(),
+            error=err,
+            dispatch=dispatch,
         )
         events.publish(
             subjects.COMPLETION,
