@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import httpx
 import pytest
 
-from switchyard.testing.stack import Stack, wait_for_rows
+from switchyard.natsserver import free_port
+from switchyard.testing.stack import ROOT, Stack, wait_for_rows, wait_until
 
 BODY = {"model": "demo/fast", "messages": [{"role": "user", "content": "slow"}], "max_tokens": 4}
 
@@ -78,4 +81,32 @@ async def test_ingress_sigterm_answers_what_it_holds_or_refuses_it_cleanly() -> 
         assert sorted(r["status"] for r in rows) == ["cancelled"] * held + ["ok"] * held
     finally:
         stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_a_service_stopped_during_its_start_up_exits() -> None:
+    """A ledger that cannot reach NATS yet is still starting; SIGTERM then ends it (it used to
+    log "stopped" and keep running until killed by hand; issue 16 finding 9)."""
+    workdir = Path(tempfile.mkdtemp(prefix="switchyard-start-stop-"))
+    env = Stack.base_env(f"nats://127.0.0.1:{free_port()}", workdir, SWITCHYARD_DASHBOARD_PORT="0")
+    log = workdir / "ledger.log"
+    try:
+        with open(log, "wb") as out:
+            ledger = subprocess.Popen(
+                [sys.executable, "-m", "services.ledger"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        try:
+            wait_until(lambda: "Connection refused" in log.read_text(), 90, what="ledger waiting for NATS")
+            ledger.send_signal(signal.SIGTERM)
+            assert ledger.wait(30) == 0
+        finally:
+            if ledger.poll() is None:
+                ledger.kill()
+                ledger.wait()
+        assert "stopped during start-up" in log.read_text()
+    finally:
         shutil.rmtree(workdir, ignore_errors=True)
