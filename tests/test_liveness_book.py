@@ -52,3 +52,11 @@ def test_a_request_long_past_its_deadline_is_forgotten_not_reported() -> None:
     book = LivenessBook(LOST_AFTER)
     book.watch(_dispatch("a"), now=0.0, remaining_s=1)
     assert book.lost(now=1 + FORGET_AFTER_DEADLINE_S + 1) == [] and len(book) == 0
+
+
+def test_a_router_stall_is_not_counted_against_the_workers() -> None:
+    book = LivenessBook(LOST_AFTER)
+    book.watch(_dispatch("a"), now=0.0, remaining_s=60)
+    book.stalled(3.0)  # the router's loop stood still; the beats are still unread
+    assert book.lost(now=3.5) == []
+    assert len(book.lost(now=5.5)) == 1

@@ -85,6 +85,7 @@ async def test_worker_sigkill_ends_its_streams_in_band_with_rows_and_no_holds() 
             worker.process.kill()
             killed = time.monotonic()
             results = await asyncio.wait_for(asyncio.gather(*streams), DEADLINE_S)
+        print(f"SIGKILL: {STREAMS} streams ended in-band after {max(e for _, e in results) - killed:.2f} s")
         for text, ended in results:
             assert "event: chunk" in text
             assert "event: error" in text and "unavailable" in text, text[-400:]
@@ -149,6 +150,7 @@ async def test_worker_sigterm_hands_on_what_waits_and_ends_what_streams() -> Non
             plain = await asyncio.wait_for(asyncio.gather(*queued_plain), DEADLINE_S)
             handed_stream, _ = await asyncio.wait_for(queued_stream, DEADLINE_S)
             cut = await asyncio.wait_for(asyncio.gather(*running_streams), DEADLINE_S)
+        print(f"SIGTERM: cut streams ended after {max(e for _, e in cut) - signalled:.2f} s")
         for response in plain:
             assert response.status_code == 200, response.text  # answered by the other worker
         assert "event: final" in handed_stream
@@ -183,6 +185,7 @@ async def test_saturated_worker_refuses_at_once_and_every_request_is_a_row() -> 
             )
             elapsed = time.monotonic() - started
         codes = sorted(r.status_code for r in answers)
+        print(f"saturated: {codes.count(200)} answered, {codes.count(503)} refused, all in {elapsed:.2f} s")
         assert set(codes) <= {200, 503}, codes
         # Concurrency 2 + queue 2: at least those are served, the rest refused (not dropped).
         assert codes.count(200) >= 4 and codes.count(503) >= 1, codes

@@ -64,6 +64,13 @@ class LivenessBook:
         for request_id in beat.done:
             self._watched.pop(request_id, None)
 
+    def stalled(self, seconds: float) -> None:
+        """This router's own loop stood still for `seconds` (CPU starvation, a long GC): the
+        beats that arrived meanwhile are not read yet, so no request counts that time against
+        its worker."""
+        for watched in self._watched.values():
+            watched.last_held += seconds
+
     def lost(self, now: float) -> list[Watched]:
         """The requests whose worker is gone, removed from the watch (the caller ends them)."""
         gone = [w for w in self._watched.values() if now - w.last_held > self.lost_after_s]

@@ -119,9 +119,17 @@ class Router(BusService):
 
     async def _watch_workers(self) -> None:
         """End (or hand to another worker) each request whose worker stopped beating for it."""
+        interval = self.settings.worker_beat_s
+        woke = time.monotonic()
         while True:
-            await asyncio.sleep(self.settings.worker_beat_s)
-            for watched in self.liveness.lost(time.monotonic()):
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            late = now - woke - interval
+            woke = now
+            if late > interval:  # this loop stood still: read the beats that waited first
+                self.liveness.stalled(late)
+                continue
+            for watched in self.liveness.lost(now):
                 try:
                     await self._on_worker_lost(watched)
                 except Exception:  # the watch must outlive anything, or later losses go unseen
