@@ -39,7 +39,12 @@ class BusService(ABC):
         self.draining = False
 
     async def connect(self) -> NATS:
-        self.nc = await bus.connect(self.settings.nats_url, f"switchyard-{self.name}")
+        self.nc = await bus.connect(
+            self.settings.nats_url,
+            f"switchyard-{self.name}",
+            self.settings.nats_credentials,
+            self.settings.nats_tls_ca_file,
+        )
         return self.nc
 
     @abstractmethod

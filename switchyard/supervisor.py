@@ -188,7 +188,7 @@ class Stack:
                 f"  metrics            {base}/metrics",
                 f"  NATS               {self.nats.url if self.nats else self.settings.nats_url}",
                 f"  NATS monitoring    {self.nats.monitor_url if self.nats else ''}",
-                f"  ledger (chDB)      {self.settings.ledger_dsn}",
+                f"  ledger             {self.settings.shown_ledger_dsn}",
                 f"  data folder        {self.settings.data_dir.resolve()}",
                 f"  admin API          {base}/admin/v1 (token: {self._admin_token_source()})",
                 f"  API key (dev)      {self.dev_key or '(revoked: switchyard keys create --project default)'}",

@@ -11,6 +11,7 @@ import contextlib
 import time
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from nats.aio.msg import Msg
@@ -21,6 +22,7 @@ from opentelemetry import trace
 
 from switchyard import genai, metrics, subjects, telemetry
 from switchyard.bus import ensure_events_stream
+from switchyard.logs import register_secret
 from switchyard.service import BusService, run
 from switchyard.v1 import events_pb2
 
@@ -58,6 +60,7 @@ class Ledger(BusService):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        register_secret(urlsplit(self.settings.ledger_dsn).password)  # never in a log line
         self.store = LedgerStore(self.settings.ledger_dsn)
         self._consumer: asyncio.Task[None] | None = None
         self._lag: asyncio.Task[None] | None = None
