@@ -111,7 +111,11 @@ class Settings(BaseSettings):
     @property
     def shown_ledger_dsn(self) -> str:
         """The DSN to print (banner, logs): the password masked."""
-        return _with_password(self.ledger_dsn, "***", safe="*") if _has_password(self.ledger_dsn) else self.ledger_dsn
+        return (
+            _with_password(self.ledger_dsn, "***", safe="*")
+            if _has_password(self.ledger_dsn)
+            else self.ledger_dsn
+        )
 
     @cached_property
     def nats_credentials(self) -> BusCredentials | None:
