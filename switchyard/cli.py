@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 import orjson
 
-from switchyard import subjects
-from switchyard.settings import load_settings
+from switchyard import busauth, subjects
+from switchyard.busauth import BusCredentials
+from switchyard.settings import Settings, load_settings
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -18,10 +20,23 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return up(load_settings())
 
 
-async def _sql(url: str, sql: str) -> dict:
+def analyst_credentials(settings: Settings) -> BusCredentials | None:
+    """SWITCHYARD_NATS_USER/PASSWORD(_FILE), else the analyst user `switchyard up` generated
+    in the data folder, else none (a bus without users)."""
+    if settings.nats_credentials is not None:
+        return settings.nats_credentials
+    from switchyard.supervisor import BUS_DIR
+
+    folder = settings.data_dir / BUS_DIR
+    if busauth.password_file(folder, busauth.ANALYST).exists():
+        return busauth.credentials(folder, busauth.ANALYST)
+    return None
+
+
+async def _sql(url: str, sql: str, credentials: BusCredentials | None, tls_ca_file: Path | None) -> dict:
     from switchyard.bus import connect
 
-    nc = await connect(url, "switchyard-cli")
+    nc = await connect(url, "switchyard-cli", credentials, tls_ca_file)
     try:
         reply = await nc.request(subjects.LEDGER_QUERY, orjson.dumps({"sql": sql}), timeout=30)
         return orjson.loads(reply.data)
@@ -32,7 +47,14 @@ async def _sql(url: str, sql: str) -> dict:
 def _cmd_sql(args: argparse.Namespace) -> int:
     """Read-only SQL against the ledger, answered by the ledger process (it owns the store)."""
     settings = load_settings()
-    result = asyncio.run(_sql(args.nats_url or settings.nats_url, args.query))
+    result = asyncio.run(
+        _sql(
+            args.nats_url or settings.nats_url,
+            args.query,
+            analyst_credentials(settings),
+            settings.nats_tls_ca_file,
+        )
+    )
     if "error" in result:
         print(f"error: {result['error']}", file=sys.stderr)
         return 1

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from switchyard.busauth import ADMIN, new_passwords
 from switchyard.natsserver import NatsServer
 from tests.support.procs import Stack, running
 
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(store_dir=tmp_path / "nats").start()
+    # With users (switchyard/busauth.py); `server.url` carries the unrestricted admin's.
+    server = NatsServer(store_dir=tmp_path / "nats", passwords=new_passwords(), client_role=ADMIN).start()
     yield server
     server.stop()
 
