@@ -67,6 +67,15 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_creds(args: argparse.Namespace) -> int:
+    """The secrets of a compose or Kubernetes deployment (switchyard/creds.py), never printed."""
+    from switchyard.creds import write_deployment_secrets
+
+    files = write_deployment_secrets(Path(args.out))
+    print(f"wrote {len(files)} files under {args.out} (0600; existing secrets kept): see deploy/README.md")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchyard", description="Switchyard AI API gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     sql.add_argument("--json", action="store_true")
     sql.add_argument("--nats-url", default="")
     sql.set_defaults(fn=_cmd_sql)
+    creds = sub.add_parser("creds", help="generate the secrets of a compose/Kubernetes deployment")
+    creds.add_argument("--out", required=True, help="a folder outside version control, e.g. deploy/secrets")
+    creds.set_defaults(fn=_cmd_creds)
     from switchyard import admin_cli
 
     admin_cli.add_commands(sub)  # projects, agents, keys, budgets
