@@ -82,6 +82,7 @@ class Stack:
 
     def plan(self) -> list[Child]:
         data_dir = self.settings.data_dir.resolve()
+        # The operator's own bus credentials (say, for `switchyard sql`) are not the children's.
         base_env = {
             k: v
             for k, v in os.environ.items()
@@ -93,24 +94,24 @@ class Stack:
             PYTHONUNBUFFERED="1",
         )
         catalog = load_catalog(self.settings.config_file, os.environ)
-        specs: list[tuple[str, list[str], dict[str, str]]] = [
-            ("ledger", ["-m", "services.ledger"], {"SWITCHYARD_DASHBOARD_PORT": str(self.dashboard_port)}),
-            ("budget", ["-m", "services.budget"], {}),
+        specs: list[tuple[str, str, list[str], dict[str, str]]] = [
+            (
+                "ledger",
+                busauth.LEDGER,
+                ["-m", "services.ledger"],
+                {"SWITCHYARD_DASHBOARD_PORT": str(self.dashboard_port)},
+            ),
+            ("budget", busauth.BUDGET, ["-m", "services.budget"], {}),
         ]
         for provider in catalog.providers():
-            specs.append((f"providers-{provider}", ["-m", "services.providers", "--provider", provider], {}))
-        specs.append(("router", ["-m", "services.router"], {}))
+            argv = ["-m", "services.providers", "--provider", provider]
+            specs.append((f"providers-{provider}", busauth.PROVIDERS, argv, {}))
+        specs.append(("router", busauth.ROUTER, ["-m", "services.router"], {}))
         children = []
-        for name, argv, extra in specs:
+        for name, role, argv, extra in specs:
             ops_port = free_port()
-            role = busauth.role_of_module(argv[1])
-            assert role is not None
-            env = dict(
-                base_env,
-                SWITCHYARD_OPS_PORT=str(ops_port),
-                **busauth.service_env(self.bus_dir, role),
-                **extra,
-            )
+            creds = busauth.service_env(self.bus_dir, role)
+            env = dict(base_env, SWITCHYARD_OPS_PORT=str(ops_port), **creds, **extra)
             children.append(Child(name, [sys.executable, *argv], env, f"http://127.0.0.1:{ops_port}/readyz"))
         ingress_env = dict(
             base_env,

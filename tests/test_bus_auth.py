@@ -265,6 +265,19 @@ async def test_other_services_cannot_read_the_tenancy_bucket(stack: Stack) -> No
     )
 
 
+async def test_services_without_a_ledger_read_cannot_run_sql(stack: Stack) -> None:
+    """Router, workers and the ledger itself cannot send `ledger.query`. (The ingress and the
+    budget still may until h/ledger-read's typed read subjects replace their SQL reads.)"""
+    for role in (ROUTER, PROVIDERS, LEDGER):
+        nc, errors = await connect_as(stack, role)
+        try:
+            with pytest.raises(nats.errors.TimeoutError):
+                await nc.request(subjects.LEDGER_QUERY, b'{"sql": "SELECT 1"}', timeout=1)
+            assert violations(errors, subjects.LEDGER_QUERY), (role, errors)
+        finally:
+            await nc.close()
+
+
 async def test_the_analyst_runs_sql_and_the_authenticated_stack_serves_end_to_end(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=stack.ingress_url, headers=stack.headers, timeout=30) as http:
         r = await http.post(
