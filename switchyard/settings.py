@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     # POST every budget alert here (JSON), with retries; "" = events only.
     budget_webhook_url: str = ""
 
+    # A worker answers a client only once JetStream has stored the request's completion event
+    # (the billing record); it waits this long at most (within the request's deadline), then
+    # refuses the answer with 503 (docs/reliability.md, "Completion events before the answer").
+    event_store_wait_s: float = Field(default=10.0, gt=0)
+
     log_level: str = "INFO"
     log_json: bool = False
     drain_timeout_s: float = Field(default=10.0, ge=0)
