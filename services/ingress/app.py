@@ -73,9 +73,7 @@ class Ingress:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._client: GatewayClient | None = None
-        # Records what the ingress refuses itself after authentication (a body too large),
-        # so those requests have a ledger row too; None until the lifespan connects.
-        self.events: bus.EventPublisher | None = None
+        self._reports: set[asyncio.Future[None]] = set()  # refusals being reported (record_refusal)
         # Read for GET /v1/models only: the ingress lists names, the router resolves them.
         self.catalog = load_service_catalog(settings)
         self.ready = False
@@ -127,7 +125,12 @@ class Ingress:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        nc = await bus.connect(self.settings.nats_url, "switchyard-ingress")
+        nc = await bus.connect(
+            self.settings.nats_url,
+            "switchyard-ingress",
+            self.settings.nats_credentials,
+            self.settings.nats_tls_ca_file,
+        )
         self._client = GatewayClient(nc)
         await self.client.start()
         if nc.max_payload < 2 * self.settings.max_body_bytes:
@@ -138,11 +141,12 @@ class Ingress:
                 nc.max_payload,
                 self.settings.max_body_bytes,
             )
-        events = self.events = bus.EventPublisher(nc.jetstream())
-        events.start()
+
         await self.auth.start(nc)
         self.admin.bind(nc, started(self.auth.watcher, "the tenancy watcher").kv)
-        self.admin_token = load_or_create_admin_token(self.settings.admin_token, self.settings.data_dir)
+        self.admin_token = load_or_create_admin_token(
+            self.settings.configured_admin_token, self.settings.data_dir
+        )
         lag_poller = asyncio.create_task(
             poll_ledger_lag(
                 nc.jetstream(),
@@ -166,7 +170,6 @@ class Ingress:
             if grpc is not None:
                 await grpc.stop(self.settings.drain_timeout_s)
             await self.auth.stop()
-            await events.drain(self.settings.drain_timeout_s)
             with contextlib.suppress(*bus.NATS_ERRORS):
                 await nc.drain()
 
@@ -257,9 +260,10 @@ class Ingress:
         return exchange
 
     def record_refusal(self, request: invoke_pb2.InvokeRequest, error: GatewayError) -> None:
-        """Publish the `rejected` Completion of a request the ingress refused itself, so it has
-        a ledger row under the request id the client got (as the router's refusals do)."""
-        if self.events is None:  # no bus (an app without its lifespan, in tests)
+        """Report a request the ingress refused itself, so it has a ledger row under the request
+        id the client got: a router records it as `rejected` (the ingress may not publish
+        billing events itself: switchyard/busauth.py)."""
+        if self._client is None:  # no bus (an app without its lifespan, in tests)
             return
         event = completion_event(
             request,
@@ -267,9 +271,13 @@ class Ingress:
             trace_id=telemetry.current_trace_id(),
             error=error.to_proto(request.request_id),
         )
-        self.events.publish(
-            subjects.COMPLETION, event.SerializeToString(), request.request_id, telemetry.inject_headers()
+        task = asyncio.ensure_future(
+            self.client.nc.publish(
+                subjects.INGRESS_REFUSED, event.SerializeToString(), headers=telemetry.inject_headers()
+            )
         )
+        self._reports.add(task)  # held until sent (a core publish only buffers)
+        task.add_done_callback(self._reports.discard)
 
     def _body_too_large(self, scope: Scope, error: GatewayError, request_id: str) -> None:
         """The edge refused an authenticated caller's body as too large: record it (only the
