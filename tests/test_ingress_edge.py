@@ -294,7 +294,8 @@ BIG_BODY = {"model": "auto", "messages": [{"role": "user", "content": "x" * 2000
     ],
 )
 async def test_a_body_too_large_is_refused_in_the_callers_dialect(path: str, status: int, kind: str) -> None:
-    async with asgi_client(Ingress(Settings(max_body_bytes=1000))) as http:
+    # Authenticated (here: no key needed) before its size is judged: a 413 is recorded.
+    async with asgi_client(Ingress(Settings(max_body_bytes=1000, auth_required=False))) as http:
         r = await http.post(path, json=BIG_BODY)
     assert r.status_code == status
     assert error_kind(path, r.json()) == kind

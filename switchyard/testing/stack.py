@@ -132,9 +132,9 @@ class Stack:
         server = NatsServer(
             store_dir=workdir / "nats", passwords=passwords, client_role=busauth.ADMIN
         ).start()
-        return cls(
-            workdir=workdir, nats=server, env=cls.base_env(server.address, workdir, **env), bus_dir=bus_dir
-        )
+        env = cls.base_env(server.address, workdir, **env)
+        ADMIN_TOKENS[server.url] = ADMIN_TOKENS[server.address]  # tests pass `stack.nats.url`
+        return cls(workdir=workdir, nats=server, env=env, bus_dir=bus_dir)
 
     @staticmethod
     def base_env(nats_url: str, workdir: Path, **env: str) -> dict[str, str]:
