@@ -133,7 +133,6 @@ class Stack:
             store_dir=workdir / "nats", passwords=passwords, client_role=busauth.ADMIN
         ).start()
         env = cls.base_env(server.address, workdir, **env)
-        ADMIN_TOKENS[server.url] = ADMIN_TOKENS[server.address]  # tests pass `stack.nats.url`
         return cls(workdir=workdir, nats=server, env=env, bus_dir=bus_dir)
 
     @staticmethod
