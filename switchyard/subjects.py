@@ -32,6 +32,7 @@ BUDGET_JOURNAL = "budget.journal"
 TENANCY_BUCKET = "switchyard_tenancy"  # projects, agents, keys (hashes), budgets
 BUDGET_LEASE_BUCKET = "switchyard_budget_lease"  # who is the budget authority
 BUDGET_ALERTS_BUCKET = "switchyard_budget_alerts"  # alerts already sent (one per threshold per period)
+RESPONSES_BUCKET = "switchyard_responses"  # stored Responses API answers, per project, with a TTL
 
 
 def provider_invoke(provider: str) -> str:
