@@ -270,13 +270,16 @@ async def test_stream_cut_midway_fails_in_band_and_bills_what_was_delivered(
     assert kinds.count("response.output_text.delta") == 2
     failed = events[-1].response
     assert failed.status == "failed" and failed.error.code == "server_error"
+    assert failed.model_extra["switchyard"]["error_code"] == "upstream_error"
     assert "closed the connection" in failed.error.message
     assert failed.output[0].content[0].text == "a b "
     row = await ledger_row(stack, failed.model_extra["switchyard"]["request_id"])
     assert row["api"] == "responses" and row["status"] == "error" and row["error_code"] == "upstream_error"
     # Billed for what was delivered: the prompt and the two pieces that reached the client.
     assert row["completion_tokens"] > 0
-    assert Decimal(row["cost_usd"]) == cost_usd(PRICES["openai"], row["prompt_tokens"], row["completion_tokens"])
+    assert Decimal(row["cost_usd"]) == cost_usd(
+        PRICES["openai"], row["prompt_tokens"], row["completion_tokens"]
+    )
     assert Decimal(row["cost_usd"]) > 0
 
 

@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from switchyard import choices
-from switchyard.errors import ErrorCode, GatewayError, spec_for
+from switchyard.errors import CODES, ErrorCode, GatewayError, spec_for
 from switchyard.v1 import invoke_pb2
 from switchyard.vocab import Api, FinishReason
 
 from .api_kit import (
+    GatewayInfo,
     Parsed,
     StrategyField,
     StreamRenderer,
@@ -150,6 +151,11 @@ def _tool_kind(value: Any) -> str:
 class BuiltinTool(_In):
     """Any tool but a function (web_search, file_search, code_interpreter, mcp, ...): refused."""
 
+    # The description says what is refused, and a function tool is not one of them.
+    model_config = ConfigDict(
+        extra="ignore", json_schema_extra={"not": {"properties": {"type": {"const": "function"}}}}
+    )
+
     type: str
 
     @model_validator(mode="after")
@@ -201,12 +207,20 @@ class ReasoningConfig(_In):
     summary: Literal["auto", "concise", "detailed"] | None = None
 
 
+def _one_message(value: Any) -> Any:
+    """A string input is one user message (so a bad item list is reported as items, not as
+    "not a string" first)."""
+    return [{"type": "message", "role": "user", "content": value}] if isinstance(value, str) else value
+
+
 class ResponsesRequest(_In):
     """POST /v1/responses. Fields not listed are accepted and ignored; `strategy` is a
     Switchyard extension (see docs/api.md)."""
 
     model: str = Field(min_length=1, max_length=256)
-    input: str | list[InputItem] = Field(min_length=1)
+    input: Annotated[
+        list[InputItem], BeforeValidator(_one_message, json_schema_input_type=str | list[InputItem])
+    ] = Field(min_length=1)
     instructions: str | None = None
     tools: list[ToolIn] | None = Field(None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedFunctionChoice | None = None
@@ -227,7 +241,7 @@ class ResponsesRequest(_In):
 
     @model_validator(mode="after")
     def _consistent(self) -> ResponsesRequest:
-        if isinstance(self.input, list) and len(self.input) > MAX_MESSAGES:
+        if len(self.input) > MAX_MESSAGES:
             raise ValueError(f"at most {MAX_MESSAGES} input items")
         if self.background:
             raise ValueError("background responses are not supported by this gateway")
@@ -250,8 +264,6 @@ def parse_body(raw: bytes, max_depth: int = 64) -> ResponsesRequest:
 def input_items(body: ResponsesRequest) -> list[dict[str, Any]]:
     """The body's input as item JSON (a string is one user message): what a stored response
     keeps, and what a follow-up replays."""
-    if isinstance(body.input, str):
-        return [{"type": "message", "role": "user", "content": body.input}]
     return [_item_json(item) for item in body.input]
 
 
@@ -332,8 +344,7 @@ def to_request(body: ResponsesRequest) -> invoke_pb2.InvokeRequest:
     request = invoke_pb2.InvokeRequest(model=body.model, stream=bool(body.stream), api=Api.RESPONSES)
     if body.instructions:
         request.messages.add(role=invoke_pb2.ROLE_SYSTEM).content.add(text=body.instructions)
-    items = [MessageItem(role="user", content=body.input)] if isinstance(body.input, str) else body.input
-    request.messages.extend(messages_of(items))
+    request.messages.extend(messages_of(body.input))
     for tool in body.tools or []:
         assert isinstance(tool, FunctionTool)  # BuiltinTool never validates
         request.tools.add(
@@ -542,11 +553,19 @@ def final_json(parsed: ParsedResponses, final: invoke_pb2.InvokeResponse) -> dic
     return response_json(parsed, status=status, output=output, final=final, incomplete=incomplete)
 
 
-# OpenAI's codes for a failed response (ResponseError.code): a rate limit is its own, anything
-# else the gateway reports is a server error; the gateway's own code travels as `type`.
 def error_json(error: GatewayError) -> dict[str, Any]:
-    code = "rate_limit_exceeded" if spec_for(error.code).http_status == 429 else "server_error"
-    return {"code": code, "message": error.message, "param": error.param or None, "type": str(error.code)}
+    """A failed response's `error`. `code` is one of OpenAI's codes for a failed response (the
+    SDK types it): a rate limit's own, else `server_error`; `type` is the OpenAI error type a
+    chat completion's error has (`insufficient_quota` for a spent budget: stop, do not retry);
+    the gateway's own code is in the response's `switchyard.error_code`."""
+    _, kind, code = spec_for(error.code).openai
+    rate_limited = code == CODES[ErrorCode.RATE_LIMITED].openai.code
+    return {
+        "code": code if rate_limited else "server_error",
+        "message": error.message,
+        "param": error.param or None,
+        "type": kind,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -750,7 +769,7 @@ class ResponsesApi:
     ) -> dict[str, Any]:
         # Without the body only the model can be echoed; the ingress renders with final_json
         # and the parsed body instead (responses_http.py).
-        body = ResponsesRequest.model_construct(model=request.model, input="")
+        body = ResponsesRequest.model_construct(model=request.model, input=[])
         return final_json(ParsedResponses(request, body=body), final)
 
     def render_error(self, error: GatewayError, request_id: str) -> tuple[int, dict[str, Any]]:
@@ -763,3 +782,130 @@ class ResponsesApi:
 
 def not_found(response_id_: str) -> GatewayError:
     return GatewayError(ErrorCode.NOT_FOUND, f"no response with id {response_id_!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Response schemas: what the functions above produce, for the OpenAPI description (and checked
+# against their output in tests, so the description stays true).
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OutputTextOut(_Out):
+    type: Literal["output_text"]
+    text: str
+    annotations: list[Any]
+    logprobs: list[Any]
+
+
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
+
+
+class MessageItemOut(_Out):
+    id: str
+    type: Literal["message"]
+    role: Literal["assistant"]
+    status: ItemStatus
+    content: list[OutputTextOut]
+
+
+class FunctionCallItemOut(_Out):
+    id: str
+    type: Literal["function_call"]
+    call_id: str
+    name: str
+    arguments: str
+    status: ItemStatus
+
+
+OutputItemOut = Annotated[MessageItemOut | FunctionCallItemOut, Field(discriminator="type")]
+
+
+class InputTokensDetails(_Out):
+    cached_tokens: int
+    cache_write_tokens: int
+
+
+class OutputTokensDetails(_Out):
+    reasoning_tokens: int
+
+
+class ResponseUsageOut(_Out):
+    input_tokens: int
+    input_tokens_details: InputTokensDetails
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails
+    total_tokens: int
+
+
+class ResponseErrorOut(_Out):
+    code: str
+    message: str
+    param: str | None
+    type: str
+
+
+class IncompleteDetailsOut(_Out):
+    reason: Literal["max_output_tokens", "content_filter"]
+
+
+class ReasoningOut(_Out):
+    effort: str | None
+    summary: str | None
+
+
+class TextOut(_Out):
+    format: dict[str, Any]
+
+
+class FunctionToolOut(_Out):
+    type: Literal["function"]
+    name: str
+    description: str | None
+    parameters: dict[str, Any] | None
+    strict: bool
+
+
+class FailedInfo(_Out):
+    request_id: str
+    error_code: str
+
+
+class ResponseObject(_Out):
+    """A `response` object: the answer of POST /v1/responses, GET /v1/responses/{id}, and the
+    `response` of the stream's lifecycle events (created, in_progress, completed, failed)."""
+
+    id: str
+    object: Literal["response"]
+    created_at: int
+    status: Literal["in_progress", "completed", "incomplete", "failed"]
+    background: bool
+    error: ResponseErrorOut | None
+    incomplete_details: IncompleteDetailsOut | None
+    instructions: str | None
+    max_output_tokens: int | None
+    model: str
+    output: list[OutputItemOut]
+    parallel_tool_calls: bool
+    previous_response_id: str | None
+    reasoning: ReasoningOut
+    store: bool
+    temperature: float | None
+    text: TextOut
+    tool_choice: str | dict[str, Any]
+    tools: list[FunctionToolOut]
+    top_p: float | None
+    truncation: Literal["disabled"]
+    usage: ResponseUsageOut | None
+    user: str | None
+    metadata: dict[str, str]
+    completed_at: int | None = None
+    switchyard: GatewayInfo | FailedInfo | None = None
+
+
+class ResponseDeleted(_Out):
+    id: str
+    object: Literal["response"]
+    deleted: Literal[True]
