@@ -18,6 +18,7 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from switchyard.bus import NATS_ERRORS
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.tenancy_store import read_record
 
 log = logging.getLogger("switchyard.ingress.responses")
@@ -52,7 +53,12 @@ class ResponseStore:
     async def get(self, project_id: str, response_id: str) -> StoredResponse | None:
         if not _valid_key(response_id):
             return None
-        found = await read_record(self.kv, response_id)
+        try:
+            found = await read_record(self.kv, response_id)
+        except NATS_ERRORS:
+            raise GatewayError(
+                ErrorCode.UNAVAILABLE, "the responses store did not answer", retry_after_s=1
+            ) from None
         if found is None:
             return None
         record = StoredResponse.decode(found[0])
@@ -83,6 +89,10 @@ class ResponseStore:
             await self.kv.delete(response_id)
         except (KeyNotFoundError, KeyDeletedError):
             return False
+        except NATS_ERRORS:
+            raise GatewayError(
+                ErrorCode.UNAVAILABLE, "the responses store did not answer", retry_after_s=1
+            ) from None
         return True
 
 
