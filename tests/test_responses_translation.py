@@ -4,13 +4,15 @@ against the official `openai` SDK's own types (it parses every event by its `typ
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import nats
 import orjson
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from services.ingress.response_store import ResponseStore, StoredResponse
 from services.ingress.responses_api import (
     ParsedResponses,
     ResponsesApi,
@@ -20,8 +22,12 @@ from services.ingress.responses_api import (
     with_history,
 )
 from switchyard.errors import GatewayError
+from switchyard.tenancy_store import open_bucket
 from switchyard.v1 import invoke_pb2
 from tests.support.frames import final_frame, text_chunk, tool_chunk
+
+if TYPE_CHECKING:  # a runtime import would mark every test here a stack test (conftest.py)
+    from switchyard.natsserver import NatsServer
 
 API = ResponsesApi()
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
@@ -233,3 +239,25 @@ def test_an_error_mid_stream_fails_in_band_with_what_was_delivered() -> None:
     assert failed.response.output[0].content[0].text == "par"
     assert failed.response.output[0].status == "incomplete"
     assert stream.finished is None  # nothing to store
+
+
+async def test_the_store_keeps_a_response_for_its_project_only(nats_server: NatsServer) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        kv = await open_bucket(nc.jetstream(), "responses_test", ttl_s=60)
+        store = ResponseStore(kv, max_bytes=2000)
+        record = StoredResponse("p1", {"id": "resp_1", "output": [{"type": "message"}]}, [{"role": "user"}])
+        assert await store.put(record)
+        assert await store.get("p1", "resp_1") == record
+        assert record.history() == [{"role": "user"}, {"type": "message"}]
+        assert await store.get("p2", "resp_1") is None  # another project's reads as missing
+        assert not await store.delete("p2", "resp_1")
+        assert await store.get("p1", "resp.1>") is None  # not a key: never a stored response
+        too_big = StoredResponse("p1", {"id": "resp_2", "output": []}, [{"text": "x" * 3000}])
+        assert not await store.put(too_big)  # answered, not stored
+        assert await store.get("p1", "resp_2") is None
+        assert await store.delete("p1", "resp_1")
+        assert await store.get("p1", "resp_1") is None
+        assert not await store.delete("p1", "resp_1")
+    finally:
+        await nc.close()

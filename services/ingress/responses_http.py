@@ -27,6 +27,7 @@ from switchyard.errors import ErrorCode, GatewayError
 from switchyard.lifecycle import started
 from switchyard.tenancy_store import open_bucket
 
+from .api_kit import HttpApi, Parsed
 from .dialects import error_headers, request_id_headers
 from .exchange import Exchange
 from .response_store import ResponseStore, StoredResponse
@@ -84,9 +85,9 @@ class ResponsesEndpoints:
 
     # --- POST /v1/responses (after Ingress.admit stamped the request) ---
 
-    async def relay(self, api: Any, parsed: Any) -> Response:
+    async def relay(self, api: HttpApi, parsed: Parsed) -> Response:
         """Ingress.relay for this API: the history first, the answer stored after."""
-        assert isinstance(parsed, ParsedResponses)
+        assert api is self.api and isinstance(parsed, ParsedResponses)  # ResponsesApi.parse made it
         parsed = await self._resume(parsed)
         request = parsed.request
         exchange = await self.ingress.open(request)
