@@ -86,6 +86,7 @@ timeouts = {TIMEOUTS}
             ("worker", "services.providers", "--provider", "openai", "--provider", "anthropic"),
             ("router", "services.router"),
             ("ingress", "services.ingress"),
+            ready_timeout_s=120,  # generous: the machine's cores are shared
         )
         stack.provision()
         yield stack
@@ -136,8 +137,12 @@ async def test_create_plain(oai: openai.AsyncOpenAI, stack: Stack, fakes: dict) 
         await oai.responses.retrieve(response.id)
 
 
-async def test_tool_call_round_trip_and_json_schema(oai: openai.AsyncOpenAI, fakes: dict) -> None:
-    fakes["anthropic"].behave(Behavior(tool_call=("get_weather", {"city": "Lisbon"})))
+async def test_tool_call_round_trip_and_json_schema(
+    oai: openai.AsyncOpenAI, stack: Stack, fakes: dict
+) -> None:
+    fakes["anthropic"].behave(
+        Behavior(tool_call=("get_weather", {"city": "Lisbon"}), prompt_tokens=40, completion_tokens=7)
+    )
     first = await oai.responses.create(
         model=CLAUDE, input="Weather in Lisbon?", tools=[WEATHER], tool_choice="required", store=False
     )
@@ -148,7 +153,8 @@ async def test_tool_call_round_trip_and_json_schema(oai: openai.AsyncOpenAI, fak
     assert sent["tools"][0]["name"] == "get_weather" and sent["tool_choice"] == {"type": "any"}
 
     # The SDK's own round trip: the output items back as input, then the call's output.
-    fakes["openai"].behave(Behavior(text='{"summary": "sunny"}'))
+    assert_billed(await ledger_row(stack, first.model_extra["switchyard"]["request_id"]), "anthropic", 40, 7)
+    fakes["openai"].behave(Behavior(text='{"summary": "sunny"}', prompt_tokens=50, completion_tokens=6))
     schema = {"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}
     second = await oai.responses.create(
         model=GPT,
@@ -171,6 +177,7 @@ async def test_tool_call_round_trip_and_json_schema(oai: openai.AsyncOpenAI, fak
     assistant, tool = body["messages"][1], body["messages"][2]
     assert assistant["tool_calls"][0]["id"] == calls[0].call_id
     assert tool == {"role": "tool", "tool_call_id": calls[0].call_id, "content": "sunny, 24C"}
+    assert_billed(await ledger_row(stack, second.model_extra["switchyard"]["request_id"]), "openai", 50, 6)
 
 
 async def test_stream_events_in_order_with_usage(oai: openai.AsyncOpenAI, stack: Stack, fakes: dict) -> None:
