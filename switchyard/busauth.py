@@ -112,8 +112,9 @@ def permissions(role: str) -> Permissions | None:
     if role == INGRESS:
         # The ingress authenticates API keys (it reads the key hashes) and hosts the admin API
         # (it writes projects, keys and budgets), so it reads and writes the tenancy bucket:
-        # the bucket holds no secret it does not need (keys only as SHA-256 hashes). It has no
-        # access to the lease, alerts, journal or any event consumer.
+        # the bucket holds no secret it does not need (keys only as SHA-256 hashes). It keeps
+        # the Responses API's stored responses in their own bucket. It has no access to the
+        # lease, alerts, journal or any event consumer.
         return Permissions(
             publish=(
                 *common_pub,
@@ -124,6 +125,7 @@ def permissions(role: str) -> Permissions | None:
                 subjects.INGRESS_REFUSED,  # its own refusals, recorded by a router at no cost
                 lag,
                 *_kv_write(subjects.TENANCY_BUCKET),
+                *_kv_write(subjects.RESPONSES_BUCKET),
             ),
             subscribe=(own_inbox,),
         )

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
 
     # Stream replication: 1 for the embedded single server, 3 on a cluster.
     stream_replicas: int = Field(default=1, ge=1, le=5)
+    # Stored Responses API answers (`store`, `previous_response_id`) are kept this long
+    # (docs/api.md). Set when the bucket is first created; 30 days, as OpenAI keeps them.
+    responses_ttl_s: float = Field(default=30 * 86400.0, gt=0)
 
     # Tenancy, keys and budgets (docs/budgets.md).
     # The admin API's bearer token; "" = generated once into <data_dir>/admin-token.

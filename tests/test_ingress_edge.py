@@ -252,12 +252,12 @@ def test_grpc_trailing_metadata() -> None:
 
 # --- Errors the edge answers itself, in the caller's dialect (ASGI level: the real app, no bus) --
 
-API_PATHS = ("/llm.invoke", "/v1/chat/completions", "/v1/messages")
+API_PATHS = ("/llm.invoke", "/v1/chat/completions", "/v1/messages", "/v1/responses")
 
 
 def error_kind(path: str, body: dict) -> str:
     """The error's kind in its dialect, after checking the body against that dialect's schema."""
-    if path == "/v1/chat/completions":
+    if path in ("/v1/chat/completions", "/v1/responses"):
         openai_api.OpenAIErrorResponse.model_validate(body)
         return f"{body['error']['type']}/{body['error']['code']}"
     if path == "/v1/messages":

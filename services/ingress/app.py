@@ -42,6 +42,7 @@ from .dialects import (
     HTTP_APIS,
     NATIVE,
     OPENAI,
+    RESPONSES,
     dialect_for_path,
     error_headers,
     new_request_id,
@@ -51,6 +52,7 @@ from .edge import AdmissionMiddleware, EdgeMiddleware, Overload, Scope, limits_f
 from .exchange import REQUESTS, Exchange, open_exchange
 from .ledger_row import request_row_json
 from .openapi import openapi_document
+from .responses_http import ResponsesEndpoints
 
 log = logging.getLogger("switchyard.ingress")
 
@@ -83,6 +85,7 @@ class Ingress:
         self.auth = auth.Authenticator(settings)
         self.admin_token = ""
         self.admin = admin.AdminApi(lambda: self.admin_token, self.auth.view)
+        self.responses = ResponsesEndpoints(self, RESPONSES)  # stored responses (KV)
         self.app = Starlette(
             # Header limits first (they need no identity), then API-key authentication, and
             # only then the body and admission: no slot is held by a client that has not
@@ -108,6 +111,7 @@ class Ingress:
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/readyz", self.readyz, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
+                *self.responses.routes(),
                 *self.admin.routes(),
             ],
             lifespan=self.lifespan,
@@ -144,6 +148,7 @@ class Ingress:
 
         await self.auth.start(nc)
         self.admin.bind(nc, started(self.auth.watcher, "the tenancy watcher").kv)
+        await self.responses.start(nc)
         self.admin_token = load_or_create_admin_token(
             self.settings.configured_admin_token, self.settings.data_dir
         )
@@ -225,10 +230,13 @@ class Ingress:
         return request
 
     def _endpoint(self, api: HttpApi) -> Callable[[Request], Awaitable[Response]]:
+        # The Responses API keeps state between requests (responses_http.py); the rest is shared.
+        relay = self.responses.relay if api is RESPONSES else self.relay
+
         async def endpoint(http: Request) -> Response:
             parsed = api.parse(await http.body(), self.settings.max_json_depth)
             self.admit(parsed.request, http.headers)  # stamps it in place
-            return await self.relay(api, parsed)
+            return await relay(api, parsed)
 
         return endpoint
 

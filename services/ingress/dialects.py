@@ -20,11 +20,13 @@ from .api_kit import HttpApi
 from .edge import Scope, Send
 from .native import NativeApi
 from .openai_api import OpenAIApi
+from .responses_api import ResponsesApi
 
 NATIVE: HttpApi = NativeApi()
 OPENAI: HttpApi = OpenAIApi()
 ANTHROPIC: HttpApi = AnthropicApi()
-HTTP_APIS: tuple[HttpApi, ...] = (NATIVE, OPENAI, ANTHROPIC)
+RESPONSES = ResponsesApi()
+HTTP_APIS: tuple[HttpApi, ...] = (NATIVE, OPENAI, ANTHROPIC, RESPONSES)
 
 _nuid = NUID()
 
