@@ -125,11 +125,12 @@ async def test_ctrl_c_stops_in_order_and_a_second_stack_never_joins(tmp_path: Pa
     try:
         wait_until(lambda: out_path.read_text().count("Switchyard is up.") == 2, 120, what="second start")
         token = read_admin_token(first_dir / ".switchyard")
+        admin = (first_dir / ".switchyard" / "bus" / "admin.password").read_text().strip()
         deadline = time.monotonic() + 30
         rows: list[dict] = []
         while not rows and time.monotonic() < deadline:
             rows = await ledger_sql(
-                f"nats://127.0.0.1:{nats_port}",
+                f"nats://admin:{admin}@127.0.0.1:{nats_port}",
                 "SELECT status FROM requests FINAL WHERE request_id = {id:String}",
                 {"id": request_id},
                 admin_token=token,

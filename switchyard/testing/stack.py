@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import nats
 import orjson
 
-from switchyard import subjects
+from switchyard import busauth, subjects
 from switchyard.children import tied_to_parent
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.tenancy import dashboard_token
@@ -102,6 +103,7 @@ class Stack:
     ingress_url: str = ""
     api_key: str = ""  # a key of project "default", provisioned by start_all (or provision)
     dashboard_url: str = ""
+    bus_dir: Path | None = None  # the bus users' passwords (busauth); services get their own
 
     @property
     def admin_token(self) -> str:
@@ -124,8 +126,14 @@ class Stack:
 
     @classmethod
     def create(cls, workdir: Path, **env: str) -> Stack:
-        server = NatsServer(store_dir=workdir / "nats").start()
-        return cls(workdir=workdir, nats=server, env=cls.base_env(server.url, workdir, **env))
+        bus_dir = workdir / "bus"
+        passwords = busauth.load_or_create_passwords(bus_dir)
+        # `server.url` carries the admin user, for the tests' own look at the bus.
+        server = NatsServer(
+            store_dir=workdir / "nats", passwords=passwords, client_role=busauth.ADMIN
+        ).start()
+        env = cls.base_env(server.address, workdir, **env)
+        return cls(workdir=workdir, nats=server, env=env, bus_dir=bus_dir)
 
     @staticmethod
     def base_env(nats_url: str, workdir: Path, **env: str) -> dict[str, str]:
@@ -140,12 +148,14 @@ class Stack:
             PYTHONUNBUFFERED="1",
         )
         base.update(env)
-        ADMIN_TOKENS[nats_url] = base["SWITCHYARD_ADMIN_TOKEN"]
+        ADMIN_TOKENS[_without_credentials(nats_url)] = base["SWITCHYARD_ADMIN_TOKEN"]
         return base
 
     def spawn(self, name: str, module: str, *args: str, wait: bool = True, **env: str) -> ServiceProc:
         log_path = self.workdir / f"{name}-{len(self.services)}.log"
-        proc_env = dict(self.env, **env)
+        role = busauth.role_of_module(module)
+        creds = busauth.service_env(self.bus_dir, role) if self.bus_dir and role else {}
+        proc_env = dict(self.env, **creds, **env)
         if module == "services.ingress":
             port = int(proc_env.get("SWITCHYARD_PORT") or free_port())
             proc_env["SWITCHYARD_PORT"] = str(port)
@@ -243,11 +253,18 @@ class Stack:
         return "\n".join(f"--- {s.name}\n{s.log()[-3000:]}" for s in self.services)
 
 
+def _without_credentials(nats_url: str) -> str:
+    """The stack's key in ADMIN_TOKENS: services get the bare address, the tests' own
+    connections the admin user's URL (user:password@host); both name one stack."""
+    parts = urlsplit(nats_url.split(",")[0])
+    return f"{parts.scheme}://{parts.hostname}:{parts.port}"
+
+
 async def ledger_sql(
     nats_url: str, sql: str, params: dict | None = None, admin_token: str | None = None
 ) -> list[dict]:
     """Analyst SQL on the ledger (`ledger.sql`), with the stack's admin token by default."""
-    token = ADMIN_TOKENS.get(nats_url, "") if admin_token is None else admin_token
+    token = ADMIN_TOKENS.get(_without_credentials(nats_url), "") if admin_token is None else admin_token
     nc = await nats.connect(servers=nats_url.split(","))
     try:
         reply = await nc.request(
