@@ -67,3 +67,12 @@ def chain_holds(costs: Sequence[Decimal], max_attempts: int = 0) -> list[Decimal
     n = len(costs)
     window = max_attempts if max_attempts > 0 else n
     return [max(costs[i : i + window]) for i in range(n)]
+
+
+def hedged_holds(costs: Sequence[Decimal], max_attempts: int = 0, hedges: int = 1) -> list[Decimal]:
+    """Candidate i's hold when its first attempt may hedge: the race runs candidates i .. i+hedges
+    at once and every racer is billed (the winner for its answer, a cancelled loser for what it
+    was sent: docs/routing.md), so the hold covers their sum; after a race that failed the
+    request fails over to one deployment at a time, which `chain_holds` covers."""
+    single = chain_holds(costs, max_attempts)
+    return [max(single[i], sum(costs[i : i + 1 + hedges], Decimal(0))) for i in range(len(costs))]
