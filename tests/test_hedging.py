@@ -102,7 +102,9 @@ def test_no_hedge_onto_a_deployment_near_its_provider_quota() -> None:
         return QuotaReading(headroom=0.05) if deployment_id == "b" else QuotaReading()
 
     hedge = plan(catalog(hedge={}), request(), quota=tight)
-    assert hedge.plan is None and hedge.note is not None and "b is near its provider quota" in hedge.note.skipped
+    assert (
+        hedge.plan is None and hedge.note is not None and "b is near its provider quota" in hedge.note.skipped
+    )
 
 
 def test_no_hedge_without_a_second_deployment() -> None:

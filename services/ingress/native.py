@@ -201,6 +201,12 @@ def attempt_json(a: invoke_pb2.Attempt) -> dict[str, Any]:
         out["http_status"] = a.http_status
     if a.error_code:
         out["error"] = {"code": a.error_code, "message": a.error_message}
+    elif a.error_message:  # a hedge race's loser: cancelled, not failed
+        out["note"] = a.error_message
+    if a.hedge:
+        out["hedge"] = True
+    if a.cost_usd:
+        out["cost_usd"] = a.cost_usd
     return out
 
 
@@ -248,7 +254,25 @@ def rationale_json(r: invoke_pb2.Rationale) -> dict[str, Any]:
             }
             for c in r.candidates
         ],
+        # Hedged requests (docs/routing.md): shown when the route or the request has a policy.
+        **({"hedge": hedge_json(r.hedge)} if r.HasField("hedge") else {}),
     }
+
+
+def hedge_json(h: invoke_pb2.HedgeNote) -> dict[str, Any]:
+    out: dict[str, Any] = {"armed": h.armed, "fired": h.fired}
+    if h.armed:
+        out["delay_ms"] = round(h.delay_ms, 3)
+        out["delay_source"] = h.delay_source
+    if h.skipped:
+        out["skipped"] = h.skipped
+    if h.fired:
+        out["fired_after_ms"] = round(h.fired_after_ms, 3)
+        out["target"] = h.target
+    if h.winner:
+        out["winner"] = h.winner
+        out["hedge_won"] = h.hedge_won
+    return out
 
 
 def usage_json(u: invoke_pb2.Usage) -> dict[str, int]:
