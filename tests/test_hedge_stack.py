@@ -156,11 +156,11 @@ async def test_a_late_first_answer_is_raced_and_the_hedge_wins(hstack: Stack, fa
 
 
 async def test_a_stream_commits_to_the_winner_before_any_chunk(hstack: Stack, fake: OpenAIFake) -> None:
-    """A route without a policy, hedged because the request asks in its header; the client's
-    stream carries the winner's text only."""
+    """The request sets its own delay in the header; the client's stream carries the winner's
+    text only."""
     async with httpx.AsyncClient(base_url=hstack.ingress_url, headers=hstack.headers, timeout=60) as http:
         response = await http.post(
-            "/llm.invoke", json=body("pinned", stream=True), headers={"x-switchyard-hedge": "200ms"}
+            "/llm.invoke", json=body("hedged", stream=True), headers={"x-switchyard-hedge": "200ms"}
         )
     assert response.status_code == 200, response.text
     events = [orjson.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
@@ -170,6 +170,21 @@ async def test_a_stream_commits_to_the_winner_before_any_chunk(hstack: Stack, fa
     assert final["rationale"]["hedge"]["delay_source"] == "request"
     assert final["rationale"]["hedge"]["hedge_won"]
     loser_disconnected(fake)
+
+
+async def test_a_request_may_ask_for_a_hedge_on_a_route_without_a_policy_within_its_share_cap(
+    hstack: Stack, fake: OpenAIFake
+) -> None:
+    """The default policy caps hedges at 10 % of the route's requests: the first request this
+    worker sees on the route cannot be hedged (1 in 1), and the rationale says so."""
+    fake.behave(Behavior(text="late answer from slow", delay_s=0.5), model="gpt-slow")
+    async with httpx.AsyncClient(base_url=hstack.ingress_url, headers=hstack.headers, timeout=60) as http:
+        response = await http.post("/llm.invoke", json=body("pinned"), headers={"x-switchyard-hedge": "on"})
+    assert response.status_code == 200, response.text
+    hedge = response.json()["rationale"]["hedge"]
+    assert hedge["armed"] and not hedge["fired"]
+    assert hedge["skipped"] == "the route's hedged share is at its cap (10%)"
+    assert response.json()["message"]["content"] == "late answer from slow"
 
 
 async def test_a_request_that_turns_hedging_off_waits_for_the_first_deployment(

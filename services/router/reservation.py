@@ -9,6 +9,8 @@ ranked below it (those above were at quota and are dropped), so candidate i's ho
 maximum over candidates i, i+1, ... (at most the retry budget's number of them) of
 (prompt estimate x input price + output allowance x output price), each with its own
 provider's prompt estimate (switchyard/tokens.py).
+A hedged request is the exception: it may run two candidates at once and both are billed, so
+its hold also covers their sum (`hedged_holds`; docs/routing.md, "Hedged requests").
 Re-authorizing before a pricier failover was the alternative: it would add a round trip to the
 authority on the failover path and could deny a request halfway, after its first deployment
 failed; one hold sized for the chain is one decision (docs/budgets.md).
