@@ -29,11 +29,15 @@ import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nats
 import orjson
 
 from bench.failover import machine, percentile
+
+if TYPE_CHECKING:
+    from switchyard.busauth import BusCredentials
 
 CONFIG = """
 [demo]
@@ -72,7 +76,7 @@ hedge = {{ percentile = 90, min_delay_ms = {min_delay_ms}, max_share = 0.15, win
 MODES = ("plain", "hedged")
 
 
-def invoke_request(route: str, i: int, inbox: str) -> bytes:
+def invoke_request(route: str, i: int) -> bytes:
     from switchyard.v1 import invoke_pb2
 
     now_ns = time.time_ns()
@@ -100,7 +104,7 @@ async def one(nc: nats.NATS, route: str, i: int) -> tuple[float, bool]:
     started = time.perf_counter()
     ttft = 0.0
     try:
-        await nc.publish(subjects.INVOKE, invoke_request(route, i, inbox), reply=inbox)
+        await nc.publish(subjects.INVOKE, invoke_request(route, i), reply=inbox)
         while True:
             msg = await sub.next_msg(timeout=30)
             reply = invoke_pb2.Reply.FromString(msg.data)
@@ -115,8 +119,13 @@ async def one(nc: nats.NATS, route: str, i: int) -> tuple[float, bool]:
         await sub.unsubscribe()
 
 
-async def run_mode(nats_url: str, route: str, requests: int, concurrency: int) -> dict:
-    nc = await nats.connect(nats_url)
+async def run_mode(
+    nats_url: str, ingress: BusCredentials, route: str, requests: int, concurrency: int
+) -> dict:
+    # As the ingress: workers answer only into the ingress's inbox (docs/reliability.md).
+    nc = await nats.connect(
+        nats_url, user=ingress.user, password=ingress.password, inbox_prefix=ingress.inbox_prefix
+    )
     ttfts: list[float] = []
     hedged = 0
     queue = iter(range(requests))
@@ -191,6 +200,7 @@ def start_upstream(port: int, delay_ms: float, slow_every: int = 0, slow_ms: flo
 
 
 async def main_async(args: argparse.Namespace) -> dict:
+    from switchyard import busauth
     from switchyard.natsserver import free_port
     from switchyard.testing.stack import Stack
 
@@ -218,7 +228,8 @@ async def main_async(args: argparse.Namespace) -> dict:
             ("router", "services.router"),
         )
         for mode in MODES:
-            entry = await run_mode(stack.nats.url, mode, args.requests, args.concurrency)
+            ingress = busauth.credentials(stack.bus_dir, busauth.INGRESS)
+            entry = await run_mode(stack.nats.address, ingress, mode, args.requests, args.concurrency)
             entry.update(await ledger_totals(stack.nats.url, mode, args.requests))
             report["modes"][mode] = entry
     finally:
