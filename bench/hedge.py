@@ -1,18 +1,19 @@
 """Benchmark: what hedged requests do to the tail of time to first token, and what they cost.
-A script, not a test: `python -m bench.hedge [--requests N] [--concurrency C] [--json]`.
+A script, not a test: `python -m bench.hedge [--requests N] [--rate R] [--json]`.
 
-Two fake OpenAI-compatible upstreams (bench/upstream.py) on loopback: `primary` answers in
-`--delay-ms` but delays its first token by `--slow-ms` (2 s) on every `--slow-every`th (10th)
-request; `backup` always answers in `--delay-ms`. A real stack (NATS, ledger, budget, one
-provider worker serving both, router) serves two routes over the same pair, pinned in that
-order (quality weights only): `plain` (no hedge) and `hedged` (hedge after the p90 of the
-primary's observed TTFT, at least `--min-delay-ms`; at most 15 % of the route's requests).
+Fake OpenAI-compatible upstreams (bench/upstream.py) on loopback, a pair per mode: `primary`
+answers in `--delay-ms` but delays its first token by `--slow-ms` (2 s) on every
+`--slow-every`th (10th) request it gets; `backup` always answers in `--delay-ms`. A real stack
+(NATS, ledger, budget, one provider worker serving both, router) serves two routes, each over
+its own pair, pinned in that order (quality weights only): `plain` (no hedge) and `hedged`
+(hedge after the p90 of the primary's observed TTFT, at least `--min-delay-ms`; at most
+`--max-share` (15 %) of the route's requests).
 
-Acting as the ingress does, it publishes streaming InvokeRequests on `llm.invoke` (a closed
-loop of `--concurrency` callers), first all `plain` then all `hedged`, and measures each
-request's time to first token at the caller (publish to first chunk). Then it reads the ledger:
-upstream attempts per request (extra calls = attempts / requests - 1) and the total cost of the
-requests against the sum of their attempt rows.
+Acting as the ingress does, it publishes streaming InvokeRequests on `llm.invoke`, open loop at
+`--rate` requests per second in all, the two routes interleaved (so machine noise hits both
+alike), and measures each request's time to first token at the caller (publish to first
+chunk). Then it reads the ledger: upstream attempts per request (extra calls = attempts /
+requests - 1) and the total cost of the requests against the sum of their attempt rows.
 
 Done when: TTFT p99 with hedging is at least 5x lower, at no more than 15 % extra upstream calls,
 and the two ledger totals are equal. Numbers go in docs/performance.md.
@@ -35,42 +36,37 @@ import nats
 import orjson
 
 from bench.failover import machine, percentile
+from switchyard.v1 import invoke_pb2
 
 if TYPE_CHECKING:
     from switchyard.busauth import BusCredentials
 
+DEPLOYMENT = """
+[[deployments]]
+id = "{mode}/{role}"
+provider = "bench"
+adapter = "openai_compat"
+model = "{role}"
+base_url = "{url}/v1"
+api_key = "bench-upstream-key"
+quality = {quality}
+price = {{ input = 1.0, output = 2.0 }}
+"""
+
+# Each mode has its own pair of deployments over the same two upstreams, so what the router
+# learned of the primary's speed in one mode does not set the other's hedge delay.
 CONFIG = """
 [demo]
 enabled = false
-
-[[deployments]]
-id = "bench/primary"
-provider = "bench"
-adapter = "openai_compat"
-model = "primary"
-base_url = "{primary}/v1"
-api_key = "bench-upstream-key"
-quality = 1.0
-price = {{ input = 1.0, output = 2.0 }}
-
-[[deployments]]
-id = "bench/backup"
-provider = "bench"
-adapter = "openai_compat"
-model = "backup"
-base_url = "{backup}/v1"
-api_key = "bench-upstream-key"
-quality = 0.5
-price = {{ input = 1.0, output = 2.0 }}
-
+{deployments}
 [routes.plain]
-deployments = ["bench/primary", "bench/backup"]
+deployments = ["plain/primary", "plain/backup"]
 weights = {{ quality = 1 }}
 
 [routes.hedged]
-deployments = ["bench/primary", "bench/backup"]
+deployments = ["hedged/primary", "hedged/backup"]
 weights = {{ quality = 1 }}
-hedge = {{ percentile = 90, min_delay_ms = {min_delay_ms}, max_share = 0.15, window_s = 60 }}
+hedge = {{ percentile = {percentile:g}, min_delay_ms = {min_delay_ms:g}, max_share = {max_share:g}, window_s = 60 }}
 """
 
 MODES = ("plain", "hedged")
@@ -94,8 +90,8 @@ def invoke_request(route: str, i: int) -> bytes:
     return request.SerializeToString()
 
 
-async def one(nc: nats.NATS, route: str, i: int) -> tuple[float, bool]:
-    """Time to first chunk (ms) of one streamed request, and whether a hedge fired."""
+async def one(nc: nats.NATS, route: str, i: int) -> tuple[float, invoke_pb2.HedgeNote]:
+    """Time to first chunk (ms) of one streamed request, and its rationale's hedge note."""
     from switchyard import subjects
     from switchyard.v1 import invoke_pb2
 
@@ -112,45 +108,53 @@ async def one(nc: nats.NATS, route: str, i: int) -> tuple[float, bool]:
             if kind == "chunk" and not ttft:
                 ttft = (time.perf_counter() - started) * 1000
             elif kind == "final":
-                return ttft, reply.final.rationale.hedge.fired
+                return ttft, reply.final.rationale.hedge
             elif kind == "error":
                 raise RuntimeError(f"{route} {i}: {reply.error}")
     finally:
         await sub.unsubscribe()
 
 
-async def run_mode(
-    nats_url: str, ingress: BusCredentials, route: str, requests: int, concurrency: int
-) -> dict:
+async def run_modes(nats_url: str, ingress: BusCredentials, requests: int, rate: float) -> dict[str, dict]:
+    """Both modes interleaved (plain, hedged, plain, ...), so machine noise hits them alike."""
     # As the ingress: workers answer only into the ingress's inbox (docs/reliability.md).
     nc = await nats.connect(
         nats_url, user=ingress.user, password=ingress.password, inbox_prefix=ingress.inbox_prefix
     )
-    ttfts: list[float] = []
-    hedged = 0
-    queue = iter(range(requests))
+    ttfts: dict[str, list[float]] = {mode: [] for mode in MODES}
+    notes: dict[str, list[invoke_pb2.HedgeNote]] = {mode: [] for mode in MODES}
 
-    async def caller() -> None:
-        nonlocal hedged
-        for i in queue:
-            ttft, fired = await one(nc, route, i)
-            ttfts.append(ttft)
-            hedged += fired
+    async def call(mode: str, i: int) -> None:
+        ttft, note = await one(nc, mode, i)
+        ttfts[mode].append(ttft)
+        notes[mode].append(note)
 
     try:
+        # Open loop: request k starts at k / rate whatever the others do (a closed loop would
+        # slow down with the late requests and so load the gateway less without hedging).
         started = time.monotonic()
-        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        calls = []
+        for k in range(requests * len(MODES)):
+            await asyncio.sleep(max(started + k / rate - time.monotonic(), 0.0))
+            calls.append(asyncio.create_task(call(MODES[k % len(MODES)], k // len(MODES))))
+        await asyncio.gather(*calls)
         elapsed = time.monotonic() - started
     finally:
         await nc.close()
     return {
-        "requests": requests,
-        "seconds": elapsed,
-        "hedges_fired": hedged,
-        "ttft_ms_p50": percentile(ttfts, 50),
-        "ttft_ms_p90": percentile(ttfts, 90),
-        "ttft_ms_p99": percentile(ttfts, 99),
-        "ttft_ms_max": max(ttfts),
+        mode: {
+            "requests": requests,
+            "seconds": elapsed,
+            "hedges_fired": sum(n.fired for n in notes[mode]),
+            "hedges_won": sum(n.hedge_won for n in notes[mode]),
+            "hedges_capped": sum("cap" in n.skipped for n in notes[mode]),
+            "hedge_delay_ms_p50": percentile([n.delay_ms for n in notes[mode] if n.armed], 50),
+            "ttft_ms_p50": percentile(ttfts[mode], 50),
+            "ttft_ms_p90": percentile(ttfts[mode], 90),
+            "ttft_ms_p99": percentile(ttfts[mode], 99),
+            "ttft_ms_max": max(ttfts[mode]),
+        }
+        for mode in MODES
     }
 
 
@@ -205,20 +209,33 @@ async def main_async(args: argparse.Namespace) -> dict:
     from switchyard.testing.stack import Stack
 
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-bench-hedge-"))
-    ports = free_port(), free_port()
+    # Per mode a primary (late on every slow_every-th request it gets) and a backup.
+    ports = {(mode, role): free_port() for mode in MODES for role in ("primary", "backup")}
     upstreams = [
-        start_upstream(ports[0], args.delay_ms, args.slow_every, args.slow_ms),
-        start_upstream(ports[1], args.delay_ms),
+        start_upstream(port, args.delay_ms, *((args.slow_every, args.slow_ms) if role == "primary" else ()))
+        for (mode, role), port in ports.items()
     ]
     config = workdir / "switchyard.toml"
+    deployments = "".join(
+        DEPLOYMENT.format(
+            mode=mode, role=role, url=f"http://127.0.0.1:{port}", quality=1.0 if role == "primary" else 0.5
+        )
+        for (mode, role), port in ports.items()
+    )
     config.write_text(
         CONFIG.format(
-            primary=f"http://127.0.0.1:{ports[0]}",
-            backup=f"http://127.0.0.1:{ports[1]}",
+            deployments=deployments,
+            percentile=args.percentile,
             min_delay_ms=args.min_delay_ms,
+            max_share=args.max_share,
         )
     )
-    stack = Stack.create(workdir, SWITCHYARD_CONFIG_FILE=str(config), SWITCHYARD_LOG_LEVEL="WARNING")
+    stack = Stack.create(
+        workdir,
+        SWITCHYARD_CONFIG_FILE=str(config),
+        SWITCHYARD_LOG_LEVEL="WARNING",
+        SWITCHYARD_BUDGET_TIMEOUT_S="10",  # a busy shared machine must not turn into refusals
+    )
     report: dict = {"machine": machine(), "settings": vars(args), "modes": {}}
     try:
         stack.start(
@@ -227,9 +244,10 @@ async def main_async(args: argparse.Namespace) -> dict:
             ("worker", "services.providers", "--provider", "bench"),
             ("router", "services.router"),
         )
+        ingress = busauth.credentials(stack.bus_dir, busauth.INGRESS)
+        report["modes"] = await run_modes(stack.nats.address, ingress, args.requests, args.rate)
         for mode in MODES:
-            ingress = busauth.credentials(stack.bus_dir, busauth.INGRESS)
-            entry = await run_mode(stack.nats.address, ingress, mode, args.requests, args.concurrency)
+            entry = report["modes"][mode]
             entry.update(await ledger_totals(stack.nats.url, mode, args.requests))
             report["modes"][mode] = entry
     finally:
@@ -255,7 +273,7 @@ def print_report(report: dict) -> None:
     s = report["settings"]
     print(f"machine: {report['machine']}")
     print(
-        f"{s['requests']} streamed requests per mode, {s['concurrency']} concurrent callers; upstream first "
+        f"{s['requests']} streamed requests per mode, interleaved, {s['rate']:g}/s in all; upstream first "
         f"token {s['delay_ms']:g} ms, +{s['slow_ms']:g} ms on every {s['slow_every']}th primary request"
     )
     print(
@@ -268,7 +286,12 @@ def print_report(report: dict) -> None:
             f"{m['ttft_ms_max']:>8.1f} {m['hedges_fired']:>7} {m['upstream_calls']:>6} "
             f"{m['extra_calls_share']:>6.1%} {m['requests_cost_usd']:>16} {m['attempts_cost_usd']:>16}"
         )
-    print(f"(TTFT in ms at the caller) p99 improvement: {report['ttft_p99_improvement']:.1f}x")
+    h = report["modes"]["hedged"]
+    print(
+        f"(TTFT in ms at the caller) p99 improvement: {report['ttft_p99_improvement']:.1f}x; "
+        f"hedge delay p50 {h['hedge_delay_ms_p50']:.1f} ms, {h['hedges_won']} hedges won, "
+        f"{h['hedges_capped']} not fired at the share cap"
+    )
     for name, ok in report["checks"].items():
         print(f"  {'PASS' if ok else 'FAIL'} {name}")
 
@@ -276,11 +299,13 @@ def print_report(report: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.hedge", description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=300, help="streamed requests per mode")
-    parser.add_argument("--concurrency", type=int, default=10, help="callers in flight at once")
+    parser.add_argument("--rate", type=float, default=30.0, help="requests per second (open loop)")
     parser.add_argument("--delay-ms", type=float, default=10.0, help="upstream first-token delay")
     parser.add_argument("--slow-every", type=int, default=10, help="every Nth primary request is late")
     parser.add_argument("--slow-ms", type=float, default=2000.0, help="how late")
+    parser.add_argument("--percentile", type=float, default=90.0, help="the hedge delay's TTFT percentile")
     parser.add_argument("--min-delay-ms", type=float, default=100.0, help="the hedge delay's floor")
+    parser.add_argument("--max-share", type=float, default=0.15, help="the route's cap on hedged requests")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when a done-when check fails")
     args = parser.parse_args()

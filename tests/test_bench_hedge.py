@@ -13,7 +13,7 @@ from switchyard.testing.stack import ROOT
 
 def test_hedge_bench_runs_and_reports_every_figure() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.hedge", "--requests", "10", "--concurrency", "2",
+        [sys.executable, "-m", "bench.hedge", "--requests", "10", "--rate", "10",
          "--slow-every", "5", "--slow-ms", "300", "--json"],
         cwd=ROOT, capture_output=True, text=True, timeout=240, check=True,
     ).stdout  # fmt: skip
