@@ -298,13 +298,13 @@ def print_report(report: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.hedge", description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=300, help="streamed requests per mode")
-    parser.add_argument("--rate", type=float, default=30.0, help="requests per second (open loop)")
+    parser.add_argument("--requests", type=int, default=200, help="streamed requests per mode")
+    parser.add_argument("--rate", type=float, default=10.0, help="requests per second (open loop)")
     parser.add_argument("--delay-ms", type=float, default=10.0, help="upstream first-token delay")
     parser.add_argument("--slow-every", type=int, default=10, help="every Nth primary request is late")
     parser.add_argument("--slow-ms", type=float, default=2000.0, help="how late")
     parser.add_argument("--percentile", type=float, default=90.0, help="the hedge delay's TTFT percentile")
-    parser.add_argument("--min-delay-ms", type=float, default=100.0, help="the hedge delay's floor")
+    parser.add_argument("--min-delay-ms", type=float, default=200.0, help="the hedge delay's floor")
     parser.add_argument("--max-share", type=float, default=0.15, help="the route's cap on hedged requests")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when a done-when check fails")
