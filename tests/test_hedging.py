@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from services.ingress.hints import Hedge, hints_from_headers, parse_hedge
@@ -183,3 +184,21 @@ def test_the_route_hedge_table_is_validated() -> None:
         with pytest.raises(ConfigError) as caught:
             parse_config({"routes": {"r": {"deployments": ["a"], "hedge": bad}}})
         assert "routes.r.hedge" in str(caught.value) and words in str(caught.value)
+
+
+def test_the_native_body_field() -> None:
+    from services.ingress.native import parse_body, to_request
+
+    def parsed(hedge: object) -> invoke_pb2.InvokeRequest:
+        raw = {"model": "r", "messages": [{"role": "user", "content": "hi"}], "hedge": hedge}
+        return to_request(parse_body(orjson.dumps(raw)))
+
+    assert parsed(False).hedge == invoke_pb2.HedgeChoice(off=True)
+    assert parsed(True).HasField("hedge") and parsed(True).hedge == invoke_pb2.HedgeChoice()
+    assert parsed({"delay_ms": 150}).hedge.delay_ms == 150
+    without = to_request(parse_body(b'{"model": "r", "messages": [{"role": "user", "content": "hi"}]}'))
+    assert not without.HasField("hedge")
+    for bad in ({"delay_ms": 0}, {"delay": 5}, "soon"):
+        with pytest.raises(GatewayError) as caught:
+            parsed(bad)
+        assert caught.value.code == "invalid_request"
