@@ -202,3 +202,17 @@ def test_the_native_body_field() -> None:
         with pytest.raises(GatewayError) as caught:
             parsed(bad)
         assert caught.value.code == "invalid_request"
+
+
+def test_the_worker_races_only_an_armed_first_attempt_whose_target_it_serves() -> None:
+    from services.providers.hedge_runner import hedge_target
+
+    dispatch = invoke_pb2.Dispatch(hedge=invoke_pb2.HedgePlan(delay_ms=100, max_hedges=1))
+    dispatch.chain.add(deployment_id="a", provider="p1")
+    dispatch.chain.add(deployment_id="b", provider="p2")
+    assert hedge_target(dispatch, ["p1", "p2"]) == dispatch.chain[1]
+    assert hedge_target(dispatch, ["p1"]) is None
+    assert dispatch.rationale.hedge.skipped == "hedge target b is served by another provider pool"
+    dispatch.attempts.add(deployment_id="a")  # a failover's attempt is never hedged
+    assert hedge_target(dispatch, ["p1", "p2"]) is None
+    assert hedge_target(invoke_pb2.Dispatch(chain=dispatch.chain), ["p1", "p2"]) is None  # not armed

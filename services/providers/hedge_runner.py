@@ -43,14 +43,21 @@ tracer = telemetry.tracer("switchyard.providers")
 
 def hedge_target(dispatch: invoke_pb2.Dispatch, served: list[str]) -> invoke_pb2.Target | None:
     """The first hedge's target when this dispatch's current attempt may race one: the dispatch
-    is armed, nothing was attempted yet, and this worker serves the next deployment too."""
+    is armed, nothing was attempted yet, and this worker serves the next deployment too (when
+    it does not, the rationale's hedge note says so)."""
     if dispatch.hedge.delay_ms <= 0 or dispatch.attempts:
         return None
     nxt = dispatch.position + 1
     if nxt >= len(dispatch.chain):
         return None
     target = dispatch.chain[nxt]
-    return target if target.provider in served else None
+    if target.provider not in served:
+        # The race needs both racers in this process: say why the armed hedge cannot fire.
+        dispatch.rationale.hedge.skipped = (
+            f"hedge target {target.deployment_id} is served by another provider pool"
+        )
+        return None
+    return target
 
 
 def lost_to(winner: Deployment) -> GatewayError:
