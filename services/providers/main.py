@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -34,9 +35,12 @@ from .adapters import adapter_for, check_deployment
 from .adapters.base import Completed, Progress, ProviderAdapter
 from .adapters.ratelimits import parse_rate_limits
 from .execution import (
+    CLIENT_GONE,
     AttemptOutcome,
     AttemptProgress,
+    Claim,
     Verdict,
+    bill_attempt,
     build_completion,
     build_response,
     call_cost,
@@ -46,6 +50,8 @@ from .execution import (
     stream_limit,
     verdict,
 )
+from .hedge_policy import HedgeWindow
+from .hedge_runner import HedgeRace, hedge_target
 
 tracer = telemetry.tracer("switchyard.providers")
 NO_WORKER = GatewayError(
@@ -58,9 +64,6 @@ NOT_RECORDABLE = GatewayError(
     "the gateway cannot record requests right now; retry shortly",
     retryable=False,
     retry_after_s=1.0,
-)
-CLIENT_GONE = GatewayError(
-    ErrorCode.CLIENT_CLOSED, "the client went away; the upstream call was cancelled", retryable=False
 )
 # A stopping worker that could not finish a request within its drain time: handed to another
 # worker when nothing reached the client yet, else ended with this in-band error.
@@ -110,6 +113,7 @@ class ProviderWorker(BusService):
         self._capacity = self.settings.worker_concurrency + self.settings.worker_queue
         self._stop_cut: set[str] = set()  # requests cut because the drain time ran out
         self._beat: asyncio.Task[None] | None = None
+        self.hedge_window = HedgeWindow()  # the share of each route's requests hedged here
 
     def adapter(self, deployment: Deployment) -> ProviderAdapter:
         adapter = self.adapters.get(deployment.id)
@@ -288,6 +292,20 @@ class ProviderWorker(BusService):
                 )
                 await self._fail(dispatch, reply, error)
                 return error.code
+            if hedge_target(dispatch, self.providers) is not None:
+                # The first attempt of an armed dispatch races a hedge (hedge_runner.py).
+                try:
+                    status = await HedgeRace(self, dispatch, deployment).run()
+                except asyncio.CancelledError:
+                    if not self._cut_by_stop(request.request_id):
+                        raise
+                    # The drain time ran out mid-race: end it in-band with its record (whether
+                    # a racer's chunk already went out is not known here, so no hand-off).
+                    await self._fail(dispatch, reply, WORKER_STOPPED)
+                    return WORKER_STOPPED.code
+                if status is None:
+                    continue
+                return status
             with tracer.start_as_current_span(
                 genai.span_name(deployment.model),
                 kind=trace.SpanKind.CLIENT,
@@ -322,24 +340,38 @@ class ProviderWorker(BusService):
         await self._end(dispatch, outcome, decision, span)
         return outcome.code
 
-    async def _call_upstream(self, dispatch: invoke_pb2.Dispatch, deployment: Deployment) -> AttemptOutcome:
+    async def _call_upstream(
+        self,
+        dispatch: invoke_pb2.Dispatch,
+        deployment: Deployment,
+        progress: AttemptProgress | None = None,
+        claim: Claim | None = None,
+        cancelled_as: Callable[[], GatewayError | None] | None = None,
+    ) -> AttemptOutcome:
         """The upstream call under the request's deadline, cancellable by the client; whatever
-        happens comes back as an outcome (a shutdown's cancel propagates)."""
+        happens comes back as an outcome (a shutdown's cancel propagates).
+
+        A hedge race's racer (hedge_runner.py) passes `claim` (asked before its first chunk
+        goes out) and `cancelled_as` (why the race cancelled it, None when it did not); the race
+        itself is what a client's cancel interrupts then, so a racer does not register."""
         request = dispatch.request
-        progress = AttemptProgress(
-            started_ms=now_ms(),
-            limit_usd=stream_limit(dispatch),
-            tokenizer=tokenizer_for(deployment.adapter, deployment.model),
-        )
+        progress = progress or self.new_progress(dispatch, deployment)
         deadline = asyncio.timeout(remaining_s(request))
-        self._upstream[request.request_id] = asyncio.current_task()  # type: ignore[assignment]
+        if cancelled_as is None:
+            self._upstream[request.request_id] = asyncio.current_task()  # type: ignore[assignment]
         try:
             async with deadline:
-                completed = await self._call(deployment, request, dispatch.reply_to, progress)
+                completed = await self._call(deployment, request, dispatch.reply_to, progress, claim)
         except asyncio.CancelledError:
-            if self._cut_by_stop(request.request_id):
+            if cancelled_as is None and self._cut_by_stop(request.request_id):
                 return AttemptOutcome("error", deployment, progress, error=WORKER_STOPPED)
-            if not self._client_gone(request.request_id):
+            reason = cancelled_as() if cancelled_as is not None else None
+            if reason is not None:
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                return AttemptOutcome("cancelled", deployment, progress, error=reason)
+            if cancelled_as is not None or not self._client_gone(request.request_id):
                 raise
             return AttemptOutcome("cancelled", deployment, progress, error=CLIENT_GONE)
         except GatewayError as exc:
@@ -359,8 +391,16 @@ class ProviderWorker(BusService):
             )
             return AttemptOutcome("crashed", deployment, progress, error=error)
         finally:
-            self._upstream.pop(request.request_id, None)
+            if cancelled_as is None:
+                self._upstream.pop(request.request_id, None)
         return AttemptOutcome("ok", deployment, progress, completed=completed)
+
+    def new_progress(self, dispatch: invoke_pb2.Dispatch, deployment: Deployment) -> AttemptProgress:
+        return AttemptProgress(
+            started_ms=now_ms(),
+            limit_usd=stream_limit(dispatch),
+            tokenizer=tokenizer_for(deployment.adapter, deployment.model),
+        )
 
     def _record(self, dispatch: invoke_pb2.Dispatch, outcome: AttemptOutcome, span: trace.Span) -> None:
         """The one recorder of an attempt, whatever its outcome: its record on the dispatch
@@ -382,12 +422,24 @@ class ProviderWorker(BusService):
         self._stat(dispatch, deployment, attempt, error, rate_limits)
 
     async def _end(
-        self, dispatch: invoke_pb2.Dispatch, outcome: AttemptOutcome, decision: Verdict, span: trace.Span
+        self,
+        dispatch: invoke_pb2.Dispatch,
+        outcome: AttemptOutcome,
+        decision: Verdict,
+        span: trace.Span,
+        attempt: invoke_pb2.Attempt | None = None,
+        others_usd: Decimal = Decimal(0),
     ) -> None:
-        """Carry out a final verdict: the client's reply, and the Completion with what is billed."""
+        """Carry out a final verdict: the client's reply, and the Completion with what is billed.
+
+        `attempt` is the outcome's record (default: the last one); `others_usd` what the
+        request's other attempts were billed (a hedge race's losers): the request's cost is the
+        sum of its attempts'."""
         deployment, progress = outcome.deployment, outcome.progress
         usage = decision.billed
-        cost = call_cost(deployment, usage) if usage is not None else Decimal(0)
+        own = call_cost(deployment, usage) if usage is not None else Decimal(0)
+        bill_attempt(attempt if attempt is not None else dispatch.attempts[-1], usage, own)
+        cost = own + others_usd
         if decision.reply == "final":
             assert outcome.completed is not None and usage is not None
             completed = outcome.completed
@@ -402,7 +454,7 @@ class ProviderWorker(BusService):
                 usage.prompt_tokens,
                 usage.completion_tokens,
                 usage.cached_tokens,
-                cost,
+                own,
             )
             # The record first, stored, then the answer (docs/reliability.md): a worker that dies
             # after answering must not take the only copy of the bill with it.
@@ -455,8 +507,10 @@ class ProviderWorker(BusService):
         request: invoke_pb2.InvokeRequest,
         reply: str,
         progress: AttemptProgress,
+        claim: Claim | None = None,
     ) -> Completed:
-        """One upstream call; stream chunks go straight to the client as they arrive."""
+        """One upstream call; stream chunks go straight to the client as they arrive (a hedge
+        racer's only once `claim` made it the winner: hedge_runner.py)."""
         adapter = self.adapter(deployment)
         if not request.stream:
             completed = await adapter.complete(request)
@@ -474,6 +528,8 @@ class ProviderWorker(BusService):
                     raise stop  # the budget hold is reached: docs/budgets.md
                 if not progress.chunks_sent:
                     progress.ttft_ms = now_ms() - progress.started_ms
+                    if claim is not None:
+                        claim()  # the race's loser is cancelled at once: it never gets here
                     progress.chunks_sent = True
                 progress.add_chunk(item)
                 await self.bus.publish(reply, codec.chunk_frame(item))

@@ -36,6 +36,7 @@ from switchyard.v1 import budget_pb2, events_pb2, invoke_pb2, liveness_pb2
 from switchyard.vocab import Status
 
 from .health import HealthBook, Sample
+from .hedging import BUDGET_SKIP, NO_HEDGE, Hedge, Observed, disarm, plan_hedge
 from .inflight import Inflight
 from .liveness import LivenessBook, Watched
 from .quota import QuotaView
@@ -47,7 +48,7 @@ from .ranking import (
     quota_chain,
     rank,
 )
-from .reservation import DEFAULT_MAX_OUTPUT_TOKENS, chain_holds, worst_cases
+from .reservation import DEFAULT_MAX_OUTPUT_TOKENS, chain_holds, hedged_holds, worst_cases
 from .rules import features_of, first_match
 from .strategy import choose_weights
 from .tuning import tuning_from_config
@@ -337,8 +338,19 @@ class Router(BusService):
         route, prompt_tokens, ranked = self.decide(request)
         ranked.rationale.decision_us = (time.perf_counter_ns() - started) / 1000
         ranked.rationale.decided_by = self.identity
-        decision = await self.authorize(request, ranked.chain, prompt_tokens)
+        hedge = self.plan_hedge(route, request, ranked.chain[: self.tuning.max_attempts])
+        try:
+            decision = await self.authorize(request, ranked.chain, prompt_tokens, hedge)
+        except GatewayError as denied:
+            if hedge.plan is None or denied.code != ErrorCode.BUDGET_EXCEEDED:
+                raise
+            # The budget covers one attempt but not the race: serve it unhedged.
+            hedge = disarm(hedge, BUDGET_SKIP)
+            decision = await self.authorize(request, ranked.chain, prompt_tokens, hedge)
         chain = quota_chain(ranked, decision, self.tuning.max_attempts)
+        if hedge.plan is not None and [d.id for d in chain] != [d.id for d in ranked.chain[: len(chain)]]:
+            # The hold was sized for the ranked order; the authority moved it for quota.
+            hedge = disarm(hedge, "the chain was reordered for provider quota")
         dispatch = invoke_pb2.Dispatch(
             request=request,
             rationale=ranked.rationale,
@@ -348,19 +360,44 @@ class Router(BusService):
             routed_unix_ms=time.time_ns() / 1e6,
             max_attempts=self.tuning.max_attempts,
         )
+        if hedge.note is not None:
+            dispatch.rationale.hedge.CopyFrom(hedge.note)
+        if hedge.plan is not None:
+            dispatch.hedge.CopyFrom(hedge.plan)
         for dep in chain:
             dispatch.chain.add(deployment_id=dep.id, provider=dep.provider, model=dep.model)
         dispatch.router_ms = (time.perf_counter_ns() - started) / 1e6
         return dispatch
 
+    def plan_hedge(self, route: str, request: invoke_pb2.InvokeRequest, chain: list[Deployment]) -> Hedge:
+        """Whether (and after how long) this request may hedge: hedging.py, on this router's
+        health book and quota view."""
+        now = time.monotonic()
+
+        def observe(deployment_id: str, p: float) -> Observed:
+            value, samples = self.health.percentile(deployment_id, request.stream, p)
+            return Observed(value, samples)
+
+        return plan_hedge(
+            self.catalog.route(route), request, chain, observe, lambda d: self.quotas.reading(d, now)
+        )
+
     async def authorize(
-        self, request: invoke_pb2.InvokeRequest, chain: list[Deployment], prompt_tokens: int
+        self,
+        request: invoke_pb2.InvokeRequest,
+        chain: list[Deployment],
+        prompt_tokens: int,
+        hedge: Hedge = NO_HEDGE,
     ) -> budget_pb2.Decision:
         """Reserve the most this request can cost on any deployment it may reach from the first
-        candidate of `chain` with provider-quota headroom (reservation.py); raise the budget
-        authority's denial."""
+        candidate of `chain` with provider-quota headroom (reservation.py), both racers of an
+        armed hedge included; raise the budget authority's denial."""
         worst = worst_cases(request, chain)
-        holds = chain_holds([w.cost_usd for w in worst], self.tuning.max_attempts)
+        costs = [w.cost_usd for w in worst]
+        if hedge.plan is not None:
+            holds = hedged_holds(costs, self.tuning.max_attempts, hedge.plan.max_hedges)
+        else:
+            holds = chain_holds(costs, self.tuning.max_attempts)
         max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS_FOR_BUDGET
         ask = budget_pb2.AuthorizeRequest(
             request_id=request.request_id,
