@@ -333,7 +333,7 @@ def completion_json(request: invoke_pb2.InvokeRequest, final: invoke_pb2.InvokeR
             {
                 "index": 0,
                 "message": _message_json(final.message),
-                "finish_reason": finish_reason(final.finish_reason),
+                "finish_reason": finish_reason(vocab.finish_reason_text(final.finish_reason)),
                 "logprobs": None,
             }
         ],
@@ -398,7 +398,7 @@ class ChunkStream(StreamRenderer):
                 _tool_call_delta(i, c.id, c.name, c.arguments_json) for i, c in enumerate(message.tool_calls)
             ]
             out.append(sse_data(self._chunk({"tool_calls": calls})))
-        finishing = self._chunk({}, finish_reason(final.finish_reason))
+        finishing = self._chunk({}, finish_reason(vocab.finish_reason_text(final.finish_reason)))
         finishing["switchyard"] = gateway_json(final)
         out.append(sse_data(finishing))
         if self._include_usage:
