@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from switchyard import choices, vocab
 from switchyard.catalog import Catalog
@@ -534,7 +534,11 @@ class AssistantMessageOut(_Out):
     tool_calls: list[ToolCallOut] | None = None
 
 
-FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+# OpenAI's finish reasons, described from the vocabulary (every neutral reason but `error`).
+FinishReason = Annotated[
+    str,
+    WithJsonSchema({"type": "string", "enum": [str(f) for f in vocab.FinishReason if f in FINISH_REASONS]}),
+]
 
 
 class ChoiceOut(_Out):
