@@ -50,6 +50,14 @@ tracer = telemetry.tracer("switchyard.providers")
 NO_WORKER = GatewayError(
     ErrorCode.UNAVAILABLE, "no provider worker is available for the fallback deployments"
 )
+# Completion events cannot be stored (the events stream is full or electing a leader): the
+# client is refused rather than served without a durable record (docs/reliability.md).
+NOT_RECORDABLE = GatewayError(
+    ErrorCode.UNAVAILABLE,
+    "the gateway cannot record requests right now; retry shortly",
+    retryable=False,
+    retry_after_s=1.0,
+)
 CLIENT_GONE = GatewayError(
     ErrorCode.CLIENT_CLOSED, "the client went away; the upstream call was cancelled", retryable=False
 )
@@ -159,6 +167,11 @@ class ProviderWorker(BusService):
         """
         request = dispatch.request
         reply = dispatch.reply_to
+        if started(self.events, "the event publisher").stalled():
+            # Completion events are not being stored (a full stream, an election): serving now
+            # would answer without a durable record. Refuse before any upstream cost.
+            await self._fail(dispatch, reply, NOT_RECORDABLE)
+            return NOT_RECORDABLE.code
         while True:
             target = dispatch.chain[dispatch.position]
             if target.provider not in self.providers:
@@ -287,8 +300,9 @@ class ProviderWorker(BusService):
                 usage.cached_tokens,
                 cost,
             )
-            await self.bus.publish(dispatch.reply_to, codec.final_frame(response))
-            self._complete(
+            # The record first, stored, then the answer (docs/reliability.md): a worker that dies
+            # after answering must not take the only copy of the bill with it.
+            event = self._completion(
                 dispatch,
                 decision.status,
                 deployment=deployment,
@@ -297,6 +311,23 @@ class ProviderWorker(BusService):
                 cost=cost,
                 ttft_ms=progress.ttft_ms,
             )
+            if await started(self.events, "the event publisher").publish_durable(
+                subjects.COMPLETION,
+                event.SerializeToString(),
+                dispatch.request.request_id,
+                telemetry.inject_headers(),
+                self._store_wait_s(dispatch),
+            ):
+                await self.bus.publish(dispatch.reply_to, codec.final_frame(response))
+                return
+            # Not stored in time: refuse the answer. The upstream's bill is still recorded
+            # (queued, retried while this worker lives) as an error with its cost.
+            err = NOT_RECORDABLE.to_proto(dispatch.request.request_id)
+            await self.bus.publish(dispatch.reply_to, codec.error_frame(err))
+            self._complete(
+                dispatch, Status.ERROR, deployment=deployment, error=err, usage=usage, cost=cost,
+                ttft_ms=progress.ttft_ms,
+            )  # fmt: skip
             return
         assert outcome.error is not None
         err = outcome.error.to_proto(dispatch.request.request_id)
@@ -352,9 +383,19 @@ class ProviderWorker(BusService):
         await self.bus.publish(reply, codec.error_frame(err))
         self._complete(dispatch, Status.ERROR, error=err)
 
+    def _completion(self, dispatch: invoke_pb2.Dispatch, status: str, **fields: Any) -> events_pb2.Completion:
+        return build_completion(dispatch, status=status, trace_id=telemetry.current_trace_id(), **fields)
+
+    def _store_wait_s(self, dispatch: invoke_pb2.Dispatch) -> float:
+        """How long the answer may wait for its record: the setting, within the deadline."""
+        left_s = (
+            (dispatch.request.deadline_unix_ms - now_ms()) / 1000 if dispatch.request.deadline_unix_ms else 0
+        )
+        return max(0.5, min(self.settings.event_store_wait_s, left_s or self.settings.event_store_wait_s))
+
     def _complete(self, dispatch: invoke_pb2.Dispatch, status: str, **fields: Any) -> None:
         events = started(self.events, "the event publisher")
-        event = build_completion(dispatch, status=status, trace_id=telemetry.current_trace_id(), **fields)
+        event = self._completion(dispatch, status, **fields)
         events.publish(
             subjects.COMPLETION,
             event.SerializeToString(),

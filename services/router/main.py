@@ -53,6 +53,8 @@ from .tuning import tuning_from_config
 tracer = telemetry.tracer("switchyard.router")
 # When a request sets no max_tokens, its rate-limit (TPM) estimate assumes this many.
 DEFAULT_MAX_TOKENS_FOR_BUDGET = DEFAULT_MAX_OUTPUT_TOKENS
+# What the ingress refuses by itself and reports on `ingress.refused` for its ledger row.
+INGRESS_REFUSAL_CODES = frozenset({ErrorCode.PAYLOAD_TOO_LARGE})
 NO_WORKER = GatewayError(
     ErrorCode.UNAVAILABLE, "no provider worker is available for this model right now", retry_after_s=1.0
 )
@@ -90,7 +92,33 @@ class Router(BusService):
         # Fan-out (no queue group): every router learns from every worker's samples.
         self._stats_sub = await nc.subscribe(subjects.PROVIDER_STATS, cb=self._on_stat)
         self._quota_sub = await nc.subscribe(subjects.QUOTA_STATE, cb=self._on_quota_state)
+        self._refused_sub = await nc.subscribe(
+            subjects.INGRESS_REFUSED, queue=subjects.ROUTER_QUEUE, cb=self._on_ingress_refused
+        )
         self.ready = True
+
+    async def _on_ingress_refused(self, msg: Msg) -> None:
+        """Record a request the ingress refused itself (a body too large for the edge or the
+        bus) as `rejected`. Rebuilt from its ids alone, so a report can never carry a cost,
+        usage or attempts, and only for the codes the ingress refuses with."""
+        try:
+            report = events_pb2.Completion.FromString(msg.data)
+        except DecodeError:
+            self.log.warning("undecodable ingress refusal ignored")
+            return
+        if report.error_code not in INGRESS_REFUSAL_CODES or not report.request_id:
+            self.log.warning("ingress refusal with code %r ignored", report.error_code)
+            return
+        request = invoke_pb2.InvokeRequest(
+            request_id=report.request_id,
+            project_id=report.project_id,
+            agent_id=report.agent_id,
+            key_id=report.key_id,
+            api=report.api,
+            received_unix_ms=report.started_unix_ms,
+            metadata=report.metadata,
+        )
+        self._reject(request, invoke_pb2.Error(code=report.error_code, message=report.error_message))
 
     async def _on_quota_state(self, msg: Msg) -> None:
         try:
@@ -301,6 +329,7 @@ class Router(BusService):
         await self._sub.unsubscribe()
         await self._stats_sub.unsubscribe()
         await self._quota_sub.unsubscribe()
+        await self._refused_sub.unsubscribe()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.drain_timeout_s)
         if self.events:
