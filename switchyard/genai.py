@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from switchyard.v1 import events_pb2, invoke_pb2
+from switchyard.vocab import finish_reason_text, status_text
 
 OPERATION_CHAT = "chat"
 
@@ -86,7 +87,7 @@ def response_attributes(response: invoke_pb2.InvokeResponse) -> dict[str, Any]:
     """The answer as the client sees it (ingress span)."""
     return {
         **target_attributes(response.provider, response.model, response.deployment_id),
-        **usage_attributes(response.usage, response.finish_reason),
+        **usage_attributes(response.usage, finish_reason_text(response.finish_reason)),
         "gen_ai.response.id": response.request_id,
         "switchyard.cost_usd": response.cost_usd,
         "switchyard.attempts": len(response.attempts),
@@ -100,9 +101,9 @@ def completion_attributes(event: events_pb2.Completion) -> dict[str, Any]:
         "gen_ai.request.model": event.requested_model,
         "switchyard.request_id": event.request_id,
         "switchyard.project_id": event.project_id,
-        "switchyard.status": event.status,
+        "switchyard.status": status_text(event.status),
         "switchyard.cost_usd": event.cost_usd,
-        **usage_attributes(event.usage, event.finish_reason),
+        **usage_attributes(event.usage, finish_reason_text(event.finish_reason)),
     }
     if event.provider:
         attrs.update(target_attributes(event.provider, event.model, event.deployment_id))

@@ -393,7 +393,7 @@ async def test_grpc_invoke_stream(gateway: Stack) -> None:
     assert kinds == ["chunk"] * 5 + ["final"]
     text = "".join(f.chunk.delta_text for f in frames[:-1])
     assert frames[-1].final.message.content[0].text == text
-    assert frames[-1].final.finish_reason == "length"
+    assert frames[-1].final.finish_reason == invoke_pb2.FINISH_REASON_LENGTH  # the 0.1 contract: an enum
 
 
 async def test_grpc_errors_are_status_codes(gateway: Stack) -> None:

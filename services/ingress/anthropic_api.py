@@ -19,7 +19,7 @@ from switchyard.catalog import Catalog
 from switchyard.errors import CODES, AnthropicError, GatewayError, spec_for
 from switchyard.tokens import estimate_prompt_tokens
 from switchyard.v1 import invoke_pb2
-from switchyard.vocab import Api, FinishReason
+from switchyard.vocab import Api, FinishReason, finish_reason_text
 
 from .api_kit import (
     GatewayInfo,
@@ -276,7 +276,7 @@ def message_json(request: invoke_pb2.InvokeRequest, final: invoke_pb2.InvokeResp
         "role": "assistant",
         "model": model_name(final),
         "content": content_json(final.message),
-        "stop_reason": stop_reason(final.finish_reason),
+        "stop_reason": stop_reason(finish_reason_text(final.finish_reason)),
         "stop_sequence": None,
         "usage": usage_json(final.usage),
         "switchyard": gateway_json(final),
@@ -397,7 +397,10 @@ class EventStream(StreamRenderer):
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": stop_reason(final.finish_reason), "stop_sequence": None},
+                    "delta": {
+                        "stop_reason": stop_reason(finish_reason_text(final.finish_reason)),
+                        "stop_sequence": None,
+                    },
                     "usage": usage,
                     "switchyard": gateway_json(final),
                 },

@@ -11,10 +11,10 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from switchyard import choices
+from switchyard import choices, units
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.v1 import invoke_pb2
-from switchyard.vocab import Api, FinishReason, Status
+from switchyard.vocab import Api, FinishReason, Status, finish_reason_text, status_text
 
 from . import hints
 from .api_kit import (
@@ -192,7 +192,7 @@ def attempt_json(a: invoke_pb2.Attempt) -> dict[str, Any]:
         "deployment": a.deployment_id,
         "provider": a.provider,
         "model": a.model,
-        "status": a.status,
+        "status": status_text(a.status),
         "latency_ms": round(a.latency_ms, 3),
     }
     if a.ttft_ms:
@@ -223,7 +223,7 @@ def rationale_json(r: invoke_pb2.Rationale) -> dict[str, Any]:
         "winner": r.winner,
         "reason": r.reason,
         "chain": list(r.chain),
-        "decision_us": round(r.decision_us, 1),
+        "decision_us": round(units.microseconds(r.decision_ms), 1),  # the JSON keeps microseconds
         "decided_by": r.decided_by,
         "prompt_tokens_est": r.prompt_tokens_est,
         "expected_output_tokens": r.expected_output_tokens,
@@ -247,8 +247,13 @@ def rationale_json(r: invoke_pb2.Rationale) -> dict[str, Any]:
                 **({"excluded": c.excluded_reason} if c.excluded_reason else {}),
                 # Provider quota (docs/quotas.md): shown once a deployment has used some of it.
                 **(
-                    {"quota": {"headroom": round(c.quota_headroom, 4), "wait_s": round(c.quota_wait_s, 3)}}
-                    if c.quota_headroom < 1 or c.quota_wait_s or c.excluded_reason == "quota"
+                    {
+                        "quota": {
+                            "headroom": round(c.quota_headroom, 4),
+                            "wait_s": round(units.seconds(c.quota_wait_ms), 3),
+                        }
+                    }
+                    if c.quota_headroom < 1 or c.quota_wait_ms or c.excluded_reason == "quota"
                     else {}
                 ),
             }
@@ -292,7 +297,7 @@ def response_json(r: invoke_pb2.InvokeResponse) -> dict[str, Any]:
         "deployment": r.deployment_id,
         "route": r.route,
         "message": message_json(r.message),
-        "finish_reason": r.finish_reason,
+        "finish_reason": finish_reason_text(r.finish_reason),
         "usage": usage_json(r.usage),
         "cost_usd": r.cost_usd,
         "latency_ms": round(r.latency_ms, 3),

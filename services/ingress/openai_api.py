@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from switchyard import choices, vocab
 from switchyard.catalog import Catalog
@@ -333,7 +333,7 @@ def completion_json(request: invoke_pb2.InvokeRequest, final: invoke_pb2.InvokeR
             {
                 "index": 0,
                 "message": _message_json(final.message),
-                "finish_reason": finish_reason(final.finish_reason),
+                "finish_reason": finish_reason(vocab.finish_reason_text(final.finish_reason)),
                 "logprobs": None,
             }
         ],
@@ -398,7 +398,7 @@ class ChunkStream(StreamRenderer):
                 _tool_call_delta(i, c.id, c.name, c.arguments_json) for i, c in enumerate(message.tool_calls)
             ]
             out.append(sse_data(self._chunk({"tool_calls": calls})))
-        finishing = self._chunk({}, finish_reason(final.finish_reason))
+        finishing = self._chunk({}, finish_reason(vocab.finish_reason_text(final.finish_reason)))
         finishing["switchyard"] = gateway_json(final)
         out.append(sse_data(finishing))
         if self._include_usage:
@@ -534,7 +534,11 @@ class AssistantMessageOut(_Out):
     tool_calls: list[ToolCallOut] | None = None
 
 
-FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+# OpenAI's finish reasons, described from the vocabulary (every neutral reason but `error`).
+FinishReason = Annotated[
+    str,
+    WithJsonSchema({"type": "string", "enum": [str(f) for f in vocab.FinishReason if f in FINISH_REASONS]}),
+]
 
 
 class ChoiceOut(_Out):

@@ -22,7 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Fiel
 from switchyard import choices
 from switchyard.errors import CODES, ErrorCode, GatewayError, spec_for
 from switchyard.v1 import invoke_pb2
-from switchyard.vocab import Api, FinishReason
+from switchyard.vocab import Api, FinishReason, finish_reason_text
 
 from .api_kit import (
     GatewayInfo,
@@ -548,7 +548,7 @@ def response_json(
 
 def final_json(parsed: ParsedResponses, final: invoke_pb2.InvokeResponse) -> dict[str, Any]:
     """The answer of a request that did not stream."""
-    status, incomplete = status_of(final.finish_reason)
+    status, incomplete = status_of(finish_reason_text(final.finish_reason))
     output = output_items(parsed.request.request_id, final.message)
     return response_json(parsed, status=status, output=output, final=final, incomplete=incomplete)
 
@@ -728,7 +728,7 @@ class ResponseStream(StreamRenderer):
         if not self._items:  # an empty answer is still one (empty) message
             self._message, opened = self._open("message")
             events += opened
-        status, incomplete = status_of(final.finish_reason)
+        status, incomplete = status_of(finish_reason_text(final.finish_reason))
         for item in self._items:
             if not item.done:
                 events += self._close(item, status)

@@ -28,7 +28,7 @@ from switchyard.tokens import (
     text_counter,
 )
 from switchyard.v1 import events_pb2, invoke_pb2
-from switchyard.vocab import Status
+from switchyard.vocab import Status, finish_reason_value, status_value
 
 from .adapters.base import Completed
 
@@ -199,7 +199,7 @@ class AttemptOutcome:
             )
         if self.kind == "crashed":  # a crash records no time to first token
             return attempt_record(deployment, progress.started_ms, error=self.error)
-        status = "cancelled" if self.kind == "cancelled" else None
+        status = Status.CANCELLED if self.kind == "cancelled" else None
         return attempt_record(
             deployment, progress.started_ms, error=self.error, ttft_ms=progress.ttft_ms, status=status
         )
@@ -288,7 +288,7 @@ def attempt_record(
         deployment_id=deployment.id,
         provider=deployment.provider,
         model=deployment.model,
-        status=status or (Status.ERROR if error else Status.OK),
+        status=status_value(status or (Status.ERROR if error else Status.OK)),
         error_code=error.code if error else "",
         error_message=error.message[:500] if error else "",
         http_status=error.provider_status if error else http_status,
@@ -337,7 +337,7 @@ def build_response(
         model=deployment.model,
         deployment_id=deployment.id,
         message=completed.message,
-        finish_reason=completed.finish_reason,
+        finish_reason=finish_reason_value(completed.finish_reason),
         usage=completed.usage,
         cost_usd=format_usd(cost),
         latency_ms=now_ms() - request.received_unix_ms,

@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry import trace
 
-from switchyard import codec, genai, metrics, subjects, telemetry
+from switchyard import codec, genai, metrics, subjects, telemetry, units
 from switchyard.bus import EventPublisher, ensure_events_stream
 from switchyard.catalog import Catalog, Deployment
 from switchyard.errors import ErrorCode, GatewayError
@@ -467,7 +467,7 @@ class ProviderWorker(BusService):
             ttft_ms=attempt.ttft_ms,
             ok=error is None,
             http_status=attempt.http_status,
-            retry_after_s=error.retry_after_s if error else 0.0,
+            retry_after_ms=units.ms(error.retry_after_s) if error else 0.0,
             ts_unix_ms=int(now_ms()),
             error_code=error.code if error else "",
         )

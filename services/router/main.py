@@ -21,7 +21,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from opentelemetry import trace
 
-from switchyard import codec, genai, metrics, subjects, telemetry
+from switchyard import codec, genai, metrics, subjects, telemetry, units
 from switchyard.bus import EventPublisher, ensure_events_stream
 from switchyard.catalog import Deployment, read_config
 from switchyard.completions import completion_event
@@ -141,7 +141,7 @@ class Router(BusService):
             ttft_ms=stat.ttft_ms,
             stream=stat.stream,
             error_code=stat.error_code,
-            retry_after_s=stat.retry_after_s,
+            retry_after_s=units.seconds(stat.retry_after_ms),
         )
         self.health.observe(stat.deployment_id, sample, time.monotonic())
         if stat.request_id:
@@ -246,7 +246,7 @@ class Router(BusService):
     async def route(self, request: invoke_pb2.InvokeRequest) -> invoke_pb2.Dispatch:
         started = time.perf_counter_ns()
         route, prompt_tokens, ranked = self.decide(request)
-        ranked.rationale.decision_us = (time.perf_counter_ns() - started) / 1000
+        ranked.rationale.decision_ms = (time.perf_counter_ns() - started) / 1e6
         ranked.rationale.decided_by = self.identity
         hedge = self.plan_hedge(route, request, ranked.chain[: self.tuning.max_attempts])
         try:
@@ -344,7 +344,7 @@ class Router(BusService):
             raise GatewayError(
                 decision.deny_code or ErrorCode.BUDGET_EXCEEDED,
                 decision.deny_reason or "denied by the budget authority",
-                retry_after_s=decision.retry_after_s,
+                retry_after_s=units.seconds(decision.retry_after_ms),
                 retryable=False,
             )
         return decision

@@ -14,11 +14,39 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_USER: _ClassVar[Role]
     ROLE_ASSISTANT: _ClassVar[Role]
     ROLE_TOOL: _ClassVar[Role]
+
+class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STATUS_UNSPECIFIED: _ClassVar[Status]
+    STATUS_OK: _ClassVar[Status]
+    STATUS_ERROR: _ClassVar[Status]
+    STATUS_CANCELLED: _ClassVar[Status]
+    STATUS_REJECTED: _ClassVar[Status]
+
+class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FINISH_REASON_UNSPECIFIED: _ClassVar[FinishReason]
+    FINISH_REASON_STOP: _ClassVar[FinishReason]
+    FINISH_REASON_LENGTH: _ClassVar[FinishReason]
+    FINISH_REASON_TOOL_CALLS: _ClassVar[FinishReason]
+    FINISH_REASON_CONTENT_FILTER: _ClassVar[FinishReason]
+    FINISH_REASON_ERROR: _ClassVar[FinishReason]
 ROLE_UNSPECIFIED: Role
 ROLE_SYSTEM: Role
 ROLE_USER: Role
 ROLE_ASSISTANT: Role
 ROLE_TOOL: Role
+STATUS_UNSPECIFIED: Status
+STATUS_OK: Status
+STATUS_ERROR: Status
+STATUS_CANCELLED: Status
+STATUS_REJECTED: Status
+FINISH_REASON_UNSPECIFIED: FinishReason
+FINISH_REASON_STOP: FinishReason
+FINISH_REASON_LENGTH: FinishReason
+FINISH_REASON_TOOL_CALLS: FinishReason
+FINISH_REASON_CONTENT_FILTER: FinishReason
+FINISH_REASON_ERROR: FinishReason
 
 class ImagePart(_message.Message):
     __slots__ = ("url", "media_type", "data", "detail")
@@ -243,7 +271,7 @@ class Attempt(_message.Message):
     deployment_id: str
     provider: str
     model: str
-    status: str
+    status: Status
     error_code: str
     http_status: int
     latency_ms: float
@@ -253,10 +281,10 @@ class Attempt(_message.Message):
     hedge: bool
     cost_usd: str
     usage: Usage
-    def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[str] = ..., error_code: _Optional[str] = ..., http_status: _Optional[int] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., error_message: _Optional[str] = ..., started_unix_ms: _Optional[float] = ..., hedge: _Optional[bool] = ..., cost_usd: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+    def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., error_code: _Optional[str] = ..., http_status: _Optional[int] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., error_message: _Optional[str] = ..., started_unix_ms: _Optional[float] = ..., hedge: _Optional[bool] = ..., cost_usd: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
 
 class CandidateScore(_message.Message):
-    __slots__ = ("deployment_id", "provider", "model", "latency_ms", "est_cost_usd", "quality", "latency_score", "cost_score", "quality_score", "total", "eligible", "excluded_reason", "error_rate", "inflight", "breaker", "latency_source", "quota_headroom", "quota_wait_s")
+    __slots__ = ("deployment_id", "provider", "model", "latency_ms", "est_cost_usd", "quality", "latency_score", "cost_score", "quality_score", "total", "eligible", "excluded_reason", "error_rate", "inflight", "breaker", "latency_source", "quota_headroom", "quota_wait_ms")
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -274,7 +302,7 @@ class CandidateScore(_message.Message):
     BREAKER_FIELD_NUMBER: _ClassVar[int]
     LATENCY_SOURCE_FIELD_NUMBER: _ClassVar[int]
     QUOTA_HEADROOM_FIELD_NUMBER: _ClassVar[int]
-    QUOTA_WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     deployment_id: str
     provider: str
     model: str
@@ -292,11 +320,11 @@ class CandidateScore(_message.Message):
     breaker: str
     latency_source: str
     quota_headroom: float
-    quota_wait_s: float
-    def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., latency_ms: _Optional[float] = ..., est_cost_usd: _Optional[float] = ..., quality: _Optional[float] = ..., latency_score: _Optional[float] = ..., cost_score: _Optional[float] = ..., quality_score: _Optional[float] = ..., total: _Optional[float] = ..., eligible: _Optional[bool] = ..., excluded_reason: _Optional[str] = ..., error_rate: _Optional[float] = ..., inflight: _Optional[int] = ..., breaker: _Optional[str] = ..., latency_source: _Optional[str] = ..., quota_headroom: _Optional[float] = ..., quota_wait_s: _Optional[float] = ...) -> None: ...
+    quota_wait_ms: float
+    def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., latency_ms: _Optional[float] = ..., est_cost_usd: _Optional[float] = ..., quality: _Optional[float] = ..., latency_score: _Optional[float] = ..., cost_score: _Optional[float] = ..., quality_score: _Optional[float] = ..., total: _Optional[float] = ..., eligible: _Optional[bool] = ..., excluded_reason: _Optional[str] = ..., error_rate: _Optional[float] = ..., inflight: _Optional[int] = ..., breaker: _Optional[str] = ..., latency_source: _Optional[str] = ..., quota_headroom: _Optional[float] = ..., quota_wait_ms: _Optional[float] = ...) -> None: ...
 
 class Rationale(_message.Message):
-    __slots__ = ("route", "rule", "strategy", "weight_latency", "weight_cost", "weight_quality", "candidates", "winner", "reason", "decision_us", "chain", "decided_by", "prompt_tokens_est", "expected_output_tokens", "hedge")
+    __slots__ = ("route", "rule", "strategy", "weight_latency", "weight_cost", "weight_quality", "candidates", "winner", "reason", "decision_ms", "chain", "decided_by", "prompt_tokens_est", "expected_output_tokens", "hedge")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -306,7 +334,7 @@ class Rationale(_message.Message):
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     WINNER_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
-    DECISION_US_FIELD_NUMBER: _ClassVar[int]
+    DECISION_MS_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_EST_FIELD_NUMBER: _ClassVar[int]
@@ -321,13 +349,13 @@ class Rationale(_message.Message):
     candidates: _containers.RepeatedCompositeFieldContainer[CandidateScore]
     winner: str
     reason: str
-    decision_us: float
+    decision_ms: float
     chain: _containers.RepeatedScalarFieldContainer[str]
     decided_by: str
     prompt_tokens_est: int
     expected_output_tokens: int
     hedge: HedgeNote
-    def __init__(self, route: _Optional[str] = ..., rule: _Optional[str] = ..., strategy: _Optional[str] = ..., weight_latency: _Optional[float] = ..., weight_cost: _Optional[float] = ..., weight_quality: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., winner: _Optional[str] = ..., reason: _Optional[str] = ..., decision_us: _Optional[float] = ..., chain: _Optional[_Iterable[str]] = ..., decided_by: _Optional[str] = ..., prompt_tokens_est: _Optional[int] = ..., expected_output_tokens: _Optional[int] = ..., hedge: _Optional[_Union[HedgeNote, _Mapping]] = ...) -> None: ...
+    def __init__(self, route: _Optional[str] = ..., rule: _Optional[str] = ..., strategy: _Optional[str] = ..., weight_latency: _Optional[float] = ..., weight_cost: _Optional[float] = ..., weight_quality: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., winner: _Optional[str] = ..., reason: _Optional[str] = ..., decision_ms: _Optional[float] = ..., chain: _Optional[_Iterable[str]] = ..., decided_by: _Optional[str] = ..., prompt_tokens_est: _Optional[int] = ..., expected_output_tokens: _Optional[int] = ..., hedge: _Optional[_Union[HedgeNote, _Mapping]] = ...) -> None: ...
 
 class HedgeNote(_message.Message):
     __slots__ = ("armed", "delay_ms", "delay_source", "skipped", "fired", "fired_after_ms", "target", "winner", "hedge_won")
@@ -371,7 +399,7 @@ class InvokeResponse(_message.Message):
     model: str
     deployment_id: str
     message: Message
-    finish_reason: str
+    finish_reason: FinishReason
     usage: Usage
     cost_usd: str
     latency_ms: float
@@ -379,15 +407,15 @@ class InvokeResponse(_message.Message):
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
     rationale: Rationale
     route: str
-    def __init__(self, request_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., deployment_id: _Optional[str] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., route: _Optional[str] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., deployment_id: _Optional[str] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., route: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
-    __slots__ = ("code", "message", "retryable", "provider_status", "retry_after_s", "request_id", "provider", "param")
+    __slots__ = ("code", "message", "retryable", "provider_status", "retry_after_ms", "request_id", "provider", "param")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RETRYABLE_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_STATUS_FIELD_NUMBER: _ClassVar[int]
-    RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     PARAM_FIELD_NUMBER: _ClassVar[int]
@@ -395,11 +423,11 @@ class Error(_message.Message):
     message: str
     retryable: bool
     provider_status: int
-    retry_after_s: float
+    retry_after_ms: float
     request_id: str
     provider: str
     param: str
-    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ..., provider_status: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., request_id: _Optional[str] = ..., provider: _Optional[str] = ..., param: _Optional[str] = ...) -> None: ...
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ..., provider_status: _Optional[int] = ..., retry_after_ms: _Optional[float] = ..., request_id: _Optional[str] = ..., provider: _Optional[str] = ..., param: _Optional[str] = ...) -> None: ...
 
 class Reply(_message.Message):
     __slots__ = ("chunk", "final", "error")
@@ -452,13 +480,13 @@ class Dispatch(_message.Message):
     def __init__(self, request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., chain: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., position: _Optional[int] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., reservation_id: _Optional[str] = ..., route: _Optional[str] = ..., router_ms: _Optional[float] = ..., reply_to: _Optional[str] = ..., max_attempts: _Optional[int] = ..., routed_unix_ms: _Optional[float] = ..., reserved_usd: _Optional[str] = ..., hedge: _Optional[_Union[HedgePlan, _Mapping]] = ...) -> None: ...
 
 class HedgePlan(_message.Message):
-    __slots__ = ("delay_ms", "max_hedges", "max_share", "window_s")
+    __slots__ = ("delay_ms", "max_hedges", "max_share", "window_ms")
     DELAY_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_HEDGES_FIELD_NUMBER: _ClassVar[int]
     MAX_SHARE_FIELD_NUMBER: _ClassVar[int]
-    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_MS_FIELD_NUMBER: _ClassVar[int]
     delay_ms: float
     max_hedges: int
     max_share: float
-    window_s: float
-    def __init__(self, delay_ms: _Optional[float] = ..., max_hedges: _Optional[int] = ..., max_share: _Optional[float] = ..., window_s: _Optional[float] = ...) -> None: ...
+    window_ms: float
+    def __init__(self, delay_ms: _Optional[float] = ..., max_hedges: _Optional[int] = ..., max_share: _Optional[float] = ..., window_ms: _Optional[float] = ...) -> None: ...

@@ -92,10 +92,10 @@ class LedgerRequest(_message.Message):
     provider: str
     model: str
     deployment_id: str
-    status: str
+    status: _invoke_pb2.Status
     error_code: str
     error_message: str
-    finish_reason: str
+    finish_reason: _invoke_pb2.FinishReason
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
@@ -112,7 +112,7 @@ class LedgerRequest(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     reservation_id: str
     inserted_unix_ms: int
-    def __init__(self, request_id: _Optional[str] = ..., ts_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., api: _Optional[str] = ..., route: _Optional[str] = ..., requested_model: _Optional[str] = ..., planned_provider: _Optional[str] = ..., planned_model: _Optional[str] = ..., planned_deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., deployment_id: _Optional[str] = ..., status: _Optional[str] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., finish_reason: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., overhead_ms: _Optional[float] = ..., stream: _Optional[bool] = ..., attempt_count: _Optional[int] = ..., failovers: _Optional[int] = ..., attempts: _Optional[_Iterable[_Union[_invoke_pb2.Attempt, _Mapping]]] = ..., rationale: _Optional[_Union[_invoke_pb2.Rationale, _Mapping]] = ..., trace_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., reservation_id: _Optional[str] = ..., inserted_unix_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., ts_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., api: _Optional[str] = ..., route: _Optional[str] = ..., requested_model: _Optional[str] = ..., planned_provider: _Optional[str] = ..., planned_model: _Optional[str] = ..., planned_deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., deployment_id: _Optional[str] = ..., status: _Optional[_Union[_invoke_pb2.Status, str]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., finish_reason: _Optional[_Union[_invoke_pb2.FinishReason, str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., overhead_ms: _Optional[float] = ..., stream: _Optional[bool] = ..., attempt_count: _Optional[int] = ..., failovers: _Optional[int] = ..., attempts: _Optional[_Iterable[_Union[_invoke_pb2.Attempt, _Mapping]]] = ..., rationale: _Optional[_Union[_invoke_pb2.Rationale, _Mapping]] = ..., trace_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., reservation_id: _Optional[str] = ..., inserted_unix_ms: _Optional[int] = ...) -> None: ...
 
 class SpendSnapshotQuery(_message.Message):
     __slots__ = ("tail_request_ids", "day_start_unix_ms", "month_start_unix_ms", "recent_since_unix_ms", "journal_request_ids")
