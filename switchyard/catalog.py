@@ -187,8 +187,13 @@ def demo_deployments() -> list[Deployment]:
             quality=0.9,
             options={"latency_scale": 3.0},
         ),
-        # Deterministic vectors (a hash-seeded unit vector per input), so `make run` answers
-        # /v1/embeddings with no key.
+    ]
+
+
+def demo_embedding_deployments() -> list[Deployment]:
+    """The demo's embedding model: deterministic vectors (a hash-seeded unit vector per input),
+    so `make run` answers /v1/embeddings with no key."""
+    return [
         Deployment(
             id="demo/embed",
             provider="demo",
@@ -246,7 +251,7 @@ def build_catalog(config: Mapping[str, Any], env: Mapping[str, str]) -> Catalog:
     document = parse_config(config)
     deployments: dict[str, Deployment] = {}
     if document.demo.enabled:
-        deployments.update((d.id, d) for d in demo_deployments())
+        deployments.update((d.id, d) for d in demo_deployments() + demo_embedding_deployments())
     for raw in config.get("deployments", []):
         # Known providers fill in price, base URL and key variable (switchyard/provider_defaults.py).
         completed = provider_defaults.configured_deployment(raw, config, env)

@@ -199,7 +199,7 @@ class DemoConfig(Table):
 
 class ProviderPriceConfig(Table):
     input: Number
-    output: Number = 0
+    output: Number
     cached_input: Number | None = None
     cache_write: Number | None = None
     cache_write_1h: Number | None = None

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
 from decimal import Decimal
+from typing import Any
 
 from switchyard.config import ProviderConfig, ProviderPriceConfig, validated
 from switchyard.pricing import Price
@@ -62,6 +61,7 @@ OPENAI_PRICES = {
     "o3": _p("2.00", "8.00", "0.50"),
     "o4-mini": _p("1.10", "4.40", "0.275"),
 }
+
 
 def _anthropic(input: str, output: str) -> Price:
     """Anthropic's published multipliers: cache reads 0.1x input, cache writes 1.25x (5-minute
@@ -190,7 +190,9 @@ def lookup_price(prices: Mapping[str, Price], model: str) -> Price | None:
 
 
 def _price_from_config(config: ProviderPriceConfig) -> Price:
-    return Price.of(config.input, config.output, config.cached_input, config.cache_write, config.cache_write_1h)
+    return Price.of(
+        config.input, config.output, config.cached_input, config.cache_write, config.cache_write_1h
+    )
 
 
 def price_for(provider: str, adapter: str, model: str, config: Mapping[str, Any]) -> Price | None:

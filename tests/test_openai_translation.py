@@ -282,6 +282,7 @@ def test_models_list_routes_aliases_and_models() -> None:
         "cheap": "switchyard",
         "fast": "switchyard",
         "gpt-4o": "switchyard",
+        "demo/embed": "demo",
         "demo/fast": "demo",
         "demo/smart": "demo",
     }

@@ -335,6 +335,8 @@ def build_response(
         attempts=dispatch.attempts,
         rationale=dispatch.rationale,
         route=dispatch.route,
+        embeddings=completed.embeddings,
+        usage_estimated=completed.usage_estimated,
     )
 
 

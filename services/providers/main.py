@@ -270,7 +270,9 @@ class ProviderWorker(BusService):
         """Carry out a final verdict: the client's reply, and the Completion with what is billed."""
         deployment, progress = outcome.deployment, outcome.progress
         usage = decision.billed
-        cost = call_cost(deployment, usage) if usage is not None else Decimal(0)
+        # Counting tokens costs nothing (Anthropic does not bill it): its row has the count, at 0.
+        free = dispatch.request.kind == invoke_pb2.InvokeRequest.KIND_COUNT_TOKENS
+        cost = call_cost(deployment, usage) if usage is not None and not free else Decimal(0)
         if decision.reply == "final":
             assert outcome.completed is not None and usage is not None
             completed = outcome.completed
@@ -323,7 +325,11 @@ class ProviderWorker(BusService):
     ) -> Completed:
         """One upstream call; stream chunks go straight to the client as they arrive."""
         adapter = self.adapter(deployment)
-        if not request.stream:
+        if request.kind == invoke_pb2.InvokeRequest.KIND_COUNT_TOKENS:
+            completed = await adapter.count_tokens(request)
+            progress.ttft_ms = now_ms() - progress.started_ms
+            return completed
+        if not request.stream:  # a chat completion, or an embedding request (never streamed)
             completed = await adapter.complete(request)
             progress.ttft_ms = now_ms() - progress.started_ms
             return completed
