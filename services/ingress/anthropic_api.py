@@ -22,12 +22,14 @@ from switchyard.v1 import invoke_pb2
 from switchyard.vocab import Api, FinishReason
 
 from .api_kit import (
+    CacheControlIn,
     GatewayInfo,
     Parsed,
     StrategyField,
     StreamRenderer,
     copy_sampling,
     gateway_json,
+    set_cache_control,
     set_strategy_and_metadata,
     sse,
     text_of,
@@ -40,13 +42,16 @@ from .validation import parse_json_body
 
 
 class _In(BaseModel):
-    # Unknown fields (cache_control, citations, newer parameters) are accepted and ignored.
+    # Unknown fields (citations, newer parameters) are accepted and ignored. `cache_control` is
+    # carried to Anthropic deployments unchanged (on text, image and tool_result blocks, the
+    # system prompt's blocks and tools).
     model_config = ConfigDict(extra="ignore")
 
 
 class TextBlock(_In):
     type: Literal["text"]
     text: str
+    cache_control: CacheControlIn | None = None
 
 
 class Base64Source(_In):
@@ -63,6 +68,7 @@ class UrlSource(_In):
 class ImageBlock(_In):
     type: Literal["image"]
     source: Annotated[Base64Source | UrlSource, Field(discriminator="type")]
+    cache_control: CacheControlIn | None = None
 
 
 class ToolUseBlock(_In):
@@ -77,6 +83,7 @@ class ToolResultBlock(_In):
     tool_use_id: str = Field(min_length=1)
     content: str | list[Annotated[TextBlock | ImageBlock, Field(discriminator="type")]] | None = None
     is_error: bool | None = None
+    cache_control: CacheControlIn | None = None
 
 
 ContentBlock = Annotated[TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock, Field(discriminator="type")]
@@ -92,6 +99,7 @@ class ToolParam(_In):
     description: str | None = None
     input_schema: dict[str, Any]
     type: Literal["custom"] | None = None
+    cache_control: CacheControlIn | None = None
 
 
 class ToolChoice(_In):
@@ -173,16 +181,16 @@ def _add_message(request: invoke_pb2.InvokeRequest, m: MessageParam) -> None:
     for block in m.content:
         if isinstance(block, ToolResultBlock):
             tool = request.messages.add(role=invoke_pb2.ROLE_TOOL, tool_call_id=block.tool_use_id)
-            tool.content.add(text=_tool_result_text(block))
+            set_cache_control(tool.content.add(text=_tool_result_text(block)), block.cache_control)
     rest = [b for b in m.content if not isinstance(b, ToolResultBlock)]
     if not rest:
         return
     message = request.messages.add(role=choices.role(m.role))
     for block in rest:
         if isinstance(block, TextBlock):
-            message.content.add(text=block.text)
+            set_cache_control(message.content.add(text=block.text), block.cache_control)
         elif isinstance(block, ImageBlock):
-            message.content.add(image=_image(block))
+            set_cache_control(message.content.add(image=_image(block)), block.cache_control)
         elif isinstance(block, ToolUseBlock):
             message.tool_calls.add(
                 id=block.id, name=block.name, arguments_json=orjson.dumps(block.input).decode()
@@ -194,17 +202,22 @@ def to_request(body: MessagesRequest) -> invoke_pb2.InvokeRequest:
     request = invoke_pb2.InvokeRequest(
         model=body.model, stream=bool(body.stream), api=Api.ANTHROPIC, max_tokens=body.max_tokens
     )
-    if body.system:
-        system = body.system if isinstance(body.system, str) else "".join(b.text for b in body.system)
-        request.messages.add(role=invoke_pb2.ROLE_SYSTEM).content.add(text=system)
+    if isinstance(body.system, str) and body.system:
+        request.messages.add(role=invoke_pb2.ROLE_SYSTEM).content.add(text=body.system)
+    elif body.system:
+        # One part per block, so each block's cache breakpoint stays where the caller put it.
+        system = request.messages.add(role=invoke_pb2.ROLE_SYSTEM)
+        for block in body.system:
+            set_cache_control(system.content.add(text=block.text), block.cache_control)
     for m in body.messages:
         _add_message(request, m)
     for tool in body.tools or []:
-        request.tools.add(
+        added = request.tools.add(
             name=tool.name,
             description=tool.description or "",
             parameters_json=orjson.dumps(tool.input_schema).decode(),
         )
+        set_cache_control(added, tool.cache_control)
     if body.tool_choice is not None:
         request.tool_choice.CopyFrom(_tool_choice(body.tool_choice))
     copy_sampling(request, temperature=body.temperature, top_p=body.top_p, stop=body.stop_sequences)
@@ -241,14 +254,22 @@ def tool_input(arguments_json: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"_raw": arguments_json}
 
 
-def usage_json(usage: invoke_pb2.Usage) -> dict[str, int]:
-    """Anthropic counts cache reads apart from input tokens; the contract's prompt_tokens
-    includes them (OpenAI's convention)."""
+def usage_json(usage: invoke_pb2.Usage) -> dict[str, Any]:
+    """Anthropic counts cache reads and writes apart from input tokens (the contract's
+    prompt_tokens includes them, OpenAI's convention), and splits writes by TTL in
+    `cache_creation`. Reasoning has no field of its own: it is in output_tokens."""
+    read = min(usage.cached_tokens, usage.prompt_tokens)
+    written = min(usage.cache_write_tokens, usage.prompt_tokens - read)
+    written_1h = min(usage.cache_write_1h_tokens, written)
     return {
-        "input_tokens": usage.prompt_tokens - min(usage.cached_tokens, usage.prompt_tokens),
+        "input_tokens": usage.prompt_tokens - read - written,
         "output_tokens": usage.completion_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": usage.cached_tokens,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": written - written_1h,
+            "ephemeral_1h_input_tokens": written_1h,
+        },
     }
 
 
@@ -487,11 +508,17 @@ class ToolUseBlockOut(_Out):
     input: dict[str, Any]
 
 
+class CacheCreation(_Out):
+    ephemeral_5m_input_tokens: int
+    ephemeral_1h_input_tokens: int
+
+
 class AnthropicUsage(_Out):
     input_tokens: int
     output_tokens: int
     cache_creation_input_tokens: int
     cache_read_input_tokens: int
+    cache_creation: CacheCreation
 
 
 class Message(_Out):
