@@ -471,6 +471,64 @@ class AnthropicApi:
 
 
 # ---------------------------------------------------------------------------------------------
+# Token counting (POST /v1/messages/count_tokens)
+
+
+class CountTokensRequest(MessagesRequest):
+    """POST /v1/messages/count_tokens: a Messages body without `max_tokens` (and without
+    sampling or streaming, which are accepted and ignored)."""
+
+    max_tokens: int = Field(1, ge=1, le=1_000_000, description="Accepted; not used.")
+    stream: bool | None = Field(None, description="Accepted; not used.")
+
+
+def count_request(body: CountTokensRequest) -> invoke_pb2.InvokeRequest:
+    """The prompt as a KIND_COUNT_TOKENS request: routed like a message (to a chat deployment),
+    counted by Anthropic's own endpoint on Anthropic deployments, estimated elsewhere."""
+    request = to_request(body)
+    request.api = Api.COUNT_TOKENS
+    request.kind = invoke_pb2.InvokeRequest.KIND_COUNT_TOKENS
+    request.stream = False
+    request.max_tokens = 0
+    request.ClearField("temperature")
+    request.ClearField("top_p")
+    del request.stop[:]
+    return request
+
+
+def count_json(final: invoke_pb2.InvokeResponse) -> dict[str, Any]:
+    """Anthropic's `{"input_tokens": N}`; `switchyard.estimated` says whether N is Anthropic's
+    exact count (false) or the gateway's estimate for a deployment of another provider (true)."""
+    return {
+        "input_tokens": final.usage.prompt_tokens,
+        "switchyard": {**gateway_json(final), "estimated": final.usage_estimated},
+    }
+
+
+class CountTokensApi:
+    """`POST /v1/messages/count_tokens` (see api_kit.HttpApi). Never streams."""
+
+    name: str = Api.COUNT_TOKENS
+    path = "/v1/messages/count_tokens"
+    request_id_header = "request-id"
+
+    def parse(self, raw: bytes, max_depth: int) -> Parsed:
+        body = parse_json_body(raw, CountTokensRequest, strict=True, max_depth=max_depth)
+        return Parsed(count_request(body))
+
+    def render_final(
+        self, request: invoke_pb2.InvokeRequest, final: invoke_pb2.InvokeResponse
+    ) -> dict[str, Any]:
+        return count_json(final)
+
+    def render_error(self, error: GatewayError, request_id: str) -> tuple[int, dict[str, Any]]:
+        return error_body(error, request_id)
+
+    def render_stream(self, parsed: Parsed) -> EventStream:
+        return EventStream(parsed.request)  # not reached: count requests never stream
+
+
+# ---------------------------------------------------------------------------------------------
 # Models (GET /v1/models when the caller sends `anthropic-version`, as Anthropic's SDKs do)
 
 
@@ -542,6 +600,15 @@ class AnthropicErrorResponse(_Out):
     type: Literal["error"]
     error: AnthropicErrorDetail
     request_id: str | None = None
+
+
+class CountGatewayInfo(GatewayInfo):
+    estimated: bool
+
+
+class MessageTokensCount(_Out):
+    input_tokens: int
+    switchyard: CountGatewayInfo
 
 
 class AnthropicModel(_Out):

@@ -15,16 +15,21 @@ from nats.nuid import NUID
 
 from switchyard.errors import RETRYABLE_CODES, GatewayError
 
-from .anthropic_api import AnthropicApi
+from .anthropic_api import AnthropicApi, CountTokensApi
 from .api_kit import HttpApi
+from .completions_api import CompletionsApi
 from .edge import Scope, Send
+from .embeddings_api import EmbeddingsApi
 from .native import NativeApi
 from .openai_api import OpenAIApi
 
 NATIVE: HttpApi = NativeApi()
 OPENAI: HttpApi = OpenAIApi()
 ANTHROPIC: HttpApi = AnthropicApi()
-HTTP_APIS: tuple[HttpApi, ...] = (NATIVE, OPENAI, ANTHROPIC)
+EMBEDDINGS: HttpApi = EmbeddingsApi()
+COMPLETIONS: HttpApi = CompletionsApi()
+COUNT_TOKENS: HttpApi = CountTokensApi()
+HTTP_APIS: tuple[HttpApi, ...] = (NATIVE, OPENAI, ANTHROPIC, EMBEDDINGS, COMPLETIONS, COUNT_TOKENS)
 
 _nuid = NUID()
 

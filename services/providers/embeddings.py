@@ -16,14 +16,13 @@ the ingress encodes them as the caller asked.
 
 from __future__ import annotations
 
-import base64
-import struct
 from dataclasses import dataclass
 from typing import Any
 
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.tokens import PESSIMISTIC, estimate_prompt_tokens
 from switchyard.v1 import invoke_pb2
+from switchyard.vectors import unpack_base64
 from switchyard.vocab import FinishReason
 
 from .adapters.base import Completed
@@ -77,20 +76,12 @@ def decode_vector(raw: Any, provider: str) -> invoke_pb2.Embedding:
     """A list of numbers, or base64 of little-endian float32 (OpenAI's `encoding_format: base64`)."""
     if isinstance(raw, str):
         try:
-            packed = base64.b64decode(raw, validate=True)
+            return invoke_pb2.Embedding(values=unpack_base64(raw))
         except ValueError:
-            raise _malformed(provider, "an embedding that is not base64") from None
-        if len(packed) % 4:
-            raise _malformed(provider, "a base64 embedding that is not float32")
-        return invoke_pb2.Embedding(values=struct.unpack(f"<{len(packed) // 4}f", packed))
+            raise _malformed(provider, "an embedding that is not base64 of float32 values") from None
     if isinstance(raw, list) and all(isinstance(v, int | float) for v in raw):
         return invoke_pb2.Embedding(values=raw)
     raise _malformed(provider, "an embedding that is neither a list of numbers nor base64")
-
-
-def encode_vector(values: Any) -> str:
-    """Float32 values as OpenAI's base64 (little-endian float32)."""
-    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
 
 
 def _malformed(provider: str, what: str) -> GatewayError:
