@@ -58,6 +58,10 @@ class AnthropicFake(FakeUpstream):
         super().__init__(*args, **kwargs)
         self.cached_prefixes: set[bytes] = set()  # what earlier requests wrote to the cache
 
+    def reset(self) -> None:
+        super().reset()
+        self.cached_prefixes.clear()
+
     def routes(self) -> list[Route]:
         return [
             Route("/v1/messages", self._messages, methods=["POST"]),
