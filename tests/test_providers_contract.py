@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import anthropic
 import httpx
 import orjson
 import pytest
@@ -876,3 +877,76 @@ async def test_cache_control_passes_through_from_the_native_api(
     assert usage["cache_write_tokens"] == usage["cache_write_1h_tokens"] > 0
     row = await ledger_row(stack, r.json()["request_id"])
     assert row["cache_write_1h_tokens"] == usage["cache_write_1h_tokens"]
+
+
+async def test_anthropic_sdk_count_tokens_and_cache_control_blocks(
+    stack: Stack, fakes: dict[str, FakeUpstream]
+) -> None:
+    """The official `anthropic` SDK through the gateway to an Anthropic deployment: an exact
+    count, then a request with cache_control blocks written (5-minute and 1-hour tiers) and read
+    back, each checked against its ledger row, cost by token class."""
+    rules = "You answer questions about the attached handbook. " * 40
+    handbook = "Section 1: every request is routed by measured latency, cost and quality. " * 60
+    system = [{"type": "text", "text": rules, "cache_control": {"type": "ephemeral"}}]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": handbook, "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+                {"type": "text", "text": "What is routing based on?"},
+            ],
+        }
+    ]
+    async with anthropic.AsyncAnthropic(
+        base_url=stack.ingress_url, api_key=stack.api_key, max_retries=0
+    ) as claude:
+        counted = await claude.messages.count_tokens(
+            model=MODELS["anthropic"], system=system, messages=messages
+        )
+        exact = AnthropicFake.prompt_tokens(fakes["anthropic"].last().body)
+        assert counted.input_tokens == exact and counted.model_extra["switchyard"]["estimated"] is False
+        row = await ledger_row(stack, counted.model_extra["switchyard"]["request_id"])
+        assert (row["api"], row["prompt_tokens"], Decimal(row["cost_usd"])) == ("count_tokens", exact, 0)
+
+        fakes["anthropic"].behave(Behavior(text="Latency, cost and quality.", completion_tokens=6))
+        first = await claude.messages.create(
+            model=MODELS["anthropic"], max_tokens=64, system=system, messages=messages
+        )
+        second = await claude.messages.create(
+            model=MODELS["anthropic"], max_tokens=64, system=system, messages=messages
+        )
+    seen = fakes["anthropic"].last().body  # cache_control reached Anthropic unchanged
+    assert seen["system"] == system and seen["messages"] == messages
+
+    # First call: the prefix up to the last breakpoint (the 1-hour one) is written.
+    written = first.usage.cache_creation_input_tokens
+    assert written > 0 and first.usage.cache_read_input_tokens == 0
+    assert first.usage.cache_creation.ephemeral_1h_input_tokens == written
+    assert first.usage.cache_creation.ephemeral_5m_input_tokens == 0
+    # Second call: the same prefix is read.
+    assert second.usage.cache_read_input_tokens == written
+    assert second.usage.cache_creation_input_tokens == 0
+    assert second.usage.input_tokens == first.usage.input_tokens
+
+    price = {
+        "input": Decimal("1.00"),
+        "read": Decimal("0.10"),
+        "write_1h": Decimal("2.00"),
+        "out": Decimal("5.00"),
+    }
+    for message, read, write_1h in ((first, 0, written), (second, written, 0)):
+        usage = message.usage
+        cost = (
+            usage.input_tokens * price["input"]
+            + read * price["read"]
+            + write_1h * price["write_1h"]
+            + usage.output_tokens * price["out"]
+        ) / 1_000_000
+        info = message.model_extra["switchyard"]
+        assert Decimal(info["cost_usd"]) == cost
+        row = await ledger_row(stack, info["request_id"])
+        prompt = usage.input_tokens + read + write_1h
+        assert (row["prompt_tokens"], row["cached_tokens"]) == (prompt, read)
+        assert (row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (write_1h, write_1h)
+        assert row["completion_tokens"] == usage.output_tokens == 6
+        assert Decimal(row["cost_usd"]) == cost
