@@ -252,7 +252,14 @@ def test_grpc_trailing_metadata() -> None:
 
 # --- Errors the edge answers itself, in the caller's dialect (ASGI level: the real app, no bus) --
 
-API_PATHS = ("/llm.invoke", "/v1/chat/completions", "/v1/messages")
+API_PATHS = (
+    "/llm.invoke",
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/embeddings",
+    "/v1/completions",
+    "/v1/messages/count_tokens",
+)
 
 
 def error_kind(path: str, body: dict) -> str:

@@ -329,7 +329,8 @@ class ProviderWorker(BusService):
             completed = await adapter.count_tokens(request)
             progress.ttft_ms = now_ms() - progress.started_ms
             return completed
-        if not request.stream:  # a chat completion, or an embedding request (never streamed)
+        if not request.stream or request.kind == invoke_pb2.InvokeRequest.KIND_EMBEDDING:
+            # A chat completion, or an embedding request (never streamed, whatever it asked).
             completed = await adapter.complete(request)
             progress.ttft_ms = now_ms() - progress.started_ms
             return completed
