@@ -438,6 +438,27 @@ def grpc_request(
     return request
 
 
+async def test_grpc_embeddings_are_the_same_contract(gateway: Stack) -> None:
+    request = invoke_pb2.InvokeRequest(
+        model="auto",
+        kind=invoke_pb2.InvokeRequest.KIND_EMBEDDING,
+        embedding=invoke_pb2.EmbeddingInput(inputs=["over", "grpc"], dimensions=8),
+    )
+    async with grpc.aio.insecure_channel(grpc_target(gateway)) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        response = await stub.Invoke(request, metadata=auth(gateway))
+        with pytest.raises(grpc.aio.AioRpcError) as empty:
+            await stub.Invoke(
+                invoke_pb2.InvokeRequest(model="auto", kind=invoke_pb2.InvokeRequest.KIND_EMBEDDING),
+                metadata=auth(gateway),
+            )
+    assert response.deployment_id == "demo/embed"
+    assert [len(e.values) for e in response.embeddings] == [8, 8]
+    assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    row = await ledger_row(gateway, response.request_id)
+    assert (row["api"], row["prompt_tokens"]) == ("grpc", response.usage.prompt_tokens)
+
+
 async def test_grpc_invoke(gateway: Stack) -> None:
     async with grpc.aio.insecure_channel(grpc_target(gateway)) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
