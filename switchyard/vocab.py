@@ -41,6 +41,7 @@ class Api(StrEnum):
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
     GRPC = "grpc"
+    RESPONSES = "responses"  # OpenAI's Responses API (POST /v1/responses)
     EMBEDDINGS = "embeddings"  # POST /v1/embeddings
     COMPLETIONS = "completions"  # POST /v1/completions (legacy text completions, run as chat)
     COUNT_TOKENS = "count_tokens"  # POST /v1/messages/count_tokens

@@ -50,6 +50,7 @@ async function refresh() {
   renderByProject(data.by_project);
   renderByModel(data.by_model);
   renderProviders(data.providers);
+  renderHedging(data.hedging);
   renderBudgets((await getJSON("/api/budgets")).caps);
   renderQuotas((await getJSON(`/api/quotas?window=${state.window}`)).deployments);
   document.body.dataset.loaded = "true";
@@ -179,6 +180,15 @@ function renderProviders(rows) {
       ),
     "No upstream calls in this window.",
   );
+}
+
+function renderHedging(h) {
+  const box = $("#hedging");
+  if (!box || !h) return;
+  box.textContent =
+    `${int(h.hedges_fired)} hedges on ${int(h.requests)} requests (rate ${pct(h.hedge_rate)}), ` +
+    `${int(h.hedges_won)} won; cancelled losers cost ${h.loser_cost_usd.toFixed(6)} USD ` +
+    `(${pct(h.cost_share)} of spend)`;
 }
 
 function renderBudgets(caps) {
