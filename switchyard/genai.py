@@ -78,6 +78,10 @@ def usage_attributes(usage: invoke_pb2.Usage, finish_reason: str = "") -> dict[s
     }
     if usage.cached_tokens:
         attrs["gen_ai.usage.cache_read.input_tokens"] = usage.cached_tokens
+    if usage.cache_write_tokens:
+        attrs["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_write_tokens
+    if usage.reasoning_tokens:
+        attrs["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
     if finish_reason:
         attrs["gen_ai.response.finish_reasons"] = [finish_reason]
     return attrs

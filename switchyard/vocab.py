@@ -90,6 +90,16 @@ class Api(StrEnum):
     ANTHROPIC = "anthropic"
     GRPC = "grpc"
     RESPONSES = "responses"  # OpenAI's Responses API (POST /v1/responses)
+    EMBEDDINGS = "embeddings"  # POST /v1/embeddings
+    COMPLETIONS = "completions"  # POST /v1/completions (legacy text completions, run as chat)
+    COUNT_TOKENS = "count_tokens"  # POST /v1/messages/count_tokens
+
+
+class DeploymentKind(StrEnum):
+    """What a catalog deployment serves: chat (and count_tokens), or embeddings."""
+
+    CHAT = "chat"
+    EMBEDDING = "embedding"
 
 
 class StrategyPreset(StrEnum):

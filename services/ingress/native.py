@@ -18,10 +18,12 @@ from switchyard.vocab import Api, FinishReason, Status, finish_reason_text, stat
 
 from . import hints
 from .api_kit import (
+    CacheControlIn,
     Parsed,
     StrategyField,
     StreamRenderer,
     copy_sampling,
+    set_cache_control,
     set_strategy_and_metadata,
     sse,
     text_of,
@@ -43,11 +45,13 @@ class ImageUrl(_Strict):
 class TextPart(_Strict):
     type: Literal["text"]
     text: str
+    cache_control: CacheControlIn | None = None
 
 
 class ImagePartIn(_Strict):
     type: Literal["image_url"]
     image_url: ImageUrl | str
+    cache_control: CacheControlIn | None = None
 
 
 ContentPartIn = Annotated[TextPart | ImagePartIn, Field(discriminator="type")]
@@ -82,6 +86,7 @@ class FunctionIn(_Strict):
 class ToolIn(_Strict):
     type: Literal["function"] = "function"
     function: FunctionIn
+    cache_control: CacheControlIn | None = None
 
 
 class HedgeIn(_Strict):
@@ -120,11 +125,12 @@ def _content(message: invoke_pb2.Message, content: str | list[Any] | None) -> No
         return
     for part in content:
         if isinstance(part, TextPart):
-            message.content.add(text=part.text)
+            added = message.content.add(text=part.text)
         else:
             url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
             detail = "" if isinstance(part.image_url, str) else (part.image_url.detail or "")
-            message.content.add(image=invoke_pb2.ImagePart(url=url, detail=detail))
+            added = message.content.add(image=invoke_pb2.ImagePart(url=url, detail=detail))
+        set_cache_control(added, part.cache_control)
 
 
 def to_request(body: InvokeBody, api: str = Api.NATIVE) -> invoke_pb2.InvokeRequest:
@@ -143,11 +149,12 @@ def to_request(body: InvokeBody, api: str = Api.NATIVE) -> invoke_pb2.InvokeRequ
                 arguments_json=args if isinstance(args, str) else orjson.dumps(args).decode(),
             )
     for tool in body.tools or []:
-        request.tools.add(
+        added = request.tools.add(
             name=tool.function.name,
             description=tool.function.description,
             parameters_json=orjson.dumps(tool.function.parameters).decode(),
         )
+        set_cache_control(added, tool.cache_control)
     if body.tool_choice is not None:
         request.tool_choice.CopyFrom(choices.tool_choice_from_json(body.tool_choice))
     copy_sampling(
@@ -285,6 +292,9 @@ def usage_json(u: invoke_pb2.Usage) -> dict[str, int]:
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "cached_tokens": u.cached_tokens,
+        "cache_write_tokens": u.cache_write_tokens,
+        "cache_write_1h_tokens": u.cache_write_1h_tokens,
+        "reasoning_tokens": u.reasoning_tokens,
         "total_tokens": u.prompt_tokens + u.completion_tokens,
     }
 
@@ -399,6 +409,9 @@ class NativeUsage(_Out):
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    cache_write_tokens: int
+    cache_write_1h_tokens: int
+    reasoning_tokens: int
     total_tokens: int
 
 

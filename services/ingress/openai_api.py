@@ -304,6 +304,7 @@ def usage_json(usage: invoke_pb2.Usage) -> dict[str, Any]:
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
 
 
@@ -552,11 +553,16 @@ class PromptTokensDetails(_Out):
     cached_tokens: int
 
 
+class CompletionTokensDetails(_Out):
+    reasoning_tokens: int
+
+
 class OpenAIUsage(_Out):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails
+    completion_tokens_details: CompletionTokensDetails
 
 
 class ChatCompletion(_Out):

@@ -71,8 +71,9 @@ def ledger_request(row: dict[str, Any]) -> ledger_pb2.LedgerRequest:
         "request_id", "project_id", "agent_id", "key_id", "api", "route", "requested_model",
         "planned_provider", "planned_model", "planned_deployment_id", "provider", "model",
         "deployment_id", "error_code", "error_message", "trace_id",
-        "reservation_id", "prompt_tokens", "completion_tokens", "cached_tokens", "latency_ms",
-        "ttft_ms", "overhead_ms", "stream", "attempt_count", "failovers",
+        "reservation_id", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
+        "cache_write_1h_tokens", "reasoning_tokens", "latency_ms", "ttft_ms", "overhead_ms", "stream",
+        "attempt_count", "failovers",
     ):  # fmt: skip
         value = row.get(name)
         if value is not None:

@@ -16,7 +16,7 @@ REQUEST_COLUMNS = [
     "request_id", "ts", "finished_at", "project_id", "agent_id", "key_id", "api", "route",
     "requested_model", "planned_provider", "planned_model", "planned_deployment_id", "provider",
     "model", "deployment_id", "status", "error_code", "error_message", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens",
-    "cost_usd", "latency_ms", "ttft_ms", "overhead_ms", "stream", "attempt_count", "failovers",
+    "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "cost_usd", "latency_ms", "ttft_ms", "overhead_ms", "stream", "attempt_count", "failovers",
     "attempts", "rationale", "trace_id", "metadata", "reservation_id",
 ]  # fmt: skip
 
@@ -80,6 +80,9 @@ def request_record(event: events_pb2.Completion) -> dict[str, Any]:
         "prompt_tokens": event.usage.prompt_tokens,
         "completion_tokens": event.usage.completion_tokens,
         "cached_tokens": event.usage.cached_tokens,
+        "cache_write_tokens": event.usage.cache_write_tokens,
+        "cache_write_1h_tokens": event.usage.cache_write_1h_tokens,
+        "reasoning_tokens": event.usage.reasoning_tokens,
         "cost_usd": Decimal(event.cost_usd or "0"),
         "latency_ms": event.latency_ms,
         "ttft_ms": event.ttft_ms,

@@ -111,11 +111,11 @@ class AttemptProgress:
             streamed = self.streamed.billed(self.tokenizer)
         else:
             streamed = self.streamed.chunks + (1 if chunk_text(pending) else 0)
-        return invoke_pb2.Usage(
-            prompt_tokens=reported.prompt_tokens or self.prompt_estimate(request),
-            completion_tokens=max(reported.completion_tokens, streamed),
-            cached_tokens=reported.cached_tokens,
-        )
+        usage = invoke_pb2.Usage()
+        usage.CopyFrom(reported)  # the cache and reasoning classes as reported
+        usage.prompt_tokens = reported.prompt_tokens or self.prompt_estimate(request)
+        usage.completion_tokens = max(reported.completion_tokens, streamed)
+        return usage
 
     def overrun(
         self, chunk: invoke_pb2.Chunk, request: invoke_pb2.InvokeRequest, deployment: Deployment
@@ -312,7 +312,15 @@ def should_fail_over(error: GatewayError, dispatch: invoke_pb2.Dispatch, chunks_
 
 
 def call_cost(deployment: Deployment, usage: invoke_pb2.Usage) -> Decimal:
-    return cost_usd(deployment.price, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    """Each token class at its price (switchyard/pricing.py)."""
+    return cost_usd(
+        deployment.price,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.cached_tokens,
+        usage.cache_write_tokens,
+        usage.cache_write_1h_tokens,
+    )
 
 
 def bill_attempt(attempt: invoke_pb2.Attempt, usage: invoke_pb2.Usage | None, cost: Decimal) -> None:
@@ -345,6 +353,8 @@ def build_response(
         attempts=dispatch.attempts,
         rationale=dispatch.rationale,
         route=dispatch.route,
+        embeddings=completed.embeddings,
+        usage_estimated=completed.usage_estimated,
     )
 
 

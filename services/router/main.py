@@ -46,7 +46,7 @@ from .ranking import (
     quota_chain,
     rank,
 )
-from .reservation import DEFAULT_MAX_OUTPUT_TOKENS, chain_holds, hedged_holds, worst_cases
+from .reservation import DEFAULT_MAX_OUTPUT_TOKENS, chain_holds, hedged_holds, serving, worst_cases
 from .rules import features_of, first_match
 from .strategy import choose_weights
 from .tuning import tuning_from_config
@@ -216,6 +216,7 @@ class Router(BusService):
         route_name = requested
         if rule is not None:
             route_name, candidates = self.catalog.resolve(rule.route)
+        candidates = serving(candidates, request, route_name)
         strategy = request.strategy if request.HasField("strategy") else None
         strategy_name, weights = choose_weights(strategy, self.catalog.route(route_name))
         now = time.monotonic()
@@ -309,6 +310,8 @@ class Router(BusService):
         else:
             holds = chain_holds(costs, self.tuning.max_attempts)
         max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS_FOR_BUDGET
+        if worst and not worst[0].output_tokens:  # embeddings and token counts produce no output
+            max_tokens = 0
         ask = budget_pb2.AuthorizeRequest(
             request_id=request.request_id,
             project_id=request.project_id,

@@ -60,13 +60,23 @@ class ImagePart(_message.Message):
     detail: str
     def __init__(self, url: _Optional[str] = ..., media_type: _Optional[str] = ..., data: _Optional[bytes] = ..., detail: _Optional[str] = ...) -> None: ...
 
+class CacheControl(_message.Message):
+    __slots__ = ("type", "ttl")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    ttl: str
+    def __init__(self, type: _Optional[str] = ..., ttl: _Optional[str] = ...) -> None: ...
+
 class ContentPart(_message.Message):
-    __slots__ = ("text", "image")
+    __slots__ = ("text", "image", "cache_control")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_CONTROL_FIELD_NUMBER: _ClassVar[int]
     text: str
     image: ImagePart
-    def __init__(self, text: _Optional[str] = ..., image: _Optional[_Union[ImagePart, _Mapping]] = ...) -> None: ...
+    cache_control: CacheControl
+    def __init__(self, text: _Optional[str] = ..., image: _Optional[_Union[ImagePart, _Mapping]] = ..., cache_control: _Optional[_Union[CacheControl, _Mapping]] = ...) -> None: ...
 
 class ToolCall(_message.Message):
     __slots__ = ("id", "name", "arguments_json")
@@ -93,14 +103,16 @@ class Message(_message.Message):
     def __init__(self, role: _Optional[_Union[Role, str]] = ..., content: _Optional[_Iterable[_Union[ContentPart, _Mapping]]] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class Tool(_message.Message):
-    __slots__ = ("name", "description", "parameters_json")
+    __slots__ = ("name", "description", "parameters_json", "cache_control")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_JSON_FIELD_NUMBER: _ClassVar[int]
+    CACHE_CONTROL_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     parameters_json: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters_json: _Optional[str] = ...) -> None: ...
+    cache_control: CacheControl
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters_json: _Optional[str] = ..., cache_control: _Optional[_Union[CacheControl, _Mapping]] = ...) -> None: ...
 
 class ToolChoice(_message.Message):
     __slots__ = ("mode", "name")
@@ -161,7 +173,17 @@ class Strategy(_message.Message):
     def __init__(self, preset: _Optional[str] = ..., explicit: _Optional[bool] = ..., latency: _Optional[float] = ..., cost: _Optional[float] = ..., quality: _Optional[float] = ...) -> None: ...
 
 class InvokeRequest(_message.Message):
-    __slots__ = ("request_id", "model", "messages", "tools", "temperature", "top_p", "stop", "max_tokens", "stream", "strategy", "metadata", "project_id", "agent_id", "key_id", "deadline_unix_ms", "api", "seed", "tool_choice", "response_format", "received_unix_ms", "hedge")
+    __slots__ = ("request_id", "model", "messages", "tools", "temperature", "top_p", "stop", "max_tokens", "stream", "strategy", "metadata", "project_id", "agent_id", "key_id", "deadline_unix_ms", "api", "seed", "tool_choice", "response_format", "received_unix_ms", "hedge", "kind", "embedding")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[InvokeRequest.Kind]
+        KIND_CHAT: _ClassVar[InvokeRequest.Kind]
+        KIND_EMBEDDING: _ClassVar[InvokeRequest.Kind]
+        KIND_COUNT_TOKENS: _ClassVar[InvokeRequest.Kind]
+    KIND_UNSPECIFIED: InvokeRequest.Kind
+    KIND_CHAT: InvokeRequest.Kind
+    KIND_EMBEDDING: InvokeRequest.Kind
+    KIND_COUNT_TOKENS: InvokeRequest.Kind
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +212,8 @@ class InvokeRequest(_message.Message):
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     HEDGE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[Message]
@@ -211,7 +235,9 @@ class InvokeRequest(_message.Message):
     response_format: ResponseFormat
     received_unix_ms: float
     hedge: HedgeChoice
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., stream: _Optional[bool] = ..., strategy: _Optional[_Union[Strategy, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., api: _Optional[str] = ..., seed: _Optional[int] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., received_unix_ms: _Optional[float] = ..., hedge: _Optional[_Union[HedgeChoice, _Mapping]] = ...) -> None: ...
+    kind: InvokeRequest.Kind
+    embedding: EmbeddingInput
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., stream: _Optional[bool] = ..., strategy: _Optional[_Union[Strategy, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., api: _Optional[str] = ..., seed: _Optional[int] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., received_unix_ms: _Optional[float] = ..., hedge: _Optional[_Union[HedgeChoice, _Mapping]] = ..., kind: _Optional[_Union[InvokeRequest.Kind, str]] = ..., embedding: _Optional[_Union[EmbeddingInput, _Mapping]] = ...) -> None: ...
 
 class HedgeChoice(_message.Message):
     __slots__ = ("off", "delay_ms")
@@ -220,6 +246,24 @@ class HedgeChoice(_message.Message):
     off: bool
     delay_ms: float
     def __init__(self, off: _Optional[bool] = ..., delay_ms: _Optional[float] = ...) -> None: ...
+
+class EmbeddingInput(_message.Message):
+    __slots__ = ("inputs", "dimensions", "user", "encoding_format")
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    dimensions: int
+    user: str
+    encoding_format: str
+    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., dimensions: _Optional[int] = ..., user: _Optional[str] = ..., encoding_format: _Optional[str] = ...) -> None: ...
+
+class Embedding(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("seq", "delta_text", "tool_calls")
@@ -244,14 +288,20 @@ class ToolCallDelta(_message.Message):
     def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., name: _Optional[str] = ..., arguments_delta: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("prompt_tokens", "completion_tokens", "cached_tokens")
+    __slots__ = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CACHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_1H_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
-    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ...) -> None: ...
+    cache_write_tokens: int
+    cache_write_1h_tokens: int
+    reasoning_tokens: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cache_write_1h_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("deployment_id", "provider", "model", "status", "error_code", "http_status", "latency_ms", "ttft_ms", "error_message", "started_unix_ms", "hedge", "cost_usd", "usage")
@@ -380,7 +430,7 @@ class HedgeNote(_message.Message):
     def __init__(self, armed: _Optional[bool] = ..., delay_ms: _Optional[float] = ..., delay_source: _Optional[str] = ..., skipped: _Optional[str] = ..., fired: _Optional[bool] = ..., fired_after_ms: _Optional[float] = ..., target: _Optional[str] = ..., winner: _Optional[str] = ..., hedge_won: _Optional[bool] = ...) -> None: ...
 
 class InvokeResponse(_message.Message):
-    __slots__ = ("request_id", "provider", "model", "deployment_id", "message", "finish_reason", "usage", "cost_usd", "latency_ms", "ttft_ms", "attempts", "rationale", "route")
+    __slots__ = ("request_id", "provider", "model", "deployment_id", "message", "finish_reason", "usage", "cost_usd", "latency_ms", "ttft_ms", "attempts", "rationale", "route", "embeddings", "usage_estimated")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -394,6 +444,8 @@ class InvokeResponse(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     RATIONALE_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     provider: str
     model: str
@@ -407,7 +459,9 @@ class InvokeResponse(_message.Message):
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
     rationale: Rationale
     route: str
-    def __init__(self, request_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., deployment_id: _Optional[str] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., route: _Optional[str] = ...) -> None: ...
+    embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
+    usage_estimated: bool
+    def __init__(self, request_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., deployment_id: _Optional[str] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., route: _Optional[str] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., usage_estimated: _Optional[bool] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "retryable", "provider_status", "retry_after_ms", "request_id", "provider", "param")
