@@ -6,7 +6,18 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 
-from services.budget.alerts import Crossing, alert_id, crossed, reached, retry_delays
+from services.budget.alerts import (
+    REFUSING,
+    Crossing,
+    RefusalMemory,
+    alert_event,
+    alert_id,
+    crossed,
+    reached,
+    refusal,
+    retry_delays,
+    webhook_body,
+)
 from services.budget.authority import Authority
 from services.budget.book import SpendBook
 from services.budget.buckets import TokenBucket
@@ -189,6 +200,43 @@ def test_thresholds_alert_once_each() -> None:
     )
     assert alert_id(raised) not in ids  # a new cap alerts afresh
     assert retry_delays(4, 0.5) == [0.5, 1.0, 2.0]
+
+
+def test_the_first_refusal_of_a_period_alerts_once_with_spend_cap_and_reservation() -> None:
+    view, key_id = _view(cap="0.00003")  # admits two requests of COST, refuses a third and fourth
+    authority = Authority(view)
+    verdicts = [authority.authorize(_ask(i, key_id, cost=COST * Decimal("1.2")), NOW) for i in range(4)]
+    assert [v.allow for v in verdicts] == [True, True, False, False]
+    assert verdicts[0].alert is None and verdicts[1].alert is None
+    alert = verdicts[2].alert
+    assert alert is not None and verdicts[3].alert is None  # refused again: no second alert
+    assert alert.kind == REFUSING and alert.budget.scope_label == "project:acme"
+    # Refused at 0 % settled spend: the holds and this reservation no longer fit, no threshold says so.
+    assert (alert.spent, alert.reserved, alert.refused) == (0, COST * Decimal("2.4"), COST * Decimal("1.2"))
+    event = alert_event(alert, NOW)
+    assert (event.kind, event.spent_usd, event.cap_usd) == (REFUSING, "0", "0.00003")
+    assert (event.reserved_usd, event.refused_usd) == ("0.0000252", "0.0000126")
+    body = webhook_body(event, alert_id(alert))
+    assert body["kind"] == "refusing" and body["id"].endswith(".0_00003.refusing")
+    assert body["message"].startswith("cap reached: requests are being refused: project:acme")
+    assert "0.0000126" in body["message"] and body["refused_usd"] == "0.0000126"
+    threshold = webhook_body(alert_event(Crossing(alert.budget, alert.period_start, 50, COST), NOW), "x")
+    assert threshold["kind"] == "threshold" and "refused_usd" not in threshold
+    # A threshold alert's id is unchanged by kinds (marks already in the KV bucket still match).
+    assert alert_id(Crossing(alert.budget, alert.period_start, 50, COST)).endswith(".0_00003.50")
+
+
+def test_refusals_alert_afresh_per_period_and_cap_only() -> None:
+    view, _ = _view(cap="1")
+    budget = next(iter(view.budgets.values()))
+    memory = RefusalMemory()
+    first = refusal(budget, "2026-11-06", Decimal(1), Decimal(0), Decimal("0.1"))
+    assert memory.first(first)
+    assert not memory.first(refusal(budget, "2026-11-06", Decimal("0.9"), Decimal("0.1"), Decimal(2)))
+    assert memory.first(refusal(budget, "2026-11-07", Decimal(1), Decimal(0), Decimal("0.1")))  # next day
+    raised = budget.model_copy(update={"cap_usd": Decimal(2)})
+    assert memory.first(refusal(raised, "2026-11-07", Decimal(2), Decimal(0), Decimal("0.1")))  # a new cap
+    assert alert_id(first) != alert_id(refusal(raised, "2026-11-06", Decimal(1), Decimal(0), Decimal(1)))
 
 
 def test_rebuild_counts_ledger_tail_and_journal_once() -> None:

@@ -21,6 +21,7 @@ from tests.support.budgets import (
     bearer,
     burst,
     invoke,
+    metric,
     scope_spent,
     set_budget,
     settled_cost,
@@ -156,18 +157,62 @@ async def test_a_cap_denies_with_402_and_alerts_once_per_threshold(
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)  # time for a (wrong) repeat to show up
-    events = [a for a in await alert_events(bstack.nats.url) if a.scope_id == "capped"]
+    events = [
+        a for a in await alert_events(bstack.nats.url) if a.scope_id == "capped" and a.kind == "threshold"
+    ]
     assert sorted(a.threshold_pct for a in events) == [50, 100]
     assert {a.cap_usd for a in events} == {format_usd(cost * 4)}
-    wait_until(
-        lambda: len([b for b, _ in webhook.received if b["scope"] == "project:capped"]) == 2,
-        timeout_s=20,
-        what="2 posts",
-    )
-    delivered = [(b, h) for b, h in webhook.received if b["scope"] == "project:capped"]
+
+    def posts() -> list[tuple[dict, dict]]:
+        return [
+            (b, h) for b, h in webhook.received if b["scope"] == "project:capped" and b["kind"] == "threshold"
+        ]
+
+    wait_until(lambda: len(posts()) == 2, timeout_s=20, what="2 posts")
+    delivered = posts()
     assert sorted(b["threshold_pct"] for b, _ in delivered) == [50, 100]
     assert all(h.get("Idempotency-Key") == b["id"] for b, h in delivered)
     assert webhook.calls >= 3  # the first POST failed and was retried
+
+
+async def test_a_cap_that_starts_refusing_alerts_once(bstack: Stack, webhook: WebhookReceiver) -> None:
+    key = bstack.provision("refusing")
+    cost = await settled_cost(bstack, key, "refusing")
+    set_budget(bstack, "project", "refusing", "day", cost * 3)  # two more requests fit
+
+    async def refusing_alerts() -> list:
+        return [
+            a
+            for a in await alert_events(bstack.nats.url)
+            if a.scope_id == "refusing" and a.kind == "refusing"
+        ]
+
+    async with httpx.AsyncClient(base_url=bstack.ingress_url, timeout=30) as http:
+        assert [(await invoke(http, key)).status_code for _ in range(3)] == [200, 200, 402]
+        for _ in range(100):
+            if await refusing_alerts():
+                break
+            await asyncio.sleep(0.1)
+        assert (await invoke(http, key)).status_code == 402  # refused again: no second alert
+    await asyncio.sleep(0.5)  # time for a (wrong) repeat to show up
+    alerts = await refusing_alerts()
+    assert len(alerts) == 1
+    alert = alerts[0]
+    assert (alert.cap_usd, alert.refused_usd) == (format_usd(cost * 3), format_usd(cost))
+    assert Decimal(alert.spent_usd) + Decimal(alert.reserved_usd) == cost * 3  # refused at the cap
+    leader = bstack.budget_leader()
+    assert leader is not None
+    refusals = metric(leader.metrics_url, "switchyard_budget_refusals_total", scope="project:refusing")
+    assert refusals == 2
+
+    def posts() -> list[dict]:
+        return [
+            b for b, _ in webhook.received if b["scope"] == "project:refusing" and b["kind"] == "refusing"
+        ]
+
+    wait_until(lambda: len(posts()) == 1, timeout_s=20, what="the refusing alert's post")
+    assert posts()[0]["message"].startswith("cap reached: requests are being refused: project:refusing")
+    assert posts()[0]["refused_usd"] == format_usd(cost)
 
 
 async def test_rate_limits_answer_429_with_retry_after(bstack: Stack) -> None:

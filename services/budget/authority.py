@@ -19,7 +19,7 @@ from switchyard.pricing import format_usd
 from switchyard.tenancy import Limits, TenancyView, budget_project, scope_label
 from switchyard.v1 import budget_pb2, events_pb2
 
-from .alerts import Crossing, crossed, reached
+from .alerts import Crossing, RefusalMemory, crossed, reached, refusal
 from .book import Change, Reservation, SpendBook
 from .buckets import TokenBucket
 from .periods import period_start
@@ -41,6 +41,7 @@ class Verdict:
     deployment_id: str = ""  # the candidate reserved on
     at_quota: tuple[str, ...] = ()  # candidates ranked above it that were at their provider quota
     held_usd: str = ""  # the amount held against a cap ("" when no budget applies)
+    alert: Crossing | None = None  # a budget refused for the first time in its period: alert
 
     def to_proto(self, request_id: str) -> budget_pb2.Decision:
         return budget_pb2.Decision(
@@ -92,6 +93,7 @@ class Authority:
         self.book = book if book is not None else SpendBook()
         self.buckets: dict[str, TokenBucket] = {}
         self.quotas = quotas if quotas is not None else QuotaBook()
+        self.refusals = RefusalMemory()
 
     # --- authorize ----------------------------------------------------------------------
 
@@ -186,6 +188,7 @@ class Authority:
             counter = self.book.counter(slot)
             if counter.spent + counter.held + reservation.amount > budget.cap_usd:
                 cap = format_usd(budget.cap_usd)
+                alert = refusal(budget, slot[2], counter.spent, counter.held, reservation.amount)
                 return Verdict(
                     False,
                     ErrorCode.BUDGET_EXCEEDED,
@@ -195,6 +198,7 @@ class Authority:
                     f"{format_usd(reservation.amount)}",
                     scope=budget.scope_label,
                     cap_usd=cap,
+                    alert=alert if self.refusals.first(alert) else None,
                 )
         return None
 

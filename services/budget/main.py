@@ -45,7 +45,7 @@ from switchyard.tenancy import TenancyView
 from switchyard.tenancy_store import TenancyWatcher, open_bucket, tenancy_bucket
 from switchyard.v1 import budget_pb2, events_pb2, ledger_pb2
 
-from .alerts import Crossing, alert_event, alert_id
+from .alerts import Crossing, alert_event, alert_id, alert_message
 from .authority import Authority, Verdict
 from .lease import Lease
 from .quotas import QuotaBook
@@ -54,6 +54,10 @@ from .snapshot import Snapshot, decode, encode, restore, take
 from .webhook import WebhookSender
 
 DECISIONS = Counter("switchyard_budget_decisions_total", "Authorization decisions", ["outcome"])
+# Counted per refusal (the `refusing` alert fires once per budget and period; this says how many).
+REFUSALS = Counter(
+    "switchyard_budget_refusals_total", "Requests a budget cap refused (budget_exceeded)", ["scope"]
+)
 LEADER = Gauge("switchyard_budget_leader", "1 while this process is the budget authority")
 UNCOUNTED = Counter(
     "switchyard_budget_uncounted_completions_total",
@@ -445,6 +449,10 @@ class BudgetService(BusService):
             span.set_attribute("switchyard.allow", verdict.allow)
             if not verdict.allow:
                 outcome["status"] = verdict.code
+        if verdict.code == ErrorCode.BUDGET_EXCEEDED:
+            REFUSALS.labels(verdict.scope).inc()
+        if verdict.alert is not None:  # the first refusal of this budget in its period
+            self._alerts.put_nowait(verdict.alert)
         if verdict.reservation is None:
             DECISIONS.labels("allow" if verdict.allow else verdict.code).inc()
             await msg.respond(verdict.to_proto(ask.request_id).SerializeToString())
@@ -618,8 +626,9 @@ class BudgetService(BusService):
                 last_prune = time.monotonic()
 
     async def _send_alerts(self) -> None:
-        """One alert per threshold per period: the KV mark is checked before the event and
-        written after it; a repeat inside the stream's duplicate window is dropped by msg id."""
+        """One alert per threshold (and one `refusing`) per budget and period: the KV mark is
+        checked before the event and written after it; a repeat inside the stream's duplicate
+        window is dropped by msg id."""
         while True:
             crossing = await self._alerts.get()
             key = alert_id(crossing)
@@ -633,10 +642,7 @@ class BudgetService(BusService):
                 )
                 with contextlib.suppress(KeyWrongLastSequenceError):
                     await self.alerts_kv.create(key, event.SerializeToString())
-                self.log.info(
-                    "alert: %s %s %s reached %d%%", crossing.budget.scope_label, crossing.budget.period,
-                    crossing.period_start, crossing.threshold_pct,
-                )  # fmt: skip
+                self.log.info("alert %s: %s", key, alert_message(event))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the alert loop must outlive anything: an alert is retried, never lost

@@ -123,7 +123,7 @@ class ProviderRateLimits(_message.Message):
     def __init__(self, requests_limit: _Optional[int] = ..., requests_remaining: _Optional[int] = ..., requests_reset_ms: _Optional[float] = ..., tokens_limit: _Optional[int] = ..., tokens_remaining: _Optional[int] = ..., tokens_reset_ms: _Optional[float] = ..., input_tokens_remaining: _Optional[int] = ..., input_tokens_reset_ms: _Optional[float] = ..., output_tokens_remaining: _Optional[int] = ..., output_tokens_reset_ms: _Optional[float] = ...) -> None: ...
 
 class BudgetAlert(_message.Message):
-    __slots__ = ("scope_kind", "scope_id", "period", "period_start", "threshold_pct", "spent_usd", "cap_usd", "ts_unix_ms", "project_id")
+    __slots__ = ("scope_kind", "scope_id", "period", "period_start", "threshold_pct", "spent_usd", "cap_usd", "ts_unix_ms", "project_id", "kind", "reserved_usd", "refused_usd")
     SCOPE_KIND_FIELD_NUMBER: _ClassVar[int]
     SCOPE_ID_FIELD_NUMBER: _ClassVar[int]
     PERIOD_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +133,9 @@ class BudgetAlert(_message.Message):
     CAP_USD_FIELD_NUMBER: _ClassVar[int]
     TS_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_USD_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_USD_FIELD_NUMBER: _ClassVar[int]
     scope_kind: str
     scope_id: str
     period: str
@@ -142,4 +145,7 @@ class BudgetAlert(_message.Message):
     cap_usd: str
     ts_unix_ms: int
     project_id: str
-    def __init__(self, scope_kind: _Optional[str] = ..., scope_id: _Optional[str] = ..., period: _Optional[str] = ..., period_start: _Optional[str] = ..., threshold_pct: _Optional[int] = ..., spent_usd: _Optional[str] = ..., cap_usd: _Optional[str] = ..., ts_unix_ms: _Optional[int] = ..., project_id: _Optional[str] = ...) -> None: ...
+    kind: str
+    reserved_usd: str
+    refused_usd: str
+    def __init__(self, scope_kind: _Optional[str] = ..., scope_id: _Optional[str] = ..., period: _Optional[str] = ..., period_start: _Optional[str] = ..., threshold_pct: _Optional[int] = ..., spent_usd: _Optional[str] = ..., cap_usd: _Optional[str] = ..., ts_unix_ms: _Optional[int] = ..., project_id: _Optional[str] = ..., kind: _Optional[str] = ..., reserved_usd: _Optional[str] = ..., refused_usd: _Optional[str] = ...) -> None: ...

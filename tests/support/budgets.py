@@ -12,6 +12,7 @@ import httpx
 import nats
 import orjson
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard import subjects
 from switchyard.testing.stack import Stack, wait_until
@@ -74,6 +75,15 @@ def set_budget(stack: Stack, scope: str, scope_id: str, period: str, cap: Decima
         return False
 
     wait_until(seen, 20, what="the budget authority to see the cap")
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """A sample from a service's /metrics (0 when absent)."""
+    for family in text_string_to_metric_families(httpx.get(url, timeout=5).text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
 
 
 async def alert_events(nats_url: str) -> list[events_pb2.BudgetAlert]:
