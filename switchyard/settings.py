@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(default=120.0, gt=0)
     router_concurrency: int = Field(default=512, gt=0)
     worker_concurrency: int = Field(default=256, gt=0)
+    # Dispatches a worker accepts beyond its concurrency, waiting for a slot; past that it
+    # refuses at once and the router tries another worker or pool (docs/reliability.md).
+    worker_queue: int = Field(default=64, ge=0)
+    # Workers beat this often while they hold requests; a router ends (or fails over) a request
+    # no beat has held for `worker_lost_after_s` (docs/architecture.md, liveness).
+    worker_beat_s: float = Field(default=0.5, gt=0)
+    worker_lost_after_s: float = Field(default=2.0, gt=0)
     budget_timeout_s: float = Field(default=0.5, gt=0)
 
     # Edge limits and load shedding at the ingress (services/ingress/edge.py).
@@ -130,6 +137,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
     drain_timeout_s: float = Field(default=10.0, ge=0)
+    # How long a stopping ingress keeps answering the requests it holds before it refuses the
+    # rest with 503 + Retry-After; 0 = the request deadline (request_timeout_s), so a rolling
+    # deploy cuts nothing. The k8s termination grace period is longer (deploy/k8s/ingress.yaml).
+    ingress_drain_s: float = Field(default=0.0, ge=0)
+
+    @property
+    def ingress_drain(self) -> float:
+        return self.ingress_drain_s or self.request_timeout_s
 
     @cached_property
     def ledger_dsn(self) -> str:

@@ -22,6 +22,8 @@ LEDGER_SQL = "ledger.sql"
 LEDGER_QUERY_QUEUE = "ledger"  # one ledger replica answers each read or query
 LEDGER_FEED = "ledger.feed"  # ledger -> every dashboard: requests just stored (core fan-out, JSON)
 CANCEL_PREFIX = "llm.cancel"  # ingress -> worker: the client went away
+WORKER_BEAT = "workers.beat"  # worker -> every router: the requests it holds (liveness.proto)
+HANDOFF_BUSY = b"busy"  # a worker's answer to a hand-off it has no room for (switchyard/handoff.py)
 
 EVENTS_STREAM = "EVENTS"
 EVENTS_SUBJECTS = ["events.>"]

@@ -23,7 +23,7 @@ from switchyard import busauth
 from switchyard.catalog import load_catalog
 from switchyard.children import die_with_parent
 from switchyard.lifecycle import started
-from switchyard.natsserver import NatsServer, free_port
+from switchyard.natsserver import NatsServer, PortTakenError, free_port, port_taken
 from switchyard.settings import Settings
 from switchyard.tenancy import dashboard_token
 from switchyard.tenancy_store import ADMIN_TOKEN_FILE, bootstrap_default, load_or_create_admin_token
@@ -137,7 +137,27 @@ class Stack:
             child.log_path = (self.log_dir / f"{child.name}.log") if self.log_dir else None
         return children
 
+    def taken_ports(self) -> list[str]:
+        """The ports this stack must bind that another process already holds (a second stack
+        on the same machine, say), each named: the stack refuses to start rather than join it."""
+        wanted = [
+            ("NATS", "127.0.0.1", self.nats_port),
+            ("NATS monitoring", "127.0.0.1", self.nats_monitor_port),
+            ("the API (SWITCHYARD_PORT)", self.settings.host, self.settings.port),
+            ("the dashboard (SWITCHYARD_DASHBOARD_PORT)", self.settings.dashboard_host, self.dashboard_port),
+        ]
+        if self.settings.grpc_port:
+            wanted.append(("gRPC (SWITCHYARD_GRPC_PORT)", self.settings.host, self.settings.grpc_port))
+        return [f"{what} port {port} on {host}" for what, host, port in wanted if port_taken(port, host)]
+
     def start(self, timeout_s: float = 60.0) -> None:
+        taken = self.taken_ports()
+        if taken:
+            raise PortTakenError(
+                f"{'; '.join(taken)} already in use (another Switchyard running?). Stop it, or give "
+                "this stack its own ports (SWITCHYARD_NATS_PORT=0 and SWITCHYARD_NATS_MONITOR_PORT=0 "
+                "pick free ones; SWITCHYARD_PORT, SWITCHYARD_DASHBOARD_PORT)"
+            )
         data_dir = self.settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         # One user per service, generated once into the data folder (switchyard/busauth.py).
@@ -204,9 +224,12 @@ class Stack:
             group = [c for c in self.children if c.name.startswith(prefix) and c.alive]
             for child in group:
                 child.started_process.send_signal(signal.SIGTERM)
+            # The ingress answers what it holds up to the request deadline (its drain), then
+            # refuses the rest: wait that long for it, so a stream in flight completes.
+            wait_s = self.settings.ingress_drain + timeout_s if prefix == "ingress" else timeout_s
             for child in group:
                 try:
-                    child.started_process.wait(timeout_s)
+                    child.started_process.wait(wait_s)
                 except subprocess.TimeoutExpired:
                     child.started_process.kill()
                     child.started_process.wait()

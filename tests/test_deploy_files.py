@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from services.ingress.main import DRAIN_MARGIN_S
 from switchyard import busauth
 from switchyard.catalog import build_catalog
 from switchyard.creds import write_deployment_secrets
@@ -176,6 +177,11 @@ def test_kubernetes_manifests() -> None:
         assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
         grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         assert grace > float(config["data"]["SWITCHYARD_DRAIN_TIMEOUT_S"])
+        if name == "ingress":  # it answers what it holds up to the request deadline, then refuses
+            drain = float(config["data"].get("SWITCHYARD_INGRESS_DRAIN_S", "0")) or float(
+                config["data"]["SWITCHYARD_REQUEST_TIMEOUT_S"]
+            )
+            assert grace > drain + DRAIN_MARGIN_S + float(config["data"]["SWITCHYARD_DRAIN_TIMEOUT_S"])
     assert seen == SERVICES
     pdbs = {
         d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] for d in by_kind["PodDisruptionBudget"]

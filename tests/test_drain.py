@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import httpx
+import pytest
 
-from switchyard.testing.stack import Stack
+from switchyard.natsserver import free_port
+from switchyard.testing.stack import ROOT, Stack, wait_for_rows, wait_until
 
 BODY = {"model": "demo/fast", "messages": [{"role": "user", "content": "slow"}], "max_tokens": 4}
 
@@ -45,4 +49,64 @@ async def test_worker_and_ingress_finish_in_flight_work_on_sigterm() -> None:
         assert "draining" in worker.log() and "stopped" in worker.log()
     finally:
         stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.mark.timeout(300)  # several processes start on a machine others may load
+async def test_ingress_sigterm_answers_what_it_holds_or_refuses_it_cleanly() -> None:
+    """A rolling deploy: the ingress answers the requests it holds up to its drain time (the
+    request deadline by default), then refuses the rest with 503 + Retry-After; never a 500,
+    and the ledger has every request (issue 16 finding 6)."""
+    workdir = Path(tempfile.mkdtemp(prefix="switchyard-ingress-drain-"))
+    stack = Stack.create(workdir, SWITCHYARD_DEMO_LATENCY_MS="3000", SWITCHYARD_REQUEST_TIMEOUT_S="60")
+    held = 5
+    try:
+        stack.start_all()
+        outcomes = {}
+        for label, drain in (("answered", "0"), ("refused", "1")):
+            ingress = stack.spawn("ingress-" + label, "services.ingress", SWITCHYARD_INGRESS_DRAIN_S=drain)
+            async with httpx.AsyncClient(
+                base_url=stack.ingress_url, headers=stack.headers, timeout=30
+            ) as http:
+                calls = [asyncio.create_task(http.post("/llm.invoke", json=BODY)) for _ in range(held)]
+                await asyncio.sleep(1.0)  # all of them wait on the upstream
+                ingress.process.send_signal(signal.SIGTERM)
+                outcomes[label] = await asyncio.gather(*calls)
+            assert ingress.process.wait(30) == 0
+        assert [r.status_code for r in outcomes["answered"]] == [200] * held
+        for refused in outcomes["refused"]:
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"] and refused.json()["error"]["code"] == "unavailable"
+        rows = await wait_for_rows(stack.nats.url, "SELECT status FROM requests FINAL", 2 * held)
+        assert sorted(r["status"] for r in rows) == ["cancelled"] * held + ["ok"] * held
+    finally:
+        stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_a_service_stopped_during_its_start_up_exits() -> None:
+    """A ledger that cannot reach NATS yet is still starting; SIGTERM then ends it (it used to
+    log "stopped" and keep running until killed by hand; issue 16 finding 9)."""
+    workdir = Path(tempfile.mkdtemp(prefix="switchyard-start-stop-"))
+    env = Stack.base_env(f"nats://127.0.0.1:{free_port()}", workdir, SWITCHYARD_DASHBOARD_PORT="0")
+    log = workdir / "ledger.log"
+    try:
+        with open(log, "wb") as out:
+            ledger = subprocess.Popen(
+                [sys.executable, "-m", "services.ledger"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        try:
+            wait_until(lambda: "Connection refused" in log.read_text(), 90, what="ledger waiting for NATS")
+            ledger.send_signal(signal.SIGTERM)
+            assert ledger.wait(30) == 0
+        finally:
+            if ledger.poll() is None:
+                ledger.kill()
+                ledger.wait()
+        assert "stopped during start-up" in log.read_text()
+    finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -55,6 +55,11 @@ from .openapi import openapi_document
 from .responses_http import ResponsesEndpoints
 
 log = logging.getLogger("switchyard.ingress")
+# What a stopping ingress answers the requests it still holds when its drain time is over:
+# retryable, so the client's retry reaches another ingress (its upstream call is cancelled).
+DRAIN_REFUSAL = GatewayError(
+    ErrorCode.UNAVAILABLE, "the gateway is restarting; retry the request", retry_after_s=1.0
+)
 
 
 class JSONResponse(Response):
@@ -80,6 +85,7 @@ class Ingress:
         self.catalog = load_service_catalog(settings)
         self.ready = False
         self.draining = False
+        self._drain_task: asyncio.Task[None] | None = None
         self.overload = Overload()
         self.limits = limits_from(settings)
         self.auth = auth.Authenticator(settings)
@@ -121,6 +127,20 @@ class Ingress:
                 Exception: self._on_exception,
             },
         )
+
+    def begin_drain(self) -> None:
+        """SIGTERM: report not ready at once, answer what is held for `ingress_drain` seconds
+        (the request deadline by default, so nothing is cut), then refuse the rest cleanly."""
+        self.draining = True
+        self._drain_task = asyncio.get_running_loop().create_task(self._refuse_after_drain())
+
+    async def _refuse_after_drain(self) -> None:
+        await asyncio.sleep(self.settings.ingress_drain)
+        if self._client is None:
+            return
+        refused = await self._client.refuse_all(DRAIN_REFUSAL)
+        if refused:
+            log.warning("drain time over: %d request(s) refused with 503", refused)
 
     @property
     def client(self) -> GatewayClient:

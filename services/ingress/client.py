@@ -30,7 +30,7 @@ Frame: TypeAlias = invoke_pb2.Reply | GatewayError
 class ReplyStream:
     """The frames of one request, in order, ending with a final frame or an error."""
 
-    def __init__(self, queue: asyncio.Queue[Msg], deadline: float) -> None:
+    def __init__(self, queue: asyncio.Queue[Msg | GatewayError], deadline: float) -> None:
         self._queue = queue
         self._deadline = deadline
 
@@ -42,6 +42,8 @@ class ReplyStream:
             msg = await asyncio.wait_for(self._queue.get(), remaining)
         except TimeoutError:
             return GatewayError(ErrorCode.TIMEOUT, "the request took longer than its deadline")
+        if isinstance(msg, GatewayError):  # put there by this process (`refuse_all`)
+            return msg
         if msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
             return GatewayError(
                 ErrorCode.UNAVAILABLE,
@@ -62,7 +64,7 @@ class GatewayClient:
         self.nc = nc
         # Under the connection's own inbox prefix: the only one its bus user may subscribe to.
         self._prefix = nc.new_inbox()
-        self._pending: dict[str, asyncio.Queue[Msg]] = {}
+        self._pending: dict[str, asyncio.Queue[Msg | GatewayError]] = {}
 
     @property
     def in_flight(self) -> int:
@@ -79,7 +81,7 @@ class GatewayClient:
     def expect(self, request_id: str, timeout_s: float) -> ReplyStream:
         """The stream of a request's frames, registered before the request is published (so no
         frame can arrive unseen). Call `close` (or `cancel`) after."""
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        queue: asyncio.Queue[Msg | GatewayError] = asyncio.Queue()
         self._pending[request_id] = queue
         return ReplyStream(queue, time.monotonic() + timeout_s)
 
@@ -104,6 +106,15 @@ class GatewayClient:
 
     def close(self, request_id: str) -> None:
         self._pending.pop(request_id, None)
+
+    async def refuse_all(self, error: GatewayError) -> int:
+        """End every request still waiting here with `error` (a stopping ingress whose drain
+        time ran out), and cancel their upstream calls. Returns how many."""
+        waiting = list(self._pending.items())
+        for request_id, queue in waiting:
+            queue.put_nowait(error)
+            await self.nc.publish(subjects.cancel(request_id), b"")
+        return len(waiting)
 
     async def cancel(self, request_id: str) -> None:
         """Tell the worker serving this request that the client went away."""

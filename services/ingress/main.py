@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 
 import uvicorn
@@ -13,6 +14,9 @@ from switchyard.telemetry import setup_tracing
 
 from .app import Ingress
 from .connections import guard_from, guarded_protocol
+
+# Seconds between the ingress refusing what it still holds and uvicorn cancelling the handlers.
+DRAIN_MARGIN_S = 5
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
@@ -28,13 +32,29 @@ def main() -> None:
     setup_logging("ingress", settings.log_level, settings.log_json)
     setup_tracing("ingress", span_dir=settings.span_dir)
     ingress = Ingress(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         ingress.app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
         http=guarded_protocol(guard_from(settings)),  # httptools + connection limits, header deadline
         **UVICORN_LOGGING,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s),
+        # Past the drain, the requests still held are refused in their dialect (503 +
+        # Retry-After, app.py); uvicorn's own cut (a bare 500) comes only after that.
+        timeout_graceful_shutdown=int(settings.ingress_drain) + DRAIN_MARGIN_S,
         server_header=False,
     )
+    DrainingServer(config, ingress).run()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, telling the ingress when its drain starts (readiness off, and the
+    refusal of what is still held once `ingress_drain` has passed)."""
+
+    def __init__(self, config: uvicorn.Config, ingress: Ingress) -> None:
+        super().__init__(config)
+        self.ingress = ingress
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.ingress.begin_drain()
+        await super().shutdown(sockets)

@@ -14,20 +14,21 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry import trace
 
 from switchyard import codec, genai, metrics, subjects, telemetry, units
-from switchyard.bus import EventPublisher, ensure_events_stream
+from switchyard.bus import NATS_ERRORS, EventPublisher, ensure_events_stream
 from switchyard.catalog import Catalog, Deployment
 from switchyard.errors import ErrorCode, GatewayError
-from switchyard.handoff import hand_off
+from switchyard.handoff import ACK_TIMEOUT_S, hand_off
 from switchyard.lifecycle import started
 from switchyard.service import BusService, run
 from switchyard.settings import Settings
 from switchyard.tokens import tokenizer_for, warm_up
-from switchyard.v1 import events_pb2, invoke_pb2
+from switchyard.v1 import events_pb2, invoke_pb2, liveness_pb2
 from switchyard.vocab import Status
 
 from .adapters import adapter_for, check_deployment
@@ -64,6 +65,24 @@ NOT_RECORDABLE = GatewayError(
     retryable=False,
     retry_after_s=1.0,
 )
+# A stopping worker that could not finish a request within its drain time: handed to another
+# worker when nothing reached the client yet, else ended with this in-band error.
+WORKER_STOPPED = GatewayError(
+    ErrorCode.UNAVAILABLE,
+    "the provider worker serving this request stopped before it finished; retry",
+    retry_after_s=1.0,
+    retryable=False,
+)
+
+
+class Held:
+    """A request this worker holds, as its beats report it (services/router/liveness.py)."""
+
+    __slots__ = ("deployment_id", "handed_on")
+
+    def __init__(self) -> None:
+        self.deployment_id = ""
+        self.handed_on = False  # given to another worker or pool: not "done" here
 
 
 class ProviderWorker(BusService):
@@ -86,6 +105,14 @@ class ProviderWorker(BusService):
         # request_id -> the task while it waits on its upstream call (what a cancel interrupts)
         self._upstream: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
+        # Liveness (docs/architecture.md): what this worker holds and what it finished since
+        # the last beat; the bound on accepted work is concurrency + queue.
+        self.worker_id = f"{os.uname().nodename}:{os.getpid()}"
+        self._held: dict[str, Held] = {}
+        self._done: list[str] = []
+        self._capacity = self.settings.worker_concurrency + self.settings.worker_queue
+        self._stop_cut: set[str] = set()  # requests cut because the drain time ran out
+        self._beat: asyncio.Task[None] | None = None
         self.hedge_window = HedgeWindow()  # the share of each route's requests hedged here
 
     def adapter(self, deployment: Deployment) -> ProviderAdapter:
@@ -114,22 +141,41 @@ class ProviderWorker(BusService):
             self._subscriptions.append(sub)
         # Every worker hears every cancel (no queue group): only the one running it acts.
         self._subscriptions.append(await nc.subscribe(subjects.cancel("*"), cb=self._on_cancel))
+        self._beat = asyncio.create_task(self._beat_loop(), name="worker-beat")
         self.log.info("serving providers: %s", ", ".join(self.providers) or "(none)")
         self.ready = True
 
     async def _on_dispatch(self, msg: Msg) -> None:
-        # Take a slot before spawning: when all are busy the subscription's pending queue
-        # fills and NATS applies backpressure, instead of tasks piling up without bound.
-        await self._slots.acquire()
-        task = asyncio.create_task(self._run(msg))
+        # Never block the subscription: a full worker answers "busy" at once (the router tries
+        # another worker or pool, or answers 503), so nothing piles up in NATS's pending queue,
+        # whose overflow would drop dispatches silently.
+        try:
+            dispatch = invoke_pb2.Dispatch.FromString(msg.data)
+        except DecodeError:
+            self.log.error("undecodable dispatch ignored")
+            return
+        request_id = dispatch.request.request_id
+        if len(self._held) >= self._capacity or self.draining or request_id in self._held:
+            if msg.reply:
+                await msg.respond(subjects.HANDOFF_BUSY)
+            metrics.ERRORS.labels(self.name, ErrorCode.OVERLOADED).inc()
+            return
+        held = self._held[request_id] = Held()
+        if msg.reply:
+            await msg.respond(b"")  # hand-off acknowledged: see switchyard.handoff
+        task = asyncio.create_task(self._run(msg, dispatch, held))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, msg: Msg) -> None:
+    async def _run(self, msg: Msg, dispatch: invoke_pb2.Dispatch, held: Held) -> None:
+        request_id = dispatch.request.request_id
         try:
-            if msg.reply:
-                await msg.respond(b"")  # hand-off acknowledged: see switchyard.handoff
-            dispatch = invoke_pb2.Dispatch.FromString(msg.data)
+            await self._slots.acquire()
+        except asyncio.CancelledError:  # the drain time ran out while it waited for a slot
+            await self._hand_over_or_fail(dispatch)
+            self._release(request_id, held)
+            raise
+        try:
             ctx = telemetry.extract_context(msg.headers)
             with (
                 metrics.track(self.name) as outcome,
@@ -141,10 +187,49 @@ class ProviderWorker(BusService):
                 if outcome["status"] != Status.OK:
                     span.set_attribute("error.type", outcome["status"])
                     span.set_status(trace.StatusCode.ERROR, outcome["status"])
-        except Exception:
+        except Exception:  # the request's boundary: this task must end and free its slot
             self.log.exception("dispatch failed")
         finally:
             self._slots.release()
+            self._release(request_id, held)
+
+    def _release(self, request_id: str, held: Held) -> None:
+        """The request left this worker: finished (reported `done` in the next beat) or handed on."""
+        if self._held.get(request_id) is held:
+            del self._held[request_id]
+        if not held.handed_on:
+            self._done.append(request_id)
+
+    async def _beat_loop(self) -> None:
+        """Tell every router which requests this worker holds, once per interval while it holds
+        or has just finished any (an idle worker is silent): one message per interval, none per
+        request. A router ends a request no beat holds for a few intervals (its worker died)."""
+        interval = self.settings.worker_beat_s
+        while True:
+            await asyncio.sleep(interval)
+            if not self._held and not self._done:
+                continue
+            beat = liveness_pb2.WorkerBeat(worker_id=self.worker_id, interval_ms=interval * 1000)
+            for request_id, held in self._held.items():
+                beat.held.add(request_id=request_id, deployment_id=held.deployment_id)
+            beat.done.extend(self._done)
+            self._done.clear()
+            try:
+                await self.bus.publish(subjects.WORKER_BEAT, beat.SerializeToString())
+            except NATS_ERRORS as exc:  # reconnecting: the next beat says it again
+                self.log.warning("worker beat not sent: %s", exc)
+
+    async def _hand_over_or_fail(self, dispatch: invoke_pb2.Dispatch) -> bool:
+        """A stopping worker gives a request nothing reached the client for to another worker
+        (this one no longer subscribes) at its chain position; when none takes it, the client
+        gets an in-band error and the ledger a row. True when handed over."""
+        held = self._held.get(dispatch.request.request_id)
+        if await hand_off(self.bus, dispatch):
+            if held is not None:
+                held.handed_on = True
+            return True
+        await self._fail(dispatch, dispatch.reply_to, WORKER_STOPPED)
+        return False
 
     async def _on_cancel(self, msg: Msg) -> None:
         request_id = msg.subject[len(subjects.CANCEL_PREFIX) + 1 :]
@@ -158,6 +243,16 @@ class ProviderWorker(BusService):
         if request_id not in self._cancelled:
             return False
         self._cancelled.discard(request_id)
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return True
+
+    def _cut_by_stop(self, request_id: str) -> bool:
+        """True when a CancelledError came from a drain whose time ran out (`drain`)."""
+        if request_id not in self._stop_cut:
+            return False
+        self._stop_cut.discard(request_id)
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
@@ -178,12 +273,17 @@ class ProviderWorker(BusService):
             return NOT_RECORDABLE.code
         while True:
             target = dispatch.chain[dispatch.position]
+            held = self._held.get(request.request_id)
             if target.provider not in self.providers:
                 # Another pool serves the next deployment: hand the dispatch on, no router trip.
                 if not await hand_off(self.bus, dispatch):
                     await self._fail(dispatch, reply, NO_WORKER)
                     return NO_WORKER.code
+                if held is not None:
+                    held.handed_on = True  # that pool's worker holds it now
                 return Status.OK
+            if held is not None:
+                held.deployment_id = target.deployment_id
             deployment = self.catalog.deployments.get(target.deployment_id)
             if deployment is None:
                 error = GatewayError(
@@ -194,7 +294,15 @@ class ProviderWorker(BusService):
                 return error.code
             if hedge_target(dispatch, self.providers) is not None:
                 # The first attempt of an armed dispatch races a hedge (hedge_runner.py).
-                status = await HedgeRace(self, dispatch, deployment).run()
+                try:
+                    status = await HedgeRace(self, dispatch, deployment).run()
+                except asyncio.CancelledError:
+                    if not self._cut_by_stop(request.request_id):
+                        raise
+                    # The drain time ran out mid-race: end it in-band with its record (whether
+                    # a racer's chunk already went out is not known here, so no hand-off).
+                    await self._fail(dispatch, reply, WORKER_STOPPED)
+                    return WORKER_STOPPED.code
                 if status is None:
                     continue
                 return status
@@ -221,6 +329,8 @@ class ProviderWorker(BusService):
         Returns "ok", "cancelled" or the final error code, or None to fail over."""
         outcome = await self._call_upstream(dispatch, deployment)
         self._record(dispatch, outcome, span)
+        if outcome.error is WORKER_STOPPED and not outcome.progress.chunks_sent:
+            return ErrorCode.UNAVAILABLE if not await self._hand_over_or_fail(dispatch) else Status.OK
         decision = verdict(outcome, dispatch)
         if decision.fail_over:
             metrics.FAILOVERS.labels(deployment.provider).inc()
@@ -253,6 +363,8 @@ class ProviderWorker(BusService):
             async with deadline:
                 completed = await self._call(deployment, request, dispatch.reply_to, progress, claim)
         except asyncio.CancelledError:
+            if cancelled_as is None and self._cut_by_stop(request.request_id):
+                return AttemptOutcome("error", deployment, progress, error=WORKER_STOPPED)
             reason = cancelled_as() if cancelled_as is not None else None
             if reason is not None:
                 task = asyncio.current_task()
@@ -488,16 +600,43 @@ class ProviderWorker(BusService):
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self) -> None:
-        # Stop taking dispatches, let those in flight finish, then flush the events.
-        for sub in self._subscriptions:
+        # Stop taking dispatches, let those in flight finish within the drain time; cut the
+        # rest (handed to another worker when nothing reached the client, else an in-band
+        # error), then flush the events. The beats go on until then, so no router takes
+        # this worker for dead while it drains.
+        for sub in self._subscriptions[:-1]:  # the last is the cancel subscription: kept
             await sub.unsubscribe()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.drain_timeout_s)
+        if self._held:
+            self.log.warning("drain time over: handing on or ending %d request(s)", len(self._held))
+            for request_id, task in list(self._upstream.items()):
+                self._stop_cut.add(request_id)
+                task.cancel()
+            for task in list(self._tasks):
+                if not task.done() and task not in self._upstream.values():
+                    task.cancel()  # still waiting for a slot
+            if self._tasks:  # each hands on (one ack) or ends with an error frame
+                await asyncio.wait(self._tasks, timeout=ACK_TIMEOUT_S + 1.0)
+        if self._beat is not None:
+            await asyncio.sleep(0)  # let the last `done` go out with one final beat
+            self._beat.cancel()
+            await self._send_last_beat()
         if self.events:
             await self.events.drain(self.settings.drain_timeout_s)
         for adapter in self.adapters.values():
             await adapter.aclose()
         await super().drain()
+
+    async def _send_last_beat(self) -> None:
+        if not self._done and not self._held:
+            return
+        beat = liveness_pb2.WorkerBeat(worker_id=self.worker_id, done=self._done)
+        for request_id, held in self._held.items():
+            beat.held.add(request_id=request_id, deployment_id=held.deployment_id)
+        self._done.clear()
+        with contextlib.suppress(*NATS_ERRORS):
+            await self.bus.publish(subjects.WORKER_BEAT, beat.SerializeToString())
 
 
 def _providers_from_env() -> list[str]:

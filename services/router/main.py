@@ -10,6 +10,7 @@ ranking.py, health.py, rules.py and strategy.py (pure); this module is the I/O a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -22,7 +23,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from opentelemetry import trace
 
 from switchyard import codec, genai, metrics, subjects, telemetry, units
-from switchyard.bus import EventPublisher, ensure_events_stream
+from switchyard.bus import NATS_ERRORS, EventPublisher, ensure_events_stream
 from switchyard.catalog import Deployment, read_config
 from switchyard.completions import completion_event
 from switchyard.errors import ErrorCode, GatewayError
@@ -31,12 +32,13 @@ from switchyard.lifecycle import started
 from switchyard.pricing import format_usd
 from switchyard.service import BusService, run
 from switchyard.tokens import tokenizer_for, warm_up
-from switchyard.v1 import budget_pb2, events_pb2, invoke_pb2
+from switchyard.v1 import budget_pb2, events_pb2, invoke_pb2, liveness_pb2
 from switchyard.vocab import Status
 
 from .health import HealthBook, Sample
 from .hedging import BUDGET_SKIP, NO_HEDGE, Hedge, Observed, disarm, plan_hedge
 from .inflight import Inflight
+from .liveness import LivenessBook, Watched
 from .quota import QuotaView
 from .ranking import (
     DEFAULT_EXPECTED_OUTPUT_TOKENS,
@@ -54,6 +56,17 @@ from .tuning import tuning_from_config
 tracer = telemetry.tracer("switchyard.router")
 # When a request sets no max_tokens, its rate-limit (TPM) estimate assumes this many.
 DEFAULT_MAX_TOKENS_FOR_BUDGET = DEFAULT_MAX_OUTPUT_TOKENS
+# The client's answer when the worker serving its request died: retryable by the client (a
+# second try goes to a live worker), not by the gateway once something may have streamed.
+WORKER_LOST = GatewayError(
+    ErrorCode.UNAVAILABLE,
+    "the provider worker serving this request stopped; retry",
+    retry_after_s=1.0,
+    retryable=False,
+)
+ALL_BUSY = GatewayError(
+    ErrorCode.OVERLOADED, "every provider worker for this model is at capacity; retry", retry_after_s=1.0
+)
 # What the ingress refuses by itself and reports on `ingress.refused` for its ledger row.
 INGRESS_REFUSAL_CODES = frozenset({ErrorCode.PAYLOAD_TOO_LARGE})
 NO_WORKER = GatewayError(
@@ -74,6 +87,8 @@ class Router(BusService):
         self.inflight = Inflight()
         self.quotas = QuotaView()
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
+        self.liveness = LivenessBook(self.settings.worker_lost_after_s)
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         # Load the BPE encodings the catalog's deployments are estimated with (tokens.py) now,
@@ -93,10 +108,81 @@ class Router(BusService):
         # Fan-out (no queue group): every router learns from every worker's samples.
         self._stats_sub = await nc.subscribe(subjects.PROVIDER_STATS, cb=self._on_stat)
         self._quota_sub = await nc.subscribe(subjects.QUOTA_STATE, cb=self._on_quota_state)
+        self._beat_sub = await nc.subscribe(subjects.WORKER_BEAT, cb=self._on_beat)
+        self._watch = asyncio.create_task(self._watch_workers(), name="router-liveness")
         self._refused_sub = await nc.subscribe(
             subjects.INGRESS_REFUSED, queue=subjects.ROUTER_QUEUE, cb=self._on_ingress_refused
         )
         self.ready = True
+
+    async def _on_beat(self, msg: Msg) -> None:
+        try:
+            beat = liveness_pb2.WorkerBeat.FromString(msg.data)
+        except DecodeError:
+            self.log.warning("undecodable worker beat ignored")
+            return
+        self.liveness.observe(beat, time.monotonic())
+
+    async def _watch_workers(self) -> None:
+        """End (or hand to another worker) each request whose worker stopped beating for it."""
+        interval = self.settings.worker_beat_s
+        woke = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            late = now - woke - interval
+            woke = now
+            if late > interval:  # this loop stood still: read the beats that waited first
+                self.liveness.stalled(late)
+                continue
+            for watched in self.liveness.lost(now):
+                try:
+                    await self._on_worker_lost(watched)
+                except Exception:  # the watch must outlive anything, or later losses go unseen
+                    self.log.exception("ending request %s failed", watched.dispatch.request.request_id)
+
+    async def _on_worker_lost(self, watched: Watched) -> None:
+        """The worker holding this request is gone: record its attempt, then hand the request to
+        another worker once if nothing can have reached the client (it does not stream), else
+        end it with an in-band error; either way the ledger gets its row and the hold is freed."""
+        dispatch = watched.dispatch
+        request = dispatch.request
+        metrics.ERRORS.labels(self.name, "worker_lost").inc()
+        self.log.warning("request %s lost its provider worker", request.request_id)
+        # A worker that is alive but stalled must not go on with it (and bill it twice).
+        await self.bus.publish(subjects.cancel(request.request_id), b"")
+        deployment = self.catalog.deployments.get(watched.deployment_id)
+        dispatch.attempts.add(
+            deployment_id=watched.deployment_id,
+            provider=deployment.provider if deployment else "",
+            model=deployment.model if deployment else "",
+            status=invoke_pb2.STATUS_ERROR,
+            error_code=WORKER_LOST.code,
+            error_message=WORKER_LOST.message,
+        )
+        if not request.stream and not watched.redispatched and await hand_off(self.bus, dispatch):
+            self._watch_dispatch(dispatch, redispatched=True)
+            return
+        err = WORKER_LOST.to_proto(request.request_id)
+        with contextlib.suppress(*NATS_ERRORS):
+            await self.bus.publish(dispatch.reply_to, codec.error_frame(err))
+        events = started(self.events, "the event publisher")
+        event = completion_event(
+            request,
+            status=Status.ERROR,
+            trace_id="",
+            dispatch=dispatch,
+            deployment=deployment,
+            error=err,
+        )
+        events.publish(subjects.COMPLETION, event.SerializeToString(), msg_id=request.request_id)
+
+    def _watch_dispatch(self, dispatch: invoke_pb2.Dispatch, redispatched: bool = False) -> None:
+        deadline_ms = dispatch.request.deadline_unix_ms
+        remaining_s = (
+            (deadline_ms - time.time_ns() / 1e6) / 1000 if deadline_ms else self.settings.request_timeout_s
+        )
+        self.liveness.watch(dispatch, time.monotonic(), remaining_s, redispatched=redispatched)
 
     async def _on_ingress_refused(self, msg: Msg) -> None:
         """Record a request the ingress refused itself (a body too large for the edge or the
@@ -179,13 +265,17 @@ class Router(BusService):
                 span.set_attribute("switchyard.route", dispatch.route)
                 span.set_attribute("switchyard.candidates", len(dispatch.chain))
                 if not await hand_off(self.bus, dispatch):
-                    err = NO_WORKER.to_proto(request.request_id)
+                    # Every pool was missing or full (its workers answered "busy"): refused at
+                    # once with Retry-After, recorded with the attempts that say why.
+                    full = any(a.error_code == ErrorCode.OVERLOADED for a in dispatch.attempts)
+                    err = (ALL_BUSY if full else NO_WORKER).to_proto(request.request_id)
                     await self.bus.publish(msg.reply, codec.error_frame(err))
-                    self._reject(request, err)
+                    self._reject(request, err, dispatch)
                     outcome["status"] = err.code
                     span.set_attribute("error.type", err.code)
                     return
                 self._count_inflight(dispatch)
+                self._watch_dispatch(dispatch)
         except Exception:  # the request's boundary: whatever failed, the caller gets an answer
             self.log.exception("routing failed")
             if msg.reply:
@@ -352,11 +442,21 @@ class Router(BusService):
             )
         return decision
 
-    def _reject(self, request: invoke_pb2.InvokeRequest, err: invoke_pb2.Error) -> None:
-        """Requests refused before any upstream call are still recorded, as `rejected`."""
+    def _reject(
+        self,
+        request: invoke_pb2.InvokeRequest,
+        err: invoke_pb2.Error,
+        dispatch: invoke_pb2.Dispatch | None = None,
+    ) -> None:
+        """Requests refused before any upstream call are still recorded, as `rejected` (with the
+        hand-off attempts that found no worker or no room, when it got that far)."""
         events = started(self.events, "the event publisher")
         event = completion_event(
-            request, status=Status.REJECTED, trace_id=telemetry.current_trace_id(), error=err
+            request,
+            status=Status.REJECTED,
+            trace_id=telemetry.current_trace_id(),
+            error=err,
+            dispatch=dispatch,
         )
         events.publish(
             subjects.COMPLETION,
@@ -372,6 +472,9 @@ class Router(BusService):
         await self._refused_sub.unsubscribe()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.drain_timeout_s)
+        if self._watch is not None:
+            self._watch.cancel()
+        await self._beat_sub.unsubscribe()
         if self.events:
             await self.events.drain(self.settings.drain_timeout_s)
         await super().drain()

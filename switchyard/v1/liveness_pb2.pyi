@@ -1,0 +1,27 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class HeldRequest(_message.Message):
+    __slots__ = ("request_id", "deployment_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    deployment_id: str
+    def __init__(self, request_id: _Optional[str] = ..., deployment_id: _Optional[str] = ...) -> None: ...
+
+class WorkerBeat(_message.Message):
+    __slots__ = ("worker_id", "held", "done", "interval_ms")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    held: _containers.RepeatedCompositeFieldContainer[HeldRequest]
+    done: _containers.RepeatedScalarFieldContainer[str]
+    interval_ms: float
+    def __init__(self, worker_id: _Optional[str] = ..., held: _Optional[_Iterable[_Union[HeldRequest, _Mapping]]] = ..., done: _Optional[_Iterable[str]] = ..., interval_ms: _Optional[float] = ...) -> None: ...

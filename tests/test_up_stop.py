@@ -1,0 +1,147 @@
+"""`switchyard up` on Ctrl-C and beside another stack (issue 16 findings 3 and 5).
+
+Ctrl-C in a terminal is SIGINT to the whole foreground process group. NATS runs in its own
+session, so only the supervisor hears it and stops the services first (the ingress drains its
+stream, the worker flushes its completion) and NATS last. A second stack whose ports are taken
+refuses to start, naming the port, and never talks to the first stack's NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from switchyard.natsserver import free_port
+from switchyard.tenancy_store import read_admin_token
+from switchyard.testing.stack import ledger_sql, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+def _env(port: int, nats_port: int, dashboard_port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+    env.update(
+        SWITCHYARD_PORT=str(port),
+        SWITCHYARD_NATS_PORT=str(nats_port),
+        SWITCHYARD_NATS_MONITOR_PORT="0",
+        SWITCHYARD_DASHBOARD_PORT=str(dashboard_port),
+        SWITCHYARD_DEMO_LATENCY_MS="5",
+        SWITCHYARD_DEMO_CHUNK_DELAY_MS="150",  # 24 words: a stream lasts ~3.5 s
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
+
+
+def _up(cwd: Path, env: dict[str, str], out_path: Path) -> subprocess.Popen[bytes]:
+    with open(out_path, "ab") as out:
+        # Its own process group, as a shell gives `make run`: the test signals that group.
+        return subprocess.Popen(
+            [sys.executable, "-m", "switchyard.cli", "up"],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _kill_tree(up: subprocess.Popen[bytes]) -> None:
+    if up.poll() is None:
+        for child in _descendants(up.pid):
+            child.kill()
+        up.kill()
+        up.wait()
+
+
+async def test_ctrl_c_stops_in_order_and_a_second_stack_never_joins(tmp_path: Path) -> None:
+    port, nats_port, dashboard_port = free_port(), free_port(), free_port()
+    env = _env(port, nats_port, dashboard_port)
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    out_path = tmp_path / "up.out"
+    up = _up(first_dir, env, out_path)
+    try:
+        wait_until(lambda: "Switchyard is up." in out_path.read_text(), 120, what="switchyard up")
+        dev_key = re.search(r"API key \(dev\)\s+(sy-\S+)", out_path.read_text()).group(1)
+
+        # Another checkout on the same machine, with the default ports the first one took.
+        second_out = tmp_path / "second.out"
+        second = _up(second_dir, _env(port, nats_port, free_port()), second_out)
+        try:
+            assert second.wait(60) == 1
+        finally:
+            _kill_tree(second)
+        said = second_out.read_text()
+        assert f"NATS port {nats_port}" in said and f"API (SWITCHYARD_PORT) port {port}" in said, said
+        assert "Switchyard is up." not in said
+        assert not (second_dir / ".switchyard" / "dev-api-key").exists()  # no key minted anywhere
+        connz = httpx.get(_monitor_url(out_path.read_text()) + "/connz?limit=100", timeout=5).json()
+        assert not [c for c in connz["connections"] if c.get("name") == "switchyard-supervisor"]
+
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=60, headers={"authorization": f"Bearer {dev_key}"}
+        ) as http:
+            body = {"model": "auto", "messages": [{"role": "user", "content": "ctrl c"}], "stream": True}
+            text = ""
+            async with http.stream("POST", "/llm.invoke", json=body) as response:
+                async for piece in response.aiter_text():
+                    if not text:  # the first chunk is out: Ctrl-C, as a terminal sends it
+                        before_stop = len(out_path.read_text())
+                        os.killpg(up.pid, signal.SIGINT)
+                    text += piece
+        assert "event: final" in text, text[-400:]
+        request_id = re.search(r'"request_id":\s*"([^"]+)"', text).group(1)
+        every_pid = [p.pid for p in _descendants(up.pid)]
+        assert up.wait(60) == 0
+        said = out_path.read_text()[before_stop:]
+        assert "switchyard: stopped" in said
+        # No flood of reconnect warnings (NATS used to die first: ~200 of them).
+        assert said.count("WARNING") < 20 and "Traceback" not in said, said
+        assert not [p for p in every_pid if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    finally:
+        _kill_tree(up)
+
+    # Started again on the same data folder: the streamed request is in the ledger.
+    up = _up(first_dir, env, out_path)
+    try:
+        wait_until(lambda: out_path.read_text().count("Switchyard is up.") == 2, 120, what="second start")
+        token = read_admin_token(first_dir / ".switchyard")
+        admin = (first_dir / ".switchyard" / "bus" / "admin.password").read_text().strip()
+        deadline = time.monotonic() + 30
+        rows: list[dict] = []
+        while not rows and time.monotonic() < deadline:
+            rows = await ledger_sql(
+                f"nats://admin:{admin}@127.0.0.1:{nats_port}",
+                "SELECT status FROM requests FINAL WHERE request_id = {id:String}",
+                {"id": request_id},
+                admin_token=token,
+            )
+            await asyncio.sleep(0.2)
+        assert [r["status"] for r in rows] == ["ok"]
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(60) == 0
+    finally:
+        _kill_tree(up)
+
+
+def _monitor_url(banner: str) -> str:
+    return re.search(r"NATS monitoring\s+(http://\S+)", banner).group(1)
