@@ -449,9 +449,10 @@ async def test_tool_results_and_images_reach_the_upstream_in_its_shape(
 RATE_LIMITED_MODELS = {"openai": "openai-rl/gpt-4o-mini", "gemini": "gemini-rl/gemini-2.5-flash"}
 ERROR_CASES = [
     ("openai", Behavior(status=400), 400, "invalid_request", 400),
-    ("anthropic", Behavior(status=401), 401, "unauthorized", 401),
-    ("gemini", Behavior(status=401), 401, "unauthorized", 400),  # Gemini: 400 API_KEY_INVALID
-    ("mistral", Behavior(status=403), 403, "permission_denied", 403),
+    # The provider refusing the gateway's own key: a 502 of its own, never the caller's 401.
+    ("anthropic", Behavior(status=401), 502, "provider_auth_failed", 401),
+    ("gemini", Behavior(status=401), 502, "provider_auth_failed", 400),  # Gemini: 400 API_KEY_INVALID
+    ("mistral", Behavior(status=403), 502, "provider_auth_failed", 403),
     ("openai", Behavior(status=404), 404, "not_found", 404),
     ("mistral", Behavior(status=422), 422, "unprocessable", 422),
     ("local", Behavior(status=408), 504, "timeout", 408),
