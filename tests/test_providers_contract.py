@@ -155,6 +155,29 @@ model = "gemini-2.5-flash"
 base_url = "{fakes["gemini"].base_url}"
 timeouts = {TIMEOUTS}
 
+# So are the cases of a provider refusing the gateway's key: that opens the deployment's
+# breaker at once, whatever `breaker_failures` says (a revoked key does not heal by itself).
+[[deployments]]
+id = "anthropic-auth/claude-haiku-4-5"
+provider = "anthropic"
+model = "claude-haiku-4-5"
+base_url = "{fakes["anthropic"].base_url}"
+timeouts = {TIMEOUTS}
+
+[[deployments]]
+id = "gemini-auth/gemini-2.5-flash"
+provider = "gemini"
+model = "gemini-2.5-flash"
+base_url = "{fakes["gemini"].base_url}"
+timeouts = {TIMEOUTS}
+
+[[deployments]]
+id = "mistral-auth/mistral-small-latest"
+provider = "mistral"
+model = "mistral-small-latest"
+base_url = "{fakes["mistral"].base_url}"
+timeouts = {TIMEOUTS}
+
 # Only the failover test uses this primary (no error history from other tests), and its
 # higher quality makes it the first choice under a quality-only strategy.
 [[deployments]]
@@ -447,6 +470,11 @@ async def test_tool_results_and_images_reach_the_upstream_in_its_shape(
 
 # (provider, behaviour, HTTP status at the gateway, neutral code, upstream status in the attempt)
 RATE_LIMITED_MODELS = {"openai": "openai-rl/gpt-4o-mini", "gemini": "gemini-rl/gemini-2.5-flash"}
+AUTH_FAILED_MODELS = {
+    "anthropic": "anthropic-auth/claude-haiku-4-5",
+    "gemini": "gemini-auth/gemini-2.5-flash",
+    "mistral": "mistral-auth/mistral-small-latest",
+}
 ERROR_CASES = [
     ("openai", Behavior(status=400), 400, "invalid_request", 400),
     # The provider refusing the gateway's own key: a 502 of its own, never the caller's 401.
@@ -476,7 +504,9 @@ async def test_upstream_errors_map_to_one_neutral_error(
     upstream: int,
 ) -> None:
     fakes[provider].behave(behavior)
-    model = RATE_LIMITED_MODELS[provider] if code == "rate_limited" else MODELS[provider]
+    model = {"rate_limited": RATE_LIMITED_MODELS, "provider_auth_failed": AUTH_FAILED_MODELS}.get(
+        code, MODELS
+    )[provider]
     r = await invoke(stack, model=model)
     assert r.status_code == status, r.text
     error = r.json()["error"]

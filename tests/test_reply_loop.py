@@ -123,3 +123,28 @@ async def test_a_consumer_that_leaves_mid_stream_cancels_the_upstream_call(
             break  # the client went away after the first frame
     assert await asyncio.wait_for(cancels.get(), 5) == subjects.cancel("req_left")
     assert exchange.finished and client.in_flight == 0
+
+
+async def test_a_request_the_bus_refuses_is_one_internal_error_not_a_cancelled_one(
+    nats_server: NatsServer,
+) -> None:
+    """A publish that fails (here: a closed connection; in the field: a body over the bus's
+    max_payload) was a 500 counted as `cancelled`. It is an error frame like any other now:
+    answered with a request id in the caller's dialect, counted once as `internal`."""
+    from prometheus_client import REGISTRY
+
+    def counted(status: str) -> float:
+        labels = {"api": "native", "status": status}
+        return REGISTRY.get_sample_value("switchyard_ingress_requests_total", labels) or 0.0
+
+    nc = await bus.connect(nats_server.url, "test-reply-loop-closed")
+    client = GatewayClient(nc)
+    await client.start()
+    await nc.close()
+    internal, cancelled = counted("internal"), counted("cancelled")
+    exchange = await open_exchange(client, request("req_unsent", stream=False), timeout_s=5)
+    assert isinstance(exchange.first, GatewayError) and exchange.first.code == "internal"
+    assert "Error" not in exchange.first.message  # no library class names for the client
+    assert exchange.settle() is exchange.first
+    assert (counted("internal"), counted("cancelled")) == (internal + 1, cancelled)
+    assert exchange.finished and client.in_flight == 0

@@ -40,13 +40,14 @@ from .dialects import (
     HTTP_APIS,
     NATIVE,
     OPENAI,
+    count_refusal,
     dialect_for_path,
     error_headers,
     new_request_id,
     request_id_headers,
 )
 from .edge import AdmissionMiddleware, EdgeMiddleware, Overload, limits_from, poll_ledger_lag
-from .exchange import REQUESTS, Exchange, open_exchange
+from .exchange import Exchange, count, open_exchange
 from .ledger_row import request_row_json
 from .openapi import openapi_document
 
@@ -151,8 +152,10 @@ class Ingress:
 
     # Errors raised before a request is published (a malformed body, a bad hint header, an
     # unknown path or method) get a request id of their own, as the edge's refusals do.
+    # Each is counted here (these requests were never published, so no exchange counts them).
     async def _on_gateway_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
+        count_refusal(request.url.path, exc)
         return error_response(exc, new_request_id(), dialect_for_path(request.url.path))
 
     async def _on_http_exception(self, request: Request, exc: Exception) -> Response:
@@ -161,11 +164,13 @@ class Ingress:
             exc.status_code, ErrorCode.INVALID_REQUEST
         )
         error = GatewayError(code, f"{request.method} {request.url.path}: {exc.detail}")
+        count_refusal(request.url.path, error)
         return error_response(error, new_request_id(), dialect_for_path(request.url.path))
 
     async def _on_exception(self, request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
         error = GatewayError(ErrorCode.INTERNAL, "internal error")
+        count_refusal(request.url.path, error)
         return error_response(error, new_request_id(), dialect_for_path(request.url.path))
 
     def admit(
@@ -219,6 +224,7 @@ class Ingress:
         anthropic = "anthropic-version" in http.headers
         if name not in self.catalog.model_names():
             error = GatewayError(ErrorCode.MODEL_NOT_FOUND, f"unknown model {name!r}", param="model")
+            count_refusal(http.url.path, error)
             return error_response(error, new_request_id(), ANTHROPIC if anthropic else OPENAI)
         if anthropic:
             return JSONResponse(anthropic_api.model_json(name))
@@ -233,7 +239,7 @@ class Ingress:
 
     def count(self, request: invoke_pb2.InvokeRequest, status: str) -> None:
         """A request refused before it was published (no exchange, no span)."""
-        REQUESTS.labels(request.api, status).inc()
+        count(request.api, status)
 
     async def relay(self, api: HttpApi, parsed: Parsed) -> Response:
         """Publish, then answer with the final answer (JSON) or stream the frames (SSE), in the
