@@ -34,9 +34,13 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nats
 import orjson
+
+if TYPE_CHECKING:
+    from switchyard.busauth import BusCredentials
 
 CONFIG = """
 [demo]
@@ -124,14 +128,19 @@ def invoke_request(route: str, i: int) -> bytes:
     return request.SerializeToString()
 
 
-async def run_routes(nats_url: str, requests: int, warmup: int) -> dict[str, dict[str, list[float]]]:
+async def run_routes(
+    nats_url: str, ingress: BusCredentials, requests: int, warmup: int
+) -> dict[str, dict[str, list[float]]]:
     from switchyard import subjects
     from switchyard.v1 import invoke_pb2
 
     results = {
         route: {"gateway_ms": [], "decision_us": [], "gap_ms": [], "failed_ms": []} for route in ROUTES
     }
-    nc = await nats.connect(nats_url)
+    # As the ingress: workers answer only into the ingress's inbox (docs/reliability.md).
+    nc = await nats.connect(
+        nats_url, user=ingress.user, password=ingress.password, inbox_prefix=ingress.inbox_prefix
+    )
     try:
         for i in range(warmup + requests):
             for route in ROUTES:
@@ -190,6 +199,7 @@ def decide_in_process(iterations: int) -> dict[str, tuple[float, float]]:
 
 
 async def main_async(args: argparse.Namespace) -> dict:
+    from switchyard import busauth
     from switchyard.testing.stack import Stack
 
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-bench-failover-"))
@@ -205,7 +215,12 @@ async def main_async(args: argparse.Namespace) -> dict:
             ("worker-demo2", "services.providers", "--provider", "demo2"),
             ("router", "services.router"),
         )
-        results = await run_routes(stack.nats.url, args.requests, args.warmup)
+        results = await run_routes(
+            stack.nats.address,
+            busauth.credentials(stack.bus_dir, busauth.INGRESS),
+            args.requests,
+            args.warmup,
+        )
     finally:
         stack.stop()
         shutil.rmtree(workdir, ignore_errors=True)

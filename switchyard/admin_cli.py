@@ -1,8 +1,9 @@
 """`switchyard projects|agents|keys|budgets ...`: daily tenancy work through the admin API.
 
 The commands speak HTTP to the ingress's admin API (so they work wherever the API is
-reachable) with the admin token from `--admin-token`, SWITCHYARD_ADMIN_TOKEN, or the token
-file of the embedded data folder.
+reachable) with the admin token from SWITCHYARD_ADMIN_TOKEN, the file SWITCHYARD_ADMIN_TOKEN_FILE
+names, or the token file of the embedded data folder — never from the command line, where any
+local user could read it (`ps`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ class AdminError(Exception):
 def _client(args: argparse.Namespace) -> httpx.Client:
     settings = load_settings()
     url = args.url or f"http://{settings.host}:{settings.port}"
-    token = args.admin_token or settings.admin_token or read_admin_token(settings.data_dir)
+    token = settings.configured_admin_token or read_admin_token(settings.data_dir)
     if not token:
-        raise AdminError("no admin token: pass --admin-token or set SWITCHYARD_ADMIN_TOKEN")
+        raise AdminError("no admin token: set SWITCHYARD_ADMIN_TOKEN_FILE (or SWITCHYARD_ADMIN_TOKEN)")
     return httpx.Client(
         base_url=url.rstrip("/") + "/admin/v1", headers={"authorization": f"Bearer {token}"}, timeout=15
     )
@@ -140,9 +141,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the tenancy commands on the `switchyard` parser."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default="", help="the ingress, e.g. http://127.0.0.1:8080")
-    common.add_argument(
-        "--admin-token", default="", help="default: SWITCHYARD_ADMIN_TOKEN or the data folder's"
-    )
     limits = argparse.ArgumentParser(add_help=False)
     limits.add_argument("--rps", type=float, help="requests per second")
     limits.add_argument("--tpm", type=int, help="tokens per minute")

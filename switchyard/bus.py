@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from pathlib import Path
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
@@ -16,6 +19,8 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NoStreamResponseError
 
 from switchyard import subjects
+from switchyard.busauth import BusCredentials
+from switchyard.logs import register_secret
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +35,13 @@ EVENTS_MAX_AGE_S = 7 * 24 * 3600
 NATS_ERRORS: tuple[type[Exception], ...] = (nats.errors.Error, OSError)
 
 
-async def connect(url: str, name: str) -> NATS:
+async def connect(
+    url: str, name: str, credentials: BusCredentials | None = None, tls_ca_file: Path | None = None
+) -> NATS:
+    """A connection as `credentials`' user (docs/reliability.md "The bus boundary"): its
+    password is sent in the CONNECT, never put in the URL, and its replies arrive under the
+    user's own inbox prefix, the only one its permissions let it subscribe to."""
+
     async def on_error(exc: Exception) -> None:
         # Without error_cb nats-py prints a traceback on every reconnect attempt.
         log.warning("nats: %s", exc)
@@ -41,8 +52,19 @@ async def connect(url: str, name: str) -> NATS:
     async def on_reconnected() -> None:
         log.info("nats: reconnected")
 
+    auth: dict[str, Any] = {}
+    if credentials is not None:
+        register_secret(credentials.password)
+        auth = {
+            "user": credentials.user,
+            "password": credentials.password,
+            "inbox_prefix": credentials.inbox_prefix,
+        }
+    if tls_ca_file is not None:
+        auth["tls"] = ssl.create_default_context(cafile=str(tls_ca_file))
     return await nats.connect(
         servers=url.split(","),
+        **auth,
         name=name,
         error_cb=on_error,
         disconnected_cb=on_disconnected,

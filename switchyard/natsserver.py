@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from switchyard import busauth
 from switchyard.children import tied_to_parent
 
 
@@ -49,7 +50,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @dataclass
 class NatsServer:
-    """One nats-server process with JetStream, bound to loopback."""
+    """One nats-server process with JetStream, bound to loopback.
+
+    With `passwords` (switchyard/busauth.py) it enforces one user per service: its users,
+    permissions and cluster route credentials go into a 0600 config file (never on its command
+    line). `url` is the plain address services are given; with `client_role` set it carries
+    that user's credentials (the test launcher's admin view of the bus)."""
 
     store_dir: Path
     port: int = 0
@@ -59,11 +65,32 @@ class NatsServer:
     cluster_port: int = 0
     routes: list[str] = field(default_factory=list)
     cluster_name: str = "switchyard"
+    passwords: dict[str, str] | None = field(default=None, repr=False)
+    client_role: str = ""
     process: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str:
+    def address(self) -> str:
+        """The URL without credentials (what services and banners get)."""
         return f"nats://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        if self.passwords and self.client_role:
+            return f"nats://{self.client_role}:{self.passwords[self.client_role]}@{self.host}:{self.port}"
+        return self.address
+
+    @property
+    def config_path(self) -> Path:
+        return self.store_dir / busauth.SERVER_CONFIG
+
+    def write_config(self) -> None:
+        assert self.passwords is not None
+        cluster = None
+        if self.cluster_port:
+            peers = tuple(route.removeprefix("nats://") for route in self.routes)
+            cluster = busauth.ClusterSpec(self.cluster_name, f"{self.host}:{self.cluster_port}", peers)
+        busauth.write_secret(self.config_path, busauth.server_config(self.passwords, cluster))
 
     @property
     def monitor_url(self) -> str:
@@ -79,6 +106,8 @@ class NatsServer:
             "-js",
             "-sd", str(self.store_dir / "jetstream"),
         ]  # fmt: skip
+        if self.passwords:
+            return [*cmd, "-c", str(self.config_path)]  # users and cluster routes are in the file
         if self.cluster_port:
             cmd += ["--cluster_name", self.cluster_name]
             cmd += ["--cluster", f"nats://{self.host}:{self.cluster_port}"]
@@ -92,6 +121,8 @@ class NatsServer:
             self.port = free_port(self.host)
         if not self.monitor_port:
             self.monitor_port = free_port(self.host)
+        if self.passwords:
+            self.write_config()
         out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(self.command(), stdout=out, stderr=out, preexec_fn=tied_to_parent())
         self.wait_healthy(timeout_s)

@@ -46,7 +46,12 @@ class BusService(ABC):
         return started(self.nc, f"{self.name}: the bus connection")
 
     async def connect(self) -> NATS:
-        self.nc = await bus.connect(self.settings.nats_url, f"switchyard-{self.name}")
+        self.nc = await bus.connect(
+            self.settings.nats_url,
+            f"switchyard-{self.name}",
+            self.settings.nats_credentials,
+            self.settings.nats_tls_ca_file,
+        )
         return self.nc
 
     @abstractmethod

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from switchyard.busauth import BusCredentials
 
 
 class Settings(BaseSettings):
@@ -15,8 +18,18 @@ class Settings(BaseSettings):
     # Where the local state lives in the embedded mode: NATS JetStream files and the chDB store.
     data_dir: Path = Path(".switchyard")
     nats_url: str = "nats://127.0.0.1:4222"
-    # "" means the embedded store: chdb:///<data_dir>/clickhouse
+    # This service's NATS user and password (docs/reliability.md "The bus boundary"); the
+    # password from the environment or, better, from a file (a mounted secret). "" = no auth.
+    nats_user: str = ""
+    nats_password: str = Field(default="", repr=False)
+    nats_password_file: Path | None = None
+    # The CA that signed the NATS servers' certificates, for tls:// URLs with a private CA.
+    nats_tls_ca_file: Path | None = None
+    # "" means the embedded store: chdb:///<data_dir>/clickhouse. Put no password in it: the
+    # ledger adds CLICKHOUSE_PASSWORD(_FILE) below, so the DSN can sit in a config map.
     clickhouse_dsn: str = ""
+    clickhouse_password: str = Field(default="", repr=False)
+    clickhouse_password_file: Path | None = None
     # Optional TOML file with deployments, routes, rules and prices (docs/configuration.md).
     config_file: Path | None = None
 
@@ -91,6 +104,8 @@ class Settings(BaseSettings):
     # Tenancy, keys and budgets (docs/budgets.md).
     # The admin API's bearer token; "" = generated once into <data_dir>/admin-token.
     admin_token: str = Field(default="", repr=False)
+    # Or the token in this file (a mounted secret): every ingress replica then shares one.
+    admin_token_file: Path | None = None
     # false = a request without an API key is served as project "default" (a presented key
     # is still checked). For local experiments only; the default requires a key.
     auth_required: bool = True
@@ -107,9 +122,53 @@ class Settings(BaseSettings):
 
     @cached_property
     def ledger_dsn(self) -> str:
+        """The ledger's store, with the ClickHouse password (if any) put in here, at run time."""
         if self.clickhouse_dsn:
-            return self.clickhouse_dsn
+            password = _secret(self.clickhouse_password, self.clickhouse_password_file)
+            return _with_password(self.clickhouse_dsn, password) if password else self.clickhouse_dsn
         return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def shown_ledger_dsn(self) -> str:
+        """The DSN to print (banner, logs): the password masked."""
+        return (
+            _with_password(self.ledger_dsn, "***", safe="*")
+            if _has_password(self.ledger_dsn)
+            else self.ledger_dsn
+        )
+
+    @cached_property
+    def nats_credentials(self) -> BusCredentials | None:
+        """This service's bus user, or None when it connects without credentials."""
+        if not self.nats_user:
+            return None
+        return BusCredentials(self.nats_user, _secret(self.nats_password, self.nats_password_file))
+
+    @cached_property
+    def configured_admin_token(self) -> str:
+        """SWITCHYARD_ADMIN_TOKEN or the content of SWITCHYARD_ADMIN_TOKEN_FILE ("" = neither)."""
+        return _secret(self.admin_token, self.admin_token_file)
+
+
+def _secret(value: str, file: Path | None) -> str:
+    """A secret given inline or as a file (the file wins: it is how secrets are mounted)."""
+    if file is not None:
+        return file.read_text().strip()
+    return value
+
+
+def _has_password(dsn: str) -> bool:
+    return urlsplit(dsn).password is not None
+
+
+def _with_password(dsn: str, password: str, safe: str = "") -> str:
+    parts = urlsplit(dsn)
+    user = parts.username or "default"
+    host = parts.hostname or ""
+    netloc = f"{quote(user, safe='')}:{quote(password, safe=safe)}@{host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def load_settings() -> Settings:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from switchyard import busauth
 from switchyard.catalog import load_catalog
 from switchyard.children import die_with_parent
 from switchyard.lifecycle import started
@@ -28,6 +29,7 @@ from switchyard.tenancy import dashboard_token
 from switchyard.tenancy_store import ADMIN_TOKEN_FILE, bootstrap_default, load_or_create_admin_token
 
 RESTART_BACKOFF_MAX_S = 10.0
+BUS_DIR = "bus"
 
 
 @dataclass
@@ -79,29 +81,49 @@ class Stack:
             self.settings.dashboard_port = free_port()
         return self.settings.dashboard_port
 
+    @property
+    def bus_dir(self) -> Path:
+        """The bus users' passwords (0600 files) and nothing else: docs/reliability.md."""
+        return self.settings.data_dir.resolve() / BUS_DIR
+
     def plan(self) -> list[Child]:
         data_dir = self.settings.data_dir.resolve()
-        base_env = dict(os.environ)
+        # The operator's own bus credentials (say, for `switchyard sql`) are not the children's.
+        base_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("SWITCHYARD_NATS_USER", "SWITCHYARD_NATS_PASSWORD"))
+        }
         base_env.update(
             SWITCHYARD_DATA_DIR=str(data_dir),
-            SWITCHYARD_NATS_URL=self.nats.url if self.nats else self.settings.nats_url,
+            SWITCHYARD_NATS_URL=self.nats.address if self.nats else self.settings.nats_url,
             PYTHONUNBUFFERED="1",
         )
         catalog = load_catalog(self.settings.config_file, os.environ)
-        specs: list[tuple[str, list[str], dict[str, str]]] = [
-            ("ledger", ["-m", "services.ledger"], {"SWITCHYARD_DASHBOARD_PORT": str(self.dashboard_port)}),
-            ("budget", ["-m", "services.budget"], {}),
+        specs: list[tuple[str, str, list[str], dict[str, str]]] = [
+            (
+                "ledger",
+                busauth.LEDGER,
+                ["-m", "services.ledger"],
+                {"SWITCHYARD_DASHBOARD_PORT": str(self.dashboard_port)},
+            ),
+            ("budget", busauth.BUDGET, ["-m", "services.budget"], {}),
         ]
         for provider in catalog.providers():
-            specs.append((f"providers-{provider}", ["-m", "services.providers", "--provider", provider], {}))
-        specs.append(("router", ["-m", "services.router"], {}))
+            argv = ["-m", "services.providers", "--provider", provider]
+            specs.append((f"providers-{provider}", busauth.PROVIDERS, argv, {}))
+        specs.append(("router", busauth.ROUTER, ["-m", "services.router"], {}))
         children = []
-        for name, argv, extra in specs:
+        for name, role, argv, extra in specs:
             ops_port = free_port()
-            env = dict(base_env, SWITCHYARD_OPS_PORT=str(ops_port), **extra)
+            creds = busauth.service_env(self.bus_dir, role)
+            env = dict(base_env, SWITCHYARD_OPS_PORT=str(ops_port), **creds, **extra)
             children.append(Child(name, [sys.executable, *argv], env, f"http://127.0.0.1:{ops_port}/readyz"))
         ingress_env = dict(
-            base_env, SWITCHYARD_PORT=str(self.settings.port), SWITCHYARD_HOST=self.settings.host
+            base_env,
+            SWITCHYARD_PORT=str(self.settings.port),
+            SWITCHYARD_HOST=self.settings.host,
+            **busauth.service_env(self.bus_dir, busauth.INGRESS),
         )
         children.append(
             Child(
@@ -118,11 +140,19 @@ class Stack:
     def start(self, timeout_s: float = 60.0) -> None:
         data_dir = self.settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
+        # One user per service, generated once into the data folder (switchyard/busauth.py).
+        passwords = busauth.load_or_create_passwords(self.bus_dir)
         self.nats = NatsServer(
-            store_dir=data_dir / "nats", port=self.nats_port, monitor_port=self.nats_monitor_port
+            store_dir=data_dir / "nats",
+            port=self.nats_port,
+            monitor_port=self.nats_monitor_port,
+            passwords=passwords,
         ).start(log_file=(self.log_dir / "nats.log") if self.log_dir else None)
-        load_or_create_admin_token(self.settings.admin_token, data_dir)
-        self.dev_key = asyncio.run(_bootstrap(self.nats.url, data_dir, self.settings.stream_replicas))
+        load_or_create_admin_token(self.settings.configured_admin_token, data_dir)
+        admin = busauth.credentials(self.bus_dir, busauth.ADMIN)
+        self.dev_key = asyncio.run(
+            _bootstrap(self.nats.address, admin, data_dir, self.settings.stream_replicas)
+        )
         self.children = self.plan()
         for child in self.children:
             child.start()
@@ -192,9 +222,10 @@ class Stack:
                 f"  dashboard          {self.dashboard_login_url()}",
                 f"  health             {base}/healthz",
                 f"  metrics            {base}/metrics",
-                f"  NATS               {self.nats.url if self.nats else self.settings.nats_url}",
+                f"  NATS               {self.nats.address if self.nats else self.settings.nats_url}",
+                f"  NATS users         {self.bus_dir} (one password file per service; admin.password)",
                 f"  NATS monitoring    {self.nats.monitor_url if self.nats else ''}",
-                f"  ledger (chDB)      {self.settings.ledger_dsn}",
+                f"  ledger             {self.settings.shown_ledger_dsn}",
                 f"  data folder        {self.settings.data_dir.resolve()}",
                 f"  admin API          {base}/admin/v1 (token: {self._admin_token_source()})",
                 f"  API key (dev)      {self.dev_key or '(revoked: switchyard keys create --project default)'}",
@@ -209,7 +240,7 @@ class Stack:
     def dashboard_login_url(self) -> str:
         """The dashboard link for the local operator: it logs the browser in (a cookie) with
         the read-only dashboard token, derived from the admin token (docs/observability.md)."""
-        admin_token = load_or_create_admin_token(self.settings.admin_token, self.settings.data_dir)
+        admin_token = load_or_create_admin_token(self.settings.configured_admin_token, self.settings.data_dir)
         host = self.settings.dashboard_host
         if host in ("0.0.0.0", "::", ""):  # every interface: the loopback name is in the allowlist
             host = "127.0.0.1"
@@ -218,16 +249,18 @@ class Stack:
         return f"http://{host}:{self.dashboard_port}/login?token={dashboard_token(admin_token)}"
 
     def _admin_token_source(self) -> str:
+        if self.settings.admin_token_file:
+            return str(self.settings.admin_token_file)
         if self.settings.admin_token:
             return "SWITCHYARD_ADMIN_TOKEN"
         return str(self.settings.data_dir.resolve() / ADMIN_TOKEN_FILE)
 
 
-async def _bootstrap(nats_url: str, data_dir: Path, replicas: int) -> str:
+async def _bootstrap(nats_url: str, admin: busauth.BusCredentials, data_dir: Path, replicas: int) -> str:
     """The default project and the development key of a fresh data folder (docs/budgets.md)."""
     from switchyard.bus import connect
 
-    nc = await connect(nats_url, "switchyard-supervisor")
+    nc = await connect(nats_url, "switchyard-supervisor", admin)
     try:
         return await bootstrap_default(nc.jetstream(), data_dir, replicas)
     finally:

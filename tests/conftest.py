@@ -10,6 +10,7 @@ from types import ModuleType
 
 import pytest
 
+from switchyard.busauth import ADMIN, new_passwords
 from switchyard.natsserver import NatsServer
 from switchyard.testing.stack import Stack, running
 
@@ -49,7 +50,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(store_dir=tmp_path / "nats").start()
+    # With users (switchyard/busauth.py); `server.url` carries the unrestricted admin's.
+    server = NatsServer(store_dir=tmp_path / "nats", passwords=new_passwords(), client_role=ADMIN).start()
     yield server
     server.stop()
 

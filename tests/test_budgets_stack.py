@@ -183,9 +183,16 @@ async def test_rate_limits_answer_429_with_retry_after(bstack: Stack) -> None:
 
 
 def test_cli_creates_keys_sets_budgets_and_shows_spend(
-    bstack: Stack, capsys: pytest.CaptureFixture[str]
+    bstack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    common = ["--url", bstack.ingress_url, "--admin-token", bstack.admin_token]
+    # The token comes from a file (a mounted secret), never from the command line (`ps`).
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(bstack.admin_token + "\n")
+    monkeypatch.setenv("SWITCHYARD_ADMIN_TOKEN_FILE", str(token_file))
+    common = ["--url", bstack.ingress_url]
+    with pytest.raises(SystemExit):
+        cli(["projects", "list", "--admin-token", bstack.admin_token, *common])
+    capsys.readouterr()
     assert cli(["projects", "create", "cli-team", "--rps", "50", *common]) == 0
     assert cli(["keys", "create", "--project", "cli-team", "--name", "laptop", *common]) == 0
     out = capsys.readouterr().out

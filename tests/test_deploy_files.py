@@ -1,23 +1,32 @@
 """docker-compose.yml and deploy/k8s parse, and name only services, modules and settings
-that exist — so the deployment descriptions cannot drift from the code."""
+that exist — so the deployment descriptions cannot drift from the code; and they ship no
+secret, publish nothing but the ingress (on loopback), and give each service its own bus user
+(docs/reliability.md "The bus boundary")."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
+import stat
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
+from switchyard import busauth
 from switchyard.catalog import build_catalog
+from switchyard.creds import write_deployment_secrets
 from switchyard.settings import Settings
 from switchyard.testing.stack import ROOT
 
 SETTINGS = {f"SWITCHYARD_{name.upper()}" for name in Settings.model_fields}
 PROVIDER_ENV = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "MISTRAL_API_KEY"}
 SERVICES = {"ingress", "router", "providers", "ledger", "budget"}
+# Secrets a service may name, each only from its env file or a Kubernetes secretKeyRef.
+SECRET_SETTINGS = {"SWITCHYARD_NATS_PASSWORD", "SWITCHYARD_ADMIN_TOKEN", "SWITCHYARD_CLICKHOUSE_PASSWORD"}
 
 
 def _module_command(command: list[str]) -> str:
@@ -42,7 +51,7 @@ def test_compose_file() -> None:
     assert len(nats) == 3, "a 3-node NATS cluster"
     for name in nats:
         command = services[name]["command"]
-        assert "-js" in command and "--cluster" in command and "--routes" in command
+        assert "-js" in command and "-c" in command  # the cluster and its routes are in the config
     assert any("clickhouse-server" in str(s.get("image", "")) for s in services.values())
     modules = set()
     for name, service in services.items():
@@ -53,10 +62,64 @@ def test_compose_file() -> None:
         _check_env(set(service["environment"]))
         if name != "ingress":
             assert service["deploy"]["replicas"] >= 2, f"{name} runs with replicas"
+        # Its own bus user and secrets from its generated env file, none inline.
+        module = service["command"][2]
+        assert service["env_file"] == [f"deploy/secrets/{module.split('.')[1]}.env"], name
+        assert not SECRET_SETTINGS & set(service["environment"]), name
     assert {m.split(".")[1] for m in modules} == SERVICES
     env = services["router"]["environment"]
     assert env["SWITCHYARD_STREAM_REPLICAS"] == "3"
-    assert env["SWITCHYARD_CLICKHOUSE_DSN"].startswith("http://")
+    dsn = env["SWITCHYARD_CLICKHOUSE_DSN"]
+    assert dsn.startswith("http://") and urlsplit(dsn).password is None, "no password in the DSN"
+    clickhouse = next(s for s in services.values() if "clickhouse-server" in str(s.get("image", "")))
+    assert "CLICKHOUSE_PASSWORD" not in clickhouse.get("environment", {})
+    assert clickhouse["env_file"] == ["deploy/secrets/clickhouse.env"]
+    for name in nats:
+        command = services[name]["command"]
+        assert command[command.index("-c") + 1] == "/run/secrets/nats-server-conf"
+    assert compose["secrets"]["nats-server-conf"]["file"] == "deploy/secrets/nats-server.conf"
+
+
+def test_compose_publishes_only_the_ingress_and_on_loopback() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
+    assert set(published) == {"ingress"}, "NATS (4222/8222) and ClickHouse (8123) stay on the compose network"
+    for port in published["ingress"]:
+        assert str(port).startswith("127.0.0.1:"), port
+
+
+def test_generated_secrets_feed_compose_and_kubernetes(tmp_path: Path) -> None:
+    """`switchyard creds --out` writes every file docker-compose.yml and the k8s Secret use,
+    0600, and a second run keeps them (no rotation under a running deployment)."""
+    out = tmp_path / "secrets"
+    files = write_deployment_secrets(out)
+    assert {f.read_text() for f in files if f.is_file()} == {
+        f.read_text() for f in write_deployment_secrets(out) if f.is_file()
+    }
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    named = {Path(f).name for s in compose["services"].values() for f in s.get("env_file", [])}
+    named |= {Path(s["file"]).name for s in compose["secrets"].values()}
+    assert named <= {f.name for f in files}
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == (0o700 if f.is_dir() else 0o600), f
+    # Each env file names one user; its password is the one in the nats-server config.
+    config = json.loads((out / busauth.SERVER_CONFIG).read_text())
+    users = {u["user"]: u["password"] for u in config["authorization"]["users"]}
+    for role in SERVICES:
+        env = dict(line.split("=", 1) for line in (out / f"{role}.env").read_text().splitlines())
+        assert env["SWITCHYARD_NATS_USER"] == role and users[role] == env["SWITCHYARD_NATS_PASSWORD"]
+        assert ("SWITCHYARD_ADMIN_TOKEN" in env) == (role == "ingress")
+        assert ("SWITCHYARD_CLICKHOUSE_PASSWORD" in env) == (role == "ledger")
+    assert config["cluster"]["authorization"]["user"] == busauth.ROUTE_USER
+    nats_nodes = {n for n, s in compose["services"].items() if str(s.get("image", "")).startswith("nats:")}
+    assert {urlsplit(r).hostname for r in config["cluster"]["routes"]} == nats_nodes
+    # The Kubernetes Secret's keys, from the same folder.
+    keys = {f.name for f in (out / "bus").iterdir()} | {"admin-token", "clickhouse-password"}
+    for deployment in (d for d in _k8s_docs() if d["kind"] == "Deployment"):
+        for var in deployment["spec"]["template"]["spec"]["containers"][0].get("env", []):
+            ref = var.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                assert ref["name"] == "switchyard-secrets" and ref["key"] in keys, var
 
 
 def test_one_dockerfile_for_every_service() -> None:
@@ -88,9 +151,24 @@ def test_kubernetes_manifests() -> None:
 
     deployments = {d["metadata"]["name"]: d for d in by_kind["Deployment"]}
     seen = set()
+    assert urlsplit(config["data"]["SWITCHYARD_CLICKHOUSE_DSN"]).password is None
+    assert not SECRET_SETTINGS & set(config["data"])
     for name, deployment in deployments.items():
         container = deployment["spec"]["template"]["spec"]["containers"][0]
-        seen.add(_module_command(container["command"]).split(".")[1])
+        role = _module_command(container["command"]).split(".")[1]
+        seen.add(role)
+        # Its own bus user; every secret from the generated Secret, never a literal value.
+        env = {var["name"]: var for var in container["env"]}
+        _check_env(set(env))
+        assert env["SWITCHYARD_NATS_USER"]["value"] == role
+        for secret in SECRET_SETTINGS & set(env):
+            assert "value" not in env[secret], f"{name}: {secret} inline"
+        password_ref = env["SWITCHYARD_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert password_ref == {"name": "switchyard-secrets", "key": f"{role}.password"}
+        # One admin token for every ingress replica (not one generated per pod).
+        if role == "ingress":
+            token_ref = env["SWITCHYARD_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
+            assert token_ref == {"name": "switchyard-secrets", "key": "admin-token"}
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -105,6 +183,20 @@ def test_kubernetes_manifests() -> None:
     assert pdbs == set(deployments)
     hpa_targets = {d["spec"]["scaleTargetRef"]["name"] for d in by_kind["HorizontalPodAutoscaler"]}
     assert "provider-demo" in hpa_targets and hpa_targets <= set(deployments)
+    # No Secret with content ships in the manifests (provider-keys is an empty placeholder).
+    for secret in by_kind.get("Secret", []):
+        assert not secret.get("data") and not secret.get("stringData"), secret["metadata"]["name"]
+
+
+def test_no_secret_on_a_command_line() -> None:
+    """The admin token is accepted from the environment or a file only (`ps` shows argv)."""
+    from switchyard.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["projects", "list", "--admin-token", "sy-admin-x"])
+    for path in [ROOT / "docker-compose.yml", *sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))]:
+        text = path.read_text()
+        assert "--admin-token" not in text and "--routes" not in text and "--pass" not in text, path
 
 
 @pytest.mark.parametrize("path", ["deploy/switchyard.toml"])

@@ -49,11 +49,13 @@ async def test_each_query_is_answered_by_exactly_one_replica(two_ledgers: Stack)
             if len(replies) >= QUERIES:
                 all_in.set()
 
-        await nc.subscribe(inbox, cb=on_reply)
+        await nc.subscribe(f"{inbox}.*", cb=on_reply)
         ask = orjson.dumps({"sql": "SELECT getServerSetting('path') AS path"})
         admin = {"Authorization": f"Bearer {two_ledgers.admin_token}"}
-        for _ in range(QUERIES):
-            await nc.publish(subjects.LEDGER_SQL, ask, reply=inbox, headers=admin)
+        for i in range(QUERIES):
+            # One reply subject per query, as nc.request makes: a responder may answer each
+            # request it received once (allow_responses, docs/reliability.md "The bus boundary").
+            await nc.publish(subjects.LEDGER_SQL, ask, reply=f"{inbox}.{i}", headers=admin)
         await asyncio.wait_for(all_in.wait(), 30)
         # A replica outside the queue group would answer every query a second time: give any
         # such extra answers a moment to arrive, then count.

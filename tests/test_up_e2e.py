@@ -7,12 +7,14 @@ import asyncio
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+import nats
 import psutil
 import pytest
 
@@ -104,7 +106,21 @@ async def test_up_serves_records_restarts_and_stops_cleanly(tmp_path: Path) -> N
                 await asyncio.sleep(0.2)
             assert r.status_code == 200, r.text
 
-        nats_url = f"nats://127.0.0.1:{nats_port}"
+        # The bus has users, generated into the data folder (0600); the test looks as the admin.
+        bus = tmp_path / ".switchyard" / "bus"
+        assert {stat.S_IMODE(p.stat().st_mode) for p in bus.iterdir()} == {0o600}
+        admin = (bus / "admin.password").read_text().strip()
+        nats_url = f"nats://admin:{admin}@127.0.0.1:{nats_port}"
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(f"nats://127.0.0.1:{nats_port}", allow_reconnect=False, connect_timeout=5)
+        # No secret on any command line (`ps`) or in any child's environment.
+        secrets = [p.read_text().strip() for p in bus.iterdir()]
+        secrets.append((tmp_path / ".switchyard" / "admin-token").read_text().strip())
+        for child in _children(up.pid):
+            seen = " ".join(child.cmdline()) + " ".join(f"{k}={v}" for k, v in child.environ().items())
+            assert not [s for s in secrets if s in seen], child.cmdline()
+        nats_args = next(p.cmdline() for p in _children(up.pid) if "nats-server" in p.cmdline()[0])
+        assert nats_args[nats_args.index("-a") + 1] == "127.0.0.1"
 
         async def landed() -> list[dict]:
             return await ledger_sql(
@@ -119,6 +135,15 @@ async def test_up_serves_records_restarts_and_stops_cleanly(tmp_path: Path) -> N
         assert plain["request_id"] in {r["request_id"] for r in rows}
         assert any(r["stream"] for r in rows)
         assert len(rows) == 3
+        # `switchyard sql` finds the analyst's password in the data folder by itself.
+        cli = subprocess.run(
+            [sys.executable, "-m", "switchyard.cli", "sql", "SELECT count() AS n FROM requests FINAL"],
+            cwd=tmp_path,
+            env=dict(env, SWITCHYARD_NATS_URL=f"nats://127.0.0.1:{nats_port}"),
+            capture_output=True,
+            timeout=60,
+        )
+        assert cli.returncode == 0 and cli.stdout.split() == [b"n", b"3"], cli.stderr
 
         every_pid = [p.pid for p in _children(up.pid)]
         up.send_signal(signal.SIGTERM)

@@ -118,12 +118,19 @@ class Ingress:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        nc = await bus.connect(self.settings.nats_url, "switchyard-ingress")
+        nc = await bus.connect(
+            self.settings.nats_url,
+            "switchyard-ingress",
+            self.settings.nats_credentials,
+            self.settings.nats_tls_ca_file,
+        )
         self._client = GatewayClient(nc)
         await self.client.start()
         await self.auth.start(nc)
         self.admin.bind(nc, started(self.auth.watcher, "the tenancy watcher").kv)
-        self.admin_token = load_or_create_admin_token(self.settings.admin_token, self.settings.data_dir)
+        self.admin_token = load_or_create_admin_token(
+            self.settings.configured_admin_token, self.settings.data_dir
+        )
         lag_poller = asyncio.create_task(
             poll_ledger_lag(
                 nc.jetstream(),

@@ -13,7 +13,6 @@ from typing import TypeAlias
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.nuid import NUID
 
 from switchyard import codec, subjects, telemetry
 from switchyard.errors import ErrorCode, GatewayError
@@ -60,7 +59,8 @@ class ReplyStream:
 class GatewayClient:
     def __init__(self, nc: NATS) -> None:
         self.nc = nc
-        self._prefix = f"_INBOX.{NUID().next().decode()}"
+        # Under the connection's own inbox prefix: the only one its bus user may subscribe to.
+        self._prefix = nc.new_inbox()
         self._pending: dict[str, asyncio.Queue[Msg]] = {}
 
     @property

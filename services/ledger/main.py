@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from google.protobuf.message import DecodeError
@@ -28,6 +29,7 @@ from opentelemetry import trace
 
 from switchyard import genai, metrics, subjects, telemetry
 from switchyard.bus import NATS_ERRORS, ensure_events_stream
+from switchyard.logs import register_secret
 from switchyard.service import BusService, run
 from switchyard.tenancy_store import load_or_create_admin_token
 from switchyard.v1 import events_pb2, ledger_pb2
@@ -78,6 +80,7 @@ class Ledger(BusService):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         settings = self.settings
+        register_secret(urlsplit(settings.ledger_dsn).password)  # never in a log line
         self.store = LedgerStore(settings.ledger_dsn)
         self.analyst = AnalystReader(
             settings.ledger_dsn,
@@ -99,7 +102,7 @@ class Ledger(BusService):
         settings = self.settings
         await self.store.open()
         await self.analyst.open()
-        self.admin_token = load_or_create_admin_token(settings.admin_token, settings.data_dir)
+        self.admin_token = load_or_create_admin_token(settings.configured_admin_token, settings.data_dir)
         for statement in await self.store.apply_retention(
             settings.ledger_retention_days, settings.ledger_rollup_retention_days
         ):

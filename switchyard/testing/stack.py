@@ -20,7 +20,7 @@ import httpx
 import nats
 import orjson
 
-from switchyard import subjects
+from switchyard import busauth, subjects
 from switchyard.children import tied_to_parent
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.tenancy import dashboard_token
@@ -102,6 +102,7 @@ class Stack:
     ingress_url: str = ""
     api_key: str = ""  # a key of project "default", provisioned by start_all (or provision)
     dashboard_url: str = ""
+    bus_dir: Path | None = None  # the bus users' passwords (busauth); services get their own
 
     @property
     def admin_token(self) -> str:
@@ -124,8 +125,15 @@ class Stack:
 
     @classmethod
     def create(cls, workdir: Path, **env: str) -> Stack:
-        server = NatsServer(store_dir=workdir / "nats").start()
-        return cls(workdir=workdir, nats=server, env=cls.base_env(server.url, workdir, **env))
+        bus_dir = workdir / "bus"
+        passwords = busauth.load_or_create_passwords(bus_dir)
+        # `server.url` carries the admin user, for the tests' own look at the bus.
+        server = NatsServer(
+            store_dir=workdir / "nats", passwords=passwords, client_role=busauth.ADMIN
+        ).start()
+        return cls(
+            workdir=workdir, nats=server, env=cls.base_env(server.address, workdir, **env), bus_dir=bus_dir
+        )
 
     @staticmethod
     def base_env(nats_url: str, workdir: Path, **env: str) -> dict[str, str]:
@@ -145,7 +153,9 @@ class Stack:
 
     def spawn(self, name: str, module: str, *args: str, wait: bool = True, **env: str) -> ServiceProc:
         log_path = self.workdir / f"{name}-{len(self.services)}.log"
-        proc_env = dict(self.env, **env)
+        role = busauth.role_of_module(module)
+        creds = busauth.service_env(self.bus_dir, role) if self.bus_dir and role else {}
+        proc_env = dict(self.env, **creds, **env)
         if module == "services.ingress":
             port = int(proc_env.get("SWITCHYARD_PORT") or free_port())
             proc_env["SWITCHYARD_PORT"] = str(port)

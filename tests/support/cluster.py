@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 
+from switchyard import busauth
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.testing.stack import Stack, wait_until
 
@@ -16,6 +17,7 @@ class NatsCluster:
     workdir: Path
     size: int = 3
     nodes: list[NatsServer] = field(default_factory=list)
+    passwords: dict[str, str] | None = None  # busauth: users on every node, authenticated routes
 
     def start(self) -> NatsCluster:
         cluster_ports = [free_port() for _ in range(self.size)]
@@ -26,6 +28,8 @@ class NatsCluster:
                 name=f"n{i}",
                 cluster_port=cluster_ports[i],
                 routes=routes,
+                passwords=self.passwords,
+                client_role=busauth.ADMIN,
             )
             node.port, node.monitor_port = free_port(), free_port()
             self.nodes.append(node)
@@ -50,6 +54,10 @@ class NatsCluster:
     def url(self) -> str:
         return ",".join(node.url for node in self.nodes)
 
+    @property
+    def address(self) -> str:
+        return ",".join(node.address for node in self.nodes)
+
     def stream_leader(self, stream: str) -> int:
         """Index of the node leading `stream` (from the monitoring endpoint)."""
         for node in self.nodes:
@@ -70,6 +78,7 @@ class NatsCluster:
 
 def cluster_stack(workdir: Path, **env: str) -> Stack:
     """A Stack whose services talk to a 3-node cluster with R3 streams."""
-    cluster = NatsCluster(workdir).start()
-    base = Stack.base_env(cluster.url, workdir, SWITCHYARD_STREAM_REPLICAS="3", **env)
-    return Stack(workdir=workdir, nats=cluster, env=base)  # type: ignore[arg-type]
+    bus_dir = workdir / "bus"
+    cluster = NatsCluster(workdir, passwords=busauth.load_or_create_passwords(bus_dir)).start()
+    base = Stack.base_env(cluster.address, workdir, SWITCHYARD_STREAM_REPLICAS="3", **env)
+    return Stack(workdir=workdir, nats=cluster, env=base, bus_dir=bus_dir)  # type: ignore[arg-type]

@@ -82,7 +82,7 @@ class DashboardServer:
             log.warning("undecodable feed message dropped")
 
     async def start(self) -> None:
-        admin_token = load_or_create_admin_token(self.settings.admin_token, self.settings.data_dir)
+        admin_token = load_or_create_admin_token(self.settings.configured_admin_token, self.settings.data_dir)
         register_secret(admin_token)
         register_secret(dashboard_token(admin_token))
         app = DashboardAccess(
