@@ -404,3 +404,30 @@ async def test_every_refusal_is_counted_once_with_its_code(
         r = await http.request(method, path, **kwargs)
     assert r.status_code == status, r.text
     assert requests_counted(api, code) == tuple(v + 1 for v in before)
+
+
+async def test_an_unhandled_error_is_a_500_in_dialect_and_its_traceback_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Starlette re-raises after the 500 so the server logs the traceback; the app's own line
+    carries the request id and no second traceback."""
+    from starlette.requests import Request
+
+    async def boom(request: Request) -> None:
+        raise KeyError("choices")
+
+    ingress = Ingress(Settings(auth_required=False))
+    ingress.app.add_route("/v1/boom", boom, methods=["POST"])
+    transport = httpx.ASGITransport(app=ingress.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as http:
+        r = await http.post("/v1/boom", json={})
+    assert (
+        r.status_code == 500 and error_kind("/v1/chat/completions", r.json()) == "server_error/internal_error"
+    )
+    assert "KeyError" not in r.text
+    ours = [rec for rec in caplog.records if rec.name == "switchyard.ingress"]
+    assert len(ours) == 1 and ours[0].exc_info is None
+    assert r.headers["x-request-id"] in ours[0].getMessage()
+    with pytest.raises(KeyError):  # what the server sees, and logs with its traceback
+        async with asgi_client(ingress) as http:
+            await http.post("/v1/boom", json={})

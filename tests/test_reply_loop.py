@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -148,3 +149,28 @@ async def test_a_request_the_bus_refuses_is_one_internal_error_not_a_cancelled_o
     assert exchange.settle() is exchange.first
     assert (counted("internal"), counted("cancelled")) == (internal + 1, cancelled)
     assert exchange.finished and client.in_flight == 0
+
+
+async def test_closing_the_bus_connection_is_not_a_disconnection(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`nats: disconnected` was printed on every start and every CLI call (each closes its
+    connection); a connection lost to the server is still warned about."""
+    from switchyard import bus
+
+    caplog.set_level(logging.INFO, logger="switchyard.bus")
+    nc = await bus.connect(nats_server.url, "test-close")
+    await nc.close()
+    nc = await bus.connect(nats_server.url, "test-drain")
+    await nc.drain()
+    assert not [r for r in caplog.records if "disconnected" in r.getMessage()]
+    nc = await bus.connect(nats_server.url, "test-lost")
+    try:
+        nats_server.stop()
+        for _ in range(100):  # bounded: the client notices the closed socket at once
+            if any("disconnected" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.05)
+        assert [r.levelno for r in caplog.records if "disconnected" in r.getMessage()] == [logging.WARNING]
+    finally:
+        await nc.close()

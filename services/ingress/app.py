@@ -175,10 +175,13 @@ class Ingress:
         return error_response(error, new_request_id(), dialect_for_path(request.url.path))
 
     async def _on_exception(self, request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s", request.url.path)
+        # One line with the id the caller was given; not the traceback: Starlette re-raises
+        # the exception after this answer and uvicorn logs it with its traceback, once.
+        request_id = new_request_id()
+        log.error("unhandled %s on %s, answered 500 as %s", type(exc).__name__, request.url.path, request_id)
         error = GatewayError(ErrorCode.INTERNAL, "internal error")
         count_refusal(request.url.path, error)
-        return error_response(error, new_request_id(), dialect_for_path(request.url.path))
+        return error_response(error, request_id, dialect_for_path(request.url.path))
 
     def admit(
         self, request: invoke_pb2.InvokeRequest, headers: Mapping[str, str]
