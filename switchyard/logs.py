@@ -34,6 +34,7 @@ def looks_random(tail: str) -> bool:
     marked = sum(c.isdigit() or c.isupper() for c in tail)
     return len(tail) >= 16 and marked * 5 >= len(tail)
 
+
 _lock = threading.Lock()
 _secrets: set[str] = set()
 
