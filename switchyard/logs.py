@@ -29,10 +29,12 @@ MASK = "***"
 
 def looks_random(tail: str) -> bool:
     """Whether a key candidate's tail is a generated secret rather than words: generated keys
-    (base64/base62/hex, 32+ random characters) are at least a fifth digits and capitals;
-    lower-case words joined by dashes, with a number here and there, are not."""
+    (base64/base62/hex, 32+ random characters) are at least a fifth digits and capitals, or
+    one unbroken run of 16+ characters; names are lower-case words joined by dashes, with a
+    number here and there (`sy-gateway-checkout-2`)."""
     marked = sum(c.isdigit() or c.isupper() for c in tail)
-    return len(tail) >= 16 and marked * 5 >= len(tail)
+    longest_run = max(len(run) for run in tail.split("-"))
+    return len(tail) >= 16 and (marked * 5 >= len(tail) or longest_run >= 16)
 
 
 _lock = threading.Lock()
