@@ -30,6 +30,7 @@ import orjson
 import psutil
 
 from switchyard.natsserver import free_port
+from switchyard.tenancy_store import DEV_KEY_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -105,9 +106,11 @@ class Gateway:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"gateway did not start:\n{self.out.read_text()}")
             time.sleep(0.2)
-        banner = self.out.read_text()
-        key = re.search(r"(sy-[A-Za-z0-9_-]{16,})", banner)
-        self.headers = [f"Authorization: Bearer {key.group(1)}"] if key else []
+        # The development key `switchyard up` minted (the banner also shows other sy- tokens,
+        # such as the dashboard login link, so read the key's own file).
+        key_file = workdir / ".switchyard" / DEV_KEY_FILE
+        key = key_file.read_text().strip() if key_file.exists() else ""
+        self.headers = [f"Authorization: Bearer {key}"] if key else []
         self.url = f"http://127.0.0.1:{self.port}"
 
     def services(self) -> dict[str, psutil.Process]:
