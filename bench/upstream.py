@@ -5,6 +5,9 @@ so that what the benchmark measures is the gateway. It answers POST /v1/chat/com
 OpenAI's wire format (chat.completion with usage; or chat.completion.chunk SSE events, a usage
 chunk when stream_options.include_usage is set, then `data: [DONE]`).
 
+With `--slow-every N --slow-ms M`, every Nth request (counted over the whole server) waits M ms
+more before its response starts: a first token that is sometimes late (bench/hedge.py).
+
 Run: python -m bench.upstream --port 9100 --delay-ms 20
 """
 
@@ -56,8 +59,24 @@ def chunk_event(model: str, delta: dict, finish: str | None = None, usage: dict 
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
+class SlowEvery:
+    """Which requests are late: every `every`th one (0: none), by `extra_s`."""
+
+    def __init__(self, every: int = 0, extra_s: float = 0.0) -> None:
+        self.every = every
+        self.extra_s = extra_s
+        self.count = 0
+
+    def next_delay(self) -> float:
+        self.count += 1
+        return self.extra_s if self.every and self.count % self.every == 0 else 0.0
+
+
 class UpstreamProtocol(asyncio.Protocol):
-    def __init__(self, delay_s: float, chunk_delay_s: float, words: int) -> None:
+    def __init__(
+        self, delay_s: float, chunk_delay_s: float, words: int, slow: SlowEvery | None = None
+    ) -> None:
+        self.slow = slow or SlowEvery()
         self.delay_s = delay_s
         self.chunk_delay_s = chunk_delay_s
         self.words = words
@@ -93,7 +112,7 @@ class UpstreamProtocol(asyncio.Protocol):
         except orjson.JSONDecodeError:
             request = {}
         model = str(request.get("model", "bench"))
-        await asyncio.sleep(self.delay_s)
+        await asyncio.sleep(self.delay_s + self.slow.next_delay())
         if self.transport.is_closing():
             return
         if not request.get("stream"):
@@ -123,10 +142,15 @@ class UpstreamProtocol(asyncio.Protocol):
         self.transport.write(f"{len(done):x}\r\n".encode() + done + b"\r\n0\r\n\r\n")
 
 
-async def serve(host: str, port: int, delay_ms: float, chunk_delay_ms: float, words: int) -> None:
+async def serve(
+    host: str, port: int, delay_ms: float, chunk_delay_ms: float, words: int, slow: SlowEvery | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: UpstreamProtocol(delay_ms / 1000, chunk_delay_ms / 1000, words), host, port, backlog=4096
+        lambda: UpstreamProtocol(delay_ms / 1000, chunk_delay_ms / 1000, words, slow),
+        host,
+        port,
+        backlog=4096,
     )
     print(f"upstream listening on http://{host}:{server.sockets[0].getsockname()[1]}", flush=True)
     async with server:
@@ -140,8 +164,11 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=20.0)
     parser.add_argument("--chunk-delay-ms", type=float, default=1.0)
     parser.add_argument("--words", type=int, default=16)
+    parser.add_argument("--slow-every", type=int, default=0, help="every Nth request is late (0: none)")
+    parser.add_argument("--slow-ms", type=float, default=0.0, help="how late")
     args = parser.parse_args()
-    uvloop.run(serve(args.host, args.port, args.delay_ms, args.chunk_delay_ms, args.words))
+    slow = SlowEvery(args.slow_every, args.slow_ms / 1000)
+    uvloop.run(serve(args.host, args.port, args.delay_ms, args.chunk_delay_ms, args.words, slow))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -112,10 +113,15 @@ async def ensure_events_stream(js: JetStreamContext, replicas: int = 1, attempts
 
 
 class EventPublisher:
-    """Publishes JetStream events off the request path: queued, retried, never dropped.
+    """Publishes JetStream events: queued, retried, never dropped by a publisher that lives.
 
     A publish can fail for seconds while a stream leader moves (STACK-NOTES.md); the queue is
     drained by one task that retries with backoff, and `drain()` waits for it on shutdown.
+    `publish_durable` is the other way in: it waits for JetStream's acknowledgement (bounded),
+    for a record that must be stored before the client is answered (a completion whose answer
+    is about to be sent, docs/reliability.md).
+    `stalled` says that events are not getting through, so new work can be refused instead of
+    served without a durable record.
     """
 
     def __init__(self, js: JetStreamContext, max_backoff_s: float = 2.0) -> None:
@@ -123,6 +129,53 @@ class EventPublisher:
         self._queue: asyncio.Queue[tuple[str, bytes, dict[str, str]]] = asyncio.Queue()
         self._max_backoff_s = max_backoff_s
         self._task: asyncio.Task[None] | None = None
+        self._failing_since: float | None = None  # monotonic time of the first failure in a row
+
+    @property
+    def backlog(self) -> int:
+        """Events queued and not yet stored."""
+        return self._queue.qsize()
+
+    def stalled(self) -> bool:
+        """True while the last publish failed and events wait to be stored."""
+        return self._failing_since is not None
+
+    def _failed(self) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+
+    def _stored(self) -> None:
+        self._failing_since = None
+
+    async def publish_durable(
+        self,
+        subject: str,
+        payload: bytes,
+        msg_id: str,
+        headers: dict[str, str] | None = None,
+        timeout_s: float = 10.0,
+    ) -> bool:
+        """Publish and wait until JetStream has stored it, retrying for up to `timeout_s`.
+        False when it could not be stored in time: the caller must not promise the client it is
+        recorded, and queues (`publish`) the record it keeps instead."""
+        hdrs = dict(headers or {})
+        hdrs["Nats-Msg-Id"] = msg_id
+        deadline = time.monotonic() + timeout_s
+        backoff = 0.05
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                await self._js.publish(subject, payload, headers=hdrs, timeout=min(2.0, remaining))
+                self._stored()
+                return True
+            except NATS_ERRORS as exc:
+                self._failed()
+                log.warning("durable event publish to %s failed, retrying: %s", subject, exc)
+                await asyncio.sleep(min(backoff, max(deadline - time.monotonic(), 0)))
+                backoff = min(backoff * 2, self._max_backoff_s)
+        return False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-publisher")
@@ -141,10 +194,12 @@ class EventPublisher:
             while True:
                 try:
                     await self._js.publish(subject, payload, headers=headers, timeout=2.0)
+                    self._stored()
                     break
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # the publisher task must outlive anything, or events pile up
+                    self._failed()
                     log.warning("event publish to %s failed, retrying: %s", subject, exc)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self._max_backoff_s)

@@ -112,8 +112,9 @@ def permissions(role: str) -> Permissions | None:
     if role == INGRESS:
         # The ingress authenticates API keys (it reads the key hashes) and hosts the admin API
         # (it writes projects, keys and budgets), so it reads and writes the tenancy bucket:
-        # the bucket holds no secret it does not need (keys only as SHA-256 hashes). It has no
-        # access to the lease, alerts, journal or any event consumer.
+        # the bucket holds no secret it does not need (keys only as SHA-256 hashes). It keeps
+        # the Responses API's stored responses in their own bucket. It has no access to the
+        # lease, alerts, journal or any event consumer.
         return Permissions(
             publish=(
                 *common_pub,
@@ -121,8 +122,10 @@ def permissions(role: str) -> Permissions | None:
                 f"{subjects.CANCEL_PREFIX}.*",
                 subjects.BUDGET_STATUS,
                 subjects.LEDGER_READ_REQUEST,  # GET /v1/requests/{id}: a typed read, no SQL
+                subjects.INGRESS_REFUSED,  # its own refusals, recorded by a router at no cost
                 lag,
                 *_kv_write(subjects.TENANCY_BUCKET),
+                *_kv_write(subjects.RESPONSES_BUCKET),
             ),
             subscribe=(own_inbox,),
         )
@@ -137,7 +140,13 @@ def permissions(role: str) -> Permissions | None:
                 ingress_inbox,  # error frames answer the ingress directly
                 *_stream(events),
             ),
-            subscribe=(own_inbox, subjects.INVOKE, subjects.PROVIDER_STATS, subjects.QUOTA_STATE),
+            subscribe=(
+                own_inbox,
+                subjects.INVOKE,
+                subjects.PROVIDER_STATS,
+                subjects.QUOTA_STATE,
+                subjects.INGRESS_REFUSED,
+            ),
         )
     if role == PROVIDERS:
         return Permissions(
@@ -188,6 +197,7 @@ def permissions(role: str) -> Permissions | None:
                 *_kv_read(subjects.TENANCY_BUCKET),
                 *_kv_write(subjects.BUDGET_LEASE_BUCKET),
                 *_kv_write(subjects.BUDGET_ALERTS_BUCKET),
+                *_kv_write(subjects.BUDGET_SNAPSHOT_BUCKET),
             ),
             subscribe=(own_inbox, subjects.BUDGET_AUTHORIZE, subjects.BUDGET_STATUS, subjects.PROVIDER_STATS),
             allow_responses=True,  # authorizations and status answers

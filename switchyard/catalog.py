@@ -19,6 +19,7 @@ from switchyard import provider_defaults
 from switchyard.config import (
     ConfigError,
     DeploymentConfig,
+    HedgeConfig,
     PriceConfig,
     RuleConfig,
     parse_config,
@@ -96,6 +97,8 @@ class Route:
     strategy: str = DEFAULT_PRESET
     # Explicit scoring weights ({"latency": .., "cost": .., "quality": ..}); win over `strategy`.
     weights: Mapping[str, float] | None = None
+    hedge: HedgeConfig | None = None  # the hedging policy (None: hedge only when a request asks)
+    side_effects: bool = False  # never hedged, whatever the request asks
 
 
 @dataclass(frozen=True)
@@ -245,7 +248,14 @@ def build_catalog(config: Mapping[str, Any], env: Mapping[str, str]) -> Catalog:
             if missing:
                 continue  # every deployment of the route is off (no key): the route is off too
             raise ConfigError(f"routes.{name}: route {name!r} lists no deployments")
-        routes[name] = Route(name, ids, strategy=route.strategy, weights=route.weights)
+        routes[name] = Route(
+            name,
+            ids,
+            strategy=route.strategy,
+            weights=route.weights,
+            hedge=route.hedge if route.hedge is not None and route.hedge.enabled else None,
+            side_effects=route.side_effects,
+        )
     aliases = dict(document.aliases)
     catalog = Catalog(deployments=deployments, routes=routes, aliases=aliases)
     disabled = set(document.routes) - set(routes)

@@ -123,6 +123,24 @@ class DeploymentConfig(Table):
         return raw
 
 
+class HedgeConfig(Table):
+    """A route's hedging policy (docs/routing.md, "Hedged requests"): when the first attempt has
+    no first token after the delay, a second attempt starts on the next deployment of the chain.
+
+    The delay is `delay_ms` when set, else the `percentile` of the first deployment's observed
+    time to first token (whole-call latency for plain requests), never below `min_delay_ms`;
+    `min_delay_ms` is also the delay until `min_samples` were observed."""
+
+    enabled: bool = True
+    delay_ms: float = Field(default=0.0, ge=0)
+    percentile: float = Field(default=90.0, gt=0, lt=100)
+    min_delay_ms: float = Field(default=50.0, ge=1)
+    min_samples: int = Field(default=20, ge=1)
+    max_hedges: int = Field(default=1, ge=1, le=3)
+    max_share: float = Field(default=0.1, gt=0, le=1)
+    window_s: float = Field(default=60.0, gt=0)
+
+
 class RouteConfig(Table):
     """One `[routes.<name>]` table."""
 
@@ -130,6 +148,9 @@ class RouteConfig(Table):
     strategy: str = DEFAULT_PRESET
     # Explicit scoring weights; win over `strategy`.
     weights: dict[str, float] | None = None
+    hedge: HedgeConfig | None = None
+    # The route's requests act on the world (a tool call that books, a write): never run twice.
+    side_effects: bool = False
 
     @field_validator("strategy")
     @classmethod

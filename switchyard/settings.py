@@ -45,7 +45,10 @@ class Settings(BaseSettings):
     budget_timeout_s: float = Field(default=0.5, gt=0)
 
     # Edge limits and load shedding at the ingress (services/ingress/edge.py).
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    # Request bodies up to this size are served end to end (docs/architecture.md, "Large
+    # bodies"): OpenAI takes 20 MB images, Anthropic 32 MB requests. The NATS server must carry
+    # twice this in one message (max_payload; switchyard/natsserver.py sets 64 MiB, its ceiling).
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     max_header_bytes: int = Field(default=16 * 1024, gt=0)
     max_json_depth: int = Field(default=64, gt=1)
     # The whole request body must arrive within this long after the headers (not per chunk).
@@ -100,6 +103,9 @@ class Settings(BaseSettings):
 
     # Stream replication: 1 for the embedded single server, 3 on a cluster.
     stream_replicas: int = Field(default=1, ge=1, le=5)
+    # Stored Responses API answers (`store`, `previous_response_id`) are kept this long
+    # (docs/api.md). Set when the bucket is first created; 30 days, as OpenAI keeps them.
+    responses_ttl_s: float = Field(default=30 * 86400.0, gt=0)
 
     # Tenancy, keys and budgets (docs/budgets.md).
     # The admin API's bearer token; "" = generated once into <data_dir>/admin-token.
@@ -115,6 +121,11 @@ class Settings(BaseSettings):
     budget_reservation_grace_s: float = Field(default=10.0, ge=0)
     # POST every budget alert here (JSON), with retries; "" = events only.
     budget_webhook_url: str = ""
+
+    # A worker answers a client only once JetStream has stored the request's completion event
+    # (the billing record); it waits this long at most (within the request's deadline), then
+    # refuses the answer with 503 (docs/reliability.md, "Completion events before the answer").
+    event_store_wait_s: float = Field(default=10.0, gt=0)
 
     log_level: str = "INFO"
     log_json: bool = False

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 INVOKE = "llm.invoke"  # ingress -> router, queue group "router"
+# The ingress reports a request it refused itself (a body too large: it never reached the bus)
+# as a Completion; a router records it (queue group `router`) as `rejected` at no cost, so the
+# ingress never publishes billing events itself (docs/architecture.md, "Large bodies").
+INGRESS_REFUSED = "ingress.refused"
 ROUTER_QUEUE = "router"
 BUDGET_AUTHORIZE = "budget.authorize"  # router -> budget, queue group "budget"
 BUDGET_QUEUE = "budget"
@@ -32,6 +36,8 @@ BUDGET_JOURNAL = "budget.journal"
 TENANCY_BUCKET = "switchyard_tenancy"  # projects, agents, keys (hashes), budgets
 BUDGET_LEASE_BUCKET = "switchyard_budget_lease"  # who is the budget authority
 BUDGET_ALERTS_BUCKET = "switchyard_budget_alerts"  # alerts already sent (one per threshold per period)
+BUDGET_SNAPSHOT_BUCKET = "switchyard_budget_snapshot"  # the authority's state, for a successor
+RESPONSES_BUCKET = "switchyard_responses"  # stored Responses API answers, per project, with a TTL
 
 
 def provider_invoke(provider: str) -> str:

@@ -41,6 +41,7 @@ class Api(StrEnum):
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
     GRPC = "grpc"
+    RESPONSES = "responses"  # OpenAI's Responses API (POST /v1/responses)
 
 
 class StrategyPreset(StrEnum):

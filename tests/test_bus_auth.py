@@ -73,6 +73,12 @@ def test_tenancy_bucket_is_read_by_ingress_and_budget_and_written_by_the_ingress
     )
 
 
+def test_stored_responses_are_kept_by_the_ingress_only() -> None:
+    bucket = subjects.RESPONSES_BUCKET
+    assert {r for r in SERVICES if may(r, "publish", f"$JS.API.STREAM.CREATE.KV_{bucket}")} == {INGRESS}
+    assert {r for r in SERVICES if may(r, "publish", f"$KV.{bucket}.resp_1")} == {INGRESS}
+
+
 def test_the_analyst_may_only_query_the_ledger() -> None:
     perms = permissions_of(ANALYST)
     assert set(perms.publish) == {"$JS.API.INFO", subjects.LEDGER_SQL}

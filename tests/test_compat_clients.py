@@ -243,6 +243,20 @@ async def test_bad_routing_header_is_a_bad_request(oai: openai.AsyncOpenAI) -> N
     assert caught.value.param == "x-switchyard-strategy"
 
 
+async def test_openai_responses_api_on_the_demo_provider(oai: openai.AsyncOpenAI) -> None:
+    """The README's Responses example (tests/test_responses_api.py covers the API in depth)."""
+    first = await oai.responses.create(model="auto", input="Name a colour", instructions="One word.")
+    assert first.status == "completed" and "Name a colour" in first.output_text
+    async with oai.responses.stream(
+        model="demo/smart", input="And another?", previous_response_id=first.id
+    ) as stream:
+        kinds = [event.type async for event in stream]
+        final = await stream.get_final_response()
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    assert final.previous_response_id == first.id and final.usage.output_tokens > 0
+    assert (await oai.responses.retrieve(final.id)).output_text == final.output_text
+
+
 # --- Anthropic ----------------------------------------------------------------------------------
 
 

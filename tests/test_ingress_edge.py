@@ -252,12 +252,12 @@ def test_grpc_trailing_metadata() -> None:
 
 # --- Errors the edge answers itself, in the caller's dialect (ASGI level: the real app, no bus) --
 
-API_PATHS = ("/llm.invoke", "/v1/chat/completions", "/v1/messages")
+API_PATHS = ("/llm.invoke", "/v1/chat/completions", "/v1/messages", "/v1/responses")
 
 
 def error_kind(path: str, body: dict) -> str:
     """The error's kind in its dialect, after checking the body against that dialect's schema."""
-    if path == "/v1/chat/completions":
+    if path in ("/v1/chat/completions", "/v1/responses"):
         openai_api.OpenAIErrorResponse.model_validate(body)
         return f"{body['error']['type']}/{body['error']['code']}"
     if path == "/v1/messages":
@@ -294,7 +294,8 @@ BIG_BODY = {"model": "auto", "messages": [{"role": "user", "content": "x" * 2000
     ],
 )
 async def test_a_body_too_large_is_refused_in_the_callers_dialect(path: str, status: int, kind: str) -> None:
-    async with asgi_client(Ingress(Settings(max_body_bytes=1000))) as http:
+    # Authenticated (here: no key needed) before its size is judged: a 413 is recorded.
+    async with asgi_client(Ingress(Settings(max_body_bytes=1000, auth_required=False))) as http:
         r = await http.post(path, json=BIG_BODY)
     assert r.status_code == status
     assert error_kind(path, r.json()) == kind

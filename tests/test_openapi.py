@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
 import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from services.ingress import anthropic_api, native, openai_api
+from services.ingress import anthropic_api, native, openai_api, responses_api
 from services.ingress.app import Ingress
 from services.ingress.openapi import openapi_document
 from switchyard.catalog import build_catalog
@@ -64,6 +65,7 @@ def test_every_error_status_of_a_model_call_is_described() -> None:
         "/llm.invoke": {s for c, s in HTTP_STATUS.items() if c not in never},
         "/v1/chat/completions": {s for c, (s, _, _) in openai_api.ERRORS.items() if c not in never},
         "/v1/messages": {s for c, (s, _) in anthropic_api.ERRORS.items() if c not in never},
+        "/v1/responses": {s for c, (s, _, _) in openai_api.ERRORS.items() if c not in never},
     }
     for path, expected in statuses.items():
         described = {int(s) for s in paths[path]["post"]["responses"]}
@@ -101,6 +103,22 @@ def test_every_error_status_of_a_model_call_is_described() -> None:
                 "tool_choice": {"type": "auto"},
             },
         ),
+        ("ResponsesRequest", {"model": "auto", "input": "hi", "instructions": "s"}),
+        (
+            "ResponsesRequest",
+            {
+                "model": "auto",
+                "input": [
+                    {"role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+                    {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                    {"type": "function_call_output", "call_id": "c", "output": "x"},
+                ],
+                "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+                "text": {"format": {"type": "json_schema", "name": "a", "schema": {}}},
+                "previous_response_id": "resp_1",
+                "stream": True,
+            },
+        ),
     ],
 )  # fmt: skip
 def test_request_schemas_accept_what_the_api_accepts(name: str, body: dict) -> None:
@@ -125,6 +143,15 @@ def test_answers_conform_to_their_schemas() -> None:
         conforms("ChatCompletion", openai_api.completion_json(request, frame.final))
         conforms("Message", anthropic_api.message_json(request, frame.final))
         conforms("InvokeResult", native.response_json(frame.final))
+    parsed = responses_api.ResponsesApi().parse(b'{"model": "auto", "input": "hi"}', 64)
+    parsed.request.CopyFrom(request)
+    for frame in (text, tools, final_frame("cut", finish="length")):
+        conforms("ResponseObject", responses_api.final_json(parsed, frame.final))
+    stream = responses_api.ResponseStream(parsed)
+    for event in stream(text_chunk(0, "hi")) + stream(GatewayError("timeout", "late")):
+        data = orjson.loads(event.split(b"data: ", 1)[1])
+        if "response" in data:
+            conforms("ResponseObject", data["response"])
     catalog = build_catalog({"aliases": {"gpt-4o": "best"}}, {})
     conforms("OpenAIModelList", openai_api.models_json(catalog))
     conforms("OpenAIModel", openai_api.model_json(catalog, "demo/fast"))

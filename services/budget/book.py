@@ -17,8 +17,13 @@ from .periods import period_start
 
 Slot = tuple[str, str, str]
 ZERO = Decimal(0)
-# How long a settled request id is remembered, to ignore a repeated completion event.
-SETTLED_MEMORY_MS = 3600 * 1000
+# How long a settled request id is remembered, and how many at most (~150 B each: 100,000 is
+# ~15 MB). The memory only has to cover what the EVENTS stream's duplicate window (30 min, by
+# request id) does not: a router's repeated ask, journaled reservations restored after a
+# ledger rebuild (their window is the request timeout plus grace), the ledger's "recent" ids
+# during a rebuild (seconds). A takeover from a snapshot needs none (snapshot.py).
+SETTLED_MEMORY_MS = 10 * 60 * 1000
+MAX_SETTLED_IDS = 100_000
 
 
 @dataclass
@@ -55,7 +60,8 @@ def slots_of(scopes: tuple[str, ...] | list[str], at_ms: int) -> list[Slot]:
 class SpendBook:
     counters: dict[Slot, Counter] = field(default_factory=dict)
     reservations: dict[str, Reservation] = field(default_factory=dict)
-    settled: dict[str, int] = field(default_factory=dict)  # request id -> when
+    settled: dict[str, int] = field(default_factory=dict)  # request id -> when, oldest first
+    max_settled: int = MAX_SETTLED_IDS
 
     def counter(self, slot: Slot) -> Counter:
         return self.counters.get(slot) or Counter()
@@ -97,7 +103,13 @@ class SpendBook:
         return request_id in self.settled
 
     def mark_settled(self, request_id: str, now_ms: int) -> None:
+        """Remember a settled id; past `max_settled` the oldest is forgotten (a dict keeps
+        insertion order, so the first key is the oldest)."""
+        if request_id in self.settled:
+            return
         self.settled[request_id] = now_ms
+        if len(self.settled) > self.max_settled:
+            del self.settled[next(iter(self.settled))]
 
     def settle(
         self,
@@ -127,8 +139,11 @@ class SpendBook:
     def prune(self, now_ms: int) -> None:
         """Forget old settled ids and counters of finished periods that hold nothing."""
         cutoff = now_ms - SETTLED_MEMORY_MS
-        for request_id in [r for r, when in self.settled.items() if when < cutoff]:
-            del self.settled[request_id]
+        while self.settled:  # oldest first: stop at the first id young enough to keep
+            oldest = next(iter(self.settled))
+            if self.settled[oldest] >= cutoff:
+                break
+            del self.settled[oldest]
         current = {period: period_start(period, now_ms) for period in PERIODS}
         for slot in [s for s, c in self.counters.items() if s[2] != current[s[1]] and not c.held]:
             del self.counters[slot]

@@ -3,8 +3,10 @@
 Any number of budget processes run; exactly one leads, elected through a KV lease. Only the
 leader subscribes to `budget.authorize` (queue group `budget`) and `budget.status`, so every
 decision is made by one in-memory Authority on one event loop: exact under any concurrency.
-A standby takes over when the lease expires, rebuilding the state from the ledger, the
-completion events not yet in it and the leader's reservation journal.
+A standby takes over when the lease expires: from the leader's latest snapshot on the bus
+(snapshot.py), the completion events after it and the reservation journal, without the ledger;
+only when no usable snapshot exists (the first start) from the ledger, the completion events
+not yet in it and the journal.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from nats.errors import NotJSMessageError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import FetchTimeoutError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import (
+    FetchTimeoutError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
 from nats.nuid import NUID
 from prometheus_client import Counter, Gauge
 
@@ -42,6 +50,7 @@ from .authority import Authority, Verdict
 from .lease import Lease
 from .quotas import QuotaBook
 from .rebuild import rebuild, scope_rows, snapshot_query
+from .snapshot import Snapshot, decode, encode, restore, take
 from .webhook import WebhookSender
 
 DECISIONS = Counter("switchyard_budget_decisions_total", "Authorization decisions", ["outcome"])
@@ -58,6 +67,10 @@ EXPIRY_EVERY_S = 1.0
 # How often the leader publishes provider-quota state (`quota.state`) for the routers' ranking.
 QUOTA_STATE_EVERY_S = 0.5
 PRUNE_EVERY_S = 60.0
+# How often the leader writes its state to the snapshot bucket: a successor replays at most the
+# completion events of this long (plus the lease TTL) before it serves.
+SNAPSHOT_EVERY_S = 2.0
+SNAPSHOT_KEY = "authority"
 # A new leader waiting longer than this for the ledger to answer its rebuild warns.
 REBUILD_QUIET_S = 30.0
 
@@ -124,6 +137,10 @@ class BudgetService(BusService):
         self._subs: list = []
         self._alerts: asyncio.Queue[Crossing] = asyncio.Queue()
         self.webhook: WebhookSender | None = None
+        # The EVENTS stream sequence of the last completion settled (the snapshot's position).
+        self._settled_seq = 0
+        # A snapshot is exact (and written) only once _settled_seq has reached this (_take_over).
+        self._exact_from = 0
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -140,6 +157,7 @@ class BudgetService(BusService):
             self.js, subjects.BUDGET_LEASE_BUCKET, replicas, ttl_s=self.settings.budget_lease_ttl_s
         )
         self.lease = Lease(lease_kv, self.holder, self.settings.budget_lease_ttl_s)
+        self.snapshot_kv = await open_bucket(self.js, subjects.BUDGET_SNAPSHOT_BUCKET, replicas)
         if self.settings.budget_webhook_url:
             self.webhook = WebhookSender(nc, self.settings.budget_webhook_url)
             await self.webhook.start()
@@ -196,7 +214,15 @@ class BudgetService(BusService):
         since, tries = time.monotonic(), 0
         while self.lease.valid():
             try:
-                authority, consumer, read_up_to = await self._rebuild()
+                restored = await self._restore_from_snapshot()
+                exact_from = 0
+                if restored is None:
+                    authority, consumer, read_up_to = await self._rebuild()
+                    # The ledger's sum includes events after the tail (its "recent" ids, marked
+                    # settled): a snapshot is exact only once settlement has passed them all.
+                    exact_from = (await self.js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
+                else:
+                    authority, consumer, read_up_to = restored
                 break
             except asyncio.CancelledError:
                 raise
@@ -207,6 +233,7 @@ class BudgetService(BusService):
                 await asyncio.sleep(1.0)
         else:
             return
+        self._settled_seq, self._exact_from = read_up_to, exact_from
         self.authority = authority
         LEADER.set(1)
         nc = self.bus
@@ -222,6 +249,7 @@ class BudgetService(BusService):
             self._subs.append(await nc.subscribe(subjects.PROVIDER_STATS, cb=self._on_provider_stat))
             self._term.append(asyncio.create_task(self._publish_quotas(authority), name="budget-quotas"))
         self._term.append(asyncio.create_task(self._expire(authority), name="budget-expire"))
+        self._term.append(asyncio.create_task(self._snapshots(authority), name="budget-snapshots"))
         for crossing in authority.all_reached(now_ms()):  # alerts a crashed leader may have owed
             self._alerts.put_nowait(crossing)
         self.log.info(
@@ -246,6 +274,87 @@ class BudgetService(BusService):
         self._term = []
         self.lease.drop()
 
+    # --- snapshots ----------------------------------------------------------------------
+
+    async def _snapshots(self, authority: Authority) -> None:
+        """Write the authority's state every SNAPSHOT_EVERY_S (at once after a takeover)."""
+        while True:
+            try:
+                await self._write_snapshot(authority)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS away, or a snapshot too large: log, the next tick tries again
+                self.log.warning("budget snapshot not written: %s", exc)
+            await asyncio.sleep(SNAPSHOT_EVERY_S)
+
+    async def _write_snapshot(self, authority: Authority) -> None:
+        journal_seq = (await self.js.stream_info(subjects.BUDGET_JOURNAL_STREAM)).state.last_seq
+        # From here to `take`, no await: the copy is exact at both positions (snapshot.py).
+        if not self.lease.valid() or self.authority is not authority:
+            return  # not (or no longer) the leader: never overwrite a successor's snapshot
+        if self._settled_seq < self._exact_from:
+            return  # rebuilt from the ledger: settlement has not passed its recent ids yet
+        snapshot = take(authority.book, self._settled_seq, journal_seq, now_ms())
+        await self.snapshot_kv.put(SNAPSHOT_KEY, encode(snapshot))
+
+    async def _read_snapshot(self) -> Snapshot | None:
+        try:
+            entry = await self.snapshot_kv.get(SNAPSHOT_KEY)
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+        try:
+            return decode(entry.value or b"")
+        except ValueError as exc:
+            self.log.warning("budget snapshot not usable (%s): rebuilding from the ledger", exc)
+            return None
+
+    async def _restore_from_snapshot(
+        self,
+    ) -> tuple[Authority, JetStreamContext.PullSubscription, int] | None:
+        """The authority from the latest snapshot, the journal and the completion events after
+        it (settled here, before any request is decided); None when there is no usable one."""
+        snapshot = await self._read_snapshot()
+        if snapshot is None:
+            self.log.info("no budget snapshot yet: rebuilding spend from the ledger")
+            return None
+        state = (await self.js.stream_info(subjects.EVENTS_STREAM)).state
+        if state.messages and state.first_seq > snapshot.events_seq + 1:
+            self.log.warning(
+                "the completion events after the budget snapshot (sequence %d) have left the stream "
+                "(it starts at %d): rebuilding spend from the ledger instead; month and total caps "
+                "count only what the ledger retains",
+                snapshot.events_seq,
+                state.first_seq,
+            )
+            return None
+        journal = await self._read_journal()
+        grace_ms = int(self.settings.budget_reservation_grace_s * 1000)
+        quotas = QuotaBook({d.id: d.limits for d in self.catalog.deployments.values()}, now_ms() / 1000)
+        authority = restore(self.view, snapshot, journal, now_ms(), grace_ms, quotas)
+        consumer = await self._completion_reader(snapshot.events_seq + 1)
+        read_up_to = snapshot.events_seq
+        try:
+            pending = (await consumer.consumer_info()).num_pending or 0
+            while pending > 0:
+                msgs = await consumer.fetch(min(pending, 1000), timeout=5)
+                for msg in msgs:
+                    read_up_to = msg.metadata.sequence.stream
+                    event = settleable(msg, self.log)
+                    if event is not None:
+                        authority.settle(event, now_ms())
+                pending = msgs[-1].metadata.num_pending
+        except BaseException:
+            with contextlib.suppress(*NATS_ERRORS):
+                await consumer.unsubscribe()
+            raise
+        self.log.info(
+            "restored from the budget snapshot of %d ms ago: %d events after it, %d journaled reservations",
+            now_ms() - snapshot.taken_ms,
+            read_up_to - snapshot.events_seq,
+            len(journal),
+        )
+        return authority, consumer, read_up_to
+
     # --- rebuild ------------------------------------------------------------------------
 
     async def _rebuild(self) -> tuple[Authority, JetStreamContext.PullSubscription, int]:
@@ -262,7 +371,7 @@ class BudgetService(BusService):
             # Where settlement goes on from (and starts again from, if its reader is lost).
             read_up_to = tail_msgs[-1].metadata.sequence.stream if tail_msgs else floor_seq
             tail_read_ms = now_ms()
-            journal = await self._read_journal()
+            journal = [ask for _, ask in await self._read_journal()]
             tail_ids = sorted({e.request_id for e in tail})
             # Journaled ids the tail settles need no lookup; those the snapshot lists as recent
             # are settled by it too, so asking for them as well changes nothing.
@@ -300,7 +409,9 @@ class BudgetService(BusService):
             pending = msgs[-1].metadata.num_pending
         return out
 
-    async def _read_journal(self) -> list[budget_pb2.AuthorizeRequest]:
+    async def _read_journal(self) -> list[tuple[int, budget_pb2.AuthorizeRequest]]:
+        """The reservations journaled in the window a request can still be open, with their
+        journal sequence, oldest first."""
         window = self.settings.request_timeout_s + self.settings.budget_reservation_grace_s + 60
         consumer = await self.js.pull_subscribe(
             subjects.BUDGET_JOURNAL,
@@ -317,7 +428,7 @@ class BudgetService(BusService):
         finally:
             with contextlib.suppress(*NATS_ERRORS):
                 await consumer.unsubscribe()
-        return [budget_pb2.AuthorizeRequest.FromString(m.data) for m in msgs]
+        return [(m.metadata.sequence.stream, budget_pb2.AuthorizeRequest.FromString(m.data)) for m in msgs]
 
     async def _spend_snapshot(self, ask: ledger_pb2.SpendSnapshotQuery) -> ledger_pb2.SpendSnapshot:
         try:
@@ -460,10 +571,10 @@ class BudgetService(BusService):
                     with contextlib.suppress(NotJSMessageError, ValueError):  # no JetStream metadata
                         last_seq = max(last_seq, msg.metadata.sequence.stream)
                     event = settleable(msg, self.log)
-                    if event is None:
-                        continue
-                    for crossing in authority.settle(event, now_ms()):
-                        self._alerts.put_nowait(crossing)
+                    if event is not None:
+                        for crossing in authority.settle(event, now_ms()):
+                            self._alerts.put_nowait(crossing)
+                    self._settled_seq = last_seq  # with the settle, before any await (snapshots)
                 if len(msgs) < SETTLE_BATCH:
                     await asyncio.sleep(SETTLE_GATHER_S)
         finally:
@@ -571,6 +682,9 @@ class BudgetService(BusService):
     async def _step_down_and_release(self) -> None:
         held = self.lease.held
         revision = self.lease.revision
+        if self.authority is not None:  # a successor then replays nothing
+            with contextlib.suppress(*NATS_ERRORS):
+                await self._write_snapshot(self.authority)
         await self._step_down()
         if held:  # hand over now instead of after the TTL
             self.lease.revision = revision

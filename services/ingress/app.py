@@ -23,7 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from switchyard import bus, subjects
+from switchyard import bus, subjects, telemetry
+from switchyard.completions import completion_event
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.lifecycle import started
 from switchyard.service import load_service_catalog
@@ -31,6 +32,7 @@ from switchyard.settings import Settings
 from switchyard.tenancy import ANONYMOUS, Identity
 from switchyard.tenancy_store import load_or_create_admin_token
 from switchyard.v1 import invoke_pb2, ledger_pb2
+from switchyard.vocab import Status
 
 from . import admin, anthropic_api, auth, hints, openai_api
 from .api_kit import HttpApi, Parsed, StreamRenderer
@@ -40,16 +42,18 @@ from .dialects import (
     HTTP_APIS,
     NATIVE,
     OPENAI,
+    RESPONSES,
     count_refusal,
     dialect_for_path,
     error_headers,
     new_request_id,
     request_id_headers,
 )
-from .edge import AdmissionMiddleware, EdgeMiddleware, Overload, limits_from, poll_ledger_lag
+from .edge import AdmissionMiddleware, EdgeMiddleware, Overload, Scope, limits_from, poll_ledger_lag
 from .exchange import Exchange, count, open_exchange
 from .ledger_row import request_row_json
 from .openapi import openapi_document
+from .responses_http import ResponsesEndpoints
 
 log = logging.getLogger("switchyard.ingress")
 
@@ -72,6 +76,7 @@ class Ingress:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._client: GatewayClient | None = None
+        self._reports: set[asyncio.Future[None]] = set()  # refusals being reported (record_refusal)
         # Read for GET /v1/models only: the ingress lists names, the router resolves them.
         self.catalog = load_service_catalog(settings)
         self.ready = False
@@ -81,6 +86,7 @@ class Ingress:
         self.auth = auth.Authenticator(settings)
         self.admin_token = ""
         self.admin = admin.AdminApi(lambda: self.admin_token, self.auth.view)
+        self.responses = ResponsesEndpoints(self, RESPONSES)  # stored responses (KV)
         self.app = Starlette(
             # Header limits first (they need no identity), then API-key authentication, and
             # only then the body and admission: no slot is held by a client that has not
@@ -90,7 +96,12 @@ class Ingress:
                 Middleware(
                     auth.AuthMiddleware, authenticator=self.auth, admin_token=lambda: self.admin_token
                 ),
-                Middleware(AdmissionMiddleware, limits=self.limits, overload=self.overload),
+                Middleware(
+                    AdmissionMiddleware,
+                    limits=self.limits,
+                    overload=self.overload,
+                    on_too_large=self._body_too_large,
+                ),
             ],
             routes=[
                 *(Route(api.path, self._endpoint(api), methods=["POST"], name=api.name) for api in HTTP_APIS),
@@ -101,6 +112,7 @@ class Ingress:
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/readyz", self.readyz, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
+                *self.responses.routes(),
                 *self.admin.routes(),
             ],
             lifespan=self.lifespan,
@@ -126,8 +138,18 @@ class Ingress:
         )
         self._client = GatewayClient(nc)
         await self.client.start()
+        if nc.max_payload < 2 * self.settings.max_body_bytes:
+            log.warning(
+                "the NATS server carries messages of up to %d bytes, less than twice "
+                "SWITCHYARD_MAX_BODY_BYTES (%d): bodies near the limit will be refused with 413 "
+                "(set max_payload in the server's config, docs/architecture.md)",
+                nc.max_payload,
+                self.settings.max_body_bytes,
+            )
+
         await self.auth.start(nc)
         self.admin.bind(nc, started(self.auth.watcher, "the tenancy watcher").kv)
+        await self.responses.start(nc)
         self.admin_token = load_or_create_admin_token(
             self.settings.configured_admin_token, self.settings.data_dir
         )
@@ -216,10 +238,13 @@ class Ingress:
         return request
 
     def _endpoint(self, api: HttpApi) -> Callable[[Request], Awaitable[Response]]:
+        # The Responses API keeps state between requests (responses_http.py); the rest is shared.
+        relay = self.responses.relay if api is RESPONSES else self.relay
+
         async def endpoint(http: Request) -> Response:
             parsed = api.parse(await http.body(), self.settings.max_json_depth)
             self.admit(parsed.request, http.headers)  # stamps it in place
-            return await self.relay(api, parsed)
+            return await relay(api, parsed)
 
         return endpoint
 
@@ -244,8 +269,51 @@ class Ingress:
         return JSONResponse(openapi_document())
 
     async def open(self, request: invoke_pb2.InvokeRequest) -> Exchange:
-        """Publish the request and wait for its first frame (exchange.open_exchange)."""
-        return await open_exchange(self.client, request, self.settings.request_timeout_s)
+        """Publish the request and wait for its first frame (exchange.open_exchange). One the
+        bus refused (too large) never reached the router, so its ledger row is written here."""
+        exchange = await open_exchange(self.client, request, self.settings.request_timeout_s)
+        if exchange.unpublished and isinstance(exchange.first, GatewayError):
+            self.record_refusal(request, exchange.first)
+        return exchange
+
+    def record_refusal(self, request: invoke_pb2.InvokeRequest, error: GatewayError) -> None:
+        """Report a request the ingress refused itself, so it has a ledger row under the request
+        id the client got: a router records it as `rejected` (the ingress may not publish
+        billing events itself: switchyard/busauth.py)."""
+        if self._client is None:  # no bus (an app without its lifespan, in tests)
+            return
+        event = completion_event(
+            request,
+            status=Status.REJECTED,
+            trace_id=telemetry.current_trace_id(),
+            error=error.to_proto(request.request_id),
+        )
+        task = asyncio.ensure_future(
+            self.client.nc.publish(
+                subjects.INGRESS_REFUSED, event.SerializeToString(), headers=telemetry.inject_headers()
+            )
+        )
+        self._reports.add(task)  # held until sent (a core publish only buffers)
+        task.add_done_callback(self._reports.discard)
+
+    def _body_too_large(self, scope: Scope, error: GatewayError, request_id: str) -> None:
+        """The edge refused an authenticated caller's body as too large: record it (only the
+        APIs' endpoints; the body was never parsed, so the row has no model)."""
+        path = scope.get("path", "")
+        api = next((a for a in HTTP_APIS if a.path == path), None)
+        identity = auth.current_identity.get()
+        if api is None or identity is None:
+            return
+        now_ns = time.time_ns()
+        request = invoke_pb2.InvokeRequest(
+            request_id=request_id,
+            api=api.name,
+            received_unix_ms=now_ns / 1e6,
+            project_id=identity.project_id,
+            agent_id=identity.agent_id,
+            key_id=identity.key_id,
+        )
+        self.record_refusal(request, error)
 
     def count(self, request: invoke_pb2.InvokeRequest, status: str) -> None:
         """A request refused before it was published (no exchange, no span)."""

@@ -13,6 +13,7 @@ from typing import TypeAlias
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import MaxPayloadError
 
 from switchyard import codec, subjects, telemetry
 from switchyard.errors import ErrorCode, GatewayError
@@ -83,13 +84,23 @@ class GatewayClient:
         return ReplyStream(queue, time.monotonic() + timeout_s)
 
     async def publish(self, request: invoke_pb2.InvokeRequest) -> None:
-        """Publish the request on `llm.invoke`, replies to this process's inbox."""
-        await self.nc.publish(
-            subjects.INVOKE,
-            request.SerializeToString(),
-            reply=f"{self._prefix}.{request.request_id}",
-            headers=telemetry.inject_headers(),
-        )
+        """Publish the request on `llm.invoke`, replies to this process's inbox. A request larger
+        than the bus carries (a NATS server with a smaller max_payload than the edge's body
+        limit assumes) is a `payload_too_large` GatewayError, not an exception."""
+        payload = request.SerializeToString()
+        try:
+            await self.nc.publish(
+                subjects.INVOKE,
+                payload,
+                reply=f"{self._prefix}.{request.request_id}",
+                headers=telemetry.inject_headers(),
+            )
+        except MaxPayloadError:
+            raise GatewayError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"the request ({len(payload)} bytes encoded) is larger than the gateway's message bus "
+                f"carries ({self.nc.max_payload} bytes)",
+            ) from None
 
     def close(self, request_id: str) -> None:
         self._pending.pop(request_id, None)

@@ -21,11 +21,13 @@ from .edge import Scope, Send
 from .exchange import count
 from .native import NativeApi
 from .openai_api import OpenAIApi
+from .responses_api import ResponsesApi
 
 NATIVE: HttpApi = NativeApi()
 OPENAI: HttpApi = OpenAIApi()
 ANTHROPIC: HttpApi = AnthropicApi()
-HTTP_APIS: tuple[HttpApi, ...] = (NATIVE, OPENAI, ANTHROPIC)
+RESPONSES = ResponsesApi()
+HTTP_APIS: tuple[HttpApi, ...] = (NATIVE, OPENAI, ANTHROPIC, RESPONSES)
 
 _nuid = NUID()
 
@@ -61,13 +63,14 @@ def request_id_headers(request_id: str, dialect: HttpApi) -> dict[str, str]:
 
 
 def edge_error(
-    path: str, error: GatewayError, status: int = 0
+    path: str, error: GatewayError, status: int = 0, request_id: str = ""
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """(status, headers, body) of an error answered before a request is published, in the
-    dialect of `path`, with a request id of its own (the caller can quote it; it has no ledger
-    row). `status` overrides the dialect's for limits no error code names (431, 408)."""
+    dialect of `path`, with a request id of its own unless one is given (a refusal the ingress
+    records in the ledger, a 413, passes the id of its row). `status` overrides the dialect's
+    for limits no error code names (431, 408)."""
     dialect = dialect_for_path(path)
-    request_id = new_request_id()
+    request_id = request_id or new_request_id()
     dialect_status, payload = dialect.render_error(error, request_id)
     body = orjson.dumps(payload)
     headers = [
@@ -95,11 +98,12 @@ async def reject(
     error: GatewayError,
     status: int = 0,
     headers: Sequence[tuple[bytes, bytes]] = (),
+    request_id: str = "",
 ) -> None:
     """Answer `error` from ASGI middleware (edge limits, authentication), in the caller's
     dialect (see edge_error); `headers` are added (WWW-Authenticate, say). Counted here, so
     every refusal of the edge and of authentication is in the request metrics."""
     count_refusal(scope.get("path", ""), error)
-    status, base, body = edge_error(scope.get("path", ""), error, status)
+    status, base, body = edge_error(scope.get("path", ""), error, status, request_id)
     await send({"type": "http.response.start", "status": status, "headers": [*base, *headers]})
     await send({"type": "http.response.body", "body": body})

@@ -5,11 +5,14 @@ Connection limits and the header deadline live one level lower, in connections.p
 The order matters, so that a slow or unauthenticated client cannot hold what paying work needs:
 
 1. `EdgeMiddleware` (outermost, no identity needed): headers larger than `max_header_bytes`
-   -> 431; an announced Content-Length above `max_body_bytes` -> 413.
+   -> 431; a Content-Length that is not a number -> 400.
 2. Authentication (auth.AuthMiddleware): an unknown or missing key -> 401 before any body is
    read (the connection is then closed, see connections.py).
-3. `AdmissionMiddleware`: the whole body is read within `body_timeout_s` in total (not per
-   chunk; -> 408) and within `max_body_bytes` (-> 413). Only then is an invocation admitted:
+3. `AdmissionMiddleware`: an announced Content-Length above `max_body_bytes` -> 413 at once;
+   else the whole body is read within `body_timeout_s` in total (not per chunk; -> 408) and
+   within `max_body_bytes` (-> 413). A 413 comes after authentication so that it can be
+   recorded: `on_too_large` (the ingress) writes its ledger row under the request id the
+   client gets; an unauthenticated upload gets 401 and leaves no row. Only then is an invocation admitted:
    when the requests this process has in flight reach `max_in_flight`, or the ledger's
    consumer lags more than `max_ledger_lag` events (or its lag cannot be read for longer than
    `ledger_lag_grace_s`), it gets 503 with Retry-After. In-flight counts only admitted
@@ -42,7 +45,7 @@ NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 @dataclass
 class EdgeLimits:
-    max_body_bytes: int = 4 * 1024 * 1024
+    max_body_bytes: int = 32 * 1024 * 1024
     max_header_bytes: int = 16 * 1024
     body_timeout_s: float = 15.0  # the whole body, from the end of the headers
     max_in_flight: int = 2048
@@ -67,6 +70,7 @@ async def _reject(
     code: str,
     message: str,
     headers: Sequence[tuple[bytes, bytes]] = (),
+    request_id: str = "",
 ) -> None:
     """Refuse in the caller's API dialect (OpenAI's error shape on /v1/chat/completions,
     Anthropic's on /v1/messages, the native one elsewhere) with a request id: with `status`
@@ -77,7 +81,7 @@ async def _reject(
     from .dialects import reject
 
     error = GatewayError(code, message)
-    await reject(scope, send, error, status if status != error.http_status else 0, headers)
+    await reject(scope, send, error, status if status != error.http_status else 0, headers, request_id)
 
 
 def shed_reason(limits: EdgeLimits, overload: Overload) -> str:
@@ -92,7 +96,7 @@ def shed_reason(limits: EdgeLimits, overload: Overload) -> str:
 
 
 class EdgeMiddleware:
-    """Limits that need neither an identity nor the body: header size, announced body size."""
+    """Limits that need neither an identity nor the body: header size, a readable length."""
 
     def __init__(self, app: ASGIApp, limits: EdgeLimits) -> None:
         self.app = app
@@ -116,36 +120,57 @@ class EdgeMiddleware:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
-                    announced = int(value)
+                    int(value)
                 except ValueError:
                     await _reject(scope, send, 400, ErrorCode.INVALID_REQUEST, "invalid Content-Length")
                     return
-                if announced > limits.max_body_bytes:
-                    await _reject(
-                        scope,
-                        send,
-                        413,
-                        ErrorCode.PAYLOAD_TOO_LARGE,
-                        f"request body exceeds {limits.max_body_bytes} bytes",
-                    )
-                    return
         await self.app(scope, receive, send)
+
+
+def announced_length(scope: Scope) -> int:
+    """The Content-Length the client announced (0 when none; EdgeMiddleware checked it)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value)
+    return 0
+
+
+# Told of a body refused as too large, before the answer: (scope, error, request id). The
+# ingress records it in the ledger under that id (app.Ingress.record_refusal).
+OnTooLarge = Callable[[Scope, GatewayError, str], None]
 
 
 class AdmissionMiddleware:
     """After authentication: the body within its deadline and size, then load shedding and
     the in-flight count."""
 
-    def __init__(self, app: ASGIApp, limits: EdgeLimits, overload: Overload) -> None:
+    def __init__(
+        self, app: ASGIApp, limits: EdgeLimits, overload: Overload, on_too_large: OnTooLarge | None = None
+    ) -> None:
         self.app = app
         self.limits = limits
         self.overload = overload
+        self.on_too_large = on_too_large
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        from .dialects import new_request_id  # the dialect modules import this one
+
+        error = GatewayError(
+            ErrorCode.PAYLOAD_TOO_LARGE, f"request body exceeds {self.limits.max_body_bytes} bytes"
+        )
+        request_id = new_request_id()
+        if self.on_too_large is not None:
+            self.on_too_large(scope, error, request_id)
+        await _reject(scope, send, 413, error.code, error.message, request_id=request_id)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
         limits = self.limits
+        if announced_length(scope) > limits.max_body_bytes:
+            await self._too_large(scope, send)
+            return
         # Read the whole body here, bounded in size and in total time, so a limit is answered
         # before the app runs; every handler reads the whole body anyway.
         chunks: list[bytes] = []
@@ -159,13 +184,7 @@ class AdmissionMiddleware:
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > limits.max_body_bytes:
-                        await _reject(
-                            scope,
-                            send,
-                            413,
-                            ErrorCode.PAYLOAD_TOO_LARGE,
-                            f"request body exceeds {limits.max_body_bytes} bytes",
-                        )
+                        await self._too_large(scope, send)
                         return
                     chunks.append(chunk)
                     if not message.get("more_body", False):

@@ -68,6 +68,7 @@ class Exchange:
         self.started = time.perf_counter()
         self.first: Frame = invoke_pb2.Reply()  # set by open_exchange
         self.finished = False
+        self.unpublished = False  # refused before it reached the bus: no service will record it
         metrics.IN_FLIGHT.labels(SERVICE).inc()
 
     def settle(self) -> invoke_pb2.InvokeResponse | GatewayError:
@@ -143,8 +144,12 @@ async def open_exchange(
     )
     exchange = Exchange(request, span, client, client.expect(request.request_id, timeout_s))
     try:
-        with trace.use_span(span, end_on_exit=False):
-            await client.publish(request)
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                await client.publish(request)
+        except GatewayError as error:  # too large for the bus: answered like any error frame
+            exchange.first, exchange.unpublished = error, True
+            return exchange
         exchange.first = await exchange.replies.next()
     except GatewayError as error:
         exchange.first = error

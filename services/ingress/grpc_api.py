@@ -17,7 +17,7 @@ from switchyard.errors import ErrorCode, GatewayError, spec_for
 from switchyard.v1 import invoke_pb2
 from switchyard.vocab import StrategyPreset, is_member
 
-from .hints import MAX_METADATA_ENTRIES, MAX_METADATA_VALUE, MAX_MODEL_NAME
+from .hints import MAX_HEDGE_DELAY_MS, MAX_METADATA_ENTRIES, MAX_METADATA_VALUE, MAX_MODEL_NAME
 from .native import MAX_MESSAGES
 
 ERROR_CODE_KEY = "switchyard-error-code"
@@ -94,6 +94,9 @@ def validate(request: invoke_pb2.InvokeRequest) -> None:
     if request.HasField("top_p") and not 0 <= request.top_p <= 1:
         raise _invalid("top_p: must be between 0 and 1", "top_p")
     _validate_strategy(request.strategy)
+    delay = request.hedge.delay_ms
+    if request.HasField("hedge") and not (math.isfinite(delay) and 0 <= delay <= MAX_HEDGE_DELAY_MS):
+        raise _invalid(f"hedge.delay_ms: must be between 0 and {MAX_HEDGE_DELAY_MS:.0f}", "hedge.delay_ms")
     if len(request.metadata) > MAX_METADATA_ENTRIES:
         raise _invalid(f"metadata: at most {MAX_METADATA_ENTRIES} entries", "metadata")
     for key, value in request.metadata.items():

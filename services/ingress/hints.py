@@ -24,6 +24,8 @@ from switchyard.vocab import StrategyPreset, is_member
 
 ROUTE_HEADER = "x-switchyard-route"
 STRATEGY_HEADER = "x-switchyard-strategy"
+HEDGE_HEADER = "x-switchyard-hedge"
+MAX_HEDGE_DELAY_MS = 600_000.0
 METADATA_PREFIX = "x-switchyard-metadata-"
 
 STRATEGY_WEIGHTS = ("latency", "cost", "quality")
@@ -44,9 +46,18 @@ class Strategy:
 
 
 @dataclass(frozen=True)
+class Hedge:
+    """A request's hedging choice: off, or on (after its own delay when delay_ms > 0)."""
+
+    off: bool = False
+    delay_ms: float = 0.0
+
+
+@dataclass(frozen=True)
 class RoutingHints:
     route: str = ""
     strategy: Strategy | None = None
+    hedge: Hedge | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -95,6 +106,32 @@ def parse_strategy(text: str) -> Strategy:
     )
 
 
+def parse_hedge(text: str, param: str = HEDGE_HEADER) -> Hedge:
+    """`off` | `on` | a delay in milliseconds (`250` or `250ms`): docs/routing.md."""
+    value = text.strip().lower()
+    if value in ("off", "false", "no"):
+        return Hedge(off=True)
+    if value in ("on", "true", "yes"):
+        return Hedge()
+    try:
+        delay = float(value.removesuffix("ms"))
+    except ValueError:
+        delay = math.nan
+    if not math.isfinite(delay) or not 0 < delay <= MAX_HEDGE_DELAY_MS:
+        raise GatewayError(
+            ErrorCode.INVALID_REQUEST,
+            f"{param} must be off, on, or a delay in milliseconds (0 < delay <= {MAX_HEDGE_DELAY_MS:.0f});"
+            f" got {text.strip()[:40]!r}",
+            param=param,
+        )
+    return Hedge(delay_ms=delay)
+
+
+def set_hedge(request: invoke_pb2.InvokeRequest, hedge: Hedge) -> None:
+    request.hedge.off = hedge.off
+    request.hedge.delay_ms = hedge.delay_ms
+
+
 def hints_from_headers(headers: Mapping[str, str]) -> RoutingHints:
     """The routing hints in a request's headers; GatewayError(invalid_request) when malformed.
 
@@ -123,7 +160,9 @@ def hints_from_headers(headers: Mapping[str, str]) -> RoutingHints:
             ErrorCode.INVALID_REQUEST,
             f"at most {MAX_METADATA_ENTRIES} {METADATA_PREFIX}* headers are allowed",
         )
-    return RoutingHints(route=route, strategy=strategy, metadata=metadata)
+    raw_hedge = headers.get(HEDGE_HEADER, "")
+    hedge = parse_hedge(raw_hedge) if raw_hedge.strip() else None
+    return RoutingHints(route=route, strategy=strategy, hedge=hedge, metadata=metadata)
 
 
 def set_strategy(request: invoke_pb2.InvokeRequest, strategy: Strategy) -> None:
@@ -143,6 +182,8 @@ def apply_hints(request: invoke_pb2.InvokeRequest, hints: RoutingHints) -> invok
         request.model = hints.route
     if hints.strategy is not None:
         set_strategy(request, hints.strategy)
+    if hints.hedge is not None:
+        set_hedge(request, hints.hedge)
     for key, value in hints.metadata.items():
         request.metadata[key] = value
     return request

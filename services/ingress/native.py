@@ -16,6 +16,7 @@ from switchyard.errors import ErrorCode, GatewayError
 from switchyard.v1 import invoke_pb2
 from switchyard.vocab import Api, FinishReason, Status
 
+from . import hints
 from .api_kit import (
     Parsed,
     StrategyField,
@@ -91,6 +92,10 @@ class ToolIn(_Strict):
     function: FunctionIn
 
 
+class HedgeIn(_Strict):
+    delay_ms: float = Field(gt=0, le=hints.MAX_HEDGE_DELAY_MS)
+
+
 class InvokeBody(_Strict):
     model: str = Field(min_length=1, max_length=256)
     messages: list[MessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)
@@ -105,6 +110,9 @@ class InvokeBody(_Strict):
     stream: bool = False
     strategy: StrategyField | None = None
     metadata: dict[str, str | int | float | bool] | None = None
+    # Hedging (docs/routing.md): false = never, true = the route's policy (or the default one),
+    # {"delay_ms": 200} = after this delay.
+    hedge: bool | HedgeIn | None = None
 
 
 def parse_body(raw: bytes, max_depth: int = 64) -> InvokeBody:
@@ -163,6 +171,12 @@ def to_request(body: InvokeBody, api: str = Api.NATIVE) -> invoke_pb2.InvokeRequ
     if body.response_format is not None and (fmt := choices.response_format_from_json(body.response_format)):
         request.response_format.CopyFrom(fmt)
     set_strategy_and_metadata(request, body.strategy, body.metadata)
+    if body.hedge is not None:
+        choice = body.hedge
+        hints.set_hedge(
+            request,
+            hints.Hedge(off=choice is False, delay_ms=0.0 if isinstance(choice, bool) else choice.delay_ms),
+        )
     return request
 
 
@@ -197,6 +211,12 @@ def attempt_json(a: invoke_pb2.Attempt) -> dict[str, Any]:
         out["http_status"] = a.http_status
     if a.error_code:
         out["error"] = {"code": a.error_code, "message": a.error_message}
+    elif a.error_message:  # a hedge race's loser: cancelled, not failed
+        out["note"] = a.error_message
+    if a.hedge:
+        out["hedge"] = True
+    if a.cost_usd:
+        out["cost_usd"] = a.cost_usd
     return out
 
 
@@ -244,7 +264,25 @@ def rationale_json(r: invoke_pb2.Rationale) -> dict[str, Any]:
             }
             for c in r.candidates
         ],
+        # Hedged requests (docs/routing.md): shown when the route or the request has a policy.
+        **({"hedge": hedge_json(r.hedge)} if r.HasField("hedge") else {}),
     }
+
+
+def hedge_json(h: invoke_pb2.HedgeNote) -> dict[str, Any]:
+    out: dict[str, Any] = {"armed": h.armed, "fired": h.fired}
+    if h.armed:
+        out["delay_ms"] = round(h.delay_ms, 3)
+        out["delay_source"] = h.delay_source
+    if h.skipped:
+        out["skipped"] = h.skipped
+    if h.fired:
+        out["fired_after_ms"] = round(h.fired_after_ms, 3)
+        out["target"] = h.target
+    if h.winner:
+        out["winner"] = h.winner
+        out["hedge_won"] = h.hedge_won
+    return out
 
 
 def usage_json(u: invoke_pb2.Usage) -> dict[str, int]:

@@ -12,7 +12,7 @@ from pydantic.json_schema import models_json_schema
 
 from switchyard.vocab import StrategyPreset
 
-from . import admin, anthropic_api, hints, native, openai_api
+from . import admin, anthropic_api, hints, native, openai_api, responses_api
 
 REF = "#/components/schemas/{model}"
 SSE = {"text/event-stream": {"schema": {"type": "string"}}}
@@ -45,6 +45,9 @@ def _components() -> tuple[dict[type[BaseModel], str], dict[str, Any]]:
         "AnthropicError": anthropic_api.AnthropicErrorResponse,
         "AnthropicModel": anthropic_api.AnthropicModel,
         "AnthropicModelList": anthropic_api.AnthropicModelList,
+        "ResponsesRequest": responses_api.ResponsesRequest,
+        "ResponseObject": responses_api.ResponseObject,
+        "ResponseDeleted": responses_api.ResponseDeleted,
         "ProjectIn": admin.ProjectIn,
         "ProjectPatch": admin.ProjectPatch,
         "AgentIn": admin.AgentIn,
@@ -234,6 +237,24 @@ def _model_call(
     }
 
 
+def _stored_response(ref: dict[type[BaseModel], str], error_ref: str) -> dict[str, Any]:
+    """GET and DELETE of a stored Responses API answer (the caller's project only)."""
+    param = [{"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    missing = _json(error_ref, "No such stored response in this project (never stored, expired or deleted).")
+    return {
+        "get": {
+            "summary": "A stored response",
+            "parameters": param,
+            "responses": {"200": _json(ref[responses_api.ResponseObject], "The response."), "404": missing},
+        },
+        "delete": {
+            "summary": "Delete a stored response",
+            "parameters": param,
+            "responses": {"200": _json(ref[responses_api.ResponseDeleted], "Deleted."), "404": missing},
+        },
+    }
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     refs, schemas = _components()
@@ -265,6 +286,17 @@ def openapi_document() -> dict[str, Any]:
             ref[anthropic_api.AnthropicErrorResponse],
             ANTHROPIC_ERRORS,
         ),
+        "/v1/responses": _model_call(
+            "OpenAI-compatible Responses API (any provider; docs/api.md says what is translated)",
+            ref[responses_api.ResponsesRequest],
+            ref[responses_api.ResponseObject],
+            "With `stream: true`: OpenAI's typed events (`event:` and `data:` with `type` and "
+            "`sequence_number`): response.created, response.in_progress, output items and their "
+            "deltas, then response.completed (or response.incomplete, or response.failed).",
+            openai_err,
+            OPENAI_ERRORS,
+        ),
+        "/v1/responses/{response_id}": _stored_response(ref, openai_err),
         "/v1/models": {
             "get": {
                 "summary": "Every name `model` can take: routes, aliases, <provider>/<model>",

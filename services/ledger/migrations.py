@@ -178,6 +178,18 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        5,
+        "what each attempt is billed, and whether it was a hedge (docs/routing.md)",
+        [
+            # The request's cost is the sum of its attempts' (a hedge race bills both racers).
+            "ALTER TABLE attempts ADD COLUMN IF NOT EXISTS hedge Bool DEFAULT false AFTER failed_over",
+            "ALTER TABLE attempts ADD COLUMN IF NOT EXISTS cost_usd Decimal(20, 10) DEFAULT 0 AFTER hedge",
+            "ALTER TABLE attempts ADD COLUMN IF NOT EXISTS prompt_tokens UInt32 DEFAULT 0 AFTER cost_usd",
+            "ALTER TABLE attempts ADD COLUMN IF NOT EXISTS completion_tokens UInt32 DEFAULT 0 AFTER prompt_tokens",
+            "ALTER TABLE attempts ADD COLUMN IF NOT EXISTS cached_tokens UInt32 DEFAULT 0 AFTER completion_tokens",
+        ],
+    ),
 ]
 
 # The rollup's key and summed columns, in table order (reconciliation compares them).

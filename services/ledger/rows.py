@@ -23,7 +23,7 @@ REQUEST_COLUMNS = [
 ATTEMPT_COLUMNS = [
     "request_id", "attempt_no", "ts", "project_id", "agent_id", "deployment_id", "provider", "model",
     "status", "error_code", "error_message", "http_status", "latency_ms", "ttft_ms", "failed_over",
-    "trace_id",
+    "hedge", "cost_usd", "prompt_tokens", "completion_tokens", "cached_tokens", "trace_id",
 ]  # fmt: skip
 
 
@@ -123,6 +123,11 @@ def attempt_records(event: events_pb2.Completion) -> list[dict[str, Any]]:
             "latency_ms": attempt.latency_ms,
             "ttft_ms": attempt.ttft_ms,
             "failed_over": attempt.status == Status.ERROR and number < last,
+            "hedge": attempt.hedge,
+            "cost_usd": Decimal(attempt.cost_usd or "0"),
+            "prompt_tokens": attempt.usage.prompt_tokens,
+            "completion_tokens": attempt.usage.completion_tokens,
+            "cached_tokens": attempt.usage.cached_tokens,
             "trace_id": event.trace_id,
         }
         for number, attempt in enumerate(event.attempts, start=1)

@@ -8,6 +8,7 @@ tested without NATS (tests/test_execution.py, tests/test_failover_policy.py)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -155,6 +156,10 @@ def billed_after(error: GatewayError, progress: AttemptProgress) -> bool:
     return progress.chunks_sent or error.code == ErrorCode.BUDGET_EXCEEDED
 
 
+# A hedge racer's claim on the client, asked before its first chunk goes out: the first claim
+# wins and the race cancels the other racers; a late one raises CancelledError (hedge_runner.py).
+Claim = Callable[[], None]
+
 OutcomeKind = Literal["ok", "error", "crashed", "cancelled"]
 
 
@@ -248,6 +253,11 @@ def verdict(outcome: AttemptOutcome, dispatch: invoke_pb2.Dispatch) -> Verdict:
     return Verdict(fail_over=False, status=Status.ERROR, reply="error", billed=billed)
 
 
+CLIENT_GONE = GatewayError(
+    ErrorCode.CLIENT_CLOSED, "the client went away; the upstream call was cancelled", retryable=False
+)
+
+
 def remaining_s(request: invoke_pb2.InvokeRequest) -> float | None:
     """Seconds left before the request's deadline (None: no deadline; never negative)."""
     if not request.deadline_unix_ms:
@@ -303,6 +313,14 @@ def should_fail_over(error: GatewayError, dispatch: invoke_pb2.Dispatch, chunks_
 
 def call_cost(deployment: Deployment, usage: invoke_pb2.Usage) -> Decimal:
     return cost_usd(deployment.price, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+
+
+def bill_attempt(attempt: invoke_pb2.Attempt, usage: invoke_pb2.Usage | None, cost: Decimal) -> None:
+    """Put what an attempt is billed on its record: the ledger's attempt rows then add up to the
+    request's cost (a failed-over attempt bills nothing)."""
+    attempt.cost_usd = format_usd(cost)
+    if usage is not None:
+        attempt.usage.CopyFrom(usage)
 
 
 def build_response(

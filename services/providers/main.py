@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -34,9 +35,12 @@ from .adapters import adapter_for, check_deployment
 from .adapters.base import Completed, Progress, ProviderAdapter
 from .adapters.ratelimits import parse_rate_limits
 from .execution import (
+    CLIENT_GONE,
     AttemptOutcome,
     AttemptProgress,
+    Claim,
     Verdict,
+    bill_attempt,
     build_completion,
     build_response,
     call_cost,
@@ -46,13 +50,20 @@ from .execution import (
     stream_limit,
     verdict,
 )
+from .hedge_policy import HedgeWindow
+from .hedge_runner import HedgeRace, hedge_target
 
 tracer = telemetry.tracer("switchyard.providers")
 NO_WORKER = GatewayError(
     ErrorCode.UNAVAILABLE, "no provider worker is available for the fallback deployments"
 )
-CLIENT_GONE = GatewayError(
-    ErrorCode.CLIENT_CLOSED, "the client went away; the upstream call was cancelled", retryable=False
+# Completion events cannot be stored (the events stream is full or electing a leader): the
+# client is refused rather than served without a durable record (docs/reliability.md).
+NOT_RECORDABLE = GatewayError(
+    ErrorCode.UNAVAILABLE,
+    "the gateway cannot record requests right now; retry shortly",
+    retryable=False,
+    retry_after_s=1.0,
 )
 
 
@@ -76,6 +87,7 @@ class ProviderWorker(BusService):
         # request_id -> the task while it waits on its upstream call (what a cancel interrupts)
         self._upstream: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
+        self.hedge_window = HedgeWindow()  # the share of each route's requests hedged here
 
     def adapter(self, deployment: Deployment) -> ProviderAdapter:
         adapter = self.adapters.get(deployment.id)
@@ -160,6 +172,11 @@ class ProviderWorker(BusService):
         """
         request = dispatch.request
         reply = dispatch.reply_to
+        if started(self.events, "the event publisher").stalled():
+            # Completion events are not being stored (a full stream, an election): serving now
+            # would answer without a durable record. Refuse before any upstream cost.
+            await self._fail(dispatch, reply, NOT_RECORDABLE)
+            return NOT_RECORDABLE.code
         while True:
             target = dispatch.chain[dispatch.position]
             if target.provider not in self.providers:
@@ -176,6 +193,12 @@ class ProviderWorker(BusService):
                 )
                 await self._fail(dispatch, reply, error)
                 return error.code
+            if hedge_target(dispatch, self.providers) is not None:
+                # The first attempt of an armed dispatch races a hedge (hedge_runner.py).
+                status = await HedgeRace(self, dispatch, deployment).run()
+                if status is None:
+                    continue
+                return status
             with tracer.start_as_current_span(
                 genai.span_name(deployment.model),
                 kind=trace.SpanKind.CLIENT,
@@ -208,22 +231,36 @@ class ProviderWorker(BusService):
         await self._end(dispatch, outcome, decision, span)
         return outcome.code
 
-    async def _call_upstream(self, dispatch: invoke_pb2.Dispatch, deployment: Deployment) -> AttemptOutcome:
+    async def _call_upstream(
+        self,
+        dispatch: invoke_pb2.Dispatch,
+        deployment: Deployment,
+        progress: AttemptProgress | None = None,
+        claim: Claim | None = None,
+        cancelled_as: Callable[[], GatewayError | None] | None = None,
+    ) -> AttemptOutcome:
         """The upstream call under the request's deadline, cancellable by the client; whatever
-        happens comes back as an outcome (a shutdown's cancel propagates)."""
+        happens comes back as an outcome (a shutdown's cancel propagates).
+
+        A hedge race's racer (hedge_runner.py) passes `claim` (asked before its first chunk
+        goes out) and `cancelled_as` (why the race cancelled it, None when it did not); the race
+        itself is what a client's cancel interrupts then, so a racer does not register."""
         request = dispatch.request
-        progress = AttemptProgress(
-            started_ms=now_ms(),
-            limit_usd=stream_limit(dispatch),
-            tokenizer=tokenizer_for(deployment.adapter, deployment.model),
-        )
+        progress = progress or self.new_progress(dispatch, deployment)
         deadline = asyncio.timeout(remaining_s(request))
-        self._upstream[request.request_id] = asyncio.current_task()  # type: ignore[assignment]
+        if cancelled_as is None:
+            self._upstream[request.request_id] = asyncio.current_task()  # type: ignore[assignment]
         try:
             async with deadline:
-                completed = await self._call(deployment, request, dispatch.reply_to, progress)
+                completed = await self._call(deployment, request, dispatch.reply_to, progress, claim)
         except asyncio.CancelledError:
-            if not self._client_gone(request.request_id):
+            reason = cancelled_as() if cancelled_as is not None else None
+            if reason is not None:
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                return AttemptOutcome("cancelled", deployment, progress, error=reason)
+            if cancelled_as is not None or not self._client_gone(request.request_id):
                 raise
             return AttemptOutcome("cancelled", deployment, progress, error=CLIENT_GONE)
         except GatewayError as exc:
@@ -244,8 +281,16 @@ class ProviderWorker(BusService):
             )
             return AttemptOutcome("crashed", deployment, progress, error=error)
         finally:
-            self._upstream.pop(request.request_id, None)
+            if cancelled_as is None:
+                self._upstream.pop(request.request_id, None)
         return AttemptOutcome("ok", deployment, progress, completed=completed)
+
+    def new_progress(self, dispatch: invoke_pb2.Dispatch, deployment: Deployment) -> AttemptProgress:
+        return AttemptProgress(
+            started_ms=now_ms(),
+            limit_usd=stream_limit(dispatch),
+            tokenizer=tokenizer_for(deployment.adapter, deployment.model),
+        )
 
     def _record(self, dispatch: invoke_pb2.Dispatch, outcome: AttemptOutcome, span: trace.Span) -> None:
         """The one recorder of an attempt, whatever its outcome: its record on the dispatch
@@ -273,12 +318,24 @@ class ProviderWorker(BusService):
         self._stat(dispatch, deployment, attempt, error, rate_limits)
 
     async def _end(
-        self, dispatch: invoke_pb2.Dispatch, outcome: AttemptOutcome, decision: Verdict, span: trace.Span
+        self,
+        dispatch: invoke_pb2.Dispatch,
+        outcome: AttemptOutcome,
+        decision: Verdict,
+        span: trace.Span,
+        attempt: invoke_pb2.Attempt | None = None,
+        others_usd: Decimal = Decimal(0),
     ) -> None:
-        """Carry out a final verdict: the client's reply, and the Completion with what is billed."""
+        """Carry out a final verdict: the client's reply, and the Completion with what is billed.
+
+        `attempt` is the outcome's record (default: the last one); `others_usd` what the
+        request's other attempts were billed (a hedge race's losers): the request's cost is the
+        sum of its attempts'."""
         deployment, progress = outcome.deployment, outcome.progress
         usage = decision.billed
-        cost = call_cost(deployment, usage) if usage is not None else Decimal(0)
+        own = call_cost(deployment, usage) if usage is not None else Decimal(0)
+        bill_attempt(attempt if attempt is not None else dispatch.attempts[-1], usage, own)
+        cost = own + others_usd
         if decision.reply == "final":
             assert outcome.completed is not None and usage is not None
             completed = outcome.completed
@@ -293,10 +350,11 @@ class ProviderWorker(BusService):
                 usage.prompt_tokens,
                 usage.completion_tokens,
                 usage.cached_tokens,
-                cost,
+                own,
             )
-            await self.bus.publish(dispatch.reply_to, codec.final_frame(response))
-            self._complete(
+            # The record first, stored, then the answer (docs/reliability.md): a worker that dies
+            # after answering must not take the only copy of the bill with it.
+            event = self._completion(
                 dispatch,
                 decision.status,
                 deployment=deployment,
@@ -305,6 +363,23 @@ class ProviderWorker(BusService):
                 cost=cost,
                 ttft_ms=progress.ttft_ms,
             )
+            if await started(self.events, "the event publisher").publish_durable(
+                subjects.COMPLETION,
+                event.SerializeToString(),
+                dispatch.request.request_id,
+                telemetry.inject_headers(),
+                self._store_wait_s(dispatch),
+            ):
+                await self.bus.publish(dispatch.reply_to, codec.final_frame(response))
+                return
+            # Not stored in time: refuse the answer. The upstream's bill is still recorded
+            # (queued, retried while this worker lives) as an error with its cost.
+            err = NOT_RECORDABLE.to_proto(dispatch.request.request_id)
+            await self.bus.publish(dispatch.reply_to, codec.error_frame(err))
+            self._complete(
+                dispatch, Status.ERROR, deployment=deployment, error=err, usage=usage, cost=cost,
+                ttft_ms=progress.ttft_ms,
+            )  # fmt: skip
             return
         assert outcome.error is not None
         err = outcome.error.to_proto(dispatch.request.request_id)
@@ -328,8 +403,10 @@ class ProviderWorker(BusService):
         request: invoke_pb2.InvokeRequest,
         reply: str,
         progress: AttemptProgress,
+        claim: Claim | None = None,
     ) -> Completed:
-        """One upstream call; stream chunks go straight to the client as they arrive."""
+        """One upstream call; stream chunks go straight to the client as they arrive (a hedge
+        racer's only once `claim` made it the winner: hedge_runner.py)."""
         adapter = self.adapter(deployment)
         if not request.stream:
             completed = await adapter.complete(request)
@@ -347,6 +424,8 @@ class ProviderWorker(BusService):
                     raise stop  # the budget hold is reached: docs/budgets.md
                 if not progress.chunks_sent:
                     progress.ttft_ms = now_ms() - progress.started_ms
+                    if claim is not None:
+                        claim()  # the race's loser is cancelled at once: it never gets here
                     progress.chunks_sent = True
                 progress.add_chunk(item)
                 await self.bus.publish(reply, codec.chunk_frame(item))
@@ -360,9 +439,19 @@ class ProviderWorker(BusService):
         await self.bus.publish(reply, codec.error_frame(err))
         self._complete(dispatch, Status.ERROR, error=err)
 
+    def _completion(self, dispatch: invoke_pb2.Dispatch, status: str, **fields: Any) -> events_pb2.Completion:
+        return build_completion(dispatch, status=status, trace_id=telemetry.current_trace_id(), **fields)
+
+    def _store_wait_s(self, dispatch: invoke_pb2.Dispatch) -> float:
+        """How long the answer may wait for its record: the setting, within the deadline."""
+        left_s = (
+            (dispatch.request.deadline_unix_ms - now_ms()) / 1000 if dispatch.request.deadline_unix_ms else 0
+        )
+        return max(0.5, min(self.settings.event_store_wait_s, left_s or self.settings.event_store_wait_s))
+
     def _complete(self, dispatch: invoke_pb2.Dispatch, status: str, **fields: Any) -> None:
         events = started(self.events, "the event publisher")
-        event = build_completion(dispatch, status=status, trace_id=telemetry.current_trace_id(), **fields)
+        event = self._completion(dispatch, status, **fields)
         events.publish(
             subjects.COMPLETION,
             event.SerializeToString(),

@@ -8,6 +8,7 @@ them to its HealthBook, so all routers converge on the same view.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -138,6 +139,29 @@ class CircuitBreaker:
         # Already open: failures of requests sent before it opened change nothing.
 
 
+# Successful calls a deployment's latency percentiles are taken over (the hedge delay).
+RECENT_SAMPLES = 256
+
+
+@dataclass
+class Recent:
+    """The last RECENT_SAMPLES latencies of successful calls, for percentiles (the Peak EWMA is
+    built to react, not to describe a distribution)."""
+
+    values: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_SAMPLES))
+
+    def add(self, value_ms: float) -> None:
+        self.values.append(max(value_ms, 0.0))
+
+    def percentile(self, p: float) -> float:
+        """The nearest-rank p-th percentile (0 < p < 100); 0 without samples."""
+        if not self.values:
+            return 0.0
+        ordered = sorted(self.values)
+        rank = math.ceil(p / 100 * len(ordered))
+        return ordered[min(max(rank, 1), len(ordered)) - 1]
+
+
 @dataclass(frozen=True)
 class Sample:
     """One upstream attempt's outcome (the fields of a ProviderStat the router uses)."""
@@ -169,6 +193,8 @@ class DeploymentHealth:
     errors: ErrorRate
     breaker: CircuitBreaker
     cooling_until_s: float = 0.0  # Retry-After: keep away until then
+    recent_latency: Recent = field(default_factory=Recent)  # plain calls, whole-call latency
+    recent_ttft: Recent = field(default_factory=Recent)  # streams, time to first token
 
     @classmethod
     def new(cls, tuning: RouterTuning) -> DeploymentHealth:
@@ -183,8 +209,10 @@ class DeploymentHealth:
         if sample.ok:
             if sample.stream:
                 self.ttft.observe(sample.ttft_ms, now_s)
+                self.recent_ttft.add(sample.ttft_ms)
             else:
                 self.latency.observe(sample.latency_ms, now_s)
+                self.recent_latency.add(sample.latency_ms)
             self.errors.observe(False, now_s)
             self.breaker.record_success()
             return
@@ -245,3 +273,10 @@ class HealthBook:
 
     def view(self, deployment_id: str, now_s: float, stream: bool) -> HealthView:
         return self._get(deployment_id).view(now_s, stream)
+
+    def percentile(self, deployment_id: str, stream: bool, p: float) -> tuple[float, int]:
+        """The p-th percentile of the deployment's recent successful calls (time to first token
+        for streams, whole-call latency otherwise) and how many samples it is taken over."""
+        health = self._get(deployment_id)
+        recent = health.recent_ttft if stream else health.recent_latency
+        return recent.percentile(p), len(recent.values)

@@ -35,6 +35,7 @@ from switchyard.v1 import budget_pb2, events_pb2, invoke_pb2
 from switchyard.vocab import Status
 
 from .health import HealthBook, Sample
+from .hedging import BUDGET_SKIP, NO_HEDGE, Hedge, Observed, disarm, plan_hedge
 from .inflight import Inflight
 from .quota import QuotaView
 from .ranking import (
@@ -45,7 +46,7 @@ from .ranking import (
     quota_chain,
     rank,
 )
-from .reservation import DEFAULT_MAX_OUTPUT_TOKENS, chain_holds, worst_cases
+from .reservation import DEFAULT_MAX_OUTPUT_TOKENS, chain_holds, hedged_holds, worst_cases
 from .rules import features_of, first_match
 from .strategy import choose_weights
 from .tuning import tuning_from_config
@@ -53,6 +54,8 @@ from .tuning import tuning_from_config
 tracer = telemetry.tracer("switchyard.router")
 # When a request sets no max_tokens, its rate-limit (TPM) estimate assumes this many.
 DEFAULT_MAX_TOKENS_FOR_BUDGET = DEFAULT_MAX_OUTPUT_TOKENS
+# What the ingress refuses by itself and reports on `ingress.refused` for its ledger row.
+INGRESS_REFUSAL_CODES = frozenset({ErrorCode.PAYLOAD_TOO_LARGE})
 NO_WORKER = GatewayError(
     ErrorCode.UNAVAILABLE, "no provider worker is available for this model right now", retry_after_s=1.0
 )
@@ -90,7 +93,33 @@ class Router(BusService):
         # Fan-out (no queue group): every router learns from every worker's samples.
         self._stats_sub = await nc.subscribe(subjects.PROVIDER_STATS, cb=self._on_stat)
         self._quota_sub = await nc.subscribe(subjects.QUOTA_STATE, cb=self._on_quota_state)
+        self._refused_sub = await nc.subscribe(
+            subjects.INGRESS_REFUSED, queue=subjects.ROUTER_QUEUE, cb=self._on_ingress_refused
+        )
         self.ready = True
+
+    async def _on_ingress_refused(self, msg: Msg) -> None:
+        """Record a request the ingress refused itself (a body too large for the edge or the
+        bus) as `rejected`. Rebuilt from its ids alone, so a report can never carry a cost,
+        usage or attempts, and only for the codes the ingress refuses with."""
+        try:
+            report = events_pb2.Completion.FromString(msg.data)
+        except DecodeError:
+            self.log.warning("undecodable ingress refusal ignored")
+            return
+        if report.error_code not in INGRESS_REFUSAL_CODES or not report.request_id:
+            self.log.warning("ingress refusal with code %r ignored", report.error_code)
+            return
+        request = invoke_pb2.InvokeRequest(
+            request_id=report.request_id,
+            project_id=report.project_id,
+            agent_id=report.agent_id,
+            key_id=report.key_id,
+            api=report.api,
+            received_unix_ms=report.started_unix_ms,
+            metadata=report.metadata,
+        )
+        self._reject(request, invoke_pb2.Error(code=report.error_code, message=report.error_message))
 
     async def _on_quota_state(self, msg: Msg) -> None:
         try:
@@ -219,8 +248,19 @@ class Router(BusService):
         route, prompt_tokens, ranked = self.decide(request)
         ranked.rationale.decision_us = (time.perf_counter_ns() - started) / 1000
         ranked.rationale.decided_by = self.identity
-        decision = await self.authorize(request, ranked.chain, prompt_tokens)
+        hedge = self.plan_hedge(route, request, ranked.chain[: self.tuning.max_attempts])
+        try:
+            decision = await self.authorize(request, ranked.chain, prompt_tokens, hedge)
+        except GatewayError as denied:
+            if hedge.plan is None or denied.code != ErrorCode.BUDGET_EXCEEDED:
+                raise
+            # The budget covers one attempt but not the race: serve it unhedged.
+            hedge = disarm(hedge, BUDGET_SKIP)
+            decision = await self.authorize(request, ranked.chain, prompt_tokens, hedge)
         chain = quota_chain(ranked, decision, self.tuning.max_attempts)
+        if hedge.plan is not None and [d.id for d in chain] != [d.id for d in ranked.chain[: len(chain)]]:
+            # The hold was sized for the ranked order; the authority moved it for quota.
+            hedge = disarm(hedge, "the chain was reordered for provider quota")
         dispatch = invoke_pb2.Dispatch(
             request=request,
             rationale=ranked.rationale,
@@ -230,19 +270,44 @@ class Router(BusService):
             routed_unix_ms=time.time_ns() / 1e6,
             max_attempts=self.tuning.max_attempts,
         )
+        if hedge.note is not None:
+            dispatch.rationale.hedge.CopyFrom(hedge.note)
+        if hedge.plan is not None:
+            dispatch.hedge.CopyFrom(hedge.plan)
         for dep in chain:
             dispatch.chain.add(deployment_id=dep.id, provider=dep.provider, model=dep.model)
         dispatch.router_ms = (time.perf_counter_ns() - started) / 1e6
         return dispatch
 
+    def plan_hedge(self, route: str, request: invoke_pb2.InvokeRequest, chain: list[Deployment]) -> Hedge:
+        """Whether (and after how long) this request may hedge: hedging.py, on this router's
+        health book and quota view."""
+        now = time.monotonic()
+
+        def observe(deployment_id: str, p: float) -> Observed:
+            value, samples = self.health.percentile(deployment_id, request.stream, p)
+            return Observed(value, samples)
+
+        return plan_hedge(
+            self.catalog.route(route), request, chain, observe, lambda d: self.quotas.reading(d, now)
+        )
+
     async def authorize(
-        self, request: invoke_pb2.InvokeRequest, chain: list[Deployment], prompt_tokens: int
+        self,
+        request: invoke_pb2.InvokeRequest,
+        chain: list[Deployment],
+        prompt_tokens: int,
+        hedge: Hedge = NO_HEDGE,
     ) -> budget_pb2.Decision:
         """Reserve the most this request can cost on any deployment it may reach from the first
-        candidate of `chain` with provider-quota headroom (reservation.py); raise the budget
-        authority's denial."""
+        candidate of `chain` with provider-quota headroom (reservation.py), both racers of an
+        armed hedge included; raise the budget authority's denial."""
         worst = worst_cases(request, chain)
-        holds = chain_holds([w.cost_usd for w in worst], self.tuning.max_attempts)
+        costs = [w.cost_usd for w in worst]
+        if hedge.plan is not None:
+            holds = hedged_holds(costs, self.tuning.max_attempts, hedge.plan.max_hedges)
+        else:
+            holds = chain_holds(costs, self.tuning.max_attempts)
         max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS_FOR_BUDGET
         ask = budget_pb2.AuthorizeRequest(
             request_id=request.request_id,
@@ -301,6 +366,7 @@ class Router(BusService):
         await self._sub.unsubscribe()
         await self._stats_sub.unsubscribe()
         await self._quota_sub.unsubscribe()
+        await self._refused_sub.unsubscribe()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.drain_timeout_s)
         if self.events:

@@ -9,6 +9,8 @@ ranked below it (those above were at quota and are dropped), so candidate i's ho
 maximum over candidates i, i+1, ... (at most the retry budget's number of them) of
 (prompt estimate x input price + output allowance x output price), each with its own
 provider's prompt estimate (switchyard/tokens.py).
+A hedged request is the exception: it may run two candidates at once and both are billed, so
+its hold also covers their sum (`hedged_holds`; docs/routing.md, "Hedged requests").
 Re-authorizing before a pricier failover was the alternative: it would add a round trip to the
 authority on the failover path and could deny a request halfway, after its first deployment
 failed; one hold sized for the chain is one decision (docs/budgets.md).
@@ -67,3 +69,12 @@ def chain_holds(costs: Sequence[Decimal], max_attempts: int = 0) -> list[Decimal
     n = len(costs)
     window = max_attempts if max_attempts > 0 else n
     return [max(costs[i : i + window]) for i in range(n)]
+
+
+def hedged_holds(costs: Sequence[Decimal], max_attempts: int = 0, hedges: int = 1) -> list[Decimal]:
+    """Candidate i's hold when its first attempt may hedge: the race runs candidates i .. i+hedges
+    at once and every racer is billed (the winner for its answer, a cancelled loser for what it
+    was sent: docs/routing.md), so the hold covers their sum; after a race that failed the
+    request fails over to one deployment at a time, which `chain_holds` covers."""
+    single = chain_holds(costs, max_attempts)
+    return [max(single[i], sum(costs[i : i + 1 + hedges], Decimal(0))) for i in range(len(costs))]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -16,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import nats
@@ -132,9 +132,8 @@ class Stack:
         server = NatsServer(
             store_dir=workdir / "nats", passwords=passwords, client_role=busauth.ADMIN
         ).start()
-        return cls(
-            workdir=workdir, nats=server, env=cls.base_env(server.address, workdir, **env), bus_dir=bus_dir
-        )
+        env = cls.base_env(server.address, workdir, **env)
+        return cls(workdir=workdir, nats=server, env=env, bus_dir=bus_dir)
 
     @staticmethod
     def base_env(nats_url: str, workdir: Path, **env: str) -> dict[str, str]:
@@ -149,7 +148,7 @@ class Stack:
             PYTHONUNBUFFERED="1",
         )
         base.update(env)
-        ADMIN_TOKENS[nats_url] = base["SWITCHYARD_ADMIN_TOKEN"]
+        ADMIN_TOKENS[_without_credentials(nats_url)] = base["SWITCHYARD_ADMIN_TOKEN"]
         return base
 
     def spawn(self, name: str, module: str, *args: str, wait: bool = True, **env: str) -> ServiceProc:
@@ -254,14 +253,18 @@ class Stack:
         return "\n".join(f"--- {s.name}\n{s.log()[-3000:]}" for s in self.services)
 
 
+def _without_credentials(nats_url: str) -> str:
+    """The stack's key in ADMIN_TOKENS: services get the bare address, the tests' own
+    connections the admin user's URL (user:password@host); both name one stack."""
+    parts = urlsplit(nats_url.split(",")[0])
+    return f"{parts.scheme}://{parts.hostname}:{parts.port}"
+
+
 async def ledger_sql(
     nats_url: str, sql: str, params: dict | None = None, admin_token: str | None = None
 ) -> list[dict]:
     """Analyst SQL on the ledger (`ledger.sql`), with the stack's admin token by default."""
-    if admin_token is None:  # registered under the address; tests often pass the admin's URL
-        address = ",".join(re.sub(r"//[^@/]*@", "//", url) for url in nats_url.split(","))
-        admin_token = ADMIN_TOKENS.get(nats_url) or ADMIN_TOKENS.get(address, "")
-    token = admin_token
+    token = ADMIN_TOKENS.get(_without_credentials(nats_url), "") if admin_token is None else admin_token
     nc = await nats.connect(servers=nats_url.split(","))
     try:
         reply = await nc.request(

@@ -272,8 +272,9 @@ class FakeUpstream:
                 response.headers.update(limit_headers)
                 response.headers["retry-after"] = str(max(1, int(wait_s + 0.999)))
                 return response
-        if behavior.delay_s:
-            await asyncio.sleep(behavior.delay_s)
+        if behavior.delay_s and await self._gone_while_waiting(request, behavior.delay_s):
+            record.outcome = "client_disconnected"  # the caller closed the connection: a cancel
+            return Response(status_code=499)
         if behavior.status >= 400:
             record.outcome = "error"
             response = self.error_response(behavior.status, behavior)
@@ -298,6 +299,16 @@ class FakeUpstream:
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", **headers},
         )
+
+    @staticmethod
+    async def _gone_while_waiting(request: Request, delay_s: float) -> bool:
+        """Wait `delay_s`, noticing a caller that hangs up meanwhile (True: it did)."""
+        deadline = time.monotonic() + delay_s
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, 0.05))
+            if await request.is_disconnected():
+                return True
+        return False
 
     async def _play(self, frames: list[Frame], behavior: Behavior, record: Recorded):
         sent = 0

@@ -100,6 +100,7 @@ class Dashboard:
                 "by_project": await self._records(queries.BY_PROJECT, params),
                 "by_model": queries.with_average_latency(await self._records(queries.BY_MODEL, params)),
                 "providers": queries.provider_rows(await self._records(queries.PROVIDERS, params)),
+                "hedging": queries.hedging_row(await self._records(queries.HEDGING, params)),
             }
         )
 

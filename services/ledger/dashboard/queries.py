@@ -65,6 +65,17 @@ GROUP BY provider
 ORDER BY attempts DESC
 """
 
+# Hedged requests (docs/routing.md): how many requests raced a hedge, how often the hedge won,
+# and what the cancelled losers (status cancelled, no error code) were billed.
+HEDGING = """
+SELECT uniqExact(request_id) AS requests, countIf(hedge) AS hedges_fired,
+       countIf(hedge AND status = 'ok') AS hedges_won,
+       toDecimal128(sumIf(cost_usd, status = 'cancelled' AND error_code = ''), 10) AS loser_cost_usd,
+       toDecimal128(sum(cost_usd), 10) AS cost_usd
+FROM attempts FINAL
+WHERE ts >= {since:DateTime64(3, 'UTC')}
+"""
+
 RECENT = """
 SELECT request_id, finished_at, project_id, agent_id, route, requested_model, provider, model, status,
        error_code, prompt_tokens, completion_tokens, cost_usd, latency_ms, ttft_ms,
@@ -165,6 +176,23 @@ def provider_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def hedging_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The hedge rate (hedges / requests) and what hedging cost, as a share of all spend too."""
+    row = rows[0] if rows else {}
+    requests = int(row.get("requests") or 0)
+    fired = int(row.get("hedges_fired") or 0)
+    loser_cost = float(row.get("loser_cost_usd") or 0)
+    cost = float(row.get("cost_usd") or 0)
+    return {
+        "requests": requests,
+        "hedges_fired": fired,
+        "hedges_won": int(row.get("hedges_won") or 0),
+        "hedge_rate": round(fired / requests, 4) if requests else 0.0,
+        "loser_cost_usd": loser_cost,
+        "cost_share": round(loser_cost / cost, 4) if cost else 0.0,
+    }
 
 
 # Provider quotas (docs/quotas.md): the latest sample per deployment in the window, and its

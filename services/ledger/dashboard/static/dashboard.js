@@ -53,6 +53,7 @@ async function refresh() {
     renderByProject(data.by_project);
     renderByModel(data.by_model);
     renderProviders(data.providers);
+    renderHedging(data.hedging);
   });
   const caps = getJSON("/api/budgets").then((data) => renderBudgets(data.caps));
   const quotas = getJSON(`/api/quotas?window=${state.window}`).then((data) => renderQuotas(data.deployments));
@@ -184,6 +185,15 @@ function renderProviders(rows) {
       ),
     "No upstream calls in this window.",
   );
+}
+
+function renderHedging(h) {
+  const box = $("#hedging");
+  if (!box || !h) return;
+  box.textContent =
+    `${int(h.hedges_fired)} hedges on ${int(h.requests)} requests (rate ${pct(h.hedge_rate)}), ` +
+    `${int(h.hedges_won)} won; cancelled losers cost ${h.loser_cost_usd.toFixed(6)} USD ` +
+    `(${pct(h.cost_share)} of spend)`;
 }
 
 function renderBudgets(caps) {

@@ -1,0 +1,218 @@
+"""The hedging policy, pure: when the router arms a hedge and after how long, the hold that covers
+both racers, the worker's share cap, the TTFT percentile, the request's header and the config."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from services.ingress.hints import Hedge, hints_from_headers, parse_hedge
+from services.providers.hedge_policy import HedgeWindow
+from services.router.health import Recent
+from services.router.hedging import BUDGET_SKIP, Observed, disarm, plan_hedge
+from services.router.quota import QuotaReading
+from services.router.reservation import chain_holds, hedged_holds
+from switchyard.catalog import build_catalog
+from switchyard.config import ConfigError, HedgeConfig, parse_config
+from switchyard.errors import GatewayError
+from switchyard.v1 import invoke_pb2
+
+DEPLOYMENTS = [
+    {"id": "a", "provider": "demo", "model": "a"},
+    {"id": "b", "provider": "demo", "model": "b"},
+]
+
+
+def catalog(**route: object):
+    config = {
+        "demo": {"enabled": False},
+        "deployments": DEPLOYMENTS,
+        "routes": {"r": {"deployments": ["a", "b"], **route}},
+    }
+    return build_catalog(config, {})
+
+
+def request(stream: bool = True, hedge: invoke_pb2.HedgeChoice | None = None) -> invoke_pb2.InvokeRequest:
+    req = invoke_pb2.InvokeRequest(model="r", stream=stream)
+    if hedge is not None:
+        req.hedge.CopyFrom(hedge)
+    return req
+
+
+def observed(ms: float, samples: int = 100):
+    return lambda deployment_id, p: Observed(ms, samples)
+
+
+def free(deployment_id: str) -> QuotaReading:
+    return QuotaReading()
+
+
+def plan(cat, req, obs=observed(120.0), quota=free):
+    chain = [cat.deployments["a"], cat.deployments["b"]]
+    return plan_hedge(cat.route("r"), req, chain, obs, quota)
+
+
+def test_a_route_without_a_policy_does_not_hedge_and_says_nothing() -> None:
+    hedge = plan(catalog(), request())
+    assert hedge.plan is None and hedge.note is None
+
+
+def test_the_delay_is_the_percentile_of_the_first_deployments_ttft() -> None:
+    hedge = plan(catalog(hedge={"percentile": 90}), request())
+    assert hedge.plan is not None and hedge.plan.delay_ms == 120.0
+    assert hedge.note is not None and hedge.note.armed
+    assert hedge.note.delay_source == "p90 ttft of a"
+    assert hedge.plan.max_hedges == 1 and hedge.plan.max_share == pytest.approx(0.1)
+
+
+def test_the_percentile_is_floored_and_stands_in_until_enough_samples() -> None:
+    cat = catalog(hedge={"min_delay_ms": 200, "min_samples": 20})
+    fast = plan(cat, request(), observed(30.0))
+    assert fast.plan is not None and fast.plan.delay_ms == 200
+    few = plan(cat, request(), observed(900.0, samples=3))
+    assert few.plan is not None and few.plan.delay_ms == 200
+    assert few.note is not None and "3 samples" in few.note.delay_source
+
+
+def test_a_fixed_delay_wins_over_the_percentile_and_the_request_over_both() -> None:
+    cat = catalog(hedge={"delay_ms": 300})
+    fixed = plan(cat, request())
+    assert fixed.plan is not None and fixed.plan.delay_ms == 300
+    asked = plan(cat, request(hedge=invoke_pb2.HedgeChoice(delay_ms=75)))
+    assert asked.plan is not None and asked.plan.delay_ms == 75
+    assert asked.note is not None and asked.note.delay_source == "request"
+
+
+def test_a_request_can_turn_hedging_on_for_a_route_without_a_policy_and_off_for_one_with() -> None:
+    on = plan(catalog(), request(hedge=invoke_pb2.HedgeChoice()))
+    assert on.plan is not None
+    off = plan(catalog(hedge={}), request(hedge=invoke_pb2.HedgeChoice(off=True)))
+    assert off.plan is None and off.note is not None and "turned hedging off" in off.note.skipped
+
+
+def test_a_route_with_side_effects_is_never_hedged_even_when_asked() -> None:
+    hedge = plan(catalog(hedge={}, side_effects=True), request(hedge=invoke_pb2.HedgeChoice(delay_ms=10)))
+    assert hedge.plan is None
+    assert hedge.note is not None and "side effects" in hedge.note.skipped
+
+
+def test_no_hedge_onto_a_deployment_near_its_provider_quota() -> None:
+    def tight(deployment_id: str) -> QuotaReading:
+        return QuotaReading(headroom=0.05) if deployment_id == "b" else QuotaReading()
+
+    hedge = plan(catalog(hedge={}), request(), quota=tight)
+    assert (
+        hedge.plan is None and hedge.note is not None and "b is near its provider quota" in hedge.note.skipped
+    )
+
+
+def test_no_hedge_without_a_second_deployment() -> None:
+    cat = catalog(hedge={})
+    hedge = plan_hedge(cat.route("r"), request(), [cat.deployments["a"]], observed(10), free)
+    assert hedge.plan is None and hedge.note is not None and "no second deployment" in hedge.note.skipped
+
+
+def test_disarm_keeps_the_delay_and_says_why() -> None:
+    hedge = disarm(plan(catalog(hedge={}), request()), BUDGET_SKIP)
+    assert hedge.plan is None and hedge.note is not None
+    assert hedge.note.skipped == BUDGET_SKIP and not hedge.note.armed and hedge.note.delay_ms == 120
+
+
+def test_the_hold_of_a_hedged_request_covers_both_racers() -> None:
+    costs = [Decimal("0.010"), Decimal("0.004"), Decimal("0.020")]
+    assert chain_holds(costs, 3) == [Decimal("0.020"), Decimal("0.020"), Decimal("0.020")]
+    # Racing 0 and 1 costs 0.014, less than failing over to 2; racing 1 and 2 costs 0.024.
+    assert hedged_holds(costs, 3) == [Decimal("0.020"), Decimal("0.024"), Decimal("0.020")]
+    assert hedged_holds([Decimal(1), Decimal(2)], 2) == [Decimal(3), Decimal(2)]
+
+
+def test_the_share_cap_counts_hedges_against_armed_requests_in_the_window() -> None:
+    window = HedgeWindow()
+    now = 1000.0
+    window.armed("r", now, 60)
+    assert not window.may_fire("r", 0.1, 60, now)  # 1 hedge in 1 request is 100 %
+    for i in range(9):
+        window.armed("r", now + i * 0.1, 60)
+    assert window.may_fire("r", 0.1, 60, now + 1)  # 1 in 10
+    window.fired("r", now + 1, 60)
+    assert not window.may_fire("r", 0.1, 60, now + 1)  # a second would be 2 in 10
+    assert window.share("r", now + 1, 60) == pytest.approx(0.1)
+    # The window slides: old requests and hedges leave it.
+    for i in range(10):
+        window.armed("r", now + 200 + i * 0.1, 60)
+    assert window.share("r", now + 201, 60) == 0.0
+    assert window.may_fire("r", 0.1, 60, now + 201)
+    assert window.may_fire("other", 1.0, 60, now)  # routes are counted apart
+
+
+def test_the_percentile_is_nearest_rank_over_recent_samples() -> None:
+    recent = Recent()
+    assert recent.percentile(90) == 0.0
+    for value in range(1, 101):
+        recent.add(float(value))
+    assert recent.percentile(90) == 90.0
+    assert recent.percentile(50) == 50.0
+    for _ in range(300):  # bounded: old samples drop out
+        recent.add(5.0)
+    assert recent.percentile(99) == 5.0
+
+
+def test_the_hedge_header() -> None:
+    assert parse_hedge("off") == Hedge(off=True)
+    assert parse_hedge("on") == Hedge()
+    assert parse_hedge("250ms") == Hedge(delay_ms=250.0)
+    assert parse_hedge(" 80 ") == Hedge(delay_ms=80.0)
+    for bad in ("soon", "-5", "0", "nan", "inf"):
+        with pytest.raises(GatewayError) as caught:
+            parse_hedge(bad)
+        assert caught.value.code == "invalid_request" and "x-switchyard-hedge" in caught.value.message
+    assert hints_from_headers({"x-switchyard-hedge": "off"}).hedge == Hedge(off=True)
+    assert hints_from_headers({}).hedge is None
+
+
+def test_the_route_hedge_table_is_validated() -> None:
+    route = parse_config({"routes": {"r": {"deployments": ["a"], "hedge": {"delay_ms": 100}}}}).routes["r"]
+    assert route.hedge == HedgeConfig(delay_ms=100)
+    for bad, words in (
+        ({"delayms": 100}, "unknown option"),
+        ({"percentile": 100}, "less than 100"),
+        ({"max_share": 0}, "greater than 0"),
+        ({"max_hedges": 0}, "greater than or equal to 1"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            parse_config({"routes": {"r": {"deployments": ["a"], "hedge": bad}}})
+        assert "routes.r.hedge" in str(caught.value) and words in str(caught.value)
+
+
+def test_the_native_body_field() -> None:
+    from services.ingress.native import parse_body, to_request
+
+    def parsed(hedge: object) -> invoke_pb2.InvokeRequest:
+        raw = {"model": "r", "messages": [{"role": "user", "content": "hi"}], "hedge": hedge}
+        return to_request(parse_body(orjson.dumps(raw)))
+
+    assert parsed(False).hedge == invoke_pb2.HedgeChoice(off=True)
+    assert parsed(True).HasField("hedge") and parsed(True).hedge == invoke_pb2.HedgeChoice()
+    assert parsed({"delay_ms": 150}).hedge.delay_ms == 150
+    without = to_request(parse_body(b'{"model": "r", "messages": [{"role": "user", "content": "hi"}]}'))
+    assert not without.HasField("hedge")
+    for bad in ({"delay_ms": 0}, {"delay": 5}, "soon"):
+        with pytest.raises(GatewayError) as caught:
+            parsed(bad)
+        assert caught.value.code == "invalid_request"
+
+
+def test_the_worker_races_only_an_armed_first_attempt_whose_target_it_serves() -> None:
+    from services.providers.hedge_runner import hedge_target
+
+    dispatch = invoke_pb2.Dispatch(hedge=invoke_pb2.HedgePlan(delay_ms=100, max_hedges=1))
+    dispatch.chain.add(deployment_id="a", provider="p1")
+    dispatch.chain.add(deployment_id="b", provider="p2")
+    assert hedge_target(dispatch, ["p1", "p2"]) == dispatch.chain[1]
+    assert hedge_target(dispatch, ["p1"]) is None
+    assert dispatch.rationale.hedge.skipped == "hedge target b is served by another provider pool"
+    dispatch.attempts.add(deployment_id="a")  # a failover's attempt is never hedged
+    assert hedge_target(dispatch, ["p1", "p2"]) is None
+    assert hedge_target(invoke_pb2.Dispatch(chain=dispatch.chain), ["p1", "p2"]) is None  # not armed
