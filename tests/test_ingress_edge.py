@@ -380,7 +380,7 @@ def requests_counted(api: str, status: str) -> tuple[float, float, float]:
 @pytest.mark.parametrize(
     ("settings", "method", "path", "kwargs", "status", "api", "code"),
     [
-        ({"max_body_bytes": 1000}, "POST", "/v1/messages", {"json": BIG_BODY}, 413, "anthropic", "payload_too_large"),
+        ({"max_body_bytes": 1000, "auth_required": False}, "POST", "/v1/messages", {"json": BIG_BODY}, 413, "anthropic", "payload_too_large"),
         ({"max_header_bytes": 64}, "POST", "/llm.invoke", {"headers": {"x-big": "y" * 100}}, 431, "native", "invalid_request"),
         ({"auth_required": True}, "POST", "/v1/chat/completions", {"json": {}}, 401, "openai", "unauthorized"),
         ({"auth_required": False}, "GET", "/v1/chat/completions", {}, 405, "openai", "method_not_allowed"),
