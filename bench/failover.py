@@ -131,7 +131,7 @@ def invoke_request(route: str, i: int) -> bytes:
 async def run_routes(
     nats_url: str, ingress: BusCredentials, requests: int, warmup: int
 ) -> dict[str, dict[str, list[float]]]:
-    from switchyard import subjects
+    from switchyard import subjects, units
     from switchyard.v1 import invoke_pb2
 
     results = {
@@ -157,7 +157,7 @@ async def run_routes(
                 data = results[route]
                 upstream = sum(a.latency_ms for a in final.attempts)
                 data["gateway_ms"].append(final.latency_ms - upstream)
-                data["decision_us"].append(final.rationale.decision_us)
+                data["decision_us"].append(units.microseconds(final.rationale.decision_ms))
                 if expected == 2:
                     failed, next_ = final.attempts
                     failed_end_ms = failed.started_unix_ms + failed.latency_ms

@@ -27,9 +27,12 @@ from switchyard.config import (
 )
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.pricing import Price
-from switchyard.vocab import DEFAULT_PRESET, StrategyPreset
+from switchyard.v1 import invoke_pb2
+from switchyard.vocab import DEFAULT_PRESET, DeploymentKind, StrategyPreset
 
 BUILTIN_ROUTES = ("auto", "fast", "cheap", "best")
+# The adapters that speak an embeddings API (services/providers/adapters).
+EMBEDDING_ADAPTERS = ("demo", "openai", "openai_compat", "mistral", "gemini")
 # The built-in routes other than `auto` (balanced) each stand for one preset.
 BUILTIN_ROUTE_PRESETS = {
     "fast": StrategyPreset.FASTEST,
@@ -84,10 +87,17 @@ class Deployment:
     # The most output tokens one call can produce (0: unknown): what a budget reserves for a
     # request that sets no max_tokens (docs/budgets.md).
     max_output_tokens: int = 0
+    kind: DeploymentKind = DeploymentKind.CHAT  # what it serves (docs/configuration.md)
 
     @property
     def qualified_model(self) -> str:
         return f"{self.provider}/{self.model}"
+
+    def serves(self, request_kind: int) -> bool:
+        """Whether this deployment can take a request of this InvokeRequest.Kind: embedding
+        deployments take embedding requests, chat deployments every other kind."""
+        wants_embedding = request_kind == invoke_pb2.InvokeRequest.KIND_EMBEDDING
+        return wants_embedding == (self.kind == DeploymentKind.EMBEDDING)
 
 
 @dataclass(frozen=True)
@@ -183,9 +193,27 @@ def demo_deployments() -> list[Deployment]:
     ]
 
 
+def demo_embedding_deployments() -> list[Deployment]:
+    """The demo's embedding model: deterministic vectors (a hash-seeded unit vector per input),
+    so `make run` answers /v1/embeddings with no key."""
+    return [
+        Deployment(
+            id="demo/embed",
+            provider="demo",
+            model="embed",
+            adapter="demo",
+            price=Price.of("0.02", "0"),
+            quality=0.5,
+            kind=DeploymentKind.EMBEDDING,
+        ),
+    ]
+
+
 def _price(config: PriceConfig | None) -> Price:
     config = config or PriceConfig()
-    return Price.of(config.input, config.output, config.cached_input)
+    return Price.of(
+        config.input, config.output, config.cached_input, config.cache_write, config.cache_write_1h
+    )
 
 
 def _deployment(raw: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Deployment, DeploymentConfig]:
@@ -205,7 +233,13 @@ def _deployment(raw: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Deploym
         options=dict(config.options),
         limits=ProviderLimits(**config.limits.model_dump()),
         max_output_tokens=config.max_output_tokens,
+        kind=config.kind,
     )
+    if deployment.kind == DeploymentKind.EMBEDDING and deployment.adapter not in EMBEDDING_ADAPTERS:
+        raise ConfigError(
+            f"deployments[{deployment.id}].kind: adapter {deployment.adapter!r} serves no embeddings "
+            f"(embedding adapters: {', '.join(EMBEDDING_ADAPTERS)})"
+        )
     return deployment, config
 
 
@@ -220,7 +254,7 @@ def build_catalog(config: Mapping[str, Any], env: Mapping[str, str]) -> Catalog:
     document = parse_config(config)
     deployments: dict[str, Deployment] = {}
     if document.demo.enabled:
-        deployments.update((d.id, d) for d in demo_deployments())
+        deployments.update((d.id, d) for d in demo_deployments() + demo_embedding_deployments())
     for raw in config.get("deployments", []):
         # Known providers fill in price, base URL and key variable (switchyard/provider_defaults.py).
         completed = provider_defaults.configured_deployment(raw, config, env)

@@ -14,6 +14,7 @@ from typing import Any
 from switchyard.catalog import Deployment
 from switchyard.pricing import format_usd
 from switchyard.v1 import events_pb2, invoke_pb2
+from switchyard.vocab import status_value
 
 MAX_ERROR_MESSAGE = 1000  # characters of an error message the ledger keeps
 
@@ -53,7 +54,7 @@ def completion_event(
         agent_id=request.agent_id,
         key_id=request.key_id,
         requested_model=request.model,
-        status=status,
+        status=status_value(status),
         cost_usd=format_usd(cost),
         latency_ms=latency,
         ttft_ms=ttft_ms,

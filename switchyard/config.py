@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from switchyard.vocab import DEFAULT_PRESET, StrategyPreset, is_member
+from switchyard.vocab import DEFAULT_PRESET, DeploymentKind, StrategyPreset, is_member
 
 # The retry budget: the most upstream attempts one request may make (the fallback chain's
 # length). The router's `[router] max_attempts` default, and the worker's when a dispatch
@@ -60,11 +60,13 @@ class Table(BaseModel):
 
 
 class PriceConfig(Table):
-    """USD per 1M tokens."""
+    """USD per 1M tokens, per token class (switchyard/pricing.py)."""
 
     input: Number = 0
     output: Number = 0
-    cached_input: Number | None = None
+    cached_input: Number | None = None  # cache reads
+    cache_write: Number | None = None  # cache writes, 5-minute TTL
+    cache_write_1h: Number | None = None  # cache writes, 1-hour TTL
 
 
 class TimeoutsConfig(Table):
@@ -92,6 +94,8 @@ class DeploymentConfig(Table):
     provider: str
     model: str
     adapter: str | None = None
+    # chat (the default) or embedding: an embedding deployment serves only /v1/embeddings
+    kind: DeploymentKind = DeploymentKind.CHAT
     price: PriceConfig | None = None
     quality: float = 0.5
     base_url: str = ""
@@ -218,6 +222,8 @@ class ProviderPriceConfig(Table):
     input: Number
     output: Number
     cached_input: Number | None = None
+    cache_write: Number | None = None
+    cache_write_1h: Number | None = None
 
 
 class ProviderConfig(Table):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
+from switchyard import units
 from switchyard.v1 import invoke_pb2
 
 
@@ -159,7 +160,7 @@ class GatewayError(Exception):
             message=self.message,
             retryable=self.retryable,
             provider_status=self.provider_status,
-            retry_after_s=self.retry_after_s,
+            retry_after_ms=units.ms(self.retry_after_s),
             request_id=request_id,
             provider=self.provider,
             param=self.param,
@@ -172,7 +173,7 @@ class GatewayError(Exception):
             err.message,
             retryable=err.retryable,
             provider_status=err.provider_status,
-            retry_after_s=err.retry_after_s,
+            retry_after_s=units.seconds(err.retry_after_ms),
             provider=err.provider,
             param=err.param,
         )

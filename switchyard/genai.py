@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from switchyard.v1 import events_pb2, invoke_pb2
+from switchyard.vocab import finish_reason_text, status_text
 
 OPERATION_CHAT = "chat"
 
@@ -77,6 +78,10 @@ def usage_attributes(usage: invoke_pb2.Usage, finish_reason: str = "") -> dict[s
     }
     if usage.cached_tokens:
         attrs["gen_ai.usage.cache_read.input_tokens"] = usage.cached_tokens
+    if usage.cache_write_tokens:
+        attrs["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_write_tokens
+    if usage.reasoning_tokens:
+        attrs["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
     if finish_reason:
         attrs["gen_ai.response.finish_reasons"] = [finish_reason]
     return attrs
@@ -86,7 +91,7 @@ def response_attributes(response: invoke_pb2.InvokeResponse) -> dict[str, Any]:
     """The answer as the client sees it (ingress span)."""
     return {
         **target_attributes(response.provider, response.model, response.deployment_id),
-        **usage_attributes(response.usage, response.finish_reason),
+        **usage_attributes(response.usage, finish_reason_text(response.finish_reason)),
         "gen_ai.response.id": response.request_id,
         "switchyard.cost_usd": response.cost_usd,
         "switchyard.attempts": len(response.attempts),
@@ -100,9 +105,9 @@ def completion_attributes(event: events_pb2.Completion) -> dict[str, Any]:
         "gen_ai.request.model": event.requested_model,
         "switchyard.request_id": event.request_id,
         "switchyard.project_id": event.project_id,
-        "switchyard.status": event.status,
+        "switchyard.status": status_text(event.status),
         "switchyard.cost_usd": event.cost_usd,
-        **usage_attributes(event.usage, event.finish_reason),
+        **usage_attributes(event.usage, finish_reason_text(event.finish_reason)),
     }
     if event.provider:
         attrs.update(target_attributes(event.provider, event.model, event.deployment_id))

@@ -17,7 +17,6 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from switchyard import subjects, telemetry
 from switchyard.errors import ErrorCode
 from switchyard.v1 import invoke_pb2
-from switchyard.vocab import Status
 
 log = logging.getLogger(__name__)
 ACK_TIMEOUT_S = 2.0
@@ -43,7 +42,7 @@ async def hand_off(nc: NATS, dispatch: invoke_pb2.Dispatch) -> bool:
                 deployment_id=target.deployment_id,
                 provider=target.provider,
                 model=target.model,
-                status=Status.ERROR,
+                status=invoke_pb2.STATUS_ERROR,
                 error_code=ErrorCode.NO_WORKER,
                 error_message=f"no worker serves provider {target.provider!r}",
             )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from switchyard.config import ProviderConfig, ProviderPriceConfig, validated
@@ -61,19 +62,25 @@ OPENAI_PRICES = {
     "o4-mini": _p("1.10", "4.40", "0.275"),
 }
 
-# Anthropic bills cache reads at 10 % of input; cache writes (1.25x input) are billed here at the
-# input price, see docs/providers.md.
+
+def _anthropic(input: str, output: str) -> Price:
+    """Anthropic's published multipliers: cache reads 0.1x input, cache writes 1.25x (5-minute
+    TTL) and 2x (1-hour TTL)."""
+    base = Decimal(input)
+    return Price.of(input, output, base * Decimal("0.1"), base * Decimal("1.25"), base * 2)
+
+
 ANTHROPIC_PRICES = {
-    "claude-opus-4-7": _p("5.00", "25.00", "0.50"),
-    "claude-opus-4-5": _p("5.00", "25.00", "0.50"),
-    "claude-opus-4-1": _p("15.00", "75.00", "1.50"),
-    "claude-opus-4": _p("15.00", "75.00", "1.50"),
-    "claude-sonnet-4-6": _p("3.00", "15.00", "0.30"),
-    "claude-sonnet-4-5": _p("3.00", "15.00", "0.30"),
-    "claude-sonnet-4": _p("3.00", "15.00", "0.30"),
-    "claude-3-7-sonnet": _p("3.00", "15.00", "0.30"),
-    "claude-haiku-4-5": _p("1.00", "5.00", "0.10"),
-    "claude-3-5-haiku": _p("0.80", "4.00", "0.08"),
+    "claude-opus-4-7": _anthropic("5.00", "25.00"),
+    "claude-opus-4-5": _anthropic("5.00", "25.00"),
+    "claude-opus-4-1": _anthropic("15.00", "75.00"),
+    "claude-opus-4": _anthropic("15.00", "75.00"),
+    "claude-sonnet-4-6": _anthropic("3.00", "15.00"),
+    "claude-sonnet-4-5": _anthropic("3.00", "15.00"),
+    "claude-sonnet-4": _anthropic("3.00", "15.00"),
+    "claude-3-7-sonnet": _anthropic("3.00", "15.00"),
+    "claude-haiku-4-5": _anthropic("1.00", "5.00"),
+    "claude-3-5-haiku": _anthropic("0.80", "4.00"),
 }
 
 # Prompts up to 200k tokens; Gemini 2.5/3.x Pro charge more above that (not modelled).
@@ -89,7 +96,18 @@ GEMINI_PRICES = {
     "gemini-2.0-flash-lite": _p("0.075", "0.30"),
 }
 
+# Embedding models (input only): used by `kind = "embedding"` deployments.
+OPENAI_PRICES.update(
+    {
+        "text-embedding-3-small": _p("0.02", "0"),
+        "text-embedding-3-large": _p("0.13", "0"),
+        "text-embedding-ada-002": _p("0.10", "0"),
+    }
+)
+GEMINI_PRICES["gemini-embedding-001"] = _p("0.15", "0")
+
 MISTRAL_PRICES = {
+    "mistral-embed": _p("0.10", "0"),
     "mistral-large-latest": _p("2.00", "6.00"),
     "mistral-medium-latest": _p("0.40", "2.00"),
     "mistral-small-latest": _p("0.10", "0.30"),
@@ -172,7 +190,9 @@ def lookup_price(prices: Mapping[str, Price], model: str) -> Price | None:
 
 
 def _price_from_config(config: ProviderPriceConfig) -> Price:
-    return Price.of(config.input, config.output, config.cached_input)
+    return Price.of(
+        config.input, config.output, config.cached_input, config.cache_write, config.cache_write_1h
+    )
 
 
 def price_for(provider: str, adapter: str, model: str, config: Mapping[str, Any]) -> Price | None:
@@ -231,8 +251,10 @@ def configured_deployment(
 
 def _price_table_entry(price: Price) -> dict[str, str]:
     entry = {"input": str(price.input), "output": str(price.output)}
-    if price.cached_input is not None:
-        entry["cached_input"] = str(price.cached_input)
+    for name in ("cached_input", "cache_write", "cache_write_1h"):
+        value = getattr(price, name)
+        if value is not None:
+            entry[name] = str(value)
     return entry
 
 

@@ -115,6 +115,9 @@ def text_counter(tokenizer: str) -> Callable[[str], int]:
 
 def estimate_prompt_tokens(request: invoke_pb2.InvokeRequest, tokenizer: str = CHARS4) -> int:
     count = text_counter(tokenizer)
+    if request.kind == invoke_pb2.InvokeRequest.KIND_EMBEDDING:
+        # Embeddings bill each input's own tokens, with no message framing.
+        return sum(count(text) for text in request.embedding.inputs)
     total = REPLY_PRIMING
     for message in request.messages:
         total += TOKENS_PER_MESSAGE

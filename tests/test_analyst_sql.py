@@ -16,6 +16,7 @@ import pytest_asyncio
 
 from services.ledger.store import LedgerStore
 from switchyard.testing.stack import ROOT
+from switchyard.vocab import status_text
 from tests.support.ledger_seed import completion_event, write_events
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -135,7 +136,10 @@ async def test_latency_by_model_today(seeded, now: datetime) -> None:
     rows = await run(store, doc_queries()["latency_by_model_today"])
     today: dict[tuple, list[float]] = defaultdict(list)
     for e in events:
-        if e.status == "ok" and datetime.fromtimestamp(e.started_unix_ms / 1000, UTC).date() == now.date():
+        if (
+            status_text(e.status) == "ok"
+            and datetime.fromtimestamp(e.started_unix_ms / 1000, UTC).date() == now.date()
+        ):
             today[(e.provider, e.model)].append(e.latency_ms)
     expected = sorted(
         (

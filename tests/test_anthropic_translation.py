@@ -86,7 +86,7 @@ def test_a_conversation_with_tool_results_maps_onto_the_contract() -> None:
         "tool",
         "user",
     ]
-    assert request.messages[0].content[0].text == "be brief"
+    assert "".join(part.text for part in request.messages[0].content) == "be brief"
     image = request.messages[1].content[1].image
     assert image.url == "data:image/png;base64,iVBORw0KGgo=" and image.media_type == "image/png"
     assistant = request.messages[2]
@@ -168,6 +168,7 @@ def test_message_json_has_anthropic_shape() -> None:
         "output_tokens": 5,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 5,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
     }
     anthropic_api.Message.model_validate(out)
 

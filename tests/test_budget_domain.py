@@ -59,7 +59,7 @@ def _completion(
     i: int, key_id: str, cost: Decimal = COST, at: int = NOW, tokens: int = 30
 ) -> events_pb2.Completion:
     return events_pb2.Completion(
-        request_id=f"req_{i}", project_id="acme", key_id=key_id, cost_usd=str(cost), status="ok",
+        request_id=f"req_{i}", project_id="acme", key_id=key_id, cost_usd=str(cost), status=invoke_pb2.STATUS_OK,
         started_unix_ms=at, usage=invoke_pb2.Usage(prompt_tokens=tokens // 2, completion_tokens=tokens - tokens // 2),
     )  # fmt: skip
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import anthropic
@@ -16,7 +17,9 @@ import pytest
 
 from switchyard.natsserver import free_port
 from switchyard.testing.stack import Stack, running, wait_for_rows
+from switchyard.tokens import estimate_prompt_tokens
 from switchyard.v1 import gateway_pb2_grpc, invoke_pb2
+from switchyard.vectors import unpack_base64
 
 WEATHER_TOOL = {
     "type": "function",
@@ -243,6 +246,80 @@ async def test_bad_routing_header_is_a_bad_request(oai: openai.AsyncOpenAI) -> N
     assert caught.value.param == "x-switchyard-strategy"
 
 
+async def ledger_row(gateway: Stack, request_id: str) -> dict:
+    rows = await wait_for_rows(
+        gateway.nats.url, "SELECT * FROM requests FINAL WHERE request_id = {id:String}", 1, {"id": request_id}
+    )
+    return rows[0]
+
+
+def demo_cost(tokens: int, price: str) -> Decimal:
+    return (Decimal(tokens) * Decimal(price) / 1_000_000).quantize(Decimal("1e-10"))
+
+
+async def test_openai_embeddings_single_batch_and_base64(oai: openai.AsyncOpenAI, gateway: Stack) -> None:
+    # Single: the SDK asks for base64 by default and decodes it itself.
+    single = await oai.embeddings.create(model="demo/embed", input="a deterministic vector")
+    assert single.object == "list" and len(single.data) == 1
+    vector = single.data[0].embedding
+    assert len(vector) == 256 and abs(sum(v * v for v in vector) - 1.0) < 1e-5
+    again = await oai.embeddings.create(model="auto", input="a deterministic vector", encoding_format="float")
+    assert again.data[0].embedding == vector  # same text, same vector; floats as sent
+    # Batch, with dimensions; base64 exactly as the SDK returns it when asked for explicitly.
+    texts = ["one", "two words", "three words here"]
+    batch = await oai.embeddings.create(
+        model="demo/embed", input=texts, dimensions=16, encoding_format="base64"
+    )
+    assert [d.index for d in batch.data] == [0, 1, 2]
+    decoded = [list(unpack_base64(d.embedding)) for d in batch.data]
+    assert all(len(v) == 16 for v in decoded) and decoded[0] != decoded[1]
+    tokens = estimate_prompt_tokens(
+        invoke_pb2.InvokeRequest(
+            kind=invoke_pb2.InvokeRequest.KIND_EMBEDDING, embedding=invoke_pb2.EmbeddingInput(inputs=texts)
+        )
+    )
+    assert batch.usage.prompt_tokens == batch.usage.total_tokens == tokens
+    for response, count in ((single, single.usage.prompt_tokens), (batch, tokens)):
+        row = await ledger_row(gateway, response.model_extra["switchyard"]["request_id"])
+        assert (row["api"], row["deployment_id"], row["status"]) == ("embeddings", "demo/embed", "ok")
+        assert (row["prompt_tokens"], row["completion_tokens"]) == (count, 0)
+        assert Decimal(row["cost_usd"]) == demo_cost(count, "0.02")
+
+
+async def test_openai_embeddings_errors(oai: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as chat_model:
+        await oai.embeddings.create(model="demo/fast", input="x")
+    assert chat_model.value.body["param"] == "model"
+    with pytest.raises(openai.BadRequestError) as tokens:
+        await oai.embeddings.create(model="demo/embed", input=[[1, 2, 3]])
+    assert "token-array" in tokens.value.body["message"]
+
+
+async def test_openai_legacy_completions(oai: openai.AsyncOpenAI, gateway: Stack) -> None:
+    completion = await oai.completions.create(model="demo/fast", prompt="complete this line", max_tokens=5)
+    assert completion.object == "text_completion" and completion.id.startswith("cmpl-")
+    choice = completion.choices[0]
+    assert choice.text.startswith("[fast] complete this line") and choice.finish_reason == "length"
+    assert completion.usage.completion_tokens == 5
+    row = await ledger_row(gateway, completion.model_extra["switchyard"]["request_id"])
+    assert (row["api"], row["completion_tokens"]) == ("completions", 5)
+    assert Decimal(row["cost_usd"]) == Decimal(completion.model_extra["switchyard"]["cost_usd"]) > 0
+    stream = await oai.completions.create(
+        model="demo/fast",
+        prompt="stream a line",
+        max_tokens=4,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text.startswith("[fast] stream a line")
+    assert chunks[-1].usage.completion_tokens == 4
+    with pytest.raises(openai.BadRequestError) as echo:
+        await oai.completions.create(model="demo/fast", prompt="x", echo=True)
+    assert "echo" in echo.value.body["message"]
+
+
 async def test_openai_responses_api_on_the_demo_provider(oai: openai.AsyncOpenAI) -> None:
     """The README's Responses example (tests/test_responses_api.py covers the API in depth)."""
     first = await oai.responses.create(model="auto", input="Name a colour", instructions="One word.")
@@ -332,6 +409,20 @@ async def test_anthropic_errors(claude: anthropic.AsyncAnthropic) -> None:
     assert "max_tokens" in bad.value.body["error"]["message"]
 
 
+async def test_anthropic_count_tokens_is_an_estimate_off_anthropic(
+    claude: anthropic.AsyncAnthropic, gateway: Stack
+) -> None:
+    counted = await claude.messages.count_tokens(
+        model="demo/fast", system="you are terse", messages=[{"role": "user", "content": "count me"}]
+    )
+    info = counted.model_extra["switchyard"]
+    assert info["estimated"] is True  # the demo is not Anthropic: the gateway's estimate
+    assert counted.input_tokens > 0
+    row = await ledger_row(gateway, info["request_id"])
+    assert (row["api"], row["prompt_tokens"]) == ("count_tokens", counted.input_tokens)
+    assert Decimal(row["cost_usd"]) == 0
+
+
 async def test_anthropic_models_list(claude: anthropic.AsyncAnthropic) -> None:
     ids = [m.id async for m in claude.models.list()]
     assert "auto" in ids and "demo/smart" in ids
@@ -359,6 +450,27 @@ def grpc_request(
     request = invoke_pb2.InvokeRequest(model=model, max_tokens=max_tokens)
     request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text=text)
     return request
+
+
+async def test_grpc_embeddings_are_the_same_contract(gateway: Stack) -> None:
+    request = invoke_pb2.InvokeRequest(
+        model="auto",
+        kind=invoke_pb2.InvokeRequest.KIND_EMBEDDING,
+        embedding=invoke_pb2.EmbeddingInput(inputs=["over", "grpc"], dimensions=8),
+    )
+    async with grpc.aio.insecure_channel(grpc_target(gateway)) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        response = await stub.Invoke(request, metadata=auth(gateway))
+        with pytest.raises(grpc.aio.AioRpcError) as empty:
+            await stub.Invoke(
+                invoke_pb2.InvokeRequest(model="auto", kind=invoke_pb2.InvokeRequest.KIND_EMBEDDING),
+                metadata=auth(gateway),
+            )
+    assert response.deployment_id == "demo/embed"
+    assert [len(e.values) for e in response.embeddings] == [8, 8]
+    assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    row = await ledger_row(gateway, response.request_id)
+    assert (row["api"], row["prompt_tokens"]) == ("grpc", response.usage.prompt_tokens)
 
 
 async def test_grpc_invoke(gateway: Stack) -> None:
@@ -393,7 +505,7 @@ async def test_grpc_invoke_stream(gateway: Stack) -> None:
     assert kinds == ["chunk"] * 5 + ["final"]
     text = "".join(f.chunk.delta_text for f in frames[:-1])
     assert frames[-1].final.message.content[0].text == text
-    assert frames[-1].final.finish_reason == "length"
+    assert frames[-1].final.finish_reason == invoke_pb2.FINISH_REASON_LENGTH  # the 0.1 contract: an enum
 
 
 async def test_grpc_errors_are_status_codes(gateway: Stack) -> None:
@@ -421,9 +533,9 @@ async def test_grpc_errors_are_status_codes(gateway: Stack) -> None:
 async def test_openapi_is_served(gateway: Stack) -> None:
     async with httpx.AsyncClient(base_url=gateway.ingress_url, headers=gateway.headers) as http:
         r = await http.get("/openapi.json")
-        missing = await http.get("/v1/embeddings")
+        missing = await http.get("/v1/audio/speech")
         wrong_method = await http.delete("/v1/chat/completions")
-        anthropic_missing = await http.post("/v1/messages/count_tokens", json={})
+        anthropic_missing = await http.post("/v1/messages/batches", json={})
     assert r.status_code == 200
     doc = r.json()
     assert doc["openapi"].startswith("3.1")

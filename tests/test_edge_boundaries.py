@@ -235,7 +235,7 @@ async def test_grpc_honours_the_in_flight_limit_and_authenticates_first(edges) -
     stack, _, tight = edges
     target = f"127.0.0.1:{tight.env['SWITCHYARD_GRPC_PORT']}"
     request = invoke_pb2.InvokeRequest(model="demo/fast", max_tokens=2)
-    request.messages.add(role="user").content.add(text="hi")
+    request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="hi")
     auth = (("authorization", f"Bearer {stack.api_key}"),)
 
     async def one(metadata) -> tuple[grpc.StatusCode, str]:

@@ -18,6 +18,7 @@ from switchyard.catalog import demo_deployments
 from switchyard.completions import completion_event
 from switchyard.errors import GatewayError
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import finish_reason_text, status_text
 
 
 def _dispatch(chain: int = 2, position: int = 0, deadline_ms: int | None = None) -> invoke_pb2.Dispatch:
@@ -48,15 +49,15 @@ def test_client_errors_streams_in_progress_deadlines_and_budget_stop_failover() 
     )
     exhausted = _dispatch(chain=MAX_ATTEMPTS + 2)
     for _ in range(MAX_ATTEMPTS):
-        exhausted.attempts.add(status="error")
+        exhausted.attempts.add(status=invoke_pb2.STATUS_ERROR)
     assert not should_fail_over(retryable, exhausted, chunks_sent=False)
 
 
 def test_completion_event_carries_usage_cost_attempts_and_overhead() -> None:
     deployment = demo_deployments()[0]
     dispatch = _dispatch()
-    dispatch.attempts.add(deployment_id="d0", status="error", latency_ms=0.0)
-    dispatch.attempts.add(deployment_id=deployment.id, status="ok", latency_ms=0.0)
+    dispatch.attempts.add(deployment_id="d0", status=invoke_pb2.STATUS_ERROR, latency_ms=0.0)
+    dispatch.attempts.add(deployment_id=deployment.id, status=invoke_pb2.STATUS_OK, latency_ms=0.0)
     usage = invoke_pb2.Usage(prompt_tokens=10, completion_tokens=5)
     completed = Completed(
         message=invoke_pb2.Message(role=invoke_pb2.ROLE_ASSISTANT), finish_reason="stop", usage=usage
@@ -72,9 +73,9 @@ def test_completion_event_carries_usage_cost_attempts_and_overhead() -> None:
         usage=usage,
         cost=Decimal("0.000003"),
     )
-    assert event.status == "ok" and event.cost_usd == "0.000003"
+    assert status_text(event.status) == "ok" and event.cost_usd == "0.000003"
     assert event.usage.completion_tokens == 5 and len(event.attempts) == 2
-    assert event.provider == "demo" and event.finish_reason == "stop"
+    assert event.provider == "demo" and finish_reason_text(event.finish_reason) == "stop"
     assert event.overhead_ms >= 0 and event.latency_ms >= event.overhead_ms
 
 
@@ -105,7 +106,7 @@ def test_an_answer_is_sent_and_billed_at_the_providers_usage() -> None:
     decision = verdict(outcome, _recorded(_dispatch(), outcome))
     assert (decision.fail_over, decision.status, decision.reply) == (False, "ok", "final")
     assert decision.billed is not None and decision.billed.completion_tokens == 5
-    assert outcome.code == "ok" and outcome.attempt().status == "ok"
+    assert outcome.code == "ok" and status_text(outcome.attempt().status) == "ok"
 
 
 def test_a_retryable_error_before_any_chunk_fails_over_and_bills_nothing() -> None:
@@ -137,7 +138,7 @@ def test_a_crashed_adapter_is_never_failed_over_nor_billed() -> None:
         "error",
         None,
     )
-    assert outcome.attempt().ttft_ms == 0.0 and outcome.attempt().status == "error"
+    assert outcome.attempt().ttft_ms == 0.0 and status_text(outcome.attempt().status) == "error"
 
 
 def test_a_cancelled_call_replies_nothing_and_bills_what_it_used() -> None:
@@ -146,7 +147,7 @@ def test_a_cancelled_call_replies_nothing_and_bills_what_it_used() -> None:
     decision = verdict(outcome, _recorded(_dispatch(), outcome))
     assert (decision.fail_over, decision.status, decision.reply) == (False, "cancelled", "none")
     assert decision.billed is not None and decision.billed.completion_tokens == 2
-    assert outcome.code == "cancelled" and outcome.attempt().status == "cancelled"
+    assert outcome.code == "cancelled" and status_text(outcome.attempt().status) == "cancelled"
 
 
 def test_the_router_and_the_worker_build_the_same_completion() -> None:
@@ -154,7 +155,11 @@ def test_the_router_and_the_worker_build_the_same_completion() -> None:
     dispatch.request.project_id, dispatch.request.model = "p1", "auto"
     err = invoke_pb2.Error(code="budget_exceeded", message="over the cap " * 200)
     rejected = completion_event(dispatch.request, status="rejected", trace_id="t", error=err)
-    assert rejected.status == "rejected" and rejected.cost_usd == "0" and rejected.project_id == "p1"
+    assert (
+        status_text(rejected.status) == "rejected"
+        and rejected.cost_usd == "0"
+        and rejected.project_id == "p1"
+    )
     assert rejected.error_code == "budget_exceeded" and len(rejected.error_message) == 1000
     assert not rejected.route and not rejected.attempts and rejected.overhead_ms == 0
     assert not rejected.HasField("rationale")

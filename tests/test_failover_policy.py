@@ -22,7 +22,7 @@ def dispatch(chain: int = 3, attempts: int = 1, max_attempts: int = 0, deadline_
     for i in range(chain):
         d.chain.add(deployment_id=f"d{i}", provider="demo", model=f"m{i}")
     for i in range(attempts):
-        d.attempts.add(deployment_id=f"d{i}", status="error")
+        d.attempts.add(deployment_id=f"d{i}", status=invoke_pb2.STATUS_ERROR)
     d.position = max(attempts - 1, 0)
     return d
 

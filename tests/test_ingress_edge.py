@@ -252,7 +252,15 @@ def test_grpc_trailing_metadata() -> None:
 
 # --- Errors the edge answers itself, in the caller's dialect (ASGI level: the real app, no bus) --
 
-API_PATHS = ("/llm.invoke", "/v1/chat/completions", "/v1/messages", "/v1/responses")
+API_PATHS = (
+    "/llm.invoke",
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/responses",
+    "/v1/embeddings",
+    "/v1/completions",
+    "/v1/messages/count_tokens",
+)
 
 
 def error_kind(path: str, body: dict) -> str:

@@ -36,7 +36,7 @@ def completion(request_id: str = "req_1", **fields) -> events_pb2.Completion:
         "provider": "openai",
         "model": "gpt-4o-mini",
         "deployment_id": "openai/gpt-4o-mini",
-        "status": "ok",
+        "status": invoke_pb2.STATUS_OK,
         "cost_usd": "0.0012",
         "started_unix_ms": 1_795_000_000_000,
         "finished_unix_ms": 1_795_000_000_500,
@@ -120,10 +120,13 @@ def test_retention_statements_only_when_the_setting_changed() -> None:
 
 def test_rows_carry_planned_target_failover_flags_and_trace() -> None:
     event = completion()
-    event.attempts.add(deployment_id="anthropic/haiku", provider="anthropic", model="haiku", status="error",
+    event.attempts.add(deployment_id="anthropic/haiku", provider="anthropic", model="haiku", status=invoke_pb2.STATUS_ERROR,
                        error_code="overloaded", http_status=529)  # fmt: skip
     event.attempts.add(
-        deployment_id="openai/gpt-4o-mini", provider="openai", model="gpt-4o-mini", status="ok"
+        deployment_id="openai/gpt-4o-mini",
+        provider="openai",
+        model="gpt-4o-mini",
+        status=invoke_pb2.STATUS_OK,
     )
     row = dict(zip(REQUEST_COLUMNS, request_row(event), strict=True))
     assert (row["planned_provider"], row["planned_deployment_id"]) == ("anthropic", "anthropic/haiku")
@@ -137,7 +140,7 @@ def test_rows_carry_planned_target_failover_flags_and_trace() -> None:
 
 
 def test_rejected_request_plans_from_rationale_or_nothing() -> None:
-    event = completion(status="rejected", provider="", model="", deployment_id="")
+    event = completion(status=invoke_pb2.STATUS_REJECTED, provider="", model="", deployment_id="")
     row = dict(zip(REQUEST_COLUMNS, request_row(event), strict=True))
     assert row["planned_provider"] == "" and row["attempt_count"] == 0
     event.rationale.winner = "demo/fast"
@@ -149,7 +152,10 @@ def test_rejected_request_plans_from_rationale_or_nothing() -> None:
 def test_rows_are_built_by_column_name_and_a_mismatch_fails_loudly() -> None:
     event = completion()
     event.attempts.add(
-        deployment_id="openai/gpt-4o-mini", provider="openai", model="gpt-4o-mini", status="ok"
+        deployment_id="openai/gpt-4o-mini",
+        provider="openai",
+        model="gpt-4o-mini",
+        status=invoke_pb2.STATUS_OK,
     )
     record = request_record(event)
     assert list(record) == REQUEST_COLUMNS  # one entry per column, in the table's order
@@ -371,7 +377,10 @@ def test_request_lookup_reply_is_built_by_column_name_and_renders_the_answers_ra
 
     event = completion()
     event.attempts.add(
-        deployment_id="openai/gpt-4o-mini", provider="openai", model="gpt-4o-mini", status="ok"
+        deployment_id="openai/gpt-4o-mini",
+        provider="openai",
+        model="gpt-4o-mini",
+        status=invoke_pb2.STATUS_OK,
     )
     event.rationale.winner = "openai/gpt-4o-mini"
     event.rationale.candidates.add(deployment_id="openai/gpt-4o-mini", latency_ms=12.5, total=0.75)

@@ -30,7 +30,7 @@ import pytest_asyncio
 from nats.aio.client import Client as NATS
 
 from services.ledger.analyst import ENGINE_REFUSAL
-from switchyard import subjects
+from switchyard import busauth, subjects
 from switchyard.bus import ensure_events_stream
 from switchyard.testing.stack import ROOT, Stack, running
 from switchyard.v1 import ledger_pb2
@@ -297,13 +297,16 @@ async def test_the_cli_sends_the_admin_token_and_refuses_without_one(
     ledger_stack: Stack, tmp_path: Path
 ) -> None:
     command = [sys.executable, "-m", "switchyard.cli", "sql", "SELECT 40 + 2 AS answer"]
+    # The CLI logs in to the bus as the analyst (docs/reliability.md, "The bus boundary").
+    assert ledger_stack.bus_dir is not None
+    analyst = {**ledger_stack.env, **busauth.service_env(ledger_stack.bus_dir, busauth.ANALYST)}
     ok = await asyncio.to_thread(
-        subprocess.run, command, env=ledger_stack.env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        subprocess.run, command, env=analyst, cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.splitlines() == ["answer", "42"]
     # No token configured and none in the data folder: refused before anything is sent.
-    env = {**ledger_stack.env, "SWITCHYARD_ADMIN_TOKEN": "", "SWITCHYARD_DATA_DIR": str(tmp_path)}
+    env = {**analyst, "SWITCHYARD_ADMIN_TOKEN": "", "SWITCHYARD_DATA_DIR": str(tmp_path)}
     refused = await asyncio.to_thread(
         subprocess.run, command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
     )

@@ -13,21 +13,23 @@ from services.ledger.main import dedupe
 from services.ledger.migrations import MIGRATIONS
 from services.ledger.rows import ATTEMPT_COLUMNS, REQUEST_COLUMNS, attempt_rows, request_row
 from services.ledger.store import LedgerStore
-from switchyard.v1 import events_pb2
+from switchyard.v1 import events_pb2, invoke_pb2
 
 
 def completion(request_id: str, cost: str = "0.0000125", attempts: int = 1) -> events_pb2.Completion:
     now = int(time.time() * 1000)
     event = events_pb2.Completion(
         request_id=request_id, project_id="p1", provider="demo", model="fast", deployment_id="demo/fast",
-        status="ok", cost_usd=cost, started_unix_ms=now, finished_unix_ms=now + 20, latency_ms=20.0,
+        status=invoke_pb2.STATUS_OK, cost_usd=cost, started_unix_ms=now, finished_unix_ms=now + 20, latency_ms=20.0,
     )  # fmt: skip
     event.usage.prompt_tokens = 10
     event.usage.completion_tokens = 20
     event.metadata["agent"] = "a1"
     for i in range(attempts):
         event.attempts.add(
-            deployment_id=f"d{i}", provider="demo", status="error" if i < attempts - 1 else "ok"
+            deployment_id=f"d{i}",
+            provider="demo",
+            status=invoke_pb2.STATUS_ERROR if i < attempts - 1 else invoke_pb2.STATUS_OK,
         )
     return event
 

@@ -131,7 +131,11 @@ def test_an_assistant_turn_with_only_tool_calls_needs_no_content() -> None:
 
 def test_response_and_chunk_json_shapes() -> None:
     response = invoke_pb2.InvokeResponse(
-        request_id="r", provider="demo", model="fast", cost_usd="0.1", finish_reason="tool_calls"
+        request_id="r",
+        provider="demo",
+        model="fast",
+        cost_usd="0.1",
+        finish_reason=invoke_pb2.FINISH_REASON_TOOL_CALLS,
     )
     response.message.role = invoke_pb2.ROLE_ASSISTANT
     response.message.tool_calls.add(id="c", name="f", arguments_json="{}")

@@ -150,6 +150,7 @@ def test_completion_json_has_openai_shape() -> None:
         "completion_tokens": 5,
         "total_tokens": 17,
         "prompt_tokens_details": {"cached_tokens": 4},
+        "completion_tokens_details": {"reasoning_tokens": 0},
     }
     assert out["switchyard"]["deployment"] == "demo/smart" and out["switchyard"]["cost_usd"] == "0.000081"
     openai_api.ChatCompletion.model_validate(out)
@@ -282,6 +283,7 @@ def test_models_list_routes_aliases_and_models() -> None:
         "cheap": "switchyard",
         "fast": "switchyard",
         "gpt-4o": "switchyard",
+        "demo/embed": "demo",
         "demo/fast": "demo",
         "demo/smart": "demo",
     }

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import anthropic
 import httpx
 import orjson
 import pytest
@@ -24,7 +25,10 @@ import pytest
 from switchyard.natsserver import free_port
 from switchyard.pricing import Price, cost_usd
 from switchyard.testing.stack import Stack, ledger_sql, running, wait_for_rows, wait_until
+from switchyard.tokens import pessimistic_text_tokens
+from switchyard.vectors import unpack_base64
 from tests.fakes import AnthropicFake, Behavior, FakeUpstream, GeminiFake, MistralFake, OpenAIFake
+from tests.fakes.base import fake_vector, text_tokens
 
 KEYS = {
     "openai": "sk-test-openai-0123456789",
@@ -190,6 +194,38 @@ timeouts = {TIMEOUTS}
 
 [routes.failover]
 deployments = ["openai-primary/gpt-4o-mini", "openai-backup/gpt-4o-mini"]
+
+# Embedding deployments (kind = "embedding"), priced from the built-in table but local/embed.
+[[deployments]]
+provider = "openai"
+model = "text-embedding-3-small"
+kind = "embedding"
+base_url = "{fakes["openai"].base_url}"
+timeouts = {TIMEOUTS}
+
+[[deployments]]
+provider = "gemini"
+model = "gemini-embedding-001"
+kind = "embedding"
+base_url = "{fakes["gemini"].base_url}"
+timeouts = {TIMEOUTS}
+
+[[deployments]]
+provider = "mistral"
+model = "mistral-embed"
+kind = "embedding"
+base_url = "{fakes["mistral"].base_url}"
+timeouts = {TIMEOUTS}
+
+[[deployments]]
+provider = "local"
+model = "embed"
+adapter = "openai_compat"
+kind = "embedding"
+base_url = "{fakes["local"].base_url}"
+api_key_env = "LOCAL_LLM_KEY"
+price = {{ input = "0.05", output = "0" }}
+timeouts = {TIMEOUTS}
 """
 
 
@@ -273,6 +309,9 @@ def expected_usage(provider: str, prompt: int, completion: int, cached: int) -> 
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "cached_tokens": cached,
+        "cache_write_tokens": 0,
+        "cache_write_1h_tokens": 0,
+        "reasoning_tokens": 0,
         "total_tokens": prompt + completion,
     }
 
@@ -651,3 +690,294 @@ async def test_keys_never_reach_responses_logs_or_the_ledger(
         assert key not in dump
     assert stack.api_key not in dump  # nor the caller's gateway key
     assert "Traceback" not in logs  # every upstream failure above was handled, none crashed
+
+
+# --- Embeddings, token counts and prompt caching, across providers ------------------------------
+
+EMBEDDING_MODELS = {
+    "openai": "openai/text-embedding-3-small",
+    "gemini": "gemini/gemini-embedding-001",
+    "mistral": "mistral/mistral-embed",
+    "local": "local/embed",
+}
+EMBEDDING_PRICES = {"openai": "0.02", "gemini": "0.15", "mistral": "0.10", "local": "0.05"}
+
+
+async def post(stack: Stack, path: str, body: dict) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=stack.ingress_url, headers=stack.headers, timeout=30) as http:
+        return await http.post(path, json=body)
+
+
+@pytest.mark.parametrize("provider", list(EMBEDDING_MODELS))
+async def test_embeddings_in_each_wire_format_priced_and_in_the_ledger(
+    stack: Stack, fakes: dict[str, FakeUpstream], provider: str
+) -> None:
+    texts = ["the quick brown fox", "jumps"]
+    r = await post(
+        stack,
+        "/v1/embeddings",
+        {
+            "model": EMBEDDING_MODELS[provider],
+            "input": texts,
+            "dimensions": 4,
+            "encoding_format": "base64",
+            "user": "user-7",
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "list" and [d["index"] for d in body["data"]] == [0, 1]
+    vectors = [list(unpack_base64(d["embedding"])) for d in body["data"]]
+    assert vectors == [fake_vector(t, 4) for t in texts]  # float32-exact through the gateway
+    if provider == "gemini":  # Gemini reports no tokens for embeddings: the gateway's estimate
+        tokens = sum(pessimistic_text_tokens(t) for t in texts)
+    else:
+        tokens = sum(text_tokens(t) for t in texts)
+    assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+    cost = (Decimal(tokens) * Decimal(EMBEDDING_PRICES[provider]) / 1_000_000).quantize(Decimal("1e-10"))
+    assert Decimal(body["switchyard"]["cost_usd"]) == cost
+
+    row = await ledger_row(stack, body["switchyard"]["request_id"])
+    assert (row["api"], row["status"], row["provider"]) == ("embeddings", "ok", provider)
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (tokens, 0)
+    assert Decimal(row["cost_usd"]) == cost
+
+    seen = fakes[provider].last()
+    if provider == "gemini":
+        assert seen.path.endswith("/gemini-embedding-001:batchEmbedContents")
+        assert [item["outputDimensionality"] for item in seen.body["requests"]] == [4, 4]
+    elif provider == "mistral":  # Mistral's names, and no `user` (it rejects unknown fields)
+        assert seen.path == "/v1/embeddings"
+        assert seen.body == {
+            "model": "mistral-embed",
+            "input": texts,
+            "output_dimension": 4,
+            "encoding_format": "float",
+        }
+    else:
+        assert seen.body["dimensions"] == 4 and seen.body["user"] == "user-7"
+        assert seen.body["encoding_format"] == ("base64" if provider == "openai" else "float")
+
+
+async def test_embedding_errors_take_openai_shape(stack: Stack, fakes: dict[str, FakeUpstream]) -> None:
+    # A chat model has no embedding deployment, and a token-array input is refused, both as 400s.
+    r = await post(stack, "/v1/embeddings", {"model": MODELS["openai"], "input": "hi"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "model"
+    r = await post(stack, "/v1/embeddings", {"model": EMBEDDING_MODELS["openai"], "input": [[1, 2, 3]]})
+    assert r.status_code == 400 and "token-array" in r.json()["error"]["message"]
+    # A chat request never lands on an embedding deployment either.
+    r = await post(stack, "/v1/chat/completions", {"model": EMBEDDING_MODELS["openai"], "messages": HELLO})
+    assert r.status_code == 400 and "no chat deployment" in r.json()["error"]["message"]
+    fakes["openai"].behave(Behavior(status=404))
+    r = await post(stack, "/v1/embeddings", {"model": EMBEDDING_MODELS["openai"], "input": "hi"})
+    assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_count_tokens_exact_on_anthropic_estimated_elsewhere(
+    stack: Stack, fakes: dict[str, FakeUpstream]
+) -> None:
+    body = {
+        "model": MODELS["anthropic"],
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "how many tokens is this?"}],
+    }
+    r = await post(stack, "/v1/messages/count_tokens", body)
+    assert r.status_code == 200, r.text
+    counted = r.json()
+    seen = fakes["anthropic"].last()
+    assert seen.path == "/v1/messages/count_tokens" and "max_tokens" not in seen.body
+    exact = AnthropicFake.prompt_tokens(seen.body)
+    assert counted["input_tokens"] == exact and counted["switchyard"]["estimated"] is False
+    row = await ledger_row(stack, counted["switchyard"]["request_id"])
+    assert (row["api"], row["prompt_tokens"], row["completion_tokens"]) == ("count_tokens", exact, 0)
+    assert Decimal(row["cost_usd"]) == 0  # counting is free
+
+    before = len(fakes["openai"].requests)
+    r = await post(stack, "/v1/messages/count_tokens", {**body, "model": MODELS["openai"]})
+    assert r.status_code == 200, r.text
+    estimate = r.json()
+    assert estimate["switchyard"]["estimated"] is True and estimate["input_tokens"] > 0
+    assert len(fakes["openai"].requests) == before  # estimated in the gateway: no upstream call
+    row = await ledger_row(stack, estimate["switchyard"]["request_id"])
+    assert row["prompt_tokens"] == estimate["input_tokens"] and Decimal(row["cost_usd"]) == 0
+
+
+async def test_anthropic_cache_writes_by_ttl_and_reads_priced_apart(
+    stack: Stack, fakes: dict[str, FakeUpstream]
+) -> None:
+    fakes["anthropic"].behave(
+        Behavior(
+            text="cached",
+            prompt_tokens=2000,
+            cached_tokens=300,
+            cache_write_tokens=1500,
+            cache_write_1h_tokens=500,
+            completion_tokens=40,
+        )
+    )
+    r = await invoke(stack, model=MODELS["anthropic"])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["usage"] == {
+        "prompt_tokens": 2000,
+        "completion_tokens": 40,
+        "cached_tokens": 300,
+        "cache_write_tokens": 1500,
+        "cache_write_1h_tokens": 500,
+        "reasoning_tokens": 0,
+        "total_tokens": 2040,
+    }
+    # claude-haiku-4-5: input 1.00, cache read 0.10, writes 1.25 (5 min) and 2.00 (1 h), output 5.00
+    cost = (
+        Decimal(200) * Decimal("1.00")
+        + Decimal(300) * Decimal("0.10")
+        + Decimal(1000) * Decimal("1.25")
+        + Decimal(500) * Decimal("2.00")
+        + Decimal(40) * Decimal("5.00")
+    ) / 1_000_000
+    assert Decimal(body["cost_usd"]) == cost
+    row = await ledger_row(stack, body["request_id"])
+    assert (row["prompt_tokens"], row["cached_tokens"], row["cache_write_tokens"]) == (2000, 300, 1500)
+    assert (row["cache_write_1h_tokens"], row["completion_tokens"]) == (500, 40)
+    assert Decimal(row["cost_usd"]) == cost
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+async def test_reasoning_tokens_are_output_and_cached_reads_at_the_cached_rate(
+    stack: Stack, fakes: dict[str, FakeUpstream], provider: str
+) -> None:
+    fakes[provider].behave(
+        Behavior(
+            text="thought", prompt_tokens=1000, cached_tokens=800, completion_tokens=20, reasoning_tokens=30
+        )
+    )
+    r = await invoke(stack, model=MODELS[provider])
+    assert r.status_code == 200, r.text
+    usage = r.json()["usage"]
+    # OpenAI counts reasoning inside completion_tokens; Gemini reports thoughts apart from the
+    # candidates, and the contract adds them (both bill reasoning as output).
+    completion = 20 if provider == "openai" else 50
+    assert (usage["completion_tokens"], usage["reasoning_tokens"], usage["cached_tokens"]) == (
+        completion,
+        30,
+        800,
+    )
+    cost = cost_usd(PRICES[provider], 1000, completion, 800)
+    assert Decimal(r.json()["cost_usd"]) == cost
+    row = await ledger_row(stack, r.json()["request_id"])
+    assert (row["reasoning_tokens"], row["completion_tokens"], row["cached_tokens"]) == (30, completion, 800)
+    assert Decimal(row["cost_usd"]) == cost
+
+
+async def test_cache_control_passes_through_from_the_native_api(
+    stack: Stack, fakes: dict[str, FakeUpstream]
+) -> None:
+    ephemeral = {"type": "ephemeral"}
+    r = await invoke(
+        stack,
+        model=MODELS["anthropic"],
+        messages=[
+            {
+                "role": "system",
+                "content": [{"type": "text", "text": "Long rules.", "cache_control": ephemeral}],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "text",
+                        "text": "A long document.",
+                        "cache_control": {"type": "ephemeral", "ttl": "1h"},
+                    },
+                    {"type": "text", "text": "The question."},
+                ],
+            },
+        ],
+        tools=[{**WEATHER_TOOL, "cache_control": ephemeral}],
+    )
+    assert r.status_code == 200, r.text
+    seen = fakes["anthropic"].last().body
+    assert seen["system"] == [{"type": "text", "text": "Long rules.", "cache_control": ephemeral}]
+    assert seen["tools"][0]["cache_control"] == ephemeral
+    assert seen["messages"][0]["content"] == [
+        {"type": "text", "text": "A long document.", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+        {"type": "text", "text": "The question."},
+    ]
+    # The fake wrote the prefix up to the 1-hour breakpoint: billed at the 1-hour write price.
+    usage = r.json()["usage"]
+    assert usage["cache_write_tokens"] == usage["cache_write_1h_tokens"] > 0
+    row = await ledger_row(stack, r.json()["request_id"])
+    assert row["cache_write_1h_tokens"] == usage["cache_write_1h_tokens"]
+
+
+async def test_anthropic_sdk_count_tokens_and_cache_control_blocks(
+    stack: Stack, fakes: dict[str, FakeUpstream]
+) -> None:
+    """The official `anthropic` SDK through the gateway to an Anthropic deployment: an exact
+    count, then a request with cache_control blocks written (5-minute and 1-hour tiers) and read
+    back, each checked against its ledger row, cost by token class."""
+    rules = "You answer questions about the attached handbook. " * 40
+    handbook = "Section 1: every request is routed by measured latency, cost and quality. " * 60
+    system = [{"type": "text", "text": rules, "cache_control": {"type": "ephemeral"}}]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": handbook, "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+                {"type": "text", "text": "What is routing based on?"},
+            ],
+        }
+    ]
+    async with anthropic.AsyncAnthropic(
+        base_url=stack.ingress_url, api_key=stack.api_key, max_retries=0
+    ) as claude:
+        counted = await claude.messages.count_tokens(
+            model=MODELS["anthropic"], system=system, messages=messages
+        )
+        exact = AnthropicFake.prompt_tokens(fakes["anthropic"].last().body)
+        assert counted.input_tokens == exact and counted.model_extra["switchyard"]["estimated"] is False
+        row = await ledger_row(stack, counted.model_extra["switchyard"]["request_id"])
+        assert (row["api"], row["prompt_tokens"], Decimal(row["cost_usd"])) == ("count_tokens", exact, 0)
+
+        fakes["anthropic"].behave(Behavior(text="Latency, cost and quality.", completion_tokens=6))
+        first = await claude.messages.create(
+            model=MODELS["anthropic"], max_tokens=64, system=system, messages=messages
+        )
+        second = await claude.messages.create(
+            model=MODELS["anthropic"], max_tokens=64, system=system, messages=messages
+        )
+    seen = fakes["anthropic"].last().body  # cache_control reached Anthropic unchanged
+    assert seen["system"] == system and seen["messages"] == messages
+
+    # First call: the prefix up to the last breakpoint (the 1-hour one) is written.
+    written = first.usage.cache_creation_input_tokens
+    assert written > 0 and first.usage.cache_read_input_tokens == 0
+    assert first.usage.cache_creation.ephemeral_1h_input_tokens == written
+    assert first.usage.cache_creation.ephemeral_5m_input_tokens == 0
+    # Second call: the same prefix is read.
+    assert second.usage.cache_read_input_tokens == written
+    assert second.usage.cache_creation_input_tokens == 0
+    assert second.usage.input_tokens == first.usage.input_tokens
+
+    price = {
+        "input": Decimal("1.00"),
+        "read": Decimal("0.10"),
+        "write_1h": Decimal("2.00"),
+        "out": Decimal("5.00"),
+    }
+    for message, read, write_1h in ((first, 0, written), (second, written, 0)):
+        usage = message.usage
+        cost = (
+            usage.input_tokens * price["input"]
+            + read * price["read"]
+            + write_1h * price["write_1h"]
+            + usage.output_tokens * price["out"]
+        ) / 1_000_000
+        info = message.model_extra["switchyard"]
+        assert Decimal(info["cost_usd"]) == cost
+        row = await ledger_row(stack, info["request_id"])
+        prompt = usage.input_tokens + read + write_1h
+        assert (row["prompt_tokens"], row["cached_tokens"]) == (prompt, read)
+        assert (row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (write_1h, write_1h)
+        assert row["completion_tokens"] == usage.output_tokens == 6
+        assert Decimal(row["cost_usd"]) == cost

@@ -134,7 +134,7 @@ def test_provider_headers_only_lower_the_buckets() -> None:
     assert book.quotas["a"].buckets["requests"].tokens == 3
     assert book.quotas["a"].buckets["tokens"].tokens == 10_000  # higher than ours: ignored
     # Nothing left, fully replenished in 60 s: at 60 per minute the next request fits in 1 s.
-    book.observe("a", events_pb2.ProviderRateLimits(requests_remaining=0, requests_reset_s=60.0), T0)
+    book.observe("a", events_pb2.ProviderRateLimits(requests_remaining=0, requests_reset_ms=60_000.0), T0)
     assert book.wait_s(QuotaNeed("a"), T0) == pytest.approx(1.0)
     book.back_off("a", 20.0, T0)  # a 429 with Retry-After: 20
     assert book.wait_s(QuotaNeed("a"), T0) == pytest.approx(20.0)
@@ -143,7 +143,9 @@ def test_provider_headers_only_lower_the_buckets() -> None:
 
 def test_a_provider_limit_below_the_declared_one_is_adopted() -> None:
     book = QuotaBook({"a": ProviderLimits(rpm=100)}, T0)
-    headers = events_pb2.ProviderRateLimits(requests_limit=3, requests_remaining=0, requests_reset_s=60.0)
+    headers = events_pb2.ProviderRateLimits(
+        requests_limit=3, requests_remaining=0, requests_reset_ms=60_000.0
+    )
     book.observe("a", headers, T0)
     assert book.wait_s(QuotaNeed("a"), T0) == pytest.approx(20.0)  # 3 per minute: one per 20 s
     assert book.state(T0, NOW_MS).deployments[0].rpm_limit == 3
@@ -160,7 +162,7 @@ def test_state_reports_limits_use_and_headroom() -> None:
     assert [d.deployment_id for d in state.deployments] == ["a"]  # b has no limits
     a = state.deployments[0]
     assert (a.rpm_limit, a.requests_available, a.max_concurrent, a.concurrent) == (10, 6.0, 4, 4)
-    assert a.headroom == 0.0 and a.wait_s == pytest.approx(1.0)  # concurrency is full
+    assert a.headroom == 0.0 and a.wait_ms == pytest.approx(1000.0)  # concurrency is full
     assert (a.granted, a.refused) == (4, 1)
 
 
@@ -228,7 +230,7 @@ def test_settlement_frees_concurrency_and_expiry_does_too() -> None:
     assert not denied.allow and denied.code == "rate_limited" and denied.retry_after_s == 1.0
     completion = events_pb2.Completion(
         request_id="req_1", project_id="acme", key_id=key, deployment_id="a", cost_usd="0.0001",
-        status="ok", started_unix_ms=NOW_MS, usage=invoke_pb2.Usage(prompt_tokens=5, completion_tokens=5),
+        status=invoke_pb2.STATUS_OK, started_unix_ms=NOW_MS, usage=invoke_pb2.Usage(prompt_tokens=5, completion_tokens=5),
     )  # fmt: skip
     authority.settle(completion, NOW_MS)
     assert authority.authorize(_ask(3, key, ("a",)), NOW_MS).allow
@@ -278,8 +280,12 @@ def test_openai_headers() -> None:
     }
     parsed = parse_rate_limits(headers, AT)
     assert parsed is not None
-    assert (parsed.requests_limit, parsed.requests_remaining, parsed.requests_reset_s) == (5000, 4999, 0.012)
-    assert (parsed.tokens_limit, parsed.tokens_remaining, parsed.tokens_reset_s) == (160000, 159976, 360.0)
+    assert (parsed.requests_limit, parsed.requests_remaining, parsed.requests_reset_ms) == (5000, 4999, 12.0)
+    assert (parsed.tokens_limit, parsed.tokens_remaining, parsed.tokens_reset_ms) == (
+        160000,
+        159976,
+        360_000.0,
+    )
     assert not parsed.HasField("input_tokens_remaining")
 
 
@@ -300,9 +306,9 @@ def test_anthropic_headers() -> None:
     }
     parsed = parse_rate_limits(headers, AT)
     assert parsed is not None
-    assert (parsed.requests_remaining, parsed.requests_reset_s) == (999, 9.0)
+    assert (parsed.requests_remaining, parsed.requests_reset_ms) == (999, 9000.0)
     assert (parsed.input_tokens_remaining, parsed.output_tokens_remaining) == (79000, 15000)
-    assert parsed.output_tokens_reset_s == 10.0
+    assert parsed.output_tokens_reset_ms == 10_000.0
 
 
 def test_unknown_or_broken_headers_are_left_unset() -> None:
@@ -312,7 +318,7 @@ def test_unknown_or_broken_headers_are_left_unset() -> None:
          "x-ratelimit-reset-requests": "soon"}, AT,
     )  # fmt: skip
     assert azure is not None and azure.requests_remaining == 12
-    assert not azure.HasField("tokens_remaining") and not azure.HasField("requests_reset_s")
+    assert not azure.HasField("tokens_remaining") and not azure.HasField("requests_reset_ms")
 
 
 @pytest.mark.parametrize(
@@ -353,7 +359,7 @@ def test_quota_factor_is_one_above_near_quota_and_falls_to_the_floor() -> None:
 def test_the_view_forgets_a_stale_state_and_counts_the_wait_down() -> None:
     view = QuotaView()
     state = budget_pb2.QuotaState()
-    state.deployments.add(deployment_id="a", headroom=0.0, wait_s=3.0)
+    state.deployments.add(deployment_id="a", headroom=0.0, wait_ms=3000.0)
     view.update(state, 100.0)
     assert view.reading("a", 101.0).wait_s == pytest.approx(2.0)
     assert view.reading("b", 101.0).headroom == 1.0
@@ -373,7 +379,7 @@ def test_near_quota_scores_lower_and_at_quota_goes_last() -> None:
     assert [d.id for d in result.chain] == ["c", "a", "b"]
     scores = {s.deployment_id: s for s in result.rationale.candidates}
     assert scores["a"].total == pytest.approx(scores["c"].total * quota_factor(0.05))
-    assert scores["b"].quota_wait_s == 4.0 and scores["a"].quota_headroom == 0.05
+    assert scores["b"].quota_wait_ms == 4000.0 and scores["a"].quota_headroom == 0.05
     assert "quota headroom" in result.rationale.reason
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from switchyard import units
 from switchyard.errors import ErrorCode
 from switchyard.pricing import format_usd
 from switchyard.tenancy import Limits, TenancyView, budget_project, scope_label
@@ -46,7 +47,7 @@ class Verdict:
             allow=self.allow,
             deny_code=self.code,
             deny_reason=self.reason,
-            retry_after_s=self.retry_after_s,
+            retry_after_ms=units.ms(self.retry_after_s),
             reservation_id=request_id if self.allow else "",
             scope=self.scope,
             cap_usd=self.cap_usd,

@@ -37,7 +37,7 @@ from nats.js.errors import (
 from nats.nuid import NUID
 from prometheus_client import Counter, Gauge
 
-from switchyard import metrics, subjects, telemetry
+from switchyard import metrics, subjects, telemetry, units
 from switchyard.bus import NATS_ERRORS, ensure_events_stream
 from switchyard.errors import ErrorCode
 from switchyard.service import BusService, run
@@ -494,7 +494,7 @@ class BudgetService(BusService):
             allow=False,
             deny_code=ErrorCode.UNAVAILABLE,
             deny_reason="the budget authority is changing leader; try again",
-            retry_after_s=1.0,
+            retry_after_ms=units.ms(1.0),
         )
         with contextlib.suppress(*NATS_ERRORS):
             await msg.respond(decision.SerializeToString())
@@ -512,7 +512,7 @@ class BudgetService(BusService):
         if stat.HasField("rate_limits"):
             authority.quotas.observe(stat.deployment_id, stat.rate_limits, now_s)
         if stat.http_status == 429 or stat.error_code == ErrorCode.RATE_LIMITED:
-            authority.quotas.back_off(stat.deployment_id, stat.retry_after_s, now_s)
+            authority.quotas.back_off(stat.deployment_id, units.seconds(stat.retry_after_ms), now_s)
 
     async def _publish_quotas(self, authority: Authority) -> None:
         while True:

@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from switchyard import units
 from switchyard.catalog import ProviderLimits
 from switchyard.v1 import budget_pb2, events_pb2
 
@@ -214,8 +215,8 @@ class QuotaBook:
                 if 0 < limit < bucket.capacity:
                     bucket.reconfigure(limit / 60.0, float(limit), now_s)
             remaining = float(getattr(limits, f"{dimension}_remaining"))
-            reset_field = f"{dimension}_reset_s"
-            reset_s = getattr(limits, reset_field) if limits.HasField(reset_field) else 0.0
+            reset_field = f"{dimension}_reset_ms"
+            reset_s = units.seconds(getattr(limits, reset_field)) if limits.HasField(reset_field) else 0.0
             # Providers report when the limit is *fully* replenished; the next unit comes sooner.
             next_slot_s = reset_s / max(bucket.capacity - remaining, 1.0)
             lower_bucket(bucket, remaining, next_slot_s, now_s)
@@ -256,7 +257,7 @@ class QuotaBook:
                 max_concurrent=quota.limits.max_concurrent,
                 concurrent=len(quota.in_flight),
                 headroom=round(quota.headroom(now_s), 4),
-                wait_s=round(quota.wait_s(QuotaNeed(deployment_id), now_s), 3),
+                wait_ms=round(units.ms(quota.wait_s(QuotaNeed(deployment_id), now_s)), 3),
                 granted=quota.granted,
                 refused=quota.refused,
             )

@@ -19,15 +19,17 @@ from switchyard.catalog import Catalog
 from switchyard.errors import CODES, AnthropicError, GatewayError, spec_for
 from switchyard.tokens import estimate_prompt_tokens
 from switchyard.v1 import invoke_pb2
-from switchyard.vocab import Api, FinishReason
+from switchyard.vocab import Api, FinishReason, finish_reason_text
 
 from .api_kit import (
+    CacheControlIn,
     GatewayInfo,
     Parsed,
     StrategyField,
     StreamRenderer,
     copy_sampling,
     gateway_json,
+    set_cache_control,
     set_strategy_and_metadata,
     sse,
     text_of,
@@ -40,13 +42,16 @@ from .validation import parse_json_body
 
 
 class _In(BaseModel):
-    # Unknown fields (cache_control, citations, newer parameters) are accepted and ignored.
+    # Unknown fields (citations, newer parameters) are accepted and ignored. `cache_control` is
+    # carried to Anthropic deployments unchanged (on text, image and tool_result blocks, the
+    # system prompt's blocks and tools).
     model_config = ConfigDict(extra="ignore")
 
 
 class TextBlock(_In):
     type: Literal["text"]
     text: str
+    cache_control: CacheControlIn | None = None
 
 
 class Base64Source(_In):
@@ -63,6 +68,7 @@ class UrlSource(_In):
 class ImageBlock(_In):
     type: Literal["image"]
     source: Annotated[Base64Source | UrlSource, Field(discriminator="type")]
+    cache_control: CacheControlIn | None = None
 
 
 class ToolUseBlock(_In):
@@ -77,6 +83,7 @@ class ToolResultBlock(_In):
     tool_use_id: str = Field(min_length=1)
     content: str | list[Annotated[TextBlock | ImageBlock, Field(discriminator="type")]] | None = None
     is_error: bool | None = None
+    cache_control: CacheControlIn | None = None
 
 
 ContentBlock = Annotated[TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock, Field(discriminator="type")]
@@ -92,6 +99,7 @@ class ToolParam(_In):
     description: str | None = None
     input_schema: dict[str, Any]
     type: Literal["custom"] | None = None
+    cache_control: CacheControlIn | None = None
 
 
 class ToolChoice(_In):
@@ -173,16 +181,16 @@ def _add_message(request: invoke_pb2.InvokeRequest, m: MessageParam) -> None:
     for block in m.content:
         if isinstance(block, ToolResultBlock):
             tool = request.messages.add(role=invoke_pb2.ROLE_TOOL, tool_call_id=block.tool_use_id)
-            tool.content.add(text=_tool_result_text(block))
+            set_cache_control(tool.content.add(text=_tool_result_text(block)), block.cache_control)
     rest = [b for b in m.content if not isinstance(b, ToolResultBlock)]
     if not rest:
         return
     message = request.messages.add(role=choices.role(m.role))
     for block in rest:
         if isinstance(block, TextBlock):
-            message.content.add(text=block.text)
+            set_cache_control(message.content.add(text=block.text), block.cache_control)
         elif isinstance(block, ImageBlock):
-            message.content.add(image=_image(block))
+            set_cache_control(message.content.add(image=_image(block)), block.cache_control)
         elif isinstance(block, ToolUseBlock):
             message.tool_calls.add(
                 id=block.id, name=block.name, arguments_json=orjson.dumps(block.input).decode()
@@ -194,17 +202,22 @@ def to_request(body: MessagesRequest) -> invoke_pb2.InvokeRequest:
     request = invoke_pb2.InvokeRequest(
         model=body.model, stream=bool(body.stream), api=Api.ANTHROPIC, max_tokens=body.max_tokens
     )
-    if body.system:
-        system = body.system if isinstance(body.system, str) else "".join(b.text for b in body.system)
-        request.messages.add(role=invoke_pb2.ROLE_SYSTEM).content.add(text=system)
+    if isinstance(body.system, str) and body.system:
+        request.messages.add(role=invoke_pb2.ROLE_SYSTEM).content.add(text=body.system)
+    elif body.system:
+        # One part per block, so each block's cache breakpoint stays where the caller put it.
+        system = request.messages.add(role=invoke_pb2.ROLE_SYSTEM)
+        for block in body.system:
+            set_cache_control(system.content.add(text=block.text), block.cache_control)
     for m in body.messages:
         _add_message(request, m)
     for tool in body.tools or []:
-        request.tools.add(
+        added = request.tools.add(
             name=tool.name,
             description=tool.description or "",
             parameters_json=orjson.dumps(tool.input_schema).decode(),
         )
+        set_cache_control(added, tool.cache_control)
     if body.tool_choice is not None:
         request.tool_choice.CopyFrom(_tool_choice(body.tool_choice))
     copy_sampling(request, temperature=body.temperature, top_p=body.top_p, stop=body.stop_sequences)
@@ -241,14 +254,22 @@ def tool_input(arguments_json: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"_raw": arguments_json}
 
 
-def usage_json(usage: invoke_pb2.Usage) -> dict[str, int]:
-    """Anthropic counts cache reads apart from input tokens; the contract's prompt_tokens
-    includes them (OpenAI's convention)."""
+def usage_json(usage: invoke_pb2.Usage) -> dict[str, Any]:
+    """Anthropic counts cache reads and writes apart from input tokens (the contract's
+    prompt_tokens includes them, OpenAI's convention), and splits writes by TTL in
+    `cache_creation`. Reasoning has no field of its own: it is in output_tokens."""
+    read = min(usage.cached_tokens, usage.prompt_tokens)
+    written = min(usage.cache_write_tokens, usage.prompt_tokens - read)
+    written_1h = min(usage.cache_write_1h_tokens, written)
     return {
-        "input_tokens": usage.prompt_tokens - min(usage.cached_tokens, usage.prompt_tokens),
+        "input_tokens": usage.prompt_tokens - read - written,
         "output_tokens": usage.completion_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": usage.cached_tokens,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": written - written_1h,
+            "ephemeral_1h_input_tokens": written_1h,
+        },
     }
 
 
@@ -276,7 +297,7 @@ def message_json(request: invoke_pb2.InvokeRequest, final: invoke_pb2.InvokeResp
         "role": "assistant",
         "model": model_name(final),
         "content": content_json(final.message),
-        "stop_reason": stop_reason(final.finish_reason),
+        "stop_reason": stop_reason(finish_reason_text(final.finish_reason)),
         "stop_sequence": None,
         "usage": usage_json(final.usage),
         "switchyard": gateway_json(final),
@@ -397,7 +418,10 @@ class EventStream(StreamRenderer):
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": stop_reason(final.finish_reason), "stop_sequence": None},
+                    "delta": {
+                        "stop_reason": stop_reason(finish_reason_text(final.finish_reason)),
+                        "stop_sequence": None,
+                    },
                     "usage": usage,
                     "switchyard": gateway_json(final),
                 },
@@ -450,6 +474,64 @@ class AnthropicApi:
 
 
 # ---------------------------------------------------------------------------------------------
+# Token counting (POST /v1/messages/count_tokens)
+
+
+class CountTokensRequest(MessagesRequest):
+    """POST /v1/messages/count_tokens: a Messages body without `max_tokens` (and without
+    sampling or streaming, which are accepted and ignored)."""
+
+    max_tokens: int = Field(1, ge=1, le=1_000_000, description="Accepted; not used.")
+    stream: bool | None = Field(None, description="Accepted; not used.")
+
+
+def count_request(body: CountTokensRequest) -> invoke_pb2.InvokeRequest:
+    """The prompt as a KIND_COUNT_TOKENS request: routed like a message (to a chat deployment),
+    counted by Anthropic's own endpoint on Anthropic deployments, estimated elsewhere."""
+    request = to_request(body)
+    request.api = Api.COUNT_TOKENS
+    request.kind = invoke_pb2.InvokeRequest.KIND_COUNT_TOKENS
+    request.stream = False
+    request.max_tokens = 0
+    request.ClearField("temperature")
+    request.ClearField("top_p")
+    del request.stop[:]
+    return request
+
+
+def count_json(final: invoke_pb2.InvokeResponse) -> dict[str, Any]:
+    """Anthropic's `{"input_tokens": N}`; `switchyard.estimated` says whether N is Anthropic's
+    exact count (false) or the gateway's estimate for a deployment of another provider (true)."""
+    return {
+        "input_tokens": final.usage.prompt_tokens,
+        "switchyard": {**gateway_json(final), "estimated": final.usage_estimated},
+    }
+
+
+class CountTokensApi:
+    """`POST /v1/messages/count_tokens` (see api_kit.HttpApi). Never streams."""
+
+    name: str = Api.COUNT_TOKENS
+    path = "/v1/messages/count_tokens"
+    request_id_header = "request-id"
+
+    def parse(self, raw: bytes, max_depth: int) -> Parsed:
+        body = parse_json_body(raw, CountTokensRequest, strict=True, max_depth=max_depth)
+        return Parsed(count_request(body))
+
+    def render_final(
+        self, request: invoke_pb2.InvokeRequest, final: invoke_pb2.InvokeResponse
+    ) -> dict[str, Any]:
+        return count_json(final)
+
+    def render_error(self, error: GatewayError, request_id: str) -> tuple[int, dict[str, Any]]:
+        return error_body(error, request_id)
+
+    def render_stream(self, parsed: Parsed) -> EventStream:
+        return EventStream(parsed.request)  # not reached: count requests never stream
+
+
+# ---------------------------------------------------------------------------------------------
 # Models (GET /v1/models when the caller sends `anthropic-version`, as Anthropic's SDKs do)
 
 
@@ -487,11 +569,17 @@ class ToolUseBlockOut(_Out):
     input: dict[str, Any]
 
 
+class CacheCreation(_Out):
+    ephemeral_5m_input_tokens: int
+    ephemeral_1h_input_tokens: int
+
+
 class AnthropicUsage(_Out):
     input_tokens: int
     output_tokens: int
     cache_creation_input_tokens: int
     cache_read_input_tokens: int
+    cache_creation: CacheCreation
 
 
 class Message(_Out):
@@ -515,6 +603,15 @@ class AnthropicErrorResponse(_Out):
     type: Literal["error"]
     error: AnthropicErrorDetail
     request_id: str | None = None
+
+
+class CountGatewayInfo(GatewayInfo):
+    estimated: bool
+
+
+class MessageTokensCount(_Out):
+    input_tokens: int
+    switchyard: CountGatewayInfo
 
 
 class AnthropicModel(_Out):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
@@ -129,6 +129,23 @@ def _weights_not_all_zero(value: Any) -> Any:
 
 # The `strategy` field of every API's body: a preset, or weights that are not all zero.
 StrategyField = Annotated[PresetName | StrategyWeights, AfterValidator(_weights_not_all_zero)]
+
+
+class CacheControlIn(BaseModel):
+    """Anthropic's prompt-caching breakpoint, accepted on the native and Anthropic APIs and
+    carried in the contract to Anthropic deployments unchanged (docs/providers.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["ephemeral"]
+    ttl: Literal["5m", "1h"] | None = None
+
+
+def set_cache_control(
+    holder: invoke_pb2.ContentPart | invoke_pb2.Tool, control: CacheControlIn | None
+) -> None:
+    if control is not None:
+        holder.cache_control.CopyFrom(invoke_pb2.CacheControl(type=control.type, ttl=control.ttl or ""))
 
 
 def set_strategy_and_metadata(

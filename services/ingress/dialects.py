@@ -15,9 +15,11 @@ from nats.nuid import NUID
 
 from switchyard.errors import RETRYABLE_CODES, GatewayError
 
-from .anthropic_api import AnthropicApi
+from .anthropic_api import AnthropicApi, CountTokensApi
 from .api_kit import HttpApi
+from .completions_api import CompletionsApi
 from .edge import Scope, Send
+from .embeddings_api import EmbeddingsApi
 from .exchange import count
 from .native import NativeApi
 from .openai_api import OpenAIApi
@@ -26,8 +28,11 @@ from .responses_api import ResponsesApi
 NATIVE: HttpApi = NativeApi()
 OPENAI: HttpApi = OpenAIApi()
 ANTHROPIC: HttpApi = AnthropicApi()
+EMBEDDINGS: HttpApi = EmbeddingsApi()
+COMPLETIONS: HttpApi = CompletionsApi()
+COUNT_TOKENS: HttpApi = CountTokensApi()
 RESPONSES = ResponsesApi()
-HTTP_APIS: tuple[HttpApi, ...] = (NATIVE, OPENAI, ANTHROPIC, RESPONSES)
+HTTP_APIS: tuple[HttpApi, ...] = (NATIVE, OPENAI, ANTHROPIC, RESPONSES, EMBEDDINGS, COMPLETIONS, COUNT_TOKENS)
 
 _nuid = NUID()
 

@@ -17,6 +17,8 @@ from switchyard.errors import ErrorCode, GatewayError, spec_for
 from switchyard.v1 import invoke_pb2
 from switchyard.vocab import StrategyPreset, is_member
 
+from .embeddings_api import MAX_DIMENSIONS
+from .embeddings_api import MAX_INPUTS as MAX_EMBEDDING_INPUTS
 from .hints import MAX_HEDGE_DELAY_MS, MAX_METADATA_ENTRIES, MAX_METADATA_VALUE, MAX_MODEL_NAME
 from .native import MAX_MESSAGES
 
@@ -59,6 +61,9 @@ def validate(request: invoke_pb2.InvokeRequest) -> None:
         raise _invalid("model: required", "model")
     if len(request.model) > MAX_MODEL_NAME:
         raise _invalid(f"model: at most {MAX_MODEL_NAME} characters", "model")
+    if request.kind == invoke_pb2.InvokeRequest.KIND_EMBEDDING:
+        _validate_embedding(request.embedding)
+        return
     if not request.messages:
         raise _invalid("messages: at least one message is required", "messages")
     if len(request.messages) > MAX_MESSAGES:
@@ -102,6 +107,16 @@ def validate(request: invoke_pb2.InvokeRequest) -> None:
     for key, value in request.metadata.items():
         if len(value) > MAX_METADATA_VALUE:
             raise _invalid(f"metadata.{key}: at most {MAX_METADATA_VALUE} characters", f"metadata.{key}")
+
+
+def _validate_embedding(spec: invoke_pb2.EmbeddingInput) -> None:
+    """The same bounds as POST /v1/embeddings (embeddings_api.EmbeddingsRequest)."""
+    if not spec.inputs or len(spec.inputs) > MAX_EMBEDDING_INPUTS:
+        raise _invalid(f"embedding.inputs: 1 to {MAX_EMBEDDING_INPUTS} texts", "embedding.inputs")
+    if any(not text for text in spec.inputs):
+        raise _invalid("embedding.inputs: texts must not be empty", "embedding.inputs")
+    if spec.dimensions > MAX_DIMENSIONS:
+        raise _invalid(f"embedding.dimensions: at most {MAX_DIMENSIONS}", "embedding.dimensions")
 
 
 def _validate_strategy(strategy: invoke_pb2.Strategy) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
-
+from switchyard import ledger_json
 from switchyard.v1 import ledger_pb2
+from switchyard.vocab import finish_reason_text, status_text
 
 from .native import rationale_json
 
@@ -40,13 +40,16 @@ def request_row_json(r: ledger_pb2.LedgerRequest) -> dict[str, Any]:
         "provider": r.provider,
         "model": r.model,
         "deployment_id": r.deployment_id,
-        "status": r.status,
+        "status": status_text(r.status),
         "error_code": r.error_code,
         "error_message": r.error_message,
-        "finish_reason": r.finish_reason,
+        "finish_reason": finish_reason_text(r.finish_reason),
         "prompt_tokens": r.prompt_tokens,
         "completion_tokens": r.completion_tokens,
         "cached_tokens": r.cached_tokens,
+        "cache_write_tokens": r.cache_write_tokens,
+        "cache_write_1h_tokens": r.cache_write_1h_tokens,
+        "reasoning_tokens": r.reasoning_tokens,
         "cost_usd": r.cost_usd or "0",
         "latency_ms": r.latency_ms,
         "ttft_ms": r.ttft_ms,
@@ -54,7 +57,7 @@ def request_row_json(r: ledger_pb2.LedgerRequest) -> dict[str, Any]:
         "stream": r.stream,
         "attempt_count": r.attempt_count,
         "failovers": r.failovers,
-        "attempts": [MessageToDict(a, preserving_proto_field_name=True) for a in r.attempts],
+        "attempts": [ledger_json.attempt_json(a) for a in r.attempts],
         "rationale": rationale_json(r.rationale) if r.HasField("rationale") else None,
         "trace_id": r.trace_id,
         "metadata": dict(r.metadata),

@@ -11,17 +11,19 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from switchyard import choices
+from switchyard import choices, units
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.v1 import invoke_pb2
-from switchyard.vocab import Api, FinishReason, Status
+from switchyard.vocab import Api, FinishReason, Status, finish_reason_text, status_text
 
 from . import hints
 from .api_kit import (
+    CacheControlIn,
     Parsed,
     StrategyField,
     StreamRenderer,
     copy_sampling,
+    set_cache_control,
     set_strategy_and_metadata,
     sse,
     text_of,
@@ -43,11 +45,13 @@ class ImageUrl(_Strict):
 class TextPart(_Strict):
     type: Literal["text"]
     text: str
+    cache_control: CacheControlIn | None = None
 
 
 class ImagePartIn(_Strict):
     type: Literal["image_url"]
     image_url: ImageUrl | str
+    cache_control: CacheControlIn | None = None
 
 
 ContentPartIn = Annotated[TextPart | ImagePartIn, Field(discriminator="type")]
@@ -90,6 +94,7 @@ class FunctionIn(_Strict):
 class ToolIn(_Strict):
     type: Literal["function"] = "function"
     function: FunctionIn
+    cache_control: CacheControlIn | None = None
 
 
 class HedgeIn(_Strict):
@@ -130,11 +135,12 @@ def _content(message: invoke_pb2.Message, content: str | list[Any] | None) -> No
         return
     for part in content:
         if isinstance(part, TextPart):
-            message.content.add(text=part.text)
+            added = message.content.add(text=part.text)
         else:
             url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
             detail = "" if isinstance(part.image_url, str) else (part.image_url.detail or "")
-            message.content.add(image=invoke_pb2.ImagePart(url=url, detail=detail))
+            added = message.content.add(image=invoke_pb2.ImagePart(url=url, detail=detail))
+        set_cache_control(added, part.cache_control)
 
 
 def to_request(body: InvokeBody, api: str = Api.NATIVE) -> invoke_pb2.InvokeRequest:
@@ -153,11 +159,12 @@ def to_request(body: InvokeBody, api: str = Api.NATIVE) -> invoke_pb2.InvokeRequ
                 arguments_json=args if isinstance(args, str) else orjson.dumps(args).decode(),
             )
     for tool in body.tools or []:
-        request.tools.add(
+        added = request.tools.add(
             name=tool.function.name,
             description=tool.function.description,
             parameters_json=orjson.dumps(tool.function.parameters).decode(),
         )
+        set_cache_control(added, tool.cache_control)
     if body.tool_choice is not None:
         request.tool_choice.CopyFrom(choices.tool_choice_from_json(body.tool_choice))
     copy_sampling(
@@ -202,7 +209,7 @@ def attempt_json(a: invoke_pb2.Attempt) -> dict[str, Any]:
         "deployment": a.deployment_id,
         "provider": a.provider,
         "model": a.model,
-        "status": a.status,
+        "status": status_text(a.status),
         "latency_ms": round(a.latency_ms, 3),
     }
     if a.ttft_ms:
@@ -233,7 +240,7 @@ def rationale_json(r: invoke_pb2.Rationale) -> dict[str, Any]:
         "winner": r.winner,
         "reason": r.reason,
         "chain": list(r.chain),
-        "decision_us": round(r.decision_us, 1),
+        "decision_us": round(units.microseconds(r.decision_ms), 1),  # the JSON keeps microseconds
         "decided_by": r.decided_by,
         "prompt_tokens_est": r.prompt_tokens_est,
         "expected_output_tokens": r.expected_output_tokens,
@@ -257,8 +264,13 @@ def rationale_json(r: invoke_pb2.Rationale) -> dict[str, Any]:
                 **({"excluded": c.excluded_reason} if c.excluded_reason else {}),
                 # Provider quota (docs/quotas.md): shown once a deployment has used some of it.
                 **(
-                    {"quota": {"headroom": round(c.quota_headroom, 4), "wait_s": round(c.quota_wait_s, 3)}}
-                    if c.quota_headroom < 1 or c.quota_wait_s or c.excluded_reason == "quota"
+                    {
+                        "quota": {
+                            "headroom": round(c.quota_headroom, 4),
+                            "wait_s": round(units.seconds(c.quota_wait_ms), 3),
+                        }
+                    }
+                    if c.quota_headroom < 1 or c.quota_wait_ms or c.excluded_reason == "quota"
                     else {}
                 ),
             }
@@ -290,6 +302,9 @@ def usage_json(u: invoke_pb2.Usage) -> dict[str, int]:
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "cached_tokens": u.cached_tokens,
+        "cache_write_tokens": u.cache_write_tokens,
+        "cache_write_1h_tokens": u.cache_write_1h_tokens,
+        "reasoning_tokens": u.reasoning_tokens,
         "total_tokens": u.prompt_tokens + u.completion_tokens,
     }
 
@@ -302,7 +317,7 @@ def response_json(r: invoke_pb2.InvokeResponse) -> dict[str, Any]:
         "deployment": r.deployment_id,
         "route": r.route,
         "message": message_json(r.message),
-        "finish_reason": r.finish_reason,
+        "finish_reason": finish_reason_text(r.finish_reason),
         "usage": usage_json(r.usage),
         "cost_usd": r.cost_usd,
         "latency_ms": round(r.latency_ms, 3),
@@ -404,6 +419,9 @@ class NativeUsage(_Out):
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    cache_write_tokens: int
+    cache_write_1h_tokens: int
+    reasoning_tokens: int
     total_tokens: int
 
 

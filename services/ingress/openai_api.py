@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from switchyard import choices, vocab
 from switchyard.catalog import Catalog
@@ -304,6 +304,7 @@ def usage_json(usage: invoke_pb2.Usage) -> dict[str, Any]:
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
 
 
@@ -333,7 +334,7 @@ def completion_json(request: invoke_pb2.InvokeRequest, final: invoke_pb2.InvokeR
             {
                 "index": 0,
                 "message": _message_json(final.message),
-                "finish_reason": finish_reason(final.finish_reason),
+                "finish_reason": finish_reason(vocab.finish_reason_text(final.finish_reason)),
                 "logprobs": None,
             }
         ],
@@ -398,7 +399,7 @@ class ChunkStream(StreamRenderer):
                 _tool_call_delta(i, c.id, c.name, c.arguments_json) for i, c in enumerate(message.tool_calls)
             ]
             out.append(sse_data(self._chunk({"tool_calls": calls})))
-        finishing = self._chunk({}, finish_reason(final.finish_reason))
+        finishing = self._chunk({}, finish_reason(vocab.finish_reason_text(final.finish_reason)))
         finishing["switchyard"] = gateway_json(final)
         out.append(sse_data(finishing))
         if self._include_usage:
@@ -534,7 +535,11 @@ class AssistantMessageOut(_Out):
     tool_calls: list[ToolCallOut] | None = None
 
 
-FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+# OpenAI's finish reasons, described from the vocabulary (every neutral reason but `error`).
+FinishReason = Annotated[
+    str,
+    WithJsonSchema({"type": "string", "enum": [str(f) for f in vocab.FinishReason if f in FINISH_REASONS]}),
+]
 
 
 class ChoiceOut(_Out):
@@ -548,11 +553,16 @@ class PromptTokensDetails(_Out):
     cached_tokens: int
 
 
+class CompletionTokensDetails(_Out):
+    reasoning_tokens: int
+
+
 class OpenAIUsage(_Out):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails
+    completion_tokens_details: CompletionTokensDetails
 
 
 class ChatCompletion(_Out):

@@ -12,7 +12,7 @@ from pydantic.json_schema import models_json_schema
 
 from switchyard.vocab import StrategyPreset
 
-from . import admin, anthropic_api, hints, native, openai_api, responses_api
+from . import admin, anthropic_api, completions_api, embeddings_api, hints, native, openai_api, responses_api
 
 REF = "#/components/schemas/{model}"
 SSE = {"text/event-stream": {"schema": {"type": "string"}}}
@@ -48,6 +48,12 @@ def _components() -> tuple[dict[type[BaseModel], str], dict[str, Any]]:
         "ResponsesRequest": responses_api.ResponsesRequest,
         "ResponseObject": responses_api.ResponseObject,
         "ResponseDeleted": responses_api.ResponseDeleted,
+        "EmbeddingsRequest": embeddings_api.EmbeddingsRequest,
+        "EmbeddingList": embeddings_api.EmbeddingList,
+        "CompletionRequest": completions_api.CompletionRequest,
+        "TextCompletion": completions_api.TextCompletion,
+        "CountTokensRequest": anthropic_api.CountTokensRequest,
+        "MessageTokensCount": anthropic_api.MessageTokensCount,
         "ProjectIn": admin.ProjectIn,
         "ProjectPatch": admin.ProjectPatch,
         "AgentIn": admin.AgentIn,
@@ -221,9 +227,13 @@ def _hint_parameters() -> list[dict[str, Any]]:
 def _model_call(
     summary: str, body_ref: str, result_ref: str, stream_note: str, error_ref: str, errors: dict[str, str]
 ) -> dict[str, Any]:
-    ok = _json(result_ref, "The answer (when `stream` is false).")
-    ok["content"].update(SSE)
-    ok["description"] += " " + stream_note
+    """A POST that answers JSON, or SSE when it streams (`stream_note`; "" for one that never does)."""
+    if stream_note:
+        ok = _json(result_ref, "The answer (when `stream` is false).")
+        ok["content"].update(SSE)
+        ok["description"] += " " + stream_note
+    else:
+        ok = _json(result_ref, "The answer.")
     return {
         "post": {
             "summary": summary,
@@ -297,6 +307,31 @@ def openapi_document() -> dict[str, Any]:
             OPENAI_ERRORS,
         ),
         "/v1/responses/{response_id}": _stored_response(ref, openai_err),
+        "/v1/embeddings": _model_call(
+            "OpenAI-compatible embeddings (routed among the catalog's embedding deployments)",
+            ref[embeddings_api.EmbeddingsRequest],
+            ref[embeddings_api.EmbeddingList],
+            "",
+            openai_err,
+            OPENAI_ERRORS,
+        ),
+        "/v1/completions": _model_call(
+            "OpenAI legacy text completion, run as a chat completion",
+            ref[completions_api.CompletionRequest],
+            ref[completions_api.TextCompletion],
+            "With `stream: true`: `data:` events each holding a text_completion chunk, then `data: [DONE]`.",
+            openai_err,
+            OPENAI_ERRORS,
+        ),
+        "/v1/messages/count_tokens": _model_call(
+            "Anthropic-compatible token count: exact on Anthropic deployments, else the gateway's "
+            "estimate (switchyard.estimated)",
+            ref[anthropic_api.CountTokensRequest],
+            ref[anthropic_api.MessageTokensCount],
+            "",
+            ref[anthropic_api.AnthropicErrorResponse],
+            ANTHROPIC_ERRORS,
+        ),
         "/v1/models": {
             "get": {
                 "summary": "Every name `model` can take: routes, aliases, <provider>/<model>",

@@ -22,7 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Fiel
 from switchyard import choices
 from switchyard.errors import CODES, ErrorCode, GatewayError, spec_for
 from switchyard.v1 import invoke_pb2
-from switchyard.vocab import Api, FinishReason
+from switchyard.vocab import Api, FinishReason, finish_reason_text
 
 from .api_kit import (
     GatewayInfo,
@@ -419,9 +419,12 @@ def call_item_id(request_id: str, index: int) -> str:
 def usage_json(usage: invoke_pb2.Usage) -> dict[str, Any]:
     return {
         "input_tokens": usage.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": 0},
+        "input_tokens_details": {
+            "cached_tokens": usage.cached_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+        },
         "output_tokens": usage.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
     }
 
@@ -548,7 +551,7 @@ def response_json(
 
 def final_json(parsed: ParsedResponses, final: invoke_pb2.InvokeResponse) -> dict[str, Any]:
     """The answer of a request that did not stream."""
-    status, incomplete = status_of(final.finish_reason)
+    status, incomplete = status_of(finish_reason_text(final.finish_reason))
     output = output_items(parsed.request.request_id, final.message)
     return response_json(parsed, status=status, output=output, final=final, incomplete=incomplete)
 
@@ -728,7 +731,7 @@ class ResponseStream(StreamRenderer):
         if not self._items:  # an empty answer is still one (empty) message
             self._message, opened = self._open("message")
             events += opened
-        status, incomplete = status_of(final.finish_reason)
+        status, incomplete = status_of(finish_reason_text(final.finish_reason))
         for item in self._items:
             if not item.done:
                 events += self._close(item, status)

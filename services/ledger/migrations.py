@@ -190,6 +190,20 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE attempts ADD COLUMN IF NOT EXISTS cached_tokens UInt32 DEFAULT 0 AFTER completion_tokens",
         ],
     ),
+    (
+        6,
+        "prompt caching and reasoning: cache-write tokens (all, and those with the 1-hour TTL) and reasoning tokens",
+        [
+            # Parts of the totals beside them (docs/providers.md): cache_write_tokens of
+            # prompt_tokens (like cached_tokens), cache_write_1h_tokens of cache_write_tokens,
+            # reasoning_tokens of completion_tokens. Rows written before read 0.
+            "ALTER TABLE requests ADD COLUMN IF NOT EXISTS cache_write_tokens UInt32 DEFAULT 0 AFTER cached_tokens",
+            "ALTER TABLE requests ADD COLUMN IF NOT EXISTS cache_write_1h_tokens UInt32 DEFAULT 0 "
+            "AFTER cache_write_tokens",
+            "ALTER TABLE requests ADD COLUMN IF NOT EXISTS reasoning_tokens UInt32 DEFAULT 0 "
+            "AFTER cache_write_1h_tokens",
+        ],
+    ),
 ]
 
 # The rollup's key and summed columns, in table order (reconciliation compares them).

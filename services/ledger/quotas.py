@@ -19,7 +19,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from switchyard import subjects
+from switchyard import subjects, units
 from switchyard.bus import NATS_ERRORS
 from switchyard.v1 import budget_pb2
 
@@ -64,7 +64,7 @@ def quota_rows(state: budget_pb2.QuotaState) -> list[list[Any]]:
             d.max_concurrent,
             d.concurrent,
             d.headroom,
-            d.wait_s,
+            units.seconds(d.wait_ms),  # the column stays in seconds
             d.granted,
             d.refused,
         ]

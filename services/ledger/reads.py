@@ -15,9 +15,10 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from google.protobuf.json_format import ParseDict
 
-from switchyard.v1 import invoke_pb2, ledger_pb2
+from switchyard import ledger_json
+from switchyard.v1 import ledger_pb2
+from switchyard.vocab import finish_reason_value, status_value
 
 REQUEST_BY_ID_SQL = (
     "SELECT * FROM requests FINAL WHERE request_id = {id:String} AND project_id = {project:String} LIMIT 1"
@@ -69,18 +70,21 @@ def ledger_request(row: dict[str, Any]) -> ledger_pb2.LedgerRequest:
     for name in (
         "request_id", "project_id", "agent_id", "key_id", "api", "route", "requested_model",
         "planned_provider", "planned_model", "planned_deployment_id", "provider", "model",
-        "deployment_id", "status", "error_code", "error_message", "finish_reason", "trace_id",
-        "reservation_id", "prompt_tokens", "completion_tokens", "cached_tokens", "latency_ms",
-        "ttft_ms", "overhead_ms", "stream", "attempt_count", "failovers",
+        "deployment_id", "error_code", "error_message", "trace_id",
+        "reservation_id", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
+        "cache_write_1h_tokens", "reasoning_tokens", "latency_ms", "ttft_ms", "overhead_ms", "stream",
+        "attempt_count", "failovers",
     ):  # fmt: skip
         value = row.get(name)
         if value is not None:
             setattr(out, name, value)
+    out.status = status_value(row.get("status") or "")
+    out.finish_reason = finish_reason_value(row.get("finish_reason") or "")
     for attempt in _json_list(row.get("attempts") or "[]"):
-        ParseDict(attempt, out.attempts.add(), ignore_unknown_fields=True)
+        out.attempts.append(ledger_json.attempt_from_json(attempt))
     rationale = orjson.loads(row.get("rationale") or "{}")
     if rationale:
-        out.rationale.CopyFrom(ParseDict(rationale, invoke_pb2.Rationale(), ignore_unknown_fields=True))
+        out.rationale.CopyFrom(ledger_json.rationale_from_json(rationale))
     return out
 
 

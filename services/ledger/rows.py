@@ -7,16 +7,16 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from google.protobuf.json_format import MessageToDict
 
-from switchyard.v1 import events_pb2
-from switchyard.vocab import Status
+from switchyard import ledger_json
+from switchyard.v1 import events_pb2, invoke_pb2
+from switchyard.vocab import finish_reason_text, status_text
 
 REQUEST_COLUMNS = [
     "request_id", "ts", "finished_at", "project_id", "agent_id", "key_id", "api", "route",
     "requested_model", "planned_provider", "planned_model", "planned_deployment_id", "provider",
     "model", "deployment_id", "status", "error_code", "error_message", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens",
-    "cost_usd", "latency_ms", "ttft_ms", "overhead_ms", "stream", "attempt_count", "failovers",
+    "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "cost_usd", "latency_ms", "ttft_ms", "overhead_ms", "stream", "attempt_count", "failovers",
     "attempts", "rationale", "trace_id", "metadata", "reservation_id",
 ]  # fmt: skip
 
@@ -29,10 +29,6 @@ ATTEMPT_COLUMNS = [
 
 def _ts(unix_ms: int | float) -> datetime:
     return datetime.fromtimestamp(unix_ms / 1000.0, tz=UTC)
-
-
-def _json(message: Any) -> str:
-    return orjson.dumps(MessageToDict(message, preserving_proto_field_name=True)).decode()
 
 
 def planned_target(event: events_pb2.Completion) -> tuple[str, str, str]:
@@ -59,7 +55,7 @@ def in_column_order(record: dict[str, Any], columns: list[str]) -> list[Any]:
 
 def request_record(event: events_pb2.Completion) -> dict[str, Any]:
     """The `requests` row of a completion, by column name."""
-    attempts = [MessageToDict(a, preserving_proto_field_name=True) for a in event.attempts]
+    attempts = [ledger_json.attempt_json(a) for a in event.attempts]
     planned_provider, planned_model, planned_deployment = planned_target(event)
     return {
         "request_id": event.request_id,
@@ -77,13 +73,16 @@ def request_record(event: events_pb2.Completion) -> dict[str, Any]:
         "provider": event.provider,
         "model": event.model,
         "deployment_id": event.deployment_id,
-        "status": event.status,
+        "status": status_text(event.status),
         "error_code": event.error_code,
         "error_message": event.error_message,
-        "finish_reason": event.finish_reason,
+        "finish_reason": finish_reason_text(event.finish_reason),
         "prompt_tokens": event.usage.prompt_tokens,
         "completion_tokens": event.usage.completion_tokens,
         "cached_tokens": event.usage.cached_tokens,
+        "cache_write_tokens": event.usage.cache_write_tokens,
+        "cache_write_1h_tokens": event.usage.cache_write_1h_tokens,
+        "reasoning_tokens": event.usage.reasoning_tokens,
         "cost_usd": Decimal(event.cost_usd or "0"),
         "latency_ms": event.latency_ms,
         "ttft_ms": event.ttft_ms,
@@ -92,7 +91,11 @@ def request_record(event: events_pb2.Completion) -> dict[str, Any]:
         "attempt_count": len(event.attempts),
         "failovers": max(len(event.attempts) - 1, 0),
         "attempts": orjson.dumps(attempts).decode(),
-        "rationale": _json(event.rationale) if event.HasField("rationale") else "{}",
+        "rationale": (
+            orjson.dumps(ledger_json.rationale_json(event.rationale)).decode()
+            if event.HasField("rationale")
+            else "{}"
+        ),
         "trace_id": event.trace_id,
         "metadata": dict(event.metadata),
         "reservation_id": event.reservation_id,
@@ -116,13 +119,13 @@ def attempt_records(event: events_pb2.Completion) -> list[dict[str, Any]]:
             "deployment_id": attempt.deployment_id,
             "provider": attempt.provider,
             "model": attempt.model,
-            "status": attempt.status,
+            "status": status_text(attempt.status),
             "error_code": attempt.error_code,
             "error_message": attempt.error_message,
             "http_status": attempt.http_status,
             "latency_ms": attempt.latency_ms,
             "ttft_ms": attempt.ttft_ms,
-            "failed_over": attempt.status == Status.ERROR and number < last,
+            "failed_over": attempt.status == invoke_pb2.STATUS_ERROR and number < last,
             "hedge": attempt.hedge,
             "cost_usd": Decimal(attempt.cost_usd or "0"),
             "prompt_tokens": attempt.usage.prompt_tokens,
@@ -149,7 +152,7 @@ def feed_item(event: events_pb2.Completion) -> dict[str, Any]:
         "requested_model": event.requested_model,
         "provider": event.provider,
         "model": event.model,
-        "status": event.status,
+        "status": status_text(event.status),
         "error_code": event.error_code,
         "prompt_tokens": event.usage.prompt_tokens,
         "completion_tokens": event.usage.completion_tokens,

@@ -28,7 +28,7 @@ from switchyard.tokens import (
     text_counter,
 )
 from switchyard.v1 import events_pb2, invoke_pb2
-from switchyard.vocab import Status
+from switchyard.vocab import Status, finish_reason_value, status_value
 
 from .adapters.base import Completed
 
@@ -111,11 +111,11 @@ class AttemptProgress:
             streamed = self.streamed.billed(self.tokenizer)
         else:
             streamed = self.streamed.chunks + (1 if chunk_text(pending) else 0)
-        return invoke_pb2.Usage(
-            prompt_tokens=reported.prompt_tokens or self.prompt_estimate(request),
-            completion_tokens=max(reported.completion_tokens, streamed),
-            cached_tokens=reported.cached_tokens,
-        )
+        usage = invoke_pb2.Usage()
+        usage.CopyFrom(reported)  # the cache and reasoning classes as reported
+        usage.prompt_tokens = reported.prompt_tokens or self.prompt_estimate(request)
+        usage.completion_tokens = max(reported.completion_tokens, streamed)
+        return usage
 
     def overrun(
         self, chunk: invoke_pb2.Chunk, request: invoke_pb2.InvokeRequest, deployment: Deployment
@@ -199,7 +199,7 @@ class AttemptOutcome:
             )
         if self.kind == "crashed":  # a crash records no time to first token
             return attempt_record(deployment, progress.started_ms, error=self.error)
-        status = "cancelled" if self.kind == "cancelled" else None
+        status = Status.CANCELLED if self.kind == "cancelled" else None
         return attempt_record(
             deployment, progress.started_ms, error=self.error, ttft_ms=progress.ttft_ms, status=status
         )
@@ -288,7 +288,7 @@ def attempt_record(
         deployment_id=deployment.id,
         provider=deployment.provider,
         model=deployment.model,
-        status=status or (Status.ERROR if error else Status.OK),
+        status=status_value(status or (Status.ERROR if error else Status.OK)),
         error_code=error.code if error else "",
         error_message=error.message[:500] if error else "",
         http_status=error.provider_status if error else http_status,
@@ -312,7 +312,15 @@ def should_fail_over(error: GatewayError, dispatch: invoke_pb2.Dispatch, chunks_
 
 
 def call_cost(deployment: Deployment, usage: invoke_pb2.Usage) -> Decimal:
-    return cost_usd(deployment.price, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    """Each token class at its price (switchyard/pricing.py)."""
+    return cost_usd(
+        deployment.price,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.cached_tokens,
+        usage.cache_write_tokens,
+        usage.cache_write_1h_tokens,
+    )
 
 
 def bill_attempt(attempt: invoke_pb2.Attempt, usage: invoke_pb2.Usage | None, cost: Decimal) -> None:
@@ -337,7 +345,7 @@ def build_response(
         model=deployment.model,
         deployment_id=deployment.id,
         message=completed.message,
-        finish_reason=completed.finish_reason,
+        finish_reason=finish_reason_value(completed.finish_reason),
         usage=completed.usage,
         cost_usd=format_usd(cost),
         latency_ms=now_ms() - request.received_unix_ms,
@@ -345,6 +353,8 @@ def build_response(
         attempts=dispatch.attempts,
         rationale=dispatch.rationale,
         route=dispatch.route,
+        embeddings=completed.embeddings,
+        usage_estimated=completed.usage_estimated,
     )
 
 

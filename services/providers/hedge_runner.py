@@ -160,7 +160,7 @@ class HedgeRace:
     def _may_fire(self) -> bool:
         window = self.worker.hedge_window
         if not window.may_fire(
-            self.dispatch.route, self.plan.max_share, self.plan.window_s, time.monotonic()
+            self.dispatch.route, self.plan.max_share, self.plan.window_ms / 1000, time.monotonic()
         ):
             self.note.skipped = f"the route's hedged share is at its cap ({self.plan.max_share:.0%})"
             return False
@@ -186,7 +186,7 @@ class HedgeRace:
                 continue
             racer = self._start(*target, hedge=True)
             hedges += 1
-            self.worker.hedge_window.fired(self.dispatch.route, time.monotonic(), self.plan.window_s)
+            self.worker.hedge_window.fired(self.dispatch.route, time.monotonic(), self.plan.window_ms / 1000)
             metrics.HEDGES_FIRED.labels(self.dispatch.route).inc()
             self.note.fired = True
             self.note.fired_after_ms = (time.monotonic() - self.started) * 1000
@@ -199,7 +199,7 @@ class HedgeRace:
 
     async def run(self) -> str | None:
         request_id = self.dispatch.request.request_id
-        self.worker.hedge_window.armed(self.dispatch.route, time.monotonic(), self.plan.window_s)
+        self.worker.hedge_window.armed(self.dispatch.route, time.monotonic(), self.plan.window_ms / 1000)
         self.worker._upstream[request_id] = asyncio.current_task()  # type: ignore[assignment]
         try:
             await self._wait()

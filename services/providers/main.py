@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry import trace
 
-from switchyard import codec, genai, metrics, subjects, telemetry
+from switchyard import codec, genai, metrics, subjects, telemetry, units
 from switchyard.bus import EventPublisher, ensure_events_stream
 from switchyard.catalog import Catalog, Deployment
 from switchyard.errors import ErrorCode, GatewayError
@@ -333,7 +333,9 @@ class ProviderWorker(BusService):
         sum of its attempts'."""
         deployment, progress = outcome.deployment, outcome.progress
         usage = decision.billed
-        own = call_cost(deployment, usage) if usage is not None else Decimal(0)
+        # Counting tokens costs nothing (Anthropic does not bill it): its row has the count, at 0.
+        free = dispatch.request.kind == invoke_pb2.InvokeRequest.KIND_COUNT_TOKENS
+        own = call_cost(deployment, usage) if usage is not None and not free else Decimal(0)
         bill_attempt(attempt if attempt is not None else dispatch.attempts[-1], usage, own)
         cost = own + others_usd
         if decision.reply == "final":
@@ -408,7 +410,12 @@ class ProviderWorker(BusService):
         """One upstream call; stream chunks go straight to the client as they arrive (a hedge
         racer's only once `claim` made it the winner: hedge_runner.py)."""
         adapter = self.adapter(deployment)
-        if not request.stream:
+        if request.kind == invoke_pb2.InvokeRequest.KIND_COUNT_TOKENS:
+            completed = await adapter.count_tokens(request)
+            progress.ttft_ms = now_ms() - progress.started_ms
+            return completed
+        if not request.stream or request.kind == invoke_pb2.InvokeRequest.KIND_EMBEDDING:
+            # A chat completion, or an embedding request (never streamed, whatever it asked).
             completed = await adapter.complete(request)
             progress.ttft_ms = now_ms() - progress.started_ms
             return completed
@@ -475,7 +482,7 @@ class ProviderWorker(BusService):
             ttft_ms=attempt.ttft_ms,
             ok=error is None,
             http_status=attempt.http_status,
-            retry_after_s=error.retry_after_s if error else 0.0,
+            retry_after_ms=units.ms(error.retry_after_s) if error else 0.0,
             ts_unix_ms=int(now_ms()),
             error_code=error.code if error else "",
         )

@@ -94,7 +94,7 @@ def plan_hedge(
     note.delay_ms = delay_ms
     note.delay_source = source
     plan = invoke_pb2.HedgePlan(
-        delay_ms=delay_ms, max_hedges=hedges, max_share=policy.max_share, window_s=policy.window_s
+        delay_ms=delay_ms, max_hedges=hedges, max_share=policy.max_share, window_ms=policy.window_s * 1000
     )
     return Hedge(plan, note)
 

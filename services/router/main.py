@@ -21,7 +21,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from opentelemetry import trace
 
-from switchyard import codec, genai, metrics, subjects, telemetry
+from switchyard import codec, genai, metrics, subjects, telemetry, units
 from switchyard.bus import EventPublisher, ensure_events_stream
 from switchyard.catalog import Deployment, read_config
 from switchyard.completions import completion_event
@@ -46,7 +46,7 @@ from .ranking import (
     quota_chain,
     rank,
 )
-from .reservation import DEFAULT_MAX_OUTPUT_TOKENS, chain_holds, hedged_holds, worst_cases
+from .reservation import DEFAULT_MAX_OUTPUT_TOKENS, chain_holds, hedged_holds, serving, worst_cases
 from .rules import features_of, first_match
 from .strategy import choose_weights
 from .tuning import tuning_from_config
@@ -141,7 +141,7 @@ class Router(BusService):
             ttft_ms=stat.ttft_ms,
             stream=stat.stream,
             error_code=stat.error_code,
-            retry_after_s=stat.retry_after_s,
+            retry_after_s=units.seconds(stat.retry_after_ms),
         )
         self.health.observe(stat.deployment_id, sample, time.monotonic())
         if stat.request_id:
@@ -216,6 +216,7 @@ class Router(BusService):
         route_name = requested
         if rule is not None:
             route_name, candidates = self.catalog.resolve(rule.route)
+        candidates = serving(candidates, request, route_name)
         strategy = request.strategy if request.HasField("strategy") else None
         strategy_name, weights = choose_weights(strategy, self.catalog.route(route_name))
         now = time.monotonic()
@@ -246,7 +247,7 @@ class Router(BusService):
     async def route(self, request: invoke_pb2.InvokeRequest) -> invoke_pb2.Dispatch:
         started = time.perf_counter_ns()
         route, prompt_tokens, ranked = self.decide(request)
-        ranked.rationale.decision_us = (time.perf_counter_ns() - started) / 1000
+        ranked.rationale.decision_ms = (time.perf_counter_ns() - started) / 1e6
         ranked.rationale.decided_by = self.identity
         hedge = self.plan_hedge(route, request, ranked.chain[: self.tuning.max_attempts])
         try:
@@ -309,6 +310,8 @@ class Router(BusService):
         else:
             holds = chain_holds(costs, self.tuning.max_attempts)
         max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS_FOR_BUDGET
+        if worst and not worst[0].output_tokens:  # embeddings and token counts produce no output
+            max_tokens = 0
         ask = budget_pb2.AuthorizeRequest(
             request_id=request.request_id,
             project_id=request.project_id,
@@ -344,7 +347,7 @@ class Router(BusService):
             raise GatewayError(
                 decision.deny_code or ErrorCode.BUDGET_EXCEEDED,
                 decision.deny_reason or "denied by the budget authority",
-                retry_after_s=decision.retry_after_s,
+                retry_after_s=units.seconds(decision.retry_after_ms),
                 retryable=False,
             )
         return decision

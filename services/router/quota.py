@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from switchyard import units
 from switchyard.v1 import budget_pb2
 
 # Below this free share of its tightest limit a deployment's score is scaled down.
@@ -48,4 +49,6 @@ class QuotaView:
         age = now_s - self.received_s
         if quota is None or age > STALE_AFTER_S:
             return QuotaReading()
-        return QuotaReading(headroom=quota.headroom, wait_s=max(quota.wait_s - max(age, 0.0), 0.0))
+        return QuotaReading(
+            headroom=quota.headroom, wait_s=max(units.seconds(quota.wait_ms) - max(age, 0.0), 0.0)
+        )

@@ -24,6 +24,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from switchyard import units
 from switchyard.catalog import Deployment
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.pricing import Price
@@ -224,7 +225,7 @@ class _Row:
             breaker=state.breaker,
             latency_source="ewma" if state.measured else "unmeasured",
             quota_headroom=state.quota_headroom,
-            quota_wait_s=state.quota_wait_s,
+            quota_wait_ms=units.ms(state.quota_wait_s),
         )
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from switchyard.catalog import Deployment
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.pricing import max_cost_usd
 from switchyard.tokens import estimate_prompt_tokens, tokenizer_for
 from switchyard.v1 import invoke_pb2
@@ -43,23 +44,45 @@ class Worst:
     cost_usd: Decimal
 
 
-def output_allowance(max_tokens: int, deployment: Deployment) -> int:
+def serving(
+    candidates: Sequence[Deployment], request: invoke_pb2.InvokeRequest, route: str
+) -> list[Deployment]:
+    """The candidates that serve the request's kind (an embedding request only embedding
+    deployments, every other kind only chat ones); a clear 400 when none does."""
+    fit = [dep for dep in candidates if dep.serves(request.kind)]
+    if not fit:
+        wanted = "embedding" if request.kind == invoke_pb2.InvokeRequest.KIND_EMBEDDING else "chat"
+        raise GatewayError(
+            ErrorCode.INVALID_REQUEST,
+            f"model {request.model!r} (route {route!r}) has no {wanted} deployment: "
+            f"name one whose catalog entry has kind = {wanted!r}",
+            param="model",
+        )
+    return fit
+
+
+def output_allowance(max_tokens: int, deployment: Deployment, kind: int = 0) -> int:
     """The most output tokens a call can bill: the request's max_tokens, else the deployment's
-    declared maximum, else the documented default."""
+    declared maximum, else the documented default. Embeddings and token counts produce none."""
+    if kind in (invoke_pb2.InvokeRequest.KIND_EMBEDDING, invoke_pb2.InvokeRequest.KIND_COUNT_TOKENS):
+        return 0
     return max_tokens or deployment.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS
 
 
 def worst_cases(request: invoke_pb2.InvokeRequest, chain: Sequence[Deployment]) -> list[Worst]:
-    """Each candidate's own maximum cost (one prompt count per tokenizer, not per candidate)."""
+    """Each candidate's own maximum cost (one prompt count per tokenizer, not per candidate).
+    Counting tokens is free (Anthropic does not bill it): its hold is zero."""
     prompts: dict[str, int] = {}
     out = []
+    free = request.kind == invoke_pb2.InvokeRequest.KIND_COUNT_TOKENS
     for dep in chain:
         tokenizer = tokenizer_for(dep.adapter, dep.model)
         if tokenizer not in prompts:
             prompts[tokenizer] = estimate_prompt_tokens(request, tokenizer)
         prompt = prompts[tokenizer]
-        output = output_allowance(request.max_tokens, dep)
-        out.append(Worst(dep, prompt, output, max_cost_usd(dep.price, prompt, output)))
+        output = output_allowance(request.max_tokens, dep, request.kind)
+        cost = Decimal(0) if free else max_cost_usd(dep.price, prompt, output)
+        out.append(Worst(dep, prompt, output, cost))
     return out
 
 

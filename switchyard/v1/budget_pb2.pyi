@@ -43,11 +43,11 @@ class QuotaCandidate(_message.Message):
     def __init__(self, deployment_id: _Optional[str] = ..., max_cost_usd: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("allow", "deny_code", "deny_reason", "retry_after_s", "reservation_id", "scope", "cap_usd", "deployment_id", "at_quota", "held_usd")
+    __slots__ = ("allow", "deny_code", "deny_reason", "retry_after_ms", "reservation_id", "scope", "cap_usd", "deployment_id", "at_quota", "held_usd")
     ALLOW_FIELD_NUMBER: _ClassVar[int]
     DENY_CODE_FIELD_NUMBER: _ClassVar[int]
     DENY_REASON_FIELD_NUMBER: _ClassVar[int]
-    RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     CAP_USD_FIELD_NUMBER: _ClassVar[int]
@@ -57,14 +57,14 @@ class Decision(_message.Message):
     allow: bool
     deny_code: str
     deny_reason: str
-    retry_after_s: float
+    retry_after_ms: float
     reservation_id: str
     scope: str
     cap_usd: str
     deployment_id: str
     at_quota: _containers.RepeatedScalarFieldContainer[str]
     held_usd: str
-    def __init__(self, allow: _Optional[bool] = ..., deny_code: _Optional[str] = ..., deny_reason: _Optional[str] = ..., retry_after_s: _Optional[float] = ..., reservation_id: _Optional[str] = ..., scope: _Optional[str] = ..., cap_usd: _Optional[str] = ..., deployment_id: _Optional[str] = ..., at_quota: _Optional[_Iterable[str]] = ..., held_usd: _Optional[str] = ...) -> None: ...
+    def __init__(self, allow: _Optional[bool] = ..., deny_code: _Optional[str] = ..., deny_reason: _Optional[str] = ..., retry_after_ms: _Optional[float] = ..., reservation_id: _Optional[str] = ..., scope: _Optional[str] = ..., cap_usd: _Optional[str] = ..., deployment_id: _Optional[str] = ..., at_quota: _Optional[_Iterable[str]] = ..., held_usd: _Optional[str] = ...) -> None: ...
 
 class QuotaState(_message.Message):
     __slots__ = ("ts_unix_ms", "deployments")
@@ -75,7 +75,7 @@ class QuotaState(_message.Message):
     def __init__(self, ts_unix_ms: _Optional[int] = ..., deployments: _Optional[_Iterable[_Union[DeploymentQuota, _Mapping]]] = ...) -> None: ...
 
 class DeploymentQuota(_message.Message):
-    __slots__ = ("deployment_id", "rpm_limit", "requests_available", "input_tpm_limit", "input_tokens_available", "output_tpm_limit", "output_tokens_available", "max_concurrent", "concurrent", "headroom", "wait_s", "granted", "refused", "tpm_limit", "tokens_available")
+    __slots__ = ("deployment_id", "rpm_limit", "requests_available", "input_tpm_limit", "input_tokens_available", "output_tpm_limit", "output_tokens_available", "max_concurrent", "concurrent", "headroom", "wait_ms", "granted", "refused", "tpm_limit", "tokens_available")
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     RPM_LIMIT_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
@@ -86,7 +86,7 @@ class DeploymentQuota(_message.Message):
     MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
     CONCURRENT_FIELD_NUMBER: _ClassVar[int]
     HEADROOM_FIELD_NUMBER: _ClassVar[int]
-    WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
     TPM_LIMIT_FIELD_NUMBER: _ClassVar[int]
@@ -101,9 +101,9 @@ class DeploymentQuota(_message.Message):
     max_concurrent: int
     concurrent: int
     headroom: float
-    wait_s: float
+    wait_ms: float
     granted: int
     refused: int
     tpm_limit: int
     tokens_available: float
-    def __init__(self, deployment_id: _Optional[str] = ..., rpm_limit: _Optional[int] = ..., requests_available: _Optional[float] = ..., input_tpm_limit: _Optional[int] = ..., input_tokens_available: _Optional[float] = ..., output_tpm_limit: _Optional[int] = ..., output_tokens_available: _Optional[float] = ..., max_concurrent: _Optional[int] = ..., concurrent: _Optional[int] = ..., headroom: _Optional[float] = ..., wait_s: _Optional[float] = ..., granted: _Optional[int] = ..., refused: _Optional[int] = ..., tpm_limit: _Optional[int] = ..., tokens_available: _Optional[float] = ...) -> None: ...
+    def __init__(self, deployment_id: _Optional[str] = ..., rpm_limit: _Optional[int] = ..., requests_available: _Optional[float] = ..., input_tpm_limit: _Optional[int] = ..., input_tokens_available: _Optional[float] = ..., output_tpm_limit: _Optional[int] = ..., output_tokens_available: _Optional[float] = ..., max_concurrent: _Optional[int] = ..., concurrent: _Optional[int] = ..., headroom: _Optional[float] = ..., wait_ms: _Optional[float] = ..., granted: _Optional[int] = ..., refused: _Optional[int] = ..., tpm_limit: _Optional[int] = ..., tokens_available: _Optional[float] = ...) -> None: ...

@@ -52,7 +52,7 @@ class Completion(_message.Message):
     provider: str
     model: str
     deployment_id: str
-    status: str
+    status: _invoke_pb2.Status
     error_code: str
     error_message: str
     usage: _invoke_pb2.Usage
@@ -69,17 +69,17 @@ class Completion(_message.Message):
     finished_unix_ms: int
     reservation_id: str
     api: str
-    finish_reason: str
-    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., route: _Optional[str] = ..., requested_model: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., deployment_id: _Optional[str] = ..., status: _Optional[str] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., usage: _Optional[_Union[_invoke_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., overhead_ms: _Optional[float] = ..., stream: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[_invoke_pb2.Attempt, _Mapping]]] = ..., rationale: _Optional[_Union[_invoke_pb2.Rationale, _Mapping]] = ..., trace_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., started_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., reservation_id: _Optional[str] = ..., api: _Optional[str] = ..., finish_reason: _Optional[str] = ...) -> None: ...
+    finish_reason: _invoke_pb2.FinishReason
+    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., route: _Optional[str] = ..., requested_model: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., deployment_id: _Optional[str] = ..., status: _Optional[_Union[_invoke_pb2.Status, str]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., usage: _Optional[_Union[_invoke_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., overhead_ms: _Optional[float] = ..., stream: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[_invoke_pb2.Attempt, _Mapping]]] = ..., rationale: _Optional[_Union[_invoke_pb2.Rationale, _Mapping]] = ..., trace_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., started_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., reservation_id: _Optional[str] = ..., api: _Optional[str] = ..., finish_reason: _Optional[_Union[_invoke_pb2.FinishReason, str]] = ...) -> None: ...
 
 class ProviderStat(_message.Message):
-    __slots__ = ("deployment_id", "latency_ms", "ttft_ms", "ok", "http_status", "retry_after_s", "stream", "ts_unix_ms", "error_code", "request_id", "rate_limits")
+    __slots__ = ("deployment_id", "latency_ms", "ttft_ms", "ok", "http_status", "retry_after_ms", "stream", "ts_unix_ms", "error_code", "request_id", "rate_limits")
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     TTFT_MS_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
-    RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     TS_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -90,37 +90,37 @@ class ProviderStat(_message.Message):
     ttft_ms: float
     ok: bool
     http_status: int
-    retry_after_s: float
+    retry_after_ms: float
     stream: bool
     ts_unix_ms: int
     error_code: str
     request_id: str
     rate_limits: ProviderRateLimits
-    def __init__(self, deployment_id: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., ok: _Optional[bool] = ..., http_status: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., stream: _Optional[bool] = ..., ts_unix_ms: _Optional[int] = ..., error_code: _Optional[str] = ..., request_id: _Optional[str] = ..., rate_limits: _Optional[_Union[ProviderRateLimits, _Mapping]] = ...) -> None: ...
+    def __init__(self, deployment_id: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., ok: _Optional[bool] = ..., http_status: _Optional[int] = ..., retry_after_ms: _Optional[float] = ..., stream: _Optional[bool] = ..., ts_unix_ms: _Optional[int] = ..., error_code: _Optional[str] = ..., request_id: _Optional[str] = ..., rate_limits: _Optional[_Union[ProviderRateLimits, _Mapping]] = ...) -> None: ...
 
 class ProviderRateLimits(_message.Message):
-    __slots__ = ("requests_limit", "requests_remaining", "requests_reset_s", "tokens_limit", "tokens_remaining", "tokens_reset_s", "input_tokens_remaining", "input_tokens_reset_s", "output_tokens_remaining", "output_tokens_reset_s")
+    __slots__ = ("requests_limit", "requests_remaining", "requests_reset_ms", "tokens_limit", "tokens_remaining", "tokens_reset_ms", "input_tokens_remaining", "input_tokens_reset_ms", "output_tokens_remaining", "output_tokens_reset_ms")
     REQUESTS_LIMIT_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_REMAINING_FIELD_NUMBER: _ClassVar[int]
-    REQUESTS_RESET_S_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_RESET_MS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_LIMIT_FIELD_NUMBER: _ClassVar[int]
     TOKENS_REMAINING_FIELD_NUMBER: _ClassVar[int]
-    TOKENS_RESET_S_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_RESET_MS_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_REMAINING_FIELD_NUMBER: _ClassVar[int]
-    INPUT_TOKENS_RESET_S_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_RESET_MS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_REMAINING_FIELD_NUMBER: _ClassVar[int]
-    OUTPUT_TOKENS_RESET_S_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_RESET_MS_FIELD_NUMBER: _ClassVar[int]
     requests_limit: int
     requests_remaining: int
-    requests_reset_s: float
+    requests_reset_ms: float
     tokens_limit: int
     tokens_remaining: int
-    tokens_reset_s: float
+    tokens_reset_ms: float
     input_tokens_remaining: int
-    input_tokens_reset_s: float
+    input_tokens_reset_ms: float
     output_tokens_remaining: int
-    output_tokens_reset_s: float
-    def __init__(self, requests_limit: _Optional[int] = ..., requests_remaining: _Optional[int] = ..., requests_reset_s: _Optional[float] = ..., tokens_limit: _Optional[int] = ..., tokens_remaining: _Optional[int] = ..., tokens_reset_s: _Optional[float] = ..., input_tokens_remaining: _Optional[int] = ..., input_tokens_reset_s: _Optional[float] = ..., output_tokens_remaining: _Optional[int] = ..., output_tokens_reset_s: _Optional[float] = ...) -> None: ...
+    output_tokens_reset_ms: float
+    def __init__(self, requests_limit: _Optional[int] = ..., requests_remaining: _Optional[int] = ..., requests_reset_ms: _Optional[float] = ..., tokens_limit: _Optional[int] = ..., tokens_remaining: _Optional[int] = ..., tokens_reset_ms: _Optional[float] = ..., input_tokens_remaining: _Optional[int] = ..., input_tokens_reset_ms: _Optional[float] = ..., output_tokens_remaining: _Optional[int] = ..., output_tokens_reset_ms: _Optional[float] = ...) -> None: ...
 
 class BudgetAlert(_message.Message):
     __slots__ = ("scope_kind", "scope_id", "period", "period_start", "threshold_pct", "spent_usd", "cap_usd", "ts_unix_ms", "project_id")

@@ -14,11 +14,39 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_USER: _ClassVar[Role]
     ROLE_ASSISTANT: _ClassVar[Role]
     ROLE_TOOL: _ClassVar[Role]
+
+class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STATUS_UNSPECIFIED: _ClassVar[Status]
+    STATUS_OK: _ClassVar[Status]
+    STATUS_ERROR: _ClassVar[Status]
+    STATUS_CANCELLED: _ClassVar[Status]
+    STATUS_REJECTED: _ClassVar[Status]
+
+class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FINISH_REASON_UNSPECIFIED: _ClassVar[FinishReason]
+    FINISH_REASON_STOP: _ClassVar[FinishReason]
+    FINISH_REASON_LENGTH: _ClassVar[FinishReason]
+    FINISH_REASON_TOOL_CALLS: _ClassVar[FinishReason]
+    FINISH_REASON_CONTENT_FILTER: _ClassVar[FinishReason]
+    FINISH_REASON_ERROR: _ClassVar[FinishReason]
 ROLE_UNSPECIFIED: Role
 ROLE_SYSTEM: Role
 ROLE_USER: Role
 ROLE_ASSISTANT: Role
 ROLE_TOOL: Role
+STATUS_UNSPECIFIED: Status
+STATUS_OK: Status
+STATUS_ERROR: Status
+STATUS_CANCELLED: Status
+STATUS_REJECTED: Status
+FINISH_REASON_UNSPECIFIED: FinishReason
+FINISH_REASON_STOP: FinishReason
+FINISH_REASON_LENGTH: FinishReason
+FINISH_REASON_TOOL_CALLS: FinishReason
+FINISH_REASON_CONTENT_FILTER: FinishReason
+FINISH_REASON_ERROR: FinishReason
 
 class ImagePart(_message.Message):
     __slots__ = ("url", "media_type", "data", "detail")
@@ -32,13 +60,23 @@ class ImagePart(_message.Message):
     detail: str
     def __init__(self, url: _Optional[str] = ..., media_type: _Optional[str] = ..., data: _Optional[bytes] = ..., detail: _Optional[str] = ...) -> None: ...
 
+class CacheControl(_message.Message):
+    __slots__ = ("type", "ttl")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    ttl: str
+    def __init__(self, type: _Optional[str] = ..., ttl: _Optional[str] = ...) -> None: ...
+
 class ContentPart(_message.Message):
-    __slots__ = ("text", "image")
+    __slots__ = ("text", "image", "cache_control")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_CONTROL_FIELD_NUMBER: _ClassVar[int]
     text: str
     image: ImagePart
-    def __init__(self, text: _Optional[str] = ..., image: _Optional[_Union[ImagePart, _Mapping]] = ...) -> None: ...
+    cache_control: CacheControl
+    def __init__(self, text: _Optional[str] = ..., image: _Optional[_Union[ImagePart, _Mapping]] = ..., cache_control: _Optional[_Union[CacheControl, _Mapping]] = ...) -> None: ...
 
 class ToolCall(_message.Message):
     __slots__ = ("id", "name", "arguments_json")
@@ -65,14 +103,16 @@ class Message(_message.Message):
     def __init__(self, role: _Optional[_Union[Role, str]] = ..., content: _Optional[_Iterable[_Union[ContentPart, _Mapping]]] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class Tool(_message.Message):
-    __slots__ = ("name", "description", "parameters_json")
+    __slots__ = ("name", "description", "parameters_json", "cache_control")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_JSON_FIELD_NUMBER: _ClassVar[int]
+    CACHE_CONTROL_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     parameters_json: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters_json: _Optional[str] = ...) -> None: ...
+    cache_control: CacheControl
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters_json: _Optional[str] = ..., cache_control: _Optional[_Union[CacheControl, _Mapping]] = ...) -> None: ...
 
 class ToolChoice(_message.Message):
     __slots__ = ("mode", "name")
@@ -133,7 +173,17 @@ class Strategy(_message.Message):
     def __init__(self, preset: _Optional[str] = ..., explicit: _Optional[bool] = ..., latency: _Optional[float] = ..., cost: _Optional[float] = ..., quality: _Optional[float] = ...) -> None: ...
 
 class InvokeRequest(_message.Message):
-    __slots__ = ("request_id", "model", "messages", "tools", "temperature", "top_p", "stop", "max_tokens", "stream", "strategy", "metadata", "project_id", "agent_id", "key_id", "deadline_unix_ms", "api", "seed", "tool_choice", "response_format", "received_unix_ms", "hedge")
+    __slots__ = ("request_id", "model", "messages", "tools", "temperature", "top_p", "stop", "max_tokens", "stream", "strategy", "metadata", "project_id", "agent_id", "key_id", "deadline_unix_ms", "api", "seed", "tool_choice", "response_format", "received_unix_ms", "hedge", "kind", "embedding")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[InvokeRequest.Kind]
+        KIND_CHAT: _ClassVar[InvokeRequest.Kind]
+        KIND_EMBEDDING: _ClassVar[InvokeRequest.Kind]
+        KIND_COUNT_TOKENS: _ClassVar[InvokeRequest.Kind]
+    KIND_UNSPECIFIED: InvokeRequest.Kind
+    KIND_CHAT: InvokeRequest.Kind
+    KIND_EMBEDDING: InvokeRequest.Kind
+    KIND_COUNT_TOKENS: InvokeRequest.Kind
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +212,8 @@ class InvokeRequest(_message.Message):
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     HEDGE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[Message]
@@ -183,7 +235,9 @@ class InvokeRequest(_message.Message):
     response_format: ResponseFormat
     received_unix_ms: float
     hedge: HedgeChoice
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., stream: _Optional[bool] = ..., strategy: _Optional[_Union[Strategy, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., api: _Optional[str] = ..., seed: _Optional[int] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., received_unix_ms: _Optional[float] = ..., hedge: _Optional[_Union[HedgeChoice, _Mapping]] = ...) -> None: ...
+    kind: InvokeRequest.Kind
+    embedding: EmbeddingInput
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., stream: _Optional[bool] = ..., strategy: _Optional[_Union[Strategy, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., api: _Optional[str] = ..., seed: _Optional[int] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., received_unix_ms: _Optional[float] = ..., hedge: _Optional[_Union[HedgeChoice, _Mapping]] = ..., kind: _Optional[_Union[InvokeRequest.Kind, str]] = ..., embedding: _Optional[_Union[EmbeddingInput, _Mapping]] = ...) -> None: ...
 
 class HedgeChoice(_message.Message):
     __slots__ = ("off", "delay_ms")
@@ -192,6 +246,24 @@ class HedgeChoice(_message.Message):
     off: bool
     delay_ms: float
     def __init__(self, off: _Optional[bool] = ..., delay_ms: _Optional[float] = ...) -> None: ...
+
+class EmbeddingInput(_message.Message):
+    __slots__ = ("inputs", "dimensions", "user", "encoding_format")
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    dimensions: int
+    user: str
+    encoding_format: str
+    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., dimensions: _Optional[int] = ..., user: _Optional[str] = ..., encoding_format: _Optional[str] = ...) -> None: ...
+
+class Embedding(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("seq", "delta_text", "tool_calls")
@@ -216,14 +288,20 @@ class ToolCallDelta(_message.Message):
     def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., name: _Optional[str] = ..., arguments_delta: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("prompt_tokens", "completion_tokens", "cached_tokens")
+    __slots__ = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CACHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_1H_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
-    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ...) -> None: ...
+    cache_write_tokens: int
+    cache_write_1h_tokens: int
+    reasoning_tokens: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cache_write_1h_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("deployment_id", "provider", "model", "status", "error_code", "http_status", "latency_ms", "ttft_ms", "error_message", "started_unix_ms", "hedge", "cost_usd", "usage")
@@ -243,7 +321,7 @@ class Attempt(_message.Message):
     deployment_id: str
     provider: str
     model: str
-    status: str
+    status: Status
     error_code: str
     http_status: int
     latency_ms: float
@@ -253,10 +331,10 @@ class Attempt(_message.Message):
     hedge: bool
     cost_usd: str
     usage: Usage
-    def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[str] = ..., error_code: _Optional[str] = ..., http_status: _Optional[int] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., error_message: _Optional[str] = ..., started_unix_ms: _Optional[float] = ..., hedge: _Optional[bool] = ..., cost_usd: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+    def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., error_code: _Optional[str] = ..., http_status: _Optional[int] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., error_message: _Optional[str] = ..., started_unix_ms: _Optional[float] = ..., hedge: _Optional[bool] = ..., cost_usd: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
 
 class CandidateScore(_message.Message):
-    __slots__ = ("deployment_id", "provider", "model", "latency_ms", "est_cost_usd", "quality", "latency_score", "cost_score", "quality_score", "total", "eligible", "excluded_reason", "error_rate", "inflight", "breaker", "latency_source", "quota_headroom", "quota_wait_s")
+    __slots__ = ("deployment_id", "provider", "model", "latency_ms", "est_cost_usd", "quality", "latency_score", "cost_score", "quality_score", "total", "eligible", "excluded_reason", "error_rate", "inflight", "breaker", "latency_source", "quota_headroom", "quota_wait_ms")
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -274,7 +352,7 @@ class CandidateScore(_message.Message):
     BREAKER_FIELD_NUMBER: _ClassVar[int]
     LATENCY_SOURCE_FIELD_NUMBER: _ClassVar[int]
     QUOTA_HEADROOM_FIELD_NUMBER: _ClassVar[int]
-    QUOTA_WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     deployment_id: str
     provider: str
     model: str
@@ -292,11 +370,11 @@ class CandidateScore(_message.Message):
     breaker: str
     latency_source: str
     quota_headroom: float
-    quota_wait_s: float
-    def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., latency_ms: _Optional[float] = ..., est_cost_usd: _Optional[float] = ..., quality: _Optional[float] = ..., latency_score: _Optional[float] = ..., cost_score: _Optional[float] = ..., quality_score: _Optional[float] = ..., total: _Optional[float] = ..., eligible: _Optional[bool] = ..., excluded_reason: _Optional[str] = ..., error_rate: _Optional[float] = ..., inflight: _Optional[int] = ..., breaker: _Optional[str] = ..., latency_source: _Optional[str] = ..., quota_headroom: _Optional[float] = ..., quota_wait_s: _Optional[float] = ...) -> None: ...
+    quota_wait_ms: float
+    def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., latency_ms: _Optional[float] = ..., est_cost_usd: _Optional[float] = ..., quality: _Optional[float] = ..., latency_score: _Optional[float] = ..., cost_score: _Optional[float] = ..., quality_score: _Optional[float] = ..., total: _Optional[float] = ..., eligible: _Optional[bool] = ..., excluded_reason: _Optional[str] = ..., error_rate: _Optional[float] = ..., inflight: _Optional[int] = ..., breaker: _Optional[str] = ..., latency_source: _Optional[str] = ..., quota_headroom: _Optional[float] = ..., quota_wait_ms: _Optional[float] = ...) -> None: ...
 
 class Rationale(_message.Message):
-    __slots__ = ("route", "rule", "strategy", "weight_latency", "weight_cost", "weight_quality", "candidates", "winner", "reason", "decision_us", "chain", "decided_by", "prompt_tokens_est", "expected_output_tokens", "hedge")
+    __slots__ = ("route", "rule", "strategy", "weight_latency", "weight_cost", "weight_quality", "candidates", "winner", "reason", "decision_ms", "chain", "decided_by", "prompt_tokens_est", "expected_output_tokens", "hedge")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -306,7 +384,7 @@ class Rationale(_message.Message):
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     WINNER_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
-    DECISION_US_FIELD_NUMBER: _ClassVar[int]
+    DECISION_MS_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_EST_FIELD_NUMBER: _ClassVar[int]
@@ -321,13 +399,13 @@ class Rationale(_message.Message):
     candidates: _containers.RepeatedCompositeFieldContainer[CandidateScore]
     winner: str
     reason: str
-    decision_us: float
+    decision_ms: float
     chain: _containers.RepeatedScalarFieldContainer[str]
     decided_by: str
     prompt_tokens_est: int
     expected_output_tokens: int
     hedge: HedgeNote
-    def __init__(self, route: _Optional[str] = ..., rule: _Optional[str] = ..., strategy: _Optional[str] = ..., weight_latency: _Optional[float] = ..., weight_cost: _Optional[float] = ..., weight_quality: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., winner: _Optional[str] = ..., reason: _Optional[str] = ..., decision_us: _Optional[float] = ..., chain: _Optional[_Iterable[str]] = ..., decided_by: _Optional[str] = ..., prompt_tokens_est: _Optional[int] = ..., expected_output_tokens: _Optional[int] = ..., hedge: _Optional[_Union[HedgeNote, _Mapping]] = ...) -> None: ...
+    def __init__(self, route: _Optional[str] = ..., rule: _Optional[str] = ..., strategy: _Optional[str] = ..., weight_latency: _Optional[float] = ..., weight_cost: _Optional[float] = ..., weight_quality: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., winner: _Optional[str] = ..., reason: _Optional[str] = ..., decision_ms: _Optional[float] = ..., chain: _Optional[_Iterable[str]] = ..., decided_by: _Optional[str] = ..., prompt_tokens_est: _Optional[int] = ..., expected_output_tokens: _Optional[int] = ..., hedge: _Optional[_Union[HedgeNote, _Mapping]] = ...) -> None: ...
 
 class HedgeNote(_message.Message):
     __slots__ = ("armed", "delay_ms", "delay_source", "skipped", "fired", "fired_after_ms", "target", "winner", "hedge_won")
@@ -352,7 +430,7 @@ class HedgeNote(_message.Message):
     def __init__(self, armed: _Optional[bool] = ..., delay_ms: _Optional[float] = ..., delay_source: _Optional[str] = ..., skipped: _Optional[str] = ..., fired: _Optional[bool] = ..., fired_after_ms: _Optional[float] = ..., target: _Optional[str] = ..., winner: _Optional[str] = ..., hedge_won: _Optional[bool] = ...) -> None: ...
 
 class InvokeResponse(_message.Message):
-    __slots__ = ("request_id", "provider", "model", "deployment_id", "message", "finish_reason", "usage", "cost_usd", "latency_ms", "ttft_ms", "attempts", "rationale", "route")
+    __slots__ = ("request_id", "provider", "model", "deployment_id", "message", "finish_reason", "usage", "cost_usd", "latency_ms", "ttft_ms", "attempts", "rationale", "route", "embeddings", "usage_estimated")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -366,12 +444,14 @@ class InvokeResponse(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     RATIONALE_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     provider: str
     model: str
     deployment_id: str
     message: Message
-    finish_reason: str
+    finish_reason: FinishReason
     usage: Usage
     cost_usd: str
     latency_ms: float
@@ -379,15 +459,17 @@ class InvokeResponse(_message.Message):
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
     rationale: Rationale
     route: str
-    def __init__(self, request_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., deployment_id: _Optional[str] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., route: _Optional[str] = ...) -> None: ...
+    embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
+    usage_estimated: bool
+    def __init__(self, request_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., deployment_id: _Optional[str] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., route: _Optional[str] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., usage_estimated: _Optional[bool] = ...) -> None: ...
 
 class Error(_message.Message):
-    __slots__ = ("code", "message", "retryable", "provider_status", "retry_after_s", "request_id", "provider", "param")
+    __slots__ = ("code", "message", "retryable", "provider_status", "retry_after_ms", "request_id", "provider", "param")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RETRYABLE_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_STATUS_FIELD_NUMBER: _ClassVar[int]
-    RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     PARAM_FIELD_NUMBER: _ClassVar[int]
@@ -395,11 +477,11 @@ class Error(_message.Message):
     message: str
     retryable: bool
     provider_status: int
-    retry_after_s: float
+    retry_after_ms: float
     request_id: str
     provider: str
     param: str
-    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ..., provider_status: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., request_id: _Optional[str] = ..., provider: _Optional[str] = ..., param: _Optional[str] = ...) -> None: ...
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ..., provider_status: _Optional[int] = ..., retry_after_ms: _Optional[float] = ..., request_id: _Optional[str] = ..., provider: _Optional[str] = ..., param: _Optional[str] = ...) -> None: ...
 
 class Reply(_message.Message):
     __slots__ = ("chunk", "final", "error")
@@ -452,13 +534,13 @@ class Dispatch(_message.Message):
     def __init__(self, request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., chain: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., position: _Optional[int] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., reservation_id: _Optional[str] = ..., route: _Optional[str] = ..., router_ms: _Optional[float] = ..., reply_to: _Optional[str] = ..., max_attempts: _Optional[int] = ..., routed_unix_ms: _Optional[float] = ..., reserved_usd: _Optional[str] = ..., hedge: _Optional[_Union[HedgePlan, _Mapping]] = ...) -> None: ...
 
 class HedgePlan(_message.Message):
-    __slots__ = ("delay_ms", "max_hedges", "max_share", "window_s")
+    __slots__ = ("delay_ms", "max_hedges", "max_share", "window_ms")
     DELAY_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_HEDGES_FIELD_NUMBER: _ClassVar[int]
     MAX_SHARE_FIELD_NUMBER: _ClassVar[int]
-    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_MS_FIELD_NUMBER: _ClassVar[int]
     delay_ms: float
     max_hedges: int
     max_share: float
-    window_s: float
-    def __init__(self, delay_ms: _Optional[float] = ..., max_hedges: _Optional[int] = ..., max_share: _Optional[float] = ..., window_s: _Optional[float] = ...) -> None: ...
+    window_ms: float
+    def __init__(self, delay_ms: _Optional[float] = ..., max_hedges: _Optional[int] = ..., max_share: _Optional[float] = ..., window_ms: _Optional[float] = ...) -> None: ...

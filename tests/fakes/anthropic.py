@@ -8,6 +8,17 @@ output_tokens) -> message_stop. Errors: {"type": "error", "error": {"type", "mes
 "request_id"} with 400 invalid_request_error, 401 authentication_error, 403 permission_error,
 404 not_found_error, 413 request_too_large, 429 rate_limit_error, 500 api_error,
 529 overloaded_error; mid-stream errors arrive as `event: error`.
+
+Prompt caching (the prompt-caching guide): the prefix up to the last block carrying
+`cache_control` (in the order tools, system, messages) is the cached part. The first request
+with a prefix writes it (`cache_creation_input_tokens`, split by TTL in `cache_creation`
+{ephemeral_5m_input_tokens, ephemeral_1h_input_tokens} from the breakpoint's `ttl`); a later
+request with the same prefix reads it (`cache_read_input_tokens`); `input_tokens` is the rest.
+A behaviour that scripts cache counts wins over the simulation.
+
+POST /v1/messages/count_tokens (the token-counting reference): the Messages body without
+`max_tokens`, answered with {"input_tokens": N}, N being what /v1/messages would count for the
+same prompt (all of it, cached or not).
 """
 
 from __future__ import annotations
@@ -20,7 +31,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .base import Behavior, FakeUpstream, Frame, json_response, pieces, sse
+from .base import Behavior, FakeUpstream, Frame, json_response, pieces, sse, text_tokens
+
+COUNTED_FIELDS = ("system", "messages", "tools", "tool_choice")
 
 ANTHROPIC_ERRORS: dict[int, tuple[str, str]] = {
     400: ("invalid_request_error", "Invalid request"),
@@ -41,8 +54,67 @@ TOOL_PREAMBLE = "Let me look that up."
 class AnthropicFake(FakeUpstream):
     provider = "anthropic"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cached_prefixes: set[bytes] = set()  # what earlier requests wrote to the cache
+
+    def reset(self) -> None:
+        super().reset()
+        self.cached_prefixes.clear()
+
     def routes(self) -> list[Route]:
-        return [Route("/v1/messages", self._messages, methods=["POST"])]
+        return [
+            Route("/v1/messages", self._messages, methods=["POST"]),
+            Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
+        ]
+
+    async def _count_tokens(self, request: Request) -> Response:
+        if not request.headers.get("anthropic-version"):
+            return self.error_response(400, Behavior(error_message="anthropic-version: header is required"))
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            body = None
+        problem = "body must be a JSON object"
+        if isinstance(body, dict):
+            problem = self.validate({"max_tokens": 1, **body})
+            extra = sorted(set(body) - {"model", *COUNTED_FIELDS, "thinking", "mcp_servers"})
+            if not problem and extra:
+                problem = f"{extra[0]}: Extra inputs are not permitted"
+        if problem:
+            return self.error_response(400, Behavior(error_message=problem))
+
+        def usage_of(body: Any, behavior: Behavior) -> dict[str, int]:
+            prompt = self.prompt_tokens(body) if behavior.prompt_tokens is None else behavior.prompt_tokens
+            return {"prompt": prompt, "completion": 0, "cached": 0, "write": 0, "write_1h": 0, "reasoning": 0}
+
+        def answer(body: Any, model: str, behavior: Behavior, usage: dict[str, int]) -> Any:
+            return {"input_tokens": usage["prompt"]}
+
+        return await self.handle(request, str(body["model"]), False, answer=answer, usage_of=usage_of)
+
+    @staticmethod
+    def prompt_tokens(body: dict[str, Any]) -> int:
+        """The fake's count of a prompt: the JSON of what the model reads, four bytes a token."""
+        return text_tokens(orjson.dumps({k: body[k] for k in COUNTED_FIELDS if k in body}).decode())
+
+    def usage_for(self, body: Any, behavior: Behavior) -> dict[str, int]:
+        usage = super().usage_for(body, behavior)
+        scripted = behavior.cached_tokens or behavior.cache_write_tokens
+        if scripted or not isinstance(body, dict):
+            return usage
+        prefix, ttl = cache_prefix(body)
+        if prefix is None:
+            return usage
+        usage["prompt"] = max(usage["prompt"], self.prompt_tokens(body))
+        tokens = min(text_tokens(prefix.decode()), usage["prompt"])
+        if prefix in self.cached_prefixes:
+            usage["cached"] = tokens
+        else:
+            self.cached_prefixes.add(prefix)
+            usage["write"] = tokens
+            usage["write_1h"] = tokens if ttl == "1h" else 0
+        return usage
 
     async def _messages(self, request: Request) -> Response:
         if not request.headers.get("anthropic-version"):
@@ -97,11 +169,16 @@ class AnthropicFake(FakeUpstream):
         }
         return json_response(body, status, {"request-id": "req_fake"})
 
-    def _usage(self, usage: dict[str, int], output: int) -> dict[str, int]:
+    def _usage(self, usage: dict[str, int], output: int) -> dict[str, Any]:
+        written, written_1h = usage.get("write", 0), usage.get("write_1h", 0)
         return {
-            "input_tokens": usage["prompt"] - usage["cached"],
-            "cache_creation_input_tokens": 0,
+            "input_tokens": usage["prompt"] - usage["cached"] - written,
+            "cache_creation_input_tokens": written,
             "cache_read_input_tokens": usage["cached"],
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": written - written_1h,
+                "ephemeral_1h_input_tokens": written_1h,
+            },
             "output_tokens": output,
         }
 
@@ -198,3 +275,20 @@ class AnthropicFake(FakeUpstream):
         kind = behavior.error_type or "overloaded_error"
         message = "Overloaded" if behavior.error_message == Behavior.error_message else behavior.error_message
         return sse({"type": "error", "error": {"type": kind, "message": message}}, "error")
+
+
+def cache_prefix(body: dict[str, Any]) -> tuple[bytes | None, str]:
+    """The prompt up to and including the last block with `cache_control` (tools, then system,
+    then messages), as JSON bytes, and that breakpoint's TTL; (None, "") without a breakpoint."""
+    blocks: list[Any] = list(body.get("tools") or [])
+    system = body.get("system")
+    blocks += system if isinstance(system, list) else ([{"type": "text", "text": system}] if system else [])
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        blocks += content if isinstance(content, list) else [{"type": "text", "text": content}]
+    last = max(
+        (i for i, b in enumerate(blocks) if isinstance(b, dict) and b.get("cache_control")), default=-1
+    )
+    if last < 0:
+        return None, ""
+    return orjson.dumps(blocks[: last + 1]), str(blocks[last]["cache_control"].get("ttl") or "5m")

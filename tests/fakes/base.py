@@ -8,11 +8,14 @@ Behaviour for a request is chosen in this order: a one-shot queued with `behave(
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import re
 import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -37,6 +40,9 @@ class Behavior:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached_tokens: int = 0
+    cache_write_tokens: int = 0  # Anthropic: written to the prompt cache (part of the prompt)
+    cache_write_1h_tokens: int = 0  # of those, written with the 1-hour TTL
+    reasoning_tokens: int = 0  # OpenAI / Gemini: hidden reasoning (part of the completion)
     finish: str | None = None  # provider-native finish reason; None = the natural one
     # Timing.
     delay_s: float = 0.0  # before the response headers
@@ -97,6 +103,19 @@ class _Cut(Exception):
 def pieces(text: str) -> list[str]:
     """The reply split the way it is streamed: one word (with its trailing space) per event."""
     return re.findall(r"\S+\s*", text) or [text]
+
+
+def fake_vector(text: str, dimensions: int) -> list[float]:
+    """A deterministic unit vector for `text` (float32-exact values: multiples of 1/1024)."""
+    raw = hashlib.sha256(text.encode()).digest() * (dimensions // 32 + 1)
+    values = [(raw[i] - 127.5) / 128 for i in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values))
+    return [round(v / norm * 1024) / 1024 for v in values]
+
+
+def text_tokens(text: str) -> int:
+    """The fakes' tokenizer: about four characters a token, at least one."""
+    return max(1, len(text) // 4)
 
 
 def sse(data: Any, event: str | None = None) -> bytes:
@@ -232,9 +251,25 @@ class FakeUpstream:
             completion = 12
         else:
             completion = len(pieces(behavior.text))
-        return {"prompt": prompt, "completion": completion, "cached": behavior.cached_tokens}
+        return {
+            "prompt": prompt,
+            "completion": completion,
+            "cached": behavior.cached_tokens,
+            "write": behavior.cache_write_tokens,
+            "write_1h": behavior.cache_write_1h_tokens,
+            "reasoning": behavior.reasoning_tokens,
+        }
 
-    async def handle(self, request: Request, model: str, stream: bool) -> Response:
+    async def handle(
+        self,
+        request: Request,
+        model: str,
+        stream: bool,
+        answer: Callable[[Any, str, Behavior, dict[str, int]], Any] | None = None,
+        usage_of: Callable[[Any, Behavior], dict[str, int]] | None = None,
+    ) -> Response:
+        """The request cycle; `answer` and `usage_of` replace complete_body and usage_for for
+        endpoints other than the chat one (embeddings, token counts)."""
         raw = await request.body()
         try:
             body = orjson.loads(raw)
@@ -281,7 +316,7 @@ class FakeUpstream:
             if behavior.retry_after is not None:
                 response.headers["retry-after"] = behavior.retry_after
             return response
-        usage = self.usage_for(body, behavior)
+        usage = (usage_of or self.usage_for)(body, behavior)
         record.usage = usage
         headers = {**limit_headers, **behavior.headers}
         if not stream:
@@ -289,7 +324,7 @@ class FakeUpstream:
             if behavior.invalid_json_body:
                 return Response(b"<html>not json</html>", headers=headers, media_type="application/json")
             return Response(
-                orjson.dumps(self.complete_body(body, model, behavior, usage)),
+                orjson.dumps((answer or self.complete_body)(body, model, behavior, usage)),
                 headers=headers,
                 media_type="application/json",
             )

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .base import Behavior, FakeUpstream, Frame, json_response, pieces, sse
+from .base import Behavior, FakeUpstream, Frame, fake_vector, json_response, pieces, sse, text_tokens
 
 GOOGLE_STATUS: dict[int, tuple[str, str]] = {
     400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
@@ -45,6 +45,8 @@ class GeminiFake(FakeUpstream):
 
     async def _models(self, request: Request) -> Response:
         model, _, method = request.path_params["target"].partition(":")
+        if method == "batchEmbedContents":
+            return await self._embed(request, model)
         if method not in ("generateContent", "streamGenerateContent"):
             return self.error_response(404, Behavior(error_message=f"Method {method} not found"))
         stream = method == "streamGenerateContent"
@@ -58,6 +60,50 @@ class GeminiFake(FakeUpstream):
         if problem:
             return self.error_response(400, Behavior(error_message=problem))
         return await self.handle(request, model, stream)
+
+    async def _embed(self, request: Request, model: str) -> Response:
+        """models/{model}:batchEmbedContents: one EmbedContentRequest per input, each naming the
+        model; answered with `embeddings[].values` in order, and no token usage (the Developer
+        API reports none for embeddings)."""
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            body = None
+        items = body.get("requests") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items:
+            return self.error_response(
+                400, Behavior(error_message="* BatchEmbedContentsRequest.requests: is empty")
+            )
+        for i, item in enumerate(items):
+            if item.get("model") != f"models/{model}":
+                return self.error_response(
+                    400,
+                    Behavior(
+                        error_message=f"* BatchEmbedContentsRequest.requests[{i}].model: does not match"
+                    ),
+                )
+            if not (item.get("content") or {}).get("parts"):
+                return self.error_response(
+                    400,
+                    Behavior(error_message=f"* BatchEmbedContentsRequest.requests[{i}].content: is empty"),
+                )
+
+        def texts(item: dict[str, Any]) -> str:
+            return "".join(p.get("text", "") for p in item["content"]["parts"])
+
+        def usage_of(body: Any, behavior: Behavior) -> dict[str, int]:
+            prompt = sum(text_tokens(texts(item)) for item in body["requests"])
+            return {"prompt": prompt, "completion": 0, "cached": 0, "write": 0, "write_1h": 0, "reasoning": 0}
+
+        def answer(body: Any, model: str, behavior: Behavior, usage: dict[str, int]) -> Any:
+            return {
+                "embeddings": [
+                    {"values": fake_vector(texts(item), int(item.get("outputDimensionality") or 8))}
+                    for item in body["requests"]
+                ]
+            }
+
+        return await self.handle(request, model, False, answer=answer, usage_of=usage_of)
 
     def validate(self, body: dict[str, Any]) -> str:
         contents = body.get("contents")
@@ -107,6 +153,9 @@ class GeminiFake(FakeUpstream):
         }
         if usage["cached"]:
             meta["cachedContentTokenCount"] = usage["cached"]
+        if usage.get("reasoning"):
+            meta["thoughtsTokenCount"] = usage["reasoning"]
+            meta["totalTokenCount"] += usage["reasoning"]
         return meta
 
     def _parts(self, behavior: Behavior) -> list[dict[str, Any]]:

@@ -26,6 +26,8 @@ ALLOWED_FIELDS = {
     "prediction", "parallel_tool_calls", "safe_prompt", "prompt_mode",
 }  # fmt: skip
 TOOL_CHOICES = {"auto", "none", "any", "required"}
+# POST /v1/embeddings (Mistral's embeddings reference): no `user`, `output_dimension` for the size.
+EMBEDDING_FIELDS = {"model", "input", "output_dimension", "output_dtype", "encoding_format"}
 
 MISTRAL_ERRORS: dict[int, tuple[str, str]] = {
     400: ("invalid_request_error", "Invalid request"),
@@ -45,6 +47,24 @@ class MistralFake(OpenAIFake):
     def base_url(self) -> str:
         return self.url  # Mistral's SDK convention: the adapter adds /v1/chat/completions
 
+    async def _embeddings(self, request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            body = {}
+        if isinstance(body, dict) and (extra := sorted(set(body) - EMBEDDING_FIELDS)):
+            return _extra_forbidden(extra)
+        return await super()._embeddings(request)
+
+    def embedding_dimensions(self, body: dict[str, Any]) -> int:
+        return int(body.get("output_dimension") or super().embedding_dimensions(body))
+
+    def embeddings_body(self, body: Any, model: str, behavior: Behavior, usage: dict[str, int]) -> Any:
+        out = super().embeddings_body(body, model, behavior, usage)
+        out["id"] = "embd-fake"
+        out["usage"]["completion_tokens"] = 0
+        return out
+
     async def _chat(self, request: Request) -> Response:
         try:
             body = orjson.loads(await request.body())
@@ -52,20 +72,7 @@ class MistralFake(OpenAIFake):
             body = {}
         extra = sorted(set(body) - ALLOWED_FIELDS) if isinstance(body, dict) else []
         if extra:
-            detail = [
-                {"type": "extra_forbidden", "loc": ["body", name], "msg": "Extra inputs are not permitted"}
-                for name in extra
-            ]
-            return json_response(
-                {
-                    "object": "error",
-                    "message": {"detail": detail},
-                    "type": "invalid_request_message_error",
-                    "param": None,
-                    "code": None,
-                },
-                422,
-            )
+            return _extra_forbidden(extra)
         choice = body.get("tool_choice")
         if isinstance(choice, str) and choice not in TOOL_CHOICES:
             return self.error_response(422, Behavior(error_message=f"invalid tool_choice {choice}"))
@@ -159,3 +166,21 @@ class MistralFake(OpenAIFake):
         )
         frames.append(Frame(b"data: [DONE]\n\n"))
         return frames
+
+
+def _extra_forbidden(names: list[str]) -> Response:
+    """Mistral's 422 for unknown body fields (pydantic's extra_forbidden)."""
+    detail = [
+        {"type": "extra_forbidden", "loc": ["body", name], "msg": "Extra inputs are not permitted"}
+        for name in names
+    ]
+    return json_response(
+        {
+            "object": "error",
+            "message": {"detail": detail},
+            "type": "invalid_request_message_error",
+            "param": None,
+            "code": None,
+        },
+        422,
+    )

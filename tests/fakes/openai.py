@@ -6,10 +6,17 @@ role first, tool calls as indexed deltas whose arguments arrive in pieces, a fin
 `stream_options.include_usage` a last chunk with `choices: []` and the usage (earlier chunks
 carry `"usage": null`), then `data: [DONE]`. Errors: {"error": {"message", "type", "param",
 "code"}} with the status's real type/code.
+
+POST /v1/embeddings (the embeddings reference): `input` a string or a list of strings, `model`,
+`dimensions`, `encoding_format` float or base64 (little-endian float32), `user`; answered with a
+`list` of `embedding` objects (`index`, `embedding`) and `usage` {prompt_tokens, total_tokens}.
+Vectors are deterministic (`fake_vector`); `dimensions` defaults to EMBEDDING_DIMENSIONS.
 """
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
 from typing import Any
 
@@ -18,7 +25,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .base import Behavior, FakeUpstream, Frame, json_response, pieces, sse
+from .base import Behavior, FakeUpstream, Frame, fake_vector, json_response, pieces, sse, text_tokens
+
+EMBEDDING_DIMENSIONS = 8  # small: the real models' 1536 or 3072 would only slow the tests
 
 OPENAI_ERRORS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Invalid request"),
@@ -52,8 +61,67 @@ class OpenAIFake(FakeUpstream):
     provider = "openai"
     path = "/v1/chat/completions"
 
+    embeddings_path = "/v1/embeddings"
+
     def routes(self) -> list[Route]:
-        return [Route(self.path, self._chat, methods=["POST"])]
+        return [
+            Route(self.path, self._chat, methods=["POST"]),
+            Route(self.embeddings_path, self._embeddings, methods=["POST"]),
+        ]
+
+    async def _embeddings(self, request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            body = {}
+        problem = self.validate_embeddings(body) if isinstance(body, dict) else "body must be an object"
+        if problem:
+            return self.error_response(400, Behavior(error_message=problem))
+        return await self.handle(
+            request, str(body["model"]), False, answer=self.embeddings_body, usage_of=self.embedding_usage
+        )
+
+    def validate_embeddings(self, body: dict[str, Any]) -> str:
+        if not body.get("model"):
+            return "you must provide a model parameter"
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+            return "'input' : input must be a non-empty string or array of non-empty strings"
+        if body.get("encoding_format", "float") not in ("float", "base64"):
+            return "'encoding_format' must be 'float' or 'base64'"
+        return ""
+
+    @staticmethod
+    def texts(body: dict[str, Any]) -> list[str]:
+        texts = body.get("input")
+        return [texts] if isinstance(texts, str) else list(texts or [])
+
+    def embedding_usage(self, body: Any, behavior: Behavior) -> dict[str, int]:
+        prompt = behavior.prompt_tokens
+        if prompt is None:
+            prompt = sum(text_tokens(t) for t in self.texts(body))
+        return {"prompt": prompt, "completion": 0, "cached": 0, "write": 0, "write_1h": 0, "reasoning": 0}
+
+    def embedding_dimensions(self, body: dict[str, Any]) -> int:
+        return int(body.get("dimensions") or EMBEDDING_DIMENSIONS)
+
+    def embeddings_body(self, body: Any, model: str, behavior: Behavior, usage: dict[str, int]) -> Any:
+        dimensions = self.embedding_dimensions(body)
+        as_base64 = body.get("encoding_format") == "base64"
+        data = []
+        for index, text in enumerate(self.texts(body)):
+            vector = fake_vector(text, dimensions)
+            encoded: Any = (
+                base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
+            )
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        return {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": usage["prompt"], "total_tokens": usage["prompt"]},
+        }
 
     @property
     def base_url(self) -> str:
@@ -99,7 +167,7 @@ class OpenAIFake(FakeUpstream):
             "completion_tokens": usage["completion"],
             "total_tokens": usage["prompt"] + usage["completion"],
             "prompt_tokens_details": {"cached_tokens": usage["cached"], "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": usage.get("reasoning", 0), "audio_tokens": 0},
         }
 
     def _finish(self, behavior: Behavior) -> str:

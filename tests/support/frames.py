@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from switchyard import units
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import finish_reason_value
 
 
 def stamped_request(model: str = "auto", stream: bool = False) -> invoke_pb2.InvokeRequest:
@@ -27,7 +29,7 @@ def final_frame(
         model="smart",
         deployment_id="demo/smart",
         route="auto",
-        finish_reason=finish,
+        finish_reason=finish_reason_value(finish),
         usage=invoke_pb2.Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached),
         cost_usd="0.000081",
         latency_ms=12.5,
@@ -52,6 +54,6 @@ def tool_chunk(seq: int, index: int, call_id: str = "", name: str = "", args: st
 def error_frame(code: str, message: str = "it went wrong", retry_after_s: float = 0) -> invoke_pb2.Reply:
     return invoke_pb2.Reply(
         error=invoke_pb2.Error(
-            code=code, message=message, request_id="req_TEST123", retry_after_s=retry_after_s
+            code=code, message=message, request_id="req_TEST123", retry_after_ms=units.ms(retry_after_s)
         )
     )

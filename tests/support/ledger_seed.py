@@ -8,7 +8,8 @@ from decimal import Decimal
 
 from services.ledger.rows import ATTEMPT_COLUMNS, REQUEST_COLUMNS, attempt_rows, request_row
 from services.ledger.store import LedgerStore
-from switchyard.v1 import events_pb2
+from switchyard.v1 import events_pb2, invoke_pb2
+from switchyard.vocab import status_value
 
 
 def completion_event(
@@ -38,7 +39,7 @@ def completion_event(
         provider=provider if status != "rejected" else "",
         model=model if status != "rejected" else "",
         deployment_id=f"{provider}/{model}" if status != "rejected" else "",
-        status=status,
+        status=status_value(status),
         error_code="" if status == "ok" else "upstream_error",
         cost_usd=str(cost),
         latency_ms=latency_ms,
@@ -55,12 +56,12 @@ def completion_event(
         return event
     if failed_first_on:
         event.attempts.add(
-            deployment_id=f"{failed_first_on}/x", provider=failed_first_on, model="x", status="error",
+            deployment_id=f"{failed_first_on}/x", provider=failed_first_on, model="x", status=invoke_pb2.STATUS_ERROR,
             error_code="overloaded", http_status=529, latency_ms=5.0, started_unix_ms=start_ms,
         )  # fmt: skip
     event.attempts.add(
         deployment_id=f"{provider}/{model}", provider=provider, model=model,
-        status="ok" if status == "ok" else "error", latency_ms=latency_ms - 6, started_unix_ms=start_ms + 6,
+        status=status_value("ok" if status == "ok" else "error"), latency_ms=latency_ms - 6, started_unix_ms=start_ms + 6,
     )  # fmt: skip
     return event
 

@@ -6,7 +6,12 @@ turn; tool results are `tool_result` blocks inside a user turn; `max_tokens` is 
 Streams are named SSE events: message_start (with input usage), content_block_start /
 content_block_delta (text_delta, input_json_delta) / content_block_stop, message_delta (stop
 reason, cumulative output usage), message_stop; `ping` keeps alive; `error` may arrive mid-stream.
-Usage: `input_tokens` excludes cache reads and writes, so the neutral prompt count adds them.
+Usage: `input_tokens` excludes cache reads and writes, so the neutral prompt count adds them;
+cache writes are split by TTL when `cache_creation` reports the tiers (priced apart).
+Prompt caching: a `cache_control` on a content part, a tool or the system prompt's parts is sent
+unchanged on the matching block (the system prompt then goes as text blocks).
+Token counts (KIND_COUNT_TOKENS): POST {base}/v1/messages/count_tokens, the same body without
+max_tokens and sampling, answered with {"input_tokens": N}; exact, and not billed.
 """
 
 from __future__ import annotations
@@ -53,6 +58,23 @@ STOP_REASONS = {
 }
 
 
+def cache_control(holder: invoke_pb2.ContentPart | invoke_pb2.Tool) -> dict[str, str] | None:
+    """The part's or tool's cache breakpoint as Anthropic's `cache_control`, None when unset."""
+    if not holder.HasField("cache_control"):
+        return None
+    out = {"type": holder.cache_control.type or "ephemeral"}
+    if holder.cache_control.ttl:
+        out["ttl"] = holder.cache_control.ttl
+    return out
+
+
+def _with_cache(block: dict[str, Any], holder: invoke_pb2.ContentPart | invoke_pb2.Tool) -> dict[str, Any]:
+    control = cache_control(holder)
+    if control is not None:
+        block["cache_control"] = control
+    return block
+
+
 def _blocks(message: invoke_pb2.Message) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     for part in message.content:
@@ -63,10 +85,29 @@ def _blocks(message: invoke_pb2.Message) -> list[dict[str, Any]]:
                 if image.url
                 else {"type": "base64", "media_type": image.media_type, "data": image.data_b64}
             )
-            blocks.append({"type": "image", "source": source})
+            blocks.append(_with_cache({"type": "image", "source": source}, part))
         elif part.text:  # Anthropic rejects empty text blocks
-            blocks.append({"type": "text", "text": part.text})
+            blocks.append(_with_cache({"type": "text", "text": part.text}, part))
     return blocks
+
+
+def _tool_result(message: invoke_pb2.Message) -> dict[str, Any]:
+    block: dict[str, Any] = {
+        "type": "tool_result",
+        "tool_use_id": message.tool_call_id,
+        "content": text_of(message),
+    }
+    for part in message.content:
+        _with_cache(block, part)  # a breakpoint on any part of the result marks the block
+    return block
+
+
+def system_blocks(request: invoke_pb2.InvokeRequest) -> str | list[dict[str, Any]]:
+    """The system prompt: one string, or text blocks when a part carries a cache breakpoint."""
+    parts = [p for m in request.messages if m.role == invoke_pb2.ROLE_SYSTEM for p in m.content if p.text]
+    if not any(p.HasField("cache_control") for p in parts):
+        return system_text(request)
+    return [_with_cache({"type": "text", "text": p.text}, p) for p in parts]
 
 
 def anthropic_messages(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]]:
@@ -87,10 +128,7 @@ def anthropic_messages(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]
         if m.role == invoke_pb2.ROLE_SYSTEM:
             continue
         if m.role == invoke_pb2.ROLE_TOOL:
-            add(
-                "user",
-                [{"type": "tool_result", "tool_use_id": m.tool_call_id, "content": text_of(m)}],
-            )
+            add("user", [_tool_result(m)])
         elif m.role == invoke_pb2.ROLE_ASSISTANT:
             blocks = _blocks(m)
             for call in m.tool_calls:
@@ -134,30 +172,42 @@ def anthropic_request(
         "max_tokens": request.max_tokens or default_max_tokens,
         "messages": anthropic_messages(request),
     }
-    system = system_text(request)
+    system = system_blocks(request)
     if system:
         body["system"] = system
+    if request.kind == invoke_pb2.InvokeRequest.KIND_COUNT_TOKENS:
+        # count_tokens takes the prompt only: no max_tokens, sampling or stream.
+        del body["max_tokens"]
+        _add_tools(body, request)
+        return body
     if request.HasField("temperature"):
         body["temperature"] = min(request.temperature, MAX_TEMPERATURE)
     if request.HasField("top_p"):
         body["top_p"] = request.top_p
     if request.stop:
         body["stop_sequences"] = list(request.stop)
+    _add_tools(body, request)
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def _add_tools(body: dict[str, Any], request: invoke_pb2.InvokeRequest) -> None:
     if request.tools:
         body["tools"] = [
-            {
-                "name": t.name,
-                "description": t.description,
-                "input_schema": parse_json(t.parameters_json or "{}", f"parameters of tool {t.name}"),
-            }
+            _with_cache(
+                {
+                    "name": t.name,
+                    "description": t.description,
+                    "input_schema": parse_json(t.parameters_json or "{}", f"parameters of tool {t.name}"),
+                },
+                t,
+            )
             for t in request.tools
         ]
     choice = anthropic_tool_choice(tool_choice(request))
     if choice is not None:
         body["tool_choice"] = choice
-    if stream:
-        body["stream"] = True
-    return body
 
 
 def anthropic_usage(raw: dict[str, Any] | None, base: invoke_pb2.Usage | None = None) -> invoke_pb2.Usage:
@@ -170,8 +220,12 @@ def anthropic_usage(raw: dict[str, Any] | None, base: invoke_pb2.Usage | None = 
     if any(k in raw for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")):
         cache_read = int(raw.get("cache_read_input_tokens") or 0)
         cache_write = int(raw.get("cache_creation_input_tokens") or 0)
+        tiers = raw.get("cache_creation") or {}
+        written_1h = int(tiers.get("ephemeral_1h_input_tokens") or 0) if isinstance(tiers, dict) else 0
         usage.prompt_tokens = int(raw.get("input_tokens") or 0) + cache_read + cache_write
         usage.cached_tokens = cache_read
+        usage.cache_write_tokens = cache_write
+        usage.cache_write_1h_tokens = min(written_1h, cache_write)
     if "output_tokens" in raw:
         usage.completion_tokens = int(raw.get("output_tokens") or 0)
     return usage
@@ -201,6 +255,24 @@ def parse_anthropic_response(payload: dict[str, Any], provider: str) -> Complete
         message=message,
         finish_reason=stop_reason(payload.get("stop_reason"), bool(message.tool_calls)),
         usage=anthropic_usage(payload.get("usage")),
+    )
+
+
+def parse_count(payload: dict[str, Any], provider: str) -> Completed:
+    """count_tokens' {"input_tokens": N} -> Completed with that prompt count."""
+    if payload.get("type") == "error":
+        raise error_from_stream_event(provider, payload)
+    tokens = payload.get("input_tokens")
+    if not isinstance(tokens, int) or tokens < 0:
+        raise GatewayError(
+            ErrorCode.UPSTREAM_ERROR,
+            f"{provider} answered count_tokens without input_tokens",
+            provider=provider,
+        )
+    return Completed(
+        message=invoke_pb2.Message(role=invoke_pb2.ROLE_ASSISTANT),
+        finish_reason=FinishReason.STOP,
+        usage=invoke_pb2.Usage(prompt_tokens=tokens),
     )
 
 
@@ -288,7 +360,9 @@ class Adapter(HttpAdapter):
     def __init__(self, deployment: Deployment, settings: Settings) -> None:
         super().__init__(deployment, settings)
         options = self.options
-        self._url = join_url(deployment.base_url or "https://api.anthropic.com", "/v1/messages")
+        base = deployment.base_url or "https://api.anthropic.com"
+        self._url = join_url(base, "/v1/messages")
+        self._count_url = join_url(base, "/v1/messages/count_tokens")
         self._headers = {"anthropic-version": options.version}
         if options.beta:
             self._headers["anthropic-beta"] = options.beta
@@ -297,7 +371,7 @@ class Adapter(HttpAdapter):
         self._max_tokens = options.max_tokens
 
     def url(self, request: invoke_pb2.InvokeRequest, stream: bool) -> str:
-        return self._url
+        return self._count_url if request.kind == invoke_pb2.InvokeRequest.KIND_COUNT_TOKENS else self._url
 
     def headers(self) -> dict[str, str]:
         return self._headers
@@ -306,7 +380,13 @@ class Adapter(HttpAdapter):
         return anthropic_request(request, self.deployment.model, stream, self._max_tokens)
 
     def parse_response(self, request: invoke_pb2.InvokeRequest, payload: dict[str, Any]) -> Completed:
+        if request.kind == invoke_pb2.InvokeRequest.KIND_COUNT_TOKENS:
+            return parse_count(payload, self.provider)
         return parse_anthropic_response(payload, self.provider)
+
+    async def count_tokens(self, request: invoke_pb2.InvokeRequest) -> Completed:
+        """Anthropic's own count (exact): the same call path as a message, to count_tokens."""
+        return await self.complete(request)
 
     def stream_translator(self, request: invoke_pb2.InvokeRequest) -> StreamTranslator:
         return AnthropicStream(self.provider)

@@ -10,7 +10,9 @@ from typing import ClassVar
 from switchyard.catalog import Deployment
 from switchyard.config import Table, validated
 from switchyard.settings import Settings
+from switchyard.tokens import estimate_prompt_tokens, tokenizer_for
 from switchyard.v1 import invoke_pb2
+from switchyard.vocab import FinishReason
 
 
 @dataclass
@@ -23,6 +25,8 @@ class Completed:
     http_status: int = 200
     # Provider rate-limit state seen on the response (x-ratelimit-*, anthropic-ratelimit-*).
     rate_limits: dict[str, str] = field(default_factory=dict)
+    embeddings: list[invoke_pb2.Embedding] = field(default_factory=list)  # KIND_EMBEDDING
+    usage_estimated: bool = False  # KIND_COUNT_TOKENS: the gateway's estimate, not the provider's
 
 
 @dataclass
@@ -61,7 +65,22 @@ class ProviderAdapter(ABC):
         self.options = options_of(deployment, self.options_model)
 
     @abstractmethod
-    async def complete(self, request: invoke_pb2.InvokeRequest) -> Completed: ...
+    async def complete(self, request: invoke_pb2.InvokeRequest) -> Completed:
+        """A chat completion, or the vectors of an embedding request (request.kind)."""
+
+    async def count_tokens(self, request: invoke_pb2.InvokeRequest) -> Completed:
+        """The prompt's input tokens (KIND_COUNT_TOKENS). Here the gateway's estimate with the
+        deployment's counter (switchyard/tokens.py), marked as one; an adapter whose provider
+        counts exactly (Anthropic) overrides it."""
+        tokens = estimate_prompt_tokens(
+            request, tokenizer_for(self.deployment.adapter, self.deployment.model)
+        )
+        return Completed(
+            message=invoke_pb2.Message(role=invoke_pb2.ROLE_ASSISTANT),
+            finish_reason=FinishReason.STOP,
+            usage=invoke_pb2.Usage(prompt_tokens=tokens),
+            usage_estimated=True,
+        )
 
     @abstractmethod
     def stream(

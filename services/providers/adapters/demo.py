@@ -1,6 +1,7 @@
 """The built-in demo provider: deterministic text, configurable latency, real usage numbers.
 
-It answers with no API key so a fresh `make run` works. The reply is a pure function of the
+It answers with no API key so a fresh `make run` works; `demo/embed` answers embeddings with
+a hash-seeded unit vector per input. The reply is a pure function of the
 request (same prompt, same answer); usage counts the same tokens a real call would be billed
 for under the estimator in switchyard.tokens.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import os
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
@@ -83,6 +85,29 @@ def demo_tool_call(request: invoke_pb2.InvokeRequest) -> invoke_pb2.ToolCall | N
     tool = request.tools[0]
     digest = hashlib.blake2b(last_user_text(request).encode(), digest_size=4).hexdigest()
     return invoke_pb2.ToolCall(id=f"call_{digest}", name=tool.name, arguments_json="{}")
+
+
+DEFAULT_DIMENSIONS = 256
+
+
+def demo_vector(text: str, dimensions: int) -> list[float]:
+    """A unit vector seeded by the text's hash: the same text, the same vector."""
+    raw = hashlib.shake_256(text.encode()).digest(2 * dimensions)
+    values = [int.from_bytes(raw[i : i + 2], "big") / 32767.5 - 1.0 for i in range(0, 2 * dimensions, 2)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [v / norm for v in values]
+
+
+def demo_embeddings(request: invoke_pb2.InvokeRequest) -> Completed:
+    """One deterministic vector per input; usage is the demo's token estimate (what it bills)."""
+    spec = request.embedding
+    dimensions = spec.dimensions or DEFAULT_DIMENSIONS
+    return Completed(
+        message=invoke_pb2.Message(role=invoke_pb2.ROLE_ASSISTANT),
+        finish_reason=FinishReason.STOP,
+        usage=invoke_pb2.Usage(prompt_tokens=estimate_prompt_tokens(request)),
+        embeddings=[invoke_pb2.Embedding(values=demo_vector(text, dimensions)) for text in spec.inputs],
+    )
 
 
 FAULT_KEYS = (
@@ -235,6 +260,8 @@ class Adapter(ProviderAdapter):
             raise await self._fail(how)
         if how.latency_ms:
             await asyncio.sleep(how.latency_ms / 1000.0)
+        if request.kind == invoke_pb2.InvokeRequest.KIND_EMBEDDING:
+            return demo_embeddings(request)
         call = demo_tool_call(request)
         words = [] if call else demo_reply_words(request, self.deployment.model)
         return self._finish(request, words, call)

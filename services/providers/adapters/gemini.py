@@ -32,6 +32,7 @@ from ..content import (
     text_of,
     tool_choice,
 )
+from ..embeddings import gemini_embedding_request, is_embedding, parse_gemini_embeddings
 from ..http_errors import error_from_stream_event
 from ..sse import SSEEvent
 from ..upstream import HttpAdapter, HttpOptions, StreamTranslator, json_event
@@ -176,11 +177,16 @@ def gemini_request(request: invoke_pb2.InvokeRequest) -> dict[str, Any]:
 
 
 def gemini_usage(raw: dict[str, Any] | None) -> invoke_pb2.Usage:
+    """Gemini usage -> neutral: promptTokenCount includes the cached content (read at the cached
+    rate); thinking (thoughtsTokenCount) is billed as output, so it joins completion_tokens and
+    is also its reasoning_tokens."""
     raw = raw or {}
+    thoughts = int(raw.get("thoughtsTokenCount") or 0)
     return invoke_pb2.Usage(
         prompt_tokens=int(raw.get("promptTokenCount") or 0),
-        completion_tokens=int(raw.get("candidatesTokenCount") or 0) + int(raw.get("thoughtsTokenCount") or 0),
+        completion_tokens=int(raw.get("candidatesTokenCount") or 0) + thoughts,
         cached_tokens=int(raw.get("cachedContentTokenCount") or 0),
+        reasoning_tokens=thoughts,
     )
 
 
@@ -308,18 +314,23 @@ class Adapter(HttpAdapter):
             f"/{version}/models/{quote(deployment.model, safe='')}",
         )
         self._urls = {False: f"{base}:generateContent", True: f"{base}:streamGenerateContent?alt=sse"}
+        self._embed_url = f"{base}:batchEmbedContents"
         self._headers = {"x-goog-api-key": deployment.api_key} if deployment.api_key else {}
 
     def url(self, request: invoke_pb2.InvokeRequest, stream: bool) -> str:
-        return self._urls[stream]
+        return self._embed_url if is_embedding(request) else self._urls[stream]
 
     def headers(self) -> dict[str, str]:
         return self._headers
 
     def body(self, request: invoke_pb2.InvokeRequest, stream: bool) -> dict[str, Any]:
+        if is_embedding(request):
+            return gemini_embedding_request(request, self.deployment.model)
         return gemini_request(request)
 
     def parse_response(self, request: invoke_pb2.InvokeRequest, payload: dict[str, Any]) -> Completed:
+        if is_embedding(request):
+            return parse_gemini_embeddings(payload, request, self.provider)
         return parse_gemini_response(payload, self.provider)
 
     def stream_translator(self, request: invoke_pb2.InvokeRequest) -> StreamTranslator:

@@ -29,6 +29,13 @@ from ..content import (
     text_of,
     tool_choice,
 )
+from ..embeddings import (
+    OPENAI_EMBEDDINGS,
+    EmbeddingDialect,
+    is_embedding,
+    openai_embedding_request,
+    parse_openai_embeddings,
+)
 from ..http_errors import error_from_stream_event
 from ..sse import SSEEvent
 from ..upstream import HttpAdapter, HttpOptions, StreamTranslator, json_event
@@ -47,6 +54,7 @@ class Dialect:
     # Mistral always sends usage on its last chunk and rejects unknown fields).
     stream_usage_option: bool = True
     required_tool_choice: str = "required"
+    embeddings: EmbeddingDialect = OPENAI_EMBEDDINGS
 
 
 OPENAI = Dialect()
@@ -150,12 +158,16 @@ def chat_request(
 
 
 def chat_usage(raw: dict[str, Any] | None) -> invoke_pb2.Usage:
+    """OpenAI usage -> neutral: cached (read) tokens are part of prompt_tokens, reasoning tokens
+    part of completion_tokens, as in the contract. OpenAI caches by itself: no cache writes."""
     raw = raw or {}
     details = raw.get("prompt_tokens_details") or {}
+    output_details = raw.get("completion_tokens_details") or {}
     return invoke_pb2.Usage(
         prompt_tokens=int(raw.get("prompt_tokens") or 0),
         completion_tokens=int(raw.get("completion_tokens") or 0),
         cached_tokens=int(details.get("cached_tokens") or 0),
+        reasoning_tokens=int(output_details.get("reasoning_tokens") or 0),
     )
 
 
@@ -304,7 +316,9 @@ class Adapter(HttpAdapter):
             self.dialect = replace(self.dialect, stream_usage_option=options.stream_usage)
         base = deployment.base_url or self.default_base_url
         query = options.query
-        self._url = join_url(base, self.dialect.path) + (f"?{urlencode(query)}" if query else "")
+        suffix = f"?{urlencode(query)}" if query else ""
+        self._url = join_url(base, self.dialect.path) + suffix
+        self._embeddings_url = join_url(base, self.dialect.embeddings.path) + suffix
         self._headers = dict(options.headers)
         if deployment.api_key:
             auth = options.auth_header.lower()
@@ -313,15 +327,19 @@ class Adapter(HttpAdapter):
             )
 
     def url(self, request: invoke_pb2.InvokeRequest, stream: bool) -> str:
-        return self._url
+        return self._embeddings_url if is_embedding(request) else self._url
 
     def headers(self) -> dict[str, str]:
         return self._headers
 
     def body(self, request: invoke_pb2.InvokeRequest, stream: bool) -> dict[str, Any]:
+        if is_embedding(request):
+            return openai_embedding_request(request, self.deployment.model, self.dialect.embeddings)
         return chat_request(request, self.deployment.model, stream, self.dialect)
 
     def parse_response(self, request: invoke_pb2.InvokeRequest, payload: dict[str, Any]) -> Completed:
+        if is_embedding(request):
+            return parse_openai_embeddings(payload, request, self.provider)
         return parse_chat_response(payload, self.provider, request)
 
     def stream_translator(self, request: invoke_pb2.InvokeRequest) -> StreamTranslator:

@@ -15,10 +15,11 @@ A key is optional (local servers need none). When a server reports no usage, usa
 
 from __future__ import annotations
 
+from ..embeddings import COMPAT_EMBEDDINGS
 from .openai import Adapter as OpenAIAdapter
 from .openai import Dialect
 
-COMPAT = Dialect(name="openai_compat", max_tokens_field="max_tokens")
+COMPAT = Dialect(name="openai_compat", max_tokens_field="max_tokens", embeddings=COMPAT_EMBEDDINGS)
 
 
 class Adapter(OpenAIAdapter):

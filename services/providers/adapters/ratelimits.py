@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from switchyard import units
 from switchyard.v1 import events_pb2
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
@@ -97,7 +98,7 @@ def parse_rate_limits(
         found = True
         setattr(out, f"{stem}_remaining", remaining)
         if reset is not None:
-            setattr(out, f"{stem}_reset_s", round(reset, 3))
+            setattr(out, f"{stem}_reset_ms", round(units.ms(reset), 3))
         if limit is not None and stem in ("requests", "tokens"):
             setattr(out, f"{stem}_limit", limit)
     return out if found else None
