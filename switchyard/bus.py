@@ -43,12 +43,17 @@ async def connect(
     password is sent in the CONNECT, never put in the URL, and its replies arrive under the
     user's own inbox prefix, the only one its permissions let it subscribe to."""
 
+    nc = NATS()
+
     async def on_error(exc: Exception) -> None:
         # Without error_cb nats-py prints a traceback on every reconnect attempt.
         log.warning("nats: %s", exc)
 
     async def on_disconnected() -> None:
-        log.warning("nats: disconnected")
+        # nats-py calls this on our own close() too (every CLI call, every stop): only a lost
+        # connection is news. A close sets the status to CLOSED before the callback runs.
+        if not nc.is_closed:
+            log.warning("nats: disconnected; reconnecting")
 
     async def on_reconnected() -> None:
         log.info("nats: reconnected")
@@ -63,7 +68,7 @@ async def connect(
         }
     if tls_ca_file is not None:
         auth["tls"] = ssl.create_default_context(cafile=str(tls_ca_file))
-    return await nats.connect(
+    await nc.connect(
         servers=url.split(","),
         **auth,
         name=name,
@@ -71,9 +76,10 @@ async def connect(
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=0.5,  # type: ignore[arg-type]  # typed int; nats-py sleeps for a float
         pending_size=64 * 1024 * 1024,
     )
+    return nc
 
 
 def events_stream_config(replicas: int = 1) -> StreamConfig:

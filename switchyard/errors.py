@@ -38,6 +38,9 @@ class ErrorCode(StrEnum):
     CLIENT_CLOSED = "client_closed"
     INTERNAL = "internal"
     UPSTREAM_ERROR = "upstream_error"
+    # The provider refused the gateway's own credentials (upstream 401/403): the operator's
+    # problem, not the caller's key; another deployment (another key) may succeed.
+    PROVIDER_AUTH_FAILED = "provider_auth_failed"
     UNAVAILABLE = "unavailable"
     OVERLOADED = "overloaded"
     NO_CAPACITY = "no_capacity"
@@ -95,6 +98,7 @@ CODES: dict[ErrorCode, CodeSpec] = {
     ErrorCode.CLIENT_CLOSED:      _spec(499, False, (499, "invalid_request_error", "client_closed"), (499, "invalid_request_error"), "CANCELLED"),
     ErrorCode.INTERNAL:           _spec(500, False, (500, "server_error", "internal_error"), (500, "api_error"), "INTERNAL"),
     ErrorCode.UPSTREAM_ERROR:     _spec(502, True, (502, "server_error", "upstream_error"), (502, "api_error"), "UNAVAILABLE"),
+    ErrorCode.PROVIDER_AUTH_FAILED: _spec(502, True, (502, "server_error", "provider_auth_failed"), (502, "api_error"), "UNAVAILABLE"),
     ErrorCode.UNAVAILABLE:        _spec(503, True, (503, "server_error", "unavailable"), (529, "overloaded_error"), "UNAVAILABLE"),
     ErrorCode.OVERLOADED:         _spec(503, True, (503, "server_error", "overloaded"), (529, "overloaded_error"), "UNAVAILABLE"),
     ErrorCode.NO_CAPACITY:        _spec(503, False, (503, "server_error", "no_capacity"), (529, "overloaded_error"), "UNAVAILABLE"),
@@ -132,10 +136,14 @@ class GatewayError(Exception):
         retry_after_s: float = 0.0,
         provider: str = "",
         param: str = "",
+        detail: str = "",
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        # For operators only (logs, the ledger's attempt rows): the upstream's own text, hosts,
+        # ports, library exceptions. Never on the wire to a client (`to_proto` leaves it out).
+        self.detail = detail
         self.retryable = spec_for(code).retryable if retryable is None else retryable
         self.provider_status = provider_status
         self.retry_after_s = retry_after_s

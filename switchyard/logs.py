@@ -15,13 +15,27 @@ import threading
 import orjson
 
 _CREDENTIAL_PATTERNS = [
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"),
-    re.compile(r"\b(sk|sy|pk|rk)-[A-Za-z0-9_-]{8,}"),
+    re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"),
     re.compile(
-        r"(?i)((?:api[_-]?key|x-api-key|x-goog-api-key|key|token|authorization)[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]{6,}"
+        r"(?i)\b((?:api[_-]?key|x-api-key|x-goog-api-key|key|token|authorization)[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]{6,}"
     ),
 ]
+# Prefixed keys (OpenAI `sk-…`, `sk-proj-…`, Anthropic `sk-ant-api03-…`, ours `sy-…`): a
+# candidate, masked only when its tail looks random (`looks_random`), so a folder or host named
+# `sy-gateway-checkout` is printed as it is.
+_PREFIXED_KEY = re.compile(r"\b(?:sk|sy|pk|rk)-[A-Za-z0-9_-]{16,}")
 MASK = "***"
+
+
+def looks_random(tail: str) -> bool:
+    """Whether a key candidate's tail is a generated secret rather than words: generated keys
+    (base64/base62/hex, 32+ random characters) are at least a fifth digits and capitals, or
+    one unbroken run of 16+ characters; names are lower-case words joined by dashes, with a
+    number here and there (`sy-gateway-checkout-2`)."""
+    marked = sum(c.isdigit() or c.isupper() for c in tail)
+    longest_run = max(len(run) for run in tail.split("-"))
+    return len(tail) >= 16 and (marked * 5 >= len(tail) or longest_run >= 16)
+
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -40,7 +54,7 @@ def redact(text: str) -> str:
             text = text.replace(secret, MASK)
     for pattern in _CREDENTIAL_PATTERNS:
         text = pattern.sub(lambda m: (m.group(1) if m.groups() and m.group(1) else "") + MASK, text)
-    return text
+    return _PREFIXED_KEY.sub(lambda m: MASK if looks_random(m.group(0)[3:]) else m.group(0), text)
 
 
 class RedactingFilter(logging.Filter):

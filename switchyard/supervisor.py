@@ -242,6 +242,9 @@ class Stack:
             [
                 "Switchyard is up.",
                 f"  API (native)       {base}/llm.invoke",
+                f"  OpenAI SDKs        base_url={base}/v1",
+                f"  Anthropic SDKs     base_url={base}",
+                f"  gRPC               {self._grpc_line()}",
                 f"  dashboard          {self.dashboard_login_url()}",
                 f"  health             {base}/healthz",
                 f"  metrics            {base}/metrics",
@@ -259,6 +262,11 @@ class Stack:
                 "Ctrl-C stops everything.",
             ]
         )
+
+    def _grpc_line(self) -> str:
+        if self.settings.grpc_port:
+            return f"{self.settings.host}:{self.settings.grpc_port} (switchyard.v1.Gateway, no TLS)"
+        return "off (SWITCHYARD_GRPC_PORT=<port> make run turns it on)"
 
     def dashboard_login_url(self) -> str:
         """The dashboard link for the local operator: it logs the browser in (a cookie) with

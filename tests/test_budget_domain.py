@@ -283,6 +283,16 @@ def test_old_periods_are_pruned_but_held_ones_kept() -> None:
     assert not book.is_settled("old")
 
 
+def test_a_rebuild_waiting_for_the_ledger_at_start_up_is_said_once_and_warned_only_if_it_lasts() -> None:
+    import logging
+
+    from services.budget.main import REBUILD_QUIET_S, rebuild_wait_level
+
+    assert rebuild_wait_level(0.0, 0) == logging.INFO
+    assert rebuild_wait_level(5.0, 5) == logging.DEBUG  # every second at start-up: not news
+    assert rebuild_wait_level(REBUILD_QUIET_S + 1, 31) == logging.WARNING
+
+
 # --- snapshots (snapshot.py) and the bounded settled-id memory ---------------------------
 
 

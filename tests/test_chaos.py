@@ -1,8 +1,10 @@
 """Chaos on this machine: a 3-node NATS cluster, several service processes, a bounded load,
 and one part killed (SIGKILL) in the middle of it. Afterwards every request the client sent
-either completed or got a clear error, every completed request has exactly one ledger row,
-and the budget authority's spend equals the ledger's sum of costs (nothing counted twice or
-missed).
+either completed or got a clear error; every completed request has exactly one ledger row,
+`ok`; no row was inserted twice (counted from the ledger's inserts, which a ReplacingMergeTree
+merge cannot hide, and from the raw rows); no row belongs to a request the client was not
+answered for, and no request the client saw fail is billed as `ok`; and the budget authority's
+spend, not zero, equals the ledger's sum of costs (nothing counted twice or missed).
 
 Figures are printed (run with -s) and recorded in docs/reliability.md.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.testing.stack import Stack, ledger_sql, running, wait_until
 from tests.support.cluster import NatsCluster, cluster_stack
@@ -98,25 +101,62 @@ async def spend_and_ledger(stack: Stack, project: str = "default") -> tuple[Deci
     return Decimal(0), ledger
 
 
-async def settle_and_check(stack: Stack, outcomes: list[Outcome], scenario: str, sent: int = TOTAL) -> dict:
+def ledger_inserts(stack: Stack) -> int:
+    """Request rows the running ledger processes have inserted (their own counter): unlike a
+    count of the table, no merge of the ReplacingMergeTree can make a duplicate insert vanish."""
+    inserted = 0
+    for ledger in stack.by_name("ledger"):
+        text = httpx.get(ledger.metrics_url, timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if (
+                    sample.name == "switchyard_ledger_rows_inserted_total"
+                    and sample.labels["table"] == "requests"
+                ):
+                    inserted += int(sample.value)
+    return inserted
+
+
+async def settle_and_check(
+    stack: Stack, outcomes: list[Outcome], scenario: str, sent: int = TOTAL, inserted_before: int = 0
+) -> dict:
+    """`inserted_before`: rows a ledger killed during the run had inserted (read just before
+    the kill, so a lower bound of what it inserted)."""
     completed = {o.request_id for o in outcomes if o.status == 200}
     errors = [o for o in outcomes if o.status != 200]
+    answered = {o.request_id for o in outcomes if o.request_id}
     assert len(outcomes) == sent
     for o in errors:
         assert o.code in CLEAR_ERRORS, f"unclear error {o}"
     deadline = time.monotonic() + 40
     while True:
+        # FINAL: what the ledger holds, one row per request, whether or not parts have merged.
         rows = await ledger_sql(
-            stack.nats.url, "SELECT request_id, count() AS n FROM requests GROUP BY request_id"
+            stack.nats.url, "SELECT request_id, status, toString(cost_usd) AS cost FROM requests FINAL"
         )
-        found = {r["request_id"]: r["n"] for r in rows}
+        found = {r["request_id"]: r for r in rows}
         if completed <= set(found) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
     missing = completed - set(found)
     assert not missing, f"{len(missing)} completed requests have no ledger row"
-    doubled = {rid: n for rid, n in found.items() if n > 1}
-    assert not doubled, f"requests with more than one ledger row: {doubled}"
+    not_ok = {rid: found[rid]["status"] for rid in completed if found[rid]["status"] != "ok"}
+    assert not not_ok, f"completed requests not recorded as ok: {not_ok}"
+    phantom = set(found) - answered
+    assert not phantom, f"ledger rows of requests no client was answered for: {sorted(phantom)[:5]}"
+    failed = {o.request_id for o in errors if o.request_id in found}
+    billed_as_ok = {rid for rid in failed if found[rid]["status"] == "ok"}
+    assert not billed_as_ok, f"requests the client saw fail, billed as ok: {sorted(billed_as_ok)[:5]}"
+    # No duplicate insert, two ways: the raw rows (before a merge collapses them) and the
+    # ledgers' own insert counters (which no merge can hide).
+    raw = await ledger_sql(
+        stack.nats.url, "SELECT request_id, count() AS n FROM requests GROUP BY request_id HAVING n > 1"
+    )
+    assert not raw, f"requests with more than one ledger row: {raw}"
+    inserted = inserted_before + ledger_inserts(stack)
+    assert inserted <= len(found), f"{inserted} request rows inserted for {len(found)} requests"
+    if not inserted_before:  # no ledger died: its counter saw every insert
+        assert inserted == len(found), f"{inserted} request rows inserted, {len(found)} in the ledger"
     # Spend counters equal the ledger once settlement has caught up (the authority settles
     # from the same completion events the ledger stores).
     deadline = time.monotonic() + 40
@@ -126,14 +166,20 @@ async def settle_and_check(stack: Stack, outcomes: list[Outcome], scenario: str,
             break
         await asyncio.sleep(0.5)
     assert spent == ledger_sum, f"the budget authority counts {spent}, the ledger {ledger_sum}"
+    completed_cost = sum(Decimal(found[rid]["cost"]) for rid in completed)
+    assert completed_cost > 0 and ledger_sum >= completed_cost, (completed_cost, ledger_sum)
+    billed_errors = {rid for rid in failed if Decimal(found[rid]["cost"]) > 0}
     figures = {
         "scenario": scenario,
         "sent": len(outcomes),
         "completed": len(completed),
         "errors": len(errors),
         "error_codes": sorted({o.code for o in errors}),
-        "ledger_rows_for_completed": sum(found[r] for r in completed),
-        "ledger_rows_total": sum(found.values()),
+        "ledger_rows_for_completed": len(completed),
+        "ledger_rows_of_errors": len(failed),
+        "billed_errors": len(billed_errors),
+        "ledger_rows_total": len(found),
+        "rows_inserted": inserted,
         "spend_usd": str(spent),
         "ledger_cost_usd": str(ledger_sum),
     }
@@ -185,13 +231,19 @@ async def test_kill_a_router_mid_load(chaos_stack: Stack) -> None:
 
 
 async def test_kill_the_ledger_mid_load_and_restart_it(chaos_stack: Stack) -> None:
+    inserted_before = 0
+
     def kill_and_restart() -> None:
+        nonlocal inserted_before
+        inserted_before = ledger_inserts(chaos_stack)  # a lower bound: it may insert once more
         _kill_one(chaos_stack, "ledger")
         chaos_stack.spawn("ledger", "services.ledger", wait=False)
 
     outcomes = await drive(chaos_stack, TOTAL, RATE, 0.4, kill_and_restart)
     chaos_stack.wait_ready(chaos_stack.by_name("ledger")[0])
-    figures = await settle_and_check(chaos_stack, outcomes, "kill the ledger (restarted)")
+    figures = await settle_and_check(
+        chaos_stack, outcomes, "kill the ledger (restarted)", inserted_before=inserted_before
+    )
     assert figures["completed"] == TOTAL  # the ledger is off the request path
 
 

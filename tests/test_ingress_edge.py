@@ -369,3 +369,74 @@ def test_every_http_api_is_routed_once() -> None:
     app = Ingress(Settings()).app
     posted = [route.path for route in app.routes if "POST" in (getattr(route, "methods", None) or ())]
     assert [p for p in posted if p in API_PATHS] == [api.path for api in HTTP_APIS] == list(API_PATHS)
+
+
+def requests_counted(api: str, status: str) -> tuple[float, float, float]:
+    """(ingress requests by api, requests by service, errors by service) for one outcome."""
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    return (
+        value("switchyard_ingress_requests_total", api=api, status=status),
+        value("switchyard_requests_total", service="ingress", status=status),
+        value("switchyard_errors_total", service="ingress", code=status),
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "method", "path", "kwargs", "status", "api", "code"),
+    [
+        ({"max_body_bytes": 1000, "auth_required": False}, "POST", "/v1/messages", {"json": BIG_BODY}, 413, "anthropic", "payload_too_large"),
+        ({"max_header_bytes": 64}, "POST", "/llm.invoke", {"headers": {"x-big": "y" * 100}}, 431, "native", "invalid_request"),
+        ({"auth_required": True}, "POST", "/v1/chat/completions", {"json": {}}, 401, "openai", "unauthorized"),
+        ({"auth_required": False}, "GET", "/v1/chat/completions", {}, 405, "openai", "method_not_allowed"),
+        ({"auth_required": False}, "POST", "/v1/nothing-here", {"json": {}}, 404, "openai", "not_found"),
+        ({"auth_required": False}, "POST", "/llm.invoke", {"content": b"{not json"}, 400, "native", "invalid_request"),
+        ({"auth_required": False}, "POST", "/v1/messages", {"json": {"model": "auto"}}, 400, "anthropic", "invalid_request"),
+        ({"auth_required": False}, "POST", "/llm.invoke", {"json": {}}, 503, "native", "overloaded"),
+        ({"auth_required": True}, "GET", "/admin/v1/projects", {}, 401, "admin", "unauthorized"),
+    ],
+)  # fmt: skip
+async def test_every_refusal_is_counted_once_with_its_code(
+    settings: dict, method: str, path: str, kwargs: dict, status: int, api: str, code: str
+) -> None:
+    """The edge's and the app's refusals (before anything is published) are in the request
+    metrics with the code they were answered with: once each, in both families, and as errors."""
+    ingress = Ingress(Settings(**settings))
+    ingress.admin_token = "sy-admin-test"
+    if code == "overloaded":
+        ingress.overload.ledger_lag = None  # the ledger's backlog unreadable: shed
+    before = requests_counted(api, code)
+    async with asgi_client(ingress) as http:
+        r = await http.request(method, path, **kwargs)
+    assert r.status_code == status, r.text
+    assert requests_counted(api, code) == tuple(v + 1 for v in before)
+
+
+async def test_an_unhandled_error_is_a_500_in_dialect_and_its_traceback_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Starlette re-raises after the 500 so the server logs the traceback; the app's own line
+    carries the request id and no second traceback."""
+    from starlette.requests import Request
+
+    async def boom(request: Request) -> None:
+        raise KeyError("choices")
+
+    ingress = Ingress(Settings(auth_required=False))
+    ingress.app.add_route("/v1/boom", boom, methods=["POST"])
+    transport = httpx.ASGITransport(app=ingress.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as http:
+        r = await http.post("/v1/boom", json={})
+    assert (
+        r.status_code == 500 and error_kind("/v1/chat/completions", r.json()) == "server_error/internal_error"
+    )
+    assert "KeyError" not in r.text
+    ours = [rec for rec in caplog.records if rec.name == "switchyard.ingress"]
+    assert len(ours) == 1 and ours[0].exc_info is None
+    assert r.headers["x-request-id"] in ours[0].getMessage()
+    with pytest.raises(KeyError):  # what the server sees, and logs with its traceback
+        async with asgi_client(ingress) as http:
+            await http.post("/v1/boom", json={})

@@ -127,6 +127,8 @@ async def test_ledger_killed_mid_load_keeps_every_request_exactly_once(tmp_path:
                 "sum(failovers) AS failovers, sum(streamed) AS streamed FROM requests_by_minute",
             )
         )[0]
+        # The rollup's materialized view runs once per insert, so its sum counts inserts: a
+        # duplicate that a merge of `requests` had already collapsed would still show here.
         assert rollup["n"] == LOAD
         assert rollup["prompt"] == raw["prompt"]
         assert Decimal(rollup["cost"]) == Decimal(raw["cost"])

@@ -17,6 +17,30 @@ def test_registered_secrets_and_credential_shapes_are_masked() -> None:
     assert redact("nothing secret here") == "nothing secret here"
 
 
+def test_generated_keys_are_masked_and_words_and_paths_are_not() -> None:
+    """Only real key shapes: a checkout folder `sy-…` was logged as `sy***`."""
+    import secrets
+
+    from switchyard.tenancy import dashboard_token, new_admin_token, new_secret
+
+    for key in (
+        new_secret(),
+        dashboard_token("sy-admin-x"),
+        new_admin_token(),
+        "sk-" + secrets.token_urlsafe(36),  # OpenAI's legacy shape
+        "sk-proj-" + secrets.token_urlsafe(100),
+        "sk-ant-api03-" + secrets.token_urlsafe(70),
+    ):
+        assert redact(f"using {key} now") == "using *** now", key
+    for ordinary in (
+        "/home/ada/src/sy-gateway-checkout/switchyard.toml",
+        "cd sy-truth-worktree-16 && make run",
+        "sk-learn-style-package-name",
+        "the monkey=bananas and the turkey: roasted",  # words ending in `key` are not `key=`
+    ):
+        assert redact(ordinary) == ordinary
+
+
 def test_filter_redacts_messages_args_and_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
     register_secret("hunter2-but-longer")
     logger = logging.getLogger("test.redaction")
@@ -48,7 +72,9 @@ def test_uvicorn_loggers_pass_the_redaction_filter(capsys: pytest.CaptureFixture
     register_secret("uvicorn-leak-123456")
     # uvicorn warns (bad requests, failed handshakes) on these two; its access log is off.
     for name in ("uvicorn", "uvicorn.error"):
-        logging.getLogger(name).warning("invalid request with key uvicorn-leak-123456 and sk-abcdef123456789")
+        logging.getLogger(name).warning(
+            "invalid request with key uvicorn-leak-123456 and sk-abcdef1234567890XYZ"
+        )
     err = capsys.readouterr().err
     assert err.count("WARNING test uvicorn") == 2 and err.count("***") == 4
-    assert "uvicorn-leak-123456" not in err and "sk-abcdef123456789" not in err
+    assert "uvicorn-leak-123456" not in err and "sk-abcdef1234567890XYZ" not in err

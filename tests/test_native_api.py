@@ -92,6 +92,43 @@ def test_bad_bodies_raise_invalid_request_naming_the_field(raw: bytes, needle: s
     assert needle in info.value.message
 
 
+USER = b'[{"role":"user","content":"x"}]'
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        (b'{"model":"auto","messages":[{"role":"user"}]}', "messages.0.content"),
+        (b'{"model":"auto","messages":[{"role":"system","content":null}]}', "messages.0.content"),
+        (b'{"model":"auto","messages":[{"role":"assistant"}]}', "messages.0.content"),
+        (b'{"model":"auto","messages":' + USER + b',"stream":"yes"}', "stream"),
+        (b'{"model":"auto","messages":' + USER + b',"stream":1}', "stream"),
+        (b'{"model":"auto","messages":' + USER + b',"max_tokens":"5"}', "max_tokens"),
+        (b'{"model":"auto","messages":' + USER + b',"temperature":"0.5"}', "temperature"),
+        (b'{"model":"auto","messages":' + USER + b',"seed":1.5}', "seed"),
+        (b'{"model":"auto","messages":' + USER + b',"metadata":{"team":null}}', "metadata.team"),
+    ],
+)
+def test_strict_types_and_a_message_without_content_are_refused_naming_the_field(
+    raw: bytes, param: str
+) -> None:
+    """Strict like the OpenAI and Anthropic bodies: no "yes" taken for true, no empty turns."""
+    with pytest.raises(GatewayError) as info:
+        native.parse_body(raw)
+    assert info.value.code == "invalid_request" and info.value.param == param, info.value.message
+
+
+def test_an_assistant_turn_with_only_tool_calls_needs_no_content() -> None:
+    call = b'{"id":"c1","function":{"name":"look","arguments":"{}"}}'
+    body = native.parse_body(
+        b'{"model":"auto","messages":[{"role":"user","content":"x"},{"role":"assistant","tool_calls":['
+        + call
+        + b']},{"role":"tool","tool_call_id":"c1","content":"seen"}],"temperature":1,"stream":true}'
+    )
+    request = native.to_request(body)
+    assert request.messages[1].tool_calls[0].id == "c1" and request.stream and request.temperature == 1.0
+
+
 def test_response_and_chunk_json_shapes() -> None:
     response = invoke_pb2.InvokeResponse(
         request_id="r",

@@ -79,8 +79,8 @@ def test_line_splitter_handles_every_line_ending_and_characters_split_across_rea
     ("status", "code", "retryable"),
     [
         (400, "invalid_request", False),
-        (401, "unauthorized", False),
-        (403, "permission_denied", False),
+        (401, "provider_auth_failed", True),  # the gateway's own key: fail over, not the caller's 401
+        (403, "provider_auth_failed", True),
         (404, "not_found", False),
         (408, "timeout", True),
         (413, "payload_too_large", False),
@@ -153,7 +153,9 @@ def test_each_providers_error_body_becomes_one_neutral_error() -> None:
         _body({"error": {"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT",
                          "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}}),
     )  # fmt: skip
-    assert (bad_key.code, bad_key.retryable, bad_key.provider_status) == ("unauthorized", False, 400)
+    assert (bad_key.code, bad_key.retryable, bad_key.provider_status) == ("provider_auth_failed", True, 400)
+    assert bad_key.http_status == 502 and "credentials" in bad_key.message
+    assert "API key not valid" not in bad_key.message and "API key not valid" in bad_key.detail
 
     quota = error_from_response(
         "gemini",
@@ -172,9 +174,8 @@ def test_each_providers_error_body_becomes_one_neutral_error() -> None:
                "type": "invalid_request_message_error"}),
     )  # fmt: skip
     assert mistral.code == "unprocessable" and not mistral.retryable and "extra_forbidden" in mistral.message
-    assert (
-        "Unauthorized" in error_from_response("mistral", 401, {}, _body({"message": "Unauthorized"})).message
-    )
+    revoked = error_from_response("mistral", 401, {}, _body({"message": "Unauthorized"}))
+    assert revoked.code == "provider_auth_failed" and "Unauthorized" in revoked.detail
     html = error_from_response("proxy", 502, {}, b"<html>Bad Gateway</html>")
     assert html.code == "upstream_error" and "Bad Gateway" in html.message
     empty = error_from_response("openai", 500, {}, b"")
@@ -207,13 +208,26 @@ def test_transport_failures() -> None:
         "p", aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "refused"))
     )
     assert (refused.code, refused.retryable) == ("unavailable", True)
-    assert "127.0.0.1:9" in refused.message
+    assert refused.message == "could not connect to p"  # no host or port for the client...
+    assert "127.0.0.1:9" in refused.detail  # ...but the operator has them
     slow = error_from_exception("p", aiohttp.ConnectionTimeoutError("slow"), "connect")
     assert slow.code == "timeout" and slow.message.startswith("connecting to p timed out")
     cut = error_from_exception("p", aiohttp.ServerDisconnectedError(), "mid-stream")
     assert cut.code == "upstream_error" and cut.retryable and "mid-stream" in cut.message
     short = error_from_exception("p", aiohttp.ClientPayloadError("Response payload is not completed"))
     assert short.code == "upstream_error" and "closed the connection" in short.message
+    chunked = error_from_exception(
+        "p",
+        aiohttp.ClientPayloadError("Response payload is not completed: <TransferEncodingError: 400>"),
+        "mid-stream",
+    )
+    assert chunked.message == "p closed the connection (mid-stream)"
+    assert "TransferEncodingError" in chunked.detail and "ClientPayloadError" in chunked.detail
+    odd = error_from_exception("p", KeyError("choices"))
+    assert odd.message == "p transport error" and "KeyError" in odd.detail
+    for error in (refused, slow, cut, short, chunked, odd):
+        assert "Error" not in error.message and "127.0.0.1" not in error.message, error.message
+        assert error.detail and error.detail not in str(error.to_proto("r"))  # never on the wire
 
 
 def test_deadline_takes_the_tighter_of_the_deployment_total_and_the_request_deadline() -> None:

@@ -159,6 +159,29 @@ model = "gemini-2.5-flash"
 base_url = "{fakes["gemini"].base_url}"
 timeouts = {TIMEOUTS}
 
+# So are the cases of a provider refusing the gateway's key: that opens the deployment's
+# breaker at once, whatever `breaker_failures` says (a revoked key does not heal by itself).
+[[deployments]]
+id = "anthropic-auth/claude-haiku-4-5"
+provider = "anthropic"
+model = "claude-haiku-4-5"
+base_url = "{fakes["anthropic"].base_url}"
+timeouts = {TIMEOUTS}
+
+[[deployments]]
+id = "gemini-auth/gemini-2.5-flash"
+provider = "gemini"
+model = "gemini-2.5-flash"
+base_url = "{fakes["gemini"].base_url}"
+timeouts = {TIMEOUTS}
+
+[[deployments]]
+id = "mistral-auth/mistral-small-latest"
+provider = "mistral"
+model = "mistral-small-latest"
+base_url = "{fakes["mistral"].base_url}"
+timeouts = {TIMEOUTS}
+
 # Only the failover test uses this primary (no error history from other tests), and its
 # higher quality makes it the first choice under a quality-only strategy.
 [[deployments]]
@@ -486,11 +509,17 @@ async def test_tool_results_and_images_reach_the_upstream_in_its_shape(
 
 # (provider, behaviour, HTTP status at the gateway, neutral code, upstream status in the attempt)
 RATE_LIMITED_MODELS = {"openai": "openai-rl/gpt-4o-mini", "gemini": "gemini-rl/gemini-2.5-flash"}
+AUTH_FAILED_MODELS = {
+    "anthropic": "anthropic-auth/claude-haiku-4-5",
+    "gemini": "gemini-auth/gemini-2.5-flash",
+    "mistral": "mistral-auth/mistral-small-latest",
+}
 ERROR_CASES = [
     ("openai", Behavior(status=400), 400, "invalid_request", 400),
-    ("anthropic", Behavior(status=401), 401, "unauthorized", 401),
-    ("gemini", Behavior(status=401), 401, "unauthorized", 400),  # Gemini: 400 API_KEY_INVALID
-    ("mistral", Behavior(status=403), 403, "permission_denied", 403),
+    # The provider refusing the gateway's own key: a 502 of its own, never the caller's 401.
+    ("anthropic", Behavior(status=401), 502, "provider_auth_failed", 401),
+    ("gemini", Behavior(status=401), 502, "provider_auth_failed", 400),  # Gemini: 400 API_KEY_INVALID
+    ("mistral", Behavior(status=403), 502, "provider_auth_failed", 403),
     ("openai", Behavior(status=404), 404, "not_found", 404),
     ("mistral", Behavior(status=422), 422, "unprocessable", 422),
     ("local", Behavior(status=408), 504, "timeout", 408),
@@ -514,7 +543,9 @@ async def test_upstream_errors_map_to_one_neutral_error(
     upstream: int,
 ) -> None:
     fakes[provider].behave(behavior)
-    model = RATE_LIMITED_MODELS[provider] if code == "rate_limited" else MODELS[provider]
+    model = {"rate_limited": RATE_LIMITED_MODELS, "provider_auth_failed": AUTH_FAILED_MODELS}.get(
+        code, MODELS
+    )[provider]
     r = await invoke(stack, model=model)
     assert r.status_code == status, r.text
     error = r.json()["error"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -123,3 +124,53 @@ async def test_a_consumer_that_leaves_mid_stream_cancels_the_upstream_call(
             break  # the client went away after the first frame
     assert await asyncio.wait_for(cancels.get(), 5) == subjects.cancel("req_left")
     assert exchange.finished and client.in_flight == 0
+
+
+async def test_a_request_the_bus_refuses_is_one_internal_error_not_a_cancelled_one(
+    nats_server: NatsServer,
+) -> None:
+    """A publish that fails (here: a closed connection; in the field: a body over the bus's
+    max_payload) was a 500 counted as `cancelled`. It is an error frame like any other now:
+    answered with a request id in the caller's dialect, counted once as `internal`."""
+    from prometheus_client import REGISTRY
+
+    def counted(status: str) -> float:
+        labels = {"api": "native", "status": status}
+        return REGISTRY.get_sample_value("switchyard_ingress_requests_total", labels) or 0.0
+
+    nc = await bus.connect(nats_server.url, "test-reply-loop-closed")
+    client = GatewayClient(nc)
+    await client.start()
+    await nc.close()
+    internal, cancelled = counted("internal"), counted("cancelled")
+    exchange = await open_exchange(client, request("req_unsent", stream=False), timeout_s=5)
+    assert isinstance(exchange.first, GatewayError) and exchange.first.code == "internal"
+    assert "Error" not in exchange.first.message  # no library class names for the client
+    assert exchange.settle() is exchange.first
+    assert (counted("internal"), counted("cancelled")) == (internal + 1, cancelled)
+    assert exchange.finished and client.in_flight == 0
+
+
+async def test_closing_the_bus_connection_is_not_a_disconnection(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`nats: disconnected` was printed on every start and every CLI call (each closes its
+    connection); a connection lost to the server is still warned about."""
+    from switchyard import bus
+
+    caplog.set_level(logging.INFO, logger="switchyard.bus")
+    nc = await bus.connect(nats_server.url, "test-close")
+    await nc.close()
+    nc = await bus.connect(nats_server.url, "test-drain")
+    await nc.drain()
+    assert not [r for r in caplog.records if "disconnected" in r.getMessage()]
+    nc = await bus.connect(nats_server.url, "test-lost")
+    try:
+        nats_server.stop()
+        for _ in range(100):  # bounded: the client notices the closed socket at once
+            if any("disconnected" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.05)
+        assert [r.levelno for r in caplog.records if "disconnected" in r.getMessage()] == [logging.WARNING]
+    finally:
+        await nc.close()

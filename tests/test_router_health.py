@@ -122,6 +122,22 @@ def test_failures_open_the_breaker_which_blocks_until_half_open() -> None:
     assert book.view("a", 5.3, stream=False).breaker is BreakerState.CLOSED
 
 
+def test_the_provider_refusing_the_gateways_key_takes_the_deployment_out_at_once() -> None:
+    """One `provider_auth_failed` opens the breaker (no count to reach: a revoked key does not
+    heal); half-open trials find the fixed key, and a failed trial doubles the wait."""
+    book = HealthBook(TUNING)
+    book.observe("a", Sample(ok=False, error_code="provider_auth_failed"), 0.0)
+    view = book.view("a", 0.0, stream=False)
+    assert view.breaker is BreakerState.OPEN and view.blocked_reason == "circuit_open"
+    assert book.view("a", 5.0, stream=False).breaker is BreakerState.HALF_OPEN
+    book.observe("a", Sample(ok=False, error_code="provider_auth_failed"), 5.0)  # still revoked
+    assert book.view("a", 5.0, stream=False).blocked_for_s == pytest.approx(10.0)
+    book.observe("a", Sample(ok=False, error_code="provider_auth_failed"), 6.0)  # a straggler
+    assert book.view("a", 6.0, stream=False).blocked_for_s == pytest.approx(9.0)
+    book.observe("a", Sample(ok=True, latency_ms=50.0), 15.0)  # the key was rotated
+    assert book.view("a", 15.0, stream=False).breaker is BreakerState.CLOSED
+
+
 def test_retry_after_keeps_a_deployment_aside_for_that_long_without_tripping_the_breaker() -> None:
     book = HealthBook(TUNING)
     for t in (0.0, 0.1, 0.2):

@@ -84,6 +84,13 @@ adapter = "demo"
 options = {{ fail_status = 400 }}
 
 [[deployments]]
+id = "auth/revoked"
+provider = "demo"
+model = "revoked"
+adapter = "demo"
+options = {{ fail_status = 401 }}  # the provider refusing the gateway's own key
+
+[[deployments]]
 id = "fo/mid-stream"
 provider = "demo"
 model = "mid-stream"
@@ -128,6 +135,9 @@ deployments = ["fo/broken", "fo/fallback"]
 
 [routes.client-error]
 deployments = ["fo/bad-request", "fo/fallback"]
+
+[routes.revoked-key]
+deployments = ["auth/revoked", "fo/fallback"]
 
 [routes.mid-stream]
 deployments = ["fo/mid-stream", "fo/fallback"]
@@ -359,3 +369,40 @@ async def test_a_failing_deployment_is_skipped_once_its_breaker_opens_on_every_r
                 await asyncio.sleep(0.1)
         assert probes >= 1, "the breaker never let a trial request through"
         assert streak == 5, "the healed deployment did not win its traffic back"
+
+
+async def test_a_revoked_provider_key_fails_over_and_takes_its_deployment_out_of_rotation(
+    routing_stack: Stack,
+) -> None:
+    """Upstream 401 for the gateway's key: the caller (whose key is fine) gets the fallback's
+    answer, not a 401; the attempt is `provider_auth_failed`; and the deployment's breaker opens
+    on that first failure, below `breaker_failures` (3), so the next requests skip it."""
+    async with httpx.AsyncClient(
+        base_url=routing_stack.ingress_url, headers=routing_stack.headers, timeout=30
+    ) as http:
+        r = await http.post("/llm.invoke", json=ask("revoked-key"))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["deployment"] == "fo/fallback"
+        assert [(a["deployment"], a["status"]) for a in body["attempts"]] == [
+            ("auth/revoked", "error"),
+            ("fo/fallback", "ok"),
+        ]
+        assert body["attempts"][0]["error"]["code"] == "provider_auth_failed"
+        rows = await attempt_rows(routing_stack, body["request_id"], 2)
+        assert [(a["deployment_id"], a["error_code"]) for a in rows] == [
+            ("auth/revoked", "provider_auth_failed"),
+            ("fo/fallback", ""),
+        ]
+        tried, skipped = 1, None
+        for _ in range(10):
+            r = await http.post("/llm.invoke", json=ask("revoked-key"))
+            assert r.status_code == 200, r.text
+            body = r.json()
+            if candidate(body, "auth/revoked").get("excluded") == "circuit_open":
+                skipped = body
+                break
+            tried += 1
+    assert skipped is not None, "the revoked deployment was never taken out of rotation"
+    assert [a["deployment"] for a in skipped["attempts"]] == ["fo/fallback"]
+    assert tried < 3, f"{tried} requests paid for the revoked key before its breaker opened"

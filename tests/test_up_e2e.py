@@ -162,3 +162,18 @@ async def test_up_serves_records_restarts_and_stops_cleanly(tmp_path: Path) -> N
 def test_make_run_uses_the_same_command() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "$(BIN)/switchyard up" in makefile
+
+
+def test_the_banner_shows_the_sdk_base_urls_and_how_to_turn_grpc_on(tmp_path: Path) -> None:
+    """No processes: what `make run` prints for a new user pointing an SDK at the gateway."""
+    from switchyard.settings import Settings
+    from switchyard.supervisor import Stack as Supervised
+
+    banner = Supervised(Settings(data_dir=tmp_path, port=8099, dashboard_port=8098)).banner()
+    assert re.search(r"OpenAI SDKs\s+base_url=http://127\.0\.0\.1:8099/v1\n", banner)
+    assert re.search(r"Anthropic SDKs\s+base_url=http://127\.0\.0\.1:8099\n", banner)
+    assert "SWITCHYARD_GRPC_PORT=<port> make run" in banner
+    with_grpc = Supervised(
+        Settings(data_dir=tmp_path, port=8099, grpc_port=50077, dashboard_port=8098)
+    ).banner()
+    assert re.search(r"gRPC\s+127\.0\.0\.1:50077 ", with_grpc)

@@ -75,6 +75,19 @@ PRUNE_EVERY_S = 60.0
 # completion events of this long (plus the lease TTL) before it serves.
 SNAPSHOT_EVERY_S = 2.0
 SNAPSHOT_KEY = "authority"
+# A new leader waiting longer than this for the ledger to answer its rebuild warns.
+REBUILD_QUIET_S = 30.0
+
+
+def rebuild_wait_level(waited_s: float, tries: int) -> int:
+    """How loudly a new leader says its rebuild must wait: at start-up the ledger is usually
+    not up yet, so that is said once (INFO), then quietly (DEBUG), and warned only if it lasts
+    past REBUILD_QUIET_S."""
+    if waited_s > REBUILD_QUIET_S:
+        return logging.WARNING
+    return logging.INFO if tries == 0 else logging.DEBUG
+
+
 # With no completion for this many 1 s fetches, check that the settlement reader still exists.
 SETTLE_PROBE_EVERY = 3
 SETTLE_BATCH = 256
@@ -202,6 +215,7 @@ class BudgetService(BusService):
                 await asyncio.sleep(0.5)
 
     async def _take_over(self) -> None:
+        since, tries = time.monotonic(), 0
         while self.lease.valid():
             try:
                 restored = await self._restore_from_snapshot()
@@ -217,7 +231,9 @@ class BudgetService(BusService):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a leader that cannot rebuild retries rather than exits
-                self.log.warning("rebuild not possible yet (%s): retrying", exc)
+                level = rebuild_wait_level(time.monotonic() - since, tries)
+                self.log.log(level, "rebuild not possible yet (%s): retrying", exc)
+                tries += 1
                 await asyncio.sleep(1.0)
         else:
             return

@@ -43,13 +43,14 @@ from .dialects import (
     NATIVE,
     OPENAI,
     RESPONSES,
+    count_refusal,
     dialect_for_path,
     error_headers,
     new_request_id,
     request_id_headers,
 )
 from .edge import AdmissionMiddleware, EdgeMiddleware, Overload, Scope, limits_from, poll_ledger_lag
-from .exchange import REQUESTS, Exchange, open_exchange
+from .exchange import Exchange, count, open_exchange
 from .ledger_row import request_row_json
 from .openapi import openapi_document
 from .responses_http import ResponsesEndpoints
@@ -200,8 +201,10 @@ class Ingress:
 
     # Errors raised before a request is published (a malformed body, a bad hint header, an
     # unknown path or method) get a request id of their own, as the edge's refusals do.
+    # Each is counted here (these requests were never published, so no exchange counts them).
     async def _on_gateway_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
+        count_refusal(request.url.path, exc)
         return error_response(exc, new_request_id(), dialect_for_path(request.url.path))
 
     async def _on_http_exception(self, request: Request, exc: Exception) -> Response:
@@ -210,12 +213,17 @@ class Ingress:
             exc.status_code, ErrorCode.INVALID_REQUEST
         )
         error = GatewayError(code, f"{request.method} {request.url.path}: {exc.detail}")
+        count_refusal(request.url.path, error)
         return error_response(error, new_request_id(), dialect_for_path(request.url.path))
 
     async def _on_exception(self, request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s", request.url.path)
+        # One line with the id the caller was given; not the traceback: Starlette re-raises
+        # the exception after this answer and uvicorn logs it with its traceback, once.
+        request_id = new_request_id()
+        log.error("unhandled %s on %s, answered 500 as %s", type(exc).__name__, request.url.path, request_id)
         error = GatewayError(ErrorCode.INTERNAL, "internal error")
-        return error_response(error, new_request_id(), dialect_for_path(request.url.path))
+        count_refusal(request.url.path, error)
+        return error_response(error, request_id, dialect_for_path(request.url.path))
 
     def admit(
         self, request: invoke_pb2.InvokeRequest, headers: Mapping[str, str]
@@ -271,6 +279,7 @@ class Ingress:
         anthropic = "anthropic-version" in http.headers
         if name not in self.catalog.model_names():
             error = GatewayError(ErrorCode.MODEL_NOT_FOUND, f"unknown model {name!r}", param="model")
+            count_refusal(http.url.path, error)
             return error_response(error, new_request_id(), ANTHROPIC if anthropic else OPENAI)
         if anthropic:
             return JSONResponse(anthropic_api.model_json(name))
@@ -328,7 +337,7 @@ class Ingress:
 
     def count(self, request: invoke_pb2.InvokeRequest, status: str) -> None:
         """A request refused before it was published (no exchange, no span)."""
-        REQUESTS.labels(request.api, status).inc()
+        count(request.api, status)
 
     async def relay(self, api: HttpApi, parsed: Parsed) -> Response:
         """Publish, then answer with the final answer (JSON) or stream the frames (SSE), in the

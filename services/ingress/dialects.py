@@ -20,6 +20,7 @@ from .api_kit import HttpApi
 from .completions_api import CompletionsApi
 from .edge import Scope, Send
 from .embeddings_api import EmbeddingsApi
+from .exchange import count
 from .native import NativeApi
 from .openai_api import OpenAIApi
 from .responses_api import ResponsesApi
@@ -85,6 +86,17 @@ def edge_error(
     return status or dialect_status, headers, body
 
 
+def api_label(path: str) -> str:
+    """The `api` metrics label of a request refused before it was published: the API whose
+    dialect its path speaks, or "admin" for the admin API."""
+    return "admin" if path.startswith("/admin/") else dialect_for_path(path).name
+
+
+def count_refusal(path: str, error: GatewayError) -> None:
+    """Count a request answered with `error` before it was published (exchange.count)."""
+    count(api_label(path), error.code)
+
+
 async def reject(
     scope: Scope,
     send: Send,
@@ -94,7 +106,9 @@ async def reject(
     request_id: str = "",
 ) -> None:
     """Answer `error` from ASGI middleware (edge limits, authentication), in the caller's
-    dialect (see edge_error); `headers` are added (WWW-Authenticate, say)."""
+    dialect (see edge_error); `headers` are added (WWW-Authenticate, say). Counted here, so
+    every refusal of the edge and of authentication is in the request metrics."""
+    count_refusal(scope.get("path", ""), error)
     status, base, body = edge_error(scope.get("path", ""), error, status, request_id)
     await send({"type": "http.response.start", "status": status, "headers": [*base, *headers]})
     await send({"type": "http.response.body", "body": body})

@@ -9,10 +9,18 @@ or, when the caller went away first, its upstream call cancelled.
 
 Errors stay GatewayError values inside the process (see client.Frame); only the edge renders
 them (an HTTP body in the caller's dialect, a gRPC status, an error frame to a gRPC stream).
+
+`count` is the one place an answered request is counted, with its real outcome: `ok`, the
+neutral error code it was answered with, or `cancelled` when the caller went away. Published
+requests are counted when they finish; requests refused before they were published (by the
+edge, authentication, a malformed body) are counted where the refusal is rendered
+(dialects.reject, the app's error handlers, the gRPC interceptor and servicer).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator
 
@@ -20,7 +28,7 @@ from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
 from switchyard import genai, metrics, telemetry
-from switchyard.errors import GatewayError
+from switchyard.errors import ErrorCode, GatewayError
 from switchyard.v1 import invoke_pb2
 from switchyard.vocab import Status
 
@@ -34,7 +42,17 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 tracer = telemetry.tracer("switchyard.ingress")
+log = logging.getLogger("switchyard.ingress")
 SERVICE = "ingress"
+
+
+def count(api: str, status: str) -> None:
+    """One answered request: `status` is "ok", "cancelled" or the error code it was answered
+    with. Both request families move together, and an error also moves the error family."""
+    REQUESTS.labels(api, status).inc()
+    metrics.REQUESTS.labels(SERVICE, status).inc()
+    if status != Status.OK:
+        metrics.ERRORS.labels(SERVICE, status).inc()
 
 
 class Exchange:
@@ -70,6 +88,7 @@ class Exchange:
         a consumer that stops before that (the client went away) cancels the upstream call.
         Iterate inside `contextlib.aclosing`, so that happens at once."""
         frame = self.first
+        outcome: str = Status.CANCELLED  # how an unfinished request ends: the consumer stopped
         try:
             while True:
                 if isinstance(frame, GatewayError):
@@ -80,11 +99,14 @@ class Exchange:
                 if self.finished:
                     return
                 frame = await self.replies.next()
+        except Exception:
+            outcome = ErrorCode.INTERNAL  # our failure, not the caller's going away
+            raise
         finally:
             if self.finished:
                 self.client.close(self.request.request_id)
             else:
-                self.finish(Status.CANCELLED)
+                self.finish(outcome)
                 await self.client.cancel(self.request.request_id)
 
     def finish(self, status: str, final: invoke_pb2.InvokeResponse | None = None) -> None:
@@ -93,15 +115,13 @@ class Exchange:
             return
         self.finished = True
         elapsed = time.perf_counter() - self.started
-        REQUESTS.labels(self.request.api, status).inc()
+        count(self.request.api, status)
         metrics.IN_FLIGHT.labels(SERVICE).dec()
-        metrics.REQUESTS.labels(SERVICE, status).inc()
         metrics.DURATION.labels(SERVICE).observe(elapsed)
         if final is not None:
             LATENCY.labels(self.request.api).observe(elapsed)
             self.span.set_attributes(genai.response_attributes(final))
         else:
-            metrics.ERRORS.labels(SERVICE, status).inc()
             self.span.set_attribute("error.type", status)
             self.span.set_status(trace.StatusCode.ERROR, status)
         self.span.end()
@@ -114,7 +134,9 @@ async def open_exchange(
     error). The request's root span starts here and its context rides the NATS headers, so the
     router, the worker and the ledger continue one trace. A caller that goes away while this
     waits (an HTTP client disconnecting, a gRPC call cancelled or past its deadline) cancels
-    the upstream call."""
+    the upstream call. A request that cannot be sent (the bus refuses it) becomes an error
+    frame like any other, so it is answered in its caller's dialect with its request id and
+    counted once as what it is, not as a caller who went away."""
     span = tracer.start_span(
         genai.span_name(request.model),
         kind=trace.SpanKind.SERVER,
@@ -129,6 +151,13 @@ async def open_exchange(
             exchange.first, exchange.unpublished = error, True
             return exchange
         exchange.first = await exchange.replies.next()
+    except GatewayError as error:
+        exchange.first = error
+    except Exception:
+        log.exception("request %s could not be sent", request.request_id)
+        exchange.first = GatewayError(ErrorCode.INTERNAL, "internal error: the request could not be sent")
+        with contextlib.suppress(Exception):
+            await client.cancel(request.request_id)  # in case it went out before the failure
     except BaseException:
         exchange.finish(Status.CANCELLED)
         await client.cancel(request.request_id)

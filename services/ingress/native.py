@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from switchyard import choices, units
 from switchyard.errors import ErrorCode, GatewayError
@@ -70,10 +70,18 @@ class ToolCallIn(_Strict):
 
 class MessageIn(_Strict):
     role: Literal["system", "user", "assistant", "tool"]
-    content: str | list[ContentPartIn] | None = None
-    tool_calls: list[ToolCallIn] | None = None
+    tool_calls: list[ToolCallIn] | None = None  # before content: its check reads it
+    content: str | list[ContentPartIn] | None = Field(None, validate_default=True)
     tool_call_id: str | None = None
     name: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content_unless_tool_calls(cls, content: Any, info: ValidationInfo) -> Any:
+        # A message with nothing in it reached the provider as an empty turn (or its 400).
+        if content is None and not (info.data.get("role") == "assistant" and info.data.get("tool_calls")):
+            raise ValueError("content is required (only an assistant message with tool_calls may omit it)")
+        return content
 
 
 class FunctionIn(_Strict):
@@ -113,8 +121,10 @@ class InvokeBody(_Strict):
 
 
 def parse_body(raw: bytes, max_depth: int = 64) -> InvokeBody:
-    """Raise GatewayError(invalid_request) naming the problem for any malformed body."""
-    return parse_json_body(raw, InvokeBody, max_depth=max_depth)
+    """Raise GatewayError(invalid_request) naming the problem for any malformed body. Strict,
+    as the OpenAI and Anthropic bodies are: `"stream": "yes"` or `"max_tokens": "5"` is a 400
+    naming the field, not a value coerced into something the caller may not have meant."""
+    return parse_json_body(raw, InvokeBody, strict=True, max_depth=max_depth)
 
 
 def _content(message: invoke_pb2.Message, content: str | list[Any] | None) -> None:

@@ -2,8 +2,13 @@
 Retry-After). Pure: status codes, headers and body bytes in, an error out.
 
 Retryable (another deployment may succeed): connect errors, timeouts, 408, 409, 429, 5xx and
-Anthropic's 529 overloaded. Not retryable: the other 4xx (400/401/403/404/413/422), which would
-fail the same way anywhere.
+Anthropic's 529 overloaded, and 401/403 — the provider refusing the gateway's own key
+(`provider_auth_failed`: another deployment has another key, and the caller's key was fine).
+Not retryable: the other 4xx (400/404/413/422), which would fail the same way anywhere.
+
+Client-facing messages name the provider and what went wrong, never a host, a port or a
+library's exception text: those go into `GatewayError.detail` (logs and the ledger's attempt
+rows, which are for operators).
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from switchyard.logs import redact
 # upstream HTTP status -> (neutral code, retryable)
 STATUS_CODES: dict[int, tuple[str, bool]] = {
     400: (ErrorCode.INVALID_REQUEST, False),
-    401: (ErrorCode.UNAUTHORIZED, False),
-    403: (ErrorCode.PERMISSION_DENIED, False),
+    401: (ErrorCode.PROVIDER_AUTH_FAILED, True),
+    403: (ErrorCode.PROVIDER_AUTH_FAILED, True),
     404: (ErrorCode.NOT_FOUND, False),
     408: (ErrorCode.TIMEOUT, True),
     409: (ErrorCode.UPSTREAM_ERROR, True),
@@ -142,17 +147,25 @@ def error_from_response(provider: str, status: int, headers: Mapping[str, str], 
     if kind == "overloaded_error":  # Anthropic: 529, also seen on 503 and inside streams
         code, retryable = ErrorCode.OVERLOADED, True
     if "API_KEY_INVALID" in _google_reasons(err):  # Gemini answers a bad key with 400
-        code, retryable = ErrorCode.UNAUTHORIZED, False
+        code, retryable = ErrorCode.PROVIDER_AUTH_FAILED, True
     retry_after = retry_after_seconds(headers) or _google_retry_delay(err)
     label = f"{status} {kind}".strip()
     text = redact(message or _reason_phrase(status))
+    full = f"{provider} returned {label}: {text}"[:MAX_MESSAGE_CHARS]
+    if code == ErrorCode.PROVIDER_AUTH_FAILED:
+        # The upstream's text ("Incorrect API key provided: sk-…") is about the gateway's key:
+        # the operator's to read, and it would read to the caller as if their own key were bad.
+        return GatewayError(
+            code,
+            f"{provider} refused the gateway's credentials for this deployment ({status})",
+            retryable=retryable,
+            provider_status=status,
+            retry_after_s=retry_after,
+            provider=provider,
+            detail=full,
+        )
     return GatewayError(
-        code,
-        f"{provider} returned {label}: {text}"[:MAX_MESSAGE_CHARS],
-        retryable=retryable,
-        provider_status=status,
-        retry_after_s=retry_after,
-        provider=provider,
+        code, full, retryable=retryable, provider_status=status, retry_after_s=retry_after, provider=provider
     )
 
 
@@ -182,34 +195,23 @@ def error_from_stream_event(provider: str, payload: Mapping[str, Any]) -> Gatewa
 
 
 def error_from_exception(provider: str, exc: BaseException, phase: str = "") -> GatewayError:
-    """Transport failures (aiohttp's exceptions): nothing, or not everything, came back."""
+    """Transport failures (aiohttp's exceptions): nothing, or not everything, came back. The
+    message says what happened in the caller's terms; the exception's text (a host and port, a
+    library's error name) is the operator's, in `detail`."""
     where = f" ({phase})" if phase else ""
+    detail = f"{type(exc).__name__}: {redact(str(exc))}"[:MAX_MESSAGE_CHARS]
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return GatewayError(
-            ErrorCode.TIMEOUT, f"connecting to {provider} timed out{where}", provider=provider
-        )
-    if isinstance(exc, aiohttp.ServerTimeoutError):
-        return GatewayError(ErrorCode.TIMEOUT, f"{provider} timed out{where}", provider=provider)
-    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, DNS, TLS handshake, proxy
-        return GatewayError(
-            ErrorCode.UNAVAILABLE,
-            f"could not connect to {provider}: {redact(str(exc))[:200]}",
-            provider=provider,
-        )
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
-        return GatewayError(
-            ErrorCode.UPSTREAM_ERROR,
-            f"{provider} closed the connection{where}: {redact(str(exc))[:200]}",
-            provider=provider,
-        )
-    if isinstance(exc, aiohttp.ClientResponseError):  # a status line or headers that do not parse
-        return GatewayError(
-            ErrorCode.UPSTREAM_ERROR,
-            f"{provider} sent an invalid HTTP response{where}: {redact(exc.message)[:200]}",
-            provider=provider,
-        )
-    return GatewayError(
-        ErrorCode.UPSTREAM_ERROR,
-        f"{provider} transport error{where}: {type(exc).__name__}",
-        provider=provider,
-    )
+        code, message = ErrorCode.TIMEOUT, f"connecting to {provider} timed out{where}"
+    elif isinstance(exc, aiohttp.ServerTimeoutError):
+        code, message = ErrorCode.TIMEOUT, f"{provider} timed out{where}"
+    elif isinstance(exc, aiohttp.ClientConnectorError):  # refused, DNS, TLS handshake, proxy
+        code, message = ErrorCode.UNAVAILABLE, f"could not connect to {provider}"
+    elif isinstance(
+        exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)
+    ):
+        code, message = ErrorCode.UPSTREAM_ERROR, f"{provider} closed the connection{where}"
+    elif isinstance(exc, aiohttp.ClientResponseError):  # a status line or headers that do not parse
+        code, message = ErrorCode.UPSTREAM_ERROR, f"{provider} sent an invalid HTTP response{where}"
+    else:
+        code, message = ErrorCode.UPSTREAM_ERROR, f"{provider} transport error{where}"
+    return GatewayError(code, message, provider=provider, detail=detail)

@@ -25,6 +25,7 @@ from switchyard.catalog import Catalog, Deployment
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.handoff import ACK_TIMEOUT_S, hand_off
 from switchyard.lifecycle import started
+from switchyard.logs import redact
 from switchyard.service import BusService, run
 from switchyard.settings import Settings
 from switchyard.tokens import tokenizer_for, warm_up
@@ -383,11 +384,12 @@ class ProviderWorker(BusService):
                 error = GatewayError(ErrorCode.TIMEOUT, "upstream timed out", provider=deployment.provider)
             return AttemptOutcome("error", deployment, progress, error=error)
         except Exception as exc:  # an adapter bug must still end the request cleanly
-            self.log.exception("adapter %s crashed", deployment.adapter)
+            self.log.exception("adapter %s crashed on %s", deployment.adapter, request.request_id)
             error = GatewayError(
                 ErrorCode.INTERNAL,
-                f"provider adapter error: {type(exc).__name__}",
+                "provider adapter error",  # the class name and traceback are in the log line above
                 provider=deployment.provider,
+                detail=redact(f"{type(exc).__name__}: {exc}")[:500],
             )
             return AttemptOutcome("crashed", deployment, progress, error=error)
         finally:
@@ -417,7 +419,13 @@ class ProviderWorker(BusService):
             span.set_attribute("http.response.status_code", attempt.http_status)
         if error is not None:
             span.set_attribute("error.type", error.code)
-            span.set_status(trace.StatusCode.ERROR, error.message[:200])
+            span.set_status(trace.StatusCode.ERROR, (error.detail or error.message)[:200])
+            if error.detail and outcome.kind == "error":
+                # What the client's message leaves out (a host and port, the library's exception,
+                # the provider's own words about our key), for the operator, by request id.
+                self.log.warning(
+                    "%s: %s on %s: %s", dispatch.request.request_id, error.code, deployment.id, error.detail
+                )
         rate_limits = outcome.completed.rate_limits if outcome.completed is not None else None
         self._stat(dispatch, deployment, attempt, error, rate_limits)
 

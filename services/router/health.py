@@ -115,6 +115,17 @@ class CircuitBreaker:
         self.opened_at_s = None
         self.open_for_s = 0.0
 
+    def trip(self, now_s: float) -> None:
+        """Open at once, whatever the count: for a failure that will not heal by itself (the
+        provider refusing the gateway's key). Half-open trials after `open_s` find out when
+        the key has been fixed, doubling the wait while it has not."""
+        if self.state(now_s) is BreakerState.OPEN:
+            return
+        self.open_for_s = (
+            min(self.open_for_s * 2, self.max_open_s) if self.opened_at_s is not None else self.open_s
+        )
+        self.opened_at_s = now_s
+
     def record_failure(self, now_s: float) -> None:
         state = self.state(now_s)
         if state is BreakerState.HALF_OPEN:
@@ -218,6 +229,11 @@ class DeploymentHealth:
             # Throttled, not broken: keep it aside for a while instead of tripping the breaker.
             if sample.retry_after_s <= 0:
                 self.cooling_until_s = max(self.cooling_until_s, now_s + tuning.rate_limit_cooldown_s)
+            return
+        if sample.error_code == ErrorCode.PROVIDER_AUTH_FAILED:
+            # A revoked or rotated key: every request would fail the same way, so out of
+            # rotation now rather than after `breaker_failures` more callers have paid for it.
+            self.breaker.trip(now_s)
             return
         self.breaker.record_failure(now_s)
 

@@ -122,8 +122,8 @@ FAULT_KEYS = (
 # The neutral code a real adapter would map each simulated upstream status to.
 _STATUS_CODES = {
     400: ErrorCode.INVALID_REQUEST,
-    401: ErrorCode.UNAUTHORIZED,
-    403: ErrorCode.PERMISSION_DENIED,
+    401: ErrorCode.PROVIDER_AUTH_FAILED,  # the provider refusing the gateway's own key
+    403: ErrorCode.PROVIDER_AUTH_FAILED,
     404: ErrorCode.NOT_FOUND,
     408: ErrorCode.TIMEOUT,
     413: ErrorCode.PAYLOAD_TOO_LARGE,

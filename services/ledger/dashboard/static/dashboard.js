@@ -43,16 +43,21 @@ async function getJSON(url) {
 
 // ---- aggregates ----------------------------------------------------------------------
 
+// The three reads go out at once and each panel is drawn as soon as its own answer arrives:
+// one after the other, the first paint waited for the slowest (the budget authority's answer,
+// the quota samples) and the page stood empty for seconds.
 async function refresh() {
-  const data = await getJSON(`/api/overview?window=${state.window}`);
-  renderKpis(data.totals);
-  renderCharts(data.series);
-  renderByProject(data.by_project);
-  renderByModel(data.by_model);
-  renderProviders(data.providers);
-  renderHedging(data.hedging);
-  renderBudgets((await getJSON("/api/budgets")).caps);
-  renderQuotas((await getJSON(`/api/quotas?window=${state.window}`)).deployments);
+  const overview = getJSON(`/api/overview?window=${state.window}`).then((data) => {
+    renderKpis(data.totals);
+    renderCharts(data.series);
+    renderByProject(data.by_project);
+    renderByModel(data.by_model);
+    renderProviders(data.providers);
+    renderHedging(data.hedging);
+  });
+  const caps = getJSON("/api/budgets").then((data) => renderBudgets(data.caps));
+  const quotas = getJSON(`/api/quotas?window=${state.window}`).then((data) => renderQuotas(data.deployments));
+  await Promise.all([overview, caps, quotas]);
   document.body.dataset.loaded = "true";
 }
 
@@ -500,11 +505,11 @@ function init() {
     location.hash = "";
   });
   window.addEventListener("hashchange", onHash);
+  refresh().catch(console.error); // first: every panel's read is in flight before anything else
   getJSON("/api/recent?limit=50")
     .then((data) => addToFeed(data.items.slice().reverse(), false))
     .catch(console.error);
   connectFeed();
-  refresh().catch(console.error);
   onHash();
 }
 
