@@ -297,7 +297,9 @@ def test_legacy_completion_is_one_user_turn_with_openais_default_length() -> Non
         request.messages[0].role == invoke_pb2.ROLE_USER
         and request.messages[0].content[0].text == "Once upon"
     )
-    final = invoke_pb2.InvokeResponse(provider="demo", model="fast", finish_reason="length")
+    final = invoke_pb2.InvokeResponse(
+        provider="demo", model="fast", finish_reason=invoke_pb2.FINISH_REASON_LENGTH
+    )
     final.message.content.add(text=" a time")
     out = completions_api.text_completion_json(request, final)
     completions_api.TextCompletion.model_validate(out)
