@@ -71,7 +71,7 @@ HEDGING = """
 SELECT uniqExact(request_id) AS requests, countIf(hedge) AS hedges_fired,
        countIf(hedge AND status = 'ok') AS hedges_won,
        toDecimal128(sumIf(cost_usd, status = 'cancelled' AND error_code = ''), 10) AS loser_cost_usd,
-       toDecimal128(sum(cost_usd), 10) AS cost_usd
+       toDecimal128(sum(cost_usd), 10) AS total_cost_usd  -- not `cost_usd`: the alias would shadow the column
 FROM attempts FINAL
 WHERE ts >= {since:DateTime64(3, 'UTC')}
 """
@@ -184,7 +184,7 @@ def hedging_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     requests = int(row.get("requests") or 0)
     fired = int(row.get("hedges_fired") or 0)
     loser_cost = float(row.get("loser_cost_usd") or 0)
-    cost = float(row.get("cost_usd") or 0)
+    cost = float(row.get("total_cost_usd") or 0)
     return {
         "requests": requests,
         "hedges_fired": fired,
