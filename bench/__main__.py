@@ -23,12 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import orjson
 import psutil
 
+from switchyard.children import tied_to_parent
 from switchyard.natsserver import free_port
 from switchyard.tenancy_store import DEV_KEY_FILE
 
@@ -99,7 +101,7 @@ class Gateway:
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu >= 0 else None,
+                preexec_fn=_child_setup(cpu),
             )
         deadline = time.monotonic() + 90
         while "Switchyard is up." not in self.out.read_text():
@@ -132,6 +134,20 @@ class Gateway:
             self.process.wait(60)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def _child_setup(cpu: int) -> Callable[[], None]:
+    """The gateway's `preexec_fn`: it dies with the benchmark (a benchmark killed by a timeout
+    left whole gateways running) and, when pinned, runs on `cpu`."""
+    tie = tied_to_parent()
+
+    def setup() -> None:
+        if tie is not None:
+            tie()
+        if cpu >= 0:
+            os.sched_setaffinity(0, {cpu})
+
+    return setup
 
 
 def cpu_snapshot(procs: dict[str, psutil.Process]) -> dict[str, float]:
