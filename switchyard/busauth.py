@@ -256,9 +256,29 @@ class ClusterSpec:
     routes: tuple[str, ...]  # host:port of the peers (the node's own address is ignored by NATS)
 
 
-def server_config(passwords: dict[str, str], cluster: ClusterSpec | None = None) -> str:
+@dataclass(frozen=True)
+class TlsFiles:
+    """A node's certificate, its key and the CA that signed every node's certificate (PEM
+    paths). Passwords travel in the CONNECT: across hosts they must be encrypted."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+
+    def to_config(self) -> dict[str, object]:
+        # nats-server always verifies a route's peer certificate against ca_file (mutual TLS
+        # between nodes), so a node's certificate must also be valid for client auth.
+        return {"cert_file": self.cert_file, "key_file": self.key_file, "ca_file": self.ca_file}
+
+
+def server_config(
+    passwords: dict[str, str], cluster: ClusterSpec | None = None, tls: TlsFiles | None = None
+) -> str:
     """The nats-server configuration (JSON, which nats-server reads) holding the users, their
-    permissions and, on a cluster, the route credentials. Secrets: write it 0600."""
+    permissions and, on a cluster, the route credentials. Secrets: write it 0600.
+
+    With `tls` the client port accepts TLS only (plain TCP is refused) and, on a cluster, the
+    routes use it too (docs/reliability.md "TLS between services and NATS")."""
     users = []
     for role in ROLES:
         user: dict[str, object] = {"user": role, "password": passwords[role]}
@@ -269,12 +289,17 @@ def server_config(passwords: dict[str, str], cluster: ClusterSpec | None = None)
     config: dict[str, object] = {"authorization": {"users": users}}
     if cluster is not None:
         route_password = passwords[ROUTE_USER]
-        config["cluster"] = {
+        routes: dict[str, object] = {
             "name": cluster.name,
             "listen": cluster.listen,
             "authorization": {"user": ROUTE_USER, "password": route_password},
             "routes": [f"nats://{ROUTE_USER}:{route_password}@{peer}" for peer in cluster.routes],
         }
+        if tls is not None:
+            routes["tls"] = tls.to_config()
+        config["cluster"] = routes
+    if tls is not None:
+        config["tls"] = tls.to_config()
     return json.dumps(config, indent=2) + "\n"
 
 

@@ -115,17 +115,23 @@ class NatsServer:
     sync_interval: str = SYNC_INTERVAL
     passwords: dict[str, str] | None = field(default=None, repr=False)
     client_role: str = ""
+    # TLS on the client port and the routes (needs `passwords`: it goes into the same file).
+    tls: busauth.TlsFiles | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
         """The URL without credentials (what services and banners get)."""
-        return f"nats://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def scheme(self) -> str:
+        return "tls" if self.tls else "nats"
 
     @property
     def url(self) -> str:
         if self.passwords and self.client_role:
-            return f"nats://{self.client_role}:{self.passwords[self.client_role]}@{self.host}:{self.port}"
+            return f"{self.scheme}://{self.client_role}:{self.passwords[self.client_role]}@{self.host}:{self.port}"
         return self.address
 
     @property
@@ -138,7 +144,7 @@ class NatsServer:
         if self.cluster_port:
             peers = tuple(route.removeprefix("nats://") for route in self.routes)
             cluster = busauth.ClusterSpec(self.cluster_name, f"{self.host}:{self.cluster_port}", peers)
-        config = busauth.server_config(self.passwords, cluster)
+        config = busauth.server_config(self.passwords, cluster, self.tls)
         settings = {"max_payload": self.max_payload, "sync_interval": self.sync_interval}
         busauth.write_secret(self.config_path, with_server_settings(config, **settings))
 
@@ -172,6 +178,8 @@ class NatsServer:
         return cmd
 
     def start(self, timeout_s: float = 10.0, log_file: Path | None = None) -> NatsServer:
+        if self.tls and not self.passwords:
+            raise ValueError("TLS is configured in the users' config file: give the server passwords")
         self.store_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port(self.host)

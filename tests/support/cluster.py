@@ -18,6 +18,7 @@ class NatsCluster:
     size: int = 3
     nodes: list[NatsServer] = field(default_factory=list)
     passwords: dict[str, str] | None = None  # busauth: users on every node, authenticated routes
+    tls: busauth.TlsFiles | None = None  # TLS on every node's client port and routes (needs passwords)
 
     def start(self) -> NatsCluster:
         cluster_ports = [free_port() for _ in range(self.size)]
@@ -30,6 +31,7 @@ class NatsCluster:
                 routes=routes,
                 passwords=self.passwords,
                 client_role=busauth.ADMIN,
+                tls=self.tls,
             )
             node.port, node.monitor_port = free_port(), free_port()
             self.nodes.append(node)
