@@ -89,6 +89,9 @@ class Gateway:
             "SWITCHYARD_PORT": str(self.port),
             "SWITCHYARD_NATS_PORT": "0",
             "SWITCHYARD_NATS_MONITOR_PORT": "0",
+            # Its own dashboard port: `switchyard up` refuses a taken port, and bench.cpu
+            # --against runs two gateways side by side.
+            "SWITCHYARD_DASHBOARD_PORT": "0",
             "SWITCHYARD_CONFIG_FILE": str(config),
             "SWITCHYARD_LOG_LEVEL": "WARNING",
             "SWITCHYARD_LOG_DIR": str(workdir / "logs"),
