@@ -221,4 +221,4 @@ async def test_sheds_load_while_the_ledger_falls_behind(edge_stack: Stack) -> No
             r := await http.post("/llm.invoke", json=BODY)
         ).status_code != 200 and time.monotonic() < deadline:
             await asyncio.sleep(0.3)
-        assert r.status_code == 200
+        assert r.status_code == 200, r.text
