@@ -216,7 +216,9 @@ async def test_sheds_load_while_the_ledger_falls_behind(edge_stack: Stack) -> No
         assert r.status_code == 503 and "ledger" in r.json()["error"]["message"]
 
         edge_stack.spawn("ledger", "services.ledger")  # it catches up, and the gateway recovers
-        deadline = time.monotonic() + 30
+        # Events the killed ledger's open pull had been handed stay ack-pending until their
+        # ack_wait (30 s) runs out and JetStream redelivers them: recovery can take that long.
+        deadline = time.monotonic() + 60
         while (
             r := await http.post("/llm.invoke", json=BODY)
         ).status_code != 200 and time.monotonic() < deadline:
