@@ -197,6 +197,7 @@ async def test_the_sdks_see_edge_refusals_in_their_own_shape(edge_stack: Stack) 
     assert all(e.response.headers["retry-after"] == "1" for e in [*shed_openai, *shed_anthropic])
 
 
+@pytest.mark.timeout(240)  # the waits below are bounded at 30 + 60 s, plus a ledger start
 async def test_sheds_load_while_the_ledger_falls_behind(edge_stack: Stack) -> None:
     ledger = edge_stack.by_name("ledger")[0]
     ledger.stop(signal.SIGKILL)
