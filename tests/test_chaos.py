@@ -118,10 +118,17 @@ def ledger_inserts(stack: Stack) -> int:
 
 
 async def settle_and_check(
-    stack: Stack, outcomes: list[Outcome], scenario: str, sent: int = TOTAL, inserted_before: int = 0
+    stack: Stack,
+    outcomes: list[Outcome],
+    scenario: str,
+    sent: int = TOTAL,
+    inserted_before: int = 0,
+    answers_may_be_lost: bool = False,
 ) -> dict:
     """`inserted_before`: rows a ledger killed during the run had inserted (read just before
-    the kill, so a lower bound of what it inserted)."""
+    the kill, so a lower bound of what it inserted). `answers_may_be_lost`: the fault can lose
+    an answer after its record was stored (a NATS node carrying the final frame dies), so a
+    request the client saw fail may be billed `ok`: counted in the figures, not refused."""
     completed = {o.request_id for o in outcomes if o.status == 200}
     errors = [o for o in outcomes if o.status != 200]
     answered = {o.request_id for o in outcomes if o.request_id}
@@ -146,7 +153,8 @@ async def settle_and_check(
     assert not phantom, f"ledger rows of requests no client was answered for: {sorted(phantom)[:5]}"
     failed = {o.request_id for o in errors if o.request_id in found}
     billed_as_ok = {rid for rid in failed if found[rid]["status"] == "ok"}
-    assert not billed_as_ok, f"requests the client saw fail, billed as ok: {sorted(billed_as_ok)[:5]}"
+    if not answers_may_be_lost:
+        assert not billed_as_ok, f"requests the client saw fail, billed as ok: {sorted(billed_as_ok)[:5]}"
     # No duplicate insert, two ways: the raw rows (before a merge collapses them) and the
     # ledgers' own insert counters (which no merge can hide).
     raw = await ledger_sql(
@@ -178,6 +186,7 @@ async def settle_and_check(
         "ledger_rows_for_completed": len(completed),
         "ledger_rows_of_errors": len(failed),
         "billed_errors": len(billed_errors),
+        "failed_but_billed_ok": len(billed_as_ok),
         "ledger_rows_total": len(found),
         "rows_inserted": inserted,
         "spend_usd": str(spent),
@@ -276,8 +285,14 @@ async def test_kill_the_stream_leader_nats_node_mid_load(chaos_stack: Stack) -> 
     outcomes += [Outcome(200, r.json()["request_id"]) for r in after]
     # Rows exactly once, and spend equal to the ledger: the budget's settlement reader is made
     # again when its node dies.
+    # The node that dies may carry a final frame whose record is already stored: that client
+    # sees an error for a request the upstream served and the ledger bills (docs/reliability.md).
     figures = await settle_and_check(
-        chaos_stack, outcomes, "kill the EVENTS stream leader (NATS node)", len(outcomes)
+        chaos_stack,
+        outcomes,
+        "kill the EVENTS stream leader (NATS node)",
+        len(outcomes),
+        answers_may_be_lost=True,
     )
     # Requests in flight on the lost node, and any that a budget write met while a stream it
     # writes elected a new leader, fail closed with a clear error; the rest complete.
