@@ -272,17 +272,22 @@ async def test_kill_the_stream_leader_nats_node_mid_load(chaos_stack: Stack) -> 
         base_url=chaos_stack.ingress_url, headers=chaos_stack.headers, timeout=30
     ) as http:
         body = {"model": "auto", "messages": [{"role": "user", "content": "after"}], "max_tokens": 8}
+        # Recovered = five answers in a row; a refusal while the elections settle is an outcome
+        # too (it has its ledger row), and must be a clear error.
         deadline = time.monotonic() + 60
-        while (r := await http.post("/llm.invoke", json=body)).status_code != 200:
+        streak = 0
+        while streak < 5:
+            assert time.monotonic() < deadline, "the gateway did not recover after the node loss"
+            r = await http.post("/llm.invoke", json=body)
+            if r.status_code == 200:
+                streak += 1
+                outcomes.append(Outcome(200, r.json()["request_id"]))
+                continue
             error = r.json()["error"]
             assert error["code"] in CLEAR_ERRORS, r.text
-            # A refused retry is a request too: it has its ledger row, so it is an outcome.
             outcomes.append(Outcome(r.status_code, error.get("request_id", ""), error["code"]))
-            assert time.monotonic() < deadline, "the gateway did not recover after the node loss"
+            streak = 0
             await asyncio.sleep(0.5)
-        after = [r] + [await http.post("/llm.invoke", json=body) for _ in range(4)]
-    assert [r.status_code for r in after] == [200] * 5
-    outcomes += [Outcome(200, r.json()["request_id"]) for r in after]
     # Rows exactly once, and spend equal to the ledger: the budget's settlement reader is made
     # again when its node dies.
     # The node that dies may carry a final frame whose record is already stored: that client
