@@ -159,6 +159,8 @@ def permissions(role: str) -> Permissions | None:
                 subjects.PROVIDER_STATS,
                 subjects.WORKER_BEAT,
                 ingress_inbox,  # answer frames
+                own_inbox,  # a hedge racer's frames to the worker racing it (another pool's)
+                f"{subjects.CANCEL_PREFIX}.*",  # the losing hedge racer in another pool stops
                 *_stream(events),
             ),
             subscribe=(own_inbox, every_invoke, f"{subjects.CANCEL_PREFIX}.*"),
