@@ -304,3 +304,29 @@ def test_a_pool_that_does_not_take_the_racer_is_the_racers_error() -> None:
     error = refused_error(handed, cat.deployments["b"])
     assert error.code == "overloaded" and error.message == "every worker was full"
     assert refused_error(invoke_pb2.Dispatch(), cat.deployments["b"]).code == "no_worker"
+
+
+def test_a_worker_knows_the_other_pools_deployments_it_may_race_as_hedges() -> None:
+    from services.providers.hedge_remote import hedge_partners
+
+    cat = build_catalog(
+        {
+            "demo": {"enabled": False},
+            "deployments": [
+                {"id": "a", "provider": "p1", "model": "a"},
+                {"id": "b", "provider": "p2", "model": "b"},
+                {"id": "c", "provider": "p3", "model": "c"},
+                {"id": "d", "provider": "p4", "model": "d"},
+            ],
+            "routes": {
+                "hedged": {"deployments": ["a", "b"], "hedge": {"delay_ms": 100}},
+                "plain": {"deployments": ["a", "c"]},  # no policy: nothing to prepare for
+                "acts": {"deployments": ["a", "d"], "hedge": {"delay_ms": 100}, "side_effects": True},
+            },
+        },
+        {},
+    )
+    assert [d.id for d in hedge_partners(cat, ["p1"])] == ["b"]
+    assert [d.id for d in hedge_partners(cat, ["p2"])] == ["a"]
+    assert hedge_partners(cat, ["p3"]) == []  # not on a hedged route
+    assert hedge_partners(cat, ["p1", "p2"]) == []  # serves both: nothing of another pool

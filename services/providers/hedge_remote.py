@@ -29,7 +29,7 @@ from opentelemetry import trace
 
 from switchyard import codec, genai, subjects, telemetry
 from switchyard.bus import NATS_ERRORS
-from switchyard.catalog import Deployment
+from switchyard.catalog import Catalog, Deployment
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.handoff import hand_off
 from switchyard.v1 import invoke_pb2
@@ -135,6 +135,21 @@ def refused_error(handed: invoke_pb2.Dispatch, deployment: Deployment) -> Gatewa
         f"no worker serves provider {deployment.provider!r}",
         provider=deployment.provider,
     )
+
+
+def hedge_partners(catalog: Catalog, providers: list[str]) -> list[Deployment]:
+    """Deployments of other pools this worker may race as hedge targets: those of the routes
+    with a hedge policy (and no side effects) that hold a deployment it serves. The worker loads
+    their prompt counters at start, as for its own: a cancelled racer is billed the prompt
+    estimate, and loading an encoding inside a request would stall its event loop."""
+    partners: dict[str, Deployment] = {}
+    for route in catalog.routes.values():
+        if route.hedge is None or route.side_effects:
+            continue
+        members = [catalog.deployments[d] for d in route.deployments if d in catalog.deployments]
+        if any(d.provider in providers for d in members):
+            partners.update({d.id: d for d in members if d.provider not in providers})
+    return list(partners.values())
 
 
 # The racing worker's side -------------------------------------------------------------------

@@ -52,7 +52,7 @@ from .execution import (
     verdict,
 )
 from .hedge_policy import HedgeWindow
-from .hedge_remote import is_race_key, run_racer
+from .hedge_remote import hedge_partners, is_race_key, run_racer
 from .hedge_runner import HedgeRace, hedge_target
 
 tracer = telemetry.tracer("switchyard.providers")
@@ -128,6 +128,7 @@ class ProviderWorker(BusService):
         # The budget check estimates prompts as the router did (switchyard/tokens.py): load
         # the encodings of the deployments served here now, not inside a stream.
         served = [d for d in self.catalog.deployments.values() if d.provider in self.providers]
+        served += hedge_partners(self.catalog, self.providers)  # racers it may run in other pools
         warm_up({tokenizer_for(d.adapter, d.model) for d in served})
         nc = await self.connect()
         js = nc.jetstream()
