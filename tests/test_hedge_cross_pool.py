@@ -235,3 +235,32 @@ async def test_a_prompt_first_token_is_not_hedged(
         {"id": data["request_id"]},
     )
     assert Decimal(str(request["cost_usd"])) == Decimal(data["cost_usd"])
+
+
+async def test_a_client_that_leaves_the_other_pools_winner_mid_stream_cancels_it_there(
+    pools: Stack, openai: OpenAIFake, anthropic: AnthropicFake
+) -> None:
+    """The racer in the anthropic pool won and is streaming through the racing worker when the
+    client goes away: the cancel reaches the other pool (its upstream connection closes) and
+    the request is recorded once, billed for what each racer used."""
+    words = " ".join(f"word{i}" for i in range(40))
+    anthropic.behave(Behavior(text=words, chunk_delay_s=0.15), model=BACKUP)
+    async with (
+        httpx.AsyncClient(base_url=pools.ingress_url, headers=pools.headers, timeout=60) as http,
+        http.stream("POST", "/llm.invoke", json=body(stream=True)) as response,
+    ):
+        request_id = response.headers["x-request-id"]
+        received = 0
+        async for line in response.aiter_lines():
+            if line.startswith("event: chunk"):
+                received += 1
+                if received == 3:
+                    break  # the client goes away
+    disconnected(anthropic, BACKUP)  # closed in the other pool
+    disconnected(openai, PRIMARY)  # the race's loser, closed when the racer claimed
+    request, by_deployment = await recorded_once(pools, request_id)
+    assert request["status"] == "cancelled"
+    winner, loser = by_deployment["an/claude"], by_deployment["oa/gpt"]
+    assert winner["status"] == "cancelled" and winner["hedge"]
+    assert 3 <= int(winner["completion_tokens"]) < 40  # at least what reached the client
+    assert loser["status"] == "cancelled" and int(loser["completion_tokens"]) == 0
