@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.testing.stack import Stack, ledger_sql, running, wait_for_rows, wait_until
 from tests.fakes import AnthropicFake, OpenAIFake
@@ -119,6 +120,17 @@ async def post(stack: Stack, stream: bool = False) -> httpx.Response:
     return response
 
 
+def hedges(stack: Stack, worker: str) -> tuple[float, float]:
+    """A worker's (fired, won) hedge counters on route `hedged`."""
+    [service] = [s for s in stack.services if s.name == worker]
+    counts = {"switchyard_hedges_fired_total": 0.0, "switchyard_hedges_won_total": 0.0}
+    for family in text_string_to_metric_families(httpx.get(service.metrics_url, timeout=5).text):
+        for sample in family.samples:
+            if sample.name in counts and sample.labels.get("route") == "hedged":
+                counts[sample.name] += sample.value
+    return counts["switchyard_hedges_fired_total"], counts["switchyard_hedges_won_total"]
+
+
 def disconnected(fake: FakeUpstream, model: str) -> None:
     wait_until(
         lambda: any(r.model == model and r.outcome == "client_disconnected" for r in fake.requests),
@@ -157,8 +169,12 @@ async def recorded_once(stack: Stack, request_id: str) -> tuple[dict, dict[str, 
 async def test_a_late_first_token_is_raced_in_the_other_pool_and_the_hedge_wins(
     pools: Stack, openai: OpenAIFake, anthropic: AnthropicFake
 ) -> None:
+    fired, won = hedges(pools, "worker-openai")
     data = (await post(pools)).json()
     assert data["message"]["content"] == BACKUP_TEXT
+    # Counted once, by the racing worker; the racer's worker runs a call, not a race.
+    assert hedges(pools, "worker-openai") == (fired + 1, won + 1)
+    assert hedges(pools, "worker-anthropic") == (0, 0)
     assert data["deployment"] == "an/claude"
     hedge = data["rationale"]["hedge"]
     assert hedge["armed"] and hedge["fired"] and hedge["hedge_won"]
