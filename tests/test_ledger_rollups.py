@@ -67,6 +67,35 @@ async def test_rollup_view_sums_what_is_inserted(store: LedgerStore) -> None:
     assert totals == [{"n": 11, "cost": Decimal("0.015"), "p": sum(range(10)) + 10, "rej": 1}]
 
 
+async def test_rollup_sums_every_token_class(store: LedgerStore) -> None:
+    """Cache writes (all and 1-hour) and reasoning tokens reach the rollup (migration 7), so the
+    dashboard and long-range queries see each class priced apart."""
+    now = datetime.now(UTC).replace(second=5, microsecond=0)
+    events = []
+    for i in range(3):
+        event = completion_event(f"c{i}", at=now + timedelta(seconds=i), prompt=100, completion=40)
+        event.usage.cached_tokens, event.usage.cache_write_tokens = 10 * i, 20 + i
+        event.usage.cache_write_1h_tokens, event.usage.reasoning_tokens = i, 5 * i
+        events.append(event)
+    await write_events(store, events)
+    raw, rolled = await rollup_and_raw(store)
+    assert raw == rolled
+    totals = await rows(
+        store,
+        "SELECT sum(cached_tokens) AS r, sum(cache_write_tokens) AS w, sum(cache_write_1h_tokens) AS w1h, "
+        "sum(reasoning_tokens) AS think FROM requests_by_minute",
+    )
+    assert totals == [{"r": 30, "w": 63, "w1h": 3, "think": 15}]
+    # Drift in the new columns is repaired like any other sum.
+    await store._run(
+        store._client.command,
+        "ALTER TABLE requests_by_minute UPDATE reasoning_tokens = 0 WHERE 1 SETTINGS mutations_sync = 1",
+    )
+    assert len(await store.reconcile_rollups(window_hours=1, retention_days=0)) == 1
+    raw, rolled = await rollup_and_raw(store)
+    assert raw == rolled
+
+
 async def test_reconcile_repairs_missing_and_doubled_rollups(store: LedgerStore) -> None:
     now = datetime.now(UTC) - timedelta(minutes=5)
     await write_events(
