@@ -43,8 +43,8 @@ from .validation import parse_json_body
 
 class _In(BaseModel):
     # Unknown fields (citations, newer parameters) are accepted and ignored. `cache_control` is
-    # carried to Anthropic deployments unchanged (on text, image and tool_result blocks, the
-    # system prompt's blocks and tools).
+    # carried to Anthropic deployments unchanged (on text, image, tool_use and tool_result blocks,
+    # the system prompt's blocks and tools).
     model_config = ConfigDict(extra="ignore")
 
 
@@ -76,6 +76,7 @@ class ToolUseBlock(_In):
     id: str = Field(min_length=1)
     name: str = Field(min_length=1)
     input: dict[str, Any]
+    cache_control: CacheControlIn | None = None
 
 
 class ToolResultBlock(_In):
@@ -181,7 +182,9 @@ def _add_message(request: invoke_pb2.InvokeRequest, m: MessageParam) -> None:
     for block in m.content:
         if isinstance(block, ToolResultBlock):
             tool = request.messages.add(role=invoke_pb2.ROLE_TOOL, tool_call_id=block.tool_use_id)
-            set_cache_control(tool.content.add(text=_tool_result_text(block)), block.cache_control)
+            # The result is one text part: a breakpoint on its last inner block marks the block.
+            inner = block.content[-1].cache_control if isinstance(block.content, list) and block.content else None
+            set_cache_control(tool.content.add(text=_tool_result_text(block)), block.cache_control or inner)
     rest = [b for b in m.content if not isinstance(b, ToolResultBlock)]
     if not rest:
         return
@@ -192,9 +195,10 @@ def _add_message(request: invoke_pb2.InvokeRequest, m: MessageParam) -> None:
         elif isinstance(block, ImageBlock):
             set_cache_control(message.content.add(image=_image(block)), block.cache_control)
         elif isinstance(block, ToolUseBlock):
-            message.tool_calls.add(
+            call = message.tool_calls.add(
                 id=block.id, name=block.name, arguments_json=orjson.dumps(block.input).decode()
             )
+            set_cache_control(call, block.cache_control)
 
 
 def to_request(body: MessagesRequest) -> invoke_pb2.InvokeRequest:

@@ -142,7 +142,7 @@ class CacheControlIn(BaseModel):
 
 
 def set_cache_control(
-    holder: invoke_pb2.ContentPart | invoke_pb2.Tool, control: CacheControlIn | None
+    holder: invoke_pb2.ContentPart | invoke_pb2.Tool | invoke_pb2.ToolCall, control: CacheControlIn | None
 ) -> None:
     if control is not None:
         holder.cache_control.CopyFrom(invoke_pb2.CacheControl(type=control.type, ttl=control.ttl or ""))

@@ -66,6 +66,7 @@ class ToolCallIn(_Strict):
     id: str = Field(min_length=1)
     type: Literal["function"] = "function"
     function: FunctionCallIn
+    cache_control: CacheControlIn | None = None
 
 
 class MessageIn(_Strict):
@@ -153,11 +154,12 @@ def to_request(body: InvokeBody, api: str = Api.NATIVE) -> invoke_pb2.InvokeRequ
         _content(message, m.content)
         for call in m.tool_calls or []:
             args = call.function.arguments
-            message.tool_calls.add(
+            added_call = message.tool_calls.add(
                 id=call.id,
                 name=call.function.name,
                 arguments_json=args if isinstance(args, str) else orjson.dumps(args).decode(),
             )
+            set_cache_control(added_call, call.cache_control)
     for tool in body.tools or []:
         added = request.tools.add(
             name=tool.function.name,

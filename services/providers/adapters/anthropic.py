@@ -8,8 +8,8 @@ content_block_delta (text_delta, input_json_delta) / content_block_stop, message
 reason, cumulative output usage), message_stop; `ping` keeps alive; `error` may arrive mid-stream.
 Usage: `input_tokens` excludes cache reads and writes, so the neutral prompt count adds them;
 cache writes are split by TTL when `cache_creation` reports the tiers (priced apart).
-Prompt caching: a `cache_control` on a content part, a tool or the system prompt's parts is sent
-unchanged on the matching block (the system prompt then goes as text blocks).
+Prompt caching: a `cache_control` on a content part, a tool call, a tool or the system prompt's
+parts is sent unchanged on the matching block (the system prompt then goes as text blocks).
 Token counts (KIND_COUNT_TOKENS): POST {base}/v1/messages/count_tokens, the same body without
 max_tokens and sampling, answered with {"input_tokens": N}; exact, and not billed.
 """
@@ -58,7 +58,10 @@ STOP_REASONS = {
 }
 
 
-def cache_control(holder: invoke_pb2.ContentPart | invoke_pb2.Tool) -> dict[str, str] | None:
+CacheHolder = invoke_pb2.ContentPart | invoke_pb2.Tool | invoke_pb2.ToolCall
+
+
+def cache_control(holder: CacheHolder) -> dict[str, str] | None:
     """The part's or tool's cache breakpoint as Anthropic's `cache_control`, None when unset."""
     if not holder.HasField("cache_control"):
         return None
@@ -68,7 +71,7 @@ def cache_control(holder: invoke_pb2.ContentPart | invoke_pb2.Tool) -> dict[str,
     return out
 
 
-def _with_cache(block: dict[str, Any], holder: invoke_pb2.ContentPart | invoke_pb2.Tool) -> dict[str, Any]:
+def _with_cache(block: dict[str, Any], holder: CacheHolder) -> dict[str, Any]:
     control = cache_control(holder)
     if control is not None:
         block["cache_control"] = control
@@ -132,14 +135,13 @@ def anthropic_messages(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]
         elif m.role == invoke_pb2.ROLE_ASSISTANT:
             blocks = _blocks(m)
             for call in m.tool_calls:
-                blocks.append(
-                    {
-                        "type": "tool_use",
-                        "id": call.id,
-                        "name": call.name,
-                        "input": parse_json_object(call.arguments_json, f"arguments of tool call {call.id}"),
-                    }
-                )
+                block = {
+                    "type": "tool_use",
+                    "id": call.id,
+                    "name": call.name,
+                    "input": parse_json_object(call.arguments_json, f"arguments of tool call {call.id}"),
+                }
+                blocks.append(_with_cache(block, call))
             add("assistant", blocks)
         else:
             add("user", _blocks(m))
