@@ -30,6 +30,7 @@ from .api_kit import (
     copy_sampling,
     gateway_json,
     set_cache_control,
+    set_reasoning,
     set_strategy_and_metadata,
     sse,
     text_of,
@@ -115,6 +116,14 @@ class ToolChoice(_In):
         return self
 
 
+class ThinkingConfig(_In):
+    """Anthropic's extended thinking: `enabled` with a budget, or `disabled`; other (newer)
+    types are accepted and left to the provider's default."""
+
+    type: str
+    budget_tokens: int | None = Field(None, ge=1024)
+
+
 class MessagesRequest(_In):
     """POST /v1/messages. Fields not listed are accepted and ignored; `strategy` and extra
     `metadata` keys are Switchyard extensions (see docs/api.md)."""
@@ -133,6 +142,7 @@ class MessagesRequest(_In):
     metadata: dict[str, str | None] | None = Field(
         None, description="`user_id` as in Anthropic's API, plus routing metadata such as agent or task."
     )
+    thinking: ThinkingConfig | None = None
     strategy: StrategyField | None = None
 
 
@@ -183,7 +193,9 @@ def _add_message(request: invoke_pb2.InvokeRequest, m: MessageParam) -> None:
         if isinstance(block, ToolResultBlock):
             tool = request.messages.add(role=invoke_pb2.ROLE_TOOL, tool_call_id=block.tool_use_id)
             # The result is one text part: a breakpoint on its last inner block marks the block.
-            inner = block.content[-1].cache_control if isinstance(block.content, list) and block.content else None
+            inner = (
+                block.content[-1].cache_control if isinstance(block.content, list) and block.content else None
+            )
             set_cache_control(tool.content.add(text=_tool_result_text(block)), block.cache_control or inner)
     rest = [b for b in m.content if not isinstance(b, ToolResultBlock)]
     if not rest:
@@ -225,6 +237,10 @@ def to_request(body: MessagesRequest) -> invoke_pb2.InvokeRequest:
     if body.tool_choice is not None:
         request.tool_choice.CopyFrom(_tool_choice(body.tool_choice))
     copy_sampling(request, temperature=body.temperature, top_p=body.top_p, stop=body.stop_sequences)
+    if body.thinking is not None and body.thinking.type == "enabled" and body.thinking.budget_tokens:
+        set_reasoning(request, None, body.thinking.budget_tokens)
+    elif body.thinking is not None and body.thinking.type == "disabled":
+        set_reasoning(request, "none")
     set_strategy_and_metadata(request, body.strategy, body.metadata)
     return request
 

@@ -25,12 +25,14 @@ from switchyard.v1 import invoke_pb2
 from switchyard.vocab import Api, FinishReason, finish_reason_text
 
 from .api_kit import (
+    EffortName,
     GatewayInfo,
     Parsed,
     StrategyField,
     StreamRenderer,
     copy_sampling,
     gateway_json,
+    set_reasoning,
     set_strategy_and_metadata,
     sse,
     text_of,
@@ -203,7 +205,7 @@ class TextConfig(_In):
 
 
 class ReasoningConfig(_In):
-    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    effort: EffortName | None = None
     summary: Literal["auto", "concise", "detailed"] | None = None
 
 
@@ -368,6 +370,7 @@ def to_request(body: ResponsesRequest) -> invoke_pb2.InvokeRequest:
         if typed is not None:
             request.response_format.CopyFrom(typed)
     copy_sampling(request, max_tokens=body.max_output_tokens, temperature=body.temperature, top_p=body.top_p)
+    set_reasoning(request, body.reasoning.effort if body.reasoning else None)
     set_strategy_and_metadata(request, body.strategy, body.metadata)
     if body.user:
         request.metadata.setdefault("user", body.user)

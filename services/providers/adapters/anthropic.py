@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from switchyard import reasoning
 from switchyard.catalog import Deployment
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
@@ -163,12 +164,27 @@ def anthropic_tool_choice(choice: Any) -> dict[str, Any] | None:
     raise GatewayError(ErrorCode.INVALID_REQUEST, f"unsupported tool_choice {choice!r}", param="tool_choice")
 
 
+def _thinking_fits(request: invoke_pb2.InvokeRequest) -> bool:
+    """Extended thinking cannot be turned on mid tool loop (Anthropic wants the earlier turn's
+    thinking blocks back, which the contract does not carry) nor with a forced tool choice."""
+    forced = request.tool_choice.mode in (
+        invoke_pb2.ToolChoice.MODE_REQUIRED,
+        invoke_pb2.ToolChoice.MODE_TOOL,
+    )
+    in_tool_loop = any(m.tool_calls for m in request.messages if m.role == invoke_pb2.ROLE_ASSISTANT)
+    return not forced and not in_tool_loop
+
+
 def anthropic_request(
     request: invoke_pb2.InvokeRequest,
     model: str,
     stream: bool,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    model_reasons: bool = False,
 ) -> dict[str, Any]:
+    """The neutral request as a Messages body. A reasoning effort becomes extended thinking
+    (switchyard/reasoning.py) when the model has it and the turn allows it; thinking takes
+    no temperature, and a top_p only from 0.95."""
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": request.max_tokens or default_max_tokens,
@@ -188,6 +204,16 @@ def anthropic_request(
         body["top_p"] = request.top_p
     if request.stop:
         body["stop_sequences"] = list(request.stop)
+    if model_reasons and reasoning.asked(request) and _thinking_fits(request):
+        thinking, body["max_tokens"] = reasoning.anthropic_thinking(
+            request.reasoning, body["max_tokens"], max_tokens_set=request.max_tokens > 0
+        )
+        if thinking is not None:
+            body["thinking"] = thinking
+        if thinking is not None and thinking["type"] == "enabled":
+            body.pop("temperature", None)
+            if body.get("top_p", 1.0) < reasoning.ANTHROPIC_MIN_TOP_P:
+                del body["top_p"]
     _add_tools(body, request)
     if stream:
         body["stream"] = True
@@ -371,6 +397,7 @@ class Adapter(HttpAdapter):
         if deployment.api_key:
             self._headers["x-api-key"] = deployment.api_key
         self._max_tokens = options.max_tokens
+        self._reasons = reasoning.reasons("anthropic", deployment.model, options.reasoning)
 
     def url(self, request: invoke_pb2.InvokeRequest, stream: bool) -> str:
         return self._count_url if request.kind == invoke_pb2.InvokeRequest.KIND_COUNT_TOKENS else self._url
@@ -379,7 +406,7 @@ class Adapter(HttpAdapter):
         return self._headers
 
     def body(self, request: invoke_pb2.InvokeRequest, stream: bool) -> dict[str, Any]:
-        return anthropic_request(request, self.deployment.model, stream, self._max_tokens)
+        return anthropic_request(request, self.deployment.model, stream, self._max_tokens, self._reasons)
 
     def parse_response(self, request: invoke_pb2.InvokeRequest, payload: dict[str, Any]) -> Completed:
         if request.kind == invoke_pb2.InvokeRequest.KIND_COUNT_TOKENS:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
-from switchyard import choices
+from switchyard import choices, reasoning
 from switchyard.catalog import Deployment
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
@@ -118,9 +118,14 @@ def chat_messages(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]]:
 
 
 def chat_request(
-    request: invoke_pb2.InvokeRequest, model: str, stream: bool, dialect: Dialect = OPENAI
+    request: invoke_pb2.InvokeRequest,
+    model: str,
+    stream: bool,
+    dialect: Dialect = OPENAI,
+    model_reasons: bool = False,
 ) -> dict[str, Any]:
-    """The neutral request as an OpenAI-style chat completion body."""
+    """The neutral request as an OpenAI-style chat completion body. `reasoning_effort` is sent
+    only when the model reasons (a model that does not refuses the field)."""
     body: dict[str, Any] = {"model": model, "messages": chat_messages(request)}
     if request.tools:
         body["tools"] = [
@@ -150,6 +155,10 @@ def chat_request(
     fmt = response_format(request)
     if fmt is not None:
         body["response_format"] = fmt
+    if model_reasons and reasoning.asked(request):
+        effort = reasoning.openai_effort(request.reasoning, model)
+        if effort is not None:
+            body["reasoning_effort"] = effort
     if stream:
         body["stream"] = True
         if dialect.stream_usage_option:
@@ -320,6 +329,7 @@ class Adapter(HttpAdapter):
         self._url = join_url(base, self.dialect.path) + suffix
         self._embeddings_url = join_url(base, self.dialect.embeddings.path) + suffix
         self._headers = dict(options.headers)
+        self._reasons = reasoning.reasons(self.dialect.name, deployment.model, options.reasoning)
         if deployment.api_key:
             auth = options.auth_header.lower()
             self._headers[auth] = (
@@ -335,7 +345,7 @@ class Adapter(HttpAdapter):
     def body(self, request: invoke_pb2.InvokeRequest, stream: bool) -> dict[str, Any]:
         if is_embedding(request):
             return openai_embedding_request(request, self.deployment.model, self.dialect.embeddings)
-        return chat_request(request, self.deployment.model, stream, self.dialect)
+        return chat_request(request, self.deployment.model, stream, self.dialect, self._reasons)
 
     def parse_response(self, request: invoke_pb2.InvokeRequest, payload: dict[str, Any]) -> Completed:
         if is_embedding(request):
