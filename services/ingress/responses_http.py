@@ -37,6 +37,7 @@ from .responses_api import (
     ResponsesApi,
     ResponseStream,
     final_json,
+    native_json,
     not_found,
     replayed_messages,
     with_history,
@@ -93,6 +94,8 @@ class ResponsesEndpoints:
         assert api is self.api and isinstance(parsed, ParsedResponses)  # ResponsesApi.parse made it
         parsed = await self._resume(parsed)
         request = parsed.request
+        # OpenAI deployments pass it through natively; the others use the messages.
+        request.responses_json = native_json(parsed.raw, parsed.items)
         exchange = await self.ingress.open(request)
         if not request.stream or isinstance(exchange.first, GatewayError):
             answer = exchange.settle()
