@@ -128,8 +128,17 @@ async def test_create_plain(oai: openai.AsyncOpenAI, stack: Stack, fakes: dict) 
     assert response.metadata == {"task": "greeting"}
     usage = response.usage
     assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (21, 3, 24)
-    sent = fakes["openai"].last().body["messages"]
-    assert sent == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
+    # Passed through natively: OpenAI's own /responses, the body as sent (model replaced,
+    # the gateway keeping the state).
+    sent = fakes["openai"].last()
+    assert sent.path == "/v1/responses"
+    assert sent.body == {
+        "model": "gpt-4o-mini",
+        "input": [{"type": "message", "role": "user", "content": "hello"}],
+        "instructions": "Be brief.",
+        "metadata": {"task": "greeting"},
+        "store": False,
+    }
     request_id = response.model_extra["switchyard"]["request_id"]
     assert response._request_id == request_id and response.id == "resp_" + request_id[4:]
     assert_billed(await ledger_row(stack, request_id), "openai", 21, 3)
@@ -169,14 +178,14 @@ async def test_tool_call_round_trip_and_json_schema(
     )
     assert json.loads(second.output_text) == {"summary": "sunny"}
     assert second.text.format.type == "json_schema"
-    body = fakes["openai"].last().body
-    assert body["response_format"] == {
-        "type": "json_schema",
-        "json_schema": {"name": "weather", "schema": schema, "strict": True},
-    }
-    assistant, tool = body["messages"][1], body["messages"][2]
-    assert assistant["tool_calls"][0]["id"] == calls[0].call_id
-    assert tool == {"role": "tool", "tool_call_id": calls[0].call_id, "content": "sunny, 24C"}
+    body = fakes["openai"].last().body  # natively: the Responses shapes, unchanged
+    assert body["text"] == {"format": {"type": "json_schema", "name": "weather", "schema": schema, "strict": True}}
+    assert body["tools"] == [WEATHER]
+    call = next(item for item in body["input"] if item.get("type") == "function_call")
+    output = body["input"][-1]
+    assert (call["type"], call["call_id"], call["name"]) == ("function_call", calls[0].call_id, "get_weather")
+    assert "id" not in call and "status" not in call  # ids of the gateway's items mean nothing upstream
+    assert output == {"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny, 24C"}
     assert_billed(await ledger_row(stack, second.model_extra["switchyard"]["request_id"]), "openai", 50, 6)
 
 
