@@ -65,6 +65,8 @@ def test_the_callers_body_travels_with_the_whole_conversation_and_no_gateway_fie
     sent = responses_body(request, "gpt-4o-mini", stream=True)
     assert (sent["model"], sent["stream"]) == ("gpt-4o-mini", True)
     assert "stream" not in responses_body(request, "gpt-4o-mini", stream=False)
+    assert sent["reasoning"] == {"effort": "high", "summary": "auto"}  # as sent, to a model that reasons
+    assert "reasoning" not in responses_body(request, "gpt-4o-mini", stream=False, model_reasons=False)
 
 
 def _events(frames: list) -> list[SSEEvent]:

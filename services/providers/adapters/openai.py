@@ -360,7 +360,7 @@ class Adapter(HttpAdapter):
         if is_embedding(request):
             return openai_embedding_request(request, self.deployment.model, self.dialect.embeddings)
         if self.native_responses(request):
-            return openai_responses.responses_body(request, self.deployment.model, stream)
+            return openai_responses.responses_body(request, self.deployment.model, stream, self._reasons)
         return chat_request(request, self.deployment.model, stream, self.dialect, self._reasons)
 
     def parse_response(self, request: invoke_pb2.InvokeRequest, payload: dict[str, Any]) -> Completed:

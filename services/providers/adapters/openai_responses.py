@@ -44,12 +44,17 @@ _ERROR_TYPES = {
 }
 
 
-def responses_body(request: invoke_pb2.InvokeRequest, model: str, stream: bool) -> dict[str, Any]:
-    """The caller's Responses body with the deployment's model and this call's stream flag."""
+def responses_body(
+    request: invoke_pb2.InvokeRequest, model: str, stream: bool, model_reasons: bool = True
+) -> dict[str, Any]:
+    """The caller's Responses body with the deployment's model and this call's stream flag; a
+    `reasoning` control only when the model reasons (others refuse the parameter)."""
     body = orjson.loads(request.responses_json)
     if not isinstance(body, dict):
         raise GatewayError(ErrorCode.INTERNAL, "the Responses body in the request is not an object")
     body["model"] = model
+    if not model_reasons:
+        body.pop("reasoning", None)
     if stream:
         body["stream"] = True
     else:
