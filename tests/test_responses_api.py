@@ -179,7 +179,9 @@ async def test_tool_call_round_trip_and_json_schema(
     assert json.loads(second.output_text) == {"summary": "sunny"}
     assert second.text.format.type == "json_schema"
     body = fakes["openai"].last().body  # natively: the Responses shapes, unchanged
-    assert body["text"] == {"format": {"type": "json_schema", "name": "weather", "schema": schema, "strict": True}}
+    assert body["text"] == {
+        "format": {"type": "json_schema", "name": "weather", "schema": schema, "strict": True}
+    }
     assert body["tools"] == [WEATHER]
     call = next(item for item in body["input"] if item.get("type") == "function_call")
     output = body["input"][-1]
@@ -275,11 +277,13 @@ def _text(content: str | list) -> str:
     return content if isinstance(content, str) else "".join(block.get("text", "") for block in content)
 
 
+@pytest.mark.parametrize("model", [GPT, CLAUDE])  # OpenAI natively, Anthropic translated
 async def test_stream_cut_midway_fails_in_band_and_bills_what_was_delivered(
-    oai: openai.AsyncOpenAI, stack: Stack, fakes: dict
+    oai: openai.AsyncOpenAI, stack: Stack, fakes: dict, model: str
 ) -> None:
-    fakes["openai"].behave(Behavior(text="a b c d e f", disconnect_after=2))
-    stream = await oai.responses.create(model=GPT, input="tell me a story", stream=True)
+    provider = model.split("/")[0]
+    fakes[provider].behave(Behavior(text="a b c d e f", disconnect_after=2))
+    stream = await oai.responses.create(model=model, input="tell me a story", stream=True)
     events = [event async for event in stream]
     kinds = [event.type for event in events]
     assert kinds[-1] == "response.failed" and "response.completed" not in kinds
@@ -293,8 +297,9 @@ async def test_stream_cut_midway_fails_in_band_and_bills_what_was_delivered(
     assert row["api"] == "responses" and row["status"] == "error" and row["error_code"] == "upstream_error"
     # Billed for what was delivered: the prompt and the two pieces that reached the client.
     assert row["completion_tokens"] > 0
+    assert row["provider"] == provider
     assert Decimal(row["cost_usd"]) == cost_usd(
-        PRICES["openai"], row["prompt_tokens"], row["completion_tokens"]
+        PRICES[provider], row["prompt_tokens"], row["completion_tokens"]
     )
     assert Decimal(row["cost_usd"]) > 0
 

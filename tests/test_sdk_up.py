@@ -443,3 +443,27 @@ async def test_anthropic_cache_control_blocks_written_then_read_and_priced(
     row = await assert_billed(gateway, rid(second), "anthropic", CLAUDE, read)
     # The read costs a tenth of the input price, the 1-hour write twice: priced apart.
     assert Decimal(row["cost_usd"]) < cost_usd(PRICES[CLAUDE], read["prompt"], read["completion"])
+
+
+async def test_chat_reasoning_effort_reaches_each_provider_in_its_terms(
+    oai: openai.AsyncOpenAI, gateway: Gateway
+) -> None:
+    openai_fake, anthropic_fake = gateway.fakes["openai"], gateway.fakes["anthropic"]
+    openai_fake.behave(Behavior(text="Because.", prompt_tokens=20, completion_tokens=30, reasoning_tokens=24))
+    answer = await oai.chat.completions.create(
+        model=GPT5, messages=[{"role": "user", "content": "Why?"}], reasoning_effort="high"
+    )
+    assert openai_fake.last().body["reasoning_effort"] == "high"
+    assert answer.usage.completion_tokens_details.reasoning_tokens == 24
+    await assert_billed(gateway, answer._request_id or "", "openai", GPT5, openai_fake.last().usage)
+    # Anthropic: an extended-thinking budget, added to the default answer room.
+    await oai.chat.completions.create(
+        model=CLAUDE, messages=[{"role": "user", "content": "Why?"}], reasoning_effort="medium"
+    )
+    sent = anthropic_fake.last().body
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 8192} and sent["max_tokens"] > 8192
+    # A model that does not reason is sent nothing.
+    await oai.chat.completions.create(
+        model=GPT, messages=[{"role": "user", "content": "Why?"}], reasoning_effort="high"
+    )
+    assert "reasoning_effort" not in openai_fake.last().body

@@ -94,8 +94,11 @@ class ResponsesEndpoints:
         assert api is self.api and isinstance(parsed, ParsedResponses)  # ResponsesApi.parse made it
         parsed = await self._resume(parsed)
         request = parsed.request
-        # OpenAI deployments pass it through natively; the others use the messages.
+        # OpenAI deployments pass it through natively; the others use the messages. The body
+        # then travels twice: one too large for the bus with both goes translated only.
         request.responses_json = native_json(parsed.raw, parsed.items)
+        if request.ByteSize() > self.store.max_bytes:
+            request.responses_json = ""
         exchange = await self.ingress.open(request)
         if not request.stream or isinstance(exchange.first, GatewayError):
             answer = exchange.settle()
