@@ -179,3 +179,27 @@ def test_the_fake_refuses_unknown_parameters_as_openai_does() -> None:
         == "Unknown parameter: 'strategy'."
     )
     assert FAKE.validate_responses({"model": "m", "input": "x", "store": False}) == ""
+
+
+def test_only_openai_deployments_pass_a_responses_request_through() -> None:
+    from services.providers.adapters.openai import Adapter as OpenAIAdapter
+    from services.providers.adapters.openai_compat import Adapter as CompatAdapter
+    from switchyard.catalog import Deployment
+    from switchyard.settings import Settings
+
+    request = invoke_pb2.InvokeRequest(api="responses", responses_json='{"input": "hi", "store": false}')
+    request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="hi")
+    openai = Deployment(id="openai/gpt-4o-mini", provider="openai", model="gpt-4o-mini", adapter="openai",
+                        base_url="https://api.openai.com/v1")  # fmt: skip
+    native = OpenAIAdapter(openai, Settings())
+    assert native.url(request, False) == "https://api.openai.com/v1/responses"
+    assert native.body(request, False) == {"input": "hi", "store": False, "model": "gpt-4o-mini"}
+    # Not from another API (a gRPC caller cannot smuggle a body upstream), and not when turned off.
+    other_api = invoke_pb2.InvokeRequest(api="grpc", responses_json=request.responses_json)
+    other_api.messages.extend(request.messages)
+    assert native.url(other_api, False).endswith("/chat/completions")
+    off = OpenAIAdapter(Deployment(**{**openai.__dict__, "options": {"responses_api": False}}), Settings())
+    assert off.url(request, False).endswith("/chat/completions") and "messages" in off.body(request, False)
+    compat = Deployment(id="local/llama", provider="local", model="llama", adapter="openai_compat",
+                        base_url="http://127.0.0.1:8000/v1")  # fmt: skip
+    assert CompatAdapter(compat, Settings()).url(request, False).endswith("/chat/completions")

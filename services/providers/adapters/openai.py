@@ -18,7 +18,7 @@ from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
 from switchyard.tokens import estimate_prompt_tokens
 from switchyard.v1 import invoke_pb2
-from switchyard.vocab import FinishReason
+from switchyard.vocab import Api, FinishReason
 
 from ..content import (
     MessageAssembler,
@@ -346,7 +346,7 @@ class Adapter(HttpAdapter):
 
     def native_responses(self, request: invoke_pb2.InvokeRequest) -> bool:
         """A Responses API request this deployment passes through to its upstream's /responses."""
-        return self._native_responses and bool(request.responses_json)
+        return self._native_responses and request.api == Api.RESPONSES and bool(request.responses_json)
 
     def url(self, request: invoke_pb2.InvokeRequest, stream: bool) -> str:
         if is_embedding(request):
