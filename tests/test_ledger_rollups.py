@@ -96,6 +96,44 @@ async def test_rollup_sums_every_token_class(store: LedgerStore) -> None:
     assert raw == rolled
 
 
+async def test_upgrade_to_the_token_class_rollup_backfills_the_reconciled_window(
+    chdb_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger that ran migration 6 (raw token classes) has rollup rows without them; after
+    migration 7 the start-up reconciliation fills them in for its window."""
+    import services.ledger.store as store_module
+
+    monkeypatch.setattr(
+        store_module, "pending", lambda applied: [m for m in MIGRATIONS if m[0] <= 6 and m[0] not in applied]
+    )
+    old = LedgerStore(f"chdb://{chdb_path}", database="t_upgrade_rollup")
+    await old.open()
+    try:
+        event = completion_event("u1", at=datetime.now(UTC) - timedelta(minutes=3), prompt=100, completion=10)
+        event.usage.cache_write_tokens, event.usage.cache_write_1h_tokens, event.usage.reasoning_tokens = (
+            40,
+            40,
+            6,
+        )
+        await write_events(old, [event])
+        monkeypatch.undo()
+        assert await old._run(old._migrate) == [7]
+        before = await rows(
+            old, "SELECT sum(cache_write_tokens) AS w, sum(reasoning_tokens) AS r FROM requests_by_minute"
+        )
+        assert before == [{"w": 0, "r": 0}]  # rolled up before the columns existed
+        assert len(await old.reconcile_rollups(window_hours=1, retention_days=0)) == 1
+        raw, rolled = await rollup_and_raw(old)
+        assert raw == rolled
+        # New rows are rolled up by the new view.
+        await write_events(old, [completion_event("u2", at=datetime.now(UTC), prompt=5, completion=1)])
+        raw, rolled = await rollup_and_raw(old)
+        assert raw == rolled
+    finally:
+        await old.query("DROP DATABASE IF EXISTS t_upgrade_rollup")
+        await old.close()
+
+
 async def test_reconcile_repairs_missing_and_doubled_rollups(store: LedgerStore) -> None:
     now = datetime.now(UTC) - timedelta(minutes=5)
     await write_events(
