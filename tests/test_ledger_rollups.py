@@ -68,7 +68,7 @@ async def test_rollup_view_sums_what_is_inserted(store: LedgerStore) -> None:
 
 
 async def test_rollup_sums_every_token_class(store: LedgerStore) -> None:
-    """Cache writes (all and 1-hour) and reasoning tokens reach the rollup (migration 7), so the
+    """Cache writes (all and 1-hour) and reasoning tokens reach the rollup (migration 8), so the
     dashboard and long-range queries see each class priced apart."""
     now = datetime.now(UTC).replace(second=5, microsecond=0)
     events = []
@@ -99,12 +99,12 @@ async def test_rollup_sums_every_token_class(store: LedgerStore) -> None:
 async def test_upgrade_to_the_token_class_rollup_backfills_the_reconciled_window(
     chdb_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A ledger that ran migration 6 (raw token classes) has rollup rows without them; after
-    migration 7 the start-up reconciliation fills them in for its window."""
+    """A ledger that ran migrations 6 and 7 (raw token classes) has rollup rows without them; after
+    migration 8 the start-up reconciliation fills them in for its window."""
     import services.ledger.store as store_module
 
     monkeypatch.setattr(
-        store_module, "pending", lambda applied: [m for m in MIGRATIONS if m[0] <= 6 and m[0] not in applied]
+        store_module, "pending", lambda applied: [m for m in MIGRATIONS if m[0] <= 7 and m[0] not in applied]
     )
     old = LedgerStore(f"chdb://{chdb_path}", database="t_upgrade_rollup")
     await old.open()
@@ -117,7 +117,7 @@ async def test_upgrade_to_the_token_class_rollup_backfills_the_reconciled_window
         )
         await write_events(old, [event])
         monkeypatch.undo()
-        assert await old._run(old._migrate) == [7]
+        assert await old._run(old._migrate) == [8]
         before = await rows(
             old, "SELECT sum(cache_write_tokens) AS w, sum(reasoning_tokens) AS r FROM requests_by_minute"
         )
