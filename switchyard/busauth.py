@@ -149,6 +149,7 @@ def permissions(role: str) -> Permissions | None:
                 subjects.QUOTA_STATE,
                 subjects.INGRESS_REFUSED,
                 subjects.WORKER_BEAT,  # the liveness watch (services/router/liveness.py)
+                subjects.BUDGET_LEASE_REVOKE,  # budget leases to give back at once (a cap changed)
             ),
         )
     if role == PROVIDERS:
@@ -193,6 +194,7 @@ def permissions(role: str) -> Permissions | None:
                 subjects.QUOTA_STATE,
                 subjects.BUDGET_ALERT,
                 subjects.BUDGET_JOURNAL,
+                subjects.BUDGET_LEASE_REVOKE,
                 subjects.LEDGER_READ_SPEND,  # the rebuild's spend snapshot: a typed read, no SQL
                 *_stream(events),
                 *_consume(events),

@@ -280,3 +280,25 @@ def test_two_routers_admitting_from_leases_spend_exactly_up_to_the_cap() -> None
             spent, held = _counter(authority)
             assert spent + held <= Decimal("0.05"), seed
         assert served == 50, seed
+
+
+def test_a_cap_or_limit_change_revokes_the_leases_of_its_scopes() -> None:
+    from services.budget.escrow import touched
+
+    view, key = _view(None)
+    authority = Authority(view)
+    authority.grant_lease("l1", "r1", _lease_ask(key), NOW, POLICY)  # no cap yet: the most
+    other = budget_pb2.LeaseAsk(router_id="r2", project_id="other", unit_usd=str(UNIT), want=True)
+    authority.grant_lease("l2", "r2", other, NOW, POLICY)
+    cap = Budget(scope="project", scope_id="acme", period="day", cap_usd=Decimal("0.01"), project_id="acme")
+    view.apply(budget_kv_key("project", "acme", "day"), cap.to_bytes())
+    assert touched(authority.leases, budget_kv_key("project", "acme", "day"), view) == ["l1"]
+    assert touched(authority.leases, f"key.{key}", view) == ["l1"]
+    assert touched(authority.leases, "project.other", view) == ["l2"]
+    view.apply(budget_kv_key("project", "acme", "day"), None)
+    assert touched(authority.leases, budget_kv_key("project", "acme", "day"), view) == []  # removed
+    escrow = Escrow()
+    escrow.add(("acme", "", key), _grant("l1"), 0.0)
+    assert escrow.revoke({"l1"}) and not escrow.leases
+    assert [r.lease_id for r in escrow.take_returns()] == ["l1"]
+    assert not escrow.revoke({"l1"})

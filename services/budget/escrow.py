@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from switchyard.tenancy import TenancyView
+
 from .book import ZERO, Reservation, SpendBook
 
 DAY_MS = 86_400_000
@@ -131,3 +133,31 @@ class LeasePolicy:
     max_requests: int = 64
     min_requests: int = 4
     request_timeout_ms: int = 120_000  # the longest deadline a request gets (its hold's life)
+
+
+def touched(leases: dict[str, Lease], kv_key: str, view: TenancyView) -> list[str]:
+    """The leases a tenancy change may make too generous (a cap set or lowered, a limit or a
+    record changed): revoked, so their routers give them back at once. A budget removed makes
+    no lease too generous."""
+    kind, _, rest = kv_key.partition(".")
+    if kind == "project":
+        return [lease.lease_id for lease in leases.values() if lease.project_id == rest]
+    if kind == "agent":
+        project_id, _, agent_id = rest.partition(".")
+        return [
+            lease.lease_id
+            for lease in leases.values()
+            if lease.project_id == project_id and lease.agent_id == agent_id
+        ]
+    if kind == "key":
+        return [lease.lease_id for lease in leases.values() if lease.key_id == rest]
+    if kind == "budget":
+        budget = view.budgets.get(rest)
+        if budget is None:
+            return []
+        return [
+            lease.lease_id
+            for lease in leases.values()
+            if not budget.project_id or lease.project_id == budget.project_id
+        ]
+    return []

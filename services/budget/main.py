@@ -46,6 +46,7 @@ from switchyard.tenancy import TenancyView
 from switchyard.tenancy_store import TenancyWatcher, open_bucket, tenancy_bucket
 from switchyard.v1 import budget_pb2, events_pb2, ledger_pb2
 
+from . import escrow
 from .alerts import Crossing, alert_event, alert_id, alert_message
 from .authority import Authority, Verdict, candidates_of, lease_record
 from .escrow import LeasePolicy
@@ -180,7 +181,7 @@ class BudgetService(BusService):
         replicas = self.settings.stream_replicas
         await ensure_events_stream(self.js, replicas)
         await self._ensure_journal(replicas)
-        self.watcher = TenancyWatcher(await tenancy_bucket(self.js, replicas), self.view)
+        self.watcher = TenancyWatcher(await tenancy_bucket(self.js, replicas), self.view, self._revoke_leases)
         await self.watcher.start()
         self.alerts_kv = await open_bucket(self.js, subjects.BUDGET_ALERTS_BUCKET, replicas)
         lease_kv = await open_bucket(
@@ -523,6 +524,22 @@ class BudgetService(BusService):
             )
             grant = self._grant(authority, lease_ask)
         self._spawn(self._journal_then_reply(msg, ask, authority, verdict, grant))
+
+    def _revoke_leases(self, kv_key: str) -> None:
+        """A tenancy change (applied to the view already): the leases it makes too generous
+        are revoked; their routers give them back at once. Until then they admit only within
+        what the leases hold, which the cap counts."""
+        authority = self.authority
+        if authority is None:
+            return
+        lease_ids = escrow.touched(authority.leases, kv_key, self.view)
+        if lease_ids:
+            revoke = budget_pb2.LeaseRevoke(lease_ids=lease_ids)
+            self._spawn(self._publish_quietly(subjects.BUDGET_LEASE_REVOKE, revoke.SerializeToString()))
+
+    async def _publish_quietly(self, subject: str, data: bytes) -> None:
+        with contextlib.suppress(*NATS_ERRORS):
+            await self.bus.publish(subject, data)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

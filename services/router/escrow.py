@@ -150,6 +150,23 @@ class Escrow:
         else:
             self.leases.pop(key, None)
 
+    def revoke(self, lease_ids: set[str]) -> bool:
+        """Close these leases (the authority revoked them). True when any was held here."""
+        found = False
+        for key in list(self.leases):
+            keep = []
+            for lease in self.leases[key]:
+                if lease.lease_id in lease_ids:
+                    self.returns.append(lease.to_return())
+                    found = True
+                else:
+                    keep.append(lease)
+            if keep:
+                self.leases[key] = keep
+            else:
+                del self.leases[key]
+        return found
+
     def close_expired(self, now: float) -> None:
         for key in list(self.leases):
             self.close(key, now)

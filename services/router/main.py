@@ -126,6 +126,7 @@ class Router(BusService):
         self._stats_sub = await nc.subscribe(subjects.PROVIDER_STATS, cb=self._on_stat)
         self._quota_sub = await nc.subscribe(subjects.QUOTA_STATE, cb=self._on_quota_state)
         self._beat_sub = await nc.subscribe(subjects.WORKER_BEAT, cb=self._on_beat)
+        self._revoke_sub = await nc.subscribe(subjects.BUDGET_LEASE_REVOKE, cb=self._on_lease_revoke)
         self._watch = asyncio.create_task(self._watch_workers(), name="router-liveness")
         if self.settings.budget_escrow:
             self._escrow_tick = asyncio.create_task(self._give_back_expired(), name="router-escrow")
@@ -554,6 +555,19 @@ class Router(BusService):
             self.escrow.requeue(list(ask.returns))
             return None
 
+    async def _on_lease_revoke(self, msg: Msg) -> None:
+        """A cap or limit of these leases' scopes changed: stop admitting from them, give them
+        back now."""
+        try:
+            revoke = budget_pb2.LeaseRevoke.FromString(msg.data)
+        except DecodeError:
+            self.log.warning("undecodable lease revocation ignored")
+            return
+        if self.escrow.revoke(set(revoke.lease_ids)):
+            await self._ask_lease(
+                budget_pb2.LeaseAsk(router_id=self.instance, returns=self.escrow.take_returns())
+            )
+
     async def _give_back_expired(self) -> None:
         """Give back leases whose admit window ended, so their unused rest is free at once."""
         interval = max(self.settings.budget_escrow_ttl_s / 2, 0.05)
@@ -602,6 +616,7 @@ class Router(BusService):
         if self._watch is not None:
             self._watch.cancel()
         await self._beat_sub.unsubscribe()
+        await self._revoke_sub.unsubscribe()
         if self.events:
             await self.events.drain(self.settings.drain_timeout_s)
         await super().drain()

@@ -130,6 +130,12 @@ class LeaseAdmission(_message.Message):
     received_unix_ms: int
     def __init__(self, request_id: _Optional[str] = ..., held_usd: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., received_unix_ms: _Optional[int] = ...) -> None: ...
 
+class LeaseRevoke(_message.Message):
+    __slots__ = ("lease_ids",)
+    LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
+    lease_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, lease_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class LeaseRecord(_message.Message):
     __slots__ = ("lease_id", "router_id", "project_id", "agent_id", "key_id", "amount_usd", "at_unix_ms", "hold_until_unix_ms")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
