@@ -630,13 +630,7 @@ class BudgetService(BusService):
             self.log.warning("undecodable lease ask ignored")
             return
         if authority is None or not self.lease.valid():
-            with contextlib.suppress(*NATS_ERRORS):
-                await msg.respond(
-                    budget_pb2.LeaseGrant(
-                        reason="the budget authority is changing leader"
-                    ).SerializeToString()
-                )
-            return
+            return  # not answered: the router keeps its returns and sends them again
         returned = self._give_back(authority, list(ask.returns))
         grant = self._grant(authority, ask) if ask.want else budget_pb2.LeaseGrant(reason="none asked")
         self._spawn(self._journal_then_grant(msg, authority, returned, grant))

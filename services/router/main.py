@@ -57,6 +57,9 @@ from .strategy import choose_weights
 from .tuning import tuning_from_config
 
 tracer = telemetry.tracer("switchyard.router")
+# Lease asks are off the request path: waited for longer than an authorization, since a grant
+# whose answer is lost stays held (unused) until it expires.
+LEASE_ASK_TIMEOUT_S = 5.0
 # A lease ask that fails for any of these is sent again later; requests are decided per request.
 LEASE_ASK_ERRORS: tuple[type[Exception], ...] = (
     NoRespondersError,
@@ -382,8 +385,8 @@ class Router(BusService):
             max_attempts=self.tuning.max_attempts,
         )
         if lease is not None:  # admitted from a budget lease: settlement takes its hold out of it
-            dispatch.lease_id = lease.lease_id
-            dispatch.lease_held_usd = format_usd(lease.admitted[-1].hold)
+            dispatch.lease_id, held = lease
+            dispatch.lease_held_usd = format_usd(held)
         if hedge.note is not None:
             dispatch.rationale.hedge.CopyFrom(hedge.note)
         if hedge.plan is not None:
@@ -412,12 +415,12 @@ class Router(BusService):
         chain: list[Deployment],
         prompt_tokens: int,
         hedge: Hedge = NO_HEDGE,
-    ) -> tuple[budget_pb2.Decision, RouterLease | None]:
+    ) -> tuple[budget_pb2.Decision, tuple[str, Decimal] | None]:
         """Reserve the most this request can cost on any deployment it may reach from the first
         candidate of `chain` with provider-quota headroom (reservation.py), both racers of an
         armed hedge included: from a budget lease of this router when one has room (no bus
-        message; the lease is returned with the decision), else by asking the authority; raise
-        its denial."""
+        message; the lease id and the hold taken from it come with the decision), else by
+        asking the authority; raise its denial."""
         worst = worst_cases(request, chain)
         costs = [w.cost_usd for w in worst]
         if hedge.plan is not None:
@@ -460,7 +463,8 @@ class Router(BusService):
                 if lease is not None:
                     if self.escrow.wants_renewal(key, time.monotonic()) and key not in self._lease_asks:
                         self._renew(key, holds[0])
-                    return self._admitted(request, chain[0].id, holds[0], lease), lease
+                    admitted = (lease.lease_id, holds[0])
+                    return self._admitted(request, chain[0].id, holds[0], lease), admitted
                 asking = self._lease_asks.get(key)
                 if asking is None:
                     break
@@ -487,6 +491,8 @@ class Router(BusService):
                     ErrorCode.UNAVAILABLE, "the budget authority did not answer; try again", retry_after_s=1.0
                 ) from exc
             decision = budget_pb2.Decision.FromString(reply.data)
+            if decision.deny_code == ErrorCode.UNAVAILABLE:  # not applied: sent again later
+                self.escrow.requeue(list(ask.returns))
             if decision.lease.lease_id:
                 self.escrow.add(key, decision.lease, time.monotonic())
         finally:
@@ -545,7 +551,7 @@ class Router(BusService):
         """Send a lease ask; on no answer its returns are kept to be sent again."""
         try:
             reply = await self.bus.request(
-                subjects.BUDGET_LEASE, ask.SerializeToString(), timeout=self.settings.budget_timeout_s
+                subjects.BUDGET_LEASE, ask.SerializeToString(), timeout=LEASE_ASK_TIMEOUT_S
             )
             return budget_pb2.LeaseGrant.FromString(reply.data)
         except LEASE_ASK_ERRORS as exc:
