@@ -32,8 +32,8 @@ def leased() -> Iterator[Stack]:
         SWITCHYARD_BUDGET_ESCROW_TTL_S="60",
     )
     with running(stack):
+        stack.start(("ledger", "services.ledger"))  # embedded chDB starts slowest: alone first
         stack.start(
-            ("ledger", "services.ledger"),
             ("budget", "services.budget"),
             ("budget", "services.budget"),
             ("worker-demo", "services.providers", "--provider", "demo"),
