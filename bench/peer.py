@@ -514,7 +514,11 @@ def main() -> int:
         sides = [Side("switchyard", sy.url, "bench/echo", "bench/fast", sy.headers, sy.headers,
                       lambda: gateway_processes(sy))]  # fmt: skip
         if script is not None:
-            portkey = Portkey(Path(args.portkey_dir).expanduser(), gateway_cpu, workdir / "portkey.log")
+            try:
+                portkey = Portkey(Path(args.portkey_dir).expanduser(), gateway_cpu, workdir / "portkey.log")
+            except PortkeyUnavailable as exc:  # installed, but it would not start: say so, stop all
+                print(f"Portkey cannot be measured here: {exc}", file=sys.stderr)
+                return 2
 
             def portkey_headers(upstream: str) -> list[str]:
                 return ["x-portkey-provider: openai", f"x-portkey-custom-host: {upstream}/v1",
