@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from switchyard.errors import ErrorCode, GatewayError
+from switchyard.errors import CODES, ErrorCode, GatewayError
 from switchyard.tokens import estimate_prompt_tokens
 from switchyard.v1 import invoke_pb2
 from switchyard.vocab import FinishReason
@@ -37,7 +37,7 @@ PATH = "/responses"
 
 # A failed response's / error event's code -> the error type error_from_stream_event maps.
 _ERROR_TYPES = {
-    "rate_limit_exceeded": "rate_limit_error",
+    CODES[ErrorCode.RATE_LIMITED].openai.code: "rate_limit_error",  # OpenAI's own code (errors.py)
     "server_error": "api_error",
     "invalid_prompt": "invalid_request_error",
     "vector_store_timeout": "api_error",
