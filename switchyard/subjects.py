@@ -31,6 +31,7 @@ COMPLETION = "events.completion"
 BUDGET_ALERT = "events.budget.alert"
 LEDGER_DURABLE = "ledger"
 BUDGET_WEBHOOK_DURABLE = "budget-webhook"
+LEDGER_ALERTS_DURABLE = "ledger-alerts"  # the ledger's reader of events.budget.alert (budget_alerts table)
 # The budget leader's write-ahead journal of reservations, read back by its successor.
 BUDGET_JOURNAL_STREAM = "BUDGET_JOURNAL"
 BUDGET_JOURNAL = "budget.journal"

@@ -117,6 +117,7 @@ def alert_event(crossing: Crossing, now_ms: int, refused_count: int = 0) -> even
         event.long_window_s = burn.long.rate.window_s
         event.long_rate_usd_per_hour = format_usd(burn.long.rate.usd_per_hour)
         event.period_end_unix_ms = burn.period_end_ms or 0
+    event.message = alert_message(event)
     return event
 
 

@@ -35,6 +35,7 @@ from switchyard.tenancy_store import load_or_create_admin_token
 from switchyard.v1 import events_pb2, ledger_pb2
 
 from . import reads
+from .alerts import AlertRecorder
 from .analyst import RefusedSql, SqlCaps
 from .batching import BatchWindow
 from .dashboard.server import DashboardServer
@@ -137,6 +138,8 @@ class Ledger(BusService):
             await nc.subscribe(subject, queue=subjects.LEDGER_QUERY_QUEUE, cb=handler)
         self.quotas = QuotaRecorder(nc, self.store, self.settings.ledger_quota_sample_s)
         await self.quotas.start()
+        self.alerts = AlertRecorder(nc, self.store)
+        await self.alerts.start()
         self.dashboard = DashboardServer(settings, self.store, nc)
         try:
             await self.dashboard.start()
@@ -367,6 +370,7 @@ class Ledger(BusService):
     async def drain(self) -> None:
         self._stopping.set()
         await self.quotas.stop()
+        await self.alerts.stop()
         if self.dashboard:
             await self.dashboard.stop()
         for task in (self._consumer, self._lag):

@@ -56,6 +56,7 @@ class Dashboard:
                 Route("/api/overview", self.overview),
                 Route("/api/budgets", self.budgets),
                 Route("/api/quotas", self.quotas),
+                Route("/api/alerts", self.alerts),
                 Route("/api/recent", self.recent),
                 Route("/api/requests/{request_id}", self.request),
                 Route("/api/feed", self.feed),
@@ -118,6 +119,18 @@ class Dashboard:
         since, _ = queries.window_bounds(window, self.clock())
         rows = await self._records(queries.QUOTAS, {"since": since})
         return JSONResponse({"window": window, "deployments": queries.quota_rows(rows)})
+
+    async def alerts(self, request: Request) -> Response:
+        """Budget alerts in the window (the ledger's `budget_alerts`), refusals counted."""
+        window = request.query_params.get("window", "24h")
+        if window not in queries.WINDOWS:
+            return error(
+                ErrorCode.INVALID_REQUEST, f"window must be one of {', '.join(queries.WINDOWS)}", 400
+            )
+        since, _ = queries.window_bounds(window, self.clock())
+        alerts = await self._records(queries.ALERTS, {"since": since})
+        refusals = await self._records(queries.REFUSALS, {"since": since}) if alerts else []
+        return JSONResponse({"window": window, "alerts": queries.alert_rows(alerts, refusals)})
 
     async def recent(self, request: Request) -> Response:
         try:

@@ -57,7 +57,10 @@ async function refresh() {
   });
   const caps = getJSON("/api/budgets").then((data) => renderBudgets(data.caps));
   const quotas = getJSON(`/api/quotas?window=${state.window}`).then((data) => renderQuotas(data.deployments));
-  await Promise.all([overview, caps, quotas]);
+  const alerts = getJSON(`/api/alerts?window=${state.window === "1h" ? "24h" : state.window}`).then((data) =>
+    renderAlerts(data.alerts),
+  );
+  await Promise.all([overview, caps, quotas, alerts]);
   document.body.dataset.loaded = "true";
 }
 
@@ -279,6 +282,28 @@ function renderQuotas(deployments) {
   }
   table.append(body);
   box.replaceChildren(table);
+}
+
+// Budget alerts as the ledger stored them: thresholds, burn rates (with the projected time the
+// cap runs out) and refusing caps (with how many requests they have refused since).
+function renderAlerts(alerts) {
+  fillTable(
+    "#alerts",
+    alerts,
+    (a) =>
+      el(
+        "tr",
+        { "data-alert-id": a.alert_id, "data-kind": a.kind },
+        el("td", {}, new Date(a.ts).toISOString().slice(0, 19).replace("T", " ")),
+        el("td", { class: a.kind === "threshold" ? "" : "status-error" }, a.kind === "threshold" ? `${a.threshold_pct} %` : a.kind.replace("_", " ")),
+        el("td", {}, a.scope),
+        el("td", {}, `${a.period} ${a.period_start}`),
+        el("td", { class: "num" }, a.kind === "burn_rate" && a.projected_at ? new Date(a.projected_at).toISOString().slice(0, 19).replace("T", " ") : ""),
+        el("td", { class: "num" }, a.kind === "refusing" ? int(a.refused_count) : ""),
+        el("td", {}, a.message),
+      ),
+    "No budget alert in this window.",
+  );
 }
 
 // ---- live feed -----------------------------------------------------------------------
