@@ -235,3 +235,49 @@ def test_the_refusing_alert_says_how_many_were_refused() -> None:
     assert alert_message(event).endswith("; 5 refused so far")
     assert webhook_body(event, "x")["refused_count"] == 5
     assert memory.count(refusal(budget, "2026-11-25", Decimal(1), Decimal(0), Decimal("0.1"))) == 0
+
+
+def test_an_alert_is_one_ledger_row_and_the_dashboard_counts_its_refusals() -> None:
+    from services.ledger.alerts import ALERT_COLUMNS, alert_row
+    from services.ledger.dashboard.queries import alert_rows
+
+    authority, budget = _authority("24")
+    watch = BurnWatch(WINDOWS)
+    slot = ("project:acme", "day", period_start("day", NOON))
+    crossings = []
+    for minute in range(0, 6 * 60 + 1, 10):
+        authority.book.add_spent(slot, Decimal(2) / 6 if minute else Decimal(0))
+        crossings += watch.tick(authority, NOON - 6 * HOUR_MS + minute * 60_000)
+    (crossing,) = crossings
+    event = alert_event(crossing, NOON)
+    row = dict(zip(ALERT_COLUMNS, alert_row(event, alert_id(crossing)), strict=True))
+    assert row["alert_id"] == alert_id(crossing) and row["kind"] == BURN_RATE
+    assert row["projected_at"] is not None and row["message"] == event.message
+    assert row["rate_usd_per_hour"] == Decimal(2)
+    # Without a message id (an old sender) the row still has a stable id.
+    assert alert_row(event, "")[0] == f"alert.project.acme.day.{slot[2]}.burn_rate"
+
+    shown = alert_rows(
+        [
+            {
+                "kind": "refusing",
+                "scope_kind": "project",
+                "scope_id": "acme",
+                "period": "day",
+                "period_start": "2026-11-24",
+                "refused_count": 1,
+            },
+            {
+                "kind": "threshold",
+                "scope_kind": "project",
+                "scope_id": "acme",
+                "period": "day",
+                "period_start": "2026-11-24",
+                "refused_count": 0,
+            },
+        ],
+        [{"scope": "project:acme", "period": "day", "period_start": "2026-11-24", "refused": 7}],
+    )
+    assert shown[0]["refused_count"] == 7 and shown[0]["scope"] == "project:acme"
+    assert shown[1]["refused_count"] == 0  # thresholds have no refusals to count
+    assert budget.scope_label == "project:acme"

@@ -40,7 +40,7 @@ class BurnWatch:
         current: set[Slot] = set()
         for budget in list(authority.view.budgets.values()):
             start = period_start(budget.period, now_ms)
-            slot = (budget.scope_label, budget.period, start)
+            slot: Slot = (budget.scope_label, budget.period, start)
             current.add(slot)
             counter = authority.book.counter(slot)
             samples = self.samples.get(slot)
@@ -57,8 +57,8 @@ class BurnWatch:
             if key not in self._owed:
                 self._owed.add(key)
                 out.append(crossing)
-        for slot in [s for s in self.samples if s not in current]:  # a period ended, a budget went
-            del self.samples[slot]
+        for gone in [s for s in self.samples if s not in current]:  # a period ended, a budget went
+            del self.samples[gone]
         return out
 
 
