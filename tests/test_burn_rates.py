@@ -191,7 +191,7 @@ def test_the_watch_samples_every_budget_and_owes_one_alert_per_period_and_cap() 
     assert crossing.kind == BURN_RATE and crossing.burn is not None
     assert alert_id(crossing) == f"alert.project.acme.day.{slot[2]}.24.burn_rate"
     event = alert_event(crossing, NOON)
-    assert event.kind == BURN_RATE and event.window_s == 3600 and event.long_window_s == 21600
+    assert event.kind == BURN_RATE and event.window_ms == 3_600_000 and event.long_window_ms == 21_600_000
     assert event.projected_unix_ms == crossing.burn.short.exhausted_unix_ms
     assert event.rate_usd_per_hour == "2"
     text = alert_message(event)

@@ -112,7 +112,7 @@ async def test_a_burn_rate_alert_predicts_the_refusals_and_the_refusing_alert_fi
     assert alert.ts_unix_ms < refused_at
     error_ms = abs(alert.projected_unix_ms - refused_at)
     assert error_ms <= 0.1 * (refused_at - load["start_ms"]), (alert, refused_at, load["start_ms"])
-    assert alert.window_s == 2 and alert.long_window_s == 5 and alert.period == "month"
+    assert alert.window_ms == 2000 and alert.long_window_ms == 5000 and alert.period == "month"
     assert Decimal(alert.rate_usd_per_hour) > 0 and alert.cap_usd.rstrip("0").rstrip(".") in str(cap)
     assert alert.message.startswith("project:burning: at the last 2 s's rate")
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from switchyard import units
 from switchyard.burn import BurnAlert, clock_text, window_label
 from switchyard.pricing import format_usd
 from switchyard.tenancy import Budget
@@ -111,10 +112,10 @@ def alert_event(crossing: Crossing, now_ms: int, refused_count: int = 0) -> even
     )
     burn = crossing.burn
     if crossing.kind == BURN_RATE and burn is not None:
-        event.window_s = burn.short.rate.window_s
+        event.window_ms = round(units.ms(burn.short.rate.window_s))
         event.rate_usd_per_hour = format_usd(burn.short.rate.usd_per_hour)
         event.projected_unix_ms = burn.short.exhausted_unix_ms or 0
-        event.long_window_s = burn.long.rate.window_s
+        event.long_window_ms = round(units.ms(burn.long.rate.window_s))
         event.long_rate_usd_per_hour = format_usd(burn.long.rate.usd_per_hour)
         event.period_end_unix_ms = burn.period_end_ms or 0
     event.message = alert_message(event)
@@ -133,11 +134,11 @@ def alert_message(alert: events_pb2.BudgetAlert) -> str:
         )
     if alert.kind == BURN_RATE:
         return (
-            f"{scope}: at the last {window_label(alert.window_s)}'s rate ({alert.rate_usd_per_hour} USD/h) "
+            f"{scope}: at the last {window_label(units.seconds(alert.window_ms))}'s rate ({alert.rate_usd_per_hour} USD/h) "
             f"the {alert.period} cap of {alert.cap_usd} USD is reached at "
             f"{clock_text(alert.projected_unix_ms, alert.ts_unix_ms)} ({alert.period_start}); "
             f"spent {alert.spent_usd}, reserved {alert.reserved_usd}; the last "
-            f"{window_label(alert.long_window_s)}'s rate is {alert.long_rate_usd_per_hour} USD/h"
+            f"{window_label(units.seconds(alert.long_window_ms))}'s rate is {alert.long_rate_usd_per_hour} USD/h"
         )
     return (
         f"{scope} reached {alert.threshold_pct}% of its {alert.period} cap of {alert.cap_usd} USD "
@@ -168,9 +169,9 @@ def webhook_body(alert: events_pb2.BudgetAlert, alert_key: str) -> dict[str, Any
         body["refused_count"] = alert.refused_count
     if alert.kind == BURN_RATE:
         body["reserved_usd"] = alert.reserved_usd
-        body["window_s"] = alert.window_s
+        body["window_s"] = units.seconds(alert.window_ms)
         body["rate_usd_per_hour"] = alert.rate_usd_per_hour
-        body["long_window_s"] = alert.long_window_s
+        body["long_window_s"] = units.seconds(alert.long_window_ms)
         body["long_rate_usd_per_hour"] = alert.long_rate_usd_per_hour
         body["projected_unix_ms"] = alert.projected_unix_ms
         body["period_end_unix_ms"] = alert.period_end_unix_ms

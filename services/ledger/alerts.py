@@ -22,7 +22,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import FetchTimeoutError
 
-from switchyard import subjects
+from switchyard import subjects, units
 from switchyard.bus import NATS_ERRORS
 from switchyard.v1 import events_pb2
 
@@ -74,9 +74,9 @@ def alert_row(alert: events_pb2.BudgetAlert, alert_id: str) -> list[Any]:
         _usd(alert.reserved_usd),
         _usd(alert.refused_usd),
         alert.refused_count,
-        alert.window_s,
+        units.seconds(alert.window_ms),
         _usd(alert.rate_usd_per_hour),
-        alert.long_window_s,
+        units.seconds(alert.long_window_ms),
         _usd(alert.long_rate_usd_per_hour),
         _when(alert.projected_unix_ms),
         _when(alert.period_end_unix_ms),
