@@ -122,6 +122,7 @@ def permissions(role: str) -> Permissions | None:
                 f"{subjects.CANCEL_PREFIX}.*",
                 subjects.BUDGET_STATUS,
                 subjects.LEDGER_READ_REQUEST,  # GET /v1/requests/{id}: a typed read, no SQL
+                subjects.LEDGER_READ_USAGE,  # GET /v1/usage: a typed read of the caller's project
                 subjects.INGRESS_REFUSED,  # its own refusals, recorded by a router at no cost
                 lag,
                 *_kv_write(subjects.TENANCY_BUCKET),
@@ -177,6 +178,7 @@ def permissions(role: str) -> Permissions | None:
                 own_inbox,
                 subjects.LEDGER_READ_REQUEST,
                 subjects.LEDGER_READ_SPEND,
+                subjects.LEDGER_READ_USAGE,
                 subjects.LEDGER_SQL,
                 subjects.LEDGER_FEED,
                 subjects.QUOTA_STATE,

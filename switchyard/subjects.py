@@ -16,6 +16,7 @@ QUOTA_STATE = "quota.state"  # budget leader -> routers, ledger, dashboard: prov
 # Reads of the ledger (it owns the embedded store), protobuf request/reply (ledger.proto):
 LEDGER_READ_REQUEST = "ledger.read.request"  # ingress -> ledger: one request's row, in the caller's project
 LEDGER_READ_SPEND = "ledger.read.spend"  # budget -> ledger: the rebuild's spend snapshot
+LEDGER_READ_USAGE = "ledger.read.usage"  # ingress -> ledger: one project's spend and roll-ups (/v1/usage)
 # Free SQL (JSON), only for `switchyard sql` and analysts: admin token in the Authorization
 # header, checked by the ledger; run read-only and capped (docs/analyst-sql.md).
 LEDGER_SQL = "ledger.sql"

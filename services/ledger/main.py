@@ -133,6 +133,7 @@ class Ledger(BusService):
         for subject, handler in (
             (subjects.LEDGER_READ_REQUEST, self._on_request_lookup),
             (subjects.LEDGER_READ_SPEND, self._on_spend_snapshot),
+            (subjects.LEDGER_READ_USAGE, self._on_usage),
             (subjects.LEDGER_SQL, self._on_sql),
         ):
             await nc.subscribe(subject, queue=subjects.LEDGER_QUERY_QUEUE, cb=handler)
@@ -325,6 +326,26 @@ class Ledger(BusService):
                 error=_error("unavailable", "the ledger could not read the spend")
             )
         await msg.respond(reply.SerializeToString())
+
+    async def _on_usage(self, msg: Msg) -> None:
+        """ledger.read.usage: one project's spend and agent roll-ups (GET /v1/usage)."""
+        reply = await self.usage(msg.data)
+        await msg.respond(reply.SerializeToString())
+
+    async def usage(self, data: bytes) -> ledger_pb2.UsageReply:
+        try:
+            ask = ledger_pb2.UsageQuery.FromString(data)
+        except DecodeError:
+            ask = ledger_pb2.UsageQuery()
+        if not ask.project_id:
+            return ledger_pb2.UsageReply(error=_error("invalid_argument", "project_id is required"))
+        try:
+            scopes, agents = [
+                await self._read("usage", sql, params) for sql, params in reads.usage_queries(ask)
+            ]
+        except StoreReadError:
+            return ledger_pb2.UsageReply(error=_error("unavailable", "the ledger could not read the usage"))
+        return reads.usage_reply(scopes, agents)
 
     def _is_admin(self, msg: Msg) -> bool:
         given = (msg.headers or {}).get("Authorization", "").removeprefix("Bearer ").strip()
