@@ -147,3 +147,50 @@ def test_the_ledger_read_is_confined_to_the_project_and_its_windows() -> None:
         and reply.agents[0].run_id == "r1"
         and reply.agents[0].requests == 2
     )
+
+
+async def test_the_usage_sql_on_a_real_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The ledger's two usage queries on an embedded ClickHouse: confined to the project, the
+    windows and periods counted by `ts`, agents from the key or metadata, runs by `run_id`."""
+    import time as _time
+    from datetime import timedelta
+
+    from services.ledger.store import LedgerStore
+    from tests.support.ledger_seed import completion_event, write_events
+
+    now_ms = _time.time_ns() // 1_000_000
+    now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    events = []
+    for i, (minutes_ago, agent, key, meta) in enumerate(
+        [
+            (10, "bot", "key_a", {"run_id": "run-1"}),
+            (20, "bot", "key_a", {"run_id": "run-1"}),
+            (30, "", "key_b", {"agent": "planner", "run_id": "run-2"}),
+            (90, "", "key_b", {}),  # outside the short window
+            (60 * 24 * 40, "", "key_b", {"agent": "planner"}),  # another month: total only
+        ]
+    ):
+        event = completion_event(
+            f"r{i}", at=now - timedelta(minutes=minutes_ago), project="team", agent=agent, cost="1"
+        )
+        event.key_id = key
+        event.metadata.update(meta)
+        events.append(event)
+    spy = completion_event("spy", at=now, project="other", cost="5")
+    spy.metadata["agent"] = "spy"
+    store = LedgerStore(f"chdb://{tmp_path / 'ch'}")
+    await store.open()
+    try:
+        await write_events(store, [*events, spy])
+        ask = usage_query("team", 3600, 6 * 3600, now_ms, "total")
+        scopes, agents = [await store.query(sql, params) for sql, params in usage_queries(ask)]
+    finally:
+        await store.close()
+    reply = usage_reply(scopes, agents)
+    sums = ledger_scopes("team", reply.scopes)
+    project = sums["project:team"]
+    assert (project.short, project.long, project.total) == (Decimal(3), Decimal(4), Decimal(5))
+    assert sums["agent:team/bot"].short == Decimal(2) and sums["key:key_b"].total == Decimal(3)
+    agents_, runs = rollups(reply.agents)
+    assert {a["agent"]: a["requests"] for a in agents_} == {"bot": 2, "planner": 2}
+    assert {r["run_id"]: r["requests"] for r in runs} == {"run-1": 2, "run-2": 1}

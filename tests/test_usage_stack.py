@@ -66,7 +66,13 @@ async def test_a_projects_key_reads_its_usage_and_nothing_else(
         report = r.json()
         scopes = {s["scope"]: s for s in report["scopes"]}
         assert Decimal(scopes["project:team"]["periods"]["day"]["spent_usd"]) == spent
-        assert sum(a["requests"] for a in report["agents"]) == 5  # the ledger has every row
+        # The ledger has every row (its two reads are not one snapshot: both must show them).
+        assert sum(a["requests"] for a in report["agents"]) == 5
+        assert Decimal(scopes["project:team"]["burn"]["long"]["usd_per_hour"]) > 0
+        span_h = min(Decimal(3600), Decimal(report["now_unix_ms"] % 86_400_000) / 1000) / 3600
+        assert Decimal(scopes["project:team"]["burn"]["short"]["usd_per_hour"]) * span_h >= spent * Decimal(
+            "0.99"
+        )
         return report
 
     report = wait_until(settled, timeout_s=30, what="the usage to count every request")
