@@ -206,6 +206,16 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ),
     (
         7,
+        "the response cache: whether a request was answered from it, and what that answer had cost",
+        [
+            # A hit costs 0 (cost_usd); cost_saved_usd is what the stored answer cost when it was
+            # made, so spend avoided is sum(cost_saved_usd) (docs/routing.md, "Response cache").
+            "ALTER TABLE requests ADD COLUMN IF NOT EXISTS cache_hit Bool DEFAULT false AFTER reservation_id",
+            "ALTER TABLE requests ADD COLUMN IF NOT EXISTS cost_saved_usd Decimal(20, 10) DEFAULT 0 AFTER cache_hit",
+        ],
+    ),
+    (
+        8,
         "budget alerts: thresholds, refusing caps and burn rates, as the budget authority sent them",
         [
             # One row per alert id (the authority sends each once per budget, period, cap and
