@@ -13,15 +13,19 @@ import time
 from typing import Any
 
 import orjson
+from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NATS
 
 from switchyard import subjects
+from switchyard.bus import NATS_ERRORS
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
 from switchyard.usage import PERIODS, usage_query, usage_report
 from switchyard.v1 import ledger_pb2
 
 ASK_TIMEOUT_S = 5.0
+# No answer (no responder, a timeout, NATS away) or a garbled one: the caller may retry.
+UNANSWERED: tuple[type[Exception], ...] = (*NATS_ERRORS, TimeoutError, DecodeError, orjson.JSONDecodeError)
 
 
 async def read_usage(nc: NATS, settings: Settings, project_id: str, rollup: str = "month") -> dict[str, Any]:
@@ -41,7 +45,7 @@ async def read_usage(nc: NATS, settings: Settings, project_id: str, rollup: str 
         )
         status = orjson.loads(status_msg.data)
         ledger = ledger_pb2.UsageReply.FromString(ledger_msg.data)
-    except Exception:  # no responder, a timeout, a garbled answer: the caller may retry
+    except UNANSWERED:
         raise GatewayError(
             ErrorCode.UNAVAILABLE, "the budget authority or the ledger did not answer", retry_after_s=1
         ) from None
