@@ -79,6 +79,7 @@ async def steady_load(stack: Stack, key: str, seconds_after_refusal: float, max_
     return out
 
 
+@pytest.mark.timeout(300)  # a whole stack starts, then ~15 s of steady load, on a machine others may load
 async def test_a_burn_rate_alert_predicts_the_refusals_and_the_refusing_alert_fires_once(
     astack: Stack, webhook: WebhookReceiver
 ) -> None:

@@ -42,6 +42,7 @@ def usage(stack: Stack, key: str, **params: str) -> httpx.Response:
     return httpx.get(f"{stack.ingress_url}/v1/usage", params=params, headers=bearer(key), timeout=30)
 
 
+@pytest.mark.timeout(300)  # a whole stack starts on a machine others may load
 async def test_a_projects_key_reads_its_usage_and_nothing_else(
     ustack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
