@@ -148,6 +148,7 @@ def permissions(role: str) -> Permissions | None:
                 subjects.INVOKE,
                 subjects.PROVIDER_STATS,
                 subjects.QUOTA_STATE,
+                subjects.BUDGET_PRESSURE,
                 subjects.INGRESS_REFUSED,
                 subjects.WORKER_BEAT,  # the liveness watch (services/router/liveness.py)
             ),
@@ -194,6 +195,7 @@ def permissions(role: str) -> Permissions | None:
             publish=(
                 *common_pub,
                 subjects.QUOTA_STATE,
+                subjects.BUDGET_PRESSURE,  # the routers' downgrade policies (docs/routing.md)
                 subjects.BUDGET_ALERT,
                 subjects.BUDGET_JOURNAL,
                 subjects.LEDGER_READ_SPEND,  # the rebuild's spend snapshot: a typed read, no SQL

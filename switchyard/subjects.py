@@ -10,6 +10,9 @@ INGRESS_REFUSED = "ingress.refused"
 ROUTER_QUEUE = "router"
 BUDGET_AUTHORIZE = "budget.authorize"  # router -> budget, queue group "budget"
 BUDGET_QUEUE = "budget"
+BUDGET_PRESSURE = (
+    "budget.pressure"  # budget leader -> routers: how full each budgeted scope is (JSON fan-out)
+)
 BUDGET_STATUS = "budget.status"  # anyone -> the budget leader: spend against caps (JSON)
 PROVIDER_STATS = "stats.provider"  # worker -> every router (fan-out, no queue group)
 QUOTA_STATE = "quota.state"  # budget leader -> routers, ledger, dashboard: provider quota use (fan-out)

@@ -50,6 +50,7 @@ from .alerts import Crossing, alert_event, alert_id, alert_message
 from .authority import Authority, Verdict
 from .burn_watch import watch as watch_burn_rates
 from .lease import Lease
+from .pressure import publish as publish_pressure
 from .quotas import QuotaBook
 from .rebuild import rebuild, scope_rows, snapshot_query
 from .snapshot import Snapshot, decode, encode, restore, take
@@ -257,6 +258,10 @@ class BudgetService(BusService):
         self._term.append(asyncio.create_task(self._expire(authority), name="budget-expire"))
         self._term.append(asyncio.create_task(self._snapshots(authority), name="budget-snapshots"))
         self._term.append(asyncio.create_task(self._burn_rates(authority), name="budget-burn"))
+        send_pressure = lambda data: self.bus.publish(subjects.BUDGET_PRESSURE, data)  # noqa: E731
+        self._term.append(
+            asyncio.create_task(publish_pressure(authority, send_pressure), name="budget-pressure")
+        )
         for crossing in authority.all_reached(now_ms()):  # alerts a crashed leader may have owed
             self._alerts.put_nowait(crossing)
         self.log.info(

@@ -251,6 +251,16 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        9,
+        "what a budget-aware downgrade saved against the route's undowngraded choice",
+        [
+            # docs/routing.md, "Budget-aware downgrade": the bill scaled by the router's cost
+            # estimates of the undowngraded and the serving deployment, less the bill.
+            "ALTER TABLE requests ADD COLUMN IF NOT EXISTS downgrade_saved_usd Decimal(20, 10) DEFAULT 0 "
+            "AFTER cost_saved_usd",
+        ],
+    ),
 ]
 
 # The rollup's key and summed columns, in table order (reconciliation compares them).
