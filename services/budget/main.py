@@ -258,9 +258,8 @@ class BudgetService(BusService):
         self._term.append(asyncio.create_task(self._expire(authority), name="budget-expire"))
         self._term.append(asyncio.create_task(self._snapshots(authority), name="budget-snapshots"))
         self._term.append(asyncio.create_task(self._burn_rates(authority), name="budget-burn"))
-        send_pressure = lambda data: self.bus.publish(subjects.BUDGET_PRESSURE, data)  # noqa: E731
         self._term.append(
-            asyncio.create_task(publish_pressure(authority, send_pressure), name="budget-pressure")
+            asyncio.create_task(publish_pressure(authority, self._send_pressure), name="budget-pressure")
         )
         for crossing in authority.all_reached(now_ms()):  # alerts a crashed leader may have owed
             self._alerts.put_nowait(crossing)
@@ -674,6 +673,9 @@ class BudgetService(BusService):
                 self.log.warning("alert %s not sent yet (%s): retrying", key, exc)
                 await asyncio.sleep(1.0)
                 self._alerts.put_nowait(crossing)
+
+    async def _send_pressure(self, data: bytes) -> None:
+        await self.bus.publish(subjects.BUDGET_PRESSURE, data)
 
     async def _burn_rates(self, authority: Authority) -> None:
         s = self.settings
