@@ -281,3 +281,22 @@ def test_an_alert_is_one_ledger_row_and_the_dashboard_counts_its_refusals() -> N
     assert shown[0]["refused_count"] == 7 and shown[0]["scope"] == "project:acme"
     assert shown[1]["refused_count"] == 0  # thresholds have no refusals to count
     assert budget.scope_label == "project:acme"
+
+
+def test_a_budget_leases_slack_is_not_counted_as_held_by_requests() -> None:
+    from services.budget import escrow
+    from services.budget.burn_watch import requests_held
+    from services.budget.pressure import pressure
+
+    authority, _ = _authority("10")
+    slot = ("project:acme", "day", period_start("day", NOON))
+    authority.book.add_spent(slot, Decimal(6))
+    authority.book.counters[slot].held = Decimal(1)  # a request in flight
+    lease = escrow.Lease(
+        "lease_1", "router-1", ("project:acme",), "acme", "", "", Decimal(2), Decimal(2), NOON, NOON + 60_000
+    )
+    escrow.grant(authority.book, lease)
+    authority.leases[lease.lease_id] = lease
+    assert authority.book.counter(slot).held == Decimal(3)
+    assert requests_held(authority, slot) == Decimal(1)
+    assert pressure(authority, NOON)["scopes"]["project:acme"]["used_pct"] == 70.0  # (6 + 1) / 10

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from decimal import Decimal
 
 from switchyard.burn import BurnWindows, SpendSamples, burning
 
@@ -24,6 +25,23 @@ from .book import Slot
 from .periods import period_start
 
 log = logging.getLogger("switchyard.budget.burn")
+
+
+def requests_held(authority: Authority, slot: Slot) -> Decimal:
+    """What requests in flight hold in `slot`: its held money less the budget leases' slack
+    (services/budget/escrow.py). A lease holds a slice of headroom for a router before any
+    request uses it, so counting it would move a projection (and a downgrade) earlier than the
+    refusals it predicts; the lease's own admissions in flight are left out with it."""
+    scope, period, start = slot
+    leased = sum(
+        (
+            lease.held
+            for lease in authority.leases.values()
+            if scope in lease.scopes and period_start(period, lease.at_ms) == start
+        ),
+        Decimal(0),
+    )
+    return max(authority.book.counter(slot).held - leased, Decimal(0))
 
 
 class BurnWatch:
@@ -47,12 +65,11 @@ class BurnWatch:
             if samples is None:
                 samples = self.samples[slot] = SpendSamples(self.windows.long_s)
             samples.add(now_ms, counter.spent)
-            alert = burning(samples, self.windows, budget.cap_usd, counter.held, budget.period, now_ms)
+            held = requests_held(authority, slot)
+            alert = burning(samples, self.windows, budget.cap_usd, held, budget.period, now_ms)
             if alert is None:
                 continue
-            crossing = Crossing(
-                budget, start, 0, counter.spent, kind=BURN_RATE, reserved=counter.held, burn=alert
-            )
+            crossing = Crossing(budget, start, 0, counter.spent, kind=BURN_RATE, reserved=held, burn=alert)
             key = alert_id(crossing)
             if key not in self._owed:
                 self._owed.add(key)

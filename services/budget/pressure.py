@@ -3,8 +3,9 @@ policy can move its requests to cheaper deployments as a cap nears (docs/routing
 "Budget-aware downgrade").
 
 The leader publishes on `budget.pressure` (core NATS fan-out, JSON) every PRESSURE_EVERY_S,
-only while some budget exists: per scope its fullest budget, (spent + held) / cap, because held
-money is what makes a cap refuse. `pressure` is pure; `publish` is the leader's loop.
+only while some budget exists: per scope its fullest budget, (spent + held by requests) / cap, because
+held money is what makes a cap refuse (a budget lease's unused slice is left out: it is headroom
+set aside for a router, not spend). `pressure` is pure; `publish` is the leader's loop.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import orjson
 
 from .authority import Authority
+from .burn_watch import requests_held
 from .periods import period_start
 
 PRESSURE_EVERY_S = 0.5
@@ -29,10 +31,11 @@ def pressure(authority: Authority, now_ms: int) -> dict[str, Any]:
     scope's fullest budget in its current period."""
     scopes: dict[str, dict[str, Any]] = {}
     for budget in list(authority.view.budgets.values()):
-        counter = authority.book.counter(
-            (budget.scope_label, budget.period, period_start(budget.period, now_ms))
+        slot = (budget.scope_label, budget.period, period_start(budget.period, now_ms))
+        # Budget leases' slack is not counted: it is headroom set aside, not spend (burn_watch.py).
+        used = float(
+            (authority.book.counter(slot).spent + requests_held(authority, slot)) / budget.cap_usd * 100
         )
-        used = float((counter.spent + counter.held) / budget.cap_usd * 100)
         seen = scopes.get(budget.scope_label)
         if seen is None or used > seen["used_pct"]:
             scopes[budget.scope_label] = {
