@@ -81,6 +81,8 @@ PRUNE_EVERY_S = 60.0
 # How often the leader writes its state to the snapshot bucket: a successor replays at most the
 # completion events of this long (plus the lease TTL) before it serves.
 SNAPSHOT_EVERY_S = 2.0
+# What a snapshot was taken at: journal sequence, last settled event, open reservations.
+SnapshotMark = tuple[int, int, int, int]
 SNAPSHOT_KEY = "authority"
 # The journal header that says what a message is (absent: a reservation, an AuthorizeRequest).
 JOURNAL_KIND = "Switchyard-Journal"
@@ -99,8 +101,11 @@ def rebuild_wait_level(waited_s: float, tries: int) -> int:
     return logging.INFO if tries == 0 else logging.DEBUG
 
 
-# With no completion for this many 1 s fetches, check that the settlement reader still exists.
-SETTLE_PROBE_EVERY = 3
+# An idle settlement fetch waits this long (a completion that comes meanwhile is delivered at
+# once: this sets only how often an idle authority asks again); after this many empty fetches
+# in a row, it checks that the settlement reader still exists (every 3 s, as before).
+SETTLE_IDLE_FETCH_S = 3.0
+SETTLE_PROBE_EVERY = 1
 SETTLE_BATCH = 256
 # After a short pull, let completions gather this long before the next: a nats-py fetch returns
 # as soon as the server has delivered what it had, so pulling at once again cost a pull request
@@ -316,27 +321,40 @@ class BudgetService(BusService):
     # --- snapshots ----------------------------------------------------------------------
 
     async def _snapshots(self, authority: Authority) -> None:
-        """Write the authority's state every SNAPSHOT_EVERY_S (at once after a takeover)."""
+        """Write the authority's state every SNAPSHOT_EVERY_S (at once after a takeover); an
+        idle authority, whose state has not moved since the last one, writes nothing."""
+        written: SnapshotMark | None = None
         while True:
             try:
-                await self._write_snapshot(authority)
+                written = await self._write_snapshot(authority, written)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS away, or a snapshot too large: log, the next tick tries again
                 self.log.warning("budget snapshot not written: %s", exc)
             await asyncio.sleep(SNAPSHOT_EVERY_S)
 
-    async def _write_snapshot(self, authority: Authority) -> None:
+    async def _write_snapshot(
+        self, authority: Authority, unless: SnapshotMark | None = None
+    ) -> SnapshotMark | None:
+        """Write a snapshot unless the state is still the one `unless` marks; the mark of what
+        is now stored (None: nothing written by this call, nor known)."""
         journal_seq = (await self.js.stream_info(subjects.BUDGET_JOURNAL_STREAM)).state.last_seq
         # From here to `take`, no await: the copy is exact at both positions (snapshot.py).
         if not self.lease.valid() or self.authority is not authority:
-            return  # not (or no longer) the leader: never overwrite a successor's snapshot
+            return None  # not (or no longer) the leader: never overwrite a successor's snapshot
         if self._settled_seq < self._exact_from:
-            return  # rebuilt from the ledger: settlement has not passed its recent ids yet
+            return None  # rebuilt from the ledger: settlement has not passed its recent ids yet
+        # Every change of the book is a journal write (reservations, lease grants and returns),
+        # a settled event (spend, releases, lease admissions) or an expiry (the reservation and
+        # lease counts): the same four, the same state.
+        mark = (journal_seq, self._settled_seq, len(authority.book.reservations), len(authority.leases))
+        if mark == unless:
+            return unless
         snapshot = take(
             authority.book, self._settled_seq, journal_seq, now_ms(), tuple(authority.leases.values())
         )
         await self.snapshot_kv.put(SNAPSHOT_KEY, encode(snapshot))
+        return mark
 
     async def _read_snapshot(self) -> Snapshot | None:
         try:
@@ -723,7 +741,7 @@ class BudgetService(BusService):
         try:
             while True:
                 try:
-                    msgs = await consumer.fetch(SETTLE_BATCH, timeout=1.0)
+                    msgs = await consumer.fetch(SETTLE_BATCH, timeout=SETTLE_IDLE_FETCH_S)
                     quiet = 0
                 except (FetchTimeoutError, NatsTimeoutError, TimeoutError):
                     quiet += 1
