@@ -39,6 +39,7 @@ ALERT_COLUMNS = [
 
 STORED_ALERTS_SQL = "SELECT DISTINCT alert_id FROM budget_alerts WHERE alert_id IN {ids:Array(String)}"
 BATCH = 64
+IDLE_FETCH_S = 10.0
 
 
 def _usd(text: str) -> Decimal:
@@ -108,7 +109,9 @@ class AlertRecorder:
     async def _run(self) -> None:
         while True:
             try:
-                msgs = await self._psub.fetch(BATCH, timeout=1.0)
+                # A long pull: an idle gateway makes one request every IDLE_FETCH_S, and an alert
+                # is delivered the moment it is stored (docs/performance.md, "Idle cost").
+                msgs = await self._psub.fetch(BATCH, timeout=IDLE_FETCH_S)
             except (FetchTimeoutError, NatsTimeoutError, TimeoutError):
                 continue
             except asyncio.CancelledError:
