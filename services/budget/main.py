@@ -38,6 +38,7 @@ from nats.nuid import NUID
 from prometheus_client import Counter, Gauge
 
 from switchyard import metrics, subjects, telemetry, units
+from switchyard.burn import BurnWindows
 from switchyard.bus import NATS_ERRORS, ensure_events_stream
 from switchyard.errors import ErrorCode
 from switchyard.pricing import format_usd
@@ -49,8 +50,10 @@ from switchyard.v1 import budget_pb2, events_pb2, ledger_pb2
 from . import escrow
 from .alerts import Crossing, alert_event, alert_id, alert_message
 from .authority import Authority, Verdict, candidates_of, lease_record
+from .burn_watch import watch as watch_burn_rates
 from .escrow import LeasePolicy
 from .lease import Lease
+from .pressure import publish as publish_pressure
 from .quotas import QuotaBook
 from .rebuild import rebuild, scope_rows, snapshot_query
 from .snapshot import JournalEntry, Snapshot, decode, encode, restore, take
@@ -287,6 +290,10 @@ class BudgetService(BusService):
             self._term.append(asyncio.create_task(self._publish_quotas(authority), name="budget-quotas"))
         self._term.append(asyncio.create_task(self._expire(authority), name="budget-expire"))
         self._term.append(asyncio.create_task(self._snapshots(authority), name="budget-snapshots"))
+        self._term.append(asyncio.create_task(self._burn_rates(authority), name="budget-burn"))
+        self._term.append(
+            asyncio.create_task(publish_pressure(authority, self._send_pressure), name="budget-pressure")
+        )
         for crossing in authority.all_reached(now_ms()):  # alerts a crashed leader may have owed
             self._alerts.put_nowait(crossing)
         self.log.info(
@@ -826,7 +833,8 @@ class BudgetService(BusService):
                 with contextlib.suppress(KeyNotFoundError):
                     await self.alerts_kv.get(key)
                     continue  # already alerted
-                event = alert_event(crossing, now_ms())
+                refused = self.authority.refusals.count(crossing) if self.authority else 0
+                event = alert_event(crossing, now_ms(), refused)
                 await self.js.publish(
                     subjects.BUDGET_ALERT, event.SerializeToString(), headers={"Nats-Msg-Id": key}, timeout=5
                 )
@@ -839,6 +847,15 @@ class BudgetService(BusService):
                 self.log.warning("alert %s not sent yet (%s): retrying", key, exc)
                 await asyncio.sleep(1.0)
                 self._alerts.put_nowait(crossing)
+
+    async def _send_pressure(self, data: bytes) -> None:
+        await self.bus.publish(subjects.BUDGET_PRESSURE, data)
+
+    async def _burn_rates(self, authority: Authority) -> None:
+        s = self.settings
+        short = s.budget_burn_short_window_s
+        windows = BurnWindows(short, max(short, s.budget_burn_long_window_s), s.budget_burn_horizon_s)
+        await watch_burn_rates(authority, windows, s.budget_burn_sample_s, self._alerts.put_nowait)
 
     # --- stop ---------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from switchyard.tenancy_store import load_or_create_admin_token
 from switchyard.v1 import events_pb2, ledger_pb2
 
 from . import reads
+from .alerts import AlertRecorder
 from .analyst import RefusedSql, SqlCaps
 from .batching import BatchWindow
 from .dashboard.server import DashboardServer
@@ -136,11 +137,14 @@ class Ledger(BusService):
         for subject, handler in (
             (subjects.LEDGER_READ_REQUEST, self._on_request_lookup),
             (subjects.LEDGER_READ_SPEND, self._on_spend_snapshot),
+            (subjects.LEDGER_READ_USAGE, self._on_usage),
             (subjects.LEDGER_SQL, self._on_sql),
         ):
             await nc.subscribe(subject, queue=subjects.LEDGER_QUERY_QUEUE, cb=handler)
         self.quotas = QuotaRecorder(nc, self.store, self.settings.ledger_quota_sample_s)
         await self.quotas.start()
+        self.alerts = AlertRecorder(nc, self.store)
+        await self.alerts.start()
         self.dashboard = DashboardServer(settings, self.store, nc)
         try:
             await self.dashboard.start()
@@ -330,6 +334,26 @@ class Ledger(BusService):
             )
         await msg.respond(reply.SerializeToString())
 
+    async def _on_usage(self, msg: Msg) -> None:
+        """ledger.read.usage: one project's spend and agent roll-ups (GET /v1/usage)."""
+        reply = await self.usage(msg.data)
+        await msg.respond(reply.SerializeToString())
+
+    async def usage(self, data: bytes) -> ledger_pb2.UsageReply:
+        try:
+            ask = ledger_pb2.UsageQuery.FromString(data)
+        except DecodeError:
+            ask = ledger_pb2.UsageQuery()
+        if not ask.project_id:
+            return ledger_pb2.UsageReply(error=_error("invalid_argument", "project_id is required"))
+        try:
+            scopes, agents = [
+                await self._read("usage", sql, params) for sql, params in reads.usage_queries(ask)
+            ]
+        except StoreReadError:
+            return ledger_pb2.UsageReply(error=_error("unavailable", "the ledger could not read the usage"))
+        return reads.usage_reply(scopes, agents)
+
     def _is_admin(self, msg: Msg) -> bool:
         given = (msg.headers or {}).get("Authorization", "").removeprefix("Bearer ").strip()
         return bool(self.admin_token) and hmac.compare_digest(given.encode(), self.admin_token.encode())
@@ -378,6 +402,7 @@ class Ledger(BusService):
             # (anything delivered in this instant is unacked, so redelivered, and deduped).
             self._consumer.cancel()
         await self.quotas.stop()
+        await self.alerts.stop()
         if self.dashboard:
             await self.dashboard.stop()
         for task in (self._consumer, self._lag):
