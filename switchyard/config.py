@@ -161,7 +161,7 @@ class DowngradeConfig(Table):
     so work keeps flowing on cheaper deployments instead of being refused at 100 %."""
 
     at_pct: float = Field(default=80.0, gt=0, le=100)
-    strategy: str = "cheapest"
+    strategy: str = StrategyPreset.CHEAPEST
 
     @field_validator("strategy")
     @classmethod
