@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     worker_beat_s: float = Field(default=0.5, gt=0)
     worker_lost_after_s: float = Field(default=2.0, gt=0)
     budget_timeout_s: float = Field(default=0.5, gt=0)
+    # A worker sends a stream's first chunk at once and coalesces the later ones into one bus
+    # message per window, or sooner at this many bytes (docs/performance.md, "Streams");
+    # 0 ms = one message per chunk.
+    stream_coalesce_ms: float = Field(default=20.0, ge=0, le=1000)
+    stream_coalesce_bytes: int = Field(default=16 * 1024, gt=0)
 
     # Edge limits and load shedding at the ingress (services/ingress/edge.py).
     # Request bodies up to this size are served end to end (docs/architecture.md, "Large

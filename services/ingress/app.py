@@ -396,9 +396,11 @@ class Ingress:
 
 
 async def _sse(exchange: Exchange, render: StreamRenderer) -> AsyncIterator[bytes]:
-    """A streamed request's frames as its API's SSE events; a client that goes away mid-stream
-    stops the upstream call (Exchange.frames)."""
+    """A streamed request's frames as its API's SSE events, one write per frame (a frame of
+    coalesced chunks is many events); a client that goes away mid-stream stops the upstream
+    call (Exchange.frames)."""
     async with contextlib.aclosing(exchange.frames()) as frames:
         async for frame in frames:
-            for event in render(frame):
-                yield event
+            data = b"".join(render(frame))
+            if data:
+                yield data

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 from collections.abc import Callable
 from decimal import Decimal
@@ -35,6 +36,7 @@ from switchyard.vocab import Status
 from .adapters import adapter_for, check_deployment
 from .adapters.base import Completed, Progress, ProviderAdapter
 from .adapters.ratelimits import parse_rate_limits
+from .coalesce import ChunkCoalescer
 from .execution import (
     CLIENT_GONE,
     AttemptOutcome,
@@ -531,23 +533,33 @@ class ProviderWorker(BusService):
             completed = await adapter.complete(request)
             progress.ttft_ms = now_ms() - progress.started_ms
             return completed
-        # aclosing: the upstream response is closed at once on return, error or cancel.
-        async with contextlib.aclosing(adapter.stream(request)) as items:
-            async for item in items:
-                if isinstance(item, Completed):
-                    return item
-                if isinstance(item, Progress):
-                    progress.reported = item.usage
-                    continue
-                if (stop := progress.overrun(item, request, deployment)) is not None:
-                    raise stop  # the budget hold is reached: docs/budgets.md
-                if not progress.chunks_sent:
-                    progress.ttft_ms = now_ms() - progress.started_ms
-                    if claim is not None:
-                        claim()  # the race's loser is cancelled at once: it never gets here
-                    progress.chunks_sent = True
-                progress.add_chunk(item)
-                await self.bus.publish(reply, codec.chunk_frame(item))
+        # The first chunk goes out at once, later ones in batches (coalesce.py); whatever is
+        # waiting is sent before this returns or raises, so before the final or error frame.
+        chunks = ChunkCoalescer(
+            functools.partial(self.bus.publish, reply),
+            self.settings.stream_coalesce_ms / 1000,
+            self.settings.stream_coalesce_bytes,
+        )
+        try:
+            # aclosing: the upstream response is closed at once on return, error or cancel.
+            async with contextlib.aclosing(adapter.stream(request)) as items:
+                async for item in items:
+                    if isinstance(item, Completed):
+                        return item
+                    if isinstance(item, Progress):
+                        progress.reported = item.usage
+                        continue
+                    if (stop := progress.overrun(item, request, deployment)) is not None:
+                        raise stop  # the budget hold is reached: docs/budgets.md
+                    if not progress.chunks_sent:
+                        progress.ttft_ms = now_ms() - progress.started_ms
+                        if claim is not None:
+                            claim()  # the race's loser is cancelled at once: it never gets here
+                        progress.chunks_sent = True
+                    progress.add_chunk(item)
+                    await chunks.add(item)
+        finally:
+            await chunks.close()
         raise GatewayError(
             ErrorCode.UPSTREAM_ERROR, "stream ended without a final event", provider=deployment.provider
         )
