@@ -148,6 +148,7 @@ def permissions(role: str) -> Permissions | None:
                 subjects.QUOTA_STATE,
                 subjects.INGRESS_REFUSED,
                 subjects.WORKER_BEAT,  # the liveness watch (services/router/liveness.py)
+                f"{subjects.CANCEL_PREFIX}.*",  # a client that left: its queued request is dropped
             ),
         )
     if role == PROVIDERS:

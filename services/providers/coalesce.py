@@ -26,7 +26,17 @@ Publish = Callable[[bytes], Awaitable[None]]
 class ChunkCoalescer:
     """One stream's chunks on their way to its reply subject."""
 
-    __slots__ = ("_publish", "window_s", "max_bytes", "_pending", "_size", "_timer", "_sending", "_first_sent", "frames")
+    __slots__ = (
+        "_first_sent",
+        "_pending",
+        "_publish",
+        "_sending",
+        "_size",
+        "_timer",
+        "frames",
+        "max_bytes",
+        "window_s",
+    )
 
     def __init__(self, publish: Publish, window_s: float, max_bytes: int) -> None:
         self._publish = publish

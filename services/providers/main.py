@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -23,6 +24,7 @@ from opentelemetry import trace
 from switchyard import codec, genai, metrics, subjects, telemetry, units
 from switchyard.bus import NATS_ERRORS, EventPublisher, ensure_events_stream
 from switchyard.catalog import Catalog, Deployment
+from switchyard.deadlines import GoneBook, skip_reason
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.handoff import ACK_TIMEOUT_S, hand_off
 from switchyard.lifecycle import started
@@ -68,6 +70,10 @@ NOT_RECORDABLE = GatewayError(
     retryable=False,
     retry_after_s=1.0,
 )
+# A request that waited for a slot past its deadline: no upstream call (switchyard/deadlines.py).
+DEADLINE_PASSED = GatewayError(
+    ErrorCode.TIMEOUT, "the request's deadline passed before its upstream call", retryable=False
+)
 # A stopping worker that could not finish a request within its drain time: handed to another
 # worker when nothing reached the client yet, else ended with this in-band error.
 WORKER_STOPPED = GatewayError(
@@ -108,6 +114,8 @@ class ProviderWorker(BusService):
         # request_id -> the task while it waits on its upstream call (what a cancel interrupts)
         self._upstream: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
+        # Clients that left while their request waited here for a slot (deadlines.py).
+        self.gone = GoneBook(self.settings.request_timeout_s)
         # Liveness (docs/architecture.md): what this worker holds and what it finished since
         # the last beat; the bound on accepted work is concurrency + queue.
         self.worker_id = f"{os.uname().nodename}:{os.getpid()}"
@@ -236,6 +244,8 @@ class ProviderWorker(BusService):
 
     async def _on_cancel(self, msg: Msg) -> None:
         request_id = msg.subject[len(subjects.CANCEL_PREFIX) + 1 :]
+        if request_id in self._held:
+            self.gone.add(request_id, time.monotonic())  # still queued: dropped at its turn
         task = self._upstream.get(request_id)
         if task is not None and request_id not in self._cancelled:
             self._cancelled.add(request_id)
@@ -274,6 +284,16 @@ class ProviderWorker(BusService):
             # would answer without a durable record. Refuse before any upstream cost.
             await self._fail(dispatch, reply, NOT_RECORDABLE)
             return NOT_RECORDABLE.code
+        skip = skip_reason(request.request_id, request.deadline_unix_ms, now_ms(), self.gone)
+        if skip is not None:
+            # It waited past its deadline, or its client left: no upstream call. The record
+            # settles the budget hold the router took.
+            metrics.SKIPPED.labels(self.name, skip).inc()
+            if skip == "deadline":
+                await self._fail(dispatch, reply, DEADLINE_PASSED)
+                return DEADLINE_PASSED.code
+            self._complete(dispatch, Status.CANCELLED, error=CLIENT_GONE.to_proto(request.request_id))
+            return Status.CANCELLED
         while True:
             target = dispatch.chain[dispatch.position]
             held = self._held.get(request.request_id)
