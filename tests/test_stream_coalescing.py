@@ -201,3 +201,15 @@ def test_a_batch_renders_as_the_same_events_as_its_chunks_one_by_one() -> None:
     got = batched(invoke_pb2.Reply(chunk=chunks[0]))
     got += batched(invoke_pb2.Reply(chunks=invoke_pb2.ChunkBatch(chunks=chunks[1:])))
     assert got == expected and len(got) >= len(chunks)  # the role opening, then one per chunk
+
+
+def test_a_text_event_from_the_template_is_the_event_the_dict_renders() -> None:
+    from services.ingress.api_kit import sse_data
+
+    for include_usage in (False, True):
+        request = invoke_pb2.InvokeRequest(
+            request_id="req_t", model="m/x", stream=True, received_unix_ms=1.7e12
+        )
+        render = ChunkStream(request, include_usage=include_usage)
+        for text in ['say "hi" \\ \n\t', "ünï 中文 🎉", "\ue000", "</script>", " word"]:
+            assert render._text_event(text) == sse_data(render._chunk({"content": text})), text
