@@ -66,9 +66,9 @@ class ChunkCoalescer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        sending = self._sending
-        if sending is not None and not sending.done():
-            await sending
+        sending, self._sending = self._sending, None
+        if sending is not None:
+            await sending  # in order, and its error (a lost connection) is not left unread
         if self._pending:
             await self._send(self._take())
 
