@@ -140,6 +140,7 @@ def permissions(role: str) -> Permissions | None:
                 ingress_inbox,  # error frames answer the ingress directly
                 f"{subjects.CANCEL_PREFIX}.*",  # a request whose worker died: a stalled one stops
                 *_stream(events),
+                *_kv_read(subjects.RESPONSE_CACHE_BUCKET),  # answers hits (docs/routing.md)
             ),
             subscribe=(
                 own_inbox,
@@ -161,6 +162,7 @@ def permissions(role: str) -> Permissions | None:
                 subjects.WORKER_BEAT,
                 ingress_inbox,  # answer frames
                 *_stream(events),
+                *_kv_write(subjects.RESPONSE_CACHE_BUCKET),  # stores answers the router may reuse
             ),
             subscribe=(own_inbox, every_invoke, f"{subjects.CANCEL_PREFIX}.*"),
             allow_responses=True,  # the hand-off acknowledgement

@@ -355,9 +355,10 @@ class Ingress:
             answer = exchange.settle()
             if isinstance(answer, GatewayError):
                 return error_response(answer, request.request_id, api)
-            return JSONResponse(
-                api.render_final(request, answer), headers=request_id_headers(request.request_id, api)
-            )
+            headers = request_id_headers(request.request_id, api)
+            if answer.cache_hit:  # docs/routing.md, "Response cache"
+                headers[hints.CACHE_HEADER] = "hit"
+            return JSONResponse(api.render_final(request, answer), headers=headers)
         return StreamingResponse(
             _sse(exchange, api.render_stream(parsed)),
             media_type="text/event-stream",

@@ -204,6 +204,16 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "AFTER cache_write_1h_tokens",
         ],
     ),
+    (
+        7,
+        "the response cache: whether a request was answered from it, and what that answer had cost",
+        [
+            # A hit costs 0 (cost_usd); cost_saved_usd is what the stored answer cost when it was
+            # made, so spend avoided is sum(cost_saved_usd) (docs/routing.md, "Response cache").
+            "ALTER TABLE requests ADD COLUMN IF NOT EXISTS cache_hit Bool DEFAULT false AFTER reservation_id",
+            "ALTER TABLE requests ADD COLUMN IF NOT EXISTS cost_saved_usd Decimal(20, 10) DEFAULT 0 AFTER cache_hit",
+        ],
+    ),
 ]
 
 # The rollup's key and summed columns, in table order (reconciliation compares them).

@@ -29,6 +29,7 @@ from switchyard.errors import ErrorCode, GatewayError
 from switchyard.handoff import ACK_TIMEOUT_S, hand_off
 from switchyard.lifecycle import started
 from switchyard.logs import redact
+from switchyard.response_cache import ENTRY_HEADROOM_BYTES, AnswerStore, stored_answer
 from switchyard.service import BusService, run
 from switchyard.settings import Settings
 from switchyard.tokens import tokenizer_for, warm_up
@@ -108,6 +109,7 @@ class ProviderWorker(BusService):
                 check_deployment(deployment)  # a misspelt adapter or option stops the start
         self.adapters: dict[str, ProviderAdapter] = {}
         self.events: EventPublisher | None = None
+        self.answers: AnswerStore | None = None
         self._slots = asyncio.Semaphore(self.settings.worker_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._subscriptions: list[Subscription] = []
@@ -142,6 +144,13 @@ class ProviderWorker(BusService):
         await ensure_events_stream(js, self.settings.stream_replicas)
         self.events = EventPublisher(js)
         self.events.start()
+        self.answers = await AnswerStore.open(
+            js,
+            self.settings.stream_replicas,
+            self.settings.response_cache_max_age_s,
+            self.settings.response_cache_max_bytes,
+            nc.max_payload - ENTRY_HEADROOM_BYTES,
+        )
         for provider in self.providers:
             sub = await nc.subscribe(
                 subjects.provider_invoke(provider),
@@ -507,6 +516,9 @@ class ProviderWorker(BusService):
                 self._store_wait_s(dispatch),
             ):
                 await self.bus.publish(dispatch.reply_to, codec.final_frame(response))
+                if dispatch.cache_key:  # the router found no usable answer: this one is kept
+                    entry = stored_answer(response, dispatch.request.project_id, dispatch.cache_ttl_ms)
+                    await started(self.answers, "the response cache").put(dispatch.cache_key, entry)
                 return
             # Not stored in time: refuse the answer. The upstream's bill is still recorded
             # (queued, retried while this worker lives) as an error with its cost.
