@@ -159,9 +159,13 @@ async def test_a_worker_sends_fewer_frames_than_chunks_and_ends_with_the_final(
         await worker.execute(dispatch_for(inbox, "talk", "req_batched"))
         frames = await read_frames(sub)
         kinds = [f.WhichOneof("frame") for f in frames]
-        assert kinds == ["chunk", "chunks", "final"]
+        # Normally ["chunk", "chunks", "final"]; a machine that stalls this process for the
+        # whole window may split the batch, never reorder it or send the first chunk late.
+        assert kinds[0] == "chunk" and kinds[-1] == "final" and set(kinds[1:-1]) == {"chunks"}
+        assert len(frames) < 8 + 1  # fewer messages than chunks (+ the final)
         words = texts(frames)
-        assert len(words) == 8 and [c.seq for c in frames[1].chunks.chunks] == list(range(1, 8))
+        seqs = [c.seq for f in frames[1:-1] for c in f.chunks.chunks]
+        assert len(words) == 8 and seqs == list(range(1, 8))
         assert "".join(words) == frames[-1].final.message.content[0].text
     finally:
         await nc.close()
@@ -184,8 +188,9 @@ async def test_chunks_waiting_at_the_budget_stop_reach_the_client_before_the_err
         dispatch.reserved_usd = "3.5"
         await worker.execute(dispatch)
         frames = await read_frames(sub)
-        assert [f.WhichOneof("frame") for f in frames] == ["chunk", "chunks", "error"]
-        assert len(texts(frames)) == 3
+        kinds = [f.WhichOneof("frame") for f in frames]
+        assert kinds[0] == "chunk" and kinds[-1] == "error" and set(kinds[1:-1]) == {"chunks"}
+        assert len(texts(frames)) == 3  # the two waiting chunks were sent, before the error
         assert frames[-1].error.code == "budget_exceeded"
     finally:
         await nc.close()
