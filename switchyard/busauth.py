@@ -161,6 +161,8 @@ def permissions(role: str) -> Permissions | None:
                 subjects.PROVIDER_STATS,
                 subjects.WORKER_BEAT,
                 ingress_inbox,  # answer frames
+                own_inbox,  # a hedge racer's frames to the worker racing it (another pool's)
+                f"{subjects.CANCEL_PREFIX}.*",  # the losing hedge racer in another pool stops
                 *_stream(events),
                 *_kv_write(subjects.RESPONSE_CACHE_BUCKET),  # stores answers the router may reuse
             ),

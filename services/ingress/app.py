@@ -259,6 +259,8 @@ class Ingress:
         request.project_id = identity.project_id
         request.agent_id = identity.agent_id
         request.key_id = identity.key_id
+        # Sent upstream as is by OpenAI deployments: only the Responses API sets it, after this.
+        request.responses_json = ""
         return request
 
     def _endpoint(self, api: HttpApi) -> Callable[[Request], Awaitable[Response]]:

@@ -14,6 +14,7 @@ import contextlib
 import os
 import socket
 import time
+from decimal import Decimal
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -173,25 +174,44 @@ class Router(BusService):
         dispatch = watched.dispatch
         request = dispatch.request
         metrics.ERRORS.labels(self.name, "worker_lost").inc()
+        events = started(self.events, "the event publisher")
+        if watched.record:
+            # It had finished (the client has its answer or error); its record was in the dead
+            # worker's memory only, waiting for the events stream: publish the copy its beats
+            # carried (the same msg id, so a copy stored meanwhile is dropped by the stream).
+            self.log.warning("request %s: recording it for its lost provider worker", request.request_id)
+            events.publish(subjects.COMPLETION, watched.record, msg_id=request.request_id)
+            return
         self.log.warning("request %s lost its provider worker", request.request_id)
         # A worker that is alive but stalled must not go on with it (and bill it twice).
         await self.bus.publish(subjects.cancel(request.request_id), b"")
         deployment = self.catalog.deployments.get(watched.deployment_id)
-        dispatch.attempts.add(
+        # What its upstream call used that the provider bills (a stream's delivered output, a
+        # finished call's usage), as the worker's last beat reported it: billed here.
+        cost = Decimal(watched.used_cost_usd or 0) if watched.used is not None else Decimal(0)
+        attempt = dispatch.attempts.add(
             deployment_id=watched.deployment_id,
             provider=deployment.provider if deployment else "",
             model=deployment.model if deployment else "",
             status=invoke_pb2.STATUS_ERROR,
             error_code=WORKER_LOST.code,
             error_message=WORKER_LOST.message,
+            cost_usd=format_usd(cost),
         )
-        if not request.stream and not watched.redispatched and await hand_off(self.bus, dispatch):
-            self._watch_dispatch(dispatch, redispatched=True)
+        if watched.used is not None:
+            attempt.usage.CopyFrom(watched.used)
+        elif (
+            not request.stream
+            and not watched.finished
+            and not watched.redispatched
+            and await hand_off(self.bus, dispatch)
+        ):
+            self._watch_dispatch(dispatch, redispatched=True)  # nothing billed, nothing sent: again
             return
         err = WORKER_LOST.to_proto(request.request_id)
-        with contextlib.suppress(*NATS_ERRORS):
-            await self.bus.publish(dispatch.reply_to, codec.error_frame(err))
-        events = started(self.events, "the event publisher")
+        if not watched.finished:  # (a finished one's client has had its answer)
+            with contextlib.suppress(*NATS_ERRORS):
+                await self.bus.publish(dispatch.reply_to, codec.error_frame(err))
         event = completion_event(
             request,
             status=Status.ERROR,
@@ -199,6 +219,8 @@ class Router(BusService):
             dispatch=dispatch,
             deployment=deployment,
             error=err,
+            usage=watched.used,
+            cost=cost,
         )
         events.publish(subjects.COMPLETION, event.SerializeToString(), msg_id=request.request_id)
 
