@@ -43,9 +43,12 @@ from .rows import ATTEMPT_COLUMNS, REQUEST_COLUMNS, attempt_rows, feed_item, req
 from .store import AnalystReader, LedgerStore
 
 tracer = telemetry.tracer("switchyard.ledger")
-# How long an idle fetch waits for the first event of a batch before looping (checks stop).
-IDLE_FETCH_S = 1.0
-LAG_POLL_S = 1.0
+# How long an idle fetch waits for the first event of a batch before asking again. An event
+# published meanwhile is delivered at once (the pull stays open on the server), so this sets
+# only how often an idle ledger wakes itself and NATS; stopping interrupts it (`drain`).
+IDLE_FETCH_S = 5.0
+# The consumer's lag for /metrics (the ingress reads its own for shedding, edge.py).
+LAG_POLL_S = 5.0
 
 
 def _json_default(value: Any) -> Any:
@@ -96,6 +99,7 @@ class Ledger(BusService):
         self._consumer: asyncio.Task[None] | None = None
         self._lag: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._idle_fetch = False
         self.dashboard: DashboardServer | None = None
 
     async def start(self) -> None:
@@ -174,6 +178,7 @@ class Ledger(BusService):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), pull.pause_s)
             try:
+                self._idle_fetch = not msgs  # nothing gathered yet: `drain` may cut this wait short
                 got = await self._psub.fetch(pull.count, timeout=pull.wait_s)
             except (FetchTimeoutError, NatsTimeoutError, TimeoutError):
                 if msgs:
@@ -185,6 +190,8 @@ class Ledger(BusService):
                     break
                 await asyncio.sleep(0.5)
                 continue
+            finally:
+                self._idle_fetch = False
             msgs.extend(got)
             window.add(len(got), pull.count, time.monotonic())
         return msgs
@@ -366,6 +373,10 @@ class Ledger(BusService):
 
     async def drain(self) -> None:
         self._stopping.set()
+        if self._idle_fetch and self._consumer:
+            # Waiting for a first event, holding none: stop now rather than at the fetch's end
+            # (anything delivered in this instant is unacked, so redelivered, and deduped).
+            self._consumer.cancel()
         await self.quotas.stop()
         if self.dashboard:
             await self.dashboard.stop()

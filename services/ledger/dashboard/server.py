@@ -19,6 +19,7 @@ from nats.aio.subscription import Subscription
 from switchyard import subjects
 from switchyard.bus import NATS_ERRORS
 from switchyard.logs import UVICORN_LOGGING, register_secret
+from switchyard.quiet_server import QuietServer
 from switchyard.settings import Settings
 from switchyard.tenancy import dashboard_token
 from switchyard.tenancy_store import load_or_create_admin_token
@@ -46,7 +47,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _EmbeddedServer(uvicorn.Server):
+class _EmbeddedServer(QuietServer):
     """uvicorn without its own signal handlers: the ledger process owns SIGTERM/SIGINT."""
 
     @contextlib.contextmanager
@@ -115,7 +116,7 @@ class DashboardServer:
             with contextlib.suppress(*NATS_ERRORS):
                 await self._sub.unsubscribe()
         if self._server is not None:
-            self._server.should_exit = True
+            self._server.request_exit()
             # Stopping must go on whatever uvicorn's loop raised (uvicorn logs its own errors).
             if self._task is not None:
                 with contextlib.suppress(Exception):
