@@ -10,6 +10,10 @@ works in its own threads).
 The machine's speed drifts, so two versions are compared in one sitting: `--against CHECKOUT`
 starts a second gateway running another checkout's code (`git worktree add /tmp/base <commit>`)
 beside this one, and measures them in alternating windows.
+
+`--stream` sends streamed requests instead (the upstream streams `--words` chunks, one every
+`--chunk-delay-ms`) and also reports the CPU per chunk: a stream's CPU divided by its chunks,
+the figure chunk coalescing (services/providers/coalesce.py) is measured by.
 """
 
 from __future__ import annotations
@@ -67,13 +71,16 @@ def per_request(
 
 
 BODY = body_for("bench/echo", False)
+STREAM_BODY = body_for("bench/echo", True)
 
 
 class Probe:
     """One gateway under measurement, and a keep-alive client to it."""
 
-    def __init__(self, label: str, gateway: Gateway) -> None:
+    def __init__(self, label: str, gateway: Gateway, stream: bool = False) -> None:
         self.label = label
+        self.body = STREAM_BODY if stream else BODY
+        self.stream = stream
         self.gateway = gateway
         self.procs = gateway.services()
         headers = dict(h.split(": ", 1) for h in gateway.headers) | {"content-type": "application/json"}
@@ -84,10 +91,12 @@ class Probe:
         latencies = []
         for _ in range(count):
             started = time.perf_counter()
-            response = self.client.post("/v1/chat/completions", content=BODY)
+            response = self.client.post("/v1/chat/completions", content=self.body)
             latencies.append((time.perf_counter() - started) * 1000)
             if response.status_code != 200:
                 raise RuntimeError(f"{self.label} answered {response.status_code}: {response.text}")
+            if self.stream and not response.text.rstrip().endswith("data: [DONE]"):
+                raise RuntimeError(f"{self.label}: a stream did not end with [DONE]: {response.text[-300:]}")
         return latencies
 
     def window(self, count: int) -> None:
@@ -126,6 +135,9 @@ def main() -> int:
     parser.add_argument("--windows", type=int, default=3, help="measured windows (median reported)")
     parser.add_argument("--delay-ms", type=float, default=20.0, help="upstream's fixed delay")
     parser.add_argument("--gateway-env", action="append", default=[], metavar="SWITCHYARD_X=VALUE")
+    parser.add_argument("--stream", action="store_true", help="streamed requests; also report CPU per chunk")
+    parser.add_argument("--words", type=int, default=16, help="chunks per streamed answer (upstream)")
+    parser.add_argument("--chunk-delay-ms", type=float, default=1.0, help="upstream's gap between chunks")
     parser.add_argument(
         "--against",
         default="",
@@ -138,7 +150,19 @@ def main() -> int:
 
     port = free_port()
     upstream = subprocess.Popen(
-        [sys.executable, "-m", "bench.upstream", "--port", str(port), "--delay-ms", str(args.delay_ms)],
+        [
+            sys.executable,
+            "-m",
+            "bench.upstream",
+            "--port",
+            str(port),
+            "--delay-ms",
+            str(args.delay_ms),
+            "--words",
+            str(args.words),
+            "--chunk-delay-ms",
+            str(args.chunk_delay_ms),
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
     )
@@ -152,7 +176,8 @@ def main() -> int:
             sides.insert(0, (f"against {args.against}", str(Path(args.against).resolve())))
         for label, code in sides:
             workdir = Path(tempfile.mkdtemp(prefix="switchyard-cpu-"))
-            probes.append(Probe(label, Gateway(upstream_url, -1, workdir, settings | {"PYTHONPATH": code})))
+            gateway = Gateway(upstream_url, -1, workdir, settings | {"PYTHONPATH": code})
+            probes.append(Probe(label, gateway, args.stream))
         for probe in probes:
             probe.send(50)  # warm-up: connections, caches, the first ledger parts
         time.sleep(2)
@@ -160,10 +185,22 @@ def main() -> int:
             # Alternate which goes first, so neither always follows the other's ledger insert.
             for probe in probes if index % 2 == 0 else probes[::-1]:
                 probe.window(args.requests)
-        report = {"requests_per_window": args.requests, "gateway_env": args.gateway_env}
+        report = {
+            "requests_per_window": args.requests,
+            "gateway_env": args.gateway_env,
+            "stream": args.stream,
+        }
         report["runs"] = {probe.label: probe.report() for probe in probes}
+        if args.stream:
+            report["chunks_per_stream"] = args.words
+            for run in report["runs"].values():
+                run["us_cpu_per_chunk"] = {
+                    name: round(ms * 1000 / args.words, 1) for name, ms in run["ms_cpu_per_request"].items()
+                } | {"total": round(run["total_ms"] * 1000 / args.words, 1)}
         for label, run in report["runs"].items():
             print_report(label, run, args.windows)
+            if "us_cpu_per_chunk" in run:
+                print(f"  µs of CPU per chunk ({args.words} chunks a stream): {run['us_cpu_per_chunk']}")
         if args.out:
             Path(args.out).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
         return 0

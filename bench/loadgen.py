@@ -7,6 +7,11 @@ of CPU per request and would saturate this machine before the gateway does (STAC
 
 Run: python -m bench.loadgen --url http://127.0.0.1:8080/v1/chat/completions --rate 500 --duration 10
 It prints one JSON object with the latency distribution.
+
+With `--deadline-ms` (the overload mode of `python -m bench`) a client gives up at its deadline,
+as a real one would, and the report adds what overload is judged by: answers within the
+deadline (and their rate), refusals (503/529) with how fast they came and whether they carried
+Retry-After, and requests that got neither in time.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class ResponseParser:
         self.length = -1
         self.body_bytes = 0
         self.first_body_at = 0.0
+        self.retry_after = ""
         self.done = False
 
     def feed(self, data: bytes, now: float) -> None:
@@ -70,6 +76,8 @@ class ResponseParser:
                     self.length = int(value.strip())
                 elif name == "transfer-encoding" and "chunked" in value.lower():
                     self.chunked = True
+                elif name == "retry-after":
+                    self.retry_after = value.strip()
             self.headers_done = True
             self.buffer = self.buffer[end + 4 :]
         if self.buffer and not self.first_body_at:
@@ -136,8 +144,28 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     ttft_ms: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
+    deadline_ms: float = 0.0  # 0: no deadline (not the overload mode)
+    in_time: int = 0
+    refused_ms: list[float] = field(default_factory=list)  # 503/529 answers, from their due time
+    refused_with_retry_after: int = 0
+    gave_up: int = 0  # no answer within the deadline
 
     def report(self) -> dict:
+        out = self._report()
+        if self.deadline_ms:
+            out["overload"] = {
+                "deadline_ms": self.deadline_ms,
+                "offered_rps": self.rate,
+                "in_time": self.in_time,
+                "in_time_rps": self.in_time / self.duration_s,
+                "refused": len(self.refused_ms),
+                "refused_with_retry_after": self.refused_with_retry_after,
+                "refusal_latency_ms": summarize(self.refused_ms) if self.refused_ms else None,
+                "gave_up": self.gave_up,
+            }
+        return out
+
+    def _report(self) -> dict:
         return {
             "rate": self.rate,
             "duration_s": self.duration_s,
@@ -172,11 +200,14 @@ async def run_load(
     headers: dict[str, str] | None = None,
     timeout_s: float = 10.0,
     warm_connections: int = 16,
+    deadline_ms: float = 0.0,
 ) -> LoadResult:
     loop = asyncio.get_running_loop()
     host, port, request = build_request(url, body, headers or {})
     idle: list[Connection] = []
-    result = LoadResult(rate=rate, duration_s=duration_s)
+    result = LoadResult(rate=rate, duration_s=duration_s, deadline_ms=deadline_ms)
+    if deadline_ms:
+        timeout_s = deadline_ms / 1000  # the client gives up at its deadline
 
     async def connect() -> Connection:
         _, conn = await loop.create_connection(Connection, host, port)
@@ -200,12 +231,18 @@ async def run_load(
                 result.latencies_ms.append((finished - due) * 1000)
                 if response.chunked and response.first_body_at:
                     result.ttft_ms.append((response.first_body_at - due) * 1000)
+                if result.deadline_ms and (finished - due) * 1000 <= result.deadline_ms:
+                    result.in_time += 1
             else:
                 result.errors += 1
+                if response.status in (503, 529):
+                    result.refused_ms.append((finished - due) * 1000)
+                    result.refused_with_retry_after += bool(response.retry_after)
             if not conn.closed:
                 idle.append(conn)
         except (TimeoutError, ConnectionError, OSError, RuntimeError):  # RuntimeError: closed under us
             result.errors += 1
+            result.gave_up += 1
             result.statuses["error"] += 1
             if conn and conn.transport:
                 conn.transport.close()
@@ -237,12 +274,21 @@ def main() -> None:
     parser.add_argument("--header", action="append", default=[], help="Name: value")
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--cpu", type=int, default=-1, help="pin to this CPU")
+    parser.add_argument("--deadline-ms", type=float, default=0.0, help="overload mode: give up at this")
     args = parser.parse_args()
     if args.cpu >= 0:
         os.sched_setaffinity(0, {args.cpu})
     headers = dict(h.split(": ", 1) for h in args.header)
     result = uvloop.run(
-        run_load(args.url, args.body.encode(), args.rate, args.duration, headers, args.timeout)
+        run_load(
+            args.url,
+            args.body.encode(),
+            args.rate,
+            args.duration,
+            headers,
+            args.timeout,
+            deadline_ms=args.deadline_ms,
+        )
     )
     print(orjson.dumps(result.report()).decode())
 

@@ -152,6 +152,7 @@ def permissions(role: str) -> Permissions | None:
                 subjects.BUDGET_PRESSURE,
                 subjects.INGRESS_REFUSED,
                 subjects.WORKER_BEAT,  # the liveness watch (services/router/liveness.py)
+                f"{subjects.CANCEL_PREFIX}.*",  # a client that left: its queued request is dropped
                 subjects.BUDGET_LEASE_REVOKE,  # budget leases to give back at once (a cap changed)
             ),
         )

@@ -48,6 +48,13 @@ COST = Counter(
     "Spend in USD by project, provider and model",
     ["project", "provider", "model"],
 )
+# Requests a router or worker dropped before any upstream call (switchyard/deadlines.py):
+# reason "deadline" (it passed while the request waited) or "client_gone" (the caller left).
+SKIPPED = Counter(
+    "switchyard_requests_skipped_total",
+    "Requests dropped before any upstream call: deadline passed or client gone",
+    ["service", "reason"],
+)
 FAILOVERS = Counter(
     "switchyard_failovers_total", "Attempts that failed over to the next deployment", ["provider"]
 )

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     worker_beat_s: float = Field(default=0.5, gt=0)
     worker_lost_after_s: float = Field(default=2.0, gt=0)
     budget_timeout_s: float = Field(default=0.5, gt=0)
+    # A worker sends a stream's first chunk at once and coalesces the later ones into one bus
+    # message per window, or sooner at this many bytes (docs/performance.md, "Streams");
+    # 0 ms = one message per chunk.
+    stream_coalesce_ms: float = Field(default=20.0, ge=0, le=1000)
+    stream_coalesce_bytes: int = Field(default=16 * 1024, gt=0)
 
     # Edge limits and load shedding at the ingress (services/ingress/edge.py).
     # Request bodies up to this size are served end to end (docs/architecture.md, "Large
@@ -68,6 +73,15 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=4096, ge=0)
     max_connections_per_client: int = Field(default=256, ge=0)
     max_in_flight: int = Field(default=2048, gt=0)
+    # Adaptive admission (services/ingress/admission.py, docs/reliability.md): a concurrency
+    # limit between min and max (0 = max_in_flight) that falls when the gateway's own time per
+    # request averages more than tolerance x max(its baseline, floor) over a window.
+    admission_adaptive: bool = True
+    admission_min_limit: int = Field(default=8, gt=0)
+    admission_max_limit: int = Field(default=0, ge=0)
+    admission_tolerance: float = Field(default=2.0, ge=1.0)
+    admission_floor_ms: float = Field(default=25.0, ge=0)
+    admission_window_s: float = Field(default=0.1, gt=0)
     max_ledger_lag: int = Field(default=200_000, gt=0)
     # A ledger backlog that cannot be read for this long counts as over max_ledger_lag.
     ledger_lag_grace_s: float = Field(default=30.0, gt=0)

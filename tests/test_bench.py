@@ -19,7 +19,8 @@ def test_bench_runs_end_to_end_and_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--rates", "10", "--duration", "2", "--rounds", "1",
-         "--stream-rate", "10", "--max-search", "20", "--no-pin", "--out", str(out)],
+         "--stream-rate", "10", "--max-search", "20", "--no-pin", "--overload-factor", "2",
+         "--deadline-ms", "1000", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
@@ -40,6 +41,15 @@ def test_bench_runs_end_to_end_and_reports_every_figure(tmp_path: Path) -> None:
     assert stream["gateway"]["ttft_ms"]["p50"] > 0
     assert "max_sustainable_rps" in report
     assert "max sustainable throughput" in run.stdout
+    # The overload mode: offered twice the max found, every request accounted for.
+    overload = report["overload"]
+    assert overload["offered_rps"] == 2 * report["max_sustainable_rps"]
+    assert overload["in_time"] + overload["refused"] + overload["gave_up"] <= 2 * overload["offered_rps"]
+    assert overload["in_time"] > 0 and overload["in_time_rps"] > 0
+    assert set(overload["verdict"]) == {
+        "in_time_share_of_max", "in_time_goal_met", "refusals_fast", "refusals_with_retry_after", "unanswered_share",
+    }  # fmt: skip
+    assert "overload: offered" in run.stdout
 
 
 def test_cpu_probe_reports_every_process_per_request(tmp_path: Path) -> None:
@@ -64,3 +74,18 @@ def test_cpu_probe_reports_every_process_per_request(tmp_path: Path) -> None:
     assert run_report["total_ms"] > 0
     assert abs(run_report["total_ms"] - sum(per_process.values())) < 0.05 * run_report["total_ms"] + 0.1
     assert run_report["sequential_p50_ms"] > 20.0  # the upstream's own delay is 20 ms
+
+
+def test_cpu_probe_streams_and_reports_cpu_per_chunk(tmp_path: Path) -> None:
+    out = tmp_path / "cpu-stream.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.cpu", "--stream", "--words", "8", "--requests", "3", "--windows", "1",
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = orjson.loads(out.read_bytes())
+    assert report["stream"] and report["chunks_per_stream"] == 8
+    per_chunk = report["runs"]["this checkout"]["us_cpu_per_chunk"]
+    assert {"ingress", "nats-server", "total"} <= set(per_chunk) and per_chunk["total"] > 0
+    assert "per chunk" in run.stdout

@@ -165,3 +165,30 @@ def test_the_router_and_the_worker_build_the_same_completion() -> None:
     assert not rejected.HasField("rationale")
     routed = build_completion(dispatch, status="error", trace_id="t", error=err)
     assert routed.route == "auto" and routed.HasField("rationale") and routed.requested_model == "auto"
+
+
+def test_the_most_output_tokens_a_hold_pays_for_is_exact() -> None:
+    """`overrun` compares counts against this bound: it must be exactly the last count whose
+    cost (quantized, every token class) still fits, as the per-chunk Decimal check was."""
+    from services.providers.execution import call_cost, most_output_tokens
+
+    for deployment in demo_deployments():
+        for prompt, cached in ((10, 0), (1234, 1000), (0, 0)):
+            usage = invoke_pb2.Usage(prompt_tokens=prompt, cached_tokens=cached)
+            for limit in ("0", "0.0000001", "0.00031", "0.0123456789", "0.5"):
+                bound = most_output_tokens(deployment, usage, Decimal(limit))
+                costs = {}
+                for tokens in (0, bound, bound + 1):
+                    probe = invoke_pb2.Usage()
+                    probe.CopyFrom(usage)
+                    probe.completion_tokens = max(tokens, 0)
+                    costs[tokens] = call_cost(deployment, probe)
+                if bound < 0:
+                    assert costs[0] > Decimal(limit)
+                else:
+                    assert costs[bound] <= Decimal(limit) < costs[bound + 1], (
+                        deployment.id,
+                        prompt,
+                        limit,
+                        bound,
+                    )

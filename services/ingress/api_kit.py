@@ -66,6 +66,8 @@ class StreamRenderer(ABC):
         kind = frame.WhichOneof("frame")
         if kind == "chunk":
             return self.chunk(frame.chunk)
+        if kind == "chunks":  # a worker's coalesced chunks: each still its own event(s)
+            return [event for chunk in frame.chunks.chunks for event in self.chunk(chunk)]
         if kind == "final":
             return self.final(frame.final)
         return self.error(GatewayError.from_proto(frame.error))

@@ -35,6 +35,7 @@ from switchyard.v1 import invoke_pb2, ledger_pb2
 from switchyard.vocab import Status
 
 from . import admin, anthropic_api, auth, hints, openai_api, usage
+from .admission import AdaptiveLimit, admission_tuning
 from .api_kit import HttpApi, Parsed, StreamRenderer
 from .client import GatewayClient
 from .dialects import (
@@ -87,8 +88,11 @@ class Ingress:
         self.ready = False
         self.draining = False
         self._drain_task: asyncio.Task[None] | None = None
-        self.overload = Overload()
         self.limits = limits_from(settings)
+        # The adaptive concurrency limit (admission.py), on unless configured off.
+        self.overload = Overload(
+            AdaptiveLimit(admission_tuning(settings)) if settings.admission_adaptive else None
+        )
         self.auth = auth.Authenticator(settings)
         self.admin_token = ""
         self.admin = admin.AdminApi(lambda: self.admin_token, self.auth.view)
@@ -297,7 +301,9 @@ class Ingress:
     async def open(self, request: invoke_pb2.InvokeRequest) -> Exchange:
         """Publish the request and wait for its first frame (exchange.open_exchange). One the
         bus refused (too large) never reached the router, so its ledger row is written here."""
-        exchange = await open_exchange(self.client, request, self.settings.request_timeout_s)
+        exchange = await open_exchange(
+            self.client, request, self.settings.request_timeout_s, self.overload.observe
+        )
         if exchange.unpublished and isinstance(exchange.first, GatewayError):
             self.record_refusal(request, exchange.first)
         return exchange
@@ -420,9 +426,11 @@ class Ingress:
 
 
 async def _sse(exchange: Exchange, render: StreamRenderer) -> AsyncIterator[bytes]:
-    """A streamed request's frames as its API's SSE events; a client that goes away mid-stream
-    stops the upstream call (Exchange.frames)."""
+    """A streamed request's frames as its API's SSE events, one write per frame (a frame of
+    coalesced chunks is many events); a client that goes away mid-stream stops the upstream
+    call (Exchange.frames)."""
     async with contextlib.aclosing(exchange.frames()) as frames:
         async for frame in frames:
-            for event in render(frame):
-                yield event
+            data = b"".join(render(frame))
+            if data:
+                yield data

@@ -13,10 +13,12 @@ The order matters, so that a slow or unauthenticated client cannot hold what pay
    within `max_body_bytes` (-> 413). A 413 comes after authentication so that it can be
    recorded: `on_too_large` (the ingress) writes its ledger row under the request id the
    client gets; an unauthenticated upload gets 401 and leaves no row. Only then is an invocation admitted:
-   when the requests this process has in flight reach `max_in_flight`, or the ledger's
-   consumer lags more than `max_ledger_lag` events (or its lag cannot be read for longer than
-   `ledger_lag_grace_s`), it gets 503 with Retry-After. In-flight counts only admitted
-   requests, so slow uploads never take a slot. Health and metrics are never shed.
+   when the requests this process has in flight reach `max_in_flight` or the adaptive limit
+   (admission.py: a concurrency limit driven by the gateway's measured latency), or the
+   ledger's consumer lags more than `max_ledger_lag` events (or its lag cannot be read for
+   longer than `ledger_lag_grace_s`), it gets 503 with Retry-After, counted by reason in
+   `switchyard_ingress_shed_total`. In-flight counts only admitted requests, so slow uploads
+   never take a slot. Health and metrics are never shed.
 
 gRPC calls pass the same admission (shared `Overload`) in grpc_edge.py.
 """
@@ -31,7 +33,11 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Counter, Gauge
+
 from switchyard.errors import ErrorCode, GatewayError
+
+from .admission import AdaptiveLimit
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -45,6 +51,16 @@ log = logging.getLogger("switchyard.ingress.edge")
 LAG_QUIET_POLL_S = 15.0
 NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 
+SHED = Counter(
+    "switchyard_ingress_shed_total",
+    "Requests refused with 503 before they were published, by reason "
+    "(capacity, adaptive_limit, ledger_lag, ledger_unknown)",
+    ["reason"],
+)
+CONCURRENCY_LIMIT = Gauge(
+    "switchyard_ingress_concurrency_limit", "The adaptive admission limit of this ingress (admission.py)"
+)
+
 
 @dataclass
 class EdgeLimits:
@@ -57,17 +73,27 @@ class EdgeLimits:
 
 
 class Overload:
-    """What the shedder looks at: requests admitted and not yet answered (HTTP and gRPC alike)
-    and the ledger consumer's lag (kept current by `poll_ledger_lag`; None = unknown for longer
-    than the grace, which sheds like a lag over the limit).
+    """What the shedder looks at: requests admitted and not yet answered (HTTP and gRPC alike),
+    the adaptive concurrency limit (None: off) and the ledger consumer's lag (kept current by
+    `poll_ledger_lag`; None = unknown for longer than the grace, which sheds like a lag over
+    the limit).
 
     Reading `ledger_lag` also marks it as consulted: the poller keeps it fresh while requests
     look at it and rests while none do (an idle gateway should not ask NATS every second)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limiter: AdaptiveLimit | None = None) -> None:
         self.in_flight = 0
         self._ledger_lag: int | None = 0
         self.consulted = asyncio.Event()
+        self.limiter = limiter
+        if limiter is not None:
+            CONCURRENCY_LIMIT.set(int(limiter.limit))
+
+    def observe(self, own_ms: float, now: float) -> None:
+        """A published request finished after `own_ms` of the gateway's own time."""
+        if self.limiter is not None:
+            self.limiter.observe(own_ms, self.in_flight, now)
+            CONCURRENCY_LIMIT.set(int(self.limiter.limit))
 
     @property
     def ledger_lag(self) -> int | None:
@@ -106,15 +132,25 @@ async def _reject(
     await reject(scope, send, error, status if status != error.http_status else 0, headers, request_id)
 
 
-def shed_reason(limits: EdgeLimits, overload: Overload) -> str:
-    """Why new work should be refused now, or "" (pure)."""
+def shed(limits: EdgeLimits, overload: Overload) -> tuple[str, str]:
+    """Why new work should be refused now, as (reason label, message), or ("", "") (pure)."""
     if overload.in_flight >= limits.max_in_flight:
-        return "the gateway is at capacity (too many requests in flight); retry shortly"
+        return "capacity", "the gateway is at capacity (too many requests in flight); retry shortly"
+    if overload.limiter is not None and not overload.limiter.admits(overload.in_flight):
+        return "adaptive_limit", "the gateway is overloaded (its latency is rising); retry shortly"
     if overload.ledger_lag is None:
-        return "the ledger's backlog cannot be read (is the ledger running?); retry shortly"
+        return "ledger_unknown", "the ledger's backlog cannot be read (is the ledger running?); retry shortly"
     if overload.ledger_lag > limits.max_ledger_lag:
-        return "the ledger is falling behind; retry shortly"
-    return ""
+        return "ledger_lag", "the ledger is falling behind; retry shortly"
+    return "", ""
+
+
+def shed_reason(limits: EdgeLimits, overload: Overload) -> str:
+    """Why new work should be refused now, or "" (pure); counted in SHED when it is."""
+    label, message = shed(limits, overload)
+    if label:
+        SHED.labels(label).inc()
+    return message
 
 
 class EdgeMiddleware:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
@@ -32,6 +32,7 @@ from switchyard.errors import ErrorCode, GatewayError
 from switchyard.v1 import invoke_pb2
 from switchyard.vocab import Status
 
+from .admission import own_time_ms
 from .client import Frame, GatewayClient, ReplyStream
 
 REQUESTS = Counter("switchyard_ingress_requests_total", "Requests by API and outcome", ["api", "status"])
@@ -44,6 +45,9 @@ LATENCY = Histogram(
 tracer = telemetry.tracer("switchyard.ingress")
 log = logging.getLogger("switchyard.ingress")
 SERVICE = "ingress"
+# Told of each finished request: (the gateway's own ms, time.monotonic()); admission.py learns
+# the gateway's load from it.
+Observer = Callable[[float, float], None]
 
 
 def count(api: str, status: str) -> None:
@@ -59,9 +63,15 @@ class Exchange:
     """One published request: its reply frames, root span and clock."""
 
     def __init__(
-        self, request: invoke_pb2.InvokeRequest, span: trace.Span, client: GatewayClient, replies: ReplyStream
+        self,
+        request: invoke_pb2.InvokeRequest,
+        span: trace.Span,
+        client: GatewayClient,
+        replies: ReplyStream,
+        observe: Observer | None = None,
     ) -> None:
         self.request = request
+        self.observe = observe
         self.span = span
         self.client = client
         self.replies = replies
@@ -115,6 +125,12 @@ class Exchange:
             return
         self.finished = True
         elapsed = time.perf_counter() - self.started
+        if self.observe is not None:
+            if final is not None:  # the gateway's own time: without the upstream calls
+                attempts = ((a.started_unix_ms, a.latency_ms) for a in final.attempts)
+                self.observe(own_time_ms(elapsed * 1000, attempts), time.monotonic())
+            elif status == ErrorCode.TIMEOUT:  # a passed deadline: all of it counts as overload
+                self.observe(elapsed * 1000, time.monotonic())
         count(self.request.api, status)
         metrics.IN_FLIGHT.labels(SERVICE).dec()
         metrics.DURATION.labels(SERVICE).observe(elapsed)
@@ -128,7 +144,10 @@ class Exchange:
 
 
 async def open_exchange(
-    client: GatewayClient, request: invoke_pb2.InvokeRequest, timeout_s: float
+    client: GatewayClient,
+    request: invoke_pb2.InvokeRequest,
+    timeout_s: float,
+    observe: Observer | None = None,
 ) -> Exchange:
     """Publish the request and wait for its first frame (a chunk, the final answer or an
     error). The request's root span starts here and its context rides the NATS headers, so the
@@ -142,7 +161,7 @@ async def open_exchange(
         kind=trace.SpanKind.SERVER,
         attributes={**genai.request_attributes(request), "switchyard.api": request.api},
     )
-    exchange = Exchange(request, span, client, client.expect(request.request_id, timeout_s))
+    exchange = Exchange(request, span, client, client.expect(request.request_id, timeout_s), observe)
     try:
         try:
             with trace.use_span(span, end_on_exit=False):

@@ -85,6 +85,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                     # The contract's stream ends with a final or an error frame; then the status.
                     yield invoke_pb2.Reply(error=frame.to_proto(request.request_id))
                     await _abort(context, frame, request.request_id)
+                if frame.WhichOneof("frame") == "chunks":
+                    # Coalesced on the bus; the gRPC contract streams one chunk per Reply.
+                    for chunk in frame.chunks.chunks:
+                        yield invoke_pb2.Reply(chunk=chunk)
+                    continue
                 yield frame
 
 

@@ -348,6 +348,9 @@ def completion_json(request: invoke_pb2.InvokeRequest, final: invoke_pb2.InvokeR
     }
 
 
+_MARK = "\ue000switchyard-text\ue000"  # a private-use placeholder no JSON encoder escapes
+
+
 class ChunkStream(StreamRenderer):
     """Reply frames -> `chat.completion.chunk` SSE events, one instance per streamed request.
 
@@ -366,6 +369,7 @@ class ChunkStream(StreamRenderer):
         self._started = False
         self._sent_text = False
         self._sent_tool_calls = False
+        self._text_template: tuple[bytes, bytes] | None = None
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         chunk: dict[str, Any] = {
@@ -423,11 +427,20 @@ class ChunkStream(StreamRenderer):
         out.append(SSE_DONE)
         return out
 
+    def _text_event(self, text: str) -> bytes:
+        """`sse_data(self._chunk({"content": text}))`, byte for byte, from a template made on the
+        first text chunk: a stream renders one of these per token, so only the text is encoded."""
+        if self._text_template is None:
+            head, tail = orjson.dumps(self._chunk({"content": _MARK})).split(orjson.dumps(_MARK))
+            self._text_template = (b"data: " + head, tail + b"\n\n")
+        head, tail = self._text_template
+        return head + orjson.dumps(text) + tail
+
     def _deltas(self, chunk: invoke_pb2.Chunk) -> list[bytes]:
         out = []
         if chunk.delta_text:
             self._sent_text = True
-            out.append(sse_data(self._chunk({"content": chunk.delta_text})))
+            out.append(self._text_event(chunk.delta_text))
         if chunk.tool_calls:
             self._sent_tool_calls = True
             calls = [_tool_call_delta(t.index, t.id, t.name, t.arguments_delta) for t in chunk.tool_calls]

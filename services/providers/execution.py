@@ -17,7 +17,7 @@ from switchyard.catalog import Deployment
 from switchyard.completions import completion_event
 from switchyard.config import DEFAULT_MAX_ATTEMPTS
 from switchyard.errors import ErrorCode, GatewayError
-from switchyard.pricing import cost_usd, format_usd
+from switchyard.pricing import MILLION, cost_usd, format_usd
 from switchyard.tokens import (
     CHARS4,
     CHARS_PER_TOKEN,
@@ -92,6 +92,10 @@ class AttemptProgress:
     tokenizer: str = CHARS4
     streamed: StreamedTokens = field(default_factory=StreamedTokens)
     _prompt_estimate: int = -1
+    # `overrun`'s cache: the most output tokens the hold pays for, and the usage report it
+    # was worked out from (a sentinel until the first chunk).
+    _fits: int = -1
+    _fits_for: object = field(default_factory=object)
 
     def add_chunk(self, chunk: invoke_pb2.Chunk) -> None:
         text = chunk_text(chunk)
@@ -124,10 +128,18 @@ class AttemptProgress:
         self, chunk: invoke_pb2.Chunk, request: invoke_pb2.InvokeRequest, deployment: Deployment
     ) -> GatewayError | None:
         """The in-band budget_exceeded error when forwarding `chunk` would take this call's
-        running cost past the budget hold; None while it fits (or no cap applies)."""
+        running cost past the budget hold; None while it fits (or no cap applies).
+
+        Asked for every chunk, so it compares counts: the most output tokens the hold pays for
+        is worked out (exactly, in Decimal) once, and again only when the provider reports
+        new usage (a new prompt or cache count changes it)."""
         if self.limit_usd is None:
             return None
-        if call_cost(deployment, self.usage(request, pending=chunk)) <= self.limit_usd:
+        if self._fits_for is not self.reported:
+            self._fits = most_output_tokens(deployment, self.usage(request), self.limit_usd)
+            self._fits_for = self.reported
+        reported = self.reported.completion_tokens if self.reported is not None else 0
+        if max(reported, self.streamed.chunks + (1 if chunk_text(chunk) else 0)) <= self._fits:
             return None
         return GatewayError(
             ErrorCode.BUDGET_EXCEEDED,
@@ -324,6 +336,36 @@ def call_cost(deployment: Deployment, usage: invoke_pb2.Usage) -> Decimal:
         usage.cache_write_tokens,
         usage.cache_write_1h_tokens,
     )
+
+
+def most_output_tokens(deployment: Deployment, usage: invoke_pb2.Usage, limit_usd: Decimal) -> int:
+    """The most output tokens a call with `usage`'s input may produce and still cost at most
+    `limit_usd` (-1: not even none fits; a very large number when output is free). Exact: the
+    estimate from the output price is checked against `call_cost` (quantized) around it."""
+    probe = invoke_pb2.Usage()
+    probe.CopyFrom(usage)
+
+    def fits(tokens: int) -> bool:
+        probe.completion_tokens = tokens
+        return call_cost(deployment, probe) <= limit_usd
+
+    if not fits(0):
+        return -1
+    price = deployment.price.output
+    if price <= 0:
+        return 1 << 62
+    probe.completion_tokens = 0
+    headroom = limit_usd - call_cost(deployment, probe)
+    tokens = int(headroom * MILLION / price)
+    low, high = max(tokens - 2, 0), tokens + 2
+    if not fits(low):
+        low = 0  # the estimate was off by more than rounding: search the whole range
+    while fits(high):
+        low, high = high, high * 2 + 1
+    while high - low > 1:  # fits(low), not fits(high): a few steps around the estimate
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
 
 
 def bill_attempt(attempt: invoke_pb2.Attempt, usage: invoke_pb2.Usage | None, cost: Decimal) -> None:

@@ -193,6 +193,9 @@ async def call_in_other_pool(
                 progress.chunks_sent = True
             if reply.HasField("chunk"):
                 progress.add_chunk(reply.chunk)
+            elif reply.HasField("chunks"):  # coalesced by the racer's worker (coalesce.py)
+                for chunk in reply.chunks.chunks:
+                    progress.add_chunk(chunk)
             await bus.publish(dispatch.reply_to, msg.data)
     except NatsTimeoutError:
         return AttemptOutcome("error", deployment, progress, error=deadline_error(deployment.provider))

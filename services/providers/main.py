@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -22,6 +24,7 @@ from opentelemetry import trace
 from switchyard import codec, genai, metrics, subjects, telemetry, units
 from switchyard.bus import NATS_ERRORS, EventPublisher, ensure_events_stream
 from switchyard.catalog import Catalog, Deployment
+from switchyard.deadlines import GoneBook, skip_reason
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.handoff import ACK_TIMEOUT_S, hand_off
 from switchyard.lifecycle import started
@@ -37,6 +40,7 @@ from switchyard.vocab import Status
 from .adapters import adapter_for, check_deployment
 from .adapters.base import Completed, Progress, ProviderAdapter
 from .adapters.ratelimits import parse_rate_limits
+from .coalesce import ChunkCoalescer
 from .execution import (
     CLIENT_GONE,
     AttemptOutcome,
@@ -68,6 +72,10 @@ NOT_RECORDABLE = GatewayError(
     "the gateway cannot record requests right now; retry shortly",
     retryable=False,
     retry_after_s=1.0,
+)
+# A request that waited for a slot past its deadline: no upstream call (switchyard/deadlines.py).
+DEADLINE_PASSED = GatewayError(
+    ErrorCode.TIMEOUT, "the request's deadline passed before its upstream call", retryable=False
 )
 # Dispatches NATS may buffer for this worker's callback before dropping one (a burst of 40 to
 # a worker of concurrency 2 must all be answered, most of them "busy"): memory stays bounded by
@@ -130,6 +138,8 @@ class ProviderWorker(BusService):
         # request_id -> the task while it waits on its upstream call (what a cancel interrupts)
         self._upstream: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
+        # Clients that left while their request waited here for a slot (deadlines.py).
+        self.gone = GoneBook(self.settings.request_timeout_s)
         self._racers_cancelled: set[str] = set()  # hedge racers cancelled before their call began
         # Liveness (docs/architecture.md): what this worker holds and what it finished since
         # the last beat; the bound on accepted work is concurrency + queue.
@@ -305,6 +315,8 @@ class ProviderWorker(BusService):
 
     async def _on_cancel(self, msg: Msg) -> None:
         request_id = msg.subject[len(subjects.CANCEL_PREFIX) + 1 :]
+        if request_id in self._held:
+            self.gone.add(request_id, time.monotonic())  # still queued: dropped at its turn
         task = self._upstream.get(request_id)
         if task is not None and request_id not in self._cancelled:
             self._cancelled.add(request_id)
@@ -354,6 +366,16 @@ class ProviderWorker(BusService):
             # would answer without a durable record. Refuse before any upstream cost.
             await self._fail(dispatch, reply, NOT_RECORDABLE)
             return NOT_RECORDABLE.code
+        skip = skip_reason(request.request_id, request.deadline_unix_ms, now_ms(), self.gone)
+        if skip is not None:
+            # It waited past its deadline, or its client left: no upstream call. The record
+            # settles the budget hold the router took.
+            metrics.SKIPPED.labels(self.name, skip).inc()
+            if skip == "deadline":
+                await self._fail(dispatch, reply, DEADLINE_PASSED)
+                return DEADLINE_PASSED.code
+            self._complete(dispatch, Status.CANCELLED, error=CLIENT_GONE.to_proto(request.request_id))
+            return Status.CANCELLED
         while True:
             target = dispatch.chain[dispatch.position]
             held = self._held.get(request.request_id)
@@ -626,23 +648,33 @@ class ProviderWorker(BusService):
             completed = await adapter.complete(request)
             progress.ttft_ms = now_ms() - progress.started_ms
             return completed
-        # aclosing: the upstream response is closed at once on return, error or cancel.
-        async with contextlib.aclosing(adapter.stream(request)) as items:
-            async for item in items:
-                if isinstance(item, Completed):
-                    return item
-                if isinstance(item, Progress):
-                    progress.reported = item.usage
-                    continue
-                if (stop := progress.overrun(item, request, deployment)) is not None:
-                    raise stop  # the budget hold is reached: docs/budgets.md
-                if not progress.chunks_sent:
-                    progress.ttft_ms = now_ms() - progress.started_ms
-                    if claim is not None:
-                        claim()  # the race's loser is cancelled at once: it never gets here
-                    progress.chunks_sent = True
-                progress.add_chunk(item)
-                await self.bus.publish(reply, codec.chunk_frame(item))
+        # The first chunk goes out at once, later ones in batches (coalesce.py); whatever is
+        # waiting is sent before this returns or raises, so before the final or error frame.
+        chunks = ChunkCoalescer(
+            functools.partial(self.bus.publish, reply),
+            self.settings.stream_coalesce_ms / 1000,
+            self.settings.stream_coalesce_bytes,
+        )
+        try:
+            # aclosing: the upstream response is closed at once on return, error or cancel.
+            async with contextlib.aclosing(adapter.stream(request)) as items:
+                async for item in items:
+                    if isinstance(item, Completed):
+                        return item
+                    if isinstance(item, Progress):
+                        progress.reported = item.usage
+                        continue
+                    if (stop := progress.overrun(item, request, deployment)) is not None:
+                        raise stop  # the budget hold is reached: docs/budgets.md
+                    if not progress.chunks_sent:
+                        progress.ttft_ms = now_ms() - progress.started_ms
+                        if claim is not None:
+                            claim()  # the race's loser is cancelled at once: it never gets here
+                        progress.chunks_sent = True
+                    progress.add_chunk(item)
+                    await chunks.add(item)
+        finally:
+            await chunks.close()
         raise GatewayError(
             ErrorCode.UPSTREAM_ERROR, "stream ended without a final event", provider=deployment.provider
         )

@@ -30,6 +30,7 @@ from switchyard import codec, genai, metrics, subjects, telemetry, units
 from switchyard.bus import NATS_ERRORS, EventPublisher, ensure_events_stream
 from switchyard.catalog import Deployment, read_config
 from switchyard.completions import completion_event
+from switchyard.deadlines import GoneBook, skip_reason
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.handoff import hand_off
 from switchyard.lifecycle import started
@@ -90,6 +91,13 @@ INGRESS_REFUSAL_CODES = frozenset({ErrorCode.PAYLOAD_TOO_LARGE})
 NO_WORKER = GatewayError(
     ErrorCode.UNAVAILABLE, "no provider worker is available for this model right now", retry_after_s=1.0
 )
+# Dropped before authorization (switchyard/deadlines.py): no budget hold, no hand-off.
+DEADLINE_PASSED = GatewayError(
+    ErrorCode.TIMEOUT, "the request's deadline passed before it could be routed", retryable=False
+)
+CLIENT_LEFT = GatewayError(
+    ErrorCode.CLIENT_CLOSED, "the client went away before the request was routed", retryable=False
+)
 
 
 class Router(BusService):
@@ -108,6 +116,7 @@ class Router(BusService):
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self.liveness = LivenessBook(self.settings.worker_lost_after_s)
         self._watch: asyncio.Task[None] | None = None
+        self.gone = GoneBook(self.settings.request_timeout_s)  # clients that left (deadlines.py)
         # Budget leases (escrow.py): this instance's id at the authority, its leases, the lease
         # asks in flight per scope (one at a time: requests arriving meanwhile wait for it).
         self.instance = f"{self.identity}:{NUID().next().decode()[:8]}"
@@ -152,7 +161,12 @@ class Router(BusService):
         self._refused_sub = await nc.subscribe(
             subjects.INGRESS_REFUSED, queue=subjects.ROUTER_QUEUE, cb=self._on_ingress_refused
         )
+        # Fan-out: a request still queued here whose client left is dropped when its turn comes.
+        self._cancel_sub = await nc.subscribe(subjects.cancel("*"), cb=self._on_cancel)
         self.ready = True
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        self.gone.add(msg.subject[len(subjects.CANCEL_PREFIX) + 1 :], time.monotonic())
 
     async def _on_beat(self, msg: Msg) -> None:
         try:
@@ -313,6 +327,20 @@ class Router(BusService):
                     "router.route", context=ctx, attributes=genai.request_attributes(request)
                 ) as span,
             ):
+                skip = skip_reason(
+                    request.request_id, request.deadline_unix_ms, time.time_ns() / 1e6, self.gone
+                )
+                if skip is not None:
+                    # It waited here past its deadline, or its client left: no budget hold, no
+                    # upstream call; recorded as rejected like any refusal.
+                    error = DEADLINE_PASSED if skip == "deadline" else CLIENT_LEFT
+                    err = error.to_proto(request.request_id)
+                    if skip == "deadline":
+                        await self.bus.publish(msg.reply, codec.error_frame(err))
+                    self._reject(request, err)
+                    metrics.SKIPPED.labels(self.name, skip).inc()
+                    outcome["status"] = err.code
+                    return
                 answers = started(self.answers, "the response cache")
                 cached = await answers.lookup(request)
                 if cached is not None and cached.answer is not None:
@@ -677,6 +705,7 @@ class Router(BusService):
         await self._quota_sub.unsubscribe()
         await self._pressure_sub.unsubscribe()
         await self._refused_sub.unsubscribe()
+        await self._cancel_sub.unsubscribe()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.drain_timeout_s)
         await self._return_leases()

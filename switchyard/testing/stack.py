@@ -145,6 +145,10 @@ class Stack:
             SWITCHYARD_DATA_DIR=str(workdir / "data"),
             SWITCHYARD_LOG_LEVEL="INFO",
             SWITCHYARD_ADMIN_TOKEN=secrets.token_urlsafe(24),
+            # Adaptive admission sheds when the gateway's own latency rises, and on a shared
+            # test machine it does: tests that send many requests at once (budget exactness,
+            # chaos) must see every one served. tests/test_admission.py turns it on.
+            SWITCHYARD_ADMISSION_ADAPTIVE="false",
             PYTHONUNBUFFERED="1",
         )
         base.update(env)

@@ -548,14 +548,22 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ..., provider_status: _Optional[int] = ..., retry_after_ms: _Optional[float] = ..., request_id: _Optional[str] = ..., provider: _Optional[str] = ..., param: _Optional[str] = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("chunk", "final", "error")
+    __slots__ = ("chunk", "final", "error", "chunks")
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
     chunk: Chunk
     final: InvokeResponse
     error: Error
-    def __init__(self, chunk: _Optional[_Union[Chunk, _Mapping]] = ..., final: _Optional[_Union[InvokeResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    chunks: ChunkBatch
+    def __init__(self, chunk: _Optional[_Union[Chunk, _Mapping]] = ..., final: _Optional[_Union[InvokeResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., chunks: _Optional[_Union[ChunkBatch, _Mapping]] = ...) -> None: ...
+
+class ChunkBatch(_message.Message):
+    __slots__ = ("chunks",)
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    chunks: _containers.RepeatedCompositeFieldContainer[Chunk]
+    def __init__(self, chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ...) -> None: ...
 
 class Target(_message.Message):
     __slots__ = ("deployment_id", "provider", "model")
