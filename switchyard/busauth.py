@@ -144,7 +144,7 @@ def permissions(role: str) -> Permissions | None:
             subscribe=(
                 own_inbox,
                 subjects.INVOKE,
-                subjects.PROVIDER_STATS,
+                subjects.PROVIDER_STAT_BATCH,
                 subjects.QUOTA_STATE,
                 subjects.INGRESS_REFUSED,
                 subjects.WORKER_BEAT,  # the liveness watch (services/router/liveness.py)
@@ -157,12 +157,13 @@ def permissions(role: str) -> Permissions | None:
                 every_invoke,  # failover hands the request to another pool
                 subjects.COMPLETION,
                 subjects.PROVIDER_STATS,
+                subjects.PROVIDER_STAT_BATCH,
                 subjects.WORKER_BEAT,
                 ingress_inbox,  # answer frames
                 *_stream(events),
             ),
             subscribe=(own_inbox, every_invoke, f"{subjects.CANCEL_PREFIX}.*"),
-            allow_responses=True,  # the hand-off acknowledgement
+            allow_responses=True,  # "busy": a hand-off it has no room for (switchyard/handoff.py)
         )
     if role == LEDGER:
         return Permissions(

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # no beat has held for `worker_lost_after_s` (docs/architecture.md, liveness).
     worker_beat_s: float = Field(default=0.5, gt=0)
     worker_lost_after_s: float = Field(default=2.0, gt=0)
+    # Workers send their provider stats (health samples, the routers' in-flight release) in one
+    # message per this interval, from the first stat after a quiet spell (docs/routing.md).
+    worker_stats_s: float = Field(default=0.1, gt=0)
     budget_timeout_s: float = Field(default=0.5, gt=0)
 
     # Edge limits and load shedding at the ingress (services/ingress/edge.py).

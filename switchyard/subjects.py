@@ -11,7 +11,10 @@ ROUTER_QUEUE = "router"
 BUDGET_AUTHORIZE = "budget.authorize"  # router -> budget, queue group "budget"
 BUDGET_QUEUE = "budget"
 BUDGET_STATUS = "budget.status"  # anyone -> the budget leader: spend against caps (JSON)
-PROVIDER_STATS = "stats.provider"  # worker -> every router (fan-out, no queue group)
+PROVIDER_STATS = (
+    "stats.provider"  # worker -> budget authority: rate limits, 429s (one per deployment per interval)
+)
+PROVIDER_STAT_BATCH = "stats.provider.batch"  # worker -> every router (fan-out): one interval's stats
 QUOTA_STATE = "quota.state"  # budget leader -> routers, ledger, dashboard: provider quota use (fan-out)
 # Reads of the ledger (it owns the embedded store), protobuf request/reply (ledger.proto):
 LEDGER_READ_REQUEST = "ledger.read.request"  # ingress -> ledger: one request's row, in the caller's project
