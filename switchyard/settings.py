@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field
@@ -84,6 +85,9 @@ class Settings(BaseSettings):
     ledger_batch_wait_s: float = Field(default=1.0, gt=0)
     # An unacked batch is redelivered after this long (a ledger that died mid-batch).
     ledger_ack_wait_s: float = Field(default=30.0, gt=0)
+    # One ack per stored batch ("batch", AckPolicy.ALL: one ledger process per durable) or per
+    # event ("each": several replicas sharing the durable). services/ledger/consumer.py.
+    ledger_ack: Literal["batch", "each"] = "batch"
     # Retention (ClickHouse TTL) of the raw requests/attempts rows and of the per-minute
     # rollups, in days; 0 keeps rows forever. Applied at ledger start-up when changed.
     ledger_retention_days: int = Field(default=0, ge=0)
