@@ -185,8 +185,11 @@ class ProviderWorker(BusService):
             ctx = telemetry.extract_context(msg.headers)
             with (
                 metrics.track(self.name) as outcome,
-                tracer.start_as_current_span(
-                    "provider.dispatch", context=ctx, attributes=genai.request_attributes(dispatch.request)
+                telemetry.span(
+                    tracer,
+                    "provider.dispatch",
+                    parent=ctx,
+                    attributes=lambda: genai.request_attributes(dispatch.request),
                 ) as span,
             ):
                 outcome["status"] = await self.execute(dispatch)
@@ -319,15 +322,16 @@ class ProviderWorker(BusService):
                 if status is None:
                     continue
                 return status
-            with tracer.start_as_current_span(
+            with telemetry.span(
+                tracer,
                 genai.span_name(deployment.model),
                 kind=trace.SpanKind.CLIENT,
-                attributes={
+                attributes=lambda: {
                     "gen_ai.operation.name": genai.OPERATION_CHAT,
-                    "gen_ai.request.model": deployment.model,
+                    "gen_ai.request.model": deployment.model,  # noqa: B023 (called at once)
                     "switchyard.request_id": request.request_id,
                     "switchyard.attempt": len(dispatch.attempts) + 1,
-                    **genai.target_attributes(deployment.provider, "", deployment.id),
+                    **genai.target_attributes(deployment.provider, "", deployment.id),  # noqa: B023
                 },
             ) as span:
                 status = await self._attempt(dispatch, deployment, span)

@@ -259,8 +259,8 @@ class Router(BusService):
             ctx = telemetry.extract_context(msg.headers)
             with (
                 metrics.track(self.name) as outcome,
-                tracer.start_as_current_span(
-                    "router.route", context=ctx, attributes=genai.request_attributes(request)
+                telemetry.span(
+                    tracer, "router.route", parent=ctx, attributes=lambda: genai.request_attributes(request)
                 ) as span,
             ):
                 try:
