@@ -125,12 +125,17 @@ class Probe:
     def window(self, count: int) -> None:
         counts = nats_counts(self.gateway.nats_monitor_url)
         by_connection = published_by_connection(self.gateway.nats_monitor_url)
+        started = time.monotonic()
         before = snapshot(self.procs)
         latencies = self.send(count)
         time.sleep(1.5)  # the ledger's last batch of the window lands inside it (its wait is 1 s)
         self.windows.append((per_request(before, snapshot(self.procs), count), latencies))
         after = nats_counts(self.gateway.nats_monitor_url)
-        self.messages.append({k: (after[k] - v) / count for k, v in counts.items()})
+        idle = {k: rate * (time.monotonic() - started) for k, rate in self.idle_messages_per_s.items()}
+        self.messages.append(
+            {k: (after[k] - v) / count for k, v in counts.items()}
+            | {f"{k}_net_of_idle": (after[k] - v - idle.get(k, 0.0)) / count for k, v in counts.items()}
+        )
         published = published_by_connection(self.gateway.nats_monitor_url)
         published.subtract(by_connection)
         self.by_connection.append({k: round(v / count, 2) for k, v in sorted(published.items()) if v})
@@ -146,7 +151,7 @@ class Probe:
             # NATS messages per request over each whole window (median of the windows), idle
             # traffic included; "in_msgs" (messages published) is what issue 15's "<= 6" counts.
             "messages_per_request": {
-                k: round(statistics.median(m[k] for m in self.messages), 2) for k in ("in_msgs", "out_msgs")
+                k: round(statistics.median(m[k] for m in self.messages), 2) for k in self.messages[0]
             } if self.messages and self.messages[0] else {},
             "idle_messages_per_s": self.idle_messages_per_s,
             # Published per request by each service's connections (the middle window); the rest
@@ -170,7 +175,9 @@ def print_report(label: str, report: dict, windows: int) -> None:
     if messages:
         print(
             f"  NATS messages per request: {messages['in_msgs']} published (in_msgs), "
-            f"{messages['out_msgs']} delivered (out_msgs); idle {report['idle_messages_per_s']} per s"
+            f"{messages['out_msgs']} delivered (out_msgs); net of the idle rate "
+            f"{messages['in_msgs_net_of_idle']} / {messages['out_msgs_net_of_idle']} "
+            f"(idle {report['idle_messages_per_s']} per s)"
         )
         print(f"  published per request by connection: {report['published_per_request_by']}")
 

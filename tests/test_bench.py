@@ -69,5 +69,6 @@ def test_cpu_probe_reports_every_process_per_request(tmp_path: Path) -> None:
     for report in runs.values():
         messages = report["messages_per_request"]
         assert messages["in_msgs"] >= 1 and messages["out_msgs"] >= 1, messages
+        assert {"in_msgs_net_of_idle", "out_msgs_net_of_idle"} <= set(messages)
         assert set(report["idle_messages_per_s"]) == {"in_msgs", "out_msgs"}
     assert "NATS messages per request" in run.stdout
