@@ -4,10 +4,13 @@
 
 - `batch` (the default): `AckPolicy.ALL`, one ack per stored batch (the last event's acks every
   earlier one), where an explicit ack per event was one more bus message per request (issue 15
-  counts them). Safe when ONE ledger process consumes the durable: an ack covers every earlier
-  event delivered to the consumer, so with two replicas pulling one could ack the other's
-  events before they are stored. The consumer loop keeps a batch whose insert failed and retries
-  it before pulling more, so an ack never covers an event this process holds unstored.
+  counts them). An ack covers every earlier event delivered to the consumer, whoever holds it,
+  so: the consumer loop retries a batch whose insert failed before pulling more (an ack never
+  covers an event this process holds unstored), and the ledger acks only when the consumer's
+  count of unacked events is no more than its own (`Ledger._ack_stored` in main.py): a ledger
+  killed mid-batch leaves events pending until JetStream redelivers them after `ack_wait`, and
+  until they came back and were stored the newer stored events wait unacked. Meant for ONE
+  ledger process per durable: two replicas pulling at once would mostly wait for each other.
 - `each`: `AckPolicy.EXPLICIT`, one ack per event: for several ledger replicas sharing the
   durable (a ClickHouse server; deploy/k8s/ledger.yaml sets it).
 

@@ -97,6 +97,8 @@ class Ledger(BusService):
         self._lag: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.dashboard: DashboardServer | None = None
+        # Stored, not yet acknowledged (one ack per batch: `_ack_stored`).
+        self._unacked: list[Msg] = []
 
     async def start(self) -> None:
         settings = self.settings
@@ -179,6 +181,7 @@ class Ledger(BusService):
             except (FetchTimeoutError, NatsTimeoutError, TimeoutError):
                 if msgs:
                     break
+                await self._ack_stored()  # idle: an ack that had to wait may be safe now
                 continue
             except Exception as exc:  # NATS reconnecting: wait and fetch again
                 self.log.warning("fetch failed: %s", exc)
@@ -218,9 +221,8 @@ class Ledger(BusService):
                 await self.store.insert("attempts", attempts, ATTEMPT_COLUMNS)
                 await self.store.insert("requests", [request_row(e) for e in fresh], REQUEST_COLUMNS)
             if self.settings.ledger_ack == "batch":
-                # AckPolicy.ALL: the last event's ack covers the batch (consumer.py).
-                if received:  # the undecodable ones were terminated above
-                    await max((m for _, m in received), key=lambda m: m.metadata.sequence.stream).ack()
+                self._unacked.extend(m for _, m in received)  # the undecodable were terminated
+                await self._ack_stored()
             else:
                 for msg in msgs:
                     await msg.ack()
@@ -235,6 +237,24 @@ class Ledger(BusService):
         self._trace_batch(received, {e.request_id for e in fresh}, started_ns)
         if fresh and self.nc is not None:
             await self.nc.publish(subjects.LEDGER_FEED, orjson.dumps([feed_item(e) for e in fresh]))
+
+    async def _ack_stored(self) -> None:
+        """One ack for every stored event (AckPolicy.ALL: the highest covers all below it), but
+        only when no other consumer holds unacked events: a ledger killed mid-batch leaves its
+        events pending until they are redelivered (after ack_wait), and an ack-all from this
+        one would cover them unstored. Until then the stored events wait here unacked (a
+        restart redelivers them, dedupe keeps it exact)."""
+        if not self._unacked:
+            return
+        try:
+            info = await self._psub.consumer_info()
+            if (info.num_ack_pending or 0) > len(self._unacked):
+                return  # events below ours are held elsewhere: ack once they came back here
+            await max(self._unacked, key=lambda m: m.metadata.sequence.stream).ack()
+        except NATS_ERRORS as exc:  # the next batch (or idle pull) tries again
+            self.log.warning("batch ack deferred: %s", exc)
+            return
+        self._unacked.clear()
 
     @staticmethod
     def _trace_batch(
