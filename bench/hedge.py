@@ -4,10 +4,12 @@ A script, not a test: `python -m bench.hedge [--requests N] [--rate R] [--json]`
 Fake OpenAI-compatible upstreams (bench/upstream.py) on loopback, a pair per mode: `primary`
 answers in `--delay-ms` but delays its first token by `--slow-ms` (2 s) on every
 `--slow-every`th (10th) request it gets; `backup` always answers in `--delay-ms`. A real stack
-(NATS, ledger, budget, one provider worker serving both, router) serves two routes, each over
-its own pair, pinned in that order (quality weights only): `plain` (no hedge) and `hedged`
-(hedge after the p90 of the primary's observed TTFT, at least `--min-delay-ms`; at most
-`--max-share` (15 %) of the route's requests).
+(NATS, ledger, budget, router, and the provider workers) serves two routes, each over its own
+pair, pinned in that order (quality weights only): `plain` (no hedge) and `hedged` (hedge after
+the p90 of the primary's observed TTFT, at least `--min-delay-ms`; at most `--max-share` (15 %)
+of the route's requests). By default one worker serves both upstreams (provider `bench`); with
+`--cross-pool` the primaries and the backups are two providers, each served by its own worker
+pool (the default topology), so every hedge runs in the other pool (hedge_remote.py).
 
 Acting as the ingress does, it publishes streaming InvokeRequests on `llm.invoke`, open loop at
 `--rate` requests per second in all, the two routes interleaved (so machine noise hits both
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
 DEPLOYMENT = """
 [[deployments]]
 id = "{mode}/{role}"
-provider = "bench"
+provider = "{provider}"
 adapter = "openai_compat"
 model = "{role}"
 base_url = "{url}/v1"
@@ -191,6 +193,20 @@ async def ledger_totals(nats_url: str, route: str, requests: int) -> dict:
     }
 
 
+def provider_of(role: str, cross_pool: bool) -> str:
+    """One provider for both upstreams, or one per role (each its own worker pool)."""
+    return f"bench_{role}" if cross_pool else "bench"
+
+
+def workers(cross_pool: bool) -> list[tuple[str, ...]]:
+    if not cross_pool:
+        return [("worker", "services.providers", "--provider", "bench")]
+    return [
+        (f"worker-{role}", "services.providers", "--provider", provider_of(role, True))
+        for role in ("primary", "backup")
+    ]
+
+
 def start_upstream(port: int, delay_ms: float, slow_every: int = 0, slow_ms: float = 0.0) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "bench.upstream", "--port", str(port), "--delay-ms", str(delay_ms)]
     cmd += ["--chunk-delay-ms", "0", "--slow-every", str(slow_every), "--slow-ms", str(slow_ms)]
@@ -218,7 +234,11 @@ async def main_async(args: argparse.Namespace) -> dict:
     config = workdir / "switchyard.toml"
     deployments = "".join(
         DEPLOYMENT.format(
-            mode=mode, role=role, url=f"http://127.0.0.1:{port}", quality=1.0 if role == "primary" else 0.5
+            mode=mode,
+            role=role,
+            provider=provider_of(role, args.cross_pool),
+            url=f"http://127.0.0.1:{port}",
+            quality=1.0 if role == "primary" else 0.5,
         )
         for (mode, role), port in ports.items()
     )
@@ -236,12 +256,17 @@ async def main_async(args: argparse.Namespace) -> dict:
         SWITCHYARD_LOG_LEVEL="WARNING",
         SWITCHYARD_BUDGET_TIMEOUT_S="10",  # a busy shared machine must not turn into refusals
     )
-    report: dict = {"machine": machine(), "settings": vars(args), "modes": {}}
+    report: dict = {
+        "machine": machine(),
+        "settings": vars(args),
+        "topology": "two worker pools (one per provider)" if args.cross_pool else "one worker",
+        "modes": {},
+    }
     try:
         stack.start(
             ("ledger", "services.ledger"),
             ("budget", "services.budget"),
-            ("worker", "services.providers", "--provider", "bench"),
+            *workers(args.cross_pool),
             ("router", "services.router"),
         )
         ingress = busauth.credentials(stack.bus_dir, busauth.INGRESS)
@@ -272,6 +297,7 @@ async def main_async(args: argparse.Namespace) -> dict:
 def print_report(report: dict) -> None:
     s = report["settings"]
     print(f"machine: {report['machine']}")
+    print(f"topology: {report['topology']}")
     print(
         f"{s['requests']} streamed requests per mode, interleaved, {s['rate']:g}/s in all; upstream first "
         f"token {s['delay_ms']:g} ms, +{s['slow_ms']:g} ms on every {s['slow_every']}th primary request"
@@ -306,6 +332,11 @@ def main() -> None:
     parser.add_argument("--percentile", type=float, default=90.0, help="the hedge delay's TTFT percentile")
     parser.add_argument("--min-delay-ms", type=float, default=200.0, help="the hedge delay's floor")
     parser.add_argument("--max-share", type=float, default=0.15, help="the route's cap on hedged requests")
+    parser.add_argument(
+        "--cross-pool",
+        action="store_true",
+        help="primary and backup as two providers, each served by its own worker pool",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when a done-when check fails")
     args = parser.parse_args()

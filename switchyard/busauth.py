@@ -140,6 +140,7 @@ def permissions(role: str) -> Permissions | None:
                 ingress_inbox,  # error frames answer the ingress directly
                 f"{subjects.CANCEL_PREFIX}.*",  # a request whose worker died: a stalled one stops
                 *_stream(events),
+                *_kv_read(subjects.RESPONSE_CACHE_BUCKET),  # answers hits (docs/routing.md)
             ),
             subscribe=(
                 own_inbox,
@@ -160,7 +161,10 @@ def permissions(role: str) -> Permissions | None:
                 subjects.PROVIDER_STAT_BATCH,
                 subjects.WORKER_BEAT,
                 ingress_inbox,  # answer frames
+                own_inbox,  # a hedge racer's frames to the worker racing it (another pool's)
+                f"{subjects.CANCEL_PREFIX}.*",  # the losing hedge racer in another pool stops
                 *_stream(events),
+                *_kv_write(subjects.RESPONSE_CACHE_BUCKET),  # stores answers the router may reuse
             ),
             subscribe=(own_inbox, every_invoke, f"{subjects.CANCEL_PREFIX}.*"),
             allow_responses=True,  # "busy": a hand-off it has no room for (switchyard/handoff.py)

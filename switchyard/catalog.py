@@ -108,7 +108,8 @@ class Route:
     # Explicit scoring weights ({"latency": .., "cost": .., "quality": ..}); win over `strategy`.
     weights: Mapping[str, float] | None = None
     hedge: HedgeConfig | None = None  # the hedging policy (None: hedge only when a request asks)
-    side_effects: bool = False  # never hedged, whatever the request asks
+    side_effects: bool = False  # never hedged nor answered from the response cache
+    cache_ttl_s: float = 0.0  # the response cache's TTL (0: only requests that ask are cached)
 
 
 @dataclass(frozen=True)
@@ -289,6 +290,7 @@ def build_catalog(config: Mapping[str, Any], env: Mapping[str, str]) -> Catalog:
             weights=route.weights,
             hedge=route.hedge if route.hedge is not None and route.hedge.enabled else None,
             side_effects=route.side_effects,
+            cache_ttl_s=route.cache.ttl_s if route.cache is not None and route.cache.enabled else 0.0,
         )
     aliases = dict(document.aliases)
     catalog = Catalog(deployments=deployments, routes=routes, aliases=aliases)

@@ -145,6 +145,15 @@ class HedgeConfig(Table):
     window_s: float = Field(default=60.0, gt=0)
 
 
+class CacheConfig(Table):
+    """A route's response cache (docs/routing.md, "Response cache"): a successful answer is
+    kept `ttl_s` seconds and a request equal to it, from the same project, is answered from it
+    at no cost. Opt-in: a route without this table caches only requests that ask for it."""
+
+    enabled: bool = True
+    ttl_s: float = Field(default=300.0, gt=0, le=7 * 86400)
+
+
 class RouteConfig(Table):
     """One `[routes.<name>]` table."""
 
@@ -153,6 +162,7 @@ class RouteConfig(Table):
     # Explicit scoring weights; win over `strategy`.
     weights: dict[str, float] | None = None
     hedge: HedgeConfig | None = None
+    cache: CacheConfig | None = None
     # The route's requests act on the world (a tool call that books, a write): never run twice.
     side_effects: bool = False
 

@@ -16,6 +16,11 @@ when it comes (`_on_answer`), so the request's path never waits for it; when the
 out, `on_exhausted` ends the request. An answer later than SETTLE_S is not expected (nats-server
 answers in a round trip, a worker's "busy" is its first act on the message) and is ignored: the
 router's liveness watch ends a request no worker's beat ever held (services/router/liveness.py).
+
+One exception waits: a hedge racer handed to another pool (services/providers/hedge_remote.py)
+goes by `hand_off`, a NATS request its worker acknowledges, because its racing worker needs the
+outcome before it waits for frames; hedges are a share of one route's requests, not the plain
+path.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from dataclasses import dataclass
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from switchyard import subjects, telemetry
 from switchyard.errors import ErrorCode
@@ -39,8 +46,10 @@ log = logging.getLogger(__name__)
 # A full worker answers "busy" at once: ask the pool this many times (another member may have
 # room) before moving to the next deployment.
 BUSY_TRIES = 3
-# How long a hand-off is remembered for an answer (no-responders or "busy").
+# How long a hand-off is remembered for an answer (no-responders or "busy"); also how long an
+# acknowledged hand-off (`hand_off`) waits for its ack.
 SETTLE_S = 2.0
+ACK_TIMEOUT_S = SETTLE_S
 NO_RESPONDERS = "503"
 
 # (dispatch, target that did not take it): the chain ran out / the dispatch moved on.
@@ -156,3 +165,52 @@ class HandOff:
         except Exception:  # a callback's boundary: the request must still be ended below
             log.exception("hand-off of %s to its next pool failed", dispatch.request.request_id)
         await self._on_exhausted(dispatch, target)
+
+
+def acknowledged(dispatch: invoke_pb2.Dispatch) -> bool:
+    """Whether the worker acknowledges this dispatch on receipt: only a hedge racer's (its
+    racing worker waits for the outcome: `hand_off`), never a plain request's."""
+    return bool(dispatch.hedge_for)
+
+
+async def hand_off(nc: NATS, dispatch: invoke_pb2.Dispatch) -> bool:
+    """A hand-off whose outcome the caller waits for: a NATS request the worker acknowledges
+    (`acknowledged`). For a hedge racer sent to another pool (services/providers/hedge_remote.py),
+    off the plain path; every other hand-off goes through `HandOff`. Skips pools with no worker
+    or no room as `HandOff` does; False when none is left."""
+    while dispatch.position < len(dispatch.chain):
+        target = dispatch.chain[dispatch.position]
+        try:
+            for _ in range(BUSY_TRIES):
+                ack = await nc.request(
+                    subjects.provider_invoke(target.provider),
+                    dispatch.SerializeToString(),
+                    timeout=ACK_TIMEOUT_S,
+                    headers=telemetry.inject_headers(),
+                )
+                if ack.data != subjects.HANDOFF_BUSY:
+                    return True
+            dispatch.attempts.add(
+                deployment_id=target.deployment_id,
+                provider=target.provider,
+                model=target.model,
+                status=invoke_pb2.STATUS_ERROR,
+                error_code=ErrorCode.OVERLOADED,
+                error_message=f"every {target.provider!r} worker asked was at its concurrency and queue",
+            )
+            dispatch.position += 1
+        except NoRespondersError:
+            dispatch.attempts.add(
+                deployment_id=target.deployment_id,
+                provider=target.provider,
+                model=target.model,
+                status=invoke_pb2.STATUS_ERROR,
+                error_code=ErrorCode.NO_WORKER,
+                error_message=f"no worker serves provider {target.provider!r}",
+            )
+            dispatch.position += 1
+        except NatsTimeoutError:
+            # Delivered but not acknowledged in time (a stalled worker): it may still run it.
+            log.warning("hand-off of %s to %s not acknowledged", dispatch.request.request_id, target.provider)
+            return True
+    return False

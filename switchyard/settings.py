@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     # Stored Responses API answers (`store`, `previous_response_id`) are kept this long
     # (docs/api.md). Set when the bucket is first created; 30 days, as OpenAI keeps them.
     responses_ttl_s: float = Field(default=30 * 86400.0, gt=0)
+    # The response cache's bucket (docs/routing.md, "Response cache"): no answer outlives this
+    # age whatever its route's TTL, and the bucket holds at most this many bytes (when full,
+    # new answers are not cached until old ones expire). Set when the bucket is first created.
+    response_cache_max_age_s: float = Field(default=7 * 86400.0, gt=0)
+    response_cache_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
 
     # Tenancy, keys and budgets (docs/budgets.md).
     # The admin API's bearer token; "" = generated once into <data_dir>/admin-token.

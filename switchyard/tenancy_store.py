@@ -40,7 +40,12 @@ DEV_KEY_FILE = "dev-api-key"
 
 
 async def open_bucket(
-    js: JetStreamContext, bucket: str, replicas: int = 1, ttl_s: float | None = None, history: int = 1
+    js: JetStreamContext,
+    bucket: str,
+    replicas: int = 1,
+    ttl_s: float | None = None,
+    history: int = 1,
+    max_bytes: int | None = None,
 ) -> KeyValue:
     """The bucket, created on first use. Retries while a cluster elects its meta leader."""
     for attempt in range(40):
@@ -55,6 +60,8 @@ async def open_bucket(
                     replicas=replicas,
                     storage=StorageType.FILE,
                 )
+                if max_bytes is not None:
+                    config.max_bytes = max_bytes
                 return await js.create_key_value(config)
         except (nats.errors.TimeoutError, BadRequestError, nats.js.errors.ServiceUnavailableError) as exc:
             # BadRequest: a concurrent creator won the race with the same name; look it up again.

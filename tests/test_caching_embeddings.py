@@ -132,7 +132,15 @@ def test_cache_control_reaches_anthropic_on_system_parts_blocks_and_tools() -> N
                     },
                     {
                         "role": "assistant",
-                        "content": [{"type": "tool_use", "id": "c1", "name": "t", "input": {}}],
+                        "content": [
+                            {
+                                "type": "tool_use",
+                                "id": "c1",
+                                "name": "t",
+                                "input": {"q": 1},
+                                "cache_control": {"type": "ephemeral", "ttl": "1h"},
+                            }
+                        ],
                     },
                     {
                         "role": "user",
@@ -158,6 +166,15 @@ def test_cache_control_reaches_anthropic_on_system_parts_blocks_and_tools() -> N
     assert out["messages"][0]["content"] == [
         {"type": "text", "text": "doc", "cache_control": {"type": "ephemeral"}}
     ]
+    assert out["messages"][1]["content"] == [  # tool_use: unchanged, breakpoint and all
+        {
+            "type": "tool_use",
+            "id": "c1",
+            "name": "t",
+            "input": {"q": 1},
+            "cache_control": {"type": "ephemeral", "ttl": "1h"},
+        }
+    ]
     assert out["messages"][2]["content"][0]["cache_control"] == {"type": "ephemeral"}
     with pytest.raises(GatewayError):  # a ttl Anthropic does not have is a 400 at the edge
         anthropic_api.parse_body(
@@ -180,6 +197,71 @@ def test_cache_control_reaches_anthropic_on_system_parts_blocks_and_tools() -> N
                 }
             )
         )
+
+
+def test_cache_control_on_native_tool_calls_and_inner_tool_result_blocks() -> None:
+    """The native API takes a breakpoint on a tool call; a breakpoint on a tool_result's last
+    inner block marks the whole (one-part) result."""
+    from services.ingress import native
+
+    body = native.parse_body(
+        orjson.dumps(
+            {
+                "model": "anthropic/claude-haiku-4-5",
+                "messages": [
+                    {"role": "user", "content": "go"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "id": "c1",
+                                "function": {"name": "t", "arguments": "{}"},
+                                "cache_control": {"type": "ephemeral"},
+                            }
+                        ],
+                    },
+                    {"role": "tool", "tool_call_id": "c1", "content": "done"},
+                ],
+            }
+        )
+    )
+    out = anthropic_request(native.to_request(body), "claude-haiku-4-5", stream=False)
+    assert out["messages"][1]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    inner = anthropic_api.parse_body(
+        orjson.dumps(
+            {
+                "model": "m",
+                "max_tokens": 5,
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "content": [{"type": "tool_use", "id": "c", "name": "t", "input": {}}],
+                    },
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "tool_result",
+                                "tool_use_id": "c",
+                                "content": [
+                                    {"type": "text", "text": "r", "cache_control": {"type": "ephemeral"}}
+                                ],
+                            }
+                        ],
+                    },
+                ],
+            }
+        )
+    )
+    result = anthropic_request(anthropic_api.to_request(inner), "m", stream=False)["messages"][1]["content"][
+        0
+    ]
+    assert result == {
+        "type": "tool_result",
+        "tool_use_id": "c",
+        "content": "r",
+        "cache_control": {"type": "ephemeral"},
+    }
 
 
 def test_count_tokens_body_and_answer() -> None:

@@ -204,15 +204,129 @@ def test_the_native_body_field() -> None:
         assert caught.value.code == "invalid_request"
 
 
-def test_the_worker_races_only_an_armed_first_attempt_whose_target_it_serves() -> None:
+def test_the_worker_races_an_armed_first_attempt_whichever_pool_serves_the_target() -> None:
     from services.providers.hedge_runner import hedge_target
 
     dispatch = invoke_pb2.Dispatch(hedge=invoke_pb2.HedgePlan(delay_ms=100, max_hedges=1))
     dispatch.chain.add(deployment_id="a", provider="p1")
     dispatch.chain.add(deployment_id="b", provider="p2")
-    assert hedge_target(dispatch, ["p1", "p2"]) == dispatch.chain[1]
-    assert hedge_target(dispatch, ["p1"]) is None
-    assert dispatch.rationale.hedge.skipped == "hedge target b is served by another provider pool"
+    assert hedge_target(dispatch) == dispatch.chain[1]  # p2's pool runs it: a cross-pool racer
+    assert not dispatch.rationale.hedge.skipped
+    racer = invoke_pb2.Dispatch()
+    racer.CopyFrom(dispatch)
+    racer.hedge_for = "req_1"  # a racer never hedges again
+    assert hedge_target(racer) is None
     dispatch.attempts.add(deployment_id="a")  # a failover's attempt is never hedged
-    assert hedge_target(dispatch, ["p1", "p2"]) is None
-    assert hedge_target(invoke_pb2.Dispatch(chain=dispatch.chain), ["p1", "p2"]) is None  # not armed
+    assert hedge_target(dispatch) is None
+    assert hedge_target(invoke_pb2.Dispatch(chain=dispatch.chain)) is None  # not armed
+    last = invoke_pb2.Dispatch(hedge=dispatch.hedge, chain=dispatch.chain[:1])
+    assert hedge_target(last) is None  # no next deployment
+
+
+def armed_dispatch() -> invoke_pb2.Dispatch:
+    dispatch = invoke_pb2.Dispatch(
+        reply_to="_INBOX.ingress.x.req_1",
+        route="r",
+        reserved_usd="0.004",
+        reservation_id="res_1",
+        hedge=invoke_pb2.HedgePlan(delay_ms=100, max_hedges=1, max_share=0.1),
+        max_attempts=3,
+    )
+    dispatch.request.request_id = "req_1"
+    dispatch.request.stream = True
+    dispatch.request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text="hi")
+    dispatch.chain.add(deployment_id="a", provider="p1", model="a")
+    dispatch.chain.add(deployment_id="b", provider="p2", model="b")
+    dispatch.chain.add(deployment_id="c", provider="p3", model="c")
+    dispatch.rationale.route = "r"
+    return dispatch
+
+
+def test_a_racer_in_another_pool_runs_one_target_into_the_racing_workers_inbox() -> None:
+    from services.providers.hedge_remote import is_race_key, race_key, racer_dispatch
+
+    dispatch = armed_dispatch()
+    key = race_key("req_1", 1)
+    assert key == "req_1~h1" and is_race_key(key) and not is_race_key("req_1")
+    assert "." not in key  # one subject token: llm.cancel.<key> reaches it
+    racer = racer_dispatch(dispatch, 1, key, "_INBOX.providers.abc")
+    assert racer.request.request_id == key and racer.hedge_for == "req_1"
+    assert [t.deployment_id for t in racer.chain] == ["b"] and racer.position == 0
+    assert racer.reply_to == "_INBOX.providers.abc"  # never the client's inbox
+    assert racer.max_attempts == 1  # no failover in the other pool
+    assert racer.reserved_usd == "0.004"  # a racer's stream stops at the request's hold
+    # Nothing that would make the other pool record, settle, hedge or reason about the request.
+    assert not racer.HasField("hedge") and not racer.reservation_id and not racer.HasField("rationale")
+    assert not racer.attempts
+    # The original is untouched: the racing worker still answers the client under its own id.
+    assert dispatch.request.request_id == "req_1" and dispatch.request.messages[0].content[0].text == "hi"
+    assert racer.request.messages == dispatch.request.messages
+
+
+def test_a_racers_frames_are_content_until_its_final_or_error() -> None:
+    from services.providers.hedge_remote import frame_kind
+
+    assert frame_kind(invoke_pb2.Reply(chunk=invoke_pb2.Chunk(delta_text="x"))) == "content"
+    assert frame_kind(invoke_pb2.Reply(final=invoke_pb2.InvokeResponse())) == "final"
+    assert frame_kind(invoke_pb2.Reply(error=invoke_pb2.Error(code="timeout"))) == "error"
+    assert frame_kind(invoke_pb2.Reply()) == "content"  # a frame kind this build does not know
+
+
+def test_a_racers_report_carries_its_answer_and_attempt_back_intact() -> None:
+    from services.providers.adapters.base import Completed
+    from services.providers.hedge_remote import completed_from, racer_dispatch, racer_report
+
+    dispatch = racer_dispatch(armed_dispatch(), 1, "req_1~h1", "_INBOX.providers.abc")
+    cat = catalog()
+    completed = Completed(
+        message=invoke_pb2.Message(role=invoke_pb2.ROLE_ASSISTANT),
+        finish_reason="length",
+        usage=invoke_pb2.Usage(prompt_tokens=12, completion_tokens=16, cached_tokens=4),
+        http_status=200,
+    )
+    completed.message.content.add(text="quick")
+    attempt = invoke_pb2.Attempt(deployment_id="b", http_status=201, latency_ms=12.5)
+    report = racer_report(dispatch, cat.deployments["b"], completed, attempt)
+    assert report.request_id == "req_1"  # the racing worker's request, not the racer's key
+    assert report.deployment_id == "b" and list(report.attempts) == [attempt]
+    assert not report.cost_usd  # the racing worker prices and bills it
+    back = completed_from(invoke_pb2.InvokeResponse.FromString(report.SerializeToString()))
+    assert back.message == completed.message and back.usage == completed.usage
+    assert back.finish_reason == "length" and back.http_status == 201
+
+
+def test_a_pool_that_does_not_take_the_racer_is_the_racers_error() -> None:
+    from services.providers.hedge_remote import refused_error
+
+    cat = catalog()
+    handed = invoke_pb2.Dispatch()
+    handed.attempts.add(deployment_id="b", error_code="overloaded", error_message="every worker was full")
+    error = refused_error(handed, cat.deployments["b"])
+    assert error.code == "overloaded" and error.message == "every worker was full"
+    assert refused_error(invoke_pb2.Dispatch(), cat.deployments["b"]).code == "no_worker"
+
+
+def test_a_worker_knows_the_other_pools_deployments_it_may_race_as_hedges() -> None:
+    from services.providers.hedge_remote import hedge_partners
+
+    cat = build_catalog(
+        {
+            "demo": {"enabled": False},
+            "deployments": [
+                {"id": "a", "provider": "p1", "model": "a"},
+                {"id": "b", "provider": "p2", "model": "b"},
+                {"id": "c", "provider": "p3", "model": "c"},
+                {"id": "d", "provider": "p4", "model": "d"},
+            ],
+            "routes": {
+                "hedged": {"deployments": ["a", "b"], "hedge": {"delay_ms": 100}},
+                "plain": {"deployments": ["a", "c"]},  # no policy: nothing to prepare for
+                "acts": {"deployments": ["a", "d"], "hedge": {"delay_ms": 100}, "side_effects": True},
+            },
+        },
+        {},
+    )
+    assert [d.id for d in hedge_partners(cat, ["p1"])] == ["b"]
+    assert [d.id for d in hedge_partners(cat, ["p2"])] == ["a"]
+    assert hedge_partners(cat, ["p3"]) == []  # not on a hedged route
+    assert hedge_partners(cat, ["p1", "p2"]) == []  # serves both: nothing of another pool

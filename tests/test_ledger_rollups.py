@@ -67,6 +67,73 @@ async def test_rollup_view_sums_what_is_inserted(store: LedgerStore) -> None:
     assert totals == [{"n": 11, "cost": Decimal("0.015"), "p": sum(range(10)) + 10, "rej": 1}]
 
 
+async def test_rollup_sums_every_token_class(store: LedgerStore) -> None:
+    """Cache writes (all and 1-hour) and reasoning tokens reach the rollup (migration 8), so the
+    dashboard and long-range queries see each class priced apart."""
+    now = datetime.now(UTC).replace(second=5, microsecond=0)
+    events = []
+    for i in range(3):
+        event = completion_event(f"c{i}", at=now + timedelta(seconds=i), prompt=100, completion=40)
+        event.usage.cached_tokens, event.usage.cache_write_tokens = 10 * i, 20 + i
+        event.usage.cache_write_1h_tokens, event.usage.reasoning_tokens = i, 5 * i
+        events.append(event)
+    await write_events(store, events)
+    raw, rolled = await rollup_and_raw(store)
+    assert raw == rolled
+    totals = await rows(
+        store,
+        "SELECT sum(cached_tokens) AS r, sum(cache_write_tokens) AS w, sum(cache_write_1h_tokens) AS w1h, "
+        "sum(reasoning_tokens) AS think FROM requests_by_minute",
+    )
+    assert totals == [{"r": 30, "w": 63, "w1h": 3, "think": 15}]
+    # Drift in the new columns is repaired like any other sum.
+    await store._run(
+        store._client.command,
+        "ALTER TABLE requests_by_minute UPDATE reasoning_tokens = 0 WHERE 1 SETTINGS mutations_sync = 1",
+    )
+    assert len(await store.reconcile_rollups(window_hours=1, retention_days=0)) == 1
+    raw, rolled = await rollup_and_raw(store)
+    assert raw == rolled
+
+
+async def test_upgrade_to_the_token_class_rollup_backfills_the_reconciled_window(
+    chdb_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger that ran migrations 6 and 7 (raw token classes) has rollup rows without them; after
+    migration 8 the start-up reconciliation fills them in for its window."""
+    import services.ledger.store as store_module
+
+    monkeypatch.setattr(
+        store_module, "pending", lambda applied: [m for m in MIGRATIONS if m[0] <= 7 and m[0] not in applied]
+    )
+    old = LedgerStore(f"chdb://{chdb_path}", database="t_upgrade_rollup")
+    await old.open()
+    try:
+        event = completion_event("u1", at=datetime.now(UTC) - timedelta(minutes=3), prompt=100, completion=10)
+        event.usage.cache_write_tokens, event.usage.cache_write_1h_tokens, event.usage.reasoning_tokens = (
+            40,
+            40,
+            6,
+        )
+        await write_events(old, [event])
+        monkeypatch.undo()
+        assert await old._run(old._migrate) == [8]
+        before = await rows(
+            old, "SELECT sum(cache_write_tokens) AS w, sum(reasoning_tokens) AS r FROM requests_by_minute"
+        )
+        assert before == [{"w": 0, "r": 0}]  # rolled up before the columns existed
+        assert len(await old.reconcile_rollups(window_hours=1, retention_days=0)) == 1
+        raw, rolled = await rollup_and_raw(old)
+        assert raw == rolled
+        # New rows are rolled up by the new view.
+        await write_events(old, [completion_event("u2", at=datetime.now(UTC), prompt=5, completion=1)])
+        raw, rolled = await rollup_and_raw(old)
+        assert raw == rolled
+    finally:
+        await old.query("DROP DATABASE IF EXISTS t_upgrade_rollup")
+        await old.close()
+
+
 async def test_reconcile_repairs_missing_and_doubled_rollups(store: LedgerStore) -> None:
     now = datetime.now(UTC) - timedelta(minutes=5)
     await write_events(

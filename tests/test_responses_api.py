@@ -128,8 +128,17 @@ async def test_create_plain(oai: openai.AsyncOpenAI, stack: Stack, fakes: dict) 
     assert response.metadata == {"task": "greeting"}
     usage = response.usage
     assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (21, 3, 24)
-    sent = fakes["openai"].last().body["messages"]
-    assert sent == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
+    # Passed through natively: OpenAI's own /responses, the body as sent (model replaced,
+    # the gateway keeping the state).
+    sent = fakes["openai"].last()
+    assert sent.path == "/v1/responses"
+    assert sent.body == {
+        "model": "gpt-4o-mini",
+        "input": [{"type": "message", "role": "user", "content": "hello"}],
+        "instructions": "Be brief.",
+        "metadata": {"task": "greeting"},
+        "store": False,
+    }
     request_id = response.model_extra["switchyard"]["request_id"]
     assert response._request_id == request_id and response.id == "resp_" + request_id[4:]
     assert_billed(await ledger_row(stack, request_id), "openai", 21, 3)
@@ -169,14 +178,16 @@ async def test_tool_call_round_trip_and_json_schema(
     )
     assert json.loads(second.output_text) == {"summary": "sunny"}
     assert second.text.format.type == "json_schema"
-    body = fakes["openai"].last().body
-    assert body["response_format"] == {
-        "type": "json_schema",
-        "json_schema": {"name": "weather", "schema": schema, "strict": True},
+    body = fakes["openai"].last().body  # natively: the Responses shapes, unchanged
+    assert body["text"] == {
+        "format": {"type": "json_schema", "name": "weather", "schema": schema, "strict": True}
     }
-    assistant, tool = body["messages"][1], body["messages"][2]
-    assert assistant["tool_calls"][0]["id"] == calls[0].call_id
-    assert tool == {"role": "tool", "tool_call_id": calls[0].call_id, "content": "sunny, 24C"}
+    assert body["tools"] == [WEATHER]
+    call = next(item for item in body["input"] if item.get("type") == "function_call")
+    output = body["input"][-1]
+    assert (call["type"], call["call_id"], call["name"]) == ("function_call", calls[0].call_id, "get_weather")
+    assert "id" not in call and "status" not in call  # ids of the gateway's items mean nothing upstream
+    assert output == {"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny, 24C"}
     assert_billed(await ledger_row(stack, second.model_extra["switchyard"]["request_id"]), "openai", 50, 6)
 
 
@@ -266,11 +277,13 @@ def _text(content: str | list) -> str:
     return content if isinstance(content, str) else "".join(block.get("text", "") for block in content)
 
 
+@pytest.mark.parametrize("model", [GPT, CLAUDE])  # OpenAI natively, Anthropic translated
 async def test_stream_cut_midway_fails_in_band_and_bills_what_was_delivered(
-    oai: openai.AsyncOpenAI, stack: Stack, fakes: dict
+    oai: openai.AsyncOpenAI, stack: Stack, fakes: dict, model: str
 ) -> None:
-    fakes["openai"].behave(Behavior(text="a b c d e f", disconnect_after=2))
-    stream = await oai.responses.create(model=GPT, input="tell me a story", stream=True)
+    provider = model.split("/")[0]
+    fakes[provider].behave(Behavior(text="a b c d e f", disconnect_after=2))
+    stream = await oai.responses.create(model=model, input="tell me a story", stream=True)
     events = [event async for event in stream]
     kinds = [event.type for event in events]
     assert kinds[-1] == "response.failed" and "response.completed" not in kinds
@@ -284,8 +297,9 @@ async def test_stream_cut_midway_fails_in_band_and_bills_what_was_delivered(
     assert row["api"] == "responses" and row["status"] == "error" and row["error_code"] == "upstream_error"
     # Billed for what was delivered: the prompt and the two pieces that reached the client.
     assert row["completion_tokens"] > 0
+    assert row["provider"] == provider
     assert Decimal(row["cost_usd"]) == cost_usd(
-        PRICES["openai"], row["prompt_tokens"], row["completion_tokens"]
+        PRICES[provider], row["prompt_tokens"], row["completion_tokens"]
     )
     assert Decimal(row["cost_usd"]) > 0
 

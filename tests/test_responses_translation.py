@@ -261,3 +261,37 @@ async def test_the_store_keeps_a_response_for_its_project_only(nats_server: Nats
         assert not await store.delete("p1", "resp_1")
     finally:
         await nc.close()
+
+
+def test_input_items_are_listed_typed_with_stable_ids_a_page_at_a_time() -> None:
+    from services.ingress import response_items
+
+    items = [
+        {"type": "message", "role": "user", "content": "Weather?"},
+        {"type": "function_call", "call_id": "c1", "name": "w", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+        {"type": "message", "role": "assistant", "content": "Sunny."},
+        {"id": "msg_x_0", "type": "message", "role": "assistant", "status": "completed",
+         "content": [{"type": "output_text", "text": "kept"}]},
+    ]  # fmt: skip
+    first = response_items.items_page("resp_abc", items, response_items.parse_query({"limit": "2"}))
+    assert [i["id"] for i in first["data"]] == ["msg_x_0", "msg_abc_in3"]  # newest first by default
+    assert first["has_more"] and (first["first_id"], first["last_id"]) == ("msg_x_0", "msg_abc_in3")
+    assert first["data"][1]["content"] == [{"type": "output_text", "text": "Sunny."}]
+    rest = response_items.items_page(
+        "resp_abc", items, response_items.parse_query({"after": first["last_id"], "limit": "5"})
+    )
+    assert [i["id"] for i in rest["data"]] == ["fco_abc_in2", "fc_abc_in1", "msg_abc_in0"]
+    assert not rest["has_more"]
+    assert rest["data"][2] == {"id": "msg_abc_in0", "type": "message", "role": "user", "status": "completed",
+                               "content": [{"type": "input_text", "text": "Weather?"}]}  # fmt: skip
+    ascending = response_items.items_page("resp_abc", items, response_items.parse_query({"order": "asc"}))
+    assert [i["id"] for i in ascending["data"]][:2] == ["msg_abc_in0", "fc_abc_in1"]
+    for bad, param in (({"limit": "0"}, "limit"), ({"limit": "101"}, "limit"), ({"order": "up"}, "order")):
+        with pytest.raises(GatewayError) as caught:
+            response_items.parse_query(bad)
+        assert caught.value.param == param
+    with pytest.raises(GatewayError) as caught:
+        response_items.items_page("resp_abc", items, response_items.parse_query({"after": "msg_other"}))
+    assert caught.value.param == "after"
+    assert response_items.cannot_cancel().message == "Cannot cancel a synchronous response."

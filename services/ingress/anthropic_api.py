@@ -30,6 +30,7 @@ from .api_kit import (
     copy_sampling,
     gateway_json,
     set_cache_control,
+    set_reasoning,
     set_strategy_and_metadata,
     sse,
     text_of,
@@ -43,8 +44,8 @@ from .validation import parse_json_body
 
 class _In(BaseModel):
     # Unknown fields (citations, newer parameters) are accepted and ignored. `cache_control` is
-    # carried to Anthropic deployments unchanged (on text, image and tool_result blocks, the
-    # system prompt's blocks and tools).
+    # carried to Anthropic deployments unchanged (on text, image, tool_use and tool_result blocks,
+    # the system prompt's blocks and tools).
     model_config = ConfigDict(extra="ignore")
 
 
@@ -76,6 +77,7 @@ class ToolUseBlock(_In):
     id: str = Field(min_length=1)
     name: str = Field(min_length=1)
     input: dict[str, Any]
+    cache_control: CacheControlIn | None = None
 
 
 class ToolResultBlock(_In):
@@ -114,6 +116,14 @@ class ToolChoice(_In):
         return self
 
 
+class ThinkingConfig(_In):
+    """Anthropic's extended thinking: `enabled` with a budget, or `disabled`; other (newer)
+    types are accepted and left to the provider's default."""
+
+    type: str
+    budget_tokens: int | None = Field(None, ge=1024)
+
+
 class MessagesRequest(_In):
     """POST /v1/messages. Fields not listed are accepted and ignored; `strategy` and extra
     `metadata` keys are Switchyard extensions (see docs/api.md)."""
@@ -132,6 +142,7 @@ class MessagesRequest(_In):
     metadata: dict[str, str | None] | None = Field(
         None, description="`user_id` as in Anthropic's API, plus routing metadata such as agent or task."
     )
+    thinking: ThinkingConfig | None = None
     strategy: StrategyField | None = None
 
 
@@ -181,7 +192,11 @@ def _add_message(request: invoke_pb2.InvokeRequest, m: MessageParam) -> None:
     for block in m.content:
         if isinstance(block, ToolResultBlock):
             tool = request.messages.add(role=invoke_pb2.ROLE_TOOL, tool_call_id=block.tool_use_id)
-            set_cache_control(tool.content.add(text=_tool_result_text(block)), block.cache_control)
+            # The result is one text part: a breakpoint on its last inner block marks the block.
+            inner = (
+                block.content[-1].cache_control if isinstance(block.content, list) and block.content else None
+            )
+            set_cache_control(tool.content.add(text=_tool_result_text(block)), block.cache_control or inner)
     rest = [b for b in m.content if not isinstance(b, ToolResultBlock)]
     if not rest:
         return
@@ -192,9 +207,10 @@ def _add_message(request: invoke_pb2.InvokeRequest, m: MessageParam) -> None:
         elif isinstance(block, ImageBlock):
             set_cache_control(message.content.add(image=_image(block)), block.cache_control)
         elif isinstance(block, ToolUseBlock):
-            message.tool_calls.add(
+            call = message.tool_calls.add(
                 id=block.id, name=block.name, arguments_json=orjson.dumps(block.input).decode()
             )
+            set_cache_control(call, block.cache_control)
 
 
 def to_request(body: MessagesRequest) -> invoke_pb2.InvokeRequest:
@@ -221,6 +237,10 @@ def to_request(body: MessagesRequest) -> invoke_pb2.InvokeRequest:
     if body.tool_choice is not None:
         request.tool_choice.CopyFrom(_tool_choice(body.tool_choice))
     copy_sampling(request, temperature=body.temperature, top_p=body.top_p, stop=body.stop_sequences)
+    if body.thinking is not None and body.thinking.type == "enabled" and body.thinking.budget_tokens:
+        set_reasoning(request, None, body.thinking.budget_tokens)
+    elif body.thinking is not None and body.thinking.type == "disabled":
+        set_reasoning(request, "none")
     set_strategy_and_metadata(request, body.strategy, body.metadata)
     return request
 

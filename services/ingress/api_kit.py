@@ -20,6 +20,7 @@ import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from switchyard import reasoning
 from switchyard.errors import GatewayError
 from switchyard.v1 import invoke_pb2
 from switchyard.vocab import StrategyPreset, is_member
@@ -141,8 +142,24 @@ class CacheControlIn(BaseModel):
     ttl: Literal["5m", "1h"] | None = None
 
 
+# How hard a reasoning model thinks, in OpenAI's words (every API's effort; switchyard/reasoning.py).
+EffortName = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
+
+
+def set_reasoning(
+    request: invoke_pb2.InvokeRequest, effort: str | None, budget_tokens: int | None = None
+) -> None:
+    """The caller's reasoning control into the contract (nothing when neither is given)."""
+    if budget_tokens:
+        request.reasoning.CopyFrom(reasoning.from_budget(budget_tokens))
+        if effort is not None:
+            request.reasoning.effort = reasoning.effort_of(effort).effort
+    elif effort is not None:
+        request.reasoning.CopyFrom(reasoning.effort_of(effort))
+
+
 def set_cache_control(
-    holder: invoke_pb2.ContentPart | invoke_pb2.Tool, control: CacheControlIn | None
+    holder: invoke_pb2.ContentPart | invoke_pb2.Tool | invoke_pb2.ToolCall, control: CacheControlIn | None
 ) -> None:
     if control is not None:
         holder.cache_control.CopyFrom(invoke_pb2.CacheControl(type=control.type, ttl=control.ttl or ""))

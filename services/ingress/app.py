@@ -255,6 +255,8 @@ class Ingress:
         request.project_id = identity.project_id
         request.agent_id = identity.agent_id
         request.key_id = identity.key_id
+        # Sent upstream as is by OpenAI deployments: only the Responses API sets it, after this.
+        request.responses_json = ""
         return request
 
     def _endpoint(self, api: HttpApi) -> Callable[[Request], Awaitable[Response]]:
@@ -349,9 +351,10 @@ class Ingress:
             answer = exchange.settle()
             if isinstance(answer, GatewayError):
                 return error_response(answer, request.request_id, api)
-            return JSONResponse(
-                api.render_final(request, answer), headers=request_id_headers(request.request_id, api)
-            )
+            headers = request_id_headers(request.request_id, api)
+            if answer.cache_hit:  # docs/routing.md, "Response cache"
+                headers[hints.CACHE_HEADER] = "hit"
+            return JSONResponse(api.render_final(request, answer), headers=headers)
         return StreamingResponse(
             _sse(exchange, api.render_stream(parsed)),
             media_type="text/event-stream",

@@ -7,6 +7,8 @@ HTTP headers (or gRPC metadata, whose keys are lowercase header names):
     x-switchyard-strategy: cheapest               -> a preset (balanced, fastest, cheapest, best)
     x-switchyard-strategy: latency=0.7,cost=0.3   -> explicit weights (quality, when absent, is 0)
     x-switchyard-metadata-agent: billing-bot      -> metadata["agent"] = "billing-bot"
+    x-switchyard-cache: 600 | off | refresh       -> the response cache (docs/routing.md)
+    Cache-Control: no-cache | no-store            -> the same, in HTTP's own words
 
 Headers win over the same hint in the body, because they are usually set by the deployment
 (a proxy, an SDK's default headers) rather than by the code that wrote the prompt.
@@ -25,6 +27,8 @@ from switchyard.vocab import StrategyPreset, is_member
 ROUTE_HEADER = "x-switchyard-route"
 STRATEGY_HEADER = "x-switchyard-strategy"
 HEDGE_HEADER = "x-switchyard-hedge"
+CACHE_HEADER = "x-switchyard-cache"
+MAX_CACHE_TTL_S = 7 * 86400.0
 MAX_HEDGE_DELAY_MS = 600_000.0
 METADATA_PREFIX = "x-switchyard-metadata-"
 
@@ -54,11 +58,22 @@ class Hedge:
 
 
 @dataclass(frozen=True)
+class Cache:
+    """A request's response-cache choice (invoke.proto CacheChoice)."""
+
+    off: bool = False
+    no_store: bool = False
+    no_cache: bool = False
+    ttl_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class RoutingHints:
     route: str = ""
     strategy: Strategy | None = None
     hedge: Hedge | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    cache: Cache | None = None
 
 
 def lowercase_headers(pairs: Iterable[tuple[str, str | bytes]]) -> dict[str, str]:
@@ -127,6 +142,43 @@ def parse_hedge(text: str, param: str = HEDGE_HEADER) -> Hedge:
     return Hedge(delay_ms=delay)
 
 
+def parse_cache(switchyard_value: str, cache_control: str) -> Cache | None:
+    """The response-cache choice of `x-switchyard-cache` (`off`, `refresh`, or a TTL in seconds:
+    `600`, `600s`, `ttl=600`) and of `Cache-Control` (`no-store`, `no-cache`; other directives
+    are ignored, as a cache ignores what it does not implement). None when neither says anything."""
+    directives = {d.strip().split("=", 1)[0].lower() for d in cache_control.split(",") if d.strip()}
+    no_store = "no-store" in directives
+    no_cache = "no-cache" in directives
+    value = switchyard_value.strip().lower()
+    off, ttl_s = False, 0.0
+    if value in ("off", "false", "no"):
+        off = True
+    elif value == "refresh":
+        no_cache = True
+    elif value:
+        try:
+            ttl_s = float(value.removeprefix("ttl=").removesuffix("s"))
+        except ValueError:
+            ttl_s = math.nan
+        if not math.isfinite(ttl_s) or not 0 < ttl_s <= MAX_CACHE_TTL_S:
+            raise GatewayError(
+                ErrorCode.INVALID_REQUEST,
+                f"{CACHE_HEADER} must be off, refresh, or a time to keep the answer in seconds "
+                f"(0 < ttl <= {MAX_CACHE_TTL_S:.0f}); got {switchyard_value.strip()[:40]!r}",
+                param=CACHE_HEADER,
+            )
+    if not (off or no_store or no_cache or ttl_s):
+        return None
+    return Cache(off=off, no_store=no_store, no_cache=no_cache, ttl_s=ttl_s)
+
+
+def set_cache(request: invoke_pb2.InvokeRequest, cache: Cache) -> None:
+    request.cache.off = cache.off
+    request.cache.no_store = cache.no_store
+    request.cache.no_cache = cache.no_cache
+    request.cache.ttl_ms = cache.ttl_s * 1000.0
+
+
 def set_hedge(request: invoke_pb2.InvokeRequest, hedge: Hedge) -> None:
     request.hedge.off = hedge.off
     request.hedge.delay_ms = hedge.delay_ms
@@ -162,7 +214,8 @@ def hints_from_headers(headers: Mapping[str, str]) -> RoutingHints:
         )
     raw_hedge = headers.get(HEDGE_HEADER, "")
     hedge = parse_hedge(raw_hedge) if raw_hedge.strip() else None
-    return RoutingHints(route=route, strategy=strategy, hedge=hedge, metadata=metadata)
+    cache = parse_cache(headers.get(CACHE_HEADER, ""), headers.get("cache-control", ""))
+    return RoutingHints(route=route, strategy=strategy, hedge=hedge, metadata=metadata, cache=cache)
 
 
 def set_strategy(request: invoke_pb2.InvokeRequest, strategy: Strategy) -> None:
@@ -184,6 +237,8 @@ def apply_hints(request: invoke_pb2.InvokeRequest, hints: RoutingHints) -> invok
         set_strategy(request, hints.strategy)
     if hints.hedge is not None:
         set_hedge(request, hints.hedge)
+    if hints.cache is not None:
+        set_cache(request, hints.cache)
     for key, value in hints.metadata.items():
         request.metadata[key] = value
     return request

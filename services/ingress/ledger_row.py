@@ -62,5 +62,7 @@ def request_row_json(r: ledger_pb2.LedgerRequest) -> dict[str, Any]:
         "trace_id": r.trace_id,
         "metadata": dict(r.metadata),
         "reservation_id": r.reservation_id,
+        "cache_hit": r.cache_hit,
+        "cost_saved_usd": r.cost_saved_usd or "0",
         "inserted_at": _iso(r.inserted_unix_ms),
     }

@@ -19,11 +19,13 @@ from switchyard.vocab import Api, FinishReason, Status, finish_reason_text, stat
 from . import hints
 from .api_kit import (
     CacheControlIn,
+    EffortName,
     Parsed,
     StrategyField,
     StreamRenderer,
     copy_sampling,
     set_cache_control,
+    set_reasoning,
     set_strategy_and_metadata,
     sse,
     text_of,
@@ -66,6 +68,7 @@ class ToolCallIn(_Strict):
     id: str = Field(min_length=1)
     type: Literal["function"] = "function"
     function: FunctionCallIn
+    cache_control: CacheControlIn | None = None
 
 
 class MessageIn(_Strict):
@@ -97,6 +100,14 @@ class ToolIn(_Strict):
     cache_control: CacheControlIn | None = None
 
 
+class ReasoningIn(_Strict):
+    """How hard a reasoning model thinks: an effort, or an explicit thinking budget (both: the
+    budget for providers that take one, the effort for the others)."""
+
+    effort: EffortName | None = None
+    budget_tokens: int | None = Field(None, ge=1024, le=1_000_000)
+
+
 class HedgeIn(_Strict):
     delay_ms: float = Field(gt=0, le=hints.MAX_HEDGE_DELAY_MS)
 
@@ -118,6 +129,7 @@ class InvokeBody(_Strict):
     # Hedging (docs/routing.md): false = never, true = the route's policy (or the default one),
     # {"delay_ms": 200} = after this delay.
     hedge: bool | HedgeIn | None = None
+    reasoning: ReasoningIn | None = None
 
 
 def parse_body(raw: bytes, max_depth: int = 64) -> InvokeBody:
@@ -153,11 +165,12 @@ def to_request(body: InvokeBody, api: str = Api.NATIVE) -> invoke_pb2.InvokeRequ
         _content(message, m.content)
         for call in m.tool_calls or []:
             args = call.function.arguments
-            message.tool_calls.add(
+            added_call = message.tool_calls.add(
                 id=call.id,
                 name=call.function.name,
                 arguments_json=args if isinstance(args, str) else orjson.dumps(args).decode(),
             )
+            set_cache_control(added_call, call.cache_control)
     for tool in body.tools or []:
         added = request.tools.add(
             name=tool.function.name,
@@ -175,6 +188,8 @@ def to_request(body: InvokeBody, api: str = Api.NATIVE) -> invoke_pb2.InvokeRequ
         seed=body.seed,
         stop=body.stop,
     )
+    if body.reasoning is not None:
+        set_reasoning(request, body.reasoning.effort, body.reasoning.budget_tokens)
     if body.response_format is not None and (fmt := choices.response_format_from_json(body.response_format)):
         request.response_format.CopyFrom(fmt)
     set_strategy_and_metadata(request, body.strategy, body.metadata)

@@ -21,12 +21,14 @@ from switchyard.vocab import Api
 
 from .api_kit import (
     SSE_DONE,
+    EffortName,
     GatewayInfo,
     Parsed,
     StrategyField,
     StreamRenderer,
     copy_sampling,
     gateway_json,
+    set_reasoning,
     set_strategy_and_metadata,
     sse_data,
     text_of,
@@ -180,6 +182,7 @@ class ChatCompletionRequest(_In):
     logprobs: bool | None = Field(None, description="Not supported: must be false or absent.")
     user: str | None = None
     metadata: dict[str, str] | None = Field(None, description="Also carries routing metadata.")
+    reasoning_effort: EffortName | None = Field(None, description="Sent to models that reason.")
     strategy: StrategyField | None = None
 
     @field_validator("stop")
@@ -255,6 +258,7 @@ def to_request(body: ChatCompletionRequest) -> invoke_pb2.InvokeRequest:
                 tool.function.parameters or {"type": "object", "properties": {}}
             ).decode(),
         )
+    set_reasoning(request, body.reasoning_effort)
     if body.tool_choice is not None:
         choice = body.tool_choice if isinstance(body.tool_choice, str) else body.tool_choice.model_dump()
         request.tool_choice.CopyFrom(choices.tool_choice_from_json(choice))

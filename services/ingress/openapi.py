@@ -12,7 +12,17 @@ from pydantic.json_schema import models_json_schema
 
 from switchyard.vocab import StrategyPreset
 
-from . import admin, anthropic_api, completions_api, embeddings_api, hints, native, openai_api, responses_api
+from . import (
+    admin,
+    anthropic_api,
+    completions_api,
+    embeddings_api,
+    hints,
+    native,
+    openai_api,
+    response_items,
+    responses_api,
+)
 
 REF = "#/components/schemas/{model}"
 SSE = {"text/event-stream": {"schema": {"type": "string"}}}
@@ -48,6 +58,7 @@ def _components() -> tuple[dict[type[BaseModel], str], dict[str, Any]]:
         "ResponsesRequest": responses_api.ResponsesRequest,
         "ResponseObject": responses_api.ResponseObject,
         "ResponseDeleted": responses_api.ResponseDeleted,
+        "ResponseInputItemList": response_items.InputItemList,
         "EmbeddingsRequest": embeddings_api.EmbeddingsRequest,
         "EmbeddingList": embeddings_api.EmbeddingList,
         "CompletionRequest": completions_api.CompletionRequest,
@@ -265,6 +276,42 @@ def _stored_response(ref: dict[type[BaseModel], str], error_ref: str) -> dict[st
     }
 
 
+def _stored_response_parts(ref: dict[type[BaseModel], str], error_ref: str) -> dict[str, Any]:
+    """A stored response's input items (paginated) and its cancel (always refused: no response
+    the gateway runs is a background one)."""
+    param = {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    query = [
+        {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": response_items.MAX_LIMIT}},
+        {"name": "order", "in": "query", "required": False, "schema": {"enum": ["asc", "desc"]}},
+    ]  # fmt: skip
+    missing = _json(error_ref, "No such stored response in this project (never stored, expired or deleted).")
+    return {
+        "/v1/responses/{response_id}/input_items": {
+            "get": {
+                "summary": "A stored response's input items, a page at a time",
+                "parameters": [param, *query],
+                "responses": {
+                    "200": _json(ref[response_items.InputItemList], "A page of input items."),
+                    "400": _json(error_ref, "A bad query parameter."),
+                    "404": missing,
+                },
+            }
+        },
+        "/v1/responses/{response_id}/cancel": {
+            "post": {
+                "summary": "Cancel a background response (none exist here: refused)",
+                "parameters": [param],
+                "responses": {
+                    "400": _json(error_ref, "Cannot cancel a synchronous response."),
+                    "404": missing,
+                },
+            }
+        },
+    }
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     refs, schemas = _components()
@@ -307,6 +354,7 @@ def openapi_document() -> dict[str, Any]:
             OPENAI_ERRORS,
         ),
         "/v1/responses/{response_id}": _stored_response(ref, openai_err),
+        **_stored_response_parts(ref, openai_err),
         "/v1/embeddings": _model_call(
             "OpenAI-compatible embeddings (routed among the catalog's embedding deployments)",
             ref[embeddings_api.EmbeddingsRequest],

@@ -25,12 +25,14 @@ from switchyard.v1 import invoke_pb2
 from switchyard.vocab import Api, FinishReason, finish_reason_text
 
 from .api_kit import (
+    EffortName,
     GatewayInfo,
     Parsed,
     StrategyField,
     StreamRenderer,
     copy_sampling,
     gateway_json,
+    set_reasoning,
     set_strategy_and_metadata,
     sse,
     text_of,
@@ -203,7 +205,7 @@ class TextConfig(_In):
 
 
 class ReasoningConfig(_In):
-    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    effort: EffortName | None = None
     summary: Literal["auto", "concise", "detailed"] | None = None
 
 
@@ -368,6 +370,7 @@ def to_request(body: ResponsesRequest) -> invoke_pb2.InvokeRequest:
         if typed is not None:
             request.response_format.CopyFrom(typed)
     copy_sampling(request, max_tokens=body.max_output_tokens, temperature=body.temperature, top_p=body.top_p)
+    set_reasoning(request, body.reasoning.effort if body.reasoning else None)
     set_strategy_and_metadata(request, body.strategy, body.metadata)
     if body.user:
         request.metadata.setdefault("user", body.user)
@@ -385,6 +388,22 @@ def with_history(
     request.messages.extend([*current[:head], *history, *current[head:]])
 
 
+# Fields the gateway answers itself (its own store, streaming to the client) or that are its own
+# extensions: never sent upstream on the native pass-through.
+_GATEWAY_FIELDS = ("strategy", "previous_response_id", "stream", "store", "background", "conversation")
+
+
+def native_json(raw: dict[str, Any], items: list[dict[str, Any]]) -> str:
+    """The body an OpenAI deployment sends to its upstream's /responses (InvokeRequest.
+    responses_json): the caller's fields as sent, the whole conversation as `input` (the
+    gateway keeps the state, so nothing refers to OpenAI's), `store: false`. Items lose their
+    `id` and `status`: ids name items in a store the upstream does not have."""
+    body = {key: value for key, value in raw.items() if key not in _GATEWAY_FIELDS}
+    body["input"] = [{k: v for k, v in item.items() if k not in ("id", "status")} for item in items]
+    body["store"] = False
+    return orjson.dumps(body).decode()
+
+
 @dataclass(frozen=True)
 class ParsedResponses(Parsed):
     """A Responses body as the contract, plus what its answer echoes and what it stores."""
@@ -393,6 +412,8 @@ class ParsedResponses(Parsed):
     # The whole conversation's input items up to this request (a previous response's, then
     # this body's): set by the ingress once the previous response is read.
     items: list[dict[str, Any]] = field(default_factory=list)
+    # The body as the caller sent it (every field, known here or not), for the native pass-through.
+    raw: dict[str, Any] = field(default_factory=dict)
 
     @property
     def validated(self) -> ResponsesRequest:
@@ -765,7 +786,7 @@ class ResponsesApi:
 
     def parse(self, raw: bytes, max_depth: int) -> ParsedResponses:
         body = parse_body(raw, max_depth)
-        return ParsedResponses(to_request(body), body=body, items=input_items(body))
+        return ParsedResponses(to_request(body), body=body, items=input_items(body), raw=orjson.loads(raw))
 
     def render_final(
         self, request: invoke_pb2.InvokeRequest, final: invoke_pb2.InvokeResponse

@@ -1,6 +1,6 @@
 """The Responses API's I/O around the shared path: a previous response's history spliced in
-before the request is published, the answer stored after it, and `GET` / `DELETE
-/v1/responses/{id}`.
+before the request is published, the answer stored after it, `GET` / `DELETE
+/v1/responses/{id}`, its `input_items` and `cancel`.
 
 Everything else is the path every HTTP API takes (Ingress.admit, Ingress.open, the reply loop
 in exchange.py), so routing, failover, budgets, quotas, the ledger and traces treat a Responses
@@ -27,6 +27,7 @@ from switchyard.errors import ErrorCode, GatewayError
 from switchyard.lifecycle import started
 from switchyard.tenancy_store import open_bucket
 
+from . import response_items
 from .api_kit import HttpApi, Parsed
 from .dialects import error_headers, request_id_headers
 from .exchange import Exchange
@@ -36,6 +37,7 @@ from .responses_api import (
     ResponsesApi,
     ResponseStream,
     final_json,
+    native_json,
     not_found,
     replayed_messages,
     with_history,
@@ -81,6 +83,8 @@ class ResponsesEndpoints:
         return [
             Route(f"{self.api.path}/{{response_id}}", self.retrieve, methods=["GET"]),
             Route(f"{self.api.path}/{{response_id}}", self.delete, methods=["DELETE"]),
+            Route(f"{self.api.path}/{{response_id}}/input_items", self.input_items, methods=["GET"]),
+            Route(f"{self.api.path}/{{response_id}}/cancel", self.cancel, methods=["POST"]),
         ]
 
     # --- POST /v1/responses (after Ingress.admit stamped the request) ---
@@ -90,6 +94,11 @@ class ResponsesEndpoints:
         assert api is self.api and isinstance(parsed, ParsedResponses)  # ResponsesApi.parse made it
         parsed = await self._resume(parsed)
         request = parsed.request
+        # OpenAI deployments pass it through natively; the others use the messages. The body
+        # then travels twice: one too large for the bus with both goes translated only.
+        request.responses_json = native_json(parsed.raw, parsed.items)
+        if request.ByteSize() > self.store.max_bytes:
+            request.responses_json = ""
         exchange = await self.ingress.open(request)
         if not request.stream or isinstance(exchange.first, GatewayError):
             answer = exchange.settle()
@@ -164,6 +173,23 @@ class ResponsesEndpoints:
         if not await self.store.delete(self._project(http), response_id):
             raise not_found(response_id)
         return _Json({"id": response_id, "object": "response", "deleted": True})
+
+    async def input_items(self, http: Request) -> Response:
+        """The stored conversation's input items, a page at a time (OpenAI's list shape)."""
+        response_id = http.path_params["response_id"]
+        query = response_items.parse_query(dict(http.query_params))
+        record = await self.store.get(self._project(http), response_id)
+        if record is None:
+            raise not_found(response_id)
+        return _Json(response_items.items_page(response_id, record.items, query))
+
+    async def cancel(self, http: Request) -> Response:
+        """Only background responses can be cancelled, and the gateway runs none: a stored
+        response is a 400 as at OpenAI, an unknown one a 404."""
+        response_id = http.path_params["response_id"]
+        if await self.store.get(self._project(http), response_id) is None:
+            raise not_found(response_id)
+        raise response_items.cannot_cancel()
 
     def _project(self, http: Request) -> str:
         return self.ingress.identity(http.headers).project_id

@@ -204,13 +204,65 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "AFTER cache_write_1h_tokens",
         ],
     ),
+    (
+        7,
+        "the response cache: whether a request was answered from it, and what that answer had cost",
+        [
+            # A hit costs 0 (cost_usd); cost_saved_usd is what the stored answer cost when it was
+            # made, so spend avoided is sum(cost_saved_usd) (docs/routing.md, "Response cache").
+            "ALTER TABLE requests ADD COLUMN IF NOT EXISTS cache_hit Bool DEFAULT false AFTER reservation_id",
+            "ALTER TABLE requests ADD COLUMN IF NOT EXISTS cost_saved_usd Decimal(20, 10) DEFAULT 0 AFTER cache_hit",
+        ],
+    ),
+    (
+        8,
+        "the per-minute rollup sums the token classes of migration 6 (cache writes, 1-hour writes, reasoning)",
+        [
+            # The view is replaced, not altered (ALTER ... MODIFY QUERY is experimental): the
+            # ledger migrates before it consumes, so no insert falls between the two.
+            "ALTER TABLE requests_by_minute ADD COLUMN IF NOT EXISTS cache_write_tokens Int64 DEFAULT 0 "
+            "AFTER cached_tokens",
+            "ALTER TABLE requests_by_minute ADD COLUMN IF NOT EXISTS cache_write_1h_tokens Int64 DEFAULT 0 "
+            "AFTER cache_write_tokens",
+            "ALTER TABLE requests_by_minute ADD COLUMN IF NOT EXISTS reasoning_tokens Int64 DEFAULT 0 "
+            "AFTER cache_write_1h_tokens",
+            "DROP VIEW IF EXISTS requests_by_minute_mv",
+            """
+            CREATE MATERIALIZED VIEW IF NOT EXISTS requests_by_minute_mv TO requests_by_minute AS
+            SELECT
+                toStartOfMinute(ts) AS minute,
+                project_id,
+                provider,
+                model,
+                toInt64(count()) AS requests,
+                toInt64(countIf(status = 'ok')) AS ok,
+                toInt64(countIf(status = 'error')) AS errors,
+                toInt64(countIf(status = 'rejected')) AS rejected,
+                toInt64(sum(failovers)) AS failovers,
+                toInt64(countIf(stream)) AS streamed,
+                toInt64(sum(prompt_tokens)) AS prompt_tokens,
+                toInt64(sum(completion_tokens)) AS completion_tokens,
+                toInt64(sum(cached_tokens)) AS cached_tokens,
+                toInt64(sum(cache_write_tokens)) AS cache_write_tokens,
+                toInt64(sum(cache_write_1h_tokens)) AS cache_write_1h_tokens,
+                toInt64(sum(reasoning_tokens)) AS reasoning_tokens,
+                toDecimal128(sum(cost_usd), 10) AS cost_usd,
+                sum(latency_ms) AS latency_ms_sum,
+                sum(ttft_ms) AS ttft_ms_sum,
+                sum(overhead_ms) AS overhead_ms_sum
+            FROM requests
+            GROUP BY minute, project_id, provider, model
+            """,
+        ],
+    ),
 ]
 
 # The rollup's key and summed columns, in table order (reconciliation compares them).
 ROLLUP_KEY = ["minute", "project_id", "provider", "model"]
 ROLLUP_SUMS = [
     "requests", "ok", "errors", "rejected", "failovers", "streamed", "prompt_tokens",
-    "completion_tokens", "cached_tokens", "cost_usd", "latency_ms_sum", "ttft_ms_sum", "overhead_ms_sum",
+    "completion_tokens", "cached_tokens", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens",
+    "cost_usd", "latency_ms_sum", "ttft_ms_sum", "overhead_ms_sum",
 ]  # fmt: skip
 
 # The raw-row aggregate that must equal the rollup for every key (the view's own SELECT).
@@ -226,6 +278,9 @@ SELECT
     toInt64(sum(prompt_tokens)) AS prompt_tokens,
     toInt64(sum(completion_tokens)) AS completion_tokens,
     toInt64(sum(cached_tokens)) AS cached_tokens,
+    toInt64(sum(cache_write_tokens)) AS cache_write_tokens,
+    toInt64(sum(cache_write_1h_tokens)) AS cache_write_1h_tokens,
+    toInt64(sum(reasoning_tokens)) AS reasoning_tokens,
     toDecimal128(sum(cost_usd), 10) AS cost_usd,
     sum(latency_ms) AS latency_ms_sum,
     sum(ttft_ms) AS ttft_ms_sum,
@@ -240,7 +295,8 @@ SELECT minute, project_id, provider, model,
     sum(requests) AS requests, sum(ok) AS ok, sum(errors) AS errors, sum(rejected) AS rejected,
     sum(failovers) AS failovers, sum(streamed) AS streamed, sum(prompt_tokens) AS prompt_tokens,
     sum(completion_tokens) AS completion_tokens, sum(cached_tokens) AS cached_tokens,
-    sum(cost_usd) AS cost_usd, sum(latency_ms_sum) AS latency_ms_sum, sum(ttft_ms_sum) AS ttft_ms_sum,
+    sum(cache_write_tokens) AS cache_write_tokens, sum(cache_write_1h_tokens) AS cache_write_1h_tokens,
+    sum(reasoning_tokens) AS reasoning_tokens, sum(cost_usd) AS cost_usd, sum(latency_ms_sum) AS latency_ms_sum, sum(ttft_ms_sum) AS ttft_ms_sum,
     sum(overhead_ms_sum) AS overhead_ms_sum
 FROM requests_by_minute
 WHERE minute >= toStartOfMinute({since:DateTime64(3, 'UTC')})

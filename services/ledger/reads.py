@@ -65,6 +65,7 @@ def ledger_request(row: dict[str, Any]) -> ledger_pb2.LedgerRequest:
         finished_unix_ms=_unix_ms(row.get("finished_at")),
         inserted_unix_ms=_unix_ms(row.get("inserted_at")),
         cost_usd=_decimal_text(row.get("cost_usd")),
+        cost_saved_usd=_decimal_text(row.get("cost_saved_usd")),
         metadata=dict(row.get("metadata") or {}),
     )
     for name in (
@@ -73,7 +74,7 @@ def ledger_request(row: dict[str, Any]) -> ledger_pb2.LedgerRequest:
         "deployment_id", "error_code", "error_message", "trace_id",
         "reservation_id", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
         "cache_write_1h_tokens", "reasoning_tokens", "latency_ms", "ttft_ms", "overhead_ms", "stream",
-        "attempt_count", "failovers",
+        "attempt_count", "failovers", "cache_hit",
     ):  # fmt: skip
         value = row.get(name)
         if value is not None:

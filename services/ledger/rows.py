@@ -17,7 +17,7 @@ REQUEST_COLUMNS = [
     "requested_model", "planned_provider", "planned_model", "planned_deployment_id", "provider",
     "model", "deployment_id", "status", "error_code", "error_message", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens",
     "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "cost_usd", "latency_ms", "ttft_ms", "overhead_ms", "stream", "attempt_count", "failovers",
-    "attempts", "rationale", "trace_id", "metadata", "reservation_id",
+    "attempts", "rationale", "trace_id", "metadata", "reservation_id", "cache_hit", "cost_saved_usd",
 ]  # fmt: skip
 
 ATTEMPT_COLUMNS = [
@@ -99,6 +99,8 @@ def request_record(event: events_pb2.Completion) -> dict[str, Any]:
         "trace_id": event.trace_id,
         "metadata": dict(event.metadata),
         "reservation_id": event.reservation_id,
+        "cache_hit": event.cache_hit,
+        "cost_saved_usd": Decimal(event.cost_saved_usd or "0"),
     }
 
 

@@ -1,18 +1,19 @@
-"""A hedged first attempt: the race between the first deployment and its hedge(s), in one worker.
+"""A hedged first attempt: the race between the first deployment and its hedge(s), decided in
+the worker that holds the dispatch.
 
 The router armed the dispatch (`Dispatch.hedge`, services/router/hedging.py). The worker starts
 the first attempt; if it has not claimed the client (a stream: its first chunk; a plain request:
 its complete answer) after `delay_ms`, and this worker's hedged share of the route allows it
 (hedge_policy.py), a second attempt starts on the next deployment of the chain, as a second
-asyncio task in this process. The first racer to claim wins: the others are cancelled at once
-(the cancel lands in the adapter's upstream call, which closes the connection). A stream's
-chunks go to the client only after its claim, so the client never sees two answers.
+asyncio task in this process: the upstream call itself when this worker serves the target's
+provider, else a racer handed to that provider's pool whose frames come back here
+(hedge_remote.py). The first racer to claim wins: the others are cancelled at once (the cancel
+lands in the adapter's upstream call, here or in the other pool, which closes the connection).
+A stream's chunks go to the client only after its claim, so the client never sees two answers.
 
-Why in the worker, and only when it serves the hedge target too: the race then needs no
-coordination over NATS (one event loop decides the winner and cancels the loser within
-microseconds), and failover already runs in the worker. A target served by another provider
-pool is not hedged (the note says so): handing off a second dispatch would need a cross-process
-claim and cancel protocol for a winner (docs/routing.md, "Hedged requests").
+Why this worker decides: it already owns the request's failover, billing and its one
+Completion, and one event loop decides the winner; the other pool's worker only runs a call
+(docs/routing.md, "Hedged requests", says why not the router or the ingress).
 
 Every racer is recorded by the worker's one recorder and billed by the pure `verdict`: the winner
 for its answer, a cancelled loser for what its provider reported or else the prompt it was sent.
@@ -34,6 +35,7 @@ from switchyard.errors import ErrorCode, GatewayError
 from switchyard.v1 import invoke_pb2
 
 from .execution import CLIENT_GONE, AttemptOutcome, AttemptProgress, bill_attempt, call_cost, verdict
+from .hedge_remote import call_in_other_pool
 
 if TYPE_CHECKING:
     from .main import ProviderWorker
@@ -41,23 +43,16 @@ if TYPE_CHECKING:
 tracer = telemetry.tracer("switchyard.providers")
 
 
-def hedge_target(dispatch: invoke_pb2.Dispatch, served: list[str]) -> invoke_pb2.Target | None:
+def hedge_target(dispatch: invoke_pb2.Dispatch) -> invoke_pb2.Target | None:
     """The first hedge's target when this dispatch's current attempt may race one: the dispatch
-    is armed, nothing was attempted yet, and this worker serves the next deployment too (when
-    it does not, the rationale's hedge note says so)."""
-    if dispatch.hedge.delay_ms <= 0 or dispatch.attempts:
+    is armed, nothing was attempted yet, and the chain has a next deployment (served by this
+    worker or by another pool: either races). A racer dispatch never hedges again."""
+    if dispatch.hedge.delay_ms <= 0 or dispatch.attempts or dispatch.hedge_for:
         return None
     nxt = dispatch.position + 1
     if nxt >= len(dispatch.chain):
         return None
-    target = dispatch.chain[nxt]
-    if target.provider not in served:
-        # The race needs both racers in this process: say why the armed hedge cannot fire.
-        dispatch.rationale.hedge.skipped = (
-            f"hedge target {target.deployment_id} is served by another provider pool"
-        )
-        return None
-    return target
+    return dispatch.chain[nxt]
 
 
 def lost_to(winner: Deployment) -> GatewayError:
@@ -72,6 +67,7 @@ class Racer:
     position: int
     hedge: bool
     progress: AttemptProgress
+    remote: bool = False  # run by a worker of another provider pool (hedge_remote.py)
     task: asyncio.Task[AttemptOutcome] | None = None
     cancelled_as: GatewayError | None = None  # why the race cancelled it (None: it did not)
     outcome: AttemptOutcome | None = None
@@ -95,6 +91,7 @@ class HedgeRace:
 
     def _start(self, deployment: Deployment, position: int, hedge: bool) -> Racer:
         racer = Racer(deployment, position, hedge, self.worker.new_progress(self.dispatch, deployment))
+        racer.remote = deployment.provider not in self.worker.providers
         racer.task = asyncio.create_task(self._race(racer))
         self.racers.append(racer)
         return racer
@@ -118,17 +115,30 @@ class HedgeRace:
                 "gen_ai.request.model": racer.deployment.model,
                 "switchyard.request_id": self.dispatch.request.request_id,
                 "switchyard.hedge": racer.hedge,
+                "switchyard.hedge_other_pool": racer.remote,
                 **genai.target_attributes(racer.deployment.provider, "", racer.deployment.id),
             },
         ) as span:
             racer.span = span
-            outcome = await self.worker._call_upstream(
-                self.dispatch,
-                racer.deployment,
-                racer.progress,
-                claim=lambda: self._claim(racer),
-                cancelled_as=lambda: racer.cancelled_as,
-            )
+            if racer.remote:
+                outcome = await call_in_other_pool(
+                    self.worker,
+                    self.dispatch,
+                    self.racers.index(racer),  # its key: <request id>~h<n>
+                    racer.deployment,
+                    racer.position,
+                    racer.progress,
+                    claim=lambda: self._claim(racer),
+                    cancelled_as=lambda: racer.cancelled_as,
+                )
+            else:
+                outcome = await self.worker._call_upstream(
+                    self.dispatch,
+                    racer.deployment,
+                    racer.progress,
+                    claim=lambda: self._claim(racer),
+                    cancelled_as=lambda: racer.cancelled_as,
+                )
             if outcome.kind == "ok" and self.winner is None:
                 self._claim(racer)  # a plain answer (or a stream with no chunk) claims when done
             elif outcome.kind == "ok" and self.winner is not racer:
@@ -139,7 +149,9 @@ class HedgeRace:
                 outcome = AttemptOutcome("cancelled", racer.deployment, racer.progress, error=error)
             racer.outcome = outcome
             # Recorded as it ends (attempts are in the order they ended), by the one recorder.
-            self.worker._record(self.dispatch, outcome, span)
+            # (A racer in another pool: that worker reported its metrics and stat; this records
+            # only its attempt.)
+            self.worker._record(self.dispatch, outcome, span, own_call=not racer.remote)
             racer.attempt = self.dispatch.attempts[-1]
             racer.attempt.hedge = racer.hedge
             if outcome.kind == "cancelled" and outcome.error is not None and outcome.error is not CLIENT_GONE:
@@ -151,9 +163,6 @@ class HedgeRace:
         if position >= len(self.dispatch.chain):
             return None
         target = self.dispatch.chain[position]
-        if target.provider not in self.worker.providers:
-            self.note.skipped = f"hedge target {target.deployment_id} is served by another provider pool"
-            return None
         deployment = self.worker.catalog.deployments.get(target.deployment_id)
         return (deployment, position) if deployment is not None else None
 

@@ -23,9 +23,10 @@ from switchyard import codec, genai, metrics, subjects, telemetry, units
 from switchyard.bus import NATS_ERRORS, EventPublisher, ensure_events_stream
 from switchyard.catalog import Catalog, Deployment
 from switchyard.errors import ErrorCode, GatewayError
-from switchyard.handoff import SETTLE_S, HandOff
+from switchyard.handoff import SETTLE_S, HandOff, acknowledged
 from switchyard.lifecycle import started
 from switchyard.logs import redact
+from switchyard.response_cache import ENTRY_HEADROOM_BYTES, AnswerStore, stored_answer
 from switchyard.service import BusService, run
 from switchyard.settings import Settings
 from switchyard.tokens import tokenizer_for, warm_up
@@ -52,6 +53,7 @@ from .execution import (
     verdict,
 )
 from .hedge_policy import HedgeWindow
+from .hedge_remote import hedge_partners, is_race_key, run_racer
 from .hedge_runner import HedgeRace, hedge_target
 from .stat_batch import budget_digest
 
@@ -101,12 +103,14 @@ class ProviderWorker(BusService):
                 check_deployment(deployment)  # a misspelt adapter or option stops the start
         self.adapters: dict[str, ProviderAdapter] = {}
         self.events: EventPublisher | None = None
+        self.answers: AnswerStore | None = None
         self._slots = asyncio.Semaphore(self.settings.worker_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._subscriptions: list[Subscription] = []
         # request_id -> the task while it waits on its upstream call (what a cancel interrupts)
         self._upstream: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
+        self._racers_cancelled: set[str] = set()  # hedge racers cancelled before their call began
         # Liveness (docs/architecture.md): what this worker holds and what it finished since
         # the last beat; the bound on accepted work is concurrency + queue.
         self.worker_id = f"{os.uname().nodename}:{os.getpid()}"
@@ -132,6 +136,7 @@ class ProviderWorker(BusService):
         # The budget check estimates prompts as the router did (switchyard/tokens.py): load
         # the encodings of the deployments served here now, not inside a stream.
         served = [d for d in self.catalog.deployments.values() if d.provider in self.providers]
+        served += hedge_partners(self.catalog, self.providers)  # racers it may run in other pools
         warm_up({tokenizer_for(d.adapter, d.model) for d in served})
         nc = await self.connect()
         js = nc.jetstream()
@@ -139,6 +144,13 @@ class ProviderWorker(BusService):
         self.events = EventPublisher(js)
         self.events.start()
         await self.handoff.start(nc)
+        self.answers = await AnswerStore.open(
+            js,
+            self.settings.stream_replicas,
+            self.settings.response_cache_max_age_s,
+            self.settings.response_cache_max_bytes,
+            nc.max_payload - ENTRY_HEADROOM_BYTES,
+        )
         for provider in self.providers:
             sub = await nc.subscribe(
                 subjects.provider_invoke(provider),
@@ -169,6 +181,8 @@ class ProviderWorker(BusService):
             metrics.ERRORS.labels(self.name, ErrorCode.OVERLOADED).inc()
             return
         held = self._held[request_id] = Held()  # taken: no answer (switchyard/handoff.py)
+        if msg.reply and acknowledged(dispatch):
+            await msg.respond(b"")  # a hedge racer's hand-off waits for this ack
         task = asyncio.create_task(self._run(msg, dispatch, held))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -253,6 +267,15 @@ class ProviderWorker(BusService):
         if task is not None and request_id not in self._cancelled:
             self._cancelled.add(request_id)
             task.cancel()  # lands inside the upstream call: the adapter closes the connection
+        elif task is None and is_race_key(request_id) and request_id in self._held:
+            self._racers_cancelled.add(request_id)  # still waiting for a slot: never call it
+
+    def cancelled_before_start(self, request_id: str) -> bool:
+        """A hedge racer whose race ended before its upstream call began (hedge_remote.py)."""
+        if request_id not in self._racers_cancelled:
+            return False
+        self._racers_cancelled.discard(request_id)
+        return True
 
     def _client_gone(self, request_id: str) -> bool:
         """True when a CancelledError came from `_on_cancel` (not from a shutdown)."""
@@ -282,6 +305,8 @@ class ProviderWorker(BusService):
         """
         request = dispatch.request
         reply = dispatch.reply_to
+        if dispatch.hedge_for:  # a hedge racer of another pool's worker: one call, reported there
+            return await run_racer(self, dispatch)
         if started(self.events, "the event publisher").stalled():
             # Completion events are not being stored (a full stream, an election): serving now
             # would answer without a durable record. Refuse before any upstream cost.
@@ -308,7 +333,7 @@ class ProviderWorker(BusService):
                 )
                 await self._fail(dispatch, reply, error)
                 return error.code
-            if hedge_target(dispatch, self.providers) is not None:
+            if hedge_target(dispatch) is not None:
                 # The first attempt of an armed dispatch races a hedge (hedge_runner.py).
                 try:
                     status = await HedgeRace(self, dispatch, deployment).run()
@@ -420,12 +445,17 @@ class ProviderWorker(BusService):
             tokenizer=tokenizer_for(deployment.adapter, deployment.model),
         )
 
-    def _record(self, dispatch: invoke_pb2.Dispatch, outcome: AttemptOutcome, span: trace.Span) -> None:
+    def _record(
+        self, dispatch: invoke_pb2.Dispatch, outcome: AttemptOutcome, span: trace.Span, own_call: bool = True
+    ) -> None:
         """The one recorder of an attempt, whatever its outcome: its record on the dispatch
         (the Completion carries it), its metrics and span outcome, and the provider stat the
-        routers learn health from (which also ends the request's in-flight count there)."""
+        routers learn health from (which also ends the request's in-flight count there).
+        `own_call` False: another pool's worker made the call and reported those itself."""
         attempt = outcome.attempt()
         dispatch.attempts.append(attempt)
+        if not own_call:
+            return
         deployment, error = outcome.deployment, outcome.error
         status = Status.OK if error is None else error.code
         metrics.UPSTREAM_DURATION.labels(deployment.provider, deployment.model, status).observe(
@@ -501,6 +531,9 @@ class ProviderWorker(BusService):
                 self._store_wait_s(dispatch),
             ):
                 await self.bus.publish(dispatch.reply_to, codec.final_frame(response))
+                if dispatch.cache_key:  # the router found no usable answer: this one is kept
+                    entry = stored_answer(response, dispatch.request.project_id, dispatch.cache_ttl_ms)
+                    await started(self.answers, "the response cache").put(dispatch.cache_key, entry)
                 return
             # Not stored in time: refuse the answer. The upstream's bill is still recorded
             # (queued, retried while this worker lives) as an error with its cost.
@@ -572,7 +605,8 @@ class ProviderWorker(BusService):
         """End a request its next deployment cannot run (no worker of that pool, not configured here)."""
         err = error.to_proto(dispatch.request.request_id)
         await self.bus.publish(reply, codec.error_frame(err))
-        self._complete(dispatch, Status.ERROR, error=err)
+        if not dispatch.hedge_for:  # a hedge racer's request is recorded by its racing worker
+            self._complete(dispatch, Status.ERROR, error=err)
 
     def _completion(self, dispatch: invoke_pb2.Dispatch, status: str, **fields: Any) -> events_pb2.Completion:
         return build_completion(dispatch, status=status, trace_id=telemetry.current_trace_id(), **fields)

@@ -126,6 +126,9 @@ class HttpOptions(AdapterOptions):
     """Options every HTTP adapter reads."""
 
     max_connections: int = Field(default=512, ge=1)  # the deployment's connection pool
+    # Whether the model takes a reasoning control; unset: known from its family name
+    # (switchyard/reasoning.py). A model that does not is sent none, whatever the caller asked.
+    reasoning: bool | None = None
 
 
 class HttpAdapter(ProviderAdapter):

@@ -30,11 +30,13 @@ from switchyard.errors import ErrorCode, GatewayError
 from switchyard.handoff import HandOff
 from switchyard.lifecycle import started
 from switchyard.pricing import format_usd
+from switchyard.response_cache import ENTRY_HEADROOM_BYTES, AnswerStore
 from switchyard.service import BusService, run
 from switchyard.tokens import tokenizer_for, warm_up
 from switchyard.v1 import budget_pb2, events_pb2, invoke_pb2, liveness_pb2
 from switchyard.vocab import Status
 
+from .answers import CachedAnswers
 from .health import HealthBook, Sample
 from .hedging import BUDGET_SKIP, NO_HEDGE, Hedge, Observed, disarm, plan_hedge
 from .inflight import Inflight
@@ -90,6 +92,7 @@ class Router(BusService):
         self.liveness = LivenessBook(self.settings.worker_lost_after_s)
         self._watch: asyncio.Task[None] | None = None
         self.handoff = HandOff(self._on_handoff_exhausted, self._on_handoff_moved)
+        self.answers: CachedAnswers | None = None
 
     async def start(self) -> None:
         # Load the BPE encodings the catalog's deployments are estimated with (tokens.py) now,
@@ -101,6 +104,14 @@ class Router(BusService):
         self.events = EventPublisher(js)
         self.events.start()
         await self.handoff.start(nc)
+        store = await AnswerStore.open(
+            js,
+            self.settings.stream_replicas,
+            self.settings.response_cache_max_age_s,
+            self.settings.response_cache_max_bytes,
+            nc.max_payload - ENTRY_HEADROOM_BYTES,
+        )
+        self.answers = CachedAnswers(self.catalog, store)
         self._sub = await nc.subscribe(
             subjects.INVOKE,
             queue=subjects.ROUTER_QUEUE,
@@ -263,6 +274,15 @@ class Router(BusService):
                     tracer, "router.route", parent=ctx, attributes=lambda: genai.request_attributes(request)
                 ) as span,
             ):
+                answers = started(self.answers, "the response cache")
+                cached = await answers.lookup(request)
+                if cached is not None and cached.answer is not None:
+                    # Answered from the response cache: no budget, no worker (router/answers.py).
+                    await answers.answer(
+                        self.bus, started(self.events, "the event publisher"), request, msg.reply, cached
+                    )
+                    span.set_attribute("switchyard.cache", "hit")
+                    return
                 try:
                     dispatch = await self.route(request)
                 except GatewayError as error:
@@ -274,6 +294,8 @@ class Router(BusService):
                     span.set_status(trace.StatusCode.ERROR, err.code)
                     return
                 dispatch.reply_to = msg.reply
+                if cached is not None:  # a miss: the worker stores the answer under this key
+                    dispatch.cache_key, dispatch.cache_ttl_ms = cached.key, cached.ttl_ms
                 first = dispatch.chain[0]
                 span.set_attributes(genai.target_attributes(first.provider, first.model, first.deployment_id))
                 span.set_attribute("switchyard.route", dispatch.route)

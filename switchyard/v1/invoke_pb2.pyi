@@ -79,14 +79,16 @@ class ContentPart(_message.Message):
     def __init__(self, text: _Optional[str] = ..., image: _Optional[_Union[ImagePart, _Mapping]] = ..., cache_control: _Optional[_Union[CacheControl, _Mapping]] = ...) -> None: ...
 
 class ToolCall(_message.Message):
-    __slots__ = ("id", "name", "arguments_json")
+    __slots__ = ("id", "name", "arguments_json", "cache_control")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    CACHE_CONTROL_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     arguments_json: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., arguments_json: _Optional[str] = ...) -> None: ...
+    cache_control: CacheControl
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., arguments_json: _Optional[str] = ..., cache_control: _Optional[_Union[CacheControl, _Mapping]] = ...) -> None: ...
 
 class Message(_message.Message):
     __slots__ = ("role", "content", "tool_calls", "tool_call_id", "name")
@@ -173,7 +175,7 @@ class Strategy(_message.Message):
     def __init__(self, preset: _Optional[str] = ..., explicit: _Optional[bool] = ..., latency: _Optional[float] = ..., cost: _Optional[float] = ..., quality: _Optional[float] = ...) -> None: ...
 
 class InvokeRequest(_message.Message):
-    __slots__ = ("request_id", "model", "messages", "tools", "temperature", "top_p", "stop", "max_tokens", "stream", "strategy", "metadata", "project_id", "agent_id", "key_id", "deadline_unix_ms", "api", "seed", "tool_choice", "response_format", "received_unix_ms", "hedge", "kind", "embedding")
+    __slots__ = ("request_id", "model", "messages", "tools", "temperature", "top_p", "stop", "max_tokens", "stream", "strategy", "metadata", "project_id", "agent_id", "key_id", "deadline_unix_ms", "api", "seed", "tool_choice", "response_format", "received_unix_ms", "hedge", "kind", "embedding", "reasoning", "responses_json", "cache")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[InvokeRequest.Kind]
@@ -214,6 +216,9 @@ class InvokeRequest(_message.Message):
     HEDGE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    REASONING_FIELD_NUMBER: _ClassVar[int]
+    RESPONSES_JSON_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[Message]
@@ -237,7 +242,58 @@ class InvokeRequest(_message.Message):
     hedge: HedgeChoice
     kind: InvokeRequest.Kind
     embedding: EmbeddingInput
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., stream: _Optional[bool] = ..., strategy: _Optional[_Union[Strategy, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., api: _Optional[str] = ..., seed: _Optional[int] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., received_unix_ms: _Optional[float] = ..., hedge: _Optional[_Union[HedgeChoice, _Mapping]] = ..., kind: _Optional[_Union[InvokeRequest.Kind, str]] = ..., embedding: _Optional[_Union[EmbeddingInput, _Mapping]] = ...) -> None: ...
+    reasoning: Reasoning
+    responses_json: str
+    cache: CacheChoice
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., stream: _Optional[bool] = ..., strategy: _Optional[_Union[Strategy, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., api: _Optional[str] = ..., seed: _Optional[int] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., received_unix_ms: _Optional[float] = ..., hedge: _Optional[_Union[HedgeChoice, _Mapping]] = ..., kind: _Optional[_Union[InvokeRequest.Kind, str]] = ..., embedding: _Optional[_Union[EmbeddingInput, _Mapping]] = ..., reasoning: _Optional[_Union[Reasoning, _Mapping]] = ..., responses_json: _Optional[str] = ..., cache: _Optional[_Union[CacheChoice, _Mapping]] = ...) -> None: ...
+
+class CacheChoice(_message.Message):
+    __slots__ = ("no_store", "no_cache", "ttl_ms", "off")
+    NO_STORE_FIELD_NUMBER: _ClassVar[int]
+    NO_CACHE_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    OFF_FIELD_NUMBER: _ClassVar[int]
+    no_store: bool
+    no_cache: bool
+    ttl_ms: float
+    off: bool
+    def __init__(self, no_store: _Optional[bool] = ..., no_cache: _Optional[bool] = ..., ttl_ms: _Optional[float] = ..., off: _Optional[bool] = ...) -> None: ...
+
+class CachedAnswer(_message.Message):
+    __slots__ = ("response", "stored_unix_ms", "expires_unix_ms", "project_id")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    STORED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    response: InvokeResponse
+    stored_unix_ms: float
+    expires_unix_ms: float
+    project_id: str
+    def __init__(self, response: _Optional[_Union[InvokeResponse, _Mapping]] = ..., stored_unix_ms: _Optional[float] = ..., expires_unix_ms: _Optional[float] = ..., project_id: _Optional[str] = ...) -> None: ...
+
+class Reasoning(_message.Message):
+    __slots__ = ("effort", "budget_tokens")
+    class Effort(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        EFFORT_UNSPECIFIED: _ClassVar[Reasoning.Effort]
+        EFFORT_NONE: _ClassVar[Reasoning.Effort]
+        EFFORT_MINIMAL: _ClassVar[Reasoning.Effort]
+        EFFORT_LOW: _ClassVar[Reasoning.Effort]
+        EFFORT_MEDIUM: _ClassVar[Reasoning.Effort]
+        EFFORT_HIGH: _ClassVar[Reasoning.Effort]
+        EFFORT_XHIGH: _ClassVar[Reasoning.Effort]
+    EFFORT_UNSPECIFIED: Reasoning.Effort
+    EFFORT_NONE: Reasoning.Effort
+    EFFORT_MINIMAL: Reasoning.Effort
+    EFFORT_LOW: Reasoning.Effort
+    EFFORT_MEDIUM: Reasoning.Effort
+    EFFORT_HIGH: Reasoning.Effort
+    EFFORT_XHIGH: Reasoning.Effort
+    EFFORT_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    effort: Reasoning.Effort
+    budget_tokens: int
+    def __init__(self, effort: _Optional[_Union[Reasoning.Effort, str]] = ..., budget_tokens: _Optional[int] = ...) -> None: ...
 
 class HedgeChoice(_message.Message):
     __slots__ = ("off", "delay_ms")
@@ -430,7 +486,7 @@ class HedgeNote(_message.Message):
     def __init__(self, armed: _Optional[bool] = ..., delay_ms: _Optional[float] = ..., delay_source: _Optional[str] = ..., skipped: _Optional[str] = ..., fired: _Optional[bool] = ..., fired_after_ms: _Optional[float] = ..., target: _Optional[str] = ..., winner: _Optional[str] = ..., hedge_won: _Optional[bool] = ...) -> None: ...
 
 class InvokeResponse(_message.Message):
-    __slots__ = ("request_id", "provider", "model", "deployment_id", "message", "finish_reason", "usage", "cost_usd", "latency_ms", "ttft_ms", "attempts", "rationale", "route", "embeddings", "usage_estimated")
+    __slots__ = ("request_id", "provider", "model", "deployment_id", "message", "finish_reason", "usage", "cost_usd", "latency_ms", "ttft_ms", "attempts", "rationale", "route", "embeddings", "usage_estimated", "cache_hit")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -446,6 +502,7 @@ class InvokeResponse(_message.Message):
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     USAGE_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     provider: str
     model: str
@@ -461,7 +518,8 @@ class InvokeResponse(_message.Message):
     route: str
     embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
     usage_estimated: bool
-    def __init__(self, request_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., deployment_id: _Optional[str] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., route: _Optional[str] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., usage_estimated: _Optional[bool] = ...) -> None: ...
+    cache_hit: bool
+    def __init__(self, request_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., deployment_id: _Optional[str] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., route: _Optional[str] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., usage_estimated: _Optional[bool] = ..., cache_hit: _Optional[bool] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "retryable", "provider_status", "retry_after_ms", "request_id", "provider", "param")
@@ -504,7 +562,7 @@ class Target(_message.Message):
     def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class Dispatch(_message.Message):
-    __slots__ = ("request", "chain", "position", "rationale", "attempts", "reservation_id", "route", "router_ms", "reply_to", "max_attempts", "routed_unix_ms", "reserved_usd", "hedge")
+    __slots__ = ("request", "chain", "position", "rationale", "attempts", "reservation_id", "route", "router_ms", "reply_to", "max_attempts", "routed_unix_ms", "reserved_usd", "hedge", "hedge_for", "cache_key", "cache_ttl_ms")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -518,6 +576,9 @@ class Dispatch(_message.Message):
     ROUTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     RESERVED_USD_FIELD_NUMBER: _ClassVar[int]
     HEDGE_FIELD_NUMBER: _ClassVar[int]
+    HEDGE_FOR_FIELD_NUMBER: _ClassVar[int]
+    CACHE_KEY_FIELD_NUMBER: _ClassVar[int]
+    CACHE_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     request: InvokeRequest
     chain: _containers.RepeatedCompositeFieldContainer[Target]
     position: int
@@ -531,7 +592,10 @@ class Dispatch(_message.Message):
     routed_unix_ms: float
     reserved_usd: str
     hedge: HedgePlan
-    def __init__(self, request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., chain: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., position: _Optional[int] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., reservation_id: _Optional[str] = ..., route: _Optional[str] = ..., router_ms: _Optional[float] = ..., reply_to: _Optional[str] = ..., max_attempts: _Optional[int] = ..., routed_unix_ms: _Optional[float] = ..., reserved_usd: _Optional[str] = ..., hedge: _Optional[_Union[HedgePlan, _Mapping]] = ...) -> None: ...
+    hedge_for: str
+    cache_key: str
+    cache_ttl_ms: float
+    def __init__(self, request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., chain: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., position: _Optional[int] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., reservation_id: _Optional[str] = ..., route: _Optional[str] = ..., router_ms: _Optional[float] = ..., reply_to: _Optional[str] = ..., max_attempts: _Optional[int] = ..., routed_unix_ms: _Optional[float] = ..., reserved_usd: _Optional[str] = ..., hedge: _Optional[_Union[HedgePlan, _Mapping]] = ..., hedge_for: _Optional[str] = ..., cache_key: _Optional[str] = ..., cache_ttl_ms: _Optional[float] = ...) -> None: ...
 
 class HedgePlan(_message.Message):
     __slots__ = ("delay_ms", "max_hedges", "max_share", "window_ms")

@@ -34,7 +34,7 @@ class RequestLookupReply(_message.Message):
     def __init__(self, error: _Optional[_Union[LedgerError, _Mapping]] = ..., found: _Optional[bool] = ..., request: _Optional[_Union[LedgerRequest, _Mapping]] = ...) -> None: ...
 
 class LedgerRequest(_message.Message):
-    __slots__ = ("request_id", "ts_unix_ms", "finished_unix_ms", "project_id", "agent_id", "key_id", "api", "route", "requested_model", "planned_provider", "planned_model", "planned_deployment_id", "provider", "model", "deployment_id", "status", "error_code", "error_message", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd", "latency_ms", "ttft_ms", "overhead_ms", "stream", "attempt_count", "failovers", "attempts", "rationale", "trace_id", "metadata", "reservation_id", "inserted_unix_ms", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens")
+    __slots__ = ("request_id", "ts_unix_ms", "finished_unix_ms", "project_id", "agent_id", "key_id", "api", "route", "requested_model", "planned_provider", "planned_model", "planned_deployment_id", "provider", "model", "deployment_id", "status", "error_code", "error_message", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd", "latency_ms", "ttft_ms", "overhead_ms", "stream", "attempt_count", "failovers", "attempts", "rationale", "trace_id", "metadata", "reservation_id", "inserted_unix_ms", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "cache_hit", "cost_saved_usd")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,8 @@ class LedgerRequest(_message.Message):
     CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CACHE_WRITE_1H_TOKENS_FIELD_NUMBER: _ClassVar[int]
     REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
+    COST_SAVED_USD_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     ts_unix_ms: int
     finished_unix_ms: int
@@ -118,7 +120,9 @@ class LedgerRequest(_message.Message):
     cache_write_tokens: int
     cache_write_1h_tokens: int
     reasoning_tokens: int
-    def __init__(self, request_id: _Optional[str] = ..., ts_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., api: _Optional[str] = ..., route: _Optional[str] = ..., requested_model: _Optional[str] = ..., planned_provider: _Optional[str] = ..., planned_model: _Optional[str] = ..., planned_deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., deployment_id: _Optional[str] = ..., status: _Optional[_Union[_invoke_pb2.Status, str]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., finish_reason: _Optional[_Union[_invoke_pb2.FinishReason, str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., overhead_ms: _Optional[float] = ..., stream: _Optional[bool] = ..., attempt_count: _Optional[int] = ..., failovers: _Optional[int] = ..., attempts: _Optional[_Iterable[_Union[_invoke_pb2.Attempt, _Mapping]]] = ..., rationale: _Optional[_Union[_invoke_pb2.Rationale, _Mapping]] = ..., trace_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., reservation_id: _Optional[str] = ..., inserted_unix_ms: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cache_write_1h_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
+    cache_hit: bool
+    cost_saved_usd: str
+    def __init__(self, request_id: _Optional[str] = ..., ts_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., api: _Optional[str] = ..., route: _Optional[str] = ..., requested_model: _Optional[str] = ..., planned_provider: _Optional[str] = ..., planned_model: _Optional[str] = ..., planned_deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., deployment_id: _Optional[str] = ..., status: _Optional[_Union[_invoke_pb2.Status, str]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., finish_reason: _Optional[_Union[_invoke_pb2.FinishReason, str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., overhead_ms: _Optional[float] = ..., stream: _Optional[bool] = ..., attempt_count: _Optional[int] = ..., failovers: _Optional[int] = ..., attempts: _Optional[_Iterable[_Union[_invoke_pb2.Attempt, _Mapping]]] = ..., rationale: _Optional[_Union[_invoke_pb2.Rationale, _Mapping]] = ..., trace_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., reservation_id: _Optional[str] = ..., inserted_unix_ms: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cache_write_1h_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cache_hit: _Optional[bool] = ..., cost_saved_usd: _Optional[str] = ...) -> None: ...
 
 class SpendSnapshotQuery(_message.Message):
     __slots__ = ("tail_request_ids", "day_start_unix_ms", "month_start_unix_ms", "recent_since_unix_ms", "journal_request_ids")

@@ -267,9 +267,12 @@ class FakeUpstream:
         stream: bool,
         answer: Callable[[Any, str, Behavior, dict[str, int]], Any] | None = None,
         usage_of: Callable[[Any, Behavior], dict[str, int]] | None = None,
+        frames_of: Callable[[Any, str, Behavior, dict[str, int]], list[Frame]] | None = None,
+        error_frame: Callable[[Behavior], bytes] | None = None,
     ) -> Response:
-        """The request cycle; `answer` and `usage_of` replace complete_body and usage_for for
-        endpoints other than the chat one (embeddings, token counts)."""
+        """The request cycle; `answer`, `usage_of`, `frames_of` and `error_frame` replace
+        complete_body, usage_for, stream_frames and stream_error_frame for endpoints other than
+        the chat one (embeddings, token counts, OpenAI's Responses API)."""
         raw = await request.body()
         try:
             body = orjson.loads(raw)
@@ -328,9 +331,9 @@ class FakeUpstream:
                 headers=headers,
                 media_type="application/json",
             )
-        frames = self.stream_frames(body, model, behavior, usage)
+        frames = (frames_of or self.stream_frames)(body, model, behavior, usage)
         return StreamingResponse(
-            self._play(frames, behavior, record),
+            self._play(frames, behavior, record, error_frame or self.stream_error_frame),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", **headers},
         )
@@ -345,7 +348,13 @@ class FakeUpstream:
                 return True
         return False
 
-    async def _play(self, frames: list[Frame], behavior: Behavior, record: Recorded):
+    async def _play(
+        self,
+        frames: list[Frame],
+        behavior: Behavior,
+        record: Recorded,
+        error_frame: Callable[[Behavior], bytes],
+    ):
         sent = 0
         try:
             for frame in frames:
@@ -363,7 +372,7 @@ class FakeUpstream:
                         return
                     if behavior.error_event_after is not None and sent >= behavior.error_event_after:
                         record.outcome = "error"
-                        yield self.stream_error_frame(behavior)
+                        yield error_frame(behavior)
                         return
                     if sent and behavior.chunk_delay_s:
                         await asyncio.sleep(behavior.chunk_delay_s)

@@ -11,6 +11,18 @@ POST /v1/embeddings (the embeddings reference): `input` a string or a list of st
 `dimensions`, `encoding_format` float or base64 (little-endian float32), `user`; answered with a
 `list` of `embedding` objects (`index`, `embedding`) and `usage` {prompt_tokens, total_tokens}.
 Vectors are deterministic (`fake_vector`); `dimensions` defaults to EMBEDDING_DIMENSIONS.
+
+POST /v1/responses (the Responses API reference): `model` and `input` required, unknown
+parameters refused with 400 "Unknown parameter" as OpenAI does; answered with a `response`
+object (a `reasoning` item when reasoning tokens are reported, then a `message` item with an
+`output_text` part, or a `function_call` item), `status` `completed` or `incomplete` with
+`incomplete_details.reason` (Behavior.finish "length" / "content_filter"), and `usage`
+{input_tokens, input_tokens_details.cached_tokens, output_tokens,
+output_tokens_details.reasoning_tokens, total_tokens}. Streamed: typed events (`event:` and a
+`data:` with `type` and `sequence_number`) response.created, response.in_progress,
+output_item.added, content_part.added, output_text.delta..., or function_call_arguments.delta...,
+the `.done` events, then response.completed (or response.incomplete) with the usage; an
+in-stream failure is an `error` event.
 """
 
 from __future__ import annotations
@@ -53,6 +65,15 @@ OPENAI_ERRORS: dict[int, tuple[str, str | None, str]] = {
 }
 
 
+# The create parameters of the Responses API reference; anything else is a 400.
+RESPONSES_PARAMETERS = {
+    "background", "conversation", "include", "input", "instructions", "max_output_tokens", "max_tool_calls",
+    "metadata", "model", "parallel_tool_calls", "previous_response_id", "prompt", "prompt_cache_key",
+    "prompt_cache_retention", "reasoning", "safety_identifier", "service_tier", "store", "stream",
+    "stream_options", "temperature", "text", "tool_choice", "tools", "top_logprobs", "top_p", "truncation", "user",
+}  # fmt: skip
+
+
 def _tool_call_id(name: str) -> str:
     return f"call_{abs(hash(name)) % 10**8:08d}"
 
@@ -63,11 +84,175 @@ class OpenAIFake(FakeUpstream):
 
     embeddings_path = "/v1/embeddings"
 
+    responses_path = "/v1/responses"
+
     def routes(self) -> list[Route]:
         return [
             Route(self.path, self._chat, methods=["POST"]),
             Route(self.embeddings_path, self._embeddings, methods=["POST"]),
+            Route(self.responses_path, self._responses, methods=["POST"]),
         ]
+
+    # --- the Responses API ---
+
+    async def _responses(self, request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            body = {}
+        problem = self.validate_responses(body) if isinstance(body, dict) else "body must be an object"
+        if problem:
+            return self.error_response(400, Behavior(error_message=problem))
+        return await self.handle(
+            request,
+            str(body["model"]),
+            bool(body.get("stream")),
+            answer=self.response_object,
+            frames_of=self.response_frames,
+            error_frame=self.response_error_frame,
+        )
+
+    def validate_responses(self, body: dict[str, Any]) -> str:
+        unknown = sorted(set(body) - RESPONSES_PARAMETERS)
+        if unknown:
+            return f"Unknown parameter: '{unknown[0]}'."
+        if not body.get("model"):
+            return "Missing required parameter: 'model'."
+        if not body.get("input"):
+            return "Missing required parameter: 'input'."
+        if body.get("previous_response_id") and body.get("store") is False:
+            return "Previous response cannot be used with store=false."
+        return ""
+
+    def _response_usage(self, usage: dict[str, int]) -> dict[str, Any]:
+        return {
+            "input_tokens": usage["prompt"],
+            "input_tokens_details": {"cached_tokens": usage["cached"]},
+            "output_tokens": usage["completion"],
+            "output_tokens_details": {"reasoning_tokens": usage.get("reasoning", 0)},
+            "total_tokens": usage["prompt"] + usage["completion"],
+        }
+
+    def _status(self, behavior: Behavior) -> tuple[str, dict[str, str] | None]:
+        reason = {"length": "max_output_tokens", "content_filter": "content_filter"}.get(
+            behavior.finish or ""
+        )
+        return ("incomplete", {"reason": reason}) if reason else ("completed", None)
+
+    def _output_items(self, behavior: Behavior, usage: dict[str, int], status: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        if usage.get("reasoning"):
+            items.append({"id": "rs_fake", "type": "reasoning", "summary": []})
+        if behavior.tool_call:
+            name, args = behavior.tool_call
+            items.append(
+                {"id": "fc_fake", "type": "function_call", "status": status, "call_id": _tool_call_id(name),
+                 "name": name, "arguments": orjson.dumps(args).decode()}
+            )  # fmt: skip
+        else:
+            items.append(
+                {"id": "msg_fake", "type": "message", "role": "assistant", "status": status,
+                 "content": [{"type": "output_text", "text": behavior.text, "annotations": [], "logprobs": []}]}
+            )  # fmt: skip
+        return items
+
+    def response_object(
+        self,
+        body: Any,
+        model: str,
+        behavior: Behavior,
+        usage: dict[str, int] | None,
+        status: str | None = None,
+    ) -> dict[str, Any]:
+        """A `response` object; usage None and a status: the in-progress one the stream opens with."""
+        final_status, incomplete = self._status(behavior)
+        status = status or final_status
+        done = status in ("completed", "incomplete")
+        return {
+            "id": "resp_fake",
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": status,
+            "background": False,
+            "error": None,
+            "incomplete_details": incomplete if done else None,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "model": model,
+            "output": self._output_items(behavior, usage or {}, status) if done else [],
+            "parallel_tool_calls": True,
+            "previous_response_id": None,
+            "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
+            "store": body.get("store", True),
+            "temperature": body.get("temperature", 1.0),
+            "text": body.get("text") or {"format": {"type": "text"}},
+            "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools", []),
+            "top_p": body.get("top_p", 1.0),
+            "truncation": "disabled",
+            "usage": self._response_usage(usage) if done and usage else None,
+            "user": None,
+            "metadata": body.get("metadata") or {},
+        }
+
+    def response_frames(
+        self, body: Any, model: str, behavior: Behavior, usage: dict[str, int]
+    ) -> list[Frame]:
+        seq = iter(range(1_000_000))
+
+        def event(kind: str, content: bool = False, **data: Any) -> Frame:
+            return Frame(sse({"type": kind, "sequence_number": next(seq), **data}, kind), content=content)
+
+        opening = self.response_object(body, model, behavior, None, status="in_progress")
+        frames = [
+            event("response.created", response=opening),
+            event("response.in_progress", response=opening),
+        ]
+        status, _ = self._status(behavior)
+        items = self._output_items(behavior, usage, status)
+        for index, item in enumerate(items):
+            if item["type"] == "reasoning":
+                frames.append(event("response.output_item.added", output_index=index, item=item))
+                frames.append(event("response.output_item.done", output_index=index, item=item))
+            elif item["type"] == "function_call":
+                added = dict(item, arguments="", status="in_progress")
+                frames.append(event("response.output_item.added", output_index=index, item=added))
+                text = item["arguments"]
+                third = max(1, len(text) // 3)
+                for i in range(0, len(text), third):
+                    frames.append(
+                        event("response.function_call_arguments.delta", True, item_id=item["id"],
+                              output_index=index, delta=text[i : i + third])
+                    )  # fmt: skip
+                frames.append(
+                    event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
+                          arguments=text)
+                )  # fmt: skip
+                frames.append(event("response.output_item.done", output_index=index, item=item))
+            else:
+                where = {"item_id": item["id"], "output_index": index, "content_index": 0}
+                empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+                frames.append(
+                    event("response.output_item.added", output_index=index,
+                          item=dict(item, content=[], status="in_progress"))
+                )  # fmt: skip
+                frames.append(event("response.content_part.added", **where, part=empty))
+                for piece in pieces(behavior.text):
+                    frames.append(
+                        event("response.output_text.delta", True, **where, delta=piece, logprobs=[])
+                    )
+                frames.append(event("response.output_text.done", **where, text=behavior.text, logprobs=[]))
+                frames.append(event("response.content_part.done", **where, part=item["content"][0]))
+                frames.append(event("response.output_item.done", output_index=index, item=item))
+        final = self.response_object(body, model, behavior, usage)
+        frames.append(event(f"response.{final['status']}", response=final))
+        return frames
+
+    def response_error_frame(self, behavior: Behavior) -> bytes:
+        code = "rate_limit_exceeded" if behavior.error_type == "rate_limit_exceeded" else "server_error"
+        payload = {"type": "error", "code": code, "message": behavior.error_message, "param": None,
+                   "sequence_number": 0}  # fmt: skip
+        return sse(payload, "error")
 
     async def _embeddings(self, request: Request) -> Response:
         try:

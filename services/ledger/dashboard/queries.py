@@ -29,6 +29,8 @@ TOTALS = """
 SELECT sum(requests) AS requests, sum(ok) AS ok, sum(errors) AS errors, sum(rejected) AS rejected,
        sum(failovers) AS failovers, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(cached_tokens) AS cached_tokens,
+       sum(cache_write_tokens) AS cache_write_tokens, sum(cache_write_1h_tokens) AS cache_write_1h_tokens,
+       sum(reasoning_tokens) AS reasoning_tokens,
        sum(cost_usd) AS cost_usd, sum(latency_ms_sum) AS latency_ms_total
 FROM requests_by_minute
 WHERE minute >= {since:DateTime('UTC')}

@@ -8,8 +8,8 @@ content_block_delta (text_delta, input_json_delta) / content_block_stop, message
 reason, cumulative output usage), message_stop; `ping` keeps alive; `error` may arrive mid-stream.
 Usage: `input_tokens` excludes cache reads and writes, so the neutral prompt count adds them;
 cache writes are split by TTL when `cache_creation` reports the tiers (priced apart).
-Prompt caching: a `cache_control` on a content part, a tool or the system prompt's parts is sent
-unchanged on the matching block (the system prompt then goes as text blocks).
+Prompt caching: a `cache_control` on a content part, a tool call, a tool or the system prompt's
+parts is sent unchanged on the matching block (the system prompt then goes as text blocks).
 Token counts (KIND_COUNT_TOKENS): POST {base}/v1/messages/count_tokens, the same body without
 max_tokens and sampling, answered with {"input_tokens": N}; exact, and not billed.
 """
@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from switchyard import reasoning
 from switchyard.catalog import Deployment
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
@@ -58,7 +59,10 @@ STOP_REASONS = {
 }
 
 
-def cache_control(holder: invoke_pb2.ContentPart | invoke_pb2.Tool) -> dict[str, str] | None:
+CacheHolder = invoke_pb2.ContentPart | invoke_pb2.Tool | invoke_pb2.ToolCall
+
+
+def cache_control(holder: CacheHolder) -> dict[str, str] | None:
     """The part's or tool's cache breakpoint as Anthropic's `cache_control`, None when unset."""
     if not holder.HasField("cache_control"):
         return None
@@ -68,7 +72,7 @@ def cache_control(holder: invoke_pb2.ContentPart | invoke_pb2.Tool) -> dict[str,
     return out
 
 
-def _with_cache(block: dict[str, Any], holder: invoke_pb2.ContentPart | invoke_pb2.Tool) -> dict[str, Any]:
+def _with_cache(block: dict[str, Any], holder: CacheHolder) -> dict[str, Any]:
     control = cache_control(holder)
     if control is not None:
         block["cache_control"] = control
@@ -132,14 +136,13 @@ def anthropic_messages(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]
         elif m.role == invoke_pb2.ROLE_ASSISTANT:
             blocks = _blocks(m)
             for call in m.tool_calls:
-                blocks.append(
-                    {
-                        "type": "tool_use",
-                        "id": call.id,
-                        "name": call.name,
-                        "input": parse_json_object(call.arguments_json, f"arguments of tool call {call.id}"),
-                    }
-                )
+                block = {
+                    "type": "tool_use",
+                    "id": call.id,
+                    "name": call.name,
+                    "input": parse_json_object(call.arguments_json, f"arguments of tool call {call.id}"),
+                }
+                blocks.append(_with_cache(block, call))
             add("assistant", blocks)
         else:
             add("user", _blocks(m))
@@ -161,12 +164,27 @@ def anthropic_tool_choice(choice: Any) -> dict[str, Any] | None:
     raise GatewayError(ErrorCode.INVALID_REQUEST, f"unsupported tool_choice {choice!r}", param="tool_choice")
 
 
+def _thinking_fits(request: invoke_pb2.InvokeRequest) -> bool:
+    """Extended thinking cannot be turned on mid tool loop (Anthropic wants the earlier turn's
+    thinking blocks back, which the contract does not carry) nor with a forced tool choice."""
+    forced = request.tool_choice.mode in (
+        invoke_pb2.ToolChoice.MODE_REQUIRED,
+        invoke_pb2.ToolChoice.MODE_TOOL,
+    )
+    in_tool_loop = any(m.tool_calls for m in request.messages if m.role == invoke_pb2.ROLE_ASSISTANT)
+    return not forced and not in_tool_loop
+
+
 def anthropic_request(
     request: invoke_pb2.InvokeRequest,
     model: str,
     stream: bool,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    model_reasons: bool = False,
 ) -> dict[str, Any]:
+    """The neutral request as a Messages body. A reasoning effort becomes extended thinking
+    (switchyard/reasoning.py) when the model has it and the turn allows it; thinking takes
+    no temperature, and a top_p only from 0.95."""
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": request.max_tokens or default_max_tokens,
@@ -186,6 +204,16 @@ def anthropic_request(
         body["top_p"] = request.top_p
     if request.stop:
         body["stop_sequences"] = list(request.stop)
+    if model_reasons and reasoning.asked(request) and _thinking_fits(request):
+        thinking, body["max_tokens"] = reasoning.anthropic_thinking(
+            request.reasoning, body["max_tokens"], max_tokens_set=request.max_tokens > 0
+        )
+        if thinking is not None:
+            body["thinking"] = thinking
+        if thinking is not None and thinking["type"] == "enabled":
+            body.pop("temperature", None)
+            if body.get("top_p", 1.0) < reasoning.ANTHROPIC_MIN_TOP_P:
+                del body["top_p"]
     _add_tools(body, request)
     if stream:
         body["stream"] = True
@@ -369,6 +397,7 @@ class Adapter(HttpAdapter):
         if deployment.api_key:
             self._headers["x-api-key"] = deployment.api_key
         self._max_tokens = options.max_tokens
+        self._reasons = reasoning.reasons("anthropic", deployment.model, options.reasoning)
 
     def url(self, request: invoke_pb2.InvokeRequest, stream: bool) -> str:
         return self._count_url if request.kind == invoke_pb2.InvokeRequest.KIND_COUNT_TOKENS else self._url
@@ -377,7 +406,7 @@ class Adapter(HttpAdapter):
         return self._headers
 
     def body(self, request: invoke_pb2.InvokeRequest, stream: bool) -> dict[str, Any]:
-        return anthropic_request(request, self.deployment.model, stream, self._max_tokens)
+        return anthropic_request(request, self.deployment.model, stream, self._max_tokens, self._reasons)
 
     def parse_response(self, request: invoke_pb2.InvokeRequest, payload: dict[str, Any]) -> Completed:
         if request.kind == invoke_pb2.InvokeRequest.KIND_COUNT_TOKENS:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from urllib.parse import quote
 
+from switchyard import reasoning
 from switchyard.catalog import Deployment
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
@@ -130,7 +131,9 @@ def gemini_tool_config(choice: Any) -> dict[str, Any] | None:
     raise GatewayError(ErrorCode.INVALID_REQUEST, f"unsupported tool_choice {choice!r}", param="tool_choice")
 
 
-def gemini_request(request: invoke_pb2.InvokeRequest) -> dict[str, Any]:
+def gemini_request(
+    request: invoke_pb2.InvokeRequest, model: str = "", model_reasons: bool = False
+) -> dict[str, Any]:
     body: dict[str, Any] = {"contents": gemini_contents(request)}
     system = system_text(request)
     if system:
@@ -171,6 +174,10 @@ def gemini_request(request: invoke_pb2.InvokeRequest) -> dict[str, Any]:
         schema = (fmt.get("json_schema") or {}).get("schema")
         if schema:
             generation["responseJsonSchema"] = schema
+    if model_reasons and reasoning.asked(request):
+        thinking = reasoning.gemini_thinking_config(request.reasoning, model)
+        if thinking is not None:
+            generation["thinkingConfig"] = thinking
     if generation:
         body["generationConfig"] = generation
     return body
@@ -316,6 +323,7 @@ class Adapter(HttpAdapter):
         self._urls = {False: f"{base}:generateContent", True: f"{base}:streamGenerateContent?alt=sse"}
         self._embed_url = f"{base}:batchEmbedContents"
         self._headers = {"x-goog-api-key": deployment.api_key} if deployment.api_key else {}
+        self._reasons = reasoning.reasons("gemini", deployment.model, self.options.reasoning)
 
     def url(self, request: invoke_pb2.InvokeRequest, stream: bool) -> str:
         return self._embed_url if is_embedding(request) else self._urls[stream]
@@ -326,7 +334,7 @@ class Adapter(HttpAdapter):
     def body(self, request: invoke_pb2.InvokeRequest, stream: bool) -> dict[str, Any]:
         if is_embedding(request):
             return gemini_embedding_request(request, self.deployment.model)
-        return gemini_request(request)
+        return gemini_request(request, self.deployment.model, self._reasons)
 
     def parse_response(self, request: invoke_pb2.InvokeRequest, payload: dict[str, Any]) -> Completed:
         if is_embedding(request):

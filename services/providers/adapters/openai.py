@@ -12,13 +12,13 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
-from switchyard import choices
+from switchyard import choices, reasoning
 from switchyard.catalog import Deployment
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
 from switchyard.tokens import estimate_prompt_tokens
 from switchyard.v1 import invoke_pb2
-from switchyard.vocab import FinishReason
+from switchyard.vocab import Api, FinishReason
 
 from ..content import (
     MessageAssembler,
@@ -39,6 +39,7 @@ from ..embeddings import (
 from ..http_errors import error_from_stream_event
 from ..sse import SSEEvent
 from ..upstream import HttpAdapter, HttpOptions, StreamTranslator, json_event
+from . import openai_responses
 from .base import AdapterOptions, Completed, Progress
 
 
@@ -118,9 +119,14 @@ def chat_messages(request: invoke_pb2.InvokeRequest) -> list[dict[str, Any]]:
 
 
 def chat_request(
-    request: invoke_pb2.InvokeRequest, model: str, stream: bool, dialect: Dialect = OPENAI
+    request: invoke_pb2.InvokeRequest,
+    model: str,
+    stream: bool,
+    dialect: Dialect = OPENAI,
+    model_reasons: bool = False,
 ) -> dict[str, Any]:
-    """The neutral request as an OpenAI-style chat completion body."""
+    """The neutral request as an OpenAI-style chat completion body. `reasoning_effort` is sent
+    only when the model reasons (a model that does not refuses the field)."""
     body: dict[str, Any] = {"model": model, "messages": chat_messages(request)}
     if request.tools:
         body["tools"] = [
@@ -150,6 +156,10 @@ def chat_request(
     fmt = response_format(request)
     if fmt is not None:
         body["response_format"] = fmt
+    if model_reasons and reasoning.asked(request):
+        effort = reasoning.openai_effort(request.reasoning, model)
+        if effort is not None:
+            body["reasoning_effort"] = effort
     if stream:
         body["stream"] = True
         if dialect.stream_usage_option:
@@ -298,6 +308,10 @@ class OpenAIOptions(HttpOptions):
     query: dict[str, str | int | float | bool] = {}  # e.g. {"api-version" = "2024-10-21"}
     headers: dict[str, str] = {}  # extra headers
     stream_usage: bool | None = None  # false for a server that rejects stream_options
+    # Send a request that came in on the Responses API to the upstream's /responses as the
+    # caller wrote it (openai_responses.py); unset: yes for `openai`, no for servers that copy
+    # only Chat Completions (mistral, openai_compat).
+    responses_api: bool | None = None
 
 
 class Adapter(HttpAdapter):
@@ -319,15 +333,25 @@ class Adapter(HttpAdapter):
         suffix = f"?{urlencode(query)}" if query else ""
         self._url = join_url(base, self.dialect.path) + suffix
         self._embeddings_url = join_url(base, self.dialect.embeddings.path) + suffix
+        self._responses_url = join_url(base, openai_responses.PATH) + suffix
+        native = options.responses_api
+        self._native_responses = self.dialect.name == OPENAI.name if native is None else native
         self._headers = dict(options.headers)
+        self._reasons = reasoning.reasons(self.dialect.name, deployment.model, options.reasoning)
         if deployment.api_key:
             auth = options.auth_header.lower()
             self._headers[auth] = (
                 f"Bearer {deployment.api_key}" if auth == "authorization" else deployment.api_key
             )
 
+    def native_responses(self, request: invoke_pb2.InvokeRequest) -> bool:
+        """A Responses API request this deployment passes through to its upstream's /responses."""
+        return self._native_responses and request.api == Api.RESPONSES and bool(request.responses_json)
+
     def url(self, request: invoke_pb2.InvokeRequest, stream: bool) -> str:
-        return self._embeddings_url if is_embedding(request) else self._url
+        if is_embedding(request):
+            return self._embeddings_url
+        return self._responses_url if self.native_responses(request) else self._url
 
     def headers(self) -> dict[str, str]:
         return self._headers
@@ -335,12 +359,18 @@ class Adapter(HttpAdapter):
     def body(self, request: invoke_pb2.InvokeRequest, stream: bool) -> dict[str, Any]:
         if is_embedding(request):
             return openai_embedding_request(request, self.deployment.model, self.dialect.embeddings)
-        return chat_request(request, self.deployment.model, stream, self.dialect)
+        if self.native_responses(request):
+            return openai_responses.responses_body(request, self.deployment.model, stream, self._reasons)
+        return chat_request(request, self.deployment.model, stream, self.dialect, self._reasons)
 
     def parse_response(self, request: invoke_pb2.InvokeRequest, payload: dict[str, Any]) -> Completed:
         if is_embedding(request):
             return parse_openai_embeddings(payload, request, self.provider)
+        if self.native_responses(request):
+            return openai_responses.parse_responses_response(payload, self.provider)
         return parse_chat_response(payload, self.provider, request)
 
     def stream_translator(self, request: invoke_pb2.InvokeRequest) -> StreamTranslator:
+        if self.native_responses(request):
+            return openai_responses.ResponsesStream(self.provider, request)
         return ChatStream(self.provider, request)

@@ -77,6 +77,11 @@ function renderKpis(t) {
   $("#kpi-failovers").textContent = int(t.failovers);
   $("#kpi-latency").textContent = requests ? ms(t.avg_latency_ms) : "–";
   $("#kpi-tokens").textContent = int(Number(t.prompt_tokens || 0) + Number(t.completion_tokens || 0));
+  // The token classes priced apart (docs/api.md, "Prompt caching and token classes").
+  $("#kpi-tokens").title =
+    `${int(t.prompt_tokens)} prompt (${int(t.cached_tokens)} cache reads, ${int(t.cache_write_tokens)} cache writes, ` +
+    `${int(t.cache_write_1h_tokens)} of them 1 h) · ${int(t.completion_tokens)} completion ` +
+    `(${int(t.reasoning_tokens)} reasoning)`;
 }
 
 function chart(key, target, series, data, yFormat) {
@@ -466,7 +471,7 @@ async function showTrace(requestId) {
       ["asked for", r.requested_model],
       ["router's first choice", r.planned_deployment_id || "–"],
       ["served by", r.deployment_id ? `${r.deployment_id} (${r.provider}/${r.model})` : "–"],
-      ["tokens", `${int(r.prompt_tokens)} prompt · ${int(r.completion_tokens)} completion · ${int(r.cached_tokens)} cached`],
+      ["tokens", `${int(r.prompt_tokens)} prompt · ${int(r.completion_tokens)} completion · ${int(r.cached_tokens)} cache reads · ${int(r.cache_write_tokens)} cache writes (${int(r.cache_write_1h_tokens)} 1 h) · ${int(r.reasoning_tokens)} reasoning`],
       ["cost", usd(r.cost_usd) + ` (${r.cost_usd} USD)`],
       ["latency", `${ms(r.latency_ms)} total · ${ms(r.ttft_ms)} to first token · ${ms(r.overhead_ms)} gateway overhead`],
       ["stream", r.stream ? "yes" : "no"],
