@@ -130,11 +130,20 @@ class EventPublisher:
         self._max_backoff_s = max_backoff_s
         self._task: asyncio.Task[None] | None = None
         self._failing_since: float | None = None  # monotonic time of the first failure in a row
+        # Queued events are stored in order: the n-th `publish` is stored once `stored_through`
+        # reaches n (a worker keeps a copy of each record until then: docs/reliability.md).
+        self._queued = 0
+        self._stored_through = 0
 
     @property
     def backlog(self) -> int:
         """Events queued and not yet stored."""
         return self._queue.qsize()
+
+    @property
+    def stored_through(self) -> int:
+        """How many of the events queued with `publish` are stored (they are stored in order)."""
+        return self._stored_through
 
     def stalled(self) -> bool:
         """True while the last publish failed and events wait to be stored."""
@@ -182,10 +191,13 @@ class EventPublisher:
 
     def publish(
         self, subject: str, payload: bytes, msg_id: str, headers: dict[str, str] | None = None
-    ) -> None:
+    ) -> int:
+        """Queue an event; returns its position, stored once `stored_through` reaches it."""
         hdrs = dict(headers or {})
         hdrs["Nats-Msg-Id"] = msg_id
         self._queue.put_nowait((subject, payload, hdrs))
+        self._queued += 1
+        return self._queued
 
     async def _run(self) -> None:
         while True:
@@ -195,6 +207,7 @@ class EventPublisher:
                 try:
                     await self._js.publish(subject, payload, headers=headers, timeout=2.0)
                     self._stored()
+                    self._stored_through += 1
                     break
                 except asyncio.CancelledError:
                     raise

@@ -136,6 +136,7 @@ def permissions(role: str) -> Permissions | None:
                 *common_pub,
                 every_invoke,
                 subjects.BUDGET_AUTHORIZE,
+                subjects.BUDGET_LEASE,  # budget leases: renewals and returns
                 subjects.COMPLETION,
                 ingress_inbox,  # error frames answer the ingress directly
                 f"{subjects.CANCEL_PREFIX}.*",  # a request whose worker died: a stalled one stops
@@ -149,6 +150,7 @@ def permissions(role: str) -> Permissions | None:
                 subjects.QUOTA_STATE,
                 subjects.INGRESS_REFUSED,
                 subjects.WORKER_BEAT,  # the liveness watch (services/router/liveness.py)
+                subjects.BUDGET_LEASE_REVOKE,  # budget leases to give back at once (a cap changed)
             ),
         )
     if role == PROVIDERS:
@@ -197,6 +199,7 @@ def permissions(role: str) -> Permissions | None:
                 subjects.QUOTA_STATE,
                 subjects.BUDGET_ALERT,
                 subjects.BUDGET_JOURNAL,
+                subjects.BUDGET_LEASE_REVOKE,
                 subjects.LEDGER_READ_SPEND,  # the rebuild's spend snapshot: a typed read, no SQL
                 *_stream(events),
                 *_consume(events),
@@ -207,7 +210,13 @@ def permissions(role: str) -> Permissions | None:
                 *_kv_write(subjects.BUDGET_ALERTS_BUCKET),
                 *_kv_write(subjects.BUDGET_SNAPSHOT_BUCKET),
             ),
-            subscribe=(own_inbox, subjects.BUDGET_AUTHORIZE, subjects.BUDGET_STATUS, subjects.PROVIDER_STATS),
+            subscribe=(
+                own_inbox,
+                subjects.BUDGET_AUTHORIZE,
+                subjects.BUDGET_LEASE,
+                subjects.BUDGET_STATUS,
+                subjects.PROVIDER_STATS,
+            ),
             allow_responses=True,  # authorizations and status answers
         )
     # ANALYST: ad-hoc SQL on the ledger and nothing else (the ledger also asks for the admin

@@ -47,6 +47,8 @@ def completion_event(
             "attempts": dispatch.attempts,
             "rationale": dispatch.rationale,
             "reservation_id": dispatch.reservation_id,
+            "lease_id": dispatch.lease_id,  # admitted from a budget lease (docs/budgets.md, "Leases")
+            "lease_held_usd": dispatch.lease_held_usd,
         }
     event = events_pb2.Completion(
         request_id=request.request_id,

@@ -93,7 +93,7 @@ CODES: dict[ErrorCode, CodeSpec] = {
     ErrorCode.METHOD_NOT_ALLOWED: _spec(405, False, (405, "invalid_request_error", "method_not_allowed"), (405, "invalid_request_error"), "UNIMPLEMENTED"),
     # Admin writes: already exists, or changed concurrently (ABORTED: retry the read-modify-write).
     ErrorCode.CONFLICT:           _spec(409, False, (409, "invalid_request_error", "conflict"), (409, "invalid_request_error"), "ABORTED"),
-    ErrorCode.PAYLOAD_TOO_LARGE:  _spec(413, False, (413, "invalid_request_error", "payload_too_large"), (413, "request_too_large"), "INVALID_ARGUMENT"),
+    ErrorCode.PAYLOAD_TOO_LARGE:  _spec(413, False, (413, "invalid_request_error", "payload_too_large"), (413, "request_too_large"), "RESOURCE_EXHAUSTED"),
     ErrorCode.RATE_LIMITED:       _spec(429, True, (429, "requests", "rate_limit_exceeded"), (429, "rate_limit_error"), "RESOURCE_EXHAUSTED"),
     ErrorCode.CLIENT_CLOSED:      _spec(499, False, (499, "invalid_request_error", "client_closed"), (499, "invalid_request_error"), "CANCELLED"),
     ErrorCode.INTERNAL:           _spec(500, False, (500, "server_error", "internal_error"), (500, "api_error"), "INTERNAL"),

@@ -140,6 +140,16 @@ class Settings(BaseSettings):
     budget_reservation_grace_s: float = Field(default=10.0, ge=0)
     # POST every budget alert here (JSON), with retries; "" = events only.
     budget_webhook_url: str = ""
+    # Budget leases (escrow, docs/budgets.md "Leases"): the authority grants each router a slice
+    # of a scope's remaining headroom, which it admits requests from locally. A lease's admit
+    # window; at most `share` of the headroom left, at most `max_requests` requests like the
+    # one that asked; below `min_requests` of them no lease is granted and the router asks per
+    # request (the last requests before a cap are decided exactly). false = every request asks.
+    budget_escrow: bool = True
+    budget_escrow_ttl_s: float = Field(default=2.0, gt=0)
+    budget_escrow_share: float = Field(default=0.25, gt=0, le=1)
+    budget_escrow_max_requests: int = Field(default=64, ge=1)
+    budget_escrow_min_requests: int = Field(default=4, ge=1)
 
     # A worker answers a client only once JetStream has stored the request's completion event
     # (the billing record); it waits this long at most (within the request's deadline), then

@@ -10,6 +10,10 @@ INGRESS_REFUSED = "ingress.refused"
 ROUTER_QUEUE = "router"
 BUDGET_AUTHORIZE = "budget.authorize"  # router -> budget, queue group "budget"
 BUDGET_QUEUE = "budget"
+# router -> budget leader: renew a budget lease in the background, give leases back (docs/budgets.md)
+BUDGET_LEASE = "budget.lease"
+# budget leader -> every router (fan-out): a cap or limit changed, give these leases back
+BUDGET_LEASE_REVOKE = "budget.lease.revoke"
 BUDGET_STATUS = "budget.status"  # anyone -> the budget leader: spend against caps (JSON)
 PROVIDER_STATS = (
     "stats.provider"  # worker -> budget authority: rate limits, 429s (one per deployment per interval)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nats
@@ -79,9 +80,12 @@ async def tenancy_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
 class TenancyWatcher:
     """Keeps a TenancyView equal to the bucket's content, live."""
 
-    def __init__(self, kv: KeyValue, view: TenancyView | None = None) -> None:
+    def __init__(
+        self, kv: KeyValue, view: TenancyView | None = None, on_change: Callable[[str], None] | None = None
+    ) -> None:
         self.kv = kv
         self.view = view if view is not None else TenancyView()
+        self.on_change = on_change  # called with the KV key after each change is applied
         self.loaded = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -105,6 +109,8 @@ class TenancyWatcher:
                         continue
                     deleted = entry.operation in ("DEL", "PURGE")
                     self.view.apply(entry.key, None if deleted else entry.value, entry.revision or 0)
+                    if self.on_change is not None:
+                        self.on_change(entry.key)
             except asyncio.CancelledError:
                 raise
             # NATS reconnecting (or a record that does not parse): watch again, which replays the

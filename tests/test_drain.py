@@ -59,7 +59,7 @@ async def test_ingress_sigterm_answers_what_it_holds_or_refuses_it_cleanly() -> 
     and the ledger has every request (issue 16 finding 6)."""
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-ingress-drain-"))
     stack = Stack.create(workdir, SWITCHYARD_DEMO_LATENCY_MS="3000", SWITCHYARD_REQUEST_TIMEOUT_S="60")
-    held = 5
+    held = 10  # the issue's count
     try:
         stack.start_all()
         outcomes = {}

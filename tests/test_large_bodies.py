@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -32,29 +32,30 @@ def image_b64() -> str:
 
 
 @pytest.fixture(scope="module")
-def big_stack() -> Iterator[tuple[Stack, str]]:
+def big_stack() -> Iterator[tuple[Stack, str, int]]:
     """A stack with the default body limit (and gRPC on), plus a second ingress whose limit is
-    1 MiB; yields the stack and that second ingress's URL."""
+    1 MiB; yields the stack and that second ingress's URL and gRPC port."""
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-bodies-"))
     stack = Stack.create(workdir, SWITCHYARD_DEMO_LATENCY_MS="5", SWITCHYARD_GRPC_PORT=str(free_port()))
+    small_grpc = free_port()
     with running(stack):
         small = stack.spawn(
             "ingress-small",
             "services.ingress",
             wait=False,
             SWITCHYARD_MAX_BODY_BYTES=str(SMALL_LIMIT),
-            SWITCHYARD_GRPC_PORT="0",
+            SWITCHYARD_GRPC_PORT=str(small_grpc),
         )
         small_url = stack.ingress_url
         stack.start_all()
         stack.wait_ready(small)
-        yield stack, small_url
+        yield stack, small_url, small_grpc
 
 
 async def test_a_15_mib_image_is_served_on_openai_anthropic_and_grpc(
-    big_stack: tuple[Stack, str], image_b64: str
+    big_stack: tuple[Stack, str, int], image_b64: str
 ) -> None:
-    stack, _ = big_stack
+    stack, _, _ = big_stack
     openai_body = {
         "model": "demo/fast",
         "max_tokens": 8,
@@ -107,9 +108,9 @@ async def test_a_15_mib_image_is_served_on_openai_anthropic_and_grpc(
 
 
 async def test_a_body_over_the_limit_gets_413_in_dialect_with_a_ledger_row(
-    big_stack: tuple[Stack, str],
+    big_stack: tuple[Stack, str, int],
 ) -> None:
-    stack, small_url = big_stack
+    stack, small_url, small_grpc = big_stack
     text = "x" * (SMALL_LIMIT + 1)
     ids = []
     async with httpx.AsyncClient(base_url=small_url, headers=stack.headers, timeout=30) as http:
@@ -145,6 +146,28 @@ async def test_a_body_over_the_limit_gets_413_in_dialect_with_a_ledger_row(
         )
         assert r.status_code == 401
 
+    # gRPC: RESOURCE_EXHAUSTED (grpc's own status for a message too large), the neutral code and
+    # a request id in the trailing metadata, as HTTP's 413; without a key, UNAUTHENTICATED and no row.
+    request = invoke_pb2.InvokeRequest(model="demo/fast", max_tokens=4)
+    request.messages.add(role=invoke_pb2.ROLE_USER).content.add(text=text)
+    auth = (("authorization", f"Bearer {stack.api_key}"),)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{small_grpc}") as channel:
+        gateway = gateway_pb2_grpc.GatewayStub(channel)
+        for call in (
+            lambda: gateway.Invoke(request, metadata=auth, timeout=30),
+            lambda: _drain(gateway.InvokeStream(request, metadata=auth, timeout=30)),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call()
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            trailers = dict(refused.value.trailing_metadata() or ())
+            assert trailers["switchyard-error-code"] == "payload_too_large", trailers
+            assert "exceeds" in (refused.value.details() or "")
+            ids.append(trailers["x-request-id"])
+        with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+            await gateway.Invoke(request, timeout=30)
+        assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
     rows = await wait_for_rows(
         stack.nats.url,
         "SELECT request_id, api, status, error_code, project_id FROM requests FINAL "
@@ -156,12 +179,17 @@ async def test_a_body_over_the_limit_gets_413_in_dialect_with_a_ledger_row(
     assert {(r["status"], r["error_code"], r["project_id"]) for r in rows} == {
         ("rejected", "payload_too_large", "default")
     }
-    assert {r["api"] for r in rows} == {"openai", "anthropic", "native"}
+    assert {r["api"] for r in rows} == {"openai", "anthropic", "native", "grpc"}
+
+
+async def _drain(replies: AsyncIterator[invoke_pb2.Reply]) -> None:
+    async for _ in replies:
+        pass
 
 
 async def test_a_request_larger_than_the_bus_carries_is_a_413_error(tmp_path: Path) -> None:
     """A NATS server run by someone else, with the 1 MiB default: the ingress's publish turns
-    MaxPayloadError into payload_too_large (413 on HTTP, INVALID_ARGUMENT on gRPC)."""
+    MaxPayloadError into payload_too_large (413 on HTTP, RESOURCE_EXHAUSTED on gRPC)."""
     import nats
 
     from services.ingress.client import GatewayClient

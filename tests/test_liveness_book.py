@@ -60,3 +60,30 @@ def test_a_router_stall_is_not_counted_against_the_workers() -> None:
     book.stalled(3.0)  # the router's loop stood still; the beats are still unread
     assert book.lost(now=3.5) == []
     assert len(book.lost(now=5.5)) == 1
+
+
+def test_what_a_beat_says_was_used_and_an_unstored_record_are_kept_for_the_loss() -> None:
+    book = LivenessBook(LOST_AFTER)
+    book.watch(_dispatch("a"), now=0.0, remaining_s=60)
+    book.watch(_dispatch("b"), now=0.0, remaining_s=60)
+    beat = _beat(held=("a",), at="demo/fast")
+    beat.held[0].used.CopyFrom(invoke_pb2.Usage(prompt_tokens=9, completion_tokens=3))
+    beat.held[0].used_cost_usd = "0.0000120000"
+    beat.held.add(request_id="b", finished=True, unstored_record=b"record-of-b")
+    book.observe(beat, now=0.5)
+    later = _beat(held=("a",))  # a later beat with no usage does not erase what was used
+    later.held.add(request_id="b", finished=True)  # nor one without room for the record
+    book.observe(later, now=1.0)
+    lost = {w.dispatch.request.request_id: w for w in book.lost(now=3.1)}
+    assert lost["a"].used == invoke_pb2.Usage(prompt_tokens=9, completion_tokens=3)
+    assert lost["a"].used_cost_usd == "0.0000120000" and not lost["a"].finished
+    assert lost["b"].record == b"record-of-b" and lost["b"].finished and lost["b"].used is None
+
+
+def test_a_request_its_worker_still_lists_is_not_forgotten_past_its_deadline() -> None:
+    """A finished request whose record waits for the events stream outlives its deadline."""
+    book = LivenessBook(LOST_AFTER)
+    book.watch(_dispatch("a"), now=0.0, remaining_s=1)
+    late = 1 + FORGET_AFTER_DEADLINE_S
+    book.observe(_beat(held=("a",)), now=late)
+    assert [w.dispatch.request.request_id for w in book.lost(now=late + LOST_AFTER + 0.1)] == ["a"]

@@ -19,9 +19,11 @@ from switchyard.pricing import format_usd
 from switchyard.tenancy import Limits, TenancyView, budget_project, scope_label
 from switchyard.v1 import budget_pb2, events_pb2
 
+from . import escrow
 from .alerts import Crossing, RefusalMemory, crossed, reached, refusal
-from .book import Change, Reservation, SpendBook
+from .book import ZERO, Change, Reservation, SpendBook
 from .buckets import TokenBucket
+from .escrow import Admission, Lease, LeasePolicy
 from .periods import period_start
 from .quotas import QuotaBook, QuotaNeed
 
@@ -94,6 +96,7 @@ class Authority:
         self.buckets: dict[str, TokenBucket] = {}
         self.quotas = quotas if quotas is not None else QuotaBook()
         self.refusals = RefusalMemory()
+        self.leases: dict[str, Lease] = {}  # budget leases out at routers (escrow.py)
 
     # --- authorize ----------------------------------------------------------------------
 
@@ -277,6 +280,13 @@ class Authority:
     def settle(self, event: events_pb2.Completion, now_ms: int) -> list[Crossing]:
         """Count a completed request's actual cost once; return the alert thresholds crossed."""
         scopes = self.view.scopes(event.project_id, event.agent_id, event.key_id)
+        lease = self.leases.get(event.lease_id) if event.lease_id else None
+        if (
+            lease is not None
+            and event.request_id not in self.book.reservations
+            and not self.book.is_settled(event.request_id)
+        ):  # admitted from a lease still out: its hold leaves the lease
+            escrow.settle(self.book, lease, event.request_id, _amount(event.lease_held_usd))
         result = self.book.settle(
             event.request_id,
             scopes,
@@ -331,7 +341,107 @@ class Authority:
         expired = self.book.expired(now_ms, grace_ms)
         for reservation in expired:
             self.quotas.release(reservation.request_id)
+        escrow.expired(self.book, self.leases, now_ms, grace_ms)
         return expired
+
+    # --- leases (escrow.py) ------------------------------------------------------------
+
+    def headroom(self, scopes: tuple[str, ...], at_ms: int) -> Decimal | None:
+        """What is left under the tightest cap on these scopes now (None: no cap applies)."""
+        left: Decimal | None = None
+        for budget in self.view.budgets_for(list(scopes)):
+            counter = self.book.counter(
+                (budget.scope_label, budget.period, period_start(budget.period, at_ms))
+            )
+            room = budget.cap_usd - counter.spent - counter.held
+            left = room if left is None else min(left, room)
+        return left
+
+    def grant_lease(
+        self,
+        lease_id: str,
+        router_id: str,
+        ask: budget_pb2.LeaseAsk,
+        now_ms: int,
+        policy: LeasePolicy,
+    ) -> tuple[Lease | None, budget_pb2.LeaseGrant]:
+        """A lease on a slice of the scopes' headroom for `router_id`, held at once, or none
+        (the grant says why): rate-limited scopes and scopes near a cap are decided per request."""
+        scopes = tuple(self.view.scopes(ask.project_id, ask.agent_id, ask.key_id))
+        probe = Reservation("", scopes, ZERO, now_ms, now_ms, project_id=ask.project_id, key_id=ask.key_id)
+        if any(limits.rps or limits.tpm for _, limits in self._limits(probe)):
+            return None, budget_pb2.LeaseGrant(reason="rate limits apply: decided per request")
+        window = escrow.admit_window_ms(now_ms, policy.ttl_ms)
+        if window < escrow.MIN_WINDOW_MS:
+            return None, budget_pb2.LeaseGrant(reason="the budget day is ending")
+        unit = _amount(ask.unit_usd)
+        units = escrow.lease_units(
+            unit, self.headroom(scopes, now_ms), policy.share, policy.max_requests, policy.min_requests
+        )
+        if not units:
+            return None, budget_pb2.LeaseGrant(reason="near a cap: decided per request")
+        amount = unit * units
+        lease = Lease(
+            lease_id=lease_id,
+            router_id=router_id,
+            scopes=scopes,
+            project_id=ask.project_id,
+            agent_id=ask.agent_id,
+            key_id=ask.key_id,
+            amount=amount,
+            held=amount,
+            at_ms=now_ms,
+            hold_until_ms=now_ms + window + policy.request_timeout_ms,
+        )
+        escrow.grant(self.book, lease)
+        self.leases[lease_id] = lease
+        return lease, budget_pb2.LeaseGrant(
+            lease_id=lease_id,
+            amount_usd=format_usd(amount),
+            requests=units,
+            ttl_ms=window,
+            hold_until_unix_ms=lease.hold_until_ms,
+            at_unix_ms=now_ms,
+            capped=bool(self.view.budgets_for(list(scopes))),
+        )
+
+    def cancel_lease(self, lease_id: str) -> None:
+        """Undo a grant that could not be journaled (the router gets no lease)."""
+        lease = self.leases.pop(lease_id, None)
+        if lease is not None:
+            escrow.give_back(self.book, lease, [])
+
+    def give_back(self, returned: budget_pb2.LeaseReturn) -> bool:
+        """A router returned a lease: its open admissions stay held, the rest is released.
+        False when the lease is not out (already returned, or expired)."""
+        lease = self.leases.pop(returned.lease_id, None)
+        if lease is None:
+            return False
+        admissions = [
+            Admission(a.request_id, _amount(a.held_usd), a.deadline_unix_ms) for a in returned.admissions
+        ]
+        escrow.give_back(self.book, lease, admissions)
+        return True
+
+    def restore_lease(self, record: budget_pb2.LeaseRecord, now_ms: int, grace_ms: int) -> None:
+        """Hold a lease the previous authority granted (from its journal), unchecked."""
+        if record.lease_id in self.leases or record.hold_until_unix_ms + grace_ms < now_ms:
+            return
+        amount = _amount(record.amount_usd)
+        lease = Lease(
+            lease_id=record.lease_id,
+            router_id=record.router_id,
+            scopes=tuple(self.view.scopes(record.project_id, record.agent_id, record.key_id)),
+            project_id=record.project_id,
+            agent_id=record.agent_id,
+            key_id=record.key_id,
+            amount=amount,
+            held=amount,
+            at_ms=record.at_unix_ms,
+            hold_until_ms=record.hold_until_unix_ms,
+        )
+        escrow.grant(self.book, lease)
+        self.leases[lease.lease_id] = lease
 
     # --- report -------------------------------------------------------------------------
 
@@ -384,5 +494,20 @@ class Authority:
         return {
             "project": project_id,
             "reservations": len(self.book.reservations),
+            "leases": len(self.leases),
             "scopes": sorted(scopes.values(), key=lambda s: s["scope"]),
         }
+
+
+def lease_record(lease: Lease) -> budget_pb2.LeaseRecord:
+    """What the journal keeps of a grant: enough for a successor to hold it again."""
+    return budget_pb2.LeaseRecord(
+        lease_id=lease.lease_id,
+        router_id=lease.router_id,
+        project_id=lease.project_id,
+        agent_id=lease.agent_id,
+        key_id=lease.key_id,
+        amount_usd=format_usd(lease.amount),
+        at_unix_ms=lease.at_ms,
+        hold_until_unix_ms=lease.hold_until_ms,
+    )

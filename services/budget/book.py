@@ -79,6 +79,13 @@ class SpendBook:
         for slot in slots_of(reservation.scopes, reservation.at_ms):
             self._counter(slot).held += reservation.amount
 
+    def adjust_held(self, scopes: tuple[str, ...] | list[str], at_ms: int, delta: Decimal) -> None:
+        """Hold (`delta` > 0) or release an amount that is no one request's: a budget lease
+        (escrow.py)."""
+        for slot in slots_of(scopes, at_ms):
+            counter = self._counter(slot)
+            counter.held = max(ZERO, counter.held + delta)
+
     def release(self, request_id: str) -> Reservation | None:
         reservation = self.reservations.pop(request_id, None)
         if reservation is not None:

@@ -40,17 +40,20 @@ from prometheus_client import Counter, Gauge
 from switchyard import metrics, subjects, telemetry, units
 from switchyard.bus import NATS_ERRORS, ensure_events_stream
 from switchyard.errors import ErrorCode
+from switchyard.pricing import format_usd
 from switchyard.service import BusService, run
 from switchyard.tenancy import TenancyView
 from switchyard.tenancy_store import TenancyWatcher, open_bucket, tenancy_bucket
 from switchyard.v1 import budget_pb2, events_pb2, ledger_pb2
 
+from . import escrow
 from .alerts import Crossing, alert_event, alert_id, alert_message
-from .authority import Authority, Verdict
+from .authority import Authority, Verdict, candidates_of, lease_record
+from .escrow import LeasePolicy
 from .lease import Lease
 from .quotas import QuotaBook
 from .rebuild import rebuild, scope_rows, snapshot_query
-from .snapshot import Snapshot, decode, encode, restore, take
+from .snapshot import JournalEntry, Snapshot, decode, encode, restore, take
 from .webhook import WebhookSender
 
 DECISIONS = Counter("switchyard_budget_decisions_total", "Authorization decisions", ["outcome"])
@@ -59,6 +62,7 @@ REFUSALS = Counter(
     "switchyard_budget_refusals_total", "Requests a budget cap refused (budget_exceeded)", ["scope"]
 )
 LEADER = Gauge("switchyard_budget_leader", "1 while this process is the budget authority")
+LEASES = Counter("switchyard_budget_leases_total", "Budget leases (escrow)", ["outcome"])
 UNCOUNTED = Counter(
     "switchyard_budget_uncounted_completions_total",
     "Completion events settlement could not decode: their spend is not counted against caps",
@@ -75,6 +79,10 @@ PRUNE_EVERY_S = 60.0
 # completion events of this long (plus the lease TTL) before it serves.
 SNAPSHOT_EVERY_S = 2.0
 SNAPSHOT_KEY = "authority"
+# The journal header that says what a message is (absent: a reservation, an AuthorizeRequest).
+JOURNAL_KIND = "Switchyard-Journal"
+LEASE_GRANT = "lease"
+LEASE_RETURN = "lease-return"
 # A new leader waiting longer than this for the ledger to answer its rebuild warns.
 REBUILD_QUIET_S = 30.0
 
@@ -120,6 +128,17 @@ def settleable(msg: Msg, log: logging.Logger) -> events_pb2.Completion | None:
         return None
 
 
+def journal_entry(msg: Msg) -> JournalEntry:
+    """A journal message as what it records (its header says which kind)."""
+    seq = msg.metadata.sequence.stream
+    kind = (msg.headers or {}).get(JOURNAL_KIND, "")
+    if kind == LEASE_GRANT:
+        return JournalEntry(seq, lease=budget_pb2.LeaseRecord.FromString(msg.data))
+    if kind == LEASE_RETURN:
+        return JournalEntry(seq, returned=budget_pb2.LeaseReturn.FromString(msg.data))
+    return JournalEntry(seq, ask=budget_pb2.AuthorizeRequest.FromString(msg.data))
+
+
 class RebuildNotReady(Exception):
     """The sources are not ready yet (the ledger is not answering or far behind): retry."""
 
@@ -145,6 +164,14 @@ class BudgetService(BusService):
         self._settled_seq = 0
         # A snapshot is exact (and written) only once _settled_seq has reached this (_take_over).
         self._exact_from = 0
+        self._lease_ids = NUID()
+        self.lease_policy = LeasePolicy(
+            ttl_ms=int(self.settings.budget_escrow_ttl_s * 1000),
+            share=self.settings.budget_escrow_share,
+            max_requests=self.settings.budget_escrow_max_requests,
+            min_requests=self.settings.budget_escrow_min_requests,
+            request_timeout_ms=int(self.settings.request_timeout_s * 1000),
+        )
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -154,7 +181,7 @@ class BudgetService(BusService):
         replicas = self.settings.stream_replicas
         await ensure_events_stream(self.js, replicas)
         await self._ensure_journal(replicas)
-        self.watcher = TenancyWatcher(await tenancy_bucket(self.js, replicas), self.view)
+        self.watcher = TenancyWatcher(await tenancy_bucket(self.js, replicas), self.view, self._revoke_leases)
         await self.watcher.start()
         self.alerts_kv = await open_bucket(self.js, subjects.BUDGET_ALERTS_BUCKET, replicas)
         lease_kv = await open_bucket(
@@ -243,6 +270,7 @@ class BudgetService(BusService):
         nc = self.bus
         self._subs = [
             await nc.subscribe(subjects.BUDGET_AUTHORIZE, queue=subjects.BUDGET_QUEUE, cb=self._on_authorize),
+            await nc.subscribe(subjects.BUDGET_LEASE, queue=subjects.BUDGET_QUEUE, cb=self._on_lease),
             await nc.subscribe(subjects.BUDGET_STATUS, cb=self._on_status),
         ]
         self._term.append(
@@ -298,7 +326,9 @@ class BudgetService(BusService):
             return  # not (or no longer) the leader: never overwrite a successor's snapshot
         if self._settled_seq < self._exact_from:
             return  # rebuilt from the ledger: settlement has not passed its recent ids yet
-        snapshot = take(authority.book, self._settled_seq, journal_seq, now_ms())
+        snapshot = take(
+            authority.book, self._settled_seq, journal_seq, now_ms(), tuple(authority.leases.values())
+        )
         await self.snapshot_kv.put(SNAPSHOT_KEY, encode(snapshot))
 
     async def _read_snapshot(self) -> Snapshot | None:
@@ -375,7 +405,9 @@ class BudgetService(BusService):
             # Where settlement goes on from (and starts again from, if its reader is lost).
             read_up_to = tail_msgs[-1].metadata.sequence.stream if tail_msgs else floor_seq
             tail_read_ms = now_ms()
-            journal = [ask for _, ask in await self._read_journal()]
+            entries = await self._read_journal()
+            journal = [e.ask for e in entries if e.ask is not None]
+            leases = [e.lease or e.returned for e in entries if e.ask is None]
             tail_ids = sorted({e.request_id for e in tail})
             # Journaled ids the tail settles need no lookup; those the snapshot lists as recent
             # are settled by it too, so asking for them as well changes nothing.
@@ -387,7 +419,9 @@ class BudgetService(BusService):
             done = set(snapshot.stored_journal_ids)
             grace_ms = int(self.settings.budget_reservation_grace_s * 1000)
             quotas = QuotaBook({d.id: d.limits for d in self.catalog.deployments.values()}, now_ms() / 1000)
-            authority = rebuild(self.view, rows, tail, journal, done, now_ms(), grace_ms, quotas)
+            authority = rebuild(
+                self.view, rows, tail, journal, done, now_ms(), grace_ms, quotas, [e for e in leases if e]
+            )
         except BaseException:
             with contextlib.suppress(*NATS_ERRORS):
                 await consumer.unsubscribe()
@@ -413,9 +447,9 @@ class BudgetService(BusService):
             pending = msgs[-1].metadata.num_pending
         return out
 
-    async def _read_journal(self) -> list[tuple[int, budget_pb2.AuthorizeRequest]]:
-        """The reservations journaled in the window a request can still be open, with their
-        journal sequence, oldest first."""
+    async def _read_journal(self) -> list[JournalEntry]:
+        """The reservations, lease grants and lease returns journaled in the window a request
+        can still be open, with their journal sequence, oldest first."""
         window = self.settings.request_timeout_s + self.settings.budget_reservation_grace_s + 60
         consumer = await self.js.pull_subscribe(
             subjects.BUDGET_JOURNAL,
@@ -432,7 +466,7 @@ class BudgetService(BusService):
         finally:
             with contextlib.suppress(*NATS_ERRORS):
                 await consumer.unsubscribe()
-        return [(m.metadata.sequence.stream, budget_pb2.AuthorizeRequest.FromString(m.data)) for m in msgs]
+        return [journal_entry(m) for m in msgs]
 
     async def _spend_snapshot(self, ask: ledger_pb2.SpendSnapshotQuery) -> ledger_pb2.SpendSnapshot:
         try:
@@ -455,6 +489,7 @@ class BudgetService(BusService):
         # Decided here, synchronously and in arrival order; only the journal write and the
         # reply are awaited, in their own task, so the next ask is decided at once.
         ctx = telemetry.extract_context(msg.headers)
+        returned = self._give_back(authority, list(ask.returns))  # before deciding: their rest is free
         with (
             metrics.track(self.name) as outcome,
             tracer.start_as_current_span("budget.authorize", context=ctx) as span,
@@ -469,32 +504,153 @@ class BudgetService(BusService):
             REFUSALS.labels(verdict.scope).inc()
         if verdict.alert is not None:  # the first refusal of this budget in its period
             self._alerts.put_nowait(verdict.alert)
+        if returned:
+            self._spawn(self._journal_returns(returned))
         if verdict.reservation is None:
             DECISIONS.labels("allow" if verdict.allow else verdict.code).inc()
             await msg.respond(verdict.to_proto(ask.request_id).SerializeToString())
             return
         ask.received_unix_ms = verdict.reservation.at_ms
         ask.deployment_id = verdict.deployment_id  # a successor restores the quota it took
-        task = asyncio.create_task(self._journal_then_reply(msg, ask, authority, verdict))
+        grant = None
+        if ask.lease_for and not any(c.deployment_id in authority.quotas.quotas for c in candidates_of(ask)):
+            lease_ask = budget_pb2.LeaseAsk(
+                router_id=ask.lease_for,
+                project_id=ask.project_id,
+                agent_id=ask.agent_id,
+                key_id=ask.key_id,
+                unit_usd=format_usd(verdict.reservation.amount),
+                want=True,
+            )
+            grant = self._grant(authority, lease_ask)
+        self._spawn(self._journal_then_reply(msg, ask, authority, verdict, grant))
+
+    def _revoke_leases(self, kv_key: str) -> None:
+        """A tenancy change (applied to the view already): the leases it makes too generous
+        are revoked; their routers give them back at once. Until then they admit only within
+        what the leases hold, which the cap counts."""
+        authority = self.authority
+        if authority is None:
+            return
+        lease_ids = escrow.touched(authority.leases, kv_key, self.view)
+        if lease_ids:
+            revoke = budget_pb2.LeaseRevoke(lease_ids=lease_ids)
+            self._spawn(self._publish_quietly(subjects.BUDGET_LEASE_REVOKE, revoke.SerializeToString()))
+
+    async def _publish_quietly(self, subject: str, data: bytes) -> None:
+        with contextlib.suppress(*NATS_ERRORS):
+            await self.bus.publish(subject, data)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _journal_then_reply(
-        self, msg: Msg, ask: budget_pb2.AuthorizeRequest, authority: Authority, verdict: Verdict
-    ) -> None:
+    def _grant(self, authority: Authority, ask: budget_pb2.LeaseAsk) -> budget_pb2.LeaseGrant:
+        """A lease for the asking router, held now (journaled before the reply), or why none."""
+        lease_id = f"lease_{self._lease_ids.next().decode()}"
+        lease, grant = authority.grant_lease(lease_id, ask.router_id, ask, now_ms(), self.lease_policy)
+        LEASES.labels("granted" if lease is not None else "refused").inc()
+        return grant
+
+    def _give_back(self, authority: Authority, returns: list[budget_pb2.LeaseReturn]) -> list:
+        """Apply returned leases; the ones that were out (to journal)."""
+        out = [r for r in returns if authority.give_back(r)]
+        if out:
+            LEASES.labels("returned").inc(len(out))
+        return out
+
+    async def _journal_returns(self, returned: list[budget_pb2.LeaseReturn]) -> None:
+        """Journal returns (after applying them: a successor that misses one holds the lease
+        until it expires, which only holds more, never less)."""
+        for item in returned:
+            with contextlib.suppress(*NATS_ERRORS):
+                await self.js.publish(
+                    subjects.BUDGET_JOURNAL,
+                    item.SerializeToString(),
+                    timeout=2.0,
+                    headers={JOURNAL_KIND: LEASE_RETURN},
+                )
+
+    async def _journal_grant(self, authority: Authority, grant: budget_pb2.LeaseGrant | None) -> bool:
+        """Journal a grant before the router learns of it; on failure the lease is undone."""
+        if grant is None or not grant.lease_id:
+            return False
+        lease = authority.leases.get(grant.lease_id)
+        if lease is None:
+            return False
         try:
-            await self.js.publish(subjects.BUDGET_JOURNAL, ask.SerializeToString(), timeout=2.0)
+            await self.js.publish(
+                subjects.BUDGET_JOURNAL,
+                lease_record(lease).SerializeToString(),
+                timeout=2.0,
+                headers={JOURNAL_KIND: LEASE_GRANT},
+            )
         except NATS_ERRORS as exc:
+            self.log.warning("lease journal write failed: %s", exc)
+            authority.cancel_lease(grant.lease_id)
+            return False
+        return True
+
+    async def _journal_then_reply(
+        self,
+        msg: Msg,
+        ask: budget_pb2.AuthorizeRequest,
+        authority: Authority,
+        verdict: Verdict,
+        grant: budget_pb2.LeaseGrant | None = None,
+    ) -> None:
+        journal_ask = self.js.publish(subjects.BUDGET_JOURNAL, ask.SerializeToString(), timeout=2.0)
+        results = await asyncio.gather(
+            journal_ask, self._journal_grant(authority, grant), return_exceptions=True
+        )
+        if isinstance(results[0], BaseException):
             # Not journaled: a successor would not know of this reservation. Refuse it.
-            self.log.warning("reservation journal write failed: %s", exc)
+            self.log.warning("reservation journal write failed: %s", results[0])
             authority.cancel(ask.request_id)
+            if results[1] is True and grant is not None:
+                authority.cancel_lease(grant.lease_id)
             await self._unavailable(msg, ask)
             return
         if not self.lease.valid() or self.authority is not authority:
             await self._unavailable(msg, ask)  # the lease ran out meanwhile: fail closed
             return
         DECISIONS.labels("allow").inc()
-        await msg.respond(verdict.to_proto(ask.request_id).SerializeToString())
+        decision = verdict.to_proto(ask.request_id)
+        if results[1] is True and grant is not None:
+            decision.lease.CopyFrom(grant)
+        await msg.respond(decision.SerializeToString())
+
+    async def _on_lease(self, msg: Msg) -> None:
+        """A router renews a lease in the background and/or gives leases back."""
+        authority = self.authority
+        try:
+            ask = budget_pb2.LeaseAsk.FromString(msg.data)
+        except DecodeError:
+            self.log.warning("undecodable lease ask ignored")
+            return
+        if authority is None or not self.lease.valid():
+            return  # not answered: the router keeps its returns and sends them again
+        returned = self._give_back(authority, list(ask.returns))
+        grant = self._grant(authority, ask) if ask.want else budget_pb2.LeaseGrant(reason="none asked")
+        self._spawn(self._journal_then_grant(msg, authority, returned, grant))
+
+    async def _journal_then_grant(
+        self,
+        msg: Msg,
+        authority: Authority,
+        returned: list[budget_pb2.LeaseReturn],
+        grant: budget_pb2.LeaseGrant,
+    ) -> None:
+        journaled, _ = await asyncio.gather(
+            self._journal_grant(authority, grant), self._journal_returns(returned)
+        )
+        if not journaled or not self.lease.valid() or self.authority is not authority:
+            if journaled:
+                authority.cancel_lease(grant.lease_id)  # not ours to hand out any more: undo, fail closed
+            grant = budget_pb2.LeaseGrant(reason=grant.reason or "not journaled")
+        with contextlib.suppress(*NATS_ERRORS):
+            await msg.respond(grant.SerializeToString())
 
     async def _unavailable(self, msg: Msg, ask: budget_pb2.AuthorizeRequest) -> None:
         DECISIONS.labels(ErrorCode.UNAVAILABLE).inc()

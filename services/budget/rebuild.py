@@ -13,6 +13,7 @@ Sources, each counted once (docs/budgets.md, "Restart and takeover"):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -103,11 +104,20 @@ def rebuild(
     now_ms: int,
     grace_ms: int,
     quotas: QuotaBook | None = None,
+    leases: Sequence[budget_pb2.LeaseRecord | budget_pb2.LeaseReturn] = (),
 ) -> Authority:
     """The authority's state from its sources; `done_ids` are journal ids the ledger holds.
-    Provider quotas start full, less what the open journaled reservations took."""
+    Provider quotas start full, less what the open journaled reservations took. Journaled
+    budget leases (grants and returns, oldest first) are held again before the tail settles, so
+    the tail's admissions leave them; admissions the ledger already holds stay in them until
+    they expire (conservative: held, never under-held)."""
     authority = Authority(view, quotas=quotas)
     apply_ledger(authority, ledger_rows, now_ms)
+    for entry in leases:
+        if isinstance(entry, budget_pb2.LeaseRecord):
+            authority.restore_lease(entry, now_ms, grace_ms)
+        else:
+            authority.give_back(entry)
     for event in unique_events(tail):
         authority.settle(event, now_ms)
     for ask in open_journal(authority, journal, now_ms, grace_ms):

@@ -54,6 +54,7 @@ class StreamedTokens:
     chunks: int = 0
     chars: int = 0
     texts: list[str] = field(default_factory=list)  # the OpenAI family's, counted at billing
+    _counted: tuple[int, int] = (0, 0)  # (texts, tokens) when last counted: a beat asks often
 
     def add(self, text: str, tokenizer: str) -> None:
         if text:
@@ -64,7 +65,9 @@ class StreamedTokens:
 
     def billed(self, tokenizer: str) -> int:
         if tokenizer in (O200K, CL100K):
-            return max(self.chunks, text_counter(tokenizer)("".join(self.texts)))
+            if self._counted[0] != len(self.texts):
+                self._counted = (len(self.texts), text_counter(tokenizer)("".join(self.texts)))
+            return max(self.chunks, self._counted[1])
         if tokenizer == DEMO:
             return self.chunks
         return max(self.chunks, (self.chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN)

@@ -26,6 +26,7 @@ from switchyard.errors import ErrorCode, GatewayError
 from switchyard.handoff import SETTLE_S, HandOff, acknowledged
 from switchyard.lifecycle import started
 from switchyard.logs import redact
+from switchyard.pricing import format_usd
 from switchyard.response_cache import ENTRY_HEADROOM_BYTES, AnswerStore, stored_answer
 from switchyard.service import BusService, run
 from switchyard.settings import Settings
@@ -69,6 +70,12 @@ NOT_RECORDABLE = GatewayError(
     retryable=False,
     retry_after_s=1.0,
 )
+# Dispatches NATS may buffer for this worker's callback before dropping one (a burst of 40 to
+# a worker of concurrency 2 must all be answered, most of them "busy"): memory stays bounded by
+# the subscription's byte limit.
+DISPATCH_PENDING_MSGS = 65_536
+# The records not yet stored a beat carries at most (bytes): see _beat_message.
+BEAT_RECORD_BYTES = 256 * 1024
 # A stopping worker that could not finish a request within its drain time: handed to another
 # worker when nothing reached the client yet, else ended with this in-band error.
 WORKER_STOPPED = GatewayError(
@@ -82,11 +89,25 @@ WORKER_STOPPED = GatewayError(
 class Held:
     """A request this worker holds, as its beats report it (services/router/liveness.py)."""
 
-    __slots__ = ("deployment_id", "handed_on")
+    __slots__ = ("calls", "deployment_id", "handed_on", "request", "used")
 
-    def __init__(self) -> None:
+    def __init__(self, request: invoke_pb2.InvokeRequest) -> None:
+        self.request = request
         self.deployment_id = ""
         self.handed_on = False  # given to another worker or pool: not "done" here
+        self.calls: list[tuple[Deployment, AttemptProgress]] = []  # its upstream attempts
+        self.used: tuple[invoke_pb2.Usage, Decimal] | None = None  # set once its bill is decided
+
+    def billed_so_far(self) -> tuple[invoke_pb2.Usage, Decimal] | None:
+        """What a router bills if this worker dies now: the decided bill, else a stream's
+        prompt and delivered output (no other attempt bills: failover is before any chunk)."""
+        if self.used is not None:
+            return self.used
+        for deployment, progress in self.calls:
+            if progress.chunks_sent:
+                usage = progress.usage(self.request)
+                return usage, call_cost(deployment, usage)
+        return None
 
 
 class ProviderWorker(BusService):
@@ -116,6 +137,10 @@ class ProviderWorker(BusService):
         self.worker_id = f"{os.uname().nodename}:{os.getpid()}"
         self._held: dict[str, Held] = {}
         self._done: list[str] = []
+        # Records queued while the events stream did not store them: request_id -> (position in
+        # the publisher's queue, the Completion, whether it bills anything). Beats carry them
+        # until stored, so a router publishes them if this worker dies first (docs/reliability.md).
+        self._unstored: dict[str, tuple[int, bytes, bool]] = {}
         self._capacity = self.settings.worker_concurrency + self.settings.worker_queue
         self._stop_cut: set[str] = set()  # requests cut because the drain time ran out
         self._beat: asyncio.Task[None] | None = None
@@ -156,7 +181,10 @@ class ProviderWorker(BusService):
                 subjects.provider_invoke(provider),
                 queue=subjects.provider_queue(provider),
                 cb=self._on_dispatch,
-                pending_msgs_limit=self.settings.worker_concurrency * 4,
+                # The callback answers at once (accepted or "busy"), so this buffer only bridges a
+                # burst; a small one dropped dispatches as a slow consumer, each then waiting for
+                # the hand-off's ack timeout and the router's liveness watch (~5 s) instead.
+                pending_msgs_limit=DISPATCH_PENDING_MSGS,
             )
             self._subscriptions.append(sub)
         # Every worker hears every cancel (no queue group): only the one running it acts.
@@ -180,7 +208,7 @@ class ProviderWorker(BusService):
                 await msg.respond(subjects.HANDOFF_BUSY)
             metrics.ERRORS.labels(self.name, ErrorCode.OVERLOADED).inc()
             return
-        held = self._held[request_id] = Held()  # taken: no answer (switchyard/handoff.py)
+        held = self._held[request_id] = Held(dispatch.request)  # taken: no answer (switchyard/handoff.py)
         if msg.reply and acknowledged(dispatch):
             await msg.respond(b"")  # a hedge racer's hand-off waits for this ack
         task = asyncio.create_task(self._run(msg, dispatch, held))
@@ -220,8 +248,8 @@ class ProviderWorker(BusService):
         """The request left this worker: finished (reported `done` in the next beat) or handed on."""
         if self._held.get(request_id) is held:
             del self._held[request_id]
-        if not held.handed_on:
-            self._done.append(request_id)
+        if not held.handed_on and request_id not in self._unstored:
+            self._done.append(request_id)  # (an unstored one is done once its record is stored)
 
     async def _beat_loop(self) -> None:
         """Tell every router which requests this worker holds, once per interval while it holds
@@ -230,17 +258,48 @@ class ProviderWorker(BusService):
         interval = self.settings.worker_beat_s
         while True:
             await asyncio.sleep(interval)
-            if not self._held and not self._done:
+            beat = self._beat_message(interval)
+            if beat is None:
                 continue
-            beat = liveness_pb2.WorkerBeat(worker_id=self.worker_id, interval_ms=interval * 1000)
-            for request_id, held in self._held.items():
-                beat.held.add(request_id=request_id, deployment_id=held.deployment_id)
-            beat.done.extend(self._done)
-            self._done.clear()
             try:
                 await self.bus.publish(subjects.WORKER_BEAT, beat.SerializeToString())
             except NATS_ERRORS as exc:  # reconnecting: the next beat says it again
                 self.log.warning("worker beat not sent: %s", exc)
+
+    def _beat_message(self, interval_s: float = 0.0) -> liveness_pb2.WorkerBeat | None:
+        """The next beat: what is held (with what it has used and any record not stored yet)
+        and what finished; None when there is nothing to say."""
+        if self._unstored and self.events is not None:
+            stored_through = self.events.stored_through
+            for request_id, (position, _, _) in list(self._unstored.items()):
+                if position <= stored_through:
+                    del self._unstored[request_id]
+                    if request_id not in self._held:
+                        self._done.append(request_id)
+        if not self._held and not self._done and not self._unstored:
+            return None
+        beat = liveness_pb2.WorkerBeat(worker_id=self.worker_id, interval_ms=interval_s * 1000)
+        entries: dict[str, liveness_pb2.HeldRequest] = {}
+        for request_id, held in self._held.items():
+            entry = entries[request_id] = beat.held.add(
+                request_id=request_id, deployment_id=held.deployment_id
+            )
+            if (billed := held.billed_so_far()) is not None:
+                entry.used.CopyFrom(billed[0])
+                entry.used_cost_usd = format_usd(billed[1])
+        # The records not stored yet, the billed first, within a bound (a long stall refuses
+        # many requests): one left out is sent as `finished` alone and recorded by a router as
+        # an error at cost 0, which is what a refusal's own record says.
+        room = BEAT_RECORD_BYTES
+        for request_id, (_, record, _) in sorted(self._unstored.items(), key=lambda kv: not kv[1][2]):
+            entry = entries.get(request_id) or beat.held.add(request_id=request_id)
+            entry.finished = True
+            if len(record) <= room:
+                entry.unstored_record = record
+                room -= len(record)
+        beat.done.extend(self._done)
+        self._done.clear()
+        return beat
 
     async def _hand_over_or_fail(self, dispatch: invoke_pb2.Dispatch) -> bool:
         """A stopping worker gives a request nothing reached the client for to another worker
@@ -439,11 +498,14 @@ class ProviderWorker(BusService):
         return AttemptOutcome("ok", deployment, progress, completed=completed)
 
     def new_progress(self, dispatch: invoke_pb2.Dispatch, deployment: Deployment) -> AttemptProgress:
-        return AttemptProgress(
+        progress = AttemptProgress(
             started_ms=now_ms(),
             limit_usd=stream_limit(dispatch),
             tokenizer=tokenizer_for(deployment.adapter, deployment.model),
         )
+        if (held := self._held.get(dispatch.request.request_id)) is not None:
+            held.calls.append((deployment, progress))  # its beats report what it delivers
+        return progress
 
     def _record(
         self, dispatch: invoke_pb2.Dispatch, outcome: AttemptOutcome, span: trace.Span, own_call: bool = True
@@ -496,6 +558,8 @@ class ProviderWorker(BusService):
         own = call_cost(deployment, usage) if usage is not None and not free else Decimal(0)
         bill_attempt(attempt if attempt is not None else dispatch.attempts[-1], usage, own)
         cost = own + others_usd
+        if usage is not None and (held := self._held.get(dispatch.request.request_id)) is not None:
+            held.used = (usage, cost)  # billed by a router if this worker dies before its record
         if decision.reply == "final":
             assert outcome.completed is not None and usage is not None
             completed = outcome.completed
@@ -620,13 +684,13 @@ class ProviderWorker(BusService):
 
     def _complete(self, dispatch: invoke_pb2.Dispatch, status: str, **fields: Any) -> None:
         events = started(self.events, "the event publisher")
-        event = self._completion(dispatch, status, **fields)
-        events.publish(
-            subjects.COMPLETION,
-            event.SerializeToString(),
-            msg_id=dispatch.request.request_id,
-            headers=telemetry.inject_headers(),
+        record = self._completion(dispatch, status, **fields).SerializeToString()
+        request_id = dispatch.request.request_id
+        position = events.publish(
+            subjects.COMPLETION, record, msg_id=request_id, headers=telemetry.inject_headers()
         )
+        billed = Decimal(fields.get("cost", 0)) > 0
+        self._unstored[request_id] = (position, record, billed)  # until stored: see _beat_message
 
     def _stat(
         self,
@@ -708,23 +772,19 @@ class ProviderWorker(BusService):
             self._stats_timer.cancel()
             self._stats_timer = None
         await self._send_stats()
-        if self._beat is not None:
-            await asyncio.sleep(0)  # let the last `done` go out with one final beat
-            self._beat.cancel()
-            await self._send_last_beat()
-        if self.events:
+        if self.events:  # the beats go on meanwhile: the records not stored stay in them
             await self.events.drain(self.settings.drain_timeout_s)
+        if self._beat is not None:
+            self._beat.cancel()
+            await self._send_last_beat()  # the last `done`, and any record still not stored
         for adapter in self.adapters.values():
             await adapter.aclose()
         await super().drain()
 
     async def _send_last_beat(self) -> None:
-        if not self._done and not self._held:
+        beat = self._beat_message()
+        if beat is None:
             return
-        beat = liveness_pb2.WorkerBeat(worker_id=self.worker_id, done=self._done)
-        for request_id, held in self._held.items():
-            beat.held.add(request_id=request_id, deployment_id=held.deployment_id)
-        self._done.clear()
         with contextlib.suppress(*NATS_ERRORS):
             await self.bus.publish(subjects.WORKER_BEAT, beat.SerializeToString())
 

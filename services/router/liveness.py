@@ -31,6 +31,10 @@ class Watched:
     forget_at: float
     deployment_id: str = ""  # where its worker last said it was
     redispatched: bool = False  # already given to another worker once after a loss
+    used: invoke_pb2.Usage | None = None  # what the provider bills for it so far, per its worker
+    used_cost_usd: str = ""
+    record: bytes = b""  # its Completion, finished but not yet stored by its worker
+    finished: bool = False  # answered or refused by its worker, its record not stored yet
 
 
 class LivenessBook:
@@ -66,8 +70,17 @@ class LivenessBook:
             watched = self._watched.get(held.request_id)
             if watched is not None:
                 watched.last_held = now
+                # Its worker still answers for it (a record can wait past the deadline while
+                # the events stream is down): not forgotten while a beat lists it.
+                watched.forget_at = max(watched.forget_at, now + FORGET_AFTER_DEADLINE_S)
                 if held.deployment_id:
                     watched.deployment_id = held.deployment_id
+                if held.HasField("used"):
+                    watched.used = held.used
+                    watched.used_cost_usd = held.used_cost_usd
+                if held.unstored_record:
+                    watched.record = held.unstored_record
+                watched.finished = watched.finished or held.finished
         for request_id in beat.done:
             self._watched.pop(request_id, None)
 

@@ -14,12 +14,14 @@ import contextlib
 import os
 import socket
 import time
+from decimal import Decimal
 from typing import Any
 
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.nuid import NUID
 from opentelemetry import trace
 
 from switchyard import codec, genai, metrics, subjects, telemetry, units
@@ -37,6 +39,7 @@ from switchyard.v1 import budget_pb2, events_pb2, invoke_pb2, liveness_pb2
 from switchyard.vocab import Status
 
 from .answers import CachedAnswers
+from .escrow import Escrow, RouterLease, ScopeKey
 from .health import HealthBook, Sample
 from .hedging import BUDGET_SKIP, NO_HEDGE, Hedge, Observed, disarm, plan_hedge
 from .inflight import Inflight
@@ -56,6 +59,16 @@ from .strategy import choose_weights
 from .tuning import tuning_from_config
 
 tracer = telemetry.tracer("switchyard.router")
+# Lease asks are off the request path: waited for longer than an authorization, since a grant
+# whose answer is lost stays held (unused) until it expires.
+LEASE_ASK_TIMEOUT_S = 5.0
+# A lease ask that fails for any of these is sent again later; requests are decided per request.
+LEASE_ASK_ERRORS: tuple[type[Exception], ...] = (
+    NoRespondersError,
+    NatsTimeoutError,
+    DecodeError,
+    *NATS_ERRORS,
+)
 # When a request sets no max_tokens, its rate-limit (TPM) estimate assumes this many.
 DEFAULT_MAX_TOKENS_FOR_BUDGET = DEFAULT_MAX_OUTPUT_TOKENS
 # The client's answer when the worker serving its request died: retryable by the client (a
@@ -92,6 +105,13 @@ class Router(BusService):
         self.liveness = LivenessBook(self.settings.worker_lost_after_s)
         self._watch: asyncio.Task[None] | None = None
         self.handoff = HandOff(self._on_handoff_exhausted, self._on_handoff_moved)
+        # Budget leases (escrow.py): this instance's id at the authority, its leases, the lease
+        # asks in flight per scope (one at a time: requests arriving meanwhile wait for it).
+        self.instance = f"{self.identity}:{NUID().next().decode()[:8]}"
+        self.escrow = Escrow()
+        self._lease_asks: dict[ScopeKey, asyncio.Future[None]] = {}
+        self._lease_tasks: set[asyncio.Task[None]] = set()
+        self._escrow_tick: asyncio.Task[None] | None = None
         self.answers: CachedAnswers | None = None
 
     async def start(self) -> None:
@@ -122,7 +142,10 @@ class Router(BusService):
         self._stats_sub = await nc.subscribe(subjects.PROVIDER_STAT_BATCH, cb=self._on_stats)
         self._quota_sub = await nc.subscribe(subjects.QUOTA_STATE, cb=self._on_quota_state)
         self._beat_sub = await nc.subscribe(subjects.WORKER_BEAT, cb=self._on_beat)
+        self._revoke_sub = await nc.subscribe(subjects.BUDGET_LEASE_REVOKE, cb=self._on_lease_revoke)
         self._watch = asyncio.create_task(self._watch_workers(), name="router-liveness")
+        if self.settings.budget_escrow:
+            self._escrow_tick = asyncio.create_task(self._give_back_expired(), name="router-escrow")
         self._refused_sub = await nc.subscribe(
             subjects.INGRESS_REFUSED, queue=subjects.ROUTER_QUEUE, cb=self._on_ingress_refused
         )
@@ -161,33 +184,58 @@ class Router(BusService):
         dispatch = watched.dispatch
         request = dispatch.request
         metrics.ERRORS.labels(self.name, "worker_lost").inc()
+        events = started(self.events, "the event publisher")
+        if watched.record:
+            # It had finished (the client has its answer or error); its record was in the dead
+            # worker's memory only, waiting for the events stream: publish the copy its beats
+            # carried (the same msg id, so a copy stored meanwhile is dropped by the stream).
+            self.log.warning("request %s: recording it for its lost provider worker", request.request_id)
+            events.publish(subjects.COMPLETION, watched.record, msg_id=request.request_id)
+            return
         self.log.warning("request %s lost its provider worker", request.request_id)
         # A worker that is alive but stalled must not go on with it (and bill it twice).
         await self.bus.publish(subjects.cancel(request.request_id), b"")
         deployment = self.catalog.deployments.get(watched.deployment_id)
-        dispatch.attempts.add(
+        # What its upstream call used that the provider bills (a stream's delivered output, a
+        # finished call's usage), as the worker's last beat reported it: billed here.
+        cost = Decimal(watched.used_cost_usd or 0) if watched.used is not None else Decimal(0)
+        attempt = dispatch.attempts.add(
             deployment_id=watched.deployment_id,
             provider=deployment.provider if deployment else "",
             model=deployment.model if deployment else "",
             status=invoke_pb2.STATUS_ERROR,
             error_code=WORKER_LOST.code,
             error_message=WORKER_LOST.message,
+            cost_usd=format_usd(cost),
         )
-        if not request.stream and not watched.redispatched and await self.handoff.send(dispatch):
-            self._watch_dispatch(dispatch, redispatched=True)
+        if watched.used is not None:
+            attempt.usage.CopyFrom(watched.used)
+        elif (
+            not request.stream
+            and not watched.finished
+            and not watched.redispatched
+            and await self.handoff.send(dispatch)
+        ):
+            self._watch_dispatch(dispatch, redispatched=True)  # nothing billed, nothing sent: again
             return
-        await self._end_lost(dispatch)
+        await self._end_lost(dispatch, finished=watched.finished, used=watched.used, cost=cost)
 
-    async def _end_lost(self, dispatch: invoke_pb2.Dispatch) -> None:
+    async def _end_lost(
+        self,
+        dispatch: invoke_pb2.Dispatch,
+        finished: bool = False,
+        used: invoke_pb2.Usage | None = None,
+        cost: Decimal = Decimal(0),
+    ) -> None:
         """A request whose worker died (and that no other worker took): an in-band error to
-        its client and an `error` record with its attempts."""
+        its client (unless it had its answer) and an `error` record with its attempts."""
         request = dispatch.request
         lost = [a for a in dispatch.attempts if a.error_code == WORKER_LOST.code]
         deployment = self.catalog.deployments.get(lost[-1].deployment_id) if lost else None
         err = WORKER_LOST.to_proto(request.request_id)
-        with contextlib.suppress(*NATS_ERRORS):
-            await self.bus.publish(dispatch.reply_to, codec.error_frame(err))
-        events = started(self.events, "the event publisher")
+        if not finished:  # (a finished one's client has had its answer)
+            with contextlib.suppress(*NATS_ERRORS):
+                await self.bus.publish(dispatch.reply_to, codec.error_frame(err))
         event = completion_event(
             request,
             status=Status.ERROR,
@@ -195,7 +243,10 @@ class Router(BusService):
             dispatch=dispatch,
             deployment=deployment,
             error=err,
+            usage=used,
+            cost=cost,
         )
+        events = started(self.events, "the event publisher")
         events.publish(subjects.COMPLETION, event.SerializeToString(), msg_id=request.request_id)
 
     def _watch_dispatch(self, dispatch: invoke_pb2.Dispatch, redispatched: bool = False) -> None:
@@ -399,13 +450,13 @@ class Router(BusService):
         ranked.rationale.decided_by = self.identity
         hedge = self.plan_hedge(route, request, ranked.chain[: self.tuning.max_attempts])
         try:
-            decision = await self.authorize(request, ranked.chain, prompt_tokens, hedge)
+            decision, lease = await self.authorize(request, ranked.chain, prompt_tokens, hedge)
         except GatewayError as denied:
             if hedge.plan is None or denied.code != ErrorCode.BUDGET_EXCEEDED:
                 raise
             # The budget covers one attempt but not the race: serve it unhedged.
             hedge = disarm(hedge, BUDGET_SKIP)
-            decision = await self.authorize(request, ranked.chain, prompt_tokens, hedge)
+            decision, lease = await self.authorize(request, ranked.chain, prompt_tokens, hedge)
         chain = quota_chain(ranked, decision, self.tuning.max_attempts)
         if hedge.plan is not None and [d.id for d in chain] != [d.id for d in ranked.chain[: len(chain)]]:
             # The hold was sized for the ranked order; the authority moved it for quota.
@@ -419,6 +470,9 @@ class Router(BusService):
             routed_unix_ms=time.time_ns() / 1e6,
             max_attempts=self.tuning.max_attempts,
         )
+        if lease is not None:  # admitted from a budget lease: settlement takes its hold out of it
+            dispatch.lease_id, held = lease
+            dispatch.lease_held_usd = format_usd(held)
         if hedge.note is not None:
             dispatch.rationale.hedge.CopyFrom(hedge.note)
         if hedge.plan is not None:
@@ -447,10 +501,12 @@ class Router(BusService):
         chain: list[Deployment],
         prompt_tokens: int,
         hedge: Hedge = NO_HEDGE,
-    ) -> budget_pb2.Decision:
+    ) -> tuple[budget_pb2.Decision, tuple[str, Decimal] | None]:
         """Reserve the most this request can cost on any deployment it may reach from the first
         candidate of `chain` with provider-quota headroom (reservation.py), both racers of an
-        armed hedge included; raise the budget authority's denial."""
+        armed hedge included: from a budget lease of this router when one has room (no bus
+        message; the lease id and the hold taken from it come with the decision), else by
+        asking the authority; raise its denial."""
         worst = worst_cases(request, chain)
         costs = [w.cost_usd for w in worst]
         if hedge.plan is not None:
@@ -478,19 +534,57 @@ class Router(BusService):
                 input_tokens=case.prompt_tokens,
                 output_tokens=case.output_tokens,
             )
-        try:
-            reply = await self.bus.request(
-                subjects.BUDGET_AUTHORIZE,
-                ask.SerializeToString(),
-                timeout=self.settings.budget_timeout_s,
-                headers=telemetry.inject_headers(),
+        # Provider quotas pick the candidate per request at the authority: no lease for them.
+        leasable = self.settings.budget_escrow and not any(dep.limits.any for dep in chain)
+        key: ScopeKey = (request.project_id, request.agent_id, request.key_id)
+        pending: asyncio.Future[None] | None = None
+        if leasable:
+            deadline_ms = ask.deadline_unix_ms or int(
+                time.time() * 1000 + self.settings.request_timeout_s * 1000
             )
-        except (NoRespondersError, NatsTimeoutError) as exc:
-            # Fail closed: spending without the authority could cross a cap.
-            raise GatewayError(
-                ErrorCode.UNAVAILABLE, "the budget authority did not answer; try again", retry_after_s=1.0
-            ) from exc
-        decision = budget_pb2.Decision.FromString(reply.data)
+            for _ in range(2):
+                lease = self.escrow.admit(
+                    key, request.request_id, holds[0], deadline_ms, ask.received_unix_ms, time.monotonic()
+                )
+                if lease is not None:
+                    if self.escrow.wants_renewal(key, time.monotonic()) and key not in self._lease_asks:
+                        self._renew(key, holds[0])
+                    admitted = (lease.lease_id, holds[0])
+                    return self._admitted(request, chain[0].id, holds[0], lease), admitted
+                asking = self._lease_asks.get(key)
+                if asking is None:
+                    break
+                await asyncio.shield(asking)  # a lease is on its way: try it before asking alone
+            # No lease has room: ask per request, with a lease for what follows (one ask at a
+            # time per scope) and this router's closed leases given back first.
+            self.escrow.close(key, time.monotonic(), holds[0])
+            if key not in self._lease_asks:
+                pending = self._lease_asks[key] = asyncio.get_running_loop().create_future()
+                ask.lease_for = self.instance
+            ask.returns.extend(self.escrow.take_returns())
+        try:
+            try:
+                reply = await self.bus.request(
+                    subjects.BUDGET_AUTHORIZE,
+                    ask.SerializeToString(),
+                    timeout=self.settings.budget_timeout_s,
+                    headers=telemetry.inject_headers(),
+                )
+            except (NoRespondersError, NatsTimeoutError) as exc:
+                self.escrow.requeue(list(ask.returns))  # given back again later (idempotent)
+                # Fail closed: spending without the authority could cross a cap.
+                raise GatewayError(
+                    ErrorCode.UNAVAILABLE, "the budget authority did not answer; try again", retry_after_s=1.0
+                ) from exc
+            decision = budget_pb2.Decision.FromString(reply.data)
+            if decision.deny_code == ErrorCode.UNAVAILABLE:  # not applied: sent again later
+                self.escrow.requeue(list(ask.returns))
+            if decision.lease.lease_id:
+                self.escrow.add(key, decision.lease, time.monotonic())
+        finally:
+            if pending is not None:
+                self._lease_asks.pop(key, None)
+                pending.set_result(None)
         if not decision.allow:
             raise GatewayError(
                 decision.deny_code or ErrorCode.BUDGET_EXCEEDED,
@@ -498,7 +592,87 @@ class Router(BusService):
                 retry_after_s=units.seconds(decision.retry_after_ms),
                 retryable=False,
             )
-        return decision
+        return decision, None
+
+    @staticmethod
+    def _admitted(
+        request: invoke_pb2.InvokeRequest, deployment_id: str, hold: Decimal, lease: RouterLease
+    ) -> budget_pb2.Decision:
+        """The decision for a request admitted from a lease: what the authority would answer."""
+        return budget_pb2.Decision(
+            allow=True,
+            reservation_id=request.request_id,
+            deployment_id=deployment_id,
+            held_usd=format_usd(hold) if lease.capped else "",
+        )
+
+    def _renew(self, key: ScopeKey, unit: Decimal) -> None:
+        """Ask for the scope's next lease in the background (requests that find the live ones
+        dry meanwhile wait for it), giving back the closed ones."""
+        pending = self._lease_asks[key] = asyncio.get_running_loop().create_future()
+        ask = budget_pb2.LeaseAsk(
+            router_id=self.instance,
+            project_id=key[0],
+            agent_id=key[1],
+            key_id=key[2],
+            unit_usd=format_usd(unit),
+            want=True,
+            returns=self.escrow.take_returns(),
+        )
+
+        async def renew() -> None:
+            try:
+                grant = await self._ask_lease(ask)
+                if grant is not None:
+                    self.escrow.add(key, grant, time.monotonic())
+            finally:
+                self._lease_asks.pop(key, None)
+                pending.set_result(None)
+
+        task = asyncio.create_task(renew(), name="router-lease-renew")
+        self._lease_tasks.add(task)
+        task.add_done_callback(self._lease_tasks.discard)
+
+    async def _ask_lease(self, ask: budget_pb2.LeaseAsk) -> budget_pb2.LeaseGrant | None:
+        """Send a lease ask; on no answer its returns are kept to be sent again."""
+        try:
+            reply = await self.bus.request(
+                subjects.BUDGET_LEASE, ask.SerializeToString(), timeout=LEASE_ASK_TIMEOUT_S
+            )
+            return budget_pb2.LeaseGrant.FromString(reply.data)
+        except LEASE_ASK_ERRORS as exc:
+            self.log.info(
+                "budget lease ask not answered (%s): decided per request meanwhile", type(exc).__name__
+            )
+            self.escrow.requeue(list(ask.returns))
+            return None
+
+    async def _on_lease_revoke(self, msg: Msg) -> None:
+        """A cap or limit of these leases' scopes changed: stop admitting from them, give them
+        back now."""
+        try:
+            revoke = budget_pb2.LeaseRevoke.FromString(msg.data)
+        except DecodeError:
+            self.log.warning("undecodable lease revocation ignored")
+            return
+        if self.escrow.revoke(set(revoke.lease_ids)):
+            await self._ask_lease(
+                budget_pb2.LeaseAsk(router_id=self.instance, returns=self.escrow.take_returns())
+            )
+
+    async def _give_back_expired(self) -> None:
+        """Give back leases whose admit window ended, so their unused rest is free at once."""
+        interval = max(self.settings.budget_escrow_ttl_s / 2, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.escrow.close_expired(time.monotonic())
+                if self.escrow.returns:
+                    await self._ask_lease(
+                        budget_pb2.LeaseAsk(router_id=self.instance, returns=self.escrow.take_returns())
+                    )
+            except Exception:  # the loop must outlive anything: a lease not returned expires anyway
+                self.log.exception("giving budget leases back failed")
 
     def _reject(
         self,
@@ -530,12 +704,28 @@ class Router(BusService):
         await self._refused_sub.unsubscribe()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.drain_timeout_s)
+        await self._return_leases()
         if self._watch is not None:
             self._watch.cancel()
         await self._beat_sub.unsubscribe()
+        await self._revoke_sub.unsubscribe()
         if self.events:
             await self.events.drain(self.settings.drain_timeout_s)
         await super().drain()
+
+    async def _return_leases(self) -> None:
+        """On drain: every lease goes back, so its unused rest is free at once (their admitted
+        requests stay held until they settle)."""
+        if self._escrow_tick is not None:
+            self._escrow_tick.cancel()
+        for task in list(self._lease_tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.escrow.close_all()
+        if self.escrow.returns:
+            await self._ask_lease(
+                budget_pb2.LeaseAsk(router_id=self.instance, returns=self.escrow.take_returns())
+            )
 
 
 def main() -> None:

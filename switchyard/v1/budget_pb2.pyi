@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuthorizeRequest(_message.Message):
-    __slots__ = ("request_id", "project_id", "agent_id", "key_id", "deployment_id", "max_cost_usd", "estimated_tokens", "deadline_unix_ms", "received_unix_ms", "candidates")
+    __slots__ = ("request_id", "project_id", "agent_id", "key_id", "deployment_id", "max_cost_usd", "estimated_tokens", "deadline_unix_ms", "received_unix_ms", "candidates", "lease_for", "returns")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,8 @@ class AuthorizeRequest(_message.Message):
     DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FOR_FIELD_NUMBER: _ClassVar[int]
+    RETURNS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     project_id: str
     agent_id: str
@@ -28,7 +30,9 @@ class AuthorizeRequest(_message.Message):
     deadline_unix_ms: int
     received_unix_ms: int
     candidates: _containers.RepeatedCompositeFieldContainer[QuotaCandidate]
-    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., max_cost_usd: _Optional[str] = ..., estimated_tokens: _Optional[int] = ..., deadline_unix_ms: _Optional[int] = ..., received_unix_ms: _Optional[int] = ..., candidates: _Optional[_Iterable[_Union[QuotaCandidate, _Mapping]]] = ...) -> None: ...
+    lease_for: str
+    returns: _containers.RepeatedCompositeFieldContainer[LeaseReturn]
+    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., max_cost_usd: _Optional[str] = ..., estimated_tokens: _Optional[int] = ..., deadline_unix_ms: _Optional[int] = ..., received_unix_ms: _Optional[int] = ..., candidates: _Optional[_Iterable[_Union[QuotaCandidate, _Mapping]]] = ..., lease_for: _Optional[str] = ..., returns: _Optional[_Iterable[_Union[LeaseReturn, _Mapping]]] = ...) -> None: ...
 
 class QuotaCandidate(_message.Message):
     __slots__ = ("deployment_id", "max_cost_usd", "input_tokens", "output_tokens")
@@ -43,7 +47,7 @@ class QuotaCandidate(_message.Message):
     def __init__(self, deployment_id: _Optional[str] = ..., max_cost_usd: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("allow", "deny_code", "deny_reason", "retry_after_ms", "reservation_id", "scope", "cap_usd", "deployment_id", "at_quota", "held_usd")
+    __slots__ = ("allow", "deny_code", "deny_reason", "retry_after_ms", "reservation_id", "scope", "cap_usd", "deployment_id", "at_quota", "held_usd", "lease")
     ALLOW_FIELD_NUMBER: _ClassVar[int]
     DENY_CODE_FIELD_NUMBER: _ClassVar[int]
     DENY_REASON_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +58,7 @@ class Decision(_message.Message):
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     AT_QUOTA_FIELD_NUMBER: _ClassVar[int]
     HELD_USD_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
     allow: bool
     deny_code: str
     deny_reason: str
@@ -64,7 +69,92 @@ class Decision(_message.Message):
     deployment_id: str
     at_quota: _containers.RepeatedScalarFieldContainer[str]
     held_usd: str
-    def __init__(self, allow: _Optional[bool] = ..., deny_code: _Optional[str] = ..., deny_reason: _Optional[str] = ..., retry_after_ms: _Optional[float] = ..., reservation_id: _Optional[str] = ..., scope: _Optional[str] = ..., cap_usd: _Optional[str] = ..., deployment_id: _Optional[str] = ..., at_quota: _Optional[_Iterable[str]] = ..., held_usd: _Optional[str] = ...) -> None: ...
+    lease: LeaseGrant
+    def __init__(self, allow: _Optional[bool] = ..., deny_code: _Optional[str] = ..., deny_reason: _Optional[str] = ..., retry_after_ms: _Optional[float] = ..., reservation_id: _Optional[str] = ..., scope: _Optional[str] = ..., cap_usd: _Optional[str] = ..., deployment_id: _Optional[str] = ..., at_quota: _Optional[_Iterable[str]] = ..., held_usd: _Optional[str] = ..., lease: _Optional[_Union[LeaseGrant, _Mapping]] = ...) -> None: ...
+
+class LeaseAsk(_message.Message):
+    __slots__ = ("router_id", "project_id", "agent_id", "key_id", "unit_usd", "want", "returns")
+    ROUTER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    UNIT_USD_FIELD_NUMBER: _ClassVar[int]
+    WANT_FIELD_NUMBER: _ClassVar[int]
+    RETURNS_FIELD_NUMBER: _ClassVar[int]
+    router_id: str
+    project_id: str
+    agent_id: str
+    key_id: str
+    unit_usd: str
+    want: bool
+    returns: _containers.RepeatedCompositeFieldContainer[LeaseReturn]
+    def __init__(self, router_id: _Optional[str] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., unit_usd: _Optional[str] = ..., want: _Optional[bool] = ..., returns: _Optional[_Iterable[_Union[LeaseReturn, _Mapping]]] = ...) -> None: ...
+
+class LeaseGrant(_message.Message):
+    __slots__ = ("lease_id", "amount_usd", "requests", "ttl_ms", "hold_until_unix_ms", "at_unix_ms", "capped", "reason")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_USD_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    HOLD_UNTIL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    CAPPED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    amount_usd: str
+    requests: int
+    ttl_ms: float
+    hold_until_unix_ms: int
+    at_unix_ms: int
+    capped: bool
+    reason: str
+    def __init__(self, lease_id: _Optional[str] = ..., amount_usd: _Optional[str] = ..., requests: _Optional[int] = ..., ttl_ms: _Optional[float] = ..., hold_until_unix_ms: _Optional[int] = ..., at_unix_ms: _Optional[int] = ..., capped: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class LeaseReturn(_message.Message):
+    __slots__ = ("lease_id", "admissions")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    admissions: _containers.RepeatedCompositeFieldContainer[LeaseAdmission]
+    def __init__(self, lease_id: _Optional[str] = ..., admissions: _Optional[_Iterable[_Union[LeaseAdmission, _Mapping]]] = ...) -> None: ...
+
+class LeaseAdmission(_message.Message):
+    __slots__ = ("request_id", "held_usd", "deadline_unix_ms", "received_unix_ms")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HELD_USD_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    held_usd: str
+    deadline_unix_ms: int
+    received_unix_ms: int
+    def __init__(self, request_id: _Optional[str] = ..., held_usd: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., received_unix_ms: _Optional[int] = ...) -> None: ...
+
+class LeaseRevoke(_message.Message):
+    __slots__ = ("lease_ids",)
+    LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
+    lease_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, lease_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LeaseRecord(_message.Message):
+    __slots__ = ("lease_id", "router_id", "project_id", "agent_id", "key_id", "amount_usd", "at_unix_ms", "hold_until_unix_ms")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_USD_FIELD_NUMBER: _ClassVar[int]
+    AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    HOLD_UNTIL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    router_id: str
+    project_id: str
+    agent_id: str
+    key_id: str
+    amount_usd: str
+    at_unix_ms: int
+    hold_until_unix_ms: int
+    def __init__(self, lease_id: _Optional[str] = ..., router_id: _Optional[str] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., amount_usd: _Optional[str] = ..., at_unix_ms: _Optional[int] = ..., hold_until_unix_ms: _Optional[int] = ...) -> None: ...
 
 class QuotaState(_message.Message):
     __slots__ = ("ts_unix_ms", "deployments")

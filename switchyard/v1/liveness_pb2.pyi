@@ -1,3 +1,4 @@
+from switchyard.v1 import invoke_pb2 as _invoke_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -7,12 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class HeldRequest(_message.Message):
-    __slots__ = ("request_id", "deployment_id")
+    __slots__ = ("request_id", "deployment_id", "used", "used_cost_usd", "unstored_record", "finished")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    USED_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    UNSTORED_RECORD_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     deployment_id: str
-    def __init__(self, request_id: _Optional[str] = ..., deployment_id: _Optional[str] = ...) -> None: ...
+    used: _invoke_pb2.Usage
+    used_cost_usd: str
+    unstored_record: bytes
+    finished: bool
+    def __init__(self, request_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., used: _Optional[_Union[_invoke_pb2.Usage, _Mapping]] = ..., used_cost_usd: _Optional[str] = ..., unstored_record: _Optional[bytes] = ..., finished: _Optional[bool] = ...) -> None: ...
 
 class WorkerBeat(_message.Message):
     __slots__ = ("worker_id", "held", "done", "interval_ms")

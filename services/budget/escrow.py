@@ -1,0 +1,163 @@
+"""Budget leases (escrow), the authority's side: how large a lease is, what it holds, and how its
+admissions settle, come back or expire. Pure: the authority calls it on its one event loop.
+
+A lease is a hold like a reservation's, in every slot of every scope of one (project, agent,
+key), granted to one router instance, which admits requests from it locally (no bus message)
+until its admit window ends. What the lease holds only shrinks while it is out:
+  - a completion admitted from it moves that request's hold out of the lease (`settle`), and the
+    request's actual cost is counted as spend, as for a reservation;
+  - a return converts the admissions not yet settled into ordinary reservations (held until
+    settled, or their deadline plus grace) and releases the rest (`give_back`);
+  - a lease never returned (its router died) is released whole at `hold_until_ms` plus grace,
+    when every request it can have admitted is past its deadline plus grace (`expired`).
+So spent + held (leases included) never passes a cap: every admission's hold was inside a lease
+that was itself checked against the cap when granted (docs/budgets.md, "Leases").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from switchyard.tenancy import TenancyView
+
+from .book import ZERO, Reservation, SpendBook
+
+DAY_MS = 86_400_000
+# A lease whose admit window would end sooner than this (the UTC day is ending) is not granted.
+MIN_WINDOW_MS = 100
+
+
+@dataclass
+class Lease:
+    lease_id: str
+    router_id: str
+    scopes: tuple[str, ...]
+    project_id: str
+    agent_id: str
+    key_id: str
+    amount: Decimal  # granted
+    held: Decimal  # still held: the amount less the holds of admissions already settled
+    at_ms: int  # the periods it holds in (admissions must be received on the same UTC day)
+    hold_until_ms: int  # every admission's deadline is before this
+    settled: set[str] = field(default_factory=set)  # admissions settled from the lease
+
+
+def lease_units(
+    unit: Decimal, headroom: Decimal | None, share: float, max_requests: int, min_requests: int
+) -> int:
+    """How many requests like the asking one (hold `unit`) a new lease admits: at most `share`
+    of the headroom left under the tightest cap (None: no cap applies), at most `max_requests`;
+    0 when fewer than `min_requests` fit: then the router asks per request, so the last requests
+    before a cap are decided one by one, exactly."""
+    if headroom is None or unit <= 0:
+        units = max_requests
+    else:
+        units = min(max_requests, int(max(headroom, ZERO) * Decimal(str(share)) / unit))
+    return units if units >= min_requests else 0
+
+
+def admit_window_ms(now_ms: int, ttl_ms: int) -> int:
+    """The admit window from now: the TTL, cut at the end of the UTC day (a lease holds in one
+    day's slots; month and total boundaries fall on day boundaries too)."""
+    return min(ttl_ms, (now_ms // DAY_MS + 1) * DAY_MS - now_ms)
+
+
+def grant(book: SpendBook, lease: Lease) -> None:
+    book.adjust_held(lease.scopes, lease.at_ms, lease.held)
+
+
+def settle(book: SpendBook, lease: Lease, request_id: str, hold: Decimal) -> None:
+    """A request admitted from `lease` completed: its hold leaves the lease (the caller counts
+    its actual cost as spend)."""
+    if request_id in lease.settled:
+        return
+    lease.settled.add(request_id)
+    taken = min(max(hold, ZERO), lease.held)
+    lease.held -= taken
+    book.adjust_held(lease.scopes, lease.at_ms, -taken)
+
+
+@dataclass(frozen=True)
+class Admission:
+    request_id: str
+    hold: Decimal
+    deadline_ms: int
+
+
+def give_back(book: SpendBook, lease: Lease, admissions: list[Admission]) -> list[Reservation]:
+    """The router returned `lease`: its admissions still open become reservations (never more
+    than the lease still holds), the rest of the lease is released. Returns the reservations."""
+    book.adjust_held(lease.scopes, lease.at_ms, -lease.held)
+    left = lease.held
+    lease.held = ZERO
+    out = []
+    for admission in admissions:
+        if admission.request_id in lease.settled or book.is_settled(admission.request_id):
+            continue
+        if admission.request_id in book.reservations:
+            continue
+        hold = min(max(admission.hold, ZERO), left)
+        left -= hold
+        reservation = Reservation(
+            request_id=admission.request_id,
+            scopes=lease.scopes,
+            amount=hold,
+            at_ms=lease.at_ms,
+            deadline_ms=admission.deadline_ms or lease.hold_until_ms,
+            project_id=lease.project_id,
+            key_id=lease.key_id,
+        )
+        book.hold(reservation)
+        out.append(reservation)
+    return out
+
+
+def expired(book: SpendBook, leases: dict[str, Lease], now_ms: int, grace_ms: int) -> list[Lease]:
+    """Release the leases whose every possible admission is past its deadline plus grace (their
+    router never gave them back: it died, or its return was lost)."""
+    late = [lease for lease in leases.values() if lease.hold_until_ms + grace_ms < now_ms]
+    for lease in late:
+        del leases[lease.lease_id]
+        book.adjust_held(lease.scopes, lease.at_ms, -lease.held)
+        lease.held = ZERO
+    return late
+
+
+@dataclass(frozen=True)
+class LeasePolicy:
+    """The lease knobs (settings budget_escrow_*; docs/budgets.md, "Leases")."""
+
+    ttl_ms: int = 2000
+    share: float = 0.25
+    max_requests: int = 64
+    min_requests: int = 4
+    request_timeout_ms: int = 120_000  # the longest deadline a request gets (its hold's life)
+
+
+def touched(leases: dict[str, Lease], kv_key: str, view: TenancyView) -> list[str]:
+    """The leases a tenancy change may make too generous (a cap set or lowered, a limit or a
+    record changed): revoked, so their routers give them back at once. A budget removed makes
+    no lease too generous."""
+    kind, _, rest = kv_key.partition(".")
+    if kind == "project":
+        return [lease.lease_id for lease in leases.values() if lease.project_id == rest]
+    if kind == "agent":
+        project_id, _, agent_id = rest.partition(".")
+        return [
+            lease.lease_id
+            for lease in leases.values()
+            if lease.project_id == project_id and lease.agent_id == agent_id
+        ]
+    if kind == "key":
+        return [lease.lease_id for lease in leases.values() if lease.key_id == rest]
+    if kind == "budget":
+        budget = view.budgets.get(rest)
+        if budget is None:
+            return []
+        return [
+            lease.lease_id
+            for lease in leases.values()
+            if not budget.project_id or lease.project_id == budget.project_id
+        ]
+    return []
