@@ -70,7 +70,12 @@ class Gateway:
     """`switchyard up` in a temp folder with the bench catalog, pinned to one CPU."""
 
     def __init__(
-        self, upstream_url: str, cpu: int, workdir: Path, settings: dict[str, str] | None = None
+        self,
+        upstream_url: str,
+        cpu: int,
+        workdir: Path,
+        settings: dict[str, str] | None = None,
+        extra_deployments: str = "",
     ) -> None:
         self.port = free_port()
         self.workdir = workdir
@@ -79,7 +84,7 @@ class Gateway:
             "[demo]\nenabled = false\n\n[[deployments]]\n"
             'id = "bench/echo"\nprovider = "bench"\nadapter = "openai_compat"\nmodel = "echo"\n'
             f'base_url = "{upstream_url}/v1"\napi_key = "bench-upstream-key"\n'
-            "price = { input = 0.15, output = 0.60 }\n"
+            "price = { input = 0.15, output = 0.60 }\n" + extra_deployments
         )
         # The caller's SWITCHYARD_* are dropped so a stray setting cannot skew a run; pass
         # settings to compare explicitly (--gateway-env).

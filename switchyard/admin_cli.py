@@ -137,6 +137,41 @@ def budgets_show(args: argparse.Namespace) -> None:
     _table(rows, ["SCOPE", "PERIOD", "START", "SPENT USD", "RESERVED USD", "CAP USD", "USED"])
 
 
+def usage_show(args: argparse.Namespace) -> None:
+    """One project's usage as its keys see it on GET /v1/usage (the admin API's copy)."""
+    report = _call(args, "GET", "/usage", params={"project": args.project, "period": args.period})
+    if args.json:
+        _print(args, report)
+        return
+    rows = []
+    for scope in report["scopes"]:
+        budgets = {b["period"]: b for b in scope["budgets"]}
+        for period, spend in scope["periods"].items():
+            budget = budgets.get(period)
+            if budget is None and period != "total":
+                continue
+            rate = (budget or scope)["burn"]["short"]["usd_per_hour"]
+            runs_out = budget["projected_exhaustion"] if budget and budget["before_period_end"] else "-"
+            rows.append(
+                [scope["scope"], period, spend["spent_usd"], budget["cap_usd"] if budget else "-",
+                 budget["headroom_usd"] if budget else "-", rate, runs_out or "-"]
+            )  # fmt: skip
+    _table(rows, ["SCOPE", "PERIOD", "SPENT USD", "CAP USD", "HEADROOM USD", "USD/H (SHORT)", "CAP RUNS OUT"])
+    if report["agents"]:
+        print()
+        _table(
+            [[a["agent"], a["requests"], a["prompt_tokens"] + a["completion_tokens"], a["cost_usd"], a["runs"]]
+             for a in report["agents"]],
+            ["AGENT", "REQUESTS", "TOKENS", "COST USD", "RUNS"],
+        )  # fmt: skip
+    if report["runs"]:
+        print()
+        _table(
+            [[r["run_id"], r["agent"] or "-", r["requests"], r["cost_usd"]] for r in report["runs"]],
+            ["RUN", "AGENT", "REQUESTS", "COST USD"],
+        )
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the tenancy commands on the `switchyard` parser."""
     common = argparse.ArgumentParser(add_help=False)
@@ -194,6 +229,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--project", default="")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=_command(budgets_show))
+
+    p = sub.add_parser(
+        "usage", help="a project's spend, caps, burn rates, projected exhaustion and agent roll-ups",
+        parents=[common],
+    )  # fmt: skip
+    p.add_argument("--project", required=True)
+    p.add_argument(
+        "--period", choices=["day", "month", "total"], default="month", help="of the agent roll-ups"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=_command(usage_show))
 
 
 def _command(fn: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], int]:

@@ -122,6 +122,7 @@ def permissions(role: str) -> Permissions | None:
                 f"{subjects.CANCEL_PREFIX}.*",
                 subjects.BUDGET_STATUS,
                 subjects.LEDGER_READ_REQUEST,  # GET /v1/requests/{id}: a typed read, no SQL
+                subjects.LEDGER_READ_USAGE,  # GET /v1/usage: a typed read of the caller's project
                 subjects.INGRESS_REFUSED,  # its own refusals, recorded by a router at no cost
                 lag,
                 *_kv_write(subjects.TENANCY_BUCKET),
@@ -148,6 +149,7 @@ def permissions(role: str) -> Permissions | None:
                 subjects.INVOKE,
                 subjects.PROVIDER_STAT_BATCH,
                 subjects.QUOTA_STATE,
+                subjects.BUDGET_PRESSURE,
                 subjects.INGRESS_REFUSED,
                 subjects.WORKER_BEAT,  # the liveness watch (services/router/liveness.py)
                 subjects.BUDGET_LEASE_REVOKE,  # budget leases to give back at once (a cap changed)
@@ -184,6 +186,7 @@ def permissions(role: str) -> Permissions | None:
                 own_inbox,
                 subjects.LEDGER_READ_REQUEST,
                 subjects.LEDGER_READ_SPEND,
+                subjects.LEDGER_READ_USAGE,
                 subjects.LEDGER_SQL,
                 subjects.LEDGER_FEED,
                 subjects.QUOTA_STATE,
@@ -197,6 +200,7 @@ def permissions(role: str) -> Permissions | None:
             publish=(
                 *common_pub,
                 subjects.QUOTA_STATE,
+                subjects.BUDGET_PRESSURE,  # the routers' downgrade policies (docs/routing.md)
                 subjects.BUDGET_ALERT,
                 subjects.BUDGET_JOURNAL,
                 subjects.BUDGET_LEASE_REVOKE,

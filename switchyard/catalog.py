@@ -19,6 +19,7 @@ from switchyard import provider_defaults
 from switchyard.config import (
     ConfigError,
     DeploymentConfig,
+    DowngradeConfig,
     HedgeConfig,
     PriceConfig,
     RuleConfig,
@@ -110,6 +111,7 @@ class Route:
     hedge: HedgeConfig | None = None  # the hedging policy (None: hedge only when a request asks)
     side_effects: bool = False  # never hedged nor answered from the response cache
     cache_ttl_s: float = 0.0  # the response cache's TTL (0: only requests that ask are cached)
+    downgrade: DowngradeConfig | None = None  # budget-aware downgrade (services/router/downgrade.py)
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,7 @@ def build_catalog(config: Mapping[str, Any], env: Mapping[str, str]) -> Catalog:
             hedge=route.hedge if route.hedge is not None and route.hedge.enabled else None,
             side_effects=route.side_effects,
             cache_ttl_s=route.cache.ttl_s if route.cache is not None and route.cache.enabled else 0.0,
+            downgrade=route.downgrade,
         )
     aliases = dict(document.aliases)
     catalog = Catalog(deployments=deployments, routes=routes, aliases=aliases)

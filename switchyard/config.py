@@ -154,6 +154,23 @@ class CacheConfig(Table):
     ttl_s: float = Field(default=300.0, gt=0, le=7 * 86400)
 
 
+class DowngradeConfig(Table):
+    """A route's downgrade policy (docs/routing.md, "Budget-aware downgrade"): once a budget of
+    a request's scope (its project, agent or key) has `at_pct` of its cap spent or held, the
+    route ranks its deployments by `strategy` (default cheapest: the weights move toward cost),
+    so work keeps flowing on cheaper deployments instead of being refused at 100 %."""
+
+    at_pct: float = Field(default=80.0, gt=0, le=100)
+    strategy: str = StrategyPreset.CHEAPEST
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        if not is_member(StrategyPreset, name):
+            raise ValueError(f"strategy {name!r} is not one of {', '.join(StrategyPreset)}")
+        return name
+
+
 class RouteConfig(Table):
     """One `[routes.<name>]` table."""
 
@@ -163,6 +180,7 @@ class RouteConfig(Table):
     weights: dict[str, float] | None = None
     hedge: HedgeConfig | None = None
     cache: CacheConfig | None = None
+    downgrade: DowngradeConfig | None = None
     # The route's requests act on the world (a tool call that books, a write): never run twice.
     side_effects: bool = False
 

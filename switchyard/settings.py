@@ -140,6 +140,13 @@ class Settings(BaseSettings):
     budget_reservation_grace_s: float = Field(default=10.0, ge=0)
     # POST every budget alert here (JSON), with retries; "" = events only.
     budget_webhook_url: str = ""
+    # Burn-rate alerts (docs/budgets.md): the spend rate over the short window projects when a
+    # cap runs out; it alerts when that is before the period ends and within the horizon, and
+    # the long window's rate agrees. The leader samples every budget's spend this often.
+    budget_burn_short_window_s: float = Field(default=3600.0, gt=0)
+    budget_burn_long_window_s: float = Field(default=21600.0, gt=0)
+    budget_burn_horizon_s: float = Field(default=86400.0, gt=0)
+    budget_burn_sample_s: float = Field(default=30.0, gt=0)
     # Budget leases (escrow, docs/budgets.md "Leases"): the authority grants each router a slice
     # of a scope's remaining headroom, which it admits requests from locally. A lease's admit
     # window; at most `share` of the headroom left, at most `max_requests` requests like the

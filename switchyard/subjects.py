@@ -10,6 +10,9 @@ INGRESS_REFUSED = "ingress.refused"
 ROUTER_QUEUE = "router"
 BUDGET_AUTHORIZE = "budget.authorize"  # router -> budget, queue group "budget"
 BUDGET_QUEUE = "budget"
+BUDGET_PRESSURE = (
+    "budget.pressure"  # budget leader -> routers: how full each budgeted scope is (JSON fan-out)
+)
 # router -> budget leader: renew a budget lease in the background, give leases back (docs/budgets.md)
 BUDGET_LEASE = "budget.lease"
 # budget leader -> every router (fan-out): a cap or limit changed, give these leases back
@@ -23,6 +26,7 @@ QUOTA_STATE = "quota.state"  # budget leader -> routers, ledger, dashboard: prov
 # Reads of the ledger (it owns the embedded store), protobuf request/reply (ledger.proto):
 LEDGER_READ_REQUEST = "ledger.read.request"  # ingress -> ledger: one request's row, in the caller's project
 LEDGER_READ_SPEND = "ledger.read.spend"  # budget -> ledger: the rebuild's spend snapshot
+LEDGER_READ_USAGE = "ledger.read.usage"  # ingress -> ledger: one project's spend and roll-ups (/v1/usage)
 # Free SQL (JSON), only for `switchyard sql` and analysts: admin token in the Authorization
 # header, checked by the ledger; run read-only and capped (docs/analyst-sql.md).
 LEDGER_SQL = "ledger.sql"
@@ -38,6 +42,7 @@ COMPLETION = "events.completion"
 BUDGET_ALERT = "events.budget.alert"
 LEDGER_DURABLE = "ledger"
 BUDGET_WEBHOOK_DURABLE = "budget-webhook"
+LEDGER_ALERTS_DURABLE = "ledger-alerts"  # the ledger's reader of events.budget.alert (budget_alerts table)
 # The budget leader's write-ahead journal of reservations, read back by its successor.
 BUDGET_JOURNAL_STREAM = "BUDGET_JOURNAL"
 BUDGET_JOURNAL = "budget.journal"

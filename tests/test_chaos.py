@@ -154,7 +154,8 @@ async def settle_and_check(
     failed = {o.request_id for o in errors if o.request_id in found}
     billed_as_ok = {rid for rid in failed if found[rid]["status"] == "ok"}
     if not answers_may_be_lost:
-        assert not billed_as_ok, f"requests the client saw fail, billed as ok: {sorted(billed_as_ok)[:5]}"
+        seen = sorted((o.request_id, o.code) for o in errors if o.request_id in billed_as_ok)
+        assert not billed_as_ok, f"requests the client saw fail, billed as ok: {seen[:5]}"
     # No duplicate insert, two ways: the raw rows (before a merge collapses them) and the
     # ledgers' own insert counters (which no merge can hide).
     raw = await ledger_sql(

@@ -38,6 +38,7 @@ from nats.nuid import NUID
 from prometheus_client import Counter, Gauge
 
 from switchyard import metrics, subjects, telemetry, units
+from switchyard.burn import BurnWindows
 from switchyard.bus import NATS_ERRORS, ensure_events_stream
 from switchyard.errors import ErrorCode
 from switchyard.pricing import format_usd
@@ -49,8 +50,10 @@ from switchyard.v1 import budget_pb2, events_pb2, ledger_pb2
 from . import escrow
 from .alerts import Crossing, alert_event, alert_id, alert_message
 from .authority import Authority, Verdict, candidates_of, lease_record
+from .burn_watch import watch as watch_burn_rates
 from .escrow import LeasePolicy
 from .lease import Lease
+from .pressure import publish as publish_pressure
 from .quotas import QuotaBook
 from .rebuild import rebuild, scope_rows, snapshot_query
 from .snapshot import JournalEntry, Snapshot, decode, encode, restore, take
@@ -78,6 +81,8 @@ PRUNE_EVERY_S = 60.0
 # How often the leader writes its state to the snapshot bucket: a successor replays at most the
 # completion events of this long (plus the lease TTL) before it serves.
 SNAPSHOT_EVERY_S = 2.0
+# What a snapshot was taken at: journal sequence, last settled event, open reservations.
+SnapshotMark = tuple[int, int, int, int]
 SNAPSHOT_KEY = "authority"
 # The journal header that says what a message is (absent: a reservation, an AuthorizeRequest).
 JOURNAL_KIND = "Switchyard-Journal"
@@ -96,8 +101,11 @@ def rebuild_wait_level(waited_s: float, tries: int) -> int:
     return logging.INFO if tries == 0 else logging.DEBUG
 
 
-# With no completion for this many 1 s fetches, check that the settlement reader still exists.
-SETTLE_PROBE_EVERY = 3
+# An idle settlement fetch waits this long (a completion that comes meanwhile is delivered at
+# once: this sets only how often an idle authority asks again); after this many empty fetches
+# in a row, it checks that the settlement reader still exists (every 3 s, as before).
+SETTLE_IDLE_FETCH_S = 3.0
+SETTLE_PROBE_EVERY = 1
 SETTLE_BATCH = 256
 # After a short pull, let completions gather this long before the next: a nats-py fetch returns
 # as soon as the server has delivered what it had, so pulling at once again cost a pull request
@@ -282,6 +290,10 @@ class BudgetService(BusService):
             self._term.append(asyncio.create_task(self._publish_quotas(authority), name="budget-quotas"))
         self._term.append(asyncio.create_task(self._expire(authority), name="budget-expire"))
         self._term.append(asyncio.create_task(self._snapshots(authority), name="budget-snapshots"))
+        self._term.append(asyncio.create_task(self._burn_rates(authority), name="budget-burn"))
+        self._term.append(
+            asyncio.create_task(publish_pressure(authority, self._send_pressure), name="budget-pressure")
+        )
         for crossing in authority.all_reached(now_ms()):  # alerts a crashed leader may have owed
             self._alerts.put_nowait(crossing)
         self.log.info(
@@ -309,27 +321,40 @@ class BudgetService(BusService):
     # --- snapshots ----------------------------------------------------------------------
 
     async def _snapshots(self, authority: Authority) -> None:
-        """Write the authority's state every SNAPSHOT_EVERY_S (at once after a takeover)."""
+        """Write the authority's state every SNAPSHOT_EVERY_S (at once after a takeover); an
+        idle authority, whose state has not moved since the last one, writes nothing."""
+        written: SnapshotMark | None = None
         while True:
             try:
-                await self._write_snapshot(authority)
+                written = await self._write_snapshot(authority, written)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS away, or a snapshot too large: log, the next tick tries again
                 self.log.warning("budget snapshot not written: %s", exc)
             await asyncio.sleep(SNAPSHOT_EVERY_S)
 
-    async def _write_snapshot(self, authority: Authority) -> None:
+    async def _write_snapshot(
+        self, authority: Authority, unless: SnapshotMark | None = None
+    ) -> SnapshotMark | None:
+        """Write a snapshot unless the state is still the one `unless` marks; the mark of what
+        is now stored (None: nothing written by this call, nor known)."""
         journal_seq = (await self.js.stream_info(subjects.BUDGET_JOURNAL_STREAM)).state.last_seq
         # From here to `take`, no await: the copy is exact at both positions (snapshot.py).
         if not self.lease.valid() or self.authority is not authority:
-            return  # not (or no longer) the leader: never overwrite a successor's snapshot
+            return None  # not (or no longer) the leader: never overwrite a successor's snapshot
         if self._settled_seq < self._exact_from:
-            return  # rebuilt from the ledger: settlement has not passed its recent ids yet
+            return None  # rebuilt from the ledger: settlement has not passed its recent ids yet
+        # Every change of the book is a journal write (reservations, lease grants and returns),
+        # a settled event (spend, releases, lease admissions) or an expiry (the reservation and
+        # lease counts): the same four, the same state.
+        mark = (journal_seq, self._settled_seq, len(authority.book.reservations), len(authority.leases))
+        if mark == unless:
+            return unless
         snapshot = take(
             authority.book, self._settled_seq, journal_seq, now_ms(), tuple(authority.leases.values())
         )
         await self.snapshot_kv.put(SNAPSHOT_KEY, encode(snapshot))
+        return mark
 
     async def _read_snapshot(self) -> Snapshot | None:
         try:
@@ -716,7 +741,7 @@ class BudgetService(BusService):
         try:
             while True:
                 try:
-                    msgs = await consumer.fetch(SETTLE_BATCH, timeout=1.0)
+                    msgs = await consumer.fetch(SETTLE_BATCH, timeout=SETTLE_IDLE_FETCH_S)
                     quiet = 0
                 except (FetchTimeoutError, NatsTimeoutError, TimeoutError):
                     quiet += 1
@@ -808,7 +833,8 @@ class BudgetService(BusService):
                 with contextlib.suppress(KeyNotFoundError):
                     await self.alerts_kv.get(key)
                     continue  # already alerted
-                event = alert_event(crossing, now_ms())
+                refused = self.authority.refusals.count(crossing) if self.authority else 0
+                event = alert_event(crossing, now_ms(), refused)
                 await self.js.publish(
                     subjects.BUDGET_ALERT, event.SerializeToString(), headers={"Nats-Msg-Id": key}, timeout=5
                 )
@@ -821,6 +847,15 @@ class BudgetService(BusService):
                 self.log.warning("alert %s not sent yet (%s): retrying", key, exc)
                 await asyncio.sleep(1.0)
                 self._alerts.put_nowait(crossing)
+
+    async def _send_pressure(self, data: bytes) -> None:
+        await self.bus.publish(subjects.BUDGET_PRESSURE, data)
+
+    async def _burn_rates(self, authority: Authority) -> None:
+        s = self.settings
+        short = s.budget_burn_short_window_s
+        windows = BurnWindows(short, max(short, s.budget_burn_long_window_s), s.budget_burn_horizon_s)
+        await watch_burn_rates(authority, windows, s.budget_burn_sample_s, self._alerts.put_nowait)
 
     # --- stop ---------------------------------------------------------------------------
 

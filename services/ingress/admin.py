@@ -135,6 +135,8 @@ class AdminApi:
         self.view = view
         self.kv: KeyValue | None = None
         self.nc: NATS | None = None
+        # GET /usage: the ingress's usage reader (services/ingress/usage.py), given by the app.
+        self.read_usage: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None
 
     def bind(self, nc: NATS, kv: KeyValue) -> None:
         self.nc = nc
@@ -173,6 +175,7 @@ class AdminApi:
             Route(f"{PREFIX}/budgets", g(self.set_budget), methods=["PUT"]),
             Route(f"{PREFIX}/budgets", g(self.delete_budget), methods=["DELETE"]),
             Route(f"{PREFIX}/spend", g(self.spend), methods=["GET"]),
+            Route(f"{PREFIX}/usage", g(self.usage), methods=["GET"]),
         ]
 
     def _guard(self, handler: Handler) -> Handler:
@@ -445,6 +448,16 @@ class AdminApi:
         scope, scope_id, period = q.get("scope", ""), q.get("scope_id", ""), q.get("period", "")
         await self._delete(budget_kv_key(scope, scope_id, period), f"{period} budget on {scope}:{scope_id}")
         return _json({"deleted": f"{scope}:{scope_id}:{period}"})
+
+    async def usage(self, http: Request) -> Response:
+        """Any project's usage report, as its own keys read it on GET /v1/usage."""
+        project_id = http.query_params.get("project", "")
+        if not project_id:
+            raise GatewayError(ErrorCode.INVALID_REQUEST, "project is required", param="project")
+        self._project(project_id)  # 404 for an unknown project
+        if self.read_usage is None:
+            raise GatewayError(ErrorCode.UNAVAILABLE, "the admin API is starting", retry_after_s=1)
+        return _json(await self.read_usage(project_id, http.query_params.get("period", "month")))
 
     async def spend(self, http: Request) -> Response:
         """Spend against caps, as the budget authority counts it right now."""

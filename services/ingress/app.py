@@ -34,7 +34,7 @@ from switchyard.tenancy_store import load_or_create_admin_token
 from switchyard.v1 import invoke_pb2, ledger_pb2
 from switchyard.vocab import Status
 
-from . import admin, anthropic_api, auth, hints, openai_api
+from . import admin, anthropic_api, auth, hints, openai_api, usage
 from .api_kit import HttpApi, Parsed, StreamRenderer
 from .client import GatewayClient
 from .dialects import (
@@ -92,6 +92,9 @@ class Ingress:
         self.auth = auth.Authenticator(settings)
         self.admin_token = ""
         self.admin = admin.AdminApi(lambda: self.admin_token, self.auth.view)
+        self.admin.read_usage = lambda project, period: usage.read_usage(
+            self.client.nc, self.settings, project, period
+        )
         self.responses = ResponsesEndpoints(self, RESPONSES)  # stored responses (KV)
         self.app = Starlette(
             # Header limits first (they need no identity), then API-key authentication, and
@@ -114,6 +117,7 @@ class Ingress:
                 Route("/v1/models", self.list_models, methods=["GET"]),
                 Route("/v1/models/{model:path}", self.get_model, methods=["GET"]),
                 Route("/v1/requests/{request_id}", self.get_request, methods=["GET"]),
+                Route("/v1/usage", self.get_usage, methods=["GET"]),
                 Route("/openapi.json", self.openapi, methods=["GET"]),
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/readyz", self.readyz, methods=["GET"]),
@@ -386,6 +390,23 @@ class Ingress:
         if not result.found:
             raise GatewayError(ErrorCode.NOT_FOUND, f"no ledger row for {request_id} (yet)")
         return JSONResponse(request_row_json(result.request))
+
+    async def get_usage(self, http: Request) -> Response:
+        """The caller's project's spend, caps, burn rates and agent roll-ups (services/ingress/
+        usage.py). A key reads its own project only: naming another one is a 403."""
+        identity = self.identity(http.headers)
+        if identity is ANONYMOUS and self.settings.auth_required:
+            raise GatewayError(ErrorCode.UNAUTHORIZED, "missing API key")
+        asked = http.query_params.get("project", identity.project_id)
+        if asked != identity.project_id:
+            raise GatewayError(
+                ErrorCode.PERMISSION_DENIED,
+                f"this API key reads the usage of project {identity.project_id} only, not {asked}",
+            )
+        period = http.query_params.get("period", "month")
+        return JSONResponse(
+            await usage.read_usage(self.client.nc, self.settings, identity.project_id, period)
+        )
 
     async def healthz(self, http: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -24,6 +24,7 @@ gRPC calls pass the same admission (shared `Overload`) in grpc_edge.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -40,6 +41,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("switchyard.ingress.edge")
 
+# While idle with an empty backlog, the ledger lag is read this often (or when a request comes).
+LAG_QUIET_POLL_S = 15.0
 NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 
@@ -56,11 +59,30 @@ class EdgeLimits:
 class Overload:
     """What the shedder looks at: requests admitted and not yet answered (HTTP and gRPC alike)
     and the ledger consumer's lag (kept current by `poll_ledger_lag`; None = unknown for longer
-    than the grace, which sheds like a lag over the limit)."""
+    than the grace, which sheds like a lag over the limit).
+
+    Reading `ledger_lag` also marks it as consulted: the poller keeps it fresh while requests
+    look at it and rests while none do (an idle gateway should not ask NATS every second)."""
 
     def __init__(self) -> None:
         self.in_flight = 0
-        self.ledger_lag: int | None = 0
+        self._ledger_lag: int | None = 0
+        self.consulted = asyncio.Event()
+
+    @property
+    def ledger_lag(self) -> int | None:
+        if not self.consulted.is_set():
+            self.consulted.set()
+        return self._ledger_lag
+
+    @ledger_lag.setter
+    def ledger_lag(self, value: int | None) -> None:
+        self._ledger_lag = value
+
+    @property
+    def polled_lag(self) -> int | None:
+        """The lag as last read, without marking it consulted (for the poller itself)."""
+        return self._ledger_lag
 
 
 async def _reject(
@@ -278,21 +300,30 @@ async def poll_ledger_lag(
     durable: str,
     grace_s: float = 30.0,
     interval_s: float = 1.0,
+    quiet_interval_s: float = LAG_QUIET_POLL_S,
 ) -> None:
-    """Keep `overload.ledger_lag` current: events the ledger has not yet taken or acked."""
+    """Keep `overload.ledger_lag` current: events the ledger has not yet taken or acked.
+
+    Every `interval_s` while requests consult it or the last reading was not a clean zero;
+    while the gateway is idle with an empty backlog, every `quiet_interval_s`, or at once when
+    a request next consults it (that request is judged on a reading at most that old, which
+    said the backlog was empty, and the grace is longer)."""
     reading = LagReading(grace_s, time.monotonic())
     while True:
+        overload.consulted.clear()
+        clean = False  # read, and nothing waiting
         try:
             info = await js.consumer_info(stream, durable)
-            if overload.ledger_lag is None:
+            if overload.polled_lag is None:
                 log.warning("the ledger's backlog is readable again: no longer shedding on it")
             overload.ledger_lag = reading.ok(info.num_pending + info.num_ack_pending, time.monotonic())
+            clean = overload.polled_lag == 0
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # no ledger consumer yet, or NATS reconnecting
-            was_known = overload.ledger_lag is not None
+            was_known = overload.polled_lag is not None
             overload.ledger_lag = reading.failed(time.monotonic())
-            if was_known and overload.ledger_lag is None:
+            if was_known and overload.polled_lag is None:
                 log.warning(
                     "the ledger's backlog has been unreadable for %gs (%s): shedding new requests "
                     "until it can be read",
@@ -300,3 +331,6 @@ async def poll_ledger_lag(
                     type(exc).__name__,
                 )
         await asyncio.sleep(interval_s)
+        if clean and not overload.consulted.is_set():  # idle: rest until a request looks
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(overload.consulted.wait(), max(quiet_interval_s - interval_s, 0.0))

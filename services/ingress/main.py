@@ -9,6 +9,7 @@ import sys
 import uvicorn
 
 from switchyard.logs import UVICORN_LOGGING, setup_logging
+from switchyard.quiet_server import QuietServer
 from switchyard.settings import load_settings
 from switchyard.telemetry import setup_tracing
 
@@ -47,7 +48,7 @@ def main() -> None:
     DrainingServer(config, ingress).run()
 
 
-class DrainingServer(uvicorn.Server):
+class DrainingServer(QuietServer):
     """uvicorn's server, telling the ingress when its drain starts (readiness off, and the
     refusal of what is still held once `ingress_drain` has passed)."""
 

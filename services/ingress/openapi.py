@@ -212,6 +212,12 @@ def _admin_paths(ref: dict[type[BaseModel], str]) -> dict[str, Any]:
         f"{p}/spend": {
             "get": op("Spend against caps, as the authority counts it", params=(query("project"),))
         },
+        f"{p}/usage": {
+            "get": op(
+                "Any project's usage report (as GET /v1/usage)",
+                params=(query("project", required=True), query("period")),
+            )
+        },
     }
 
 
@@ -455,6 +461,41 @@ def openapi_document() -> dict[str, Any]:
                             "404": "No row for this id (yet).",
                             "500": "The ledger query failed.",
                             "503": "The ledger did not answer.",
+                        },
+                    ),
+                },
+            }
+        },
+        "/v1/usage": {
+            "get": {
+                "summary": "The caller's project's spend, caps, headroom, burn rates, projected "
+                "exhaustion and roll-ups per agent and run (docs/budgets.md)",
+                "parameters": [
+                    {
+                        "name": "period",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["day", "month", "total"], "default": "month"},
+                    },
+                    {
+                        "name": "project",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only the key's own project may be named.",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The usage report.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **_errors(
+                        ref[native.NativeErrorResponse],
+                        {
+                            "400": "An unknown period.",
+                            "403": "Another project's usage.",
+                            "503": "The budget authority or the ledger did not answer.",
                         },
                     ),
                 },

@@ -34,6 +34,7 @@ from switchyard.tenancy_store import load_or_create_admin_token
 from switchyard.v1 import events_pb2, ledger_pb2
 
 from . import reads
+from .alerts import AlertRecorder
 from .analyst import RefusedSql, SqlCaps
 from .batching import BatchWindow
 from .consumer import ensure_consumer
@@ -43,9 +44,12 @@ from .rows import ATTEMPT_COLUMNS, REQUEST_COLUMNS, attempt_rows, feed_item, req
 from .store import AnalystReader, LedgerStore
 
 tracer = telemetry.tracer("switchyard.ledger")
-# How long an idle fetch waits for the first event of a batch before looping (checks stop).
-IDLE_FETCH_S = 1.0
-LAG_POLL_S = 1.0
+# How long an idle fetch waits for the first event of a batch before asking again. An event
+# published meanwhile is delivered at once (the pull stays open on the server), so this sets
+# only how often an idle ledger wakes itself and NATS; stopping interrupts it (`drain`).
+IDLE_FETCH_S = 5.0
+# The consumer's lag for /metrics (the ingress reads its own for shedding, edge.py).
+LAG_POLL_S = 5.0
 
 
 def _json_default(value: Any) -> Any:
@@ -96,6 +100,7 @@ class Ledger(BusService):
         self._consumer: asyncio.Task[None] | None = None
         self._lag: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._idle_fetch = False
         self.dashboard: DashboardServer | None = None
         # Stored, not yet acknowledged (one ack per batch: `_ack_stored`).
         self._unacked: list[Msg] = []
@@ -129,11 +134,14 @@ class Ledger(BusService):
         for subject, handler in (
             (subjects.LEDGER_READ_REQUEST, self._on_request_lookup),
             (subjects.LEDGER_READ_SPEND, self._on_spend_snapshot),
+            (subjects.LEDGER_READ_USAGE, self._on_usage),
             (subjects.LEDGER_SQL, self._on_sql),
         ):
             await nc.subscribe(subject, queue=subjects.LEDGER_QUERY_QUEUE, cb=handler)
         self.quotas = QuotaRecorder(nc, self.store, self.settings.ledger_quota_sample_s)
         await self.quotas.start()
+        self.alerts = AlertRecorder(nc, self.store)
+        await self.alerts.start()
         self.dashboard = DashboardServer(settings, self.store, nc)
         try:
             await self.dashboard.start()
@@ -177,6 +185,7 @@ class Ledger(BusService):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), pull.pause_s)
             try:
+                self._idle_fetch = not msgs  # nothing gathered yet: `drain` may cut this wait short
                 got = await self._psub.fetch(pull.count, timeout=pull.wait_s)
             except (FetchTimeoutError, NatsTimeoutError, TimeoutError):
                 if msgs:
@@ -189,6 +198,8 @@ class Ledger(BusService):
                     break
                 await asyncio.sleep(0.5)
                 continue
+            finally:
+                self._idle_fetch = False
             msgs.extend(got)
             window.add(len(got), pull.count, time.monotonic())
         return msgs
@@ -349,6 +360,26 @@ class Ledger(BusService):
             )
         await msg.respond(reply.SerializeToString())
 
+    async def _on_usage(self, msg: Msg) -> None:
+        """ledger.read.usage: one project's spend and agent roll-ups (GET /v1/usage)."""
+        reply = await self.usage(msg.data)
+        await msg.respond(reply.SerializeToString())
+
+    async def usage(self, data: bytes) -> ledger_pb2.UsageReply:
+        try:
+            ask = ledger_pb2.UsageQuery.FromString(data)
+        except DecodeError:
+            ask = ledger_pb2.UsageQuery()
+        if not ask.project_id:
+            return ledger_pb2.UsageReply(error=_error("invalid_argument", "project_id is required"))
+        try:
+            scopes, agents = [
+                await self._read("usage", sql, params) for sql, params in reads.usage_queries(ask)
+            ]
+        except StoreReadError:
+            return ledger_pb2.UsageReply(error=_error("unavailable", "the ledger could not read the usage"))
+        return reads.usage_reply(scopes, agents)
+
     def _is_admin(self, msg: Msg) -> bool:
         given = (msg.headers or {}).get("Authorization", "").removeprefix("Bearer ").strip()
         return bool(self.admin_token) and hmac.compare_digest(given.encode(), self.admin_token.encode())
@@ -392,7 +423,12 @@ class Ledger(BusService):
 
     async def drain(self) -> None:
         self._stopping.set()
+        if self._idle_fetch and self._consumer:
+            # Waiting for a first event, holding none: stop now rather than at the fetch's end
+            # (anything delivered in this instant is unacked, so redelivered, and deduped).
+            self._consumer.cancel()
         await self.quotas.stop()
+        await self.alerts.stop()
         if self.dashboard:
             await self.dashboard.stop()
         for task in (self._consumer, self._lag):

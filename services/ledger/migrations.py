@@ -255,6 +255,53 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        9,
+        "budget alerts: thresholds, refusing caps and burn rates, as the budget authority sent them",
+        [
+            # One row per alert id (the authority sends each once per budget, period, cap and
+            # kind); the recorder skips ids already stored, ReplacingMergeTree folds the rest.
+            """
+            CREATE TABLE IF NOT EXISTS budget_alerts (
+                alert_id String,
+                ts DateTime64(3, 'UTC'),
+                kind LowCardinality(String),
+                scope_kind LowCardinality(String),
+                scope_id String,
+                project_id LowCardinality(String),
+                period LowCardinality(String),
+                period_start String,
+                threshold_pct UInt16,
+                cap_usd Decimal(20, 10),
+                spent_usd Decimal(20, 10),
+                reserved_usd Decimal(20, 10),
+                refused_usd Decimal(20, 10),
+                refused_count UInt64,
+                window_s Float64,
+                rate_usd_per_hour Decimal(20, 10),
+                long_window_s Float64,
+                long_rate_usd_per_hour Decimal(20, 10),
+                projected_at Nullable(DateTime64(3, 'UTC')),
+                period_end Nullable(DateTime64(3, 'UTC')),
+                message String,
+                inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)
+            )
+            ENGINE = ReplacingMergeTree(inserted_at)
+            PARTITION BY toYYYYMM(ts)
+            ORDER BY (project_id, alert_id)
+            """,
+        ],
+    ),
+    (
+        10,
+        "what a budget-aware downgrade saved against the route's undowngraded choice",
+        [
+            # docs/routing.md, "Budget-aware downgrade": the bill scaled by the router's cost
+            # estimates of the undowngraded and the serving deployment, less the bill.
+            "ALTER TABLE requests ADD COLUMN IF NOT EXISTS downgrade_saved_usd Decimal(20, 10) DEFAULT 0 "
+            "AFTER cost_saved_usd",
+        ],
+    ),
 ]
 
 # The rollup's key and summed columns, in table order (reconciliation compares them).
@@ -310,6 +357,7 @@ RETENTION = [
     ("attempts", "ts", "raw"),
     ("requests_by_minute", "minute", "rollup"),
     ("quota_usage", "ts", "raw"),  # provider-quota samples (docs/quotas.md) age out like raw rows
+    ("budget_alerts", "ts", "rollup"),  # few rows, read beside the rollups: kept as long
 ]
 
 

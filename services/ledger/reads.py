@@ -125,3 +125,80 @@ def spend_snapshot(
             recent_request_ids=list(row["recent"] or []),
         )
     return snapshot
+
+
+# One project's spend per (agent, key): by period and within the burn-rate windows.
+USAGE_SCOPES_SQL = """
+SELECT agent_id, key_id,
+       toString(sumIf(cost_usd, ts >= fromUnixTimestamp64Milli({day_start:Int64}, 'UTC'))) AS day,
+       toString(sumIf(cost_usd, ts >= fromUnixTimestamp64Milli({month_start:Int64}, 'UTC'))) AS month,
+       toString(sum(cost_usd)) AS total,
+       toString(sumIf(cost_usd, ts >= fromUnixTimestamp64Milli({short_since:Int64}, 'UTC'))) AS short,
+       toString(sumIf(cost_usd, ts >= fromUnixTimestamp64Milli({long_since:Int64}, 'UTC'))) AS long
+FROM requests FINAL
+WHERE project_id = {project:String}
+GROUP BY agent_id, key_id
+"""
+
+# The roll-up agent builders ask for: per agent (the key's, else metadata `agent`) and run.
+USAGE_AGENTS_SQL = """
+SELECT if(agent_id != '', agent_id, metadata['agent']) AS agent, metadata['run_id'] AS run_id,
+       count() AS requests, sum(prompt_tokens) AS prompt_tokens,
+       sum(completion_tokens) AS completion_tokens, toString(sum(cost_usd)) AS cost,
+       toUnixTimestamp64Milli(min(ts)) AS first_ms, toUnixTimestamp64Milli(max(ts)) AS last_ms
+FROM requests FINAL
+WHERE project_id = {project:String} AND ts >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+  AND (agent != '' OR run_id != '')
+GROUP BY agent, run_id
+ORDER BY sum(cost_usd) DESC, agent, run_id
+LIMIT 500
+"""
+
+
+def usage_queries(ask: ledger_pb2.UsageQuery) -> list[tuple[str, dict[str, Any]]]:
+    """The two queries of a usage read, both confined to the asking project."""
+    return [
+        (
+            USAGE_SCOPES_SQL,
+            {
+                "project": ask.project_id,
+                "day_start": ask.day_start_unix_ms,
+                "month_start": ask.month_start_unix_ms,
+                "short_since": ask.short_since_unix_ms,
+                "long_since": ask.long_since_unix_ms,
+            },
+        ),
+        (USAGE_AGENTS_SQL, {"project": ask.project_id, "since": ask.since_unix_ms}),
+    ]
+
+
+def usage_reply(
+    scopes: tuple[list[str], Sequence[Sequence[Any]]], agents: tuple[list[str], Sequence[Sequence[Any]]]
+) -> ledger_pb2.UsageReply:
+    reply = ledger_pb2.UsageReply()
+    columns, rows = scopes
+    for values in rows:
+        row = dict(zip(columns, values, strict=True))
+        reply.scopes.add(
+            agent_id=row["agent_id"],
+            key_id=row["key_id"],
+            day_usd=str(row["day"] or "0"),
+            month_usd=str(row["month"] or "0"),
+            total_usd=str(row["total"] or "0"),
+            short_usd=str(row["short"] or "0"),
+            long_usd=str(row["long"] or "0"),
+        )
+    columns, rows = agents
+    for values in rows:
+        row = dict(zip(columns, values, strict=True))
+        reply.agents.add(
+            agent=row["agent"] or "",
+            run_id=row["run_id"] or "",
+            requests=int(row["requests"]),
+            prompt_tokens=int(row["prompt_tokens"] or 0),
+            completion_tokens=int(row["completion_tokens"] or 0),
+            cost_usd=str(row["cost"] or "0"),
+            first_unix_ms=int(row["first_ms"] or 0),
+            last_unix_ms=int(row["last_ms"] or 0),
+        )
+    return reply

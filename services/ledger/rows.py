@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from switchyard import ledger_json
+from switchyard.downgrades import saved_usd
 from switchyard.v1 import events_pb2, invoke_pb2
 from switchyard.vocab import finish_reason_text, status_text
 
@@ -17,7 +18,7 @@ REQUEST_COLUMNS = [
     "requested_model", "planned_provider", "planned_model", "planned_deployment_id", "provider",
     "model", "deployment_id", "status", "error_code", "error_message", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens",
     "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "cost_usd", "latency_ms", "ttft_ms", "overhead_ms", "stream", "attempt_count", "failovers",
-    "attempts", "rationale", "trace_id", "metadata", "reservation_id", "cache_hit", "cost_saved_usd",
+    "attempts", "rationale", "trace_id", "metadata", "reservation_id", "cache_hit", "cost_saved_usd", "downgrade_saved_usd",
 ]  # fmt: skip
 
 ATTEMPT_COLUMNS = [
@@ -101,6 +102,9 @@ def request_record(event: events_pb2.Completion) -> dict[str, Any]:
         "reservation_id": event.reservation_id,
         "cache_hit": event.cache_hit,
         "cost_saved_usd": Decimal(event.cost_saved_usd or "0"),
+        "downgrade_saved_usd": saved_usd(
+            event.rationale, event.deployment_id, Decimal(event.cost_usd or "0")
+        ),
     }
 
 

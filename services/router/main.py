@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import time
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
@@ -38,6 +40,7 @@ from switchyard.tokens import tokenizer_for, warm_up
 from switchyard.v1 import budget_pb2, events_pb2, invoke_pb2, liveness_pb2
 from switchyard.vocab import Status
 
+from . import downgrade
 from .answers import CachedAnswers
 from .escrow import Escrow, RouterLease, ScopeKey
 from .health import HealthBook, Sample
@@ -55,7 +58,7 @@ from .ranking import (
 )
 from .reservation import DEFAULT_MAX_OUTPUT_TOKENS, chain_holds, hedged_holds, serving, worst_cases
 from .rules import features_of, first_match
-from .strategy import choose_weights
+from .strategy import choose_weights, preset
 from .tuning import tuning_from_config
 
 tracer = telemetry.tracer("switchyard.router")
@@ -101,6 +104,7 @@ class Router(BusService):
         self.health = HealthBook(self.tuning)
         self.inflight = Inflight()
         self.quotas = QuotaView()
+        self.pressure = downgrade.PressureView()  # budget.pressure: how full each scope is
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self.liveness = LivenessBook(self.settings.worker_lost_after_s)
         self._watch: asyncio.Task[None] | None = None
@@ -141,6 +145,7 @@ class Router(BusService):
         # Fan-out (no queue group): every router learns from every worker's samples.
         self._stats_sub = await nc.subscribe(subjects.PROVIDER_STAT_BATCH, cb=self._on_stats)
         self._quota_sub = await nc.subscribe(subjects.QUOTA_STATE, cb=self._on_quota_state)
+        self._pressure_sub = await nc.subscribe(subjects.BUDGET_PRESSURE, cb=self._on_pressure)
         self._beat_sub = await nc.subscribe(subjects.WORKER_BEAT, cb=self._on_beat)
         self._revoke_sub = await nc.subscribe(subjects.BUDGET_LEASE_REVOKE, cb=self._on_lease_revoke)
         self._watch = asyncio.create_task(self._watch_workers(), name="router-liveness")
@@ -278,6 +283,10 @@ class Router(BusService):
             metadata=report.metadata,
         )
         self._reject(request, invoke_pb2.Error(code=report.error_code, message=report.error_message))
+
+    async def _on_pressure(self, msg: Msg) -> None:
+        with contextlib.suppress(orjson.JSONDecodeError, AttributeError):  # a reading: skip a bad one
+            self.pressure.update(orjson.loads(msg.data), time.monotonic())
 
     async def _on_quota_state(self, msg: Msg) -> None:
         try:
@@ -430,17 +439,25 @@ class Router(BusService):
             )
             for dep in candidates
         }
-        ranked = rank(
+        ranking = functools.partial(
+            rank,
             route_name,
             candidates,
             states,
-            weights,
-            strategy=strategy_name,
             prompt_tokens=features.prompt_tokens,
             expected_output=expected_output_tokens(request.max_tokens, self.tuning.expected_output_tokens),
             latency_floor_ms=self.tuning.latency_floor_ms,
             rule=rule.name if rule else "",
         )
+        ranked = ranking(weights, strategy=strategy_name)
+        trigger = self.pressure.triggered(self.catalog.route(route_name), request, now)
+        if trigger is not None:  # budget-aware downgrade (services/router/downgrade.py)
+            downgraded = downgrade.cheaper(
+                ranking(preset(trigger.strategy), strategy=trigger.strategy), ranked
+            )
+            if downgraded is not None:
+                downgrade.note(downgraded.rationale, trigger, ranked.rationale)
+                ranked = downgraded
         return route_name, features.prompt_tokens, ranked
 
     async def route(self, request: invoke_pb2.InvokeRequest) -> invoke_pb2.Dispatch:
@@ -701,6 +718,7 @@ class Router(BusService):
         await self._sub.unsubscribe()
         await self._stats_sub.unsubscribe()
         await self._quota_sub.unsubscribe()
+        await self._pressure_sub.unsubscribe()
         await self._refused_sub.unsubscribe()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.drain_timeout_s)

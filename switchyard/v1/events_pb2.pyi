@@ -137,7 +137,7 @@ class ProviderRateLimits(_message.Message):
     def __init__(self, requests_limit: _Optional[int] = ..., requests_remaining: _Optional[int] = ..., requests_reset_ms: _Optional[float] = ..., tokens_limit: _Optional[int] = ..., tokens_remaining: _Optional[int] = ..., tokens_reset_ms: _Optional[float] = ..., input_tokens_remaining: _Optional[int] = ..., input_tokens_reset_ms: _Optional[float] = ..., output_tokens_remaining: _Optional[int] = ..., output_tokens_reset_ms: _Optional[float] = ...) -> None: ...
 
 class BudgetAlert(_message.Message):
-    __slots__ = ("scope_kind", "scope_id", "period", "period_start", "threshold_pct", "spent_usd", "cap_usd", "ts_unix_ms", "project_id", "kind", "reserved_usd", "refused_usd")
+    __slots__ = ("scope_kind", "scope_id", "period", "period_start", "threshold_pct", "spent_usd", "cap_usd", "ts_unix_ms", "project_id", "kind", "reserved_usd", "refused_usd", "refused_count", "window_ms", "rate_usd_per_hour", "projected_unix_ms", "long_window_ms", "long_rate_usd_per_hour", "period_end_unix_ms", "message")
     SCOPE_KIND_FIELD_NUMBER: _ClassVar[int]
     SCOPE_ID_FIELD_NUMBER: _ClassVar[int]
     PERIOD_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +150,14 @@ class BudgetAlert(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     RESERVED_USD_FIELD_NUMBER: _ClassVar[int]
     REFUSED_USD_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_MS_FIELD_NUMBER: _ClassVar[int]
+    RATE_USD_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    PROJECTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LONG_WINDOW_MS_FIELD_NUMBER: _ClassVar[int]
+    LONG_RATE_USD_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_END_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
     scope_kind: str
     scope_id: str
     period: str
@@ -162,4 +170,12 @@ class BudgetAlert(_message.Message):
     kind: str
     reserved_usd: str
     refused_usd: str
-    def __init__(self, scope_kind: _Optional[str] = ..., scope_id: _Optional[str] = ..., period: _Optional[str] = ..., period_start: _Optional[str] = ..., threshold_pct: _Optional[int] = ..., spent_usd: _Optional[str] = ..., cap_usd: _Optional[str] = ..., ts_unix_ms: _Optional[int] = ..., project_id: _Optional[str] = ..., kind: _Optional[str] = ..., reserved_usd: _Optional[str] = ..., refused_usd: _Optional[str] = ...) -> None: ...
+    refused_count: int
+    window_ms: int
+    rate_usd_per_hour: str
+    projected_unix_ms: int
+    long_window_ms: int
+    long_rate_usd_per_hour: str
+    period_end_unix_ms: int
+    message: str
+    def __init__(self, scope_kind: _Optional[str] = ..., scope_id: _Optional[str] = ..., period: _Optional[str] = ..., period_start: _Optional[str] = ..., threshold_pct: _Optional[int] = ..., spent_usd: _Optional[str] = ..., cap_usd: _Optional[str] = ..., ts_unix_ms: _Optional[int] = ..., project_id: _Optional[str] = ..., kind: _Optional[str] = ..., reserved_usd: _Optional[str] = ..., refused_usd: _Optional[str] = ..., refused_count: _Optional[int] = ..., window_ms: _Optional[int] = ..., rate_usd_per_hour: _Optional[str] = ..., projected_unix_ms: _Optional[int] = ..., long_window_ms: _Optional[int] = ..., long_rate_usd_per_hour: _Optional[str] = ..., period_end_unix_ms: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...

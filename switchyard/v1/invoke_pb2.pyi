@@ -430,7 +430,7 @@ class CandidateScore(_message.Message):
     def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., latency_ms: _Optional[float] = ..., est_cost_usd: _Optional[float] = ..., quality: _Optional[float] = ..., latency_score: _Optional[float] = ..., cost_score: _Optional[float] = ..., quality_score: _Optional[float] = ..., total: _Optional[float] = ..., eligible: _Optional[bool] = ..., excluded_reason: _Optional[str] = ..., error_rate: _Optional[float] = ..., inflight: _Optional[int] = ..., breaker: _Optional[str] = ..., latency_source: _Optional[str] = ..., quota_headroom: _Optional[float] = ..., quota_wait_ms: _Optional[float] = ...) -> None: ...
 
 class Rationale(_message.Message):
-    __slots__ = ("route", "rule", "strategy", "weight_latency", "weight_cost", "weight_quality", "candidates", "winner", "reason", "decision_ms", "chain", "decided_by", "prompt_tokens_est", "expected_output_tokens", "hedge")
+    __slots__ = ("route", "rule", "strategy", "weight_latency", "weight_cost", "weight_quality", "candidates", "winner", "reason", "decision_ms", "chain", "decided_by", "prompt_tokens_est", "expected_output_tokens", "hedge", "downgrade", "undowngraded_winner", "undowngraded_est_cost_usd")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -446,6 +446,9 @@ class Rationale(_message.Message):
     PROMPT_TOKENS_EST_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     HEDGE_FIELD_NUMBER: _ClassVar[int]
+    DOWNGRADE_FIELD_NUMBER: _ClassVar[int]
+    UNDOWNGRADED_WINNER_FIELD_NUMBER: _ClassVar[int]
+    UNDOWNGRADED_EST_COST_USD_FIELD_NUMBER: _ClassVar[int]
     route: str
     rule: str
     strategy: str
@@ -461,7 +464,10 @@ class Rationale(_message.Message):
     prompt_tokens_est: int
     expected_output_tokens: int
     hedge: HedgeNote
-    def __init__(self, route: _Optional[str] = ..., rule: _Optional[str] = ..., strategy: _Optional[str] = ..., weight_latency: _Optional[float] = ..., weight_cost: _Optional[float] = ..., weight_quality: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., winner: _Optional[str] = ..., reason: _Optional[str] = ..., decision_ms: _Optional[float] = ..., chain: _Optional[_Iterable[str]] = ..., decided_by: _Optional[str] = ..., prompt_tokens_est: _Optional[int] = ..., expected_output_tokens: _Optional[int] = ..., hedge: _Optional[_Union[HedgeNote, _Mapping]] = ...) -> None: ...
+    downgrade: str
+    undowngraded_winner: str
+    undowngraded_est_cost_usd: float
+    def __init__(self, route: _Optional[str] = ..., rule: _Optional[str] = ..., strategy: _Optional[str] = ..., weight_latency: _Optional[float] = ..., weight_cost: _Optional[float] = ..., weight_quality: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., winner: _Optional[str] = ..., reason: _Optional[str] = ..., decision_ms: _Optional[float] = ..., chain: _Optional[_Iterable[str]] = ..., decided_by: _Optional[str] = ..., prompt_tokens_est: _Optional[int] = ..., expected_output_tokens: _Optional[int] = ..., hedge: _Optional[_Union[HedgeNote, _Mapping]] = ..., downgrade: _Optional[str] = ..., undowngraded_winner: _Optional[str] = ..., undowngraded_est_cost_usd: _Optional[float] = ...) -> None: ...
 
 class HedgeNote(_message.Message):
     __slots__ = ("armed", "delay_ms", "delay_source", "skipped", "fired", "fired_after_ms", "target", "winner", "hedge_won")

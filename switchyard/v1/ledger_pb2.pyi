@@ -165,3 +165,67 @@ class SpendSnapshot(_message.Message):
     scopes: _containers.RepeatedCompositeFieldContainer[ScopeSpend]
     stored_journal_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, error: _Optional[_Union[LedgerError, _Mapping]] = ..., scopes: _Optional[_Iterable[_Union[ScopeSpend, _Mapping]]] = ..., stored_journal_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UsageQuery(_message.Message):
+    __slots__ = ("project_id", "day_start_unix_ms", "month_start_unix_ms", "short_since_unix_ms", "long_since_unix_ms", "since_unix_ms")
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    DAY_START_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    MONTH_START_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    SHORT_SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LONG_SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    project_id: str
+    day_start_unix_ms: int
+    month_start_unix_ms: int
+    short_since_unix_ms: int
+    long_since_unix_ms: int
+    since_unix_ms: int
+    def __init__(self, project_id: _Optional[str] = ..., day_start_unix_ms: _Optional[int] = ..., month_start_unix_ms: _Optional[int] = ..., short_since_unix_ms: _Optional[int] = ..., long_since_unix_ms: _Optional[int] = ..., since_unix_ms: _Optional[int] = ...) -> None: ...
+
+class ScopeUsage(_message.Message):
+    __slots__ = ("agent_id", "key_id", "day_usd", "month_usd", "total_usd", "short_usd", "long_usd")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    DAY_USD_FIELD_NUMBER: _ClassVar[int]
+    MONTH_USD_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_USD_FIELD_NUMBER: _ClassVar[int]
+    SHORT_USD_FIELD_NUMBER: _ClassVar[int]
+    LONG_USD_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    key_id: str
+    day_usd: str
+    month_usd: str
+    total_usd: str
+    short_usd: str
+    long_usd: str
+    def __init__(self, agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., day_usd: _Optional[str] = ..., month_usd: _Optional[str] = ..., total_usd: _Optional[str] = ..., short_usd: _Optional[str] = ..., long_usd: _Optional[str] = ...) -> None: ...
+
+class AgentUsage(_message.Message):
+    __slots__ = ("agent", "run_id", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "first_unix_ms", "last_unix_ms")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    FIRST_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    run_id: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: str
+    first_unix_ms: int
+    last_unix_ms: int
+    def __init__(self, agent: _Optional[str] = ..., run_id: _Optional[str] = ..., requests: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., first_unix_ms: _Optional[int] = ..., last_unix_ms: _Optional[int] = ...) -> None: ...
+
+class UsageReply(_message.Message):
+    __slots__ = ("error", "scopes", "agents")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SCOPES_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    error: LedgerError
+    scopes: _containers.RepeatedCompositeFieldContainer[ScopeUsage]
+    agents: _containers.RepeatedCompositeFieldContainer[AgentUsage]
+    def __init__(self, error: _Optional[_Union[LedgerError, _Mapping]] = ..., scopes: _Optional[_Iterable[_Union[ScopeUsage, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[AgentUsage, _Mapping]]] = ...) -> None: ...

@@ -45,9 +45,17 @@ def error(code: str, message: str, status: int) -> JSONResponse:
 class Dashboard:
     """Routes over a query function (the store) and a caps function (the budget authority)."""
 
-    def __init__(self, query: Query, caps: Caps, hub: FeedHub, clock: Callable[[], datetime] | None = None):
+    def __init__(
+        self,
+        query: Query,
+        caps: Caps,
+        hub: FeedHub,
+        clock: Callable[[], datetime] | None = None,
+        usage: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None,
+    ):
         self.query = query
         self.caps = caps
+        self.usage_report = usage
         self.hub = hub
         self.clock = clock or (lambda: datetime.now(UTC))
         self.app = Starlette(
@@ -56,6 +64,8 @@ class Dashboard:
                 Route("/api/overview", self.overview),
                 Route("/api/budgets", self.budgets),
                 Route("/api/quotas", self.quotas),
+                Route("/api/alerts", self.alerts),
+                Route("/api/usage", self.usage),
                 Route("/api/recent", self.recent),
                 Route("/api/requests/{request_id}", self.request),
                 Route("/api/feed", self.feed),
@@ -118,6 +128,28 @@ class Dashboard:
         since, _ = queries.window_bounds(window, self.clock())
         rows = await self._records(queries.QUOTAS, {"since": since})
         return JSONResponse({"window": window, "deployments": queries.quota_rows(rows)})
+
+    async def alerts(self, request: Request) -> Response:
+        """Budget alerts in the window (the ledger's `budget_alerts`), refusals counted."""
+        window = request.query_params.get("window", "24h")
+        if window not in queries.WINDOWS:
+            return error(
+                ErrorCode.INVALID_REQUEST, f"window must be one of {', '.join(queries.WINDOWS)}", 400
+            )
+        since, _ = queries.window_bounds(window, self.clock())
+        alerts = await self._records(queries.ALERTS, {"since": since})
+        refusals = await self._records(queries.REFUSALS, {"since": since}) if alerts else []
+        return JSONResponse({"window": window, "alerts": queries.alert_rows(alerts, refusals)})
+
+    async def usage(self, request: Request) -> Response:
+        """One project's usage, the same report as its keys get on GET /v1/usage."""
+        project = request.query_params.get("project", "")
+        period = request.query_params.get("period", "month")
+        if not project or period not in budgets.PERIODS:
+            return error(ErrorCode.INVALID_REQUEST, "project is required; period is day, month or total", 400)
+        if self.usage_report is None:
+            return error(ErrorCode.UNAVAILABLE, "usage is not served by this dashboard", 503)
+        return JSONResponse(await self.usage_report(project, period))
 
     async def recent(self, request: Request) -> Response:
         try:

@@ -259,3 +259,42 @@ def quota_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+# Budget alerts (docs/observability.md): the latest first, as the budget authority sent them.
+ALERTS = """
+SELECT alert_id, ts, kind, scope_kind, scope_id, project_id, period, period_start, threshold_pct,
+       cap_usd, spent_usd, reserved_usd, refused_count, window_s, rate_usd_per_hour, projected_at, message
+FROM budget_alerts FINAL
+WHERE ts >= {since:DateTime('UTC')}
+ORDER BY ts DESC
+LIMIT 200
+"""
+
+# Refusals per budget, read back from the refused requests' 402 message ("budget exceeded:
+# project:acme has a day cap of 10 USD (2026-11-24); ..."): a `refusing` alert is sent once, at
+# the first refusal; this is how many followed it.
+REFUSALS = """
+SELECT extract(error_message, '^budget exceeded: (\\\\S+) has a ') AS scope,
+       extract(error_message, ' has a (\\\\w+) cap of ') AS period,
+       extract(error_message, ' USD \\\\(([^)]*)\\\\); spent') AS period_start,
+       count() AS refused
+FROM requests FINAL
+WHERE ts >= {since:DateTime('UTC')} AND status = 'rejected' AND error_code = 'budget_exceeded'
+GROUP BY scope, period, period_start
+"""
+
+
+def alert_rows(alerts: list[dict[str, Any]], refusals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Alerts with, for each `refusing` one, how many requests its budget has refused in its
+    period so far (the ledger's count, at least the count the alert was sent with)."""
+    counted = {(r["scope"], r["period"], r["period_start"]): int(r["refused"]) for r in refusals}
+    out = []
+    for alert in alerts:
+        row = dict(alert)
+        row["scope"] = f"{alert['scope_kind']}:{alert['scope_id']}"
+        if alert["kind"] == "refusing":
+            seen = counted.get((row["scope"], alert["period"], alert["period_start"]), 0)
+            row["refused_count"] = max(int(alert.get("refused_count") or 0), seen)
+        out.append(row)
+    return out

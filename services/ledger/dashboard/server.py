@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,10 +20,13 @@ from nats.aio.subscription import Subscription
 from switchyard import subjects
 from switchyard.bus import NATS_ERRORS
 from switchyard.logs import UVICORN_LOGGING, register_secret
+from switchyard.quiet_server import QuietServer
 from switchyard.settings import Settings
 from switchyard.tenancy import dashboard_token
 from switchyard.tenancy_store import load_or_create_admin_token
+from switchyard.usage import usage_query, usage_report
 
+from .. import reads
 from ..store import LedgerStore
 from .access import DashboardAccess, parse_allowed_hosts
 from .app import Dashboard
@@ -46,7 +50,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _EmbeddedServer(uvicorn.Server):
+class _EmbeddedServer(QuietServer):
     """uvicorn without its own signal handlers: the ledger process owns SIGTERM/SIGINT."""
 
     @contextlib.contextmanager
@@ -59,11 +63,39 @@ class DashboardServer:
         self.settings = settings
         self.nc = nc
         self.hub = FeedHub()
-        self.dashboard = Dashboard(store.query, self._caps, self.hub)
+        self.store = store
+        self.dashboard = Dashboard(store.query, self._caps, self.hub, usage=self._usage)
         self.port = settings.dashboard_port
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
+
+    async def _usage(self, project_id: str, period: str) -> dict[str, Any]:
+        """One project's usage report, as GET /v1/usage answers it (switchyard/usage.py): the
+        ledger's sums read here, the live spend from the budget authority (the ledger's alone
+        when it does not answer)."""
+        now_ms = time.time_ns() // 1_000_000
+        short_s, long_s = self.settings.budget_burn_short_window_s, self.settings.budget_burn_long_window_s
+        ask = usage_query(project_id, short_s, long_s, now_ms, period)
+        scopes, agents = [await self.store.query(sql, params) for sql, params in reads.usage_queries(ask)]
+        try:
+            reply = await self.nc.request(
+                subjects.BUDGET_STATUS, orjson.dumps({"project": project_id}), timeout=2
+            )
+            status = orjson.loads(reply.data)
+        except Exception as exc:  # a display panel: the ledger's spend rather than a failed page
+            log.debug("no live spend from the budget authority: %s", exc)
+            status = {}
+        report = usage_report(
+            project_id,
+            status if "error" not in status else {},
+            reads.usage_reply(scopes, agents),
+            short_s,
+            long_s,
+            now_ms,
+        )
+        report["rollup_period"] = period
+        return report
 
     async def _caps(self) -> Any:
         """Every project's caps and spend as the budget authority counts them; none when it
@@ -115,7 +147,7 @@ class DashboardServer:
             with contextlib.suppress(*NATS_ERRORS):
                 await self._sub.unsubscribe()
         if self._server is not None:
-            self._server.should_exit = True
+            self._server.request_exit()
             # Stopping must go on whatever uvicorn's loop raised (uvicorn logs its own errors).
             if self._task is not None:
                 with contextlib.suppress(Exception):

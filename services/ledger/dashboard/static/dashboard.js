@@ -57,7 +57,10 @@ async function refresh() {
   });
   const caps = getJSON("/api/budgets").then((data) => renderBudgets(data.caps));
   const quotas = getJSON(`/api/quotas?window=${state.window}`).then((data) => renderQuotas(data.deployments));
-  await Promise.all([overview, caps, quotas]);
+  const alerts = getJSON(`/api/alerts?window=${state.window === "1h" ? "24h" : state.window}`).then((data) =>
+    renderAlerts(data.alerts),
+  );
+  await Promise.all([overview, caps, quotas, alerts]);
   document.body.dataset.loaded = "true";
 }
 
@@ -286,6 +289,77 @@ function renderQuotas(deployments) {
   box.replaceChildren(table);
 }
 
+// Budget alerts as the ledger stored them: thresholds, burn rates (with the projected time the
+// cap runs out) and refusing caps (with how many requests they have refused since).
+function renderAlerts(alerts) {
+  fillTable(
+    "#alerts",
+    alerts,
+    (a) =>
+      el(
+        "tr",
+        { "data-alert-id": a.alert_id, "data-kind": a.kind },
+        el("td", {}, new Date(a.ts).toISOString().slice(0, 19).replace("T", " ")),
+        el("td", { class: a.kind === "threshold" ? "" : "status-error" }, a.kind === "threshold" ? `${a.threshold_pct} %` : a.kind.replace("_", " ")),
+        el("td", {}, a.scope),
+        el("td", {}, `${a.period} ${a.period_start}`),
+        el("td", { class: "num" }, a.kind === "burn_rate" && a.projected_at ? new Date(a.projected_at).toISOString().slice(0, 19).replace("T", " ") : ""),
+        el("td", { class: "num" }, a.kind === "refusing" ? int(a.refused_count) : ""),
+        el("td", {}, a.message),
+      ),
+    "No budget alert in this window.",
+  );
+}
+
+// One project's usage report (the same as GET /v1/usage with its key).
+async function showUsage(project) {
+  const box = $("#usage");
+  let report;
+  try {
+    report = await getJSON(`/api/usage?project=${encodeURIComponent(project)}`);
+  } catch (err) {
+    box.replaceChildren(el("p", { class: "empty" }, String(err.message || err)));
+    return;
+  }
+  const scopeRows = [];
+  for (const s of report.scopes) {
+    const budgets = Object.fromEntries(s.budgets.map((b) => [b.period, b]));
+    for (const [period, spend] of Object.entries(s.periods)) {
+      const b = budgets[period];
+      if (!b && period !== "total") continue;
+      const runsOut = b && b.before_period_end ? b.projected_exhaustion : "–";
+      scopeRows.push(
+        el(
+          "tr",
+          { "data-scope": s.scope, "data-period": period },
+          el("td", {}, s.scope),
+          el("td", {}, period),
+          el("td", { class: "num" }, usd(spend.spent_usd)),
+          el("td", { class: "num" }, b ? usd(b.cap_usd) : "–"),
+          el("td", { class: "num" }, b ? usd(b.headroom_usd) : "–"),
+          el("td", { class: "num" }, usd((b || s).burn.short.usd_per_hour) + "/h"),
+          el("td", { class: b && b.before_period_end ? "status-error" : "" }, runsOut),
+        ),
+      );
+    }
+  }
+  const head = (...names) => el("thead", {}, el("tr", {}, ...names.map((h) => el("th", {}, h))));
+  const agents = report.agents.map((a) =>
+    el("tr", { "data-agent": a.agent }, el("td", {}, a.agent), el("td", { class: "num" }, int(a.requests)),
+      el("td", { class: "num" }, int(a.prompt_tokens + a.completion_tokens)), el("td", { class: "num" }, usd(a.cost_usd)),
+      el("td", { class: "num" }, int(a.runs))),
+  );
+  const runs = report.runs.map((r) =>
+    el("tr", { "data-run": r.run_id }, el("td", {}, r.run_id), el("td", {}, r.agent || "–"),
+      el("td", { class: "num" }, int(r.requests)), el("td", { class: "num" }, usd(r.cost_usd))),
+  );
+  box.replaceChildren(
+    el("table", { id: "usage-scopes" }, head("scope", "period", "spent", "cap", "headroom", "rate (short window)", "cap runs out"), el("tbody", {}, ...scopeRows)),
+    el("table", { id: "usage-agents" }, head("agent", "requests", "tokens", "cost", "runs"), el("tbody", {}, ...agents)),
+    el("table", { id: "usage-runs" }, head("run", "agent", "requests", "cost"), el("tbody", {}, ...runs)),
+  );
+}
+
 // ---- live feed -----------------------------------------------------------------------
 
 function feedRow(item, fresh) {
@@ -498,6 +572,10 @@ function onHash() {
 // ---- start ---------------------------------------------------------------------------
 
 function init() {
+  $("#usage-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    showUsage($("#usage-project").value.trim()).catch(console.error);
+  });
   for (const button of document.querySelectorAll("#windows button")) {
     button.addEventListener("click", () => {
       state.window = button.dataset.window;

@@ -1,0 +1,226 @@
+"""Two load shapes the side-by-side benchmark (bench/peer.py) needs beyond bench/loadgen.py.
+
+- `closed`: N connections, each sending its next request as soon as the last is answered, for
+  a fixed time: the most a gateway can answer (its throughput ceiling), whatever the latency.
+- `overload`: open loop (as bench/loadgen.py, due times fixed in advance) with a client
+  deadline: each answer is classed as answered in time, answered late, refused (503/429, with
+  how fast the refusal came and whether it said Retry-After), or failed (other status, timeout,
+  connection error). Goodput is what was answered within the deadline.
+
+Both reuse loadgen's raw-socket HTTP/1.1 client, so they cost the machine what it costs.
+Run: python -m bench.peerload closed --url URL --body JSON --connections 32 --duration 10
+     python -m bench.peerload overload --url URL --body JSON --rate 600 --duration 10 --deadline-ms 2000
+Each prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+
+import orjson
+import uvloop
+
+from .loadgen import Connection, ResponseParser, build_request, summarize
+
+
+class HeadedParser(ResponseParser):
+    """loadgen's parser, also noting whether the response carried Retry-After."""
+
+    retry_after = False
+
+    def feed(self, data: bytes, now: float) -> None:
+        if not self.headers_done:
+            head = self.buffer + data
+            end = head.find(b"\r\n\r\n")
+            if end >= 0:
+                self.retry_after = b"\r\nretry-after:" in head[:end].lower()
+        super().feed(data, now)
+
+
+class HeadedConnection(Connection):
+    def send(self, request: bytes) -> asyncio.Future[ResponseParser]:
+        assert self.transport is not None
+        self.parser = HeadedParser()
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return self.waiter
+
+
+async def closed_loop(
+    url: str, body: bytes, connections: int, duration_s: float, headers: dict[str, str], timeout_s: float
+) -> dict:
+    """Each connection sends back to back until the time is up; answers per second overall."""
+    loop = asyncio.get_running_loop()
+    host, port, request = build_request(url, body, headers)
+    latencies: list[float] = []
+    ok = errors = 0
+    stop_at = time.perf_counter() + duration_s
+
+    async def worker() -> None:
+        nonlocal ok, errors
+        conn: Connection | None = None
+        while time.perf_counter() < stop_at:
+            try:
+                if conn is None or conn.closed:
+                    _, conn = await loop.create_connection(Connection, host, port)
+                started = time.perf_counter()
+                response = await asyncio.wait_for(conn.send(request), timeout_s)
+                if 200 <= response.status < 300:
+                    ok += 1
+                    latencies.append((time.perf_counter() - started) * 1000)
+                else:
+                    errors += 1
+            except (TimeoutError, ConnectionError, OSError, RuntimeError):
+                errors += 1
+                if conn is not None and conn.transport:
+                    conn.transport.close()
+                conn = None
+                await asyncio.sleep(0.01)  # a refused connection must not spin
+        if conn is not None and conn.transport:
+            conn.transport.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    elapsed = time.perf_counter() - started
+    return {
+        "connections": connections,
+        "duration_s": duration_s,
+        "ok": ok,
+        "errors": errors,
+        "elapsed_s": round(elapsed, 3),
+        "achieved_rps": round(ok / elapsed, 1) if elapsed else 0.0,
+        "latency_ms": summarize(latencies),
+    }
+
+
+@dataclass
+class OverloadResult:
+    rate: float
+    deadline_ms: float
+    sent: int = 0
+    in_time: int = 0
+    late: int = 0
+    refused: int = 0
+    refused_with_retry_after: int = 0
+    failed: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    ok_latency_ms: list[float] = field(default_factory=list)
+    refusal_latency_ms: list[float] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def report(self) -> dict:
+        return {
+            "rate": self.rate,
+            "deadline_ms": self.deadline_ms,
+            "sent": self.sent,
+            "in_time": self.in_time,
+            "late": self.late,
+            "refused": self.refused,
+            "refused_with_retry_after": self.refused_with_retry_after,
+            "failed": self.failed,
+            "statuses": self.statuses,
+            "goodput_rps": round(self.in_time / self.elapsed_s, 1) if self.elapsed_s else 0.0,
+            "ok_latency_ms": summarize(self.ok_latency_ms),
+            "refusal_latency_ms": summarize(self.refusal_latency_ms) if self.refusal_latency_ms else None,
+        }
+
+
+async def overload(
+    url: str, body: bytes, rate: float, duration_s: float, headers: dict[str, str], deadline_ms: float
+) -> dict:
+    """Open loop at `rate`; the client gives up at the deadline (closing its connection)."""
+    loop = asyncio.get_running_loop()
+    host, port, request = build_request(url, body, headers)
+    idle: list[Connection] = []
+    result = OverloadResult(rate=rate, deadline_ms=deadline_ms)
+    deadline_s = deadline_ms / 1000
+
+    def count(status: str) -> None:
+        result.statuses[status] = result.statuses.get(status, 0) + 1
+
+    async def one(due: float) -> None:
+        conn: Connection | None = None
+        try:
+            while idle and idle[-1].closed:
+                idle.pop()
+            if idle:
+                conn = idle.pop()
+            else:
+                _, conn = await loop.create_connection(HeadedConnection, host, port)
+            remaining = due + deadline_s - time.perf_counter()
+            response = await asyncio.wait_for(conn.send(request), max(remaining, 0.001))
+            took_ms = (time.perf_counter() - due) * 1000
+            count(str(response.status))
+            if 200 <= response.status < 300:
+                if took_ms <= deadline_ms:
+                    result.in_time += 1
+                else:
+                    result.late += 1
+                result.ok_latency_ms.append(took_ms)
+            elif response.status in (429, 503, 529):
+                result.refused += 1
+                result.refusal_latency_ms.append(took_ms)
+                if getattr(response, "retry_after", False):
+                    result.refused_with_retry_after += 1
+            else:
+                result.failed += 1
+            if not conn.closed:
+                idle.append(conn)
+        except TimeoutError:
+            count("deadline")
+            result.failed += 1
+            if conn is not None and conn.transport:
+                conn.transport.close()  # the client gives up: the gateway may see it go
+        except (ConnectionError, OSError, RuntimeError):
+            count("error")
+            result.failed += 1
+            if conn is not None and conn.transport:
+                conn.transport.close()
+
+    tasks = []
+    start = time.perf_counter() + 0.05
+    for i in range(int(rate * duration_s)):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(due)))
+        result.sent += 1
+    await asyncio.gather(*tasks)
+    result.elapsed_s = time.perf_counter() - start
+    for conn in idle:
+        if conn.transport:
+            conn.transport.close()
+    return result.report()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.peerload")
+    parser.add_argument("mode", choices=["closed", "overload"])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--body", required=True, help="JSON request body")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--header", action="append", default=[], help="Name: value")
+    parser.add_argument("--connections", type=int, default=32, help="closed: concurrent connections")
+    parser.add_argument("--rate", type=float, default=100.0, help="overload: offered requests per second")
+    parser.add_argument("--deadline-ms", type=float, default=2000.0, help="overload: the client's deadline")
+    parser.add_argument("--timeout", type=float, default=10.0, help="closed: per-request timeout")
+    parser.add_argument("--cpu", type=int, default=-1, help="pin to this CPU")
+    args = parser.parse_args()
+    if args.cpu >= 0:
+        os.sched_setaffinity(0, {args.cpu})
+    headers = dict(h.split(": ", 1) for h in args.header)
+    body = args.body.encode()
+    if args.mode == "closed":
+        out = uvloop.run(closed_loop(args.url, body, args.connections, args.duration, headers, args.timeout))
+    else:
+        out = uvloop.run(overload(args.url, body, args.rate, args.duration, headers, args.deadline_ms))
+    print(orjson.dumps(out).decode())
+
+
+if __name__ == "__main__":
+    main()
