@@ -133,6 +133,9 @@ class Gateway:
         key = key_file.read_text().strip() if key_file.exists() else ""
         self.headers = [f"Authorization: Bearer {key}"] if key else []
         self.url = f"http://127.0.0.1:{self.port}"
+        # nats-server's monitoring endpoint, as the banner prints it (bench.cpu counts messages).
+        monitor = re.search(r"NATS monitoring\s+(http://\S+)", self.out.read_text())
+        self.nats_monitor_url = monitor.group(1) if monitor else ""
 
     def services(self) -> dict[str, psutil.Process]:
         procs = {}

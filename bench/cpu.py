@@ -55,6 +55,27 @@ def cpu_by_thread(proc: psutil.Process) -> dict[str, float]:
     return out
 
 
+def nats_counts(monitor_url: str) -> dict[str, int]:
+    """nats-server's message counters (/varz): `in_msgs` counts messages clients published to
+    it (JetStream's own acks and deliveries count as its internal clients' publishes too),
+    `out_msgs` messages it delivered to subscribers."""
+    if not monitor_url:
+        return {}
+    varz = httpx.get(f"{monitor_url}/varz", timeout=5).json()
+    return {"in_msgs": int(varz["in_msgs"]), "out_msgs": int(varz["out_msgs"])}
+
+
+def published_by_connection(monitor_url: str) -> collections.Counter[str]:
+    """Messages each service's connections published (/connz, by connection name): which
+    service sends what share of a request's messages."""
+    out: collections.Counter[str] = collections.Counter()
+    if monitor_url:
+        connz = httpx.get(f"{monitor_url}/connz", params={"limit": 1024}, timeout=5).json()
+        for conn in connz.get("connections") or []:
+            out[conn.get("name") or "?"] += int(conn.get("in_msgs", 0))
+    return out
+
+
 def snapshot(procs: dict[str, psutil.Process]) -> dict[str, dict[str, float]]:
     return {name: cpu_by_thread(proc) for name, proc in procs.items()}
 
@@ -86,6 +107,9 @@ class Probe:
         headers = dict(h.split(": ", 1) for h in gateway.headers) | {"content-type": "application/json"}
         self.client = httpx.Client(base_url=gateway.url, headers=headers, timeout=30)
         self.windows: list[tuple[dict[str, dict[str, float]], list[float]]] = []
+        self.messages: list[dict[str, float]] = []  # per request, per window
+        self.by_connection: list[dict[str, float]] = []
+        self.idle_messages_per_s: dict[str, float] = {}
 
     def send(self, count: int) -> list[float]:
         latencies = []
@@ -99,11 +123,31 @@ class Probe:
                 raise RuntimeError(f"{self.label}: a stream did not end with [DONE]: {response.text[-300:]}")
         return latencies
 
+    def idle(self, seconds: float) -> None:
+        """Messages per second with no request in flight (beats, quota state, pulls): the share
+        of each window's count that is not per request."""
+        before = nats_counts(self.gateway.nats_monitor_url)
+        time.sleep(seconds)
+        after = nats_counts(self.gateway.nats_monitor_url)
+        self.idle_messages_per_s = {k: round((after[k] - v) / seconds, 2) for k, v in before.items()}
+
     def window(self, count: int) -> None:
+        counts = nats_counts(self.gateway.nats_monitor_url)
+        by_connection = published_by_connection(self.gateway.nats_monitor_url)
+        started = time.monotonic()
         before = snapshot(self.procs)
         latencies = self.send(count)
         time.sleep(1.5)  # the ledger's last batch of the window lands inside it (its wait is 1 s)
         self.windows.append((per_request(before, snapshot(self.procs), count), latencies))
+        after = nats_counts(self.gateway.nats_monitor_url)
+        idle = {k: rate * (time.monotonic() - started) for k, rate in self.idle_messages_per_s.items()}
+        self.messages.append(
+            {k: (after[k] - v) / count for k, v in counts.items()}
+            | {f"{k}_net_of_idle": (after[k] - v - idle.get(k, 0.0)) / count for k, v in counts.items()}
+        )
+        published = published_by_connection(self.gateway.nats_monitor_url)
+        published.subtract(by_connection)
+        self.by_connection.append({k: round(v / count, 2) for k, v in sorted(published.items()) if v})
 
     def report(self) -> dict:
         totals = {name: [sum(w[name].values()) for w, _ in self.windows] for name in self.procs}
@@ -113,6 +157,16 @@ class Probe:
             "total_ms_per_window": [round(sum(w), 2) for w in zip(*totals.values(), strict=True)],
             "sequential_p50_ms": round(statistics.median(statistics.median(lat) for _, lat in self.windows), 2),
             "threads": self.windows[len(self.windows) // 2][0],
+            # NATS messages per request over each whole window (median of the windows), idle
+            # traffic included; "in_msgs" (messages published) is what issue 15's "<= 6" counts.
+            "messages_per_request": {
+                k: round(statistics.median(m[k] for m in self.messages), 2) for k in self.messages[0]
+            } if self.messages and self.messages[0] else {},
+            "idle_messages_per_s": self.idle_messages_per_s,
+            # Published per request by each service's connections (the middle window); the rest
+            # of in_msgs is JetStream's own (stored-message acks, deliveries to consumers).
+            "published_per_request_by": self.by_connection[len(self.by_connection) // 2]
+            if self.by_connection else {},
         }  # fmt: skip
 
     def close(self) -> None:
@@ -126,6 +180,15 @@ def print_report(label: str, report: dict, windows: int) -> None:
         print(f"  {name:16s} {ms:6.2f}   {report['threads'][name]}")
     print(f"  {'total':16s} {report['total_ms']:6.2f}   per window {report['total_ms_per_window']}")
     print(f"  sequential latency p50 {report['sequential_p50_ms']} ms")
+    messages = report["messages_per_request"]
+    if messages:
+        print(
+            f"  NATS messages per request: {messages['in_msgs']} published (in_msgs), "
+            f"{messages['out_msgs']} delivered (out_msgs); net of the idle rate "
+            f"{messages['in_msgs_net_of_idle']} / {messages['out_msgs_net_of_idle']} "
+            f"(idle {report['idle_messages_per_s']} per s)"
+        )
+        print(f"  published per request by connection: {report['published_per_request_by']}")
 
 
 def main() -> int:
@@ -180,7 +243,8 @@ def main() -> int:
             probes.append(Probe(label, gateway, args.stream))
         for probe in probes:
             probe.send(50)  # warm-up: connections, caches, the first ledger parts
-        time.sleep(2)
+        for probe in probes:
+            probe.idle(2.0)  # also lets the warm-up's ledger batch land
         for index in range(args.windows):
             # Alternate which goes first, so neither always follows the other's ledger insert.
             for probe in probes if index % 2 == 0 else probes[::-1]:

@@ -147,7 +147,7 @@ def permissions(role: str) -> Permissions | None:
             subscribe=(
                 own_inbox,
                 subjects.INVOKE,
-                subjects.PROVIDER_STATS,
+                subjects.PROVIDER_STAT_BATCH,
                 subjects.QUOTA_STATE,
                 subjects.BUDGET_PRESSURE,
                 subjects.INGRESS_REFUSED,
@@ -163,6 +163,7 @@ def permissions(role: str) -> Permissions | None:
                 every_invoke,  # failover hands the request to another pool
                 subjects.COMPLETION,
                 subjects.PROVIDER_STATS,
+                subjects.PROVIDER_STAT_BATCH,
                 subjects.WORKER_BEAT,
                 ingress_inbox,  # answer frames
                 own_inbox,  # a hedge racer's frames to the worker racing it (another pool's)
@@ -171,7 +172,7 @@ def permissions(role: str) -> Permissions | None:
                 *_kv_write(subjects.RESPONSE_CACHE_BUCKET),  # stores answers the router may reuse
             ),
             subscribe=(own_inbox, every_invoke, f"{subjects.CANCEL_PREFIX}.*"),
-            allow_responses=True,  # the hand-off acknowledgement
+            allow_responses=True,  # "busy": a hand-off it has no room for (switchyard/handoff.py)
         )
     if role == LEDGER:
         return Permissions(

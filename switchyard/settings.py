@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field
@@ -49,6 +50,9 @@ class Settings(BaseSettings):
     # no beat has held for `worker_lost_after_s` (docs/architecture.md, liveness).
     worker_beat_s: float = Field(default=0.5, gt=0)
     worker_lost_after_s: float = Field(default=2.0, gt=0)
+    # Workers send their provider stats (health samples, the routers' in-flight release) in one
+    # message per this interval, from the first stat after a quiet spell (docs/routing.md).
+    worker_stats_s: float = Field(default=0.1, gt=0)
     budget_timeout_s: float = Field(default=0.5, gt=0)
     # A worker sends a stream's first chunk at once and coalesces the later ones into one bus
     # message per window, or sooner at this many bytes (docs/performance.md, "Streams");
@@ -95,6 +99,9 @@ class Settings(BaseSettings):
     ledger_batch_wait_s: float = Field(default=1.0, gt=0)
     # An unacked batch is redelivered after this long (a ledger that died mid-batch).
     ledger_ack_wait_s: float = Field(default=30.0, gt=0)
+    # One ack per stored batch ("batch", AckPolicy.ALL: one ledger process per durable) or per
+    # event ("each": several replicas sharing the durable). services/ledger/consumer.py.
+    ledger_ack: Literal["batch", "each"] = "batch"
     # Retention (ClickHouse TTL) of the raw requests/attempts rows and of the per-minute
     # rollups, in days; 0 keeps rows forever. Applied at ledger start-up when changed.
     ledger_retention_days: int = Field(default=0, ge=0)

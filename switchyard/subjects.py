@@ -18,7 +18,10 @@ BUDGET_LEASE = "budget.lease"
 # budget leader -> every router (fan-out): a cap or limit changed, give these leases back
 BUDGET_LEASE_REVOKE = "budget.lease.revoke"
 BUDGET_STATUS = "budget.status"  # anyone -> the budget leader: spend against caps (JSON)
-PROVIDER_STATS = "stats.provider"  # worker -> every router (fan-out, no queue group)
+PROVIDER_STATS = (
+    "stats.provider"  # worker -> budget authority: rate limits, 429s (one per deployment per interval)
+)
+PROVIDER_STAT_BATCH = "stats.provider.batch"  # worker -> every router (fan-out): one interval's stats
 QUOTA_STATE = "quota.state"  # budget leader -> routers, ledger, dashboard: provider quota use (fan-out)
 # Reads of the ledger (it owns the embedded store), protobuf request/reply (ledger.proto):
 LEDGER_READ_REQUEST = "ledger.read.request"  # ingress -> ledger: one request's row, in the caller's project

@@ -74,6 +74,14 @@ def test_cpu_probe_reports_every_process_per_request(tmp_path: Path) -> None:
     assert run_report["total_ms"] > 0
     assert abs(run_report["total_ms"] - sum(per_process.values())) < 0.05 * run_report["total_ms"] + 0.1
     assert run_report["sequential_p50_ms"] > 20.0  # the upstream's own delay is 20 ms
+    # NATS messages per request, read from nats-server's /varz around each window: a request
+    # crosses the bus several times, so neither count can be below one.
+    for report in runs.values():
+        messages = report["messages_per_request"]
+        assert messages["in_msgs"] >= 1 and messages["out_msgs"] >= 1, messages
+        assert {"in_msgs_net_of_idle", "out_msgs_net_of_idle"} <= set(messages)
+        assert set(report["idle_messages_per_s"]) == {"in_msgs", "out_msgs"}
+    assert "NATS messages per request" in run.stdout
 
 
 def test_cpu_probe_streams_and_reports_cpu_per_chunk(tmp_path: Path) -> None:

@@ -24,7 +24,15 @@ with tracer.start_as_current_span("outer", attributes={"a": 1}) as span:
     ctx = telemetry.extract_context(headers)
     with tracer.start_as_current_span("inner", context=ctx):
         inner_trace = telemetry.current_trace_id()
+    with telemetry.span(tracer, "light", parent=ctx, attributes=lambda: {"b": 2}) as light:
+        light_trace = telemetry.current_trace_id()
+        light_parent = telemetry.inject_headers().get("traceparent", "")
+        light_recording = light.is_recording()
+with telemetry.span(tracer, "fresh", parent=telemetry.extract_context({"traceparent": "00-zz"})):
+    fresh_trace = telemetry.current_trace_id()
 print(orjson.dumps({"recording": recording, "flag": telemetry.recording(),
+    "light": light_trace, "light_parent": light_parent, "light_recording": light_recording,
+    "fresh": fresh_trace,
     "trace_id": format(span.get_span_context().trace_id, "032x"), "inner": inner_trace,
     "traceparent": headers.get("traceparent", "")}).decode())
 """
@@ -46,6 +54,11 @@ def test_without_an_exporter_spans_do_not_record_but_trace_ids_still_flow() -> N
     assert result["inner"] == result["trace_id"]  # continued through the propagated headers
     assert result["traceparent"].split("-")[1] == result["trace_id"]
     assert not int(result["traceparent"].split("-")[3], 16) & 1  # not sampled
+    # telemetry.span builds no span here: the message's trace goes on, its traceparent unchanged.
+    assert result["light"] == result["trace_id"] and result["light_recording"] is False
+    assert result["light_parent"] == result["traceparent"]
+    # A traceparent that cannot be read starts a trace of its own.
+    assert result["fresh"] not in ("", result["trace_id"])
 
 
 def test_with_an_exporter_spans_record_and_are_written(tmp_path: Path) -> None:
@@ -55,5 +68,6 @@ def test_with_an_exporter_spans_record_and_are_written(tmp_path: Path) -> None:
     written = [
         orjson.loads(line) for path in tmp_path.glob("*.jsonl") for line in path.read_bytes().splitlines()
     ]
-    assert {span["name"] for span in written} == {"outer", "inner"}
-    assert {span["trace_id"] for span in written} == {result["trace_id"]}
+    assert {span["name"] for span in written} == {"outer", "inner", "light", "fresh"}
+    assert {span["trace_id"] for span in written if span["name"] != "fresh"} == {result["trace_id"]}
+    assert result["light_recording"] is True and result["light"] == result["trace_id"]

@@ -23,7 +23,6 @@ import orjson
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import FetchTimeoutError
 from opentelemetry import trace
 
@@ -38,6 +37,7 @@ from . import reads
 from .alerts import AlertRecorder
 from .analyst import RefusedSql, SqlCaps
 from .batching import BatchWindow
+from .consumer import ensure_consumer
 from .dashboard.server import DashboardServer
 from .quotas import QuotaRecorder
 from .rows import ATTEMPT_COLUMNS, REQUEST_COLUMNS, attempt_rows, feed_item, request_row
@@ -102,6 +102,8 @@ class Ledger(BusService):
         self._stopping = asyncio.Event()
         self._idle_fetch = False
         self.dashboard: DashboardServer | None = None
+        # Stored, not yet acknowledged (one ack per batch: `_ack_stored`).
+        self._unacked: list[Msg] = []
 
     async def start(self) -> None:
         settings = self.settings
@@ -122,16 +124,11 @@ class Ledger(BusService):
         nc = await self.connect()
         js = nc.jetstream()
         await ensure_events_stream(js, settings.stream_replicas)
+        await ensure_consumer(
+            js, settings.ledger_ack, settings.ledger_ack_wait_s, settings.ledger_batch_size * 4
+        )
         self._psub = await js.pull_subscribe(
-            subjects.COMPLETION,
-            durable=subjects.LEDGER_DURABLE,
-            stream=subjects.EVENTS_STREAM,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=settings.ledger_ack_wait_s,
-                max_ack_pending=settings.ledger_batch_size * 4,
-            ),
+            subjects.COMPLETION, durable=subjects.LEDGER_DURABLE, stream=subjects.EVENTS_STREAM
         )
         # A queue group: with several ledger replicas each query gets one answer, not one each.
         for subject, handler in (
@@ -161,15 +158,21 @@ class Ledger(BusService):
         settings = self.settings
         while not self._stopping.is_set():
             msgs = await self._collect(BatchWindow(settings.ledger_batch_size, settings.ledger_batch_wait_s))
-            if not msgs:
-                continue
-            try:
-                await self.write_batch(msgs)
-            except Exception:  # the consumer loop must outlive anything (a store or NATS failure)
-                # Not acked: JetStream redelivers after ack_wait, and dedupe keeps it exact.
-                metrics.ERRORS.labels(self.name, "insert_failed").inc()
-                self.log.exception("ledger insert failed; %d events will be redelivered", len(msgs))
-                await asyncio.sleep(1.0)
+            # A batch whose insert failed is retried here before anything newer is pulled: with
+            # one ack per batch (consumer.py) a later batch's ack would cover these events too.
+            while msgs:
+                try:
+                    await self.write_batch(msgs)
+                    break
+                except Exception:  # the consumer loop must outlive anything (a store or NATS failure)
+                    # Not acked: retried while this process lives; JetStream redelivers it to
+                    # the next ledger if it dies, and dedupe keeps it exact either way.
+                    metrics.ERRORS.labels(self.name, "insert_failed").inc()
+                    self.log.exception("ledger insert failed; retrying %d events", len(msgs))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), 1.0)
+                    if self._stopping.is_set():
+                        break
 
     async def _collect(self, window: BatchWindow) -> list[Msg]:
         """Pull until the batch is complete (see batching.BatchWindow)."""
@@ -187,6 +190,7 @@ class Ledger(BusService):
             except (FetchTimeoutError, NatsTimeoutError, TimeoutError):
                 if msgs:
                     break
+                await self._ack_stored()  # idle: an ack that had to wait may be safe now
                 continue
             except Exception as exc:  # NATS reconnecting: wait and fetch again
                 self.log.warning("fetch failed: %s", exc)
@@ -227,8 +231,12 @@ class Ledger(BusService):
             with metrics.LEDGER_INSERT.time():
                 await self.store.insert("attempts", attempts, ATTEMPT_COLUMNS)
                 await self.store.insert("requests", [request_row(e) for e in fresh], REQUEST_COLUMNS)
-            for msg in msgs:
-                await msg.ack()
+            if self.settings.ledger_ack == "batch":
+                self._unacked.extend(m for _, m in received)  # the undecodable were terminated
+                await self._ack_stored()
+            else:
+                for msg in msgs:
+                    await msg.ack()
         finally:
             metrics.IN_FLIGHT.labels(self.name).dec(len(events))
         metrics.LEDGER_BATCH.observe(len(events))
@@ -240,6 +248,24 @@ class Ledger(BusService):
         self._trace_batch(received, {e.request_id for e in fresh}, started_ns)
         if fresh and self.nc is not None:
             await self.nc.publish(subjects.LEDGER_FEED, orjson.dumps([feed_item(e) for e in fresh]))
+
+    async def _ack_stored(self) -> None:
+        """One ack for every stored event (AckPolicy.ALL: the highest covers all below it), but
+        only when no other consumer holds unacked events: a ledger killed mid-batch leaves its
+        events pending until they are redelivered (after ack_wait), and an ack-all from this
+        one would cover them unstored. Until then the stored events wait here unacked (a
+        restart redelivers them, dedupe keeps it exact)."""
+        if not self._unacked:
+            return
+        try:
+            info = await self._psub.consumer_info()
+            if (info.num_ack_pending or 0) > len(self._unacked):
+                return  # events below ours are held elsewhere: ack once they came back here
+            await max(self._unacked, key=lambda m: m.metadata.sequence.stream).ack()
+        except NATS_ERRORS as exc:  # the next batch (or idle pull) tries again
+            self.log.warning("batch ack deferred: %s", exc)
+            return
+        self._unacked.clear()
 
     @staticmethod
     def _trace_batch(

@@ -26,7 +26,7 @@ from switchyard.bus import NATS_ERRORS, EventPublisher, ensure_events_stream
 from switchyard.catalog import Catalog, Deployment
 from switchyard.deadlines import GoneBook, skip_reason
 from switchyard.errors import ErrorCode, GatewayError
-from switchyard.handoff import ACK_TIMEOUT_S, hand_off
+from switchyard.handoff import SETTLE_S, HandOff, acknowledged
 from switchyard.lifecycle import started
 from switchyard.logs import redact
 from switchyard.pricing import format_usd
@@ -60,6 +60,7 @@ from .execution import (
 from .hedge_policy import HedgeWindow
 from .hedge_remote import hedge_partners, is_race_key, run_racer
 from .hedge_runner import HedgeRace, hedge_target
+from .stat_batch import budget_digest
 
 tracer = telemetry.tracer("switchyard.providers")
 NO_WORKER = GatewayError(
@@ -154,6 +155,11 @@ class ProviderWorker(BusService):
         self._stop_cut: set[str] = set()  # requests cut because the drain time ran out
         self._beat: asyncio.Task[None] | None = None
         self.hedge_window = HedgeWindow()  # the share of each route's requests hedged here
+        # Failover to another pool and a drain's hand-over: answered only when it did not land.
+        self.handoff = HandOff(self._on_handoff_exhausted)
+        # Provider stats of the current interval, sent together (`_send_stats`).
+        self._stats: list[events_pb2.ProviderStat] = []
+        self._stats_timer: asyncio.TimerHandle | None = None
 
     def adapter(self, deployment: Deployment) -> ProviderAdapter:
         adapter = self.adapters.get(deployment.id)
@@ -172,6 +178,7 @@ class ProviderWorker(BusService):
         await ensure_events_stream(js, self.settings.stream_replicas)
         self.events = EventPublisher(js)
         self.events.start()
+        await self.handoff.start(nc)
         self.answers = await AnswerStore.open(
             js,
             self.settings.stream_replicas,
@@ -211,9 +218,9 @@ class ProviderWorker(BusService):
                 await msg.respond(subjects.HANDOFF_BUSY)
             metrics.ERRORS.labels(self.name, ErrorCode.OVERLOADED).inc()
             return
-        held = self._held[request_id] = Held(dispatch.request)
-        if msg.reply:
-            await msg.respond(b"")  # hand-off acknowledged: see switchyard.handoff
+        held = self._held[request_id] = Held(dispatch.request)  # taken: no answer (switchyard/handoff.py)
+        if msg.reply and acknowledged(dispatch):
+            await msg.respond(b"")  # a hedge racer's hand-off waits for this ack
         task = asyncio.create_task(self._run(msg, dispatch, held))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -230,8 +237,11 @@ class ProviderWorker(BusService):
             ctx = telemetry.extract_context(msg.headers)
             with (
                 metrics.track(self.name) as outcome,
-                tracer.start_as_current_span(
-                    "provider.dispatch", context=ctx, attributes=genai.request_attributes(dispatch.request)
+                telemetry.span(
+                    tracer,
+                    "provider.dispatch",
+                    parent=ctx,
+                    attributes=lambda: genai.request_attributes(dispatch.request),
                 ) as span,
             ):
                 outcome["status"] = await self.execute(dispatch)
@@ -306,12 +316,19 @@ class ProviderWorker(BusService):
         (this one no longer subscribes) at its chain position; when none takes it, the client
         gets an in-band error and the ledger a row. True when handed over."""
         held = self._held.get(dispatch.request.request_id)
-        if await hand_off(self.bus, dispatch):
+        if await self.handoff.send(dispatch):
             if held is not None:
                 held.handed_on = True
             return True
         await self._fail(dispatch, dispatch.reply_to, WORKER_STOPPED)
         return False
+
+    async def _on_handoff_exhausted(self, dispatch: invoke_pb2.Dispatch, target: invoke_pb2.Target) -> None:
+        """A dispatch this worker handed on came back from the chain's last pool (no worker
+        there, or every one busy): the client gets an in-band error and the ledger a row, and
+        the next beat reports it done, so the router's watch does not end it a second time."""
+        await self._fail(dispatch, dispatch.reply_to, WORKER_STOPPED if self.draining else NO_WORKER)
+        self._done.append(dispatch.request.request_id)
 
     async def _on_cancel(self, msg: Msg) -> None:
         request_id = msg.subject[len(subjects.CANCEL_PREFIX) + 1 :]
@@ -381,7 +398,7 @@ class ProviderWorker(BusService):
             held = self._held.get(request.request_id)
             if target.provider not in self.providers:
                 # Another pool serves the next deployment: hand the dispatch on, no router trip.
-                if not await hand_off(self.bus, dispatch):
+                if not await self.handoff.send(dispatch):
                     await self._fail(dispatch, reply, NO_WORKER)
                     return NO_WORKER.code
                 if held is not None:
@@ -411,15 +428,16 @@ class ProviderWorker(BusService):
                 if status is None:
                     continue
                 return status
-            with tracer.start_as_current_span(
+            with telemetry.span(
+                tracer,
                 genai.span_name(deployment.model),
                 kind=trace.SpanKind.CLIENT,
-                attributes={
+                attributes=lambda: {
                     "gen_ai.operation.name": genai.OPERATION_CHAT,
-                    "gen_ai.request.model": deployment.model,
+                    "gen_ai.request.model": deployment.model,  # noqa: B023 (called at once)
                     "switchyard.request_id": request.request_id,
                     "switchyard.attempt": len(dispatch.attempts) + 1,
-                    **genai.target_attributes(deployment.provider, "", deployment.id),
+                    **genai.target_attributes(deployment.provider, "", deployment.id),  # noqa: B023
                 },
             ) as span:
                 status = await self._attempt(dispatch, deployment, span)
@@ -730,10 +748,33 @@ class ProviderWorker(BusService):
         rate_limits = parse_rate_limits(rate_limit_headers) if rate_limit_headers else None
         if rate_limits is not None:
             stat.rate_limits.CopyFrom(rate_limits)
-        # Fire and forget: a core publish only buffers; the flush happens off this path.
-        task = asyncio.ensure_future(self.bus.publish(subjects.PROVIDER_STATS, stat.SerializeToString()))
+        # Sent with the interval's others: one message per interval, not per attempt. The timer
+        # runs only while stats wait (an idle worker has none).
+        self._stats.append(stat)
+        if self._stats_timer is None:
+            self._stats_timer = asyncio.get_running_loop().call_later(
+                self.settings.worker_stats_s, self._stats_due
+            )
+
+    def _stats_due(self) -> None:
+        self._stats_timer = None
+        task = asyncio.ensure_future(self._send_stats())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _send_stats(self) -> None:
+        """The interval's stats: all of them to every router, what the budget authority acts
+        on (rate-limit readings, 429s) to it (services/providers/stat_batch.py)."""
+        stats, self._stats = self._stats, []
+        if not stats:
+            return
+        try:
+            batch = events_pb2.ProviderStatBatch(stats=stats)
+            await self.bus.publish(subjects.PROVIDER_STAT_BATCH, batch.SerializeToString())
+            for stat in budget_digest(stats):
+                await self.bus.publish(subjects.PROVIDER_STATS, stat.SerializeToString())
+        except NATS_ERRORS as exc:  # reconnecting: health learns from the next interval's
+            self.log.warning("provider stats not sent: %s", exc)
 
     async def drain(self) -> None:
         # Stop taking dispatches, let those in flight finish within the drain time; cut the
@@ -752,8 +793,17 @@ class ProviderWorker(BusService):
             for task in list(self._tasks):
                 if not task.done() and task not in self._upstream.values():
                     task.cancel()  # still waiting for a slot
-            if self._tasks:  # each hands on (one ack) or ends with an error frame
-                await asyncio.wait(self._tasks, timeout=ACK_TIMEOUT_S + 1.0)
+            if self._tasks:  # each hands on or ends with an error frame
+                await asyncio.wait(self._tasks, timeout=SETTLE_S)
+            # A hand-over with no worker to take it is answered in a round trip: end those
+            # here (`_on_handoff_exhausted`) before the events are flushed.
+            with contextlib.suppress(*NATS_ERRORS):
+                await self.bus.flush(timeout=1)
+            await asyncio.sleep(0.2)
+        if self._stats_timer is not None:
+            self._stats_timer.cancel()
+            self._stats_timer = None
+        await self._send_stats()
         if self.events:  # the beats go on meanwhile: the records not stored stay in them
             await self.events.drain(self.settings.drain_timeout_s)
         if self._beat is not None:

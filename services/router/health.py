@@ -1,8 +1,9 @@
 """What a router knows about each deployment's speed and health, learned from samples.
 
 Pure: every method takes `now` (monotonic seconds); nothing reads a clock or the network.
-Workers publish one ProviderStat per upstream attempt on `stats.provider`; every router feeds
-them to its HealthBook, so all routers converge on the same view.
+Workers record one ProviderStat per upstream attempt and send an interval's in one message on
+`stats.provider.batch`; every router feeds them to its HealthBook, so all routers converge on
+the same view.
 """
 
 from __future__ import annotations

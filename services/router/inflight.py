@@ -1,8 +1,11 @@
 """Requests this router has in flight per deployment. Pure (the caller passes `now`).
 
 The router counts a request when it hands it off and releases it when the worker's
-ProviderStat for that request and deployment arrives. A sample that never comes (a worker
-killed mid-call) must not pin the count forever, so each entry expires at the request's deadline.
+ProviderStat for that request and deployment arrives. Workers send their stats once per
+`SWITCHYARD_WORKER_STATS_S` (0.1 s), so a finished request stays counted up to that long: the
+count leads the truth by at most the requests a deployment finishes in one interval, the same
+for every deployment relative to its rate. A sample that never comes (a worker killed mid-call)
+must not pin the count forever, so each entry expires at the request's deadline.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ class Watched:
     """One routed request and what the beats said of it."""
 
     dispatch: invoke_pb2.Dispatch
-    last_held: float  # monotonic: the hand-off's ack, then each beat that listed it
+    last_held: float  # monotonic: the hand-off, then each beat that listed it
     forget_at: float
     deployment_id: str = ""  # where its worker last said it was
     redispatched: bool = False  # already given to another worker once after a loss
@@ -48,7 +48,7 @@ class LivenessBook:
     def watch(
         self, dispatch: invoke_pb2.Dispatch, now: float, remaining_s: float, redispatched: bool = False
     ) -> None:
-        """Start watching a request its worker just acknowledged (`remaining_s`: to its deadline)."""
+        """Start watching a request just handed off (`remaining_s`: to its deadline)."""
         target = dispatch.chain[dispatch.position] if dispatch.position < len(dispatch.chain) else None
         self._watched[dispatch.request.request_id] = Watched(
             dispatch=dispatch,
@@ -57,6 +57,13 @@ class LivenessBook:
             deployment_id=target.deployment_id if target is not None else "",
             redispatched=redispatched,
         )
+
+    def get(self, request_id: str) -> Watched | None:
+        return self._watched.get(request_id)
+
+    def forget(self, request_id: str) -> Watched | None:
+        """Stop watching a request the router ended itself (no pool took it)."""
+        return self._watched.pop(request_id, None)
 
     def observe(self, beat: liveness_pb2.WorkerBeat, now: float) -> None:
         for held in beat.held:

@@ -1,4 +1,4 @@
-"""Router process: queue group `router` on `llm.invoke`, plus every worker's `stats.provider`.
+"""Router process: queue group `router` on `llm.invoke`, plus every worker's `stats.provider.batch`.
 
 For each request: resolve the model to candidates, apply the first matching rule, rank the
 candidates by latency, cost, quality and health, ask the budget authority to reserve the
@@ -32,7 +32,7 @@ from switchyard.catalog import Deployment, read_config
 from switchyard.completions import completion_event
 from switchyard.deadlines import GoneBook, skip_reason
 from switchyard.errors import ErrorCode, GatewayError
-from switchyard.handoff import hand_off
+from switchyard.handoff import HandOff
 from switchyard.lifecycle import started
 from switchyard.pricing import format_usd
 from switchyard.response_cache import ENTRY_HEADROOM_BYTES, AnswerStore
@@ -117,6 +117,7 @@ class Router(BusService):
         self.liveness = LivenessBook(self.settings.worker_lost_after_s)
         self._watch: asyncio.Task[None] | None = None
         self.gone = GoneBook(self.settings.request_timeout_s)  # clients that left (deadlines.py)
+        self.handoff = HandOff(self._on_handoff_exhausted, self._on_handoff_moved)
         # Budget leases (escrow.py): this instance's id at the authority, its leases, the lease
         # asks in flight per scope (one at a time: requests arriving meanwhile wait for it).
         self.instance = f"{self.identity}:{NUID().next().decode()[:8]}"
@@ -135,6 +136,7 @@ class Router(BusService):
         await ensure_events_stream(js, self.settings.stream_replicas)
         self.events = EventPublisher(js)
         self.events.start()
+        await self.handoff.start(nc)
         store = await AnswerStore.open(
             js,
             self.settings.stream_replicas,
@@ -150,7 +152,7 @@ class Router(BusService):
             pending_msgs_limit=self.settings.router_concurrency * 8,
         )
         # Fan-out (no queue group): every router learns from every worker's samples.
-        self._stats_sub = await nc.subscribe(subjects.PROVIDER_STATS, cb=self._on_stat)
+        self._stats_sub = await nc.subscribe(subjects.PROVIDER_STAT_BATCH, cb=self._on_stats)
         self._quota_sub = await nc.subscribe(subjects.QUOTA_STATE, cb=self._on_quota_state)
         self._pressure_sub = await nc.subscribe(subjects.BUDGET_PRESSURE, cb=self._on_pressure)
         self._beat_sub = await nc.subscribe(subjects.WORKER_BEAT, cb=self._on_beat)
@@ -231,12 +233,26 @@ class Router(BusService):
             not request.stream
             and not watched.finished
             and not watched.redispatched
-            and await hand_off(self.bus, dispatch)
+            and await self.handoff.send(dispatch)
         ):
             self._watch_dispatch(dispatch, redispatched=True)  # nothing billed, nothing sent: again
             return
+        await self._end_lost(dispatch, finished=watched.finished, used=watched.used, cost=cost)
+
+    async def _end_lost(
+        self,
+        dispatch: invoke_pb2.Dispatch,
+        finished: bool = False,
+        used: invoke_pb2.Usage | None = None,
+        cost: Decimal = Decimal(0),
+    ) -> None:
+        """A request whose worker died (and that no other worker took): an in-band error to
+        its client (unless it had its answer) and an `error` record with its attempts."""
+        request = dispatch.request
+        lost = [a for a in dispatch.attempts if a.error_code == WORKER_LOST.code]
+        deployment = self.catalog.deployments.get(lost[-1].deployment_id) if lost else None
         err = WORKER_LOST.to_proto(request.request_id)
-        if not watched.finished:  # (a finished one's client has had its answer)
+        if not finished:  # (a finished one's client has had its answer)
             with contextlib.suppress(*NATS_ERRORS):
                 await self.bus.publish(dispatch.reply_to, codec.error_frame(err))
         event = completion_event(
@@ -246,9 +262,10 @@ class Router(BusService):
             dispatch=dispatch,
             deployment=deployment,
             error=err,
-            usage=watched.used,
+            usage=used,
             cost=cost,
         )
+        events = started(self.events, "the event publisher")
         events.publish(subjects.COMPLETION, event.SerializeToString(), msg_id=request.request_id)
 
     def _watch_dispatch(self, dispatch: invoke_pb2.Dispatch, redispatched: bool = False) -> None:
@@ -293,23 +310,27 @@ class Router(BusService):
             return
         self.quotas.update(state, time.monotonic())
 
-    async def _on_stat(self, msg: Msg) -> None:
+    async def _on_stats(self, msg: Msg) -> None:
+        """A worker's provider stats of one interval (SWITCHYARD_WORKER_STATS_S): health
+        samples, and the end of each request's in-flight count here."""
         try:
-            stat = events_pb2.ProviderStat.FromString(msg.data)
+            batch = events_pb2.ProviderStatBatch.FromString(msg.data)
         except DecodeError:
-            self.log.warning("undecodable provider stat ignored")
+            self.log.warning("undecodable provider stats ignored")
             return
-        sample = Sample(
-            ok=stat.ok,
-            latency_ms=stat.latency_ms,
-            ttft_ms=stat.ttft_ms,
-            stream=stat.stream,
-            error_code=stat.error_code,
-            retry_after_s=units.seconds(stat.retry_after_ms),
-        )
-        self.health.observe(stat.deployment_id, sample, time.monotonic())
-        if stat.request_id:
-            self.inflight.finish(stat.request_id, stat.deployment_id)
+        now = time.monotonic()
+        for stat in batch.stats:
+            sample = Sample(
+                ok=stat.ok,
+                latency_ms=stat.latency_ms,
+                ttft_ms=stat.ttft_ms,
+                stream=stat.stream,
+                error_code=stat.error_code,
+                retry_after_s=units.seconds(stat.retry_after_ms),
+            )
+            self.health.observe(stat.deployment_id, sample, now)
+            if stat.request_id:
+                self.inflight.finish(stat.request_id, stat.deployment_id)
 
     async def _on_invoke(self, msg: Msg) -> None:
         await self._slots.acquire()
@@ -323,8 +344,8 @@ class Router(BusService):
             ctx = telemetry.extract_context(msg.headers)
             with (
                 metrics.track(self.name) as outcome,
-                tracer.start_as_current_span(
-                    "router.route", context=ctx, attributes=genai.request_attributes(request)
+                telemetry.span(
+                    tracer, "router.route", parent=ctx, attributes=lambda: genai.request_attributes(request)
                 ) as span,
             ):
                 skip = skip_reason(
@@ -367,18 +388,15 @@ class Router(BusService):
                 span.set_attributes(genai.target_attributes(first.provider, first.model, first.deployment_id))
                 span.set_attribute("switchyard.route", dispatch.route)
                 span.set_attribute("switchyard.candidates", len(dispatch.chain))
-                if not await hand_off(self.bus, dispatch):
-                    # Every pool was missing or full (its workers answered "busy"): refused at
-                    # once with Retry-After, recorded with the attempts that say why.
-                    full = any(a.error_code == ErrorCode.OVERLOADED for a in dispatch.attempts)
-                    err = (ALL_BUSY if full else NO_WORKER).to_proto(request.request_id)
-                    await self.bus.publish(msg.reply, codec.error_frame(err))
-                    self._reject(request, err, dispatch)
-                    outcome["status"] = err.code
-                    span.set_attribute("error.type", err.code)
-                    return
+                # Answered only if it did not land: `_on_handoff_moved` / `_on_handoff_exhausted`.
                 self._count_inflight(dispatch)
                 self._watch_dispatch(dispatch)
+                try:
+                    await self.handoff.send(dispatch)
+                except BaseException:
+                    self.inflight.finish(request.request_id, first.deployment_id)
+                    self.liveness.forget(request.request_id)
+                    raise
         except Exception:  # the request's boundary: whatever failed, the caller gets an answer
             self.log.exception("routing failed")
             if msg.reply:
@@ -386,6 +404,31 @@ class Router(BusService):
                 await self.bus.publish(msg.reply, codec.error_frame(err))
         finally:
             self._slots.release()
+
+    def _on_handoff_moved(self, dispatch: invoke_pb2.Dispatch, bounced: invoke_pb2.Target) -> None:
+        """A pool did not take the dispatch (no worker, or all busy) and it went on to the next
+        pool (or the same one again): count it there, watch it from now."""
+        self.inflight.finish(dispatch.request.request_id, bounced.deployment_id)
+        self._count_inflight(dispatch)
+        watched = self.liveness.get(dispatch.request.request_id)
+        self._watch_dispatch(dispatch, redispatched=watched is not None and watched.redispatched)
+
+    async def _on_handoff_exhausted(self, dispatch: invoke_pb2.Dispatch, bounced: invoke_pb2.Target) -> None:
+        """Every pool left in the chain was missing or full (its workers answered "busy"):
+        refused at once with Retry-After, recorded with the attempts that say why. A request
+        redispatched after its worker died ends as lost instead (its attempts say so)."""
+        request = dispatch.request
+        self.inflight.finish(request.request_id, bounced.deployment_id)
+        watched = self.liveness.forget(request.request_id)
+        if watched is not None and watched.redispatched:
+            await self._end_lost(dispatch)
+            return
+        full = any(a.error_code == ErrorCode.OVERLOADED for a in dispatch.attempts)
+        err = (ALL_BUSY if full else NO_WORKER).to_proto(request.request_id)
+        metrics.ERRORS.labels(self.name, err.code).inc()
+        with contextlib.suppress(*NATS_ERRORS):
+            await self.bus.publish(dispatch.reply_to, codec.error_frame(err))
+        self._reject(request, err, dispatch)
 
     def _count_inflight(self, dispatch: invoke_pb2.Dispatch) -> None:
         """Count the request on the deployment that took it, until its stat (or deadline)."""

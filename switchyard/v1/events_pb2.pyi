@@ -106,6 +106,12 @@ class ProviderStat(_message.Message):
     rate_limits: ProviderRateLimits
     def __init__(self, deployment_id: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., ok: _Optional[bool] = ..., http_status: _Optional[int] = ..., retry_after_ms: _Optional[float] = ..., stream: _Optional[bool] = ..., ts_unix_ms: _Optional[int] = ..., error_code: _Optional[str] = ..., request_id: _Optional[str] = ..., rate_limits: _Optional[_Union[ProviderRateLimits, _Mapping]] = ...) -> None: ...
 
+class ProviderStatBatch(_message.Message):
+    __slots__ = ("stats",)
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    stats: _containers.RepeatedCompositeFieldContainer[ProviderStat]
+    def __init__(self, stats: _Optional[_Iterable[_Union[ProviderStat, _Mapping]]] = ...) -> None: ...
+
 class ProviderRateLimits(_message.Message):
     __slots__ = ("requests_limit", "requests_remaining", "requests_reset_ms", "tokens_limit", "tokens_remaining", "tokens_reset_ms", "input_tokens_remaining", "input_tokens_reset_ms", "output_tokens_remaining", "output_tokens_reset_ms")
     REQUESTS_LIMIT_FIELD_NUMBER: _ClassVar[int]
