@@ -18,7 +18,6 @@ from services.router.main import Router
 from switchyard import metrics, subjects
 from switchyard.catalog import build_catalog
 from switchyard.deadlines import GoneBook, expired, skip_reason
-from switchyard.handoff import hand_off
 from switchyard.natsserver import NatsServer
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
@@ -107,8 +106,15 @@ async def test_a_worker_drops_a_queued_request_whose_client_left(
         replies = await nc.subscribe(inbox)
         deadline = int(time.time() * 1000) + 30_000
         before = skipped("providers", "client_gone")
-        assert await hand_off(nc, dispatch_for(inbox, "req_first", "slow", deadline))
-        assert await hand_off(nc, dispatch_for(inbox, "req_queued", "ok", deadline))
+        # Handed off as routers do (switchyard/handoff.py): published, no acknowledgement awaited.
+        for dispatch in (
+            dispatch_for(inbox, "req_first", "slow", deadline),
+            dispatch_for(inbox, "req_queued", "ok", deadline),
+        ):
+            await nc.publish(
+                subjects.provider_invoke("demo"), dispatch.SerializeToString(), reply=nc.new_inbox()
+            )
+        await nc.flush()
         await nc.publish(subjects.cancel("req_queued"), b"")  # the ingress: its client left
         await nc.flush()
         for _ in range(100):  # bounded: 100 x 100 ms

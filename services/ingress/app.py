@@ -403,7 +403,7 @@ class Ingress:
         identity = self.identity(http.headers)
         if identity is ANONYMOUS and self.settings.auth_required:
             raise GatewayError(ErrorCode.UNAUTHORIZED, "missing API key")
-        asked = http.query_params.get("project", identity.project_id)
+        asked = http.query_params.get("project") or identity.project_id
         if asked != identity.project_id:
             raise GatewayError(
                 ErrorCode.PERMISSION_DENIED,

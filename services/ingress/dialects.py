@@ -45,8 +45,8 @@ def dialect_for_path(path: str) -> HttpApi:
     """The error shape a client of this path expects (also for unknown paths under /v1)."""
     if path == "/v1/messages" or path.startswith("/v1/messages/"):
         return ANTHROPIC
-    if path.startswith("/v1/") and not path.startswith("/v1/requests/"):
-        return OPENAI
+    if path.startswith("/v1/") and not path.startswith("/v1/requests/") and path != "/v1/usage":
+        return OPENAI  # the gateway's own reads (a request's row, usage) answer natively
     return NATIVE
 
 

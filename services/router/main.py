@@ -25,6 +25,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.nuid import NUID
 from opentelemetry import trace
+from prometheus_client import Counter
 
 from switchyard import codec, genai, metrics, subjects, telemetry, units
 from switchyard.bus import NATS_ERRORS, EventPublisher, ensure_events_stream
@@ -62,6 +63,11 @@ from .rules import features_of, first_match
 from .strategy import choose_weights, preset
 from .tuning import tuning_from_config
 
+# How the budget admitted each request this router dispatched: from one of its leases (no bus
+# message) or by the authority, per request (docs/budgets.md, "Leases (escrow)").
+ADMISSIONS = Counter(
+    "switchyard_router_budget_admissions_total", "Requests admitted by the budget, by how", ["via"]
+)
 tracer = telemetry.tracer("switchyard.router")
 # Lease asks are off the request path: waited for longer than an authorization, since a grant
 # whose answer is lost stays held (unused) until it expires.
@@ -595,6 +601,7 @@ class Router(BusService):
                     if self.escrow.wants_renewal(key, time.monotonic()) and key not in self._lease_asks:
                         self._renew(key, holds[0])
                     admitted = (lease.lease_id, holds[0])
+                    ADMISSIONS.labels("lease").inc()
                     return self._admitted(request, chain[0].id, holds[0], lease), admitted
                 asking = self._lease_asks.get(key)
                 if asking is None:
@@ -637,6 +644,7 @@ class Router(BusService):
                 retry_after_s=units.seconds(decision.retry_after_ms),
                 retryable=False,
             )
+        ADMISSIONS.labels("authority").inc()
         return decision, None
 
     @staticmethod
