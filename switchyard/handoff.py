@@ -132,28 +132,12 @@ class HandOff:
         target = dispatch.chain[dispatch.position]
         busy = 0
         if msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
-            dispatch.attempts.add(
-                deployment_id=target.deployment_id,
-                provider=target.provider,
-                model=target.model,
-                status=invoke_pb2.STATUS_ERROR,
-                error_code=ErrorCode.NO_WORKER,
-                error_message=f"no worker serves provider {target.provider!r}",
-            )
-            dispatch.position += 1
+            _skip(dispatch, ErrorCode.NO_WORKER, _no_worker(target.provider))
         elif msg.data == subjects.HANDOFF_BUSY:
             busy = sent.busy + 1
             if busy >= BUSY_TRIES:
                 # Every worker asked was full (the queue group picks one at random each time).
-                dispatch.attempts.add(
-                    deployment_id=target.deployment_id,
-                    provider=target.provider,
-                    model=target.model,
-                    status=invoke_pb2.STATUS_ERROR,
-                    error_code=ErrorCode.OVERLOADED,
-                    error_message=f"every {target.provider!r} worker asked was at its concurrency and queue",
-                )
-                dispatch.position += 1
+                _skip(dispatch, ErrorCode.OVERLOADED, _all_busy(target.provider))
                 busy = 0
         else:  # an old worker's ack: delivered
             return
@@ -190,27 +174,34 @@ async def hand_off(nc: NATS, dispatch: invoke_pb2.Dispatch) -> bool:
                 )
                 if ack.data != subjects.HANDOFF_BUSY:
                     return True
-            dispatch.attempts.add(
-                deployment_id=target.deployment_id,
-                provider=target.provider,
-                model=target.model,
-                status=invoke_pb2.STATUS_ERROR,
-                error_code=ErrorCode.OVERLOADED,
-                error_message=f"every {target.provider!r} worker asked was at its concurrency and queue",
-            )
-            dispatch.position += 1
+            _skip(dispatch, ErrorCode.OVERLOADED, _all_busy(target.provider))
         except NoRespondersError:
-            dispatch.attempts.add(
-                deployment_id=target.deployment_id,
-                provider=target.provider,
-                model=target.model,
-                status=invoke_pb2.STATUS_ERROR,
-                error_code=ErrorCode.NO_WORKER,
-                error_message=f"no worker serves provider {target.provider!r}",
-            )
-            dispatch.position += 1
+            _skip(dispatch, ErrorCode.NO_WORKER, _no_worker(target.provider))
         except NatsTimeoutError:
             # Delivered but not acknowledged in time (a stalled worker): it may still run it.
             log.warning("hand-off of %s to %s not acknowledged", dispatch.request.request_id, target.provider)
             return True
     return False
+
+
+def _skip(dispatch: invoke_pb2.Dispatch, code: str, message: str) -> None:
+    """Record the pool at chain[position] as a failed attempt (nobody took the dispatch) and
+    move on to the next deployment."""
+    target = dispatch.chain[dispatch.position]
+    dispatch.attempts.add(
+        deployment_id=target.deployment_id,
+        provider=target.provider,
+        model=target.model,
+        status=invoke_pb2.STATUS_ERROR,
+        error_code=code,
+        error_message=message,
+    )
+    dispatch.position += 1
+
+
+def _no_worker(provider: str) -> str:
+    return f"no worker serves provider {provider!r}"
+
+
+def _all_busy(provider: str) -> str:
+    return f"every {provider!r} worker asked was at its concurrency and queue"

@@ -9,7 +9,7 @@ TTL under which the worker stores the answer.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nats.aio.client import Client as NATS
 from prometheus_client import Counter
@@ -80,7 +80,7 @@ class CachedAnswers:
             LOOKUPS.labels(route, "miss").inc()
             return found
         LOOKUPS.labels(route, "hit").inc()
-        return Lookup(key=key, ttl_ms=found.ttl_ms, route=route, answer=entry)
+        return replace(found, answer=entry)
 
     async def answer(
         self,
