@@ -21,6 +21,7 @@ import asyncio
 import os
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -192,6 +193,23 @@ def build_request(url: str, body: bytes, headers: dict[str, str]) -> tuple[str, 
     return host, port, ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+async def open_loop(
+    rate: float, duration_s: float, one: Callable[[float], Awaitable[None]]
+) -> tuple[int, float]:
+    """Start `one(due)` for request i at `start + i/rate`, whatever the server does (open loop:
+    a slow server cannot slow the schedule down), then wait for all. (sent, elapsed seconds)."""
+    tasks = []
+    start = time.perf_counter() + 0.05
+    for i in range(int(rate * duration_s)):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(due)))
+    await asyncio.gather(*tasks)
+    return len(tasks), time.perf_counter() - start
+
+
 async def run_load(
     url: str,
     body: bytes,
@@ -247,18 +265,7 @@ async def run_load(
             if conn and conn.transport:
                 conn.transport.close()
 
-    total = int(rate * duration_s)
-    tasks = []
-    start = time.perf_counter() + 0.05
-    for i in range(total):
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one(due)))
-        result.sent += 1
-    await asyncio.gather(*tasks)
-    result.elapsed_s = time.perf_counter() - start
+    result.sent, result.elapsed_s = await open_loop(rate, duration_s, one)
     for conn in idle:
         if conn.transport:
             conn.transport.close()

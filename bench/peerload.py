@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import orjson
 import uvloop
 
-from .loadgen import Connection, ResponseParser, build_request, summarize
+from .loadgen import Connection, ResponseParser, build_request, open_loop, summarize
 
 
 class HeadedParser(ResponseParser):
@@ -181,17 +181,7 @@ async def overload(
             if conn is not None and conn.transport:
                 conn.transport.close()
 
-    tasks = []
-    start = time.perf_counter() + 0.05
-    for i in range(int(rate * duration_s)):
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one(due)))
-        result.sent += 1
-    await asyncio.gather(*tasks)
-    result.elapsed_s = time.perf_counter() - start
+    result.sent, result.elapsed_s = await open_loop(rate, duration_s, one)
     for conn in idle:
         if conn.transport:
             conn.transport.close()
