@@ -38,6 +38,7 @@ from . import admin, anthropic_api, auth, hints, openai_api, usage
 from .admission import AdaptiveLimit, admission_tuning
 from .api_kit import HttpApi, Parsed, StreamRenderer
 from .client import GatewayClient
+from .colocated import LocalRouter
 from .dialects import (
     ANTHROPIC,
     HTTP_APIS,
@@ -85,6 +86,8 @@ class Ingress:
         self._reports: set[asyncio.Future[None]] = set()  # refusals being reported (record_refusal)
         # Read for GET /v1/models only: the ingress lists names, the router resolves them.
         self.catalog = load_service_catalog(settings)
+        # SWITCHYARD_ROUTER_MODE=ingress: this process routes its own requests (colocated.py).
+        self.router = LocalRouter(settings, self.catalog) if settings.router_mode == "ingress" else None
         self.ready = False
         self.draining = False
         self._drain_task: asyncio.Task[None] | None = None
@@ -164,7 +167,9 @@ class Ingress:
             self.settings.nats_credentials,
             self.settings.nats_tls_ca_file,
         )
-        self._client = GatewayClient(nc)
+        if self.router is not None:
+            await self.router.start()
+        self._client = GatewayClient(nc, self.router.hand_over if self.router else None)
         await self.client.start()
         if nc.max_payload < 2 * self.settings.max_body_bytes:
             log.warning(
@@ -204,6 +209,8 @@ class Ingress:
             if grpc is not None:
                 await grpc.stop(self.settings.drain_timeout_s)
             await self.auth.stop()
+            if self.router is not None:  # its leases go back, its events are flushed
+                await self.router.drain()
             with contextlib.suppress(*bus.NATS_ERRORS):
                 await nc.drain()
 

@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # Each test stack's admin token by its NATS URL, for ledger_sql (the ledger's SQL subject
 # answers only the admin token).
 ADMIN_TOKENS: dict[str, str] = {}
+# SWITCHYARD_ROUTER_MODE=ingress: the ingress runs the router, start_all starts no router process.
+ROUTER_MODE = "SWITCHYARD_ROUTER_MODE"
 T = TypeVar("T")
 
 
@@ -160,6 +162,8 @@ class Stack:
         role = busauth.role_of_module(module)
         creds = busauth.service_env(self.bus_dir, role) if self.bus_dir and role else {}
         proc_env = dict(self.env, **creds, **env)
+        if module == "services.ingress" and self.bus_dir and proc_env.get(ROUTER_MODE) == "ingress":
+            proc_env.update(busauth.embedded_router_env(self.bus_dir))  # it runs the router itself
         if module == "services.ingress":
             port = int(proc_env.get("SWITCHYARD_PORT") or free_port())
             proc_env["SWITCHYARD_PORT"] = str(port)
@@ -213,7 +217,7 @@ class Stack:
             ("ledger", "services.ledger"),
             ("budget", "services.budget"),
             *[(f"worker-{p}", "services.providers", "--provider", p) for p in providers],
-            ("router", "services.router"),
+            *([] if self.env.get(ROUTER_MODE) == "ingress" else [("router", "services.router")]),
             ("ingress", "services.ingress"),
             ready_timeout_s=ready_timeout_s,
         )
