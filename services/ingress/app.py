@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -38,7 +38,6 @@ from . import admin, anthropic_api, auth, hints, openai_api, usage
 from .admission import AdaptiveLimit, admission_tuning
 from .api_kit import HttpApi, Parsed, StreamRenderer
 from .client import GatewayClient
-from .colocated import LocalRouter
 from .dialects import (
     ANTHROPIC,
     HTTP_APIS,
@@ -56,6 +55,9 @@ from .exchange import Exchange, count, open_exchange
 from .ledger_row import request_row_json
 from .openapi import openapi_document
 from .responses_http import ResponsesEndpoints
+
+if TYPE_CHECKING:
+    from .colocated import LocalRouter
 
 log = logging.getLogger("switchyard.ingress")
 # What a stopping ingress answers the requests it still holds when its drain time is over:
@@ -87,7 +89,12 @@ class Ingress:
         # Read for GET /v1/models only: the ingress lists names, the router resolves them.
         self.catalog = load_service_catalog(settings)
         # SWITCHYARD_ROUTER_MODE=ingress: this process routes its own requests (colocated.py).
-        self.router = LocalRouter(settings, self.catalog) if settings.router_mode == "ingress" else None
+        # Imported only then: an ingress in the default mode loads no router code (nor its metrics).
+        self.router: LocalRouter | None = None
+        if settings.router_mode == "ingress":
+            from .colocated import LocalRouter
+
+            self.router = LocalRouter(settings, self.catalog)
         self.ready = False
         self.draining = False
         self._drain_task: asyncio.Task[None] | None = None
