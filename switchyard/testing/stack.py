@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKENS: dict[str, str] = {}
 # SWITCHYARD_ROUTER_MODE=ingress: the ingress runs the router, start_all starts no router process.
 ROUTER_MODE = "SWITCHYARD_ROUTER_MODE"
+# Its values, for tests that hold in both (pytest.mark.parametrize("router_mode", ROUTER_MODES)).
+ROUTER_MODES = ("service", "ingress")
 T = TypeVar("T")
 
 
@@ -217,12 +219,34 @@ class Stack:
             ("ledger", "services.ledger"),
             ("budget", "services.budget"),
             *[(f"worker-{p}", "services.providers", "--provider", p) for p in providers],
-            *([] if self.env.get(ROUTER_MODE) == "ingress" else [("router", "services.router")]),
+            *self.routers(),
             ("ingress", "services.ingress"),
             ready_timeout_s=ready_timeout_s,
         )
         self.provision()
         return self
+
+    @property
+    def router_mode(self) -> str:
+        """Where this stack routes (SWITCHYARD_ROUTER_MODE): "service" or "ingress"."""
+        return self.env.get(ROUTER_MODE) or "service"
+
+    def routers(self, *names: str) -> list[tuple[str, str]]:
+        """Specs for `start`: a router process per name (one, "router", by default), or none
+        when each ingress runs the router itself (SWITCHYARD_ROUTER_MODE=ingress)."""
+        if self.router_mode == "ingress":
+            return []
+        return [(name, "services.router") for name in names or ("router",)]
+
+    def ingress_urls(self) -> list[str]:
+        """The base URL of every running ingress process, oldest first."""
+        running = [s for s in self.services if s.process.poll() is None]
+        # An ingress is ready on its HTTP port (SWITCHYARD_PORT); every other service on an ops port.
+        return [
+            f"http://127.0.0.1:{s.env['SWITCHYARD_PORT']}"
+            for s in running
+            if s.env.get("SWITCHYARD_PORT") and s.ready_url.endswith(f":{s.env['SWITCHYARD_PORT']}/readyz")
+        ]
 
     def budget_leader(self) -> ServiceProc | None:
         """The budget process holding the lease (its holder id carries its pid), if one leads."""
