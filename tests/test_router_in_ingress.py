@@ -21,6 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.ingress.app import Ingress
+from services.ingress.colocated import MissingRouterCredentials
+from switchyard.settings import Settings
 from switchyard.testing.stack import ServiceProc, Stack, running, wait_for_rows, wait_until
 from tests.fakes import OpenAIFake
 from tests.fakes.base import Behavior
@@ -289,3 +292,14 @@ async def test_sigterm_gives_the_leases_back(colo: tuple[Stack, list[ServiceProc
     assert ingresses[1].stop(signal.SIGTERM) == 0  # drained, exit 0
     # Its router gave the lease back on the way out: nothing is held for the project any more.
     wait_until(lambda: reserved() == 0, 10, what="the lease given back")
+
+
+def test_an_ingress_with_a_bus_user_but_not_the_routers_is_refused_before_it_connects() -> None:
+    bus_user = {"router_mode": "ingress", "nats_user": "ingress", "nats_password": "secret"}
+    with pytest.raises(MissingRouterCredentials, match="SWITCHYARD_ROUTER_NATS_USER"):
+        Ingress(Settings(**bus_user))
+    # Given the router's user, it is built (and connects as that user when it starts).
+    ingress = Ingress(Settings(**bus_user, router_nats_user="router", router_nats_password="p"))
+    assert ingress.router is not None
+    credentials = ingress.router.router.settings.router_nats_credentials
+    assert credentials is not None and credentials.user == "router"

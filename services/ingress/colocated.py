@@ -27,6 +27,7 @@ from nats.aio.client import Client as NATS
 from services.router.main import Router
 from switchyard import bus
 from switchyard.catalog import Catalog
+from switchyard.config import ConfigError
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
 
@@ -35,23 +36,30 @@ from switchyard.v1 import invoke_pb2
 CONNECTION_NAME = "switchyard-router"
 
 
-class MissingRouterCredentials(RuntimeError):
+class MissingRouterCredentials(ConfigError):
     """The bus requires users, and the ingress was not given the router's."""
 
 
 class EmbeddedRouter(Router):
     """The router, connecting as the router's bus user from inside the ingress process."""
 
-    async def connect(self) -> NATS:
-        credentials = self.settings.router_nats_credentials
-        if credentials is None and self.settings.nats_user:
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        # Refused when the ingress is built, before it connects anywhere: the ingress's own bus
+        # user may not do the router's work (and must not be given its permissions).
+        if settings.nats_user and settings.router_nats_credentials is None:
             raise MissingRouterCredentials(
                 "SWITCHYARD_ROUTER_MODE=ingress needs the router's bus user as well as the "
                 "ingress's: set SWITCHYARD_ROUTER_NATS_USER and SWITCHYARD_ROUTER_NATS_PASSWORD_FILE "
                 "(switchyard up does)"
             )
+        super().__init__(settings, catalog, take_invokes=False)
+
+    async def connect(self) -> NATS:
         self.nc = await bus.connect(
-            self.settings.nats_url, CONNECTION_NAME, credentials, self.settings.nats_tls_ca_file
+            self.settings.nats_url,
+            CONNECTION_NAME,
+            self.settings.router_nats_credentials,
+            self.settings.nats_tls_ca_file,
         )
         return self.nc
 
@@ -60,7 +68,7 @@ class LocalRouter:
     """The ingress's own router: started in its lifespan, handed requests, drained last."""
 
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
-        self.router = EmbeddedRouter(settings, catalog, take_invokes=False)
+        self.router = EmbeddedRouter(settings, catalog)
 
     async def start(self) -> None:
         await self.router.start()
