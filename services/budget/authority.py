@@ -382,8 +382,9 @@ class Authority:
         now_ms: int,
         policy: LeasePolicy,
     ) -> tuple[Lease | None, budget_pb2.LeaseGrant]:
-        """A lease on a slice of the scopes' headroom for `router_id`, held at once, or none
-        (the grant says why): rate-limited scopes and scopes near a cap are decided per request."""
+        """A lease on a slice of the scopes' headroom (and of their rate-limit buckets) for
+        `router_id`, held at once, or none (the grant says why): scopes near a cap or a rate
+        limit are decided per request."""
         scopes = tuple(self.view.scopes(ask.project_id, ask.agent_id, ask.key_id))
         now_s = now_ms / 1000
         if self.rate_leases:
