@@ -291,6 +291,8 @@ def asgi_client(ingress: Ingress) -> httpx.AsyncClient:
 
 
 BIG_BODY = {"model": "auto", "messages": [{"role": "user", "content": "x" * 2000}], "max_tokens": 4}
+# Valid on every API tested here (native, OpenAI, Anthropic).
+BODY = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
 
 @pytest.mark.parametrize(
@@ -440,3 +442,43 @@ async def test_an_unhandled_error_is_a_500_in_dialect_and_its_traceback_is_logge
     with pytest.raises(KeyError):  # what the server sees, and logs with its traceback
         async with asgi_client(ingress) as http:
             await http.post("/v1/boom", json={})
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/llm.invoke", "internal"),
+        ("/v1/chat/completions", "server_error/internal_error"),
+        ("/v1/messages", "api_error"),
+    ],
+)
+@pytest.mark.parametrize("where", ["relay", "edge"])
+async def test_an_unhandled_error_on_an_api_is_a_500_in_its_dialect_logged_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, where: str, path: str, kind: str
+) -> None:
+    """The APIs' POSTs bypass Starlette's router and exception layers (app.IngressApp): an
+    error in the relay (here: no lifespan, so no bus client) or in the edge chain in front of
+    it is still a 500 in the caller's dialect with one log line, then re-raised for the server."""
+    from switchyard.lifecycle import NotStartedError
+
+    ingress = Ingress(Settings(auth_required=False))
+    expected: type[Exception] = NotStartedError
+    if where == "edge":  # authentication failing unexpectedly (not a refusal)
+
+        def broken(authorization: str | None, x_api_key: str | None) -> None:
+            raise LookupError("tenancy view")
+
+        monkeypatch.setattr(ingress.auth, "identify", broken)
+        expected = LookupError
+    transport = httpx.ASGITransport(app=ingress.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as http:
+        r = await http.post(path, json=BODY)
+    assert r.status_code == 500 and error_kind(path, r.json()) == kind, r.text
+    assert expected.__name__ not in r.text
+    assert_request_id(path, r)
+    ours = [rec for rec in caplog.records if rec.name == "switchyard.ingress"]
+    assert len(ours) == 1 and ours[0].exc_info is None
+    assert r.headers["x-request-id"] in ours[0].getMessage() and path in ours[0].getMessage()
+    with pytest.raises(expected):  # what the server sees, and logs with its traceback
+        async with asgi_client(ingress) as http:
+            await http.post(path, json=BODY)
