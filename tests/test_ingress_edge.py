@@ -482,3 +482,66 @@ async def test_an_unhandled_error_on_an_api_is_a_500_in_its_dialect_logged_once(
     with pytest.raises(expected):  # what the server sees, and logs with its traceback
         async with asgi_client(ingress) as http:
             await http.post(path, json=BODY)
+
+
+async def test_a_shed_request_is_answered_once_its_body_is_in_and_keeps_its_connection() -> None:
+    """A 503 for load comes after the body is read, not before: a refusal sent before the body
+    ends the connection (connections.py lingers and closes it), so a client under overload
+    would pay a new connection for each refused request. Real uvicorn, the ingress's protocol."""
+    import asyncio
+
+    import uvicorn
+
+    from services.ingress.connections import ConnectionGuard, guarded_protocol
+    from switchyard.natsserver import free_port
+
+    ingress = Ingress(Settings(max_in_flight=1, auth_required=False))
+    ingress.overload.in_flight = 1  # at capacity: every API request is shed
+    port = free_port()
+    config = uvicorn.Config(
+        ingress.app,
+        host="127.0.0.1",
+        port=port,
+        lifespan="off",
+        http=guarded_protocol(ConnectionGuard()),
+        log_config=None,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        for _ in range(100):  # bounded: 100 x 50 ms
+            if server.started:
+                break
+            await asyncio.sleep(0.05)
+        assert server.started
+        body = b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}'
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(head)
+            await writer.drain()
+            with pytest.raises(TimeoutError):  # nothing is answered before the body is in
+                await asyncio.wait_for(reader.read(1), 0.3)
+            writer.write(body)
+            await writer.drain()
+            for _ in range(2):  # the refusal, then another request on the same connection
+                status = await asyncio.wait_for(reader.readline(), 10)
+                assert status.startswith(b"HTTP/1.1 503"), status
+                headers = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                assert b"connection: close" not in headers.lower() and b"retry-after: 1" in headers.lower()
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in headers.lower().split(b"\r\n")
+                    if line.startswith(b"content-length")
+                )
+                await asyncio.wait_for(reader.readexactly(length), 10)
+                writer.write(head + body)
+                await writer.drain()
+        finally:
+            writer.close()
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
