@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -272,6 +273,12 @@ class Ingress:
 
             grpc = await start_grpc_server(self, self.settings.host, self.settings.grpc_port)
         self.ready = True
+        # What start-up built lives as long as the process: out of the collector's sight, so a
+        # full collection scans only what requests left behind, not the ~71k objects of the
+        # imports and the app (30-34 ms per collection, measured: a pause every request in the
+        # loop, refusals included, waits behind; docs/performance.md).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
