@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -78,7 +79,7 @@ async def measure(requests: int, rounds: int) -> dict[str, dict[str, float]]:
             delivered = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

@@ -134,8 +134,9 @@ class Ingress:
             self.client.nc, self.settings, project, period
         )
         self.responses = ResponsesEndpoints(self, RESPONSES)  # stored responses (KV)
-        # The APIs' POSTs (the hot path) and what serves each: they pass the same edge chain as
-        # every other route, then `_serve_api`, without Starlette's router and exception layers.
+        # The APIs' POSTs (the hot path) and what relays each (the Responses API keeps state
+        # between requests, responses_http.py): they pass the same edge chain as every other
+        # route, then `_serve_api`, without Starlette's router and exception layers.
         self._apis: dict[str, tuple[HttpApi, Relay]] = {
             api.path: (api, self.responses.relay if api is RESPONSES else self.relay) for api in HTTP_APIS
         }
