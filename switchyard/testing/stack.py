@@ -248,19 +248,9 @@ class Stack:
     def by_name(self, name: str) -> list[ServiceProc]:
         return [s for s in self.services if s.name == name and s.process.poll() is None]
 
-    def stop(self, timeout_s: float = 15.0) -> None:
-        """Every service at once (SIGTERM, then SIGKILL after `timeout_s`), then NATS: one by
-        one, a stack's shutdowns (0.5-2.5 s each) added up to several seconds per test stack."""
-        living = [s for s in reversed(self.services) if s.process.poll() is None]
-        for service in living:
-            service.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for service in living:
-            try:
-                service.process.wait(max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                service.process.kill()
-                service.process.wait()
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
         self.nats.stop()
 
     def logs(self) -> str:
