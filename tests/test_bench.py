@@ -55,8 +55,8 @@ def test_bench_runs_end_to_end_and_reports_every_figure(tmp_path: Path) -> None:
 def test_cpu_probe_reports_every_process_per_request(tmp_path: Path) -> None:
     out = tmp_path / "cpu.json"
     run = subprocess.run(
-        [sys.executable, "-m", "bench.cpu", "--requests", "5", "--windows", "1", "--against", str(ROOT),
-         "--out", str(out)],
+        [sys.executable, "-m", "bench.cpu", "--requests", "5", "--windows", "1", "--warmup", "5", "--idle-s", "1",
+         "--against", str(ROOT), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
@@ -88,7 +88,7 @@ def test_cpu_probe_streams_and_reports_cpu_per_chunk(tmp_path: Path) -> None:
     out = tmp_path / "cpu-stream.json"
     run = subprocess.run(
         [sys.executable, "-m", "bench.cpu", "--stream", "--words", "8", "--requests", "3", "--windows", "1",
-         "--out", str(out)],
+         "--warmup", "5", "--idle-s", "1", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
