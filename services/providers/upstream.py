@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-import urllib.parse
 import urllib.request
 from abc import abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -24,6 +23,7 @@ from typing import Any, ClassVar, Protocol
 import aiohttp
 import orjson
 from pydantic import Field
+from yarl import URL
 
 from switchyard.catalog import Deployment, Timeouts
 from switchyard.errors import ErrorCode, GatewayError
@@ -44,7 +44,9 @@ def pooled_client(deployment: Deployment, max_connections: int) -> aiohttp.Clien
     timeout (a new connection, or a wait for a free one); first byte, between-chunk and total
     timeouts are enforced around each read by `HttpAdapter`. The proxy is resolved once per host
     (`proxy_for`), not by aiohttp's `trust_env`, which re-reads the environment and ~/.netrc in a
-    thread on every request (8 % of the worker's CPU in the benchmark).
+    thread on every request (8 % of the worker's CPU in the benchmark). No cookie jar: a provider's
+    cookies (a CDN's bot-management cookie) would otherwise be kept and sent back with every
+    tenant's later requests, and filtering the jar costs each request.
     """
     t = deployment.timeouts
     return aiohttp.ClientSession(
@@ -54,6 +56,7 @@ def pooled_client(deployment: Deployment, max_connections: int) -> aiohttp.Clien
             keepalive_timeout=30.0,
         ),
         timeout=aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_connect=t.connect_s),
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 
@@ -141,6 +144,9 @@ class HttpAdapter(ProviderAdapter):
         super().__init__(deployment, settings)
         self.provider = deployment.provider
         self._client: aiohttp.ClientSession | None = None
+        # Built once, not per request: the parsed URL and its proxy, the merged headers.
+        self._targets: dict[str, tuple[URL, str | None]] = {}
+        self._headers_of: tuple[dict[str, str], dict[str, str], dict[str, str]] | None = None
 
     @property
     def client(self) -> aiohttp.ClientSession:
@@ -171,27 +177,44 @@ class HttpAdapter(ProviderAdapter):
 
     # --- I/O ---
 
+    def _target(self, url: str) -> tuple[URL, str | None]:
+        """The URL parsed once, and the proxy for its host (an adapter has a few URLs; the
+        bound only guards one that would build a new URL per request)."""
+        target = self._targets.get(url)
+        if target is None:
+            if len(self._targets) >= 64:
+                self._targets.clear()
+            parsed = URL(url)
+            target = self._targets[url] = (parsed, proxy_for(parsed.scheme, parsed.host or ""))
+        return target
+
+    def _request_headers(self, stream: bool) -> dict[str, str]:
+        """The adapter's headers with the content type (and a stream's accept), merged once for
+        as long as the adapter returns the same headers."""
+        own = self.headers()
+        cached = self._headers_of
+        if cached is None or cached[0] is not own:
+            plain = {"content-type": "application/json", **own}
+            cached = self._headers_of = (own, plain, {**plain, "accept": "text/event-stream"})
+        return cached[2] if stream else cached[1]
+
     async def _open(
         self, request: invoke_pb2.InvokeRequest, stream: bool, deadline: Deadline
     ) -> aiohttp.ClientResponse:
         body = orjson.dumps(self.body(request, stream))
-        headers = {"content-type": "application/json", **self.headers()}
-        if stream:
-            headers["accept"] = "text/event-stream"
         # Non-streaming answers send their headers only when the whole completion is ready, so
         # only the total deadline applies to them; a stream's headers must come within first_byte.
         timer = deadline.first_byte_s if stream else deadline.total_at - deadline.started
         wait, total_binds = deadline.budget(timer, time.monotonic())
-        url = self.url(request, stream)
-        parts = urllib.parse.urlsplit(url)
+        url, proxy = self._target(self.url(request, stream))
         try:
             async with asyncio.timeout(wait):
                 response = await self.client.post(
                     url,
                     data=body,
-                    headers=headers,
+                    headers=self._request_headers(stream),
                     allow_redirects=False,
-                    proxy=proxy_for(parts.scheme, parts.hostname or ""),
+                    proxy=proxy,
                 )
         # aiohttp's own timeouts are also TimeoutErrors: its connect timeout is caught here first.
         except aiohttp.ClientError as exc:
