@@ -10,6 +10,10 @@ Order is kept: a batch goes out before anything sent after it (a timer flush sti
 is awaited before the next send), and `close` sends what is waiting before the stream's final
 or error frame, which the worker publishes only after the upstream call returned. A window of
 0 sends every chunk as its own frame (the behaviour before coalescing).
+
+Each chunk is serialized once when it is added, and a batch frame is those bytes joined under
+the `Reply` and `ChunkBatch` tags (`batch_frame`: the bytes protobuf writes, without copying every
+chunk into a batch message first).
 """
 
 from __future__ import annotations
@@ -21,6 +25,25 @@ from switchyard import codec
 from switchyard.v1 import invoke_pb2
 
 Publish = Callable[[bytes], Awaitable[None]]
+
+# Field tags (field number << 3 | length-delimited) of Reply.chunks and ChunkBatch.chunks.
+_REPLY_CHUNKS_TAG = bytes([4 << 3 | 2])
+_BATCH_CHUNK_TAG = bytes([1 << 3 | 2])
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def batch_frame(serialized_chunks: list[bytes]) -> bytes:
+    """`Reply(chunks=ChunkBatch(chunks=...))` serialized, from chunks already serialized."""
+    batch = b"".join([_BATCH_CHUNK_TAG + _varint(len(c)) + c for c in serialized_chunks])
+    return _REPLY_CHUNKS_TAG + _varint(len(batch)) + batch
 
 
 class ChunkCoalescer:
@@ -42,7 +65,7 @@ class ChunkCoalescer:
         self._publish = publish
         self.window_s = window_s
         self.max_bytes = max_bytes
-        self._pending: list[invoke_pb2.Chunk] = []
+        self._pending: list[bytes] = []  # serialized chunks
         self._size = 0
         self._timer: asyncio.TimerHandle | None = None
         self._sending: asyncio.Future[None] | None = None  # a timer's flush, until it is sent
@@ -54,8 +77,9 @@ class ChunkCoalescer:
             self._first_sent = True
             await self._send(codec.chunk_frame(chunk))
             return
-        self._pending.append(chunk)
-        self._size += chunk.ByteSize()
+        data = chunk.SerializeToString()
+        self._pending.append(data)
+        self._size += len(data)
         if self._size >= self.max_bytes:
             await self.flush()
         elif self._timer is None:
@@ -85,7 +109,7 @@ class ChunkCoalescer:
             self._sending = asyncio.ensure_future(self._send(self._take()))
 
     def _take(self) -> bytes:
-        frame = invoke_pb2.Reply(chunks=invoke_pb2.ChunkBatch(chunks=self._pending)).SerializeToString()
+        frame = batch_frame(self._pending)
         self._pending = []
         self._size = 0
         return frame

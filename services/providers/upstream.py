@@ -32,7 +32,7 @@ from switchyard.v1 import invoke_pb2
 
 from .adapters.base import AdapterOptions, Completed, Progress, ProviderAdapter
 from .http_errors import error_from_exception, error_from_response
-from .sse import LineSplitter, SSEDecoder, SSEEvent
+from .sse import SSEEvent, SSEReader
 
 MAX_ERROR_BODY = 64 * 1024
 
@@ -286,9 +286,12 @@ class HttpAdapter(ProviderAdapter):
         translator = self.stream_translator(request)
         response = await self._open(request, stream=True, deadline=deadline)
         try:
-            async for event in self._events(response, deadline):
-                for item in translator.feed(event):
-                    yield item
+            async for events in self._reads(response, deadline):
+                for event in events:
+                    for item in translator.feed(event):
+                        yield item
+                    if translator.done:
+                        break
                 if translator.done:
                     break
             # A stream that ends before its terminal event was cut: result() raises.
@@ -301,30 +304,30 @@ class HttpAdapter(ProviderAdapter):
         completed.rate_limits = rate_limit_headers(response.headers)
         yield completed
 
-    async def _events(self, response: aiohttp.ClientResponse, deadline: Deadline) -> AsyncIterator[SSEEvent]:
-        """SSE events as the body arrives; the first-byte and between-chunks timers run per read."""
-        decoder, splitter = SSEDecoder(), LineSplitter()
+    async def _reads(
+        self, response: aiohttp.ClientResponse, deadline: Deadline
+    ) -> AsyncIterator[list[SSEEvent]]:
+        """The SSE events of each read of the body, as it arrives (all of a read parsed in one
+        pass); the first-byte and between-chunks timers run per read."""
+        reader = SSEReader()
+        content = response.content
         timer, which = deadline.first_byte_s, "first byte"
         while True:
             wait, total_binds = deadline.budget(timer, time.monotonic())
             try:
                 async with asyncio.timeout(max(wait, 0.0)):
-                    chunk = await response.content.readany()
+                    data = await content.readany()
             except aiohttp.ClientError as exc:
                 raise error_from_exception(self.provider, exc, "mid-stream") from None
             except TimeoutError:
                 raise self._timeout("total" if total_binds else which, wait) from None
-            if not chunk:  # end of body
-                for line in splitter.flush():
-                    if (event := decoder.feed(line)) is not None:
-                        yield event
-                if (last := decoder.flush()) is not None:
-                    yield last
+            if not data:  # end of body
+                yield reader.flush()
                 return
             timer, which = deadline.between_chunks_s, "between chunks"
-            for line in splitter.feed(chunk):
-                if (event := decoder.feed(line)) is not None:
-                    yield event
+            events = reader.feed(data)
+            if events:
+                yield events
 
 
 def finish(response: aiohttp.ClientResponse) -> None:
