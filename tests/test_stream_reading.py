@@ -1,4 +1,5 @@
-"""How a worker reads a provider's stream: SSE parsed a whole read at a time (sse.SSEReader), and
+"""How a worker reads a provider's stream: SSE parsed a whole read at a time (sse.SSEReader), the
+upstream left unread while the coalescer holds chunks back anyway (upstream.hold_reading), and
 batch frames joined from chunks serialized once (coalesce.batch_frame).
 
 First the pure parts against their references: the reader finds the events the line-by-line
@@ -6,7 +7,8 @@ decoder finds, however the body is cut into reads; every adapter's translator gi
 chunks, usage and errors from the fakes' real wire formats cut at every byte (inside a UTF-8
 character, between a CR and its LF); a batch frame is the bytes protobuf writes. Then the I/O:
 a real local HTTP server writes the fakes' bodies in awkward pieces, and each adapter streams them
-with the same result; a stalled upstream times out.
+through a pace that holds every read, with the same result; a stalled upstream still times out,
+and a cancel during a hold lands at once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -25,9 +28,9 @@ from hypothesis import strategies as st
 
 from services.providers.adapters import adapter_for
 from services.providers.adapters.base import Completed
-from services.providers.coalesce import batch_frame
+from services.providers.coalesce import ChunkCoalescer, batch_frame
 from services.providers.sse import LineSplitter, SSEDecoder, SSEEvent, SSEReader
-from services.providers.upstream import HttpAdapter, StreamTranslator
+from services.providers.upstream import HttpAdapter, StreamTranslator, hold_reading
 from switchyard.catalog import Deployment, Timeouts
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
@@ -275,7 +278,41 @@ def test_a_joined_batch_frame_is_the_bytes_protobuf_writes(sizes: list[int]) -> 
     assert list(invoke_pb2.Reply.FromString(expected).chunks.chunks) == chunks
 
 
+async def test_the_coalescer_holds_reads_only_while_chunks_wait() -> None:
+    sent: list[bytes] = []
+
+    async def publish(frame: bytes) -> None:
+        sent.append(frame)
+
+    coalescer = ChunkCoalescer(publish, window_s=60.0, max_bytes=1 << 20)
+    assert coalescer.hold_s() == 0  # nothing waits: read at once (the first chunk is never held)
+    await coalescer.add(invoke_pb2.Chunk(seq=0, delta_text="a"))
+    assert coalescer.hold_s() == 0  # the first chunk went out at once
+    await coalescer.add(invoke_pb2.Chunk(seq=1, delta_text="b"))
+    assert 59 < coalescer.hold_s() < 60  # until just before the batch is due
+    await coalescer.close()
+    assert coalescer.hold_s() == 0
+    assert [invoke_pb2.Reply.FromString(f).WhichOneof("frame") for f in sent] == ["chunk", "chunks"]
+    unpaced = ChunkCoalescer(publish, window_s=0, max_bytes=1 << 20)
+    for seq in range(3):
+        await unpaced.add(invoke_pb2.Chunk(seq=seq))
+        assert unpaced.hold_s() == 0
+
+
 # --- over a real connection ---
+
+
+class Hold:
+    """A pace that holds before every read (harsher than the coalescer, which holds only
+    while a batch waits)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.asked = 0
+
+    def hold_s(self) -> float:
+        self.asked += 1
+        return self.seconds
 
 
 @contextlib.asynccontextmanager
@@ -315,10 +352,10 @@ def awkward_pieces(body: bytes) -> list[bytes]:
     return cut(body, sorted(points | set(range(37, len(body), 37))))
 
 
-async def collect(adapter: HttpAdapter, request: invoke_pb2.InvokeRequest) -> list[Any]:
+async def collect(adapter: HttpAdapter, request: invoke_pb2.InvokeRequest, pace: Hold | None) -> list[Any]:
     out: list[Any] = []
     try:
-        async with contextlib.aclosing(adapter.stream(request)) as items:
+        async with contextlib.aclosing(adapter.stream(request, pace)) as items:
             async for item in items:
                 out.append(item)
     except GatewayError as exc:
@@ -328,27 +365,106 @@ async def collect(adapter: HttpAdapter, request: invoke_pb2.InvokeRequest) -> li
 
 @pytest.mark.parametrize("behavior", ["text", "in-band error"])
 @pytest.mark.parametrize("wire", WIRES, ids=[w.name for w in WIRES])
-async def test_a_stream_over_http_yields_what_the_events_make(wire: Wire, behavior: str) -> None:
+async def test_a_paced_stream_over_http_yields_what_the_events_make(wire: Wire, behavior: str) -> None:
     body = wire.body(BEHAVIORS[behavior], crlf=True)
     request = wire.request()
     expected = outcome(wire.adapter().stream_translator(request), reference_events([body]))
     async with upstream(awkward_pieces(body)) as url:
         adapter = wire.adapter(url)
         try:
-            assert await collect(adapter, request) == expected
+            pace = Hold(0.01)
+            assert await collect(adapter, request, pace) == expected
+            assert pace.asked > 1
+            assert await collect(adapter, request, None) == expected
         finally:
             await adapter.aclose()
 
 
-async def test_a_stalled_upstream_times_out_between_chunks() -> None:
+async def test_a_stalled_upstream_times_out_between_chunks_while_paced() -> None:
     wire = WIRES[0]
     body = wire.body(BEHAVIORS["text"])
     async with upstream([body[: len(body) // 2]], stall=True) as url:
         adapter = wire.adapter(url, Timeouts(between_chunks_s=0.3))
         try:
-            items = await asyncio.wait_for(collect(adapter, wire.request()), 30)
+            items = await asyncio.wait_for(collect(adapter, wire.request(), Hold(0.02)), 30)
         finally:
             await adapter.aclose()
     assert any(isinstance(i, invoke_pb2.Chunk) for i in items)
     code, message = items[-1]
     assert code == ErrorCode.TIMEOUT and "between chunks" in message
+
+
+async def test_a_cancel_during_a_hold_lands_at_once() -> None:
+    """Paced as the worker paces it, by a coalescer (here with a 600 s window): after the first
+    chunk went out, the reader holds until the batch is due; the client leaving cancels it."""
+    wire = WIRES[0]
+    body = wire.body(BEHAVIORS["text"])
+    async with upstream([body[: len(body) // 2]], stall=True) as url:
+        adapter = wire.adapter(url)
+        sent: list[bytes] = []
+        holding = asyncio.Event()
+
+        async def publish(frame: bytes) -> None:
+            sent.append(frame)
+
+        async def consume() -> None:
+            chunks = ChunkCoalescer(publish, window_s=600.0, max_bytes=1 << 20)
+            async with contextlib.aclosing(adapter.stream(wire.request(), chunks)) as items:
+                async for item in items:
+                    if not isinstance(item, invoke_pb2.Chunk):
+                        continue
+                    await chunks.add(item)
+                    if chunks.hold_s() > 0:
+                        holding.set()
+
+        task = asyncio.ensure_future(consume())
+        try:
+            await asyncio.wait_for(holding.wait(), 30)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, 30)  # not the 600 s of the hold
+        finally:
+            await adapter.aclose()
+    assert len(sent) == 1  # the first chunk went out at once; the rest waited for the window
+
+
+async def test_holding_a_read_gathers_what_the_upstream_sent_meanwhile() -> None:
+    """What the upstream writes while the socket is held is read afterwards, in one read, and
+    nothing is lost or reordered."""
+    written = asyncio.Event()
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: 0\n\n")
+        for n in range(1, 21):
+            await asyncio.sleep(0.001)
+            await response.write(b"data: %d\n\n" % n)
+        written.set()
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as resp:
+            first = await resp.content.readany()
+            while not first.endswith(b"\n\n"):
+                first += await resp.content.readany()
+            hold = asyncio.ensure_future(hold_reading(resp, 600.0))
+            await asyncio.wait_for(written.wait(), 30)  # everything was written during the hold
+            await asyncio.sleep(0.05)  # (a read not held would have taken some of it by now)
+            assert resp.content.is_eof() is False and not resp.content._buffer  # none of it read yet
+            hold.cancel()  # a cancel ends the hold at once, and the socket is read again
+            with pytest.raises(asyncio.CancelledError):
+                await hold
+            rest = await resp.content.read()
+    finally:
+        await runner.cleanup()
+    reader = SSEReader()
+    assert [e.data for e in reader.feed(first) + reader.feed(rest)] == [str(n) for n in range(21)]

@@ -14,6 +14,13 @@ or error frame, which the worker publishes only after the upstream call returned
 Each chunk is serialized once when it is added, and a batch frame is those bytes joined under
 the `Reply` and `ChunkBatch` tags (`batch_frame`: the bytes protobuf writes, without copying every
 chunk into a batch message first).
+
+It is also the upstream reader's pace (`hold_s`, adapters/base.py `ReadPace`): while chunks wait
+for their window, the reader leaves the upstream socket unread until just before the flush
+(upstream.py `hold_reading`), so a window's tokens reach the worker in one read instead of one
+wake-up each. Nothing waits before the first chunk, so it is never held. On a loaded loop a read
+that resumes after the timer's flush joins the next batch: a token may then wait up to two
+windows instead of one.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from switchyard.v1 import invoke_pb2
 
 Publish = Callable[[bytes], Awaitable[None]]
 
+# The reader resumes this long before a batch is due (at most a quarter of the window), so what
+# arrived during the hold is read and joins the batch before the timer sends it.
+READ_LEAD_S = 0.002
 # Field tags (field number << 3 | length-delimited) of Reply.chunks and ChunkBatch.chunks.
 _REPLY_CHUNKS_TAG = bytes([4 << 3 | 2])
 _BATCH_CHUNK_TAG = bytes([1 << 3 | 2])
@@ -50,7 +60,10 @@ class ChunkCoalescer:
     """One stream's chunks on their way to its reply subject."""
 
     __slots__ = (
+        "_due",
         "_first_sent",
+        "_lead_s",
+        "_loop",
         "_pending",
         "_publish",
         "_sending",
@@ -68,6 +81,9 @@ class ChunkCoalescer:
         self._pending: list[bytes] = []  # serialized chunks
         self._size = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0  # loop time the waiting chunks are sent at (with a timer set)
+        self._lead_s = min(READ_LEAD_S, window_s / 4)
+        self._loop = asyncio.get_running_loop()
         self._sending: asyncio.Future[None] | None = None  # a timer's flush, until it is sent
         self._first_sent = False
         self.frames = 0  # frames sent (the benchmark and tests read it)
@@ -83,7 +99,15 @@ class ChunkCoalescer:
         if self._size >= self.max_bytes:
             await self.flush()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.window_s, self._on_timer)
+            self._due = self._loop.time() + self.window_s
+            self._timer = self._loop.call_at(self._due, self._on_timer)
+
+    def hold_s(self) -> float:
+        """How long the upstream may go unread: until just before the waiting chunks are sent
+        (0 when none wait, so a chunk after a pause is read, and the first one sent, at once)."""
+        if self._timer is None:
+            return 0.0
+        return self._due - self._lead_s - self._loop.time()
 
     async def flush(self) -> None:
         """Send what is waiting now, after any timer flush still in progress."""

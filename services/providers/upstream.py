@@ -30,7 +30,7 @@ from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
 
-from .adapters.base import AdapterOptions, Completed, Progress, ProviderAdapter
+from .adapters.base import AdapterOptions, Completed, Progress, ProviderAdapter, ReadPace
 from .http_errors import error_from_exception, error_from_response
 from .sse import SSEEvent, SSEReader
 
@@ -280,13 +280,13 @@ class HttpAdapter(ProviderAdapter):
         return completed
 
     async def stream(
-        self, request: invoke_pb2.InvokeRequest
+        self, request: invoke_pb2.InvokeRequest, pace: ReadPace | None = None
     ) -> AsyncGenerator[invoke_pb2.Chunk | Progress | Completed, None]:
         deadline = Deadline.start(self.deployment.timeouts, request.deadline_unix_ms)
         translator = self.stream_translator(request)
         response = await self._open(request, stream=True, deadline=deadline)
         try:
-            async for events in self._reads(response, deadline):
+            async for events in self._reads(response, deadline, pace):
                 for event in events:
                     for item in translator.feed(event):
                         yield item
@@ -305,14 +305,22 @@ class HttpAdapter(ProviderAdapter):
         yield completed
 
     async def _reads(
-        self, response: aiohttp.ClientResponse, deadline: Deadline
+        self, response: aiohttp.ClientResponse, deadline: Deadline, pace: ReadPace | None
     ) -> AsyncIterator[list[SSEEvent]]:
-        """The SSE events of each read of the body, as it arrives (all of a read parsed in one
-        pass); the first-byte and between-chunks timers run per read."""
+        """The SSE events of each read of the body, as it arrives; the first-byte and
+        between-chunks timers run per read.
+
+        With a `pace`, the socket is left unread (paused: the bytes wait in the kernel) for as
+        long as its consumer holds chunks back anyway, so the tokens of a coalescing window
+        arrive in one read and are parsed in one pass instead of waking this task per token.
+        The between-chunks timer starts after the hold, so a stalled upstream is found at most
+        one window later; the hold never outlasts the total deadline."""
         reader = SSEReader()
         content = response.content
         timer, which = deadline.first_byte_s, "first byte"
         while True:
+            if pace is not None and (hold := min(pace.hold_s(), deadline.total_at - time.monotonic())) > 0:
+                await hold_reading(response, hold)
             wait, total_binds = deadline.budget(timer, time.monotonic())
             try:
                 async with asyncio.timeout(max(wait, 0.0)):
@@ -328,6 +336,25 @@ class HttpAdapter(ProviderAdapter):
             events = reader.feed(data)
             if events:
                 yield events
+
+
+async def hold_reading(response: aiohttp.ClientResponse, seconds: float) -> None:
+    """Leave the response's socket unread for `seconds`: what arrives meanwhile waits in the
+    kernel and is read at once afterwards. A cancel (the client left) still lands at once.
+
+    Through aiohttp's own flow control (the protocol's pause/resume, which also holds its
+    parser), and only while aiohttp is not holding the socket itself for a full buffer: the
+    resume would otherwise undo that hold."""
+    connection = response.connection
+    protocol = connection.protocol if connection is not None else None
+    transport = protocol.transport if protocol is not None else None
+    if protocol is None or transport is None or not transport.is_reading():
+        return  # the body is complete (the connection went back), or aiohttp holds it already
+    protocol.pause_reading()
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        protocol.resume_reading()
 
 
 def finish(response: aiohttp.ClientResponse) -> None:
