@@ -350,6 +350,7 @@ class Run:
             side.figures.setdefault("max_rps", {})[label] = {
                 "achieved_rps": best,
                 "errors": sum(run["errors"] for run, _ in runs),
+                "refused_with_retry_after": sum(run.get("refused_with_retry_after", 0) for run, _ in runs),
                 "p99_ms": med([run["latency_ms"]["p99"] for run, _ in runs]),
                 "cpu_ms_per_request": cpu,
             }

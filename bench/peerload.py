@@ -2,6 +2,10 @@
 
 - `closed`: N connections, each sending its next request as soon as the last is answered, for
   a fixed time: the most a gateway can answer (its throughput ceiling), whatever the latency.
+  A refusal that says Retry-After (429/503/529) is honoured as the official OpenAI and
+  Anthropic SDKs do (the connection waits that long, at most `RETRY_AFTER_CAP_S`, before its
+  next request): a client resending a refused request at once measures how fast a gateway can
+  refuse, not how much it can answer.
 - `overload`: open loop (as bench/loadgen.py, due times fixed in advance) with a client
   deadline: each answer is classed as answered in time, answered late, refused (503/429, with
   how fast the refusal came and whether it said Retry-After), or failed (other status, timeout,
@@ -26,18 +30,31 @@ import uvloop
 
 from .loadgen import Connection, ResponseParser, build_request, open_loop, summarize
 
+# The longest Retry-After the closed loop waits (an SDK caps its wait as well).
+RETRY_AFTER_CAP_S = 2.0
+REFUSALS = (429, 503, 529)
+
 
 class HeadedParser(ResponseParser):
-    """loadgen's parser, also noting whether the response carried Retry-After."""
+    """loadgen's parser, also noting whether the response carried Retry-After, and its seconds."""
 
     retry_after = False
+    retry_after_s = 0.0
 
     def feed(self, data: bytes, now: float) -> None:
         if not self.headers_done:
             head = self.buffer + data
             end = head.find(b"\r\n\r\n")
             if end >= 0:
-                self.retry_after = b"\r\nretry-after:" in head[:end].lower()
+                lowered = head[:end].lower()
+                at = lowered.find(b"\r\nretry-after:")
+                self.retry_after = at >= 0
+                if at >= 0:
+                    value = lowered[at + len(b"\r\nretry-after:") :].split(b"\r\n", 1)[0]
+                    try:
+                        self.retry_after_s = max(float(value.strip()), 0.0)
+                    except ValueError:  # an HTTP date: wait the cap
+                        self.retry_after_s = RETRY_AFTER_CAP_S
         super().feed(data, now)
 
 
@@ -53,25 +70,30 @@ class HeadedConnection(Connection):
 async def closed_loop(
     url: str, body: bytes, connections: int, duration_s: float, headers: dict[str, str], timeout_s: float
 ) -> dict:
-    """Each connection sends back to back until the time is up; answers per second overall."""
+    """Each connection sends back to back until the time is up (waiting out a refusal's
+    Retry-After first); answers per second overall."""
     loop = asyncio.get_running_loop()
     host, port, request = build_request(url, body, headers)
     latencies: list[float] = []
-    ok = errors = 0
+    ok = errors = refused = 0
     stop_at = time.perf_counter() + duration_s
 
     async def worker() -> None:
-        nonlocal ok, errors
+        nonlocal ok, errors, refused
         conn: Connection | None = None
         while time.perf_counter() < stop_at:
             try:
                 if conn is None or conn.closed:
-                    _, conn = await loop.create_connection(Connection, host, port)
+                    _, conn = await loop.create_connection(HeadedConnection, host, port)
                 started = time.perf_counter()
                 response = await asyncio.wait_for(conn.send(request), timeout_s)
                 if 200 <= response.status < 300:
                     ok += 1
                     latencies.append((time.perf_counter() - started) * 1000)
+                elif response.status in REFUSALS and getattr(response, "retry_after", False):
+                    refused += 1
+                    wait = min(getattr(response, "retry_after_s", 0.0), RETRY_AFTER_CAP_S)
+                    await asyncio.sleep(min(wait, max(stop_at - time.perf_counter(), 0.0)))
                 else:
                     errors += 1
             except (TimeoutError, ConnectionError, OSError, RuntimeError):
@@ -91,6 +113,7 @@ async def closed_loop(
         "duration_s": duration_s,
         "ok": ok,
         "errors": errors,
+        "refused_with_retry_after": refused,
         "elapsed_s": round(elapsed, 3),
         "achieved_rps": round(ok / elapsed, 1) if elapsed else 0.0,
         "latency_ms": summarize(latencies),
@@ -161,7 +184,7 @@ async def overload(
                 else:
                     result.late += 1
                 result.ok_latency_ms.append(took_ms)
-            elif response.status in (429, 503, 529):
+            elif response.status in REFUSALS:
                 result.refused += 1
                 result.refusal_latency_ms.append(took_ms)
                 if getattr(response, "retry_after", False):
