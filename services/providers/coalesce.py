@@ -16,7 +16,7 @@ the `Reply` and `ChunkBatch` tags (`batch_frame`: the bytes protobuf writes, wit
 chunk into a batch message first).
 
 It is also the upstream reader's pace (`hold_s`, adapters/base.py `ReadPace`): while chunks wait
-for their window, the reader leaves the upstream socket unread until just before the flush
+for their window, the reader leaves the upstream body unread until just before the flush
 (upstream.py `hold_reading`), so a window's tokens reach the worker in one read instead of one
 wake-up each. Nothing waits before the first chunk, so it is never held. On a loaded loop a read
 that resumes after the timer's flush joins the next batch: a token may then wait up to two

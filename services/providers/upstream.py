@@ -310,11 +310,11 @@ class HttpAdapter(ProviderAdapter):
         """The SSE events of each read of the body, as it arrives; the first-byte and
         between-chunks timers run per read.
 
-        With a `pace`, the socket is left unread (paused: the bytes wait in the kernel) for as
-        long as its consumer holds chunks back anyway, so the tokens of a coalescing window
-        arrive in one read and are parsed in one pass instead of waking this task per token.
-        The between-chunks timer starts after the hold, so a stalled upstream is found at most
-        one window later; the hold never outlasts the total deadline."""
+        With a `pace`, the body is left unread for as long as its consumer holds chunks back
+        anyway (`hold_reading`), so the tokens of a coalescing window arrive in one read and are
+        parsed in one pass instead of waking this task per token. The between-chunks timer
+        starts after the hold, so a stalled upstream is found at most one window later; the
+        hold never outlasts the total deadline."""
         reader = SSEReader()
         content = response.content
         timer, which = deadline.first_byte_s, "first byte"
@@ -339,22 +339,20 @@ class HttpAdapter(ProviderAdapter):
 
 
 async def hold_reading(response: aiohttp.ClientResponse, seconds: float) -> None:
-    """Leave the response's socket unread for `seconds`: what arrives meanwhile waits in the
-    kernel and is read at once afterwards. A cancel (the client left) still lands at once.
+    """Leave the response's body unread for `seconds`, or until it ends: what arrives meanwhile
+    gathers in aiohttp's buffer and is taken by the next read at once. A cancel (the client
+    left) lands at once; a broken connection ends the hold and the next read raises its error.
 
-    Through aiohttp's own flow control (the protocol's pause/resume, which also holds its
-    parser), and only while aiohttp is not holding the socket itself for a full buffer: the
-    resume would otherwise undo that hold."""
-    connection = response.connection
-    protocol = connection.protocol if connection is not None else None
-    transport = protocol.transport if protocol is not None else None
-    if protocol is None or transport is None or not transport.is_reading():
-        return  # the body is complete (the connection went back), or aiohttp holds it already
-    protocol.pause_reading()
+    The socket is not paused: the body's end must be seen when it comes, or the stream's last
+    batch and its final frame would wait out the hold."""
+    content = response.content
+    if content.is_eof():
+        return
     try:
-        await asyncio.sleep(seconds)
-    finally:
-        protocol.resume_reading()
+        async with asyncio.timeout(seconds):
+            await content.wait_eof()
+    except (TimeoutError, aiohttp.ClientError):
+        pass
 
 
 def finish(response: aiohttp.ClientResponse) -> None:
