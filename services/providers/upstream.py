@@ -346,8 +346,8 @@ async def hold_reading(response: aiohttp.ClientResponse, seconds: float) -> None
     The socket is not paused: the body's end must be seen when it comes, or the stream's last
     batch and its final frame would wait out the hold."""
     content = response.content
-    if content.is_eof():
-        return
+    if content.is_eof() or content.exception() is not None:
+        return  # nothing more will come: the next read returns the end, or raises the error
     try:
         async with asyncio.timeout(seconds):
             await content.wait_eof()
