@@ -196,6 +196,10 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--requests", type=int, default=300, help="requests per window")
     parser.add_argument("--windows", type=int, default=3, help="measured windows (median reported)")
+    parser.add_argument("--warmup", type=int, default=50, help="requests sent before measuring")
+    parser.add_argument(
+        "--idle-s", type=float, default=2.0, help="seconds of the idle message rate (before the windows)"
+    )
     parser.add_argument("--delay-ms", type=float, default=20.0, help="upstream's fixed delay")
     parser.add_argument("--gateway-env", action="append", default=[], metavar="SWITCHYARD_X=VALUE")
     parser.add_argument("--stream", action="store_true", help="streamed requests; also report CPU per chunk")
@@ -242,9 +246,9 @@ def main() -> int:
             gateway = Gateway(upstream_url, -1, workdir, settings | {"PYTHONPATH": code})
             probes.append(Probe(label, gateway, args.stream))
         for probe in probes:
-            probe.send(50)  # warm-up: connections, caches, the first ledger parts
+            probe.send(args.warmup)  # warm-up: connections, caches, the first ledger parts
         for probe in probes:
-            probe.idle(2.0)  # also lets the warm-up's ledger batch land
+            probe.idle(args.idle_s)  # also lets the warm-up's ledger batch land
         for index in range(args.windows):
             # Alternate which goes first, so neither always follows the other's ledger insert.
             for probe in probes if index % 2 == 0 else probes[::-1]:

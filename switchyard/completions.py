@@ -49,6 +49,7 @@ def completion_event(
             "reservation_id": dispatch.reservation_id,
             "lease_id": dispatch.lease_id,  # admitted from a budget lease (docs/budgets.md, "Leases")
             "lease_held_usd": dispatch.lease_held_usd,
+            "lease_tokens": dispatch.lease_tokens,  # its TPM estimate, corrected at settlement
         }
     event = events_pb2.Completion(
         request_id=request.request_id,

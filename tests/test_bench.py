@@ -18,7 +18,7 @@ PERCENTILES = {"p50", "p90", "p99", "max"}
 def test_bench_runs_end_to_end_and_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     run = subprocess.run(
-        [sys.executable, "-m", "bench", "--rates", "10", "--duration", "2", "--rounds", "1",
+        [sys.executable, "-m", "bench", "--rates", "10", "--duration", "1", "--rounds", "1",
          "--stream-rate", "10", "--max-search", "20", "--no-pin", "--overload-factor", "2",
          "--deadline-ms", "1000", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -28,7 +28,7 @@ def test_bench_runs_end_to_end_and_reports_every_figure(tmp_path: Path) -> None:
     assert report["machine"]["cpus"] >= 1
     entry = report["rates"]["10"]
     for side in ("direct", "gateway"):
-        assert entry[side]["sent"] == 20
+        assert entry[side]["sent"] == 10
         assert entry[side]["ok"] == entry[side]["sent"], entry[side]  # through the gateway too
         assert set(entry[side]["latency_ms"]) == PERCENTILES
     assert set(entry["overhead_ms"]) == PERCENTILES
@@ -55,8 +55,8 @@ def test_bench_runs_end_to_end_and_reports_every_figure(tmp_path: Path) -> None:
 def test_cpu_probe_reports_every_process_per_request(tmp_path: Path) -> None:
     out = tmp_path / "cpu.json"
     run = subprocess.run(
-        [sys.executable, "-m", "bench.cpu", "--requests", "5", "--windows", "1", "--against", str(ROOT),
-         "--out", str(out)],
+        [sys.executable, "-m", "bench.cpu", "--requests", "5", "--windows", "1", "--warmup", "5", "--idle-s", "1",
+         "--against", str(ROOT), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
@@ -88,7 +88,7 @@ def test_cpu_probe_streams_and_reports_cpu_per_chunk(tmp_path: Path) -> None:
     out = tmp_path / "cpu-stream.json"
     run = subprocess.run(
         [sys.executable, "-m", "bench.cpu", "--stream", "--words", "8", "--requests", "3", "--windows", "1",
-         "--out", str(out)],
+         "--warmup", "5", "--idle-s", "1", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr

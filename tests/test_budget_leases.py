@@ -114,10 +114,12 @@ def test_leases_and_holds_never_pass_the_cap_and_stop_near_it() -> None:
     assert allowed == int(left / UNIT)
 
 
-def test_a_rate_limited_scope_gets_no_lease() -> None:
+def test_a_small_rate_limit_gets_no_lease() -> None:
+    # A quarter of 5 requests per second is under the 4-request threshold: decided per request
+    # (larger limits lease a slice of their buckets: tests/test_rate_leases.py).
     view, key = _view("1", rps=5)
     lease, grant = Authority(view).grant_lease("l1", "r1", _lease_ask(key), NOW, POLICY)
-    assert lease is None and "rate limits" in grant.reason
+    assert lease is None and "rate limit" in grant.reason
 
 
 def test_settling_an_admission_replaces_its_hold_with_its_actual_cost() -> None:

@@ -291,6 +291,8 @@ def asgi_client(ingress: Ingress) -> httpx.AsyncClient:
 
 
 BIG_BODY = {"model": "auto", "messages": [{"role": "user", "content": "x" * 2000}], "max_tokens": 4}
+# Valid on every API tested here (native, OpenAI, Anthropic).
+BODY = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
 
 @pytest.mark.parametrize(
@@ -440,3 +442,106 @@ async def test_an_unhandled_error_is_a_500_in_dialect_and_its_traceback_is_logge
     with pytest.raises(KeyError):  # what the server sees, and logs with its traceback
         async with asgi_client(ingress) as http:
             await http.post("/v1/boom", json={})
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/llm.invoke", "internal"),
+        ("/v1/chat/completions", "server_error/internal_error"),
+        ("/v1/messages", "api_error"),
+    ],
+)
+@pytest.mark.parametrize("where", ["relay", "edge"])
+async def test_an_unhandled_error_on_an_api_is_a_500_in_its_dialect_logged_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, where: str, path: str, kind: str
+) -> None:
+    """The APIs' POSTs bypass Starlette's router and exception layers (app.IngressApp): an
+    error in the relay (here: no lifespan, so no bus client) or in the edge chain in front of
+    it is still a 500 in the caller's dialect with one log line, then re-raised for the server."""
+    from switchyard.lifecycle import NotStartedError
+
+    ingress = Ingress(Settings(auth_required=False))
+    expected: type[Exception] = NotStartedError
+    if where == "edge":  # authentication failing unexpectedly (not a refusal)
+
+        def broken(authorization: str | None, x_api_key: str | None) -> None:
+            raise LookupError("tenancy view")
+
+        monkeypatch.setattr(ingress.auth, "identify", broken)
+        expected = LookupError
+    transport = httpx.ASGITransport(app=ingress.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as http:
+        r = await http.post(path, json=BODY)
+    assert r.status_code == 500 and error_kind(path, r.json()) == kind, r.text
+    assert expected.__name__ not in r.text
+    assert_request_id(path, r)
+    ours = [rec for rec in caplog.records if rec.name == "switchyard.ingress"]
+    assert len(ours) == 1 and ours[0].exc_info is None
+    assert r.headers["x-request-id"] in ours[0].getMessage() and path in ours[0].getMessage()
+    with pytest.raises(expected):  # what the server sees, and logs with its traceback
+        async with asgi_client(ingress) as http:
+            await http.post(path, json=BODY)
+
+
+async def test_a_shed_request_is_answered_once_its_body_is_in_and_keeps_its_connection() -> None:
+    """A 503 for load comes after the body is read, not before: a refusal sent before the body
+    ends the connection (connections.py lingers and closes it), so a client under overload
+    would pay a new connection for each refused request. Real uvicorn, the ingress's protocol."""
+    import asyncio
+
+    import uvicorn
+
+    from services.ingress.connections import ConnectionGuard, guarded_protocol
+    from switchyard.natsserver import free_port
+
+    ingress = Ingress(Settings(max_in_flight=1, auth_required=False))
+    ingress.overload.in_flight = 1  # at capacity: every API request is shed
+    port = free_port()
+    config = uvicorn.Config(
+        ingress.app,
+        host="127.0.0.1",
+        port=port,
+        lifespan="off",
+        http=guarded_protocol(ConnectionGuard()),
+        log_config=None,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        for _ in range(100):  # bounded: 100 x 50 ms
+            if server.started:
+                break
+            await asyncio.sleep(0.05)
+        assert server.started
+        body = b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}'
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(head)
+            await writer.drain()
+            with pytest.raises(TimeoutError):  # nothing is answered before the body is in
+                await asyncio.wait_for(reader.read(1), 0.3)
+            writer.write(body)
+            await writer.drain()
+            for _ in range(2):  # the refusal, then another request on the same connection
+                status = await asyncio.wait_for(reader.readline(), 10)
+                assert status.startswith(b"HTTP/1.1 503"), status
+                headers = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                assert b"connection: close" not in headers.lower() and b"retry-after: 1" in headers.lower()
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in headers.lower().split(b"\r\n")
+                    if line.startswith(b"content-length")
+                )
+                await asyncio.wait_for(reader.readexactly(length), 10)
+                writer.write(head + body)
+                await writer.drain()
+        finally:
+            writer.close()
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)

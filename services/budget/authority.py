@@ -97,6 +97,7 @@ class Authority:
         self.quotas = quotas if quotas is not None else QuotaBook()
         self.refusals = RefusalMemory()
         self.leases: dict[str, Lease] = {}  # budget leases out at routers (escrow.py)
+        self.rate_leases: dict[str, Lease] = {}  # those still holding a slice of rate-limit buckets
 
     # --- authorize ----------------------------------------------------------------------
 
@@ -131,6 +132,8 @@ class Authority:
                 return Verdict(True)
             return Verdict(True, deployment_id=held.deployment_id, held_usd=self._capped(held))
         now_s = now_ms / 1000
+        if self.rate_leases:
+            self._release_rates(now_ms)
         candidates = candidates_of(ask)
         index, skipped = self.quotas.choose([quota_need(c) for c in candidates], now_s)
         at_quota = tuple(deployment_id for deployment_id, _ in skipped)
@@ -304,9 +307,21 @@ class Authority:
             event.usage.completion_tokens,
             now_ms / 1000,
         )
+        actual = event.usage.prompt_tokens + event.usage.completion_tokens
         if reservation is not None and reservation.tokens:
-            actual = event.usage.prompt_tokens + event.usage.completion_tokens
             self._settle_tokens(reservation, actual - reservation.tokens, now_ms / 1000)
+        elif reservation is None and event.lease_id and event.lease_tokens:
+            # Admitted from a rate-limited lease: its estimate was taken from the lease's tokens.
+            admitted = Reservation(
+                event.request_id,
+                tuple(scopes),
+                ZERO,
+                now_ms,
+                now_ms,
+                project_id=event.project_id,
+                key_id=event.key_id,
+            )
+            self._settle_tokens(admitted, actual - event.lease_tokens, now_ms / 1000)
         return self._crossings(changes)
 
     def _settle_tokens(self, reservation: Reservation, delta: int, now_s: float) -> None:
@@ -341,7 +356,9 @@ class Authority:
         expired = self.book.expired(now_ms, grace_ms)
         for reservation in expired:
             self.quotas.release(reservation.request_id)
-        escrow.expired(self.book, self.leases, now_ms, grace_ms)
+        for lease in escrow.expired(self.book, self.leases, now_ms, grace_ms):
+            self._repay(lease, 0, 0, now_ms)
+        self._release_rates(now_ms)
         return expired
 
     # --- leases (escrow.py) ------------------------------------------------------------
@@ -365,13 +382,31 @@ class Authority:
         now_ms: int,
         policy: LeasePolicy,
     ) -> tuple[Lease | None, budget_pb2.LeaseGrant]:
-        """A lease on a slice of the scopes' headroom for `router_id`, held at once, or none
-        (the grant says why): rate-limited scopes and scopes near a cap are decided per request."""
+        """A lease on a slice of the scopes' headroom (and of their rate-limit buckets) for
+        `router_id`, held at once, or none (the grant says why): scopes near a cap or a rate
+        limit are decided per request."""
         scopes = tuple(self.view.scopes(ask.project_id, ask.agent_id, ask.key_id))
-        probe = Reservation("", scopes, ZERO, now_ms, now_ms, project_id=ask.project_id, key_id=ask.key_id)
-        if any(limits.rps or limits.tpm for _, limits in self._limits(probe)):
+        now_s = now_ms / 1000
+        if self.rate_leases:
+            self._release_rates(now_ms)
+        probe = Reservation(
+            "",
+            scopes,
+            ZERO,
+            now_ms,
+            now_ms,
+            tokens=ask.tokens_per_request,
+            project_id=ask.project_id,
+            key_id=ask.key_id,
+        )
+        buckets = self._rate_buckets(probe, now_s)
+        tpm = [name for name in buckets if not escrow.is_rps(name)]
+        if tpm and not ask.tokens_per_request:
+            # A router that does not size by tokens (an older one) cannot keep a TPM slice.
             return None, budget_pb2.LeaseGrant(reason="rate limits apply: decided per request")
         window = escrow.admit_window_ms(now_ms, policy.ttl_ms)
+        if buckets:
+            window = min(window, escrow.RATE_WINDOW_MS)
         if window < escrow.MIN_WINDOW_MS:
             return None, budget_pb2.LeaseGrant(reason="the budget day is ending")
         unit = _amount(ask.unit_usd)
@@ -380,6 +415,17 @@ class Authority:
         )
         if not units:
             return None, budget_pb2.LeaseGrant(reason="near a cap: decided per request")
+        if buckets:
+            units = escrow.rate_units(
+                units,
+                [bucket.lendable(now_s) for name, bucket in buckets.items() if escrow.is_rps(name)],
+                [buckets[name].lendable(now_s) for name in tpm],
+                ask.tokens_per_request,
+                policy.share,
+                policy.min_requests,
+            )
+            if not units:
+                return None, budget_pb2.LeaseGrant(reason="near a rate limit: decided per request")
         amount = unit * units
         lease = Lease(
             lease_id=lease_id,
@@ -395,6 +441,15 @@ class Authority:
         )
         escrow.grant(self.book, lease)
         self.leases[lease_id] = lease
+        if buckets:
+            self._lend(
+                lease,
+                buckets,
+                units,
+                units * ask.tokens_per_request if tpm else 0,
+                now_ms + window + escrow.RATE_RETURN_GRACE_MS,
+                now_ms,
+            )
         return lease, budget_pb2.LeaseGrant(
             lease_id=lease_id,
             amount_usd=format_usd(amount),
@@ -403,24 +458,81 @@ class Authority:
             hold_until_unix_ms=lease.hold_until_ms,
             at_unix_ms=now_ms,
             capped=bool(self.view.budgets_for(list(scopes))),
+            rate_limited=bool(buckets),
+            tokens=lease.rate_tokens,
         )
+
+    def _rate_buckets(self, probe: Reservation, now_s: float) -> dict[str, TokenBucket]:
+        """The rate-limit buckets of the probe's scopes, by name (the RPS and TPM ones)."""
+        out = {}
+        for scope, limits in self._limits(probe):
+            if limits.rps:
+                name = f"rps|{scope}"
+                out[name] = self._bucket(name, limits.rps, max(limits.rps, 1.0), now_s)
+            if limits.tpm:
+                name = f"tpm|{scope}"
+                out[name] = self._bucket(name, limits.tpm / 60.0, float(limits.tpm), now_s)
+        return out
+
+    def _lend(
+        self,
+        lease: Lease,
+        buckets: dict[str, TokenBucket],
+        requests: int,
+        tokens: int,
+        until_ms: int,
+        now_ms: int,
+    ) -> None:
+        """The lease takes its slice of each bucket (buckets.py: lent, not refilled over)."""
+        now_s = now_ms / 1000
+        for name, bucket in buckets.items():
+            bucket.lend(float(requests if escrow.is_rps(name) else tokens), now_s)
+        lease.rate_requests = requests
+        lease.rate_tokens = tokens
+        lease.rate_buckets = tuple(buckets)
+        lease.rate_until_ms = until_ms
+        self.rate_leases[lease.lease_id] = lease
+
+    def _repay(self, lease: Lease, unused_requests: int, unused_tokens: int, now_ms: int) -> None:
+        """The lease's slice leaves the buckets' lent count; what it did not use comes back."""
+        if self.rate_leases.pop(lease.lease_id, None) is None:
+            return
+        now_s = now_ms / 1000
+        for name in lease.rate_buckets:
+            bucket = self.buckets.get(name)
+            if bucket is None:
+                continue
+            if escrow.is_rps(name):
+                bucket.repay(float(lease.rate_requests), float(unused_requests), now_s)
+            else:
+                bucket.repay(float(lease.rate_tokens), float(unused_tokens), now_s)
+
+    def _release_rates(self, now_ms: int) -> None:
+        """Slices whose lease was not given back in time count as used (their router may have
+        admitted that many; it can admit no more now)."""
+        for lease in [lease for lease in self.rate_leases.values() if lease.rate_until_ms < now_ms]:
+            self._repay(lease, 0, 0, now_ms)
 
     def cancel_lease(self, lease_id: str) -> None:
         """Undo a grant that could not be journaled (the router gets no lease)."""
         lease = self.leases.pop(lease_id, None)
         if lease is not None:
             escrow.give_back(self.book, lease, [])
+            self._repay(lease, lease.rate_requests, lease.rate_tokens, lease.at_ms)
 
-    def give_back(self, returned: budget_pb2.LeaseReturn) -> bool:
-        """A router returned a lease: its open admissions stay held, the rest is released.
-        False when the lease is not out (already returned, or expired)."""
+    def give_back(self, returned: budget_pb2.LeaseReturn, now_ms: int = 0) -> bool:
+        """A router returned a lease: its open admissions stay held, the rest is released (and
+        what it did not use of its rate-limit slices goes back to the buckets). False when the
+        lease is not out (already returned, or expired)."""
         lease = self.leases.pop(returned.lease_id, None)
         if lease is None:
             return False
         admissions = [
-            Admission(a.request_id, _amount(a.held_usd), a.deadline_unix_ms) for a in returned.admissions
+            Admission(a.request_id, _amount(a.held_usd), a.deadline_unix_ms, a.tokens)
+            for a in returned.admissions
         ]
         escrow.give_back(self.book, lease, admissions)
+        self._repay(lease, *escrow.rate_unused(lease, admissions), now_ms)
         return True
 
     def restore_lease(self, record: budget_pb2.LeaseRecord, now_ms: int, grace_ms: int) -> None:
@@ -442,6 +554,20 @@ class Authority:
         )
         escrow.grant(self.book, lease)
         self.leases[lease.lease_id] = lease
+        if record.rate_until_unix_ms > now_ms:  # its router may still admit from its slices
+            probe = Reservation(
+                "", lease.scopes, ZERO, now_ms, now_ms, project_id=lease.project_id, key_id=lease.key_id
+            )
+            buckets = self._rate_buckets(probe, now_ms / 1000)
+            if buckets:
+                self._lend(
+                    lease,
+                    buckets,
+                    record.rate_requests,
+                    record.rate_tokens,
+                    record.rate_until_unix_ms,
+                    now_ms,
+                )
 
     # --- report -------------------------------------------------------------------------
 
@@ -510,4 +636,7 @@ def lease_record(lease: Lease) -> budget_pb2.LeaseRecord:
         amount_usd=format_usd(lease.amount),
         at_unix_ms=lease.at_ms,
         hold_until_unix_ms=lease.hold_until_ms,
+        rate_requests=lease.rate_requests,
+        rate_tokens=lease.rate_tokens,
+        rate_until_unix_ms=lease.rate_until_ms,
     )

@@ -12,6 +12,13 @@ until its admit window ends. What the lease holds only shrinks while it is out:
     when every request it can have admitted is past its deadline plus grace (`expired`).
 So spent + held (leases included) never passes a cap: every admission's hold was inside a lease
 that was itself checked against the cap when granted (docs/budgets.md, "Leases").
+
+On a scope with rate limits (RPS, TPM on its project or key) a lease also carries a slice of each
+bucket: `requests` from every RPS bucket and `requests * tokens per request` from every TPM bucket,
+lent when granted (buckets.py: a bucket refills only up to its capacity less what it lent). Such a
+lease's window is at most `RATE_WINDOW_MS`; its slice goes back to the buckets when the lease is
+returned (less what it admitted) or, never returned, stays counted as used until `rate_until_ms`,
+after the router can no longer admit from it (docs/budgets.md, "Leases on rate-limited scopes").
 """
 
 from __future__ import annotations
@@ -26,6 +33,11 @@ from .book import ZERO, Reservation, SpendBook
 DAY_MS = 86_400_000
 # A lease whose admit window would end sooner than this (the UTC day is ending) is not granted.
 MIN_WINDOW_MS = 100
+# A lease on a rate-limited scope admits for at most one second (the RPS bucket's span), and
+# its slice of the buckets is held this much longer, for its router's return to arrive with
+# what it did not use (after that the slice counts as used: never more admitted, maybe fewer).
+RATE_WINDOW_MS = 1000
+RATE_RETURN_GRACE_MS = 1500
 
 
 @dataclass
@@ -41,6 +53,13 @@ class Lease:
     at_ms: int  # the periods it holds in (admissions must be received on the same UTC day)
     hold_until_ms: int  # every admission's deadline is before this
     settled: set[str] = field(default_factory=set)  # admissions settled from the lease
+    # Rate limits (0 / () when none): what it lent from each bucket named in `rate_buckets`
+    # (RPS buckets lent `rate_requests`, TPM buckets `rate_tokens`), until it is returned or
+    # `rate_until_ms` passes.
+    rate_requests: int = 0
+    rate_tokens: int = 0
+    rate_buckets: tuple[str, ...] = ()
+    rate_until_ms: int = 0
 
 
 def lease_units(
@@ -55,6 +74,39 @@ def lease_units(
     else:
         units = min(max_requests, int(max(headroom, ZERO) * Decimal(str(share)) / unit))
     return units if units >= min_requests else 0
+
+
+def rate_units(
+    units: int,
+    requests_room: list[float],
+    tokens_room: list[float],
+    tokens_per_request: int,
+    share: float,
+    min_requests: int,
+) -> int:
+    """Cut a lease of `units` requests to what the rate-limit buckets allow: at most `share` of
+    what each RPS bucket holds (a bucket holds one second's allowance at most) and of what each
+    TPM bucket holds, in requests of `tokens_per_request`; 0 below `min_requests`, so a scope
+    whose buckets are near empty is decided per request, each request exactly as without
+    leases."""
+    for room in requests_room:
+        units = min(units, int(share * max(room, 0.0)))
+    if tokens_per_request > 0:
+        for room in tokens_room:
+            units = min(units, int(share * max(room, 0.0) / tokens_per_request))
+    return units if units >= min_requests else 0
+
+
+def is_rps(bucket_name: str) -> bool:
+    """Bucket names are `rps|<scope>` and `tpm|<scope>` (authority.py)."""
+    return bucket_name.startswith("rps|")
+
+
+def rate_unused(lease: Lease, admissions: list[Admission]) -> tuple[int, int]:
+    """What a returned lease did not use of its RPS and TPM slices."""
+    used_requests = len({a.request_id for a in admissions})
+    used_tokens = sum(a.tokens for a in admissions)
+    return max(lease.rate_requests - used_requests, 0), max(lease.rate_tokens - used_tokens, 0)
 
 
 def admit_window_ms(now_ms: int, ttl_ms: int) -> int:
@@ -83,6 +135,7 @@ class Admission:
     request_id: str
     hold: Decimal
     deadline_ms: int
+    tokens: int = 0  # its TPM estimate (rate-limited leases)
 
 
 def give_back(book: SpendBook, lease: Lease, admissions: list[Admission]) -> list[Reservation]:
@@ -105,6 +158,7 @@ def give_back(book: SpendBook, lease: Lease, admissions: list[Admission]) -> lis
             amount=hold,
             at_ms=lease.at_ms,
             deadline_ms=admission.deadline_ms or lease.hold_until_ms,
+            tokens=admission.tokens,  # settlement corrects the TPM buckets to its actual usage
             project_id=lease.project_id,
             key_id=lease.key_id,
         )

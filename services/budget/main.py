@@ -546,6 +546,7 @@ class BudgetService(BusService):
                 key_id=ask.key_id,
                 unit_usd=format_usd(verdict.reservation.amount),
                 want=True,
+                tokens_per_request=ask.estimated_tokens,
             )
             grant = self._grant(authority, lease_ask)
         self._spawn(self._journal_then_reply(msg, ask, authority, verdict, grant))
@@ -580,7 +581,7 @@ class BudgetService(BusService):
 
     def _give_back(self, authority: Authority, returns: list[budget_pb2.LeaseReturn]) -> list:
         """Apply returned leases; the ones that were out (to journal)."""
-        out = [r for r in returns if authority.give_back(r)]
+        out = [r for r in returns if authority.give_back(r, now_ms())]
         if out:
             LEASES.labels("returned").inc(len(out))
         return out

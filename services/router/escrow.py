@@ -5,8 +5,15 @@ the caller passes the time (docs/budgets.md, "Leases").
 A lease covers one (project, agent, key). A request fits a lease when, at once: the lease's
 admit window is open, it has a request and the request's hold left, the request's deadline is
 before the lease's `hold_until` (the authority keeps the lease held at least that long) and the
-request was received on the lease's UTC day (the periods it holds in). Anything else is decided
-by the authority, per request, as before leases existed.
+request was received on the lease's UTC day (the periods it holds in) and, on a scope with a TPM
+limit, its TPM estimate fits in the lease's tokens left. Anything else is decided by the
+authority, per request, as before leases existed.
+
+A lease on a rate-limited scope starts its admit window when the router SENT its ask, not when
+the grant arrived: the authority starts it when it grants, later than that, so the router stops
+admitting before the authority counts the lease's rate-limit slices as used (docs/budgets.md,
+"Leases on rate-limited scopes"). Other leases start it on arrival (their bound rests on the
+requests' deadlines, and a grant slowed by a busy authority keeps its whole window).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ class Admitted:
     request_id: str
     hold: Decimal
     deadline_ms: int
+    tokens: int = 0
 
 
 @dataclass
@@ -54,10 +62,16 @@ class RouterLease:
     hold_until_ms: int
     day: int
     admitted: list[Admitted] = field(default_factory=list)
+    tokens_limited: bool = False  # a TPM limit applies: admissions take their estimate
+    tokens: int = 0  # granted
+    tokens_left: int = 0
 
     @classmethod
-    def of(cls, grant: budget_pb2.LeaseGrant, now: float) -> RouterLease:
+    def of(cls, grant: budget_pb2.LeaseGrant, now: float, sent: float | None = None) -> RouterLease:
+        """The lease of `grant`, arrived at `now` for an ask sent at `sent` (a rate lease's
+        window starts then: never later than the authority started it)."""
         amount = _usd(grant.amount_usd)
+        start = min(sent, now) if grant.rate_limited and sent is not None else now
         return cls(
             lease_id=grant.lease_id,
             amount=amount,
@@ -65,34 +79,43 @@ class RouterLease:
             remaining=amount,
             requests_left=grant.requests,
             capped=grant.capped,
-            opened=now,
-            admit_until=now + grant.ttl_ms / 1000,
+            opened=start,
+            admit_until=start + grant.ttl_ms / 1000,
             hold_until_ms=grant.hold_until_unix_ms,
             day=grant.at_unix_ms // DAY_MS,
+            tokens_limited=grant.tokens > 0,
+            tokens=grant.tokens,
+            tokens_left=grant.tokens,
         )
 
     def open(self, now: float) -> bool:
         return now < self.admit_until
 
-    def fits(self, hold: Decimal, deadline_ms: int, received_ms: int, now: float) -> bool:
+    def fits(self, hold: Decimal, deadline_ms: int, received_ms: int, now: float, tokens: int = 0) -> bool:
         return (
             self.open(now)
             and self.requests_left >= 1
             and hold <= self.remaining
+            and (not self.tokens_limited or tokens <= self.tokens_left)
             and deadline_ms <= self.hold_until_ms
             and received_ms // DAY_MS == self.day
         )
 
-    def take(self, request_id: str, hold: Decimal, deadline_ms: int) -> None:
+    def take(self, request_id: str, hold: Decimal, deadline_ms: int, tokens: int = 0) -> None:
         self.remaining -= hold
         self.requests_left -= 1
-        self.admitted.append(Admitted(request_id, hold, deadline_ms))
+        taken = tokens if self.tokens_limited else 0
+        self.tokens_left -= taken
+        self.admitted.append(Admitted(request_id, hold, deadline_ms, taken))
 
     def to_return(self) -> budget_pb2.LeaseReturn:
         out = budget_pb2.LeaseReturn(lease_id=self.lease_id)
         for a in self.admitted:
             out.admissions.add(
-                request_id=a.request_id, held_usd=format_usd(a.hold), deadline_unix_ms=a.deadline_ms
+                request_id=a.request_id,
+                held_usd=format_usd(a.hold),
+                deadline_unix_ms=a.deadline_ms,
+                tokens=a.tokens,
             )
         return out
 
@@ -105,19 +128,29 @@ class Escrow:
         self.returns: list[budget_pb2.LeaseReturn] = []  # closed leases, to give back
 
     def admit(
-        self, key: ScopeKey, request_id: str, hold: Decimal, deadline_ms: int, received_ms: int, now: float
+        self,
+        key: ScopeKey,
+        request_id: str,
+        hold: Decimal,
+        deadline_ms: int,
+        received_ms: int,
+        now: float,
+        tokens: int = 0,
     ) -> RouterLease | None:
-        """Take the request's hold from the first of the scope's leases it fits (None: none)."""
+        """Take the request's hold (and, under a TPM limit, its TPM estimate `tokens`) from the
+        first of the scope's leases it fits (None: none)."""
         for lease in self.leases.get(key, ()):
-            if lease.fits(hold, deadline_ms, received_ms, now):
-                lease.take(request_id, hold, deadline_ms)
+            if lease.fits(hold, deadline_ms, received_ms, now, tokens):
+                lease.take(request_id, hold, deadline_ms, tokens)
                 return lease
         return None
 
-    def add(self, key: ScopeKey, grant: budget_pb2.LeaseGrant, now: float) -> RouterLease | None:
+    def add(
+        self, key: ScopeKey, grant: budget_pb2.LeaseGrant, now: float, sent: float | None = None
+    ) -> RouterLease | None:
         if not grant.lease_id:
             return None
-        lease = RouterLease.of(grant, now)
+        lease = RouterLease.of(grant, now, sent)
         self.leases.setdefault(key, []).append(lease)
         return lease
 
@@ -131,16 +164,23 @@ class Escrow:
             return True
         left = sum((lease.remaining for lease in live), Decimal(0))
         requests_left = sum(lease.requests_left for lease in live)
+        if newest.tokens_limited and sum(lease.tokens_left for lease in live) <= newest.tokens * RENEW_LEFT:
+            return True
         return (
             left <= newest.amount * Decimal(str(RENEW_LEFT)) or requests_left <= newest.requests * RENEW_LEFT
         )
 
-    def close(self, key: ScopeKey, now: float, hold: Decimal | None = None) -> None:
+    def close(self, key: ScopeKey, now: float, hold: Decimal | None = None, tokens: int = 0) -> None:
         """Close the scope's leases whose window has ended, or (with `hold`) that cannot admit a
-        request of that hold any more: they are given back with the next message."""
+        request of that hold (and TPM estimate `tokens`) any more: they are given back with the
+        next message."""
         keep = []
         for lease in self.leases.get(key, ()):
-            spent = hold is not None and (lease.remaining < hold or lease.requests_left < 1)
+            spent = hold is not None and (
+                lease.remaining < hold
+                or lease.requests_left < 1
+                or (lease.tokens_limited and lease.tokens_left < tokens)
+            )
             if lease.open(now) and not spent:
                 keep.append(lease)
             else:

@@ -522,7 +522,7 @@ class Router(BusService):
             max_attempts=self.tuning.max_attempts,
         )
         if lease is not None:  # admitted from a budget lease: settlement takes its hold out of it
-            dispatch.lease_id, held = lease
+            dispatch.lease_id, held, dispatch.lease_tokens = lease
             dispatch.lease_held_usd = format_usd(held)
         if hedge.note is not None:
             dispatch.rationale.hedge.CopyFrom(hedge.note)
@@ -552,12 +552,14 @@ class Router(BusService):
         chain: list[Deployment],
         prompt_tokens: int,
         hedge: Hedge = NO_HEDGE,
-    ) -> tuple[budget_pb2.Decision, tuple[str, Decimal] | None]:
+    ) -> tuple[budget_pb2.Decision, tuple[str, Decimal, int] | None]:
         """Reserve the most this request can cost on any deployment it may reach from the first
         candidate of `chain` with provider-quota headroom (reservation.py), both racers of an
         armed hedge included: from a budget lease of this router when one has room (no bus
-        message; the lease id and the hold taken from it come with the decision), else by
-        asking the authority; raise its denial."""
+        message; the lease id, the hold and the TPM estimate taken from it come with the
+        decision), else by asking the authority; raise its denial. A lease on a rate-limited
+        scope also holds a slice of its RPS/TPM buckets (docs/budgets.md, "Leases on
+        rate-limited scopes")."""
         worst = worst_cases(request, chain)
         costs = [w.cost_usd for w in worst]
         if hedge.plan is not None:
@@ -595,12 +597,18 @@ class Router(BusService):
             )
             for _ in range(2):
                 lease = self.escrow.admit(
-                    key, request.request_id, holds[0], deadline_ms, ask.received_unix_ms, time.monotonic()
+                    key,
+                    request.request_id,
+                    holds[0],
+                    deadline_ms,
+                    ask.received_unix_ms,
+                    time.monotonic(),
+                    ask.estimated_tokens,
                 )
                 if lease is not None:
                     if self.escrow.wants_renewal(key, time.monotonic()) and key not in self._lease_asks:
-                        self._renew(key, holds[0])
-                    admitted = (lease.lease_id, holds[0])
+                        self._renew(key, holds[0], ask.estimated_tokens)
+                    admitted = (lease.lease_id, holds[0], ask.estimated_tokens if lease.tokens_limited else 0)
                     ADMISSIONS.labels("lease").inc()
                     return self._admitted(request, chain[0].id, holds[0], lease), admitted
                 asking = self._lease_asks.get(key)
@@ -609,11 +617,12 @@ class Router(BusService):
                 await asyncio.shield(asking)  # a lease is on its way: try it before asking alone
             # No lease has room: ask per request, with a lease for what follows (one ask at a
             # time per scope) and this router's closed leases given back first.
-            self.escrow.close(key, time.monotonic(), holds[0])
+            self.escrow.close(key, time.monotonic(), holds[0], ask.estimated_tokens)
             if key not in self._lease_asks:
                 pending = self._lease_asks[key] = asyncio.get_running_loop().create_future()
                 ask.lease_for = self.instance
             ask.returns.extend(self.escrow.take_returns())
+        sent = time.monotonic()  # a lease granted with the answer admits from here (escrow.py)
         try:
             try:
                 reply = await self.bus.request(
@@ -632,7 +641,7 @@ class Router(BusService):
             if decision.deny_code == ErrorCode.UNAVAILABLE:  # not applied: sent again later
                 self.escrow.requeue(list(ask.returns))
             if decision.lease.lease_id:
-                self.escrow.add(key, decision.lease, time.monotonic())
+                self.escrow.add(key, decision.lease, time.monotonic(), sent)
         finally:
             if pending is not None:
                 self._lease_asks.pop(key, None)
@@ -659,7 +668,7 @@ class Router(BusService):
             held_usd=format_usd(hold) if lease.capped else "",
         )
 
-    def _renew(self, key: ScopeKey, unit: Decimal) -> None:
+    def _renew(self, key: ScopeKey, unit: Decimal, tokens: int) -> None:
         """Ask for the scope's next lease in the background (requests that find the live ones
         dry meanwhile wait for it), giving back the closed ones."""
         pending = self._lease_asks[key] = asyncio.get_running_loop().create_future()
@@ -671,13 +680,15 @@ class Router(BusService):
             unit_usd=format_usd(unit),
             want=True,
             returns=self.escrow.take_returns(),
+            tokens_per_request=tokens,
         )
 
         async def renew() -> None:
             try:
+                sent = time.monotonic()
                 grant = await self._ask_lease(ask)
                 if grant is not None:
-                    self.escrow.add(key, grant, time.monotonic())
+                    self.escrow.add(key, grant, time.monotonic(), sent)
             finally:
                 self._lease_asks.pop(key, None)
                 pending.set_result(None)

@@ -73,7 +73,7 @@ class Decision(_message.Message):
     def __init__(self, allow: _Optional[bool] = ..., deny_code: _Optional[str] = ..., deny_reason: _Optional[str] = ..., retry_after_ms: _Optional[float] = ..., reservation_id: _Optional[str] = ..., scope: _Optional[str] = ..., cap_usd: _Optional[str] = ..., deployment_id: _Optional[str] = ..., at_quota: _Optional[_Iterable[str]] = ..., held_usd: _Optional[str] = ..., lease: _Optional[_Union[LeaseGrant, _Mapping]] = ...) -> None: ...
 
 class LeaseAsk(_message.Message):
-    __slots__ = ("router_id", "project_id", "agent_id", "key_id", "unit_usd", "want", "returns")
+    __slots__ = ("router_id", "project_id", "agent_id", "key_id", "unit_usd", "want", "returns", "tokens_per_request")
     ROUTER_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class LeaseAsk(_message.Message):
     UNIT_USD_FIELD_NUMBER: _ClassVar[int]
     WANT_FIELD_NUMBER: _ClassVar[int]
     RETURNS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     router_id: str
     project_id: str
     agent_id: str
@@ -88,10 +89,11 @@ class LeaseAsk(_message.Message):
     unit_usd: str
     want: bool
     returns: _containers.RepeatedCompositeFieldContainer[LeaseReturn]
-    def __init__(self, router_id: _Optional[str] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., unit_usd: _Optional[str] = ..., want: _Optional[bool] = ..., returns: _Optional[_Iterable[_Union[LeaseReturn, _Mapping]]] = ...) -> None: ...
+    tokens_per_request: int
+    def __init__(self, router_id: _Optional[str] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., unit_usd: _Optional[str] = ..., want: _Optional[bool] = ..., returns: _Optional[_Iterable[_Union[LeaseReturn, _Mapping]]] = ..., tokens_per_request: _Optional[int] = ...) -> None: ...
 
 class LeaseGrant(_message.Message):
-    __slots__ = ("lease_id", "amount_usd", "requests", "ttl_ms", "hold_until_unix_ms", "at_unix_ms", "capped", "reason")
+    __slots__ = ("lease_id", "amount_usd", "requests", "ttl_ms", "hold_until_unix_ms", "at_unix_ms", "capped", "reason", "rate_limited", "tokens")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_USD_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +102,8 @@ class LeaseGrant(_message.Message):
     AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     CAPPED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITED_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     amount_usd: str
     requests: int
@@ -108,7 +112,9 @@ class LeaseGrant(_message.Message):
     at_unix_ms: int
     capped: bool
     reason: str
-    def __init__(self, lease_id: _Optional[str] = ..., amount_usd: _Optional[str] = ..., requests: _Optional[int] = ..., ttl_ms: _Optional[float] = ..., hold_until_unix_ms: _Optional[int] = ..., at_unix_ms: _Optional[int] = ..., capped: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    rate_limited: bool
+    tokens: int
+    def __init__(self, lease_id: _Optional[str] = ..., amount_usd: _Optional[str] = ..., requests: _Optional[int] = ..., ttl_ms: _Optional[float] = ..., hold_until_unix_ms: _Optional[int] = ..., at_unix_ms: _Optional[int] = ..., capped: _Optional[bool] = ..., reason: _Optional[str] = ..., rate_limited: _Optional[bool] = ..., tokens: _Optional[int] = ...) -> None: ...
 
 class LeaseReturn(_message.Message):
     __slots__ = ("lease_id", "admissions")
@@ -119,16 +125,18 @@ class LeaseReturn(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., admissions: _Optional[_Iterable[_Union[LeaseAdmission, _Mapping]]] = ...) -> None: ...
 
 class LeaseAdmission(_message.Message):
-    __slots__ = ("request_id", "held_usd", "deadline_unix_ms", "received_unix_ms")
+    __slots__ = ("request_id", "held_usd", "deadline_unix_ms", "received_unix_ms", "tokens")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     HELD_USD_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     held_usd: str
     deadline_unix_ms: int
     received_unix_ms: int
-    def __init__(self, request_id: _Optional[str] = ..., held_usd: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., received_unix_ms: _Optional[int] = ...) -> None: ...
+    tokens: int
+    def __init__(self, request_id: _Optional[str] = ..., held_usd: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., received_unix_ms: _Optional[int] = ..., tokens: _Optional[int] = ...) -> None: ...
 
 class LeaseRevoke(_message.Message):
     __slots__ = ("lease_ids",)
@@ -137,7 +145,7 @@ class LeaseRevoke(_message.Message):
     def __init__(self, lease_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LeaseRecord(_message.Message):
-    __slots__ = ("lease_id", "router_id", "project_id", "agent_id", "key_id", "amount_usd", "at_unix_ms", "hold_until_unix_ms")
+    __slots__ = ("lease_id", "router_id", "project_id", "agent_id", "key_id", "amount_usd", "at_unix_ms", "hold_until_unix_ms", "rate_requests", "rate_tokens", "rate_until_unix_ms")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     ROUTER_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +154,9 @@ class LeaseRecord(_message.Message):
     AMOUNT_USD_FIELD_NUMBER: _ClassVar[int]
     AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     HOLD_UNTIL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    RATE_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    RATE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    RATE_UNTIL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     router_id: str
     project_id: str
@@ -154,7 +165,10 @@ class LeaseRecord(_message.Message):
     amount_usd: str
     at_unix_ms: int
     hold_until_unix_ms: int
-    def __init__(self, lease_id: _Optional[str] = ..., router_id: _Optional[str] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., amount_usd: _Optional[str] = ..., at_unix_ms: _Optional[int] = ..., hold_until_unix_ms: _Optional[int] = ...) -> None: ...
+    rate_requests: int
+    rate_tokens: int
+    rate_until_unix_ms: int
+    def __init__(self, lease_id: _Optional[str] = ..., router_id: _Optional[str] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., amount_usd: _Optional[str] = ..., at_unix_ms: _Optional[int] = ..., hold_until_unix_ms: _Optional[int] = ..., rate_requests: _Optional[int] = ..., rate_tokens: _Optional[int] = ..., rate_until_unix_ms: _Optional[int] = ...) -> None: ...
 
 class QuotaState(_message.Message):
     __slots__ = ("ts_unix_ms", "deployments")

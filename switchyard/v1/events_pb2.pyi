@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Completion(_message.Message):
-    __slots__ = ("request_id", "project_id", "agent_id", "key_id", "route", "requested_model", "provider", "model", "deployment_id", "status", "error_code", "error_message", "usage", "cost_usd", "latency_ms", "ttft_ms", "overhead_ms", "stream", "attempts", "rationale", "trace_id", "metadata", "started_unix_ms", "finished_unix_ms", "reservation_id", "api", "finish_reason", "lease_id", "lease_held_usd", "cache_hit", "cost_saved_usd")
+    __slots__ = ("request_id", "project_id", "agent_id", "key_id", "route", "requested_model", "provider", "model", "deployment_id", "status", "error_code", "error_message", "usage", "cost_usd", "latency_ms", "ttft_ms", "overhead_ms", "stream", "attempts", "rationale", "trace_id", "metadata", "started_unix_ms", "finished_unix_ms", "reservation_id", "api", "finish_reason", "lease_id", "lease_held_usd", "cache_hit", "cost_saved_usd", "lease_tokens")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class Completion(_message.Message):
     LEASE_HELD_USD_FIELD_NUMBER: _ClassVar[int]
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     COST_SAVED_USD_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     project_id: str
     agent_id: str
@@ -78,7 +79,8 @@ class Completion(_message.Message):
     lease_held_usd: str
     cache_hit: bool
     cost_saved_usd: str
-    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., route: _Optional[str] = ..., requested_model: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., deployment_id: _Optional[str] = ..., status: _Optional[_Union[_invoke_pb2.Status, str]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., usage: _Optional[_Union[_invoke_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., overhead_ms: _Optional[float] = ..., stream: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[_invoke_pb2.Attempt, _Mapping]]] = ..., rationale: _Optional[_Union[_invoke_pb2.Rationale, _Mapping]] = ..., trace_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., started_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., reservation_id: _Optional[str] = ..., api: _Optional[str] = ..., finish_reason: _Optional[_Union[_invoke_pb2.FinishReason, str]] = ..., lease_id: _Optional[str] = ..., lease_held_usd: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., cost_saved_usd: _Optional[str] = ...) -> None: ...
+    lease_tokens: int
+    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_id: _Optional[str] = ..., route: _Optional[str] = ..., requested_model: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., deployment_id: _Optional[str] = ..., status: _Optional[_Union[_invoke_pb2.Status, str]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., usage: _Optional[_Union[_invoke_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., overhead_ms: _Optional[float] = ..., stream: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[_invoke_pb2.Attempt, _Mapping]]] = ..., rationale: _Optional[_Union[_invoke_pb2.Rationale, _Mapping]] = ..., trace_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., started_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., reservation_id: _Optional[str] = ..., api: _Optional[str] = ..., finish_reason: _Optional[_Union[_invoke_pb2.FinishReason, str]] = ..., lease_id: _Optional[str] = ..., lease_held_usd: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., cost_saved_usd: _Optional[str] = ..., lease_tokens: _Optional[int] = ...) -> None: ...
 
 class ProviderStat(_message.Message):
     __slots__ = ("deployment_id", "latency_ms", "ttft_ms", "ok", "http_status", "retry_after_ms", "stream", "ts_unix_ms", "error_code", "request_id", "rate_limits")

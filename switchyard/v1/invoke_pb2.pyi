@@ -576,7 +576,7 @@ class Target(_message.Message):
     def __init__(self, deployment_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class Dispatch(_message.Message):
-    __slots__ = ("request", "chain", "position", "rationale", "attempts", "reservation_id", "route", "router_ms", "reply_to", "max_attempts", "routed_unix_ms", "reserved_usd", "hedge", "hedge_for", "cache_key", "cache_ttl_ms", "lease_id", "lease_held_usd")
+    __slots__ = ("request", "chain", "position", "rationale", "attempts", "reservation_id", "route", "router_ms", "reply_to", "max_attempts", "routed_unix_ms", "reserved_usd", "hedge", "hedge_for", "cache_key", "cache_ttl_ms", "lease_id", "lease_held_usd", "lease_tokens")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -595,6 +595,7 @@ class Dispatch(_message.Message):
     CACHE_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_HELD_USD_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     request: InvokeRequest
     chain: _containers.RepeatedCompositeFieldContainer[Target]
     position: int
@@ -613,7 +614,8 @@ class Dispatch(_message.Message):
     cache_ttl_ms: float
     lease_id: str
     lease_held_usd: str
-    def __init__(self, request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., chain: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., position: _Optional[int] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., reservation_id: _Optional[str] = ..., route: _Optional[str] = ..., router_ms: _Optional[float] = ..., reply_to: _Optional[str] = ..., max_attempts: _Optional[int] = ..., routed_unix_ms: _Optional[float] = ..., reserved_usd: _Optional[str] = ..., hedge: _Optional[_Union[HedgePlan, _Mapping]] = ..., hedge_for: _Optional[str] = ..., cache_key: _Optional[str] = ..., cache_ttl_ms: _Optional[float] = ..., lease_id: _Optional[str] = ..., lease_held_usd: _Optional[str] = ...) -> None: ...
+    lease_tokens: int
+    def __init__(self, request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., chain: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., position: _Optional[int] = ..., rationale: _Optional[_Union[Rationale, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., reservation_id: _Optional[str] = ..., route: _Optional[str] = ..., router_ms: _Optional[float] = ..., reply_to: _Optional[str] = ..., max_attempts: _Optional[int] = ..., routed_unix_ms: _Optional[float] = ..., reserved_usd: _Optional[str] = ..., hedge: _Optional[_Union[HedgePlan, _Mapping]] = ..., hedge_for: _Optional[str] = ..., cache_key: _Optional[str] = ..., cache_ttl_ms: _Optional[float] = ..., lease_id: _Optional[str] = ..., lease_held_usd: _Optional[str] = ..., lease_tokens: _Optional[int] = ...) -> None: ...
 
 class HedgePlan(_message.Message):
     __slots__ = ("delay_ms", "max_hedges", "max_share", "window_ms")
