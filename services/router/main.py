@@ -59,7 +59,7 @@ from .ranking import (
     rank,
 )
 from .reservation import DEFAULT_MAX_OUTPUT_TOKENS, chain_holds, hedged_holds, serving, worst_cases
-from .rules import features_of, first_match
+from .rules import Features, features_of, first_match
 from .strategy import choose_weights, preset
 from .tuning import tuning_from_config
 
@@ -410,7 +410,7 @@ class Router(BusService):
                     span.set_attribute("switchyard.cache", "hit")
                     return
                 try:
-                    dispatch = await self.route(request)
+                    dispatch = await self.route(request, cached.features if cached is not None else None)
                 except GatewayError as error:
                     err = error.to_proto(request.request_id)
                     await self.bus.publish(reply_to, codec.error_frame(err))
@@ -482,10 +482,14 @@ class Router(BusService):
         )
         self.inflight.start(dispatch.request.request_id, target.deployment_id, expires, probe=probe)
 
-    def decide(self, request: invoke_pb2.InvokeRequest) -> tuple[str, int, Ranked]:
-        """The pure part of routing: rule, weights, health snapshot, ranking."""
+    def decide(
+        self, request: invoke_pb2.InvokeRequest, features: Features | None = None
+    ) -> tuple[str, int, Ranked]:
+        """The pure part of routing: rule, weights, health snapshot, ranking. `features` when
+        the caller has them already (the response cache's lookup)."""
         requested, candidates = self.catalog.resolve(request.model)
-        features = features_of(request)
+        if features is None:
+            features = features_of(request)
         rule = first_match(self.catalog.rules, requested, features)
         route_name = requested
         if rule is not None:
@@ -526,9 +530,11 @@ class Router(BusService):
                 ranked = downgraded
         return route_name, features.prompt_tokens, ranked
 
-    async def route(self, request: invoke_pb2.InvokeRequest) -> invoke_pb2.Dispatch:
+    async def route(
+        self, request: invoke_pb2.InvokeRequest, features: Features | None = None
+    ) -> invoke_pb2.Dispatch:
         started = time.perf_counter_ns()
-        route, prompt_tokens, ranked = self.decide(request)
+        route, prompt_tokens, ranked = self.decide(request, features)
         ranked.rationale.decision_ms = (time.perf_counter_ns() - started) / 1e6
         ranked.rationale.decided_by = self.identity
         hedge = self.plan_hedge(route, request, ranked.chain[: self.tuning.max_attempts])
