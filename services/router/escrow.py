@@ -31,6 +31,9 @@ RENEW_LEFT = 0.5
 RENEW_ELAPSED = 0.5
 
 ScopeKey = tuple[str, str, str]  # (project, agent, key)
+# How many revoked lease ids not (yet) held here a router remembers: revocations are rare (a
+# tenancy change, a recall at a cap) and a grant overtaken by its revocation arrives within ms.
+REVOKED_MEMORY = 1024
 
 
 def _usd(text: str) -> Decimal:
@@ -126,6 +129,9 @@ class Escrow:
     def __init__(self) -> None:
         self.leases: dict[ScopeKey, list[RouterLease]] = {}
         self.returns: list[budget_pb2.LeaseReturn] = []  # closed leases, to give back
+        # Revoked before their grant arrived (the authority recalls a lease it has just granted;
+        # the revocation can overtake the grant): such a grant is given back unused at once.
+        self.revoked_early: dict[str, None] = {}
 
     def admit(
         self,
@@ -151,6 +157,10 @@ class Escrow:
         if not grant.lease_id:
             return None
         lease = RouterLease.of(grant, now, sent)
+        if grant.lease_id in self.revoked_early:
+            del self.revoked_early[grant.lease_id]
+            self.returns.append(lease.to_return())
+            return None
         self.leases.setdefault(key, []).append(lease)
         return lease
 
@@ -191,8 +201,15 @@ class Escrow:
             self.leases.pop(key, None)
 
     def revoke(self, lease_ids: set[str]) -> bool:
-        """Close these leases (the authority revoked them). True when any was held here."""
+        """Close these leases (the authority revoked them). True when any was held here. Ids
+        not held here may be this router's leases whose grant has not arrived yet: remembered
+        (the latest REVOKED_MEMORY), so that such a grant is given back at once (`add`)."""
         found = False
+        held = {lease.lease_id for leases in self.leases.values() for lease in leases}
+        for lease_id in lease_ids - held:
+            self.revoked_early[lease_id] = None
+        while len(self.revoked_early) > REVOKED_MEMORY:
+            del self.revoked_early[next(iter(self.revoked_early))]
         for key in list(self.leases):
             keep = []
             for lease in self.leases[key]:
