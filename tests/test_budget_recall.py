@@ -185,6 +185,22 @@ def test_a_router_gives_back_at_once_a_lease_revoked_before_its_grant_arrived() 
     assert escrow.add(("acme", "", "k"), grant, 0.0) is not None  # remembered once only
 
 
+def test_a_router_sends_a_return_again_when_a_new_leader_recalls_the_lease() -> None:
+    """The old leader died before journaling the return: its successor still holds the lease
+    and recalls it at the cap; the router sends the same return again (idempotent)."""
+    escrow = Escrow()
+    grant = budget_pb2.LeaseGrant(
+        lease_id="l1", amount_usd="0.004", requests=4, ttl_ms=2000, hold_until_unix_ms=NOW + 200_000,
+        at_unix_ms=NOW, capped=True,
+    )  # fmt: skip
+    escrow.add(("acme", "", "k"), grant, 0.0)
+    escrow.admit(("acme", "", "k"), "req_1", UNIT, NOW + 60_000, NOW, 0.0)
+    escrow.close_all()
+    first = escrow.take_returns()
+    assert not escrow.revoke({"l1"})  # not held any more
+    assert escrow.take_returns() == first and len(first[0].admissions) == 1
+
+
 # --- a burst against the cap, two routers, every message interleaved at random -----------
 
 

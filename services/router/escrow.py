@@ -31,9 +31,10 @@ RENEW_LEFT = 0.5
 RENEW_ELAPSED = 0.5
 
 ScopeKey = tuple[str, str, str]  # (project, agent, key)
-# How many revoked lease ids not (yet) held here a router remembers: revocations are rare (a
-# tenancy change, a recall at a cap) and a grant overtaken by its revocation arrives within ms.
-REVOKED_MEMORY = 1024
+# How many revoked lease ids not (yet) held here, and returns sent, a router remembers:
+# revocations are rare (a tenancy change, a recall at a cap), a grant overtaken by its
+# revocation arrives within ms, and a lost return is recalled within seconds of a takeover.
+REVOKED_MEMORY = 256
 
 
 def _usd(text: str) -> Decimal:
@@ -132,6 +133,9 @@ class Escrow:
         # Revoked before their grant arrived (the authority recalls a lease it has just granted;
         # the revocation can overtake the grant): such a grant is given back unused at once.
         self.revoked_early: dict[str, None] = {}
+        # The latest returns sent (REVOKED_MEMORY): a new leader that never got one (its
+        # predecessor died before journaling it) recalls the lease, and gets it again.
+        self.sent: dict[str, budget_pb2.LeaseReturn] = {}
 
     def admit(
         self,
@@ -207,7 +211,11 @@ class Escrow:
         found = False
         held = {lease.lease_id for leases in self.leases.values() for lease in leases}
         for lease_id in lease_ids - held:
-            self.revoked_early[lease_id] = None
+            again = self.sent.get(lease_id)
+            if again is not None:
+                self.returns.append(again)  # returns are idempotent at the authority
+            else:
+                self.revoked_early[lease_id] = None
         while len(self.revoked_early) > REVOKED_MEMORY:
             del self.revoked_early[next(iter(self.revoked_early))]
         for key in list(self.leases):
@@ -235,6 +243,10 @@ class Escrow:
 
     def take_returns(self) -> list[budget_pb2.LeaseReturn]:
         out, self.returns = self.returns, []
+        for returned in out:
+            self.sent[returned.lease_id] = returned
+        while len(self.sent) > REVOKED_MEMORY:
+            del self.sent[next(iter(self.sent))]
         return out
 
     def requeue(self, returns: list[budget_pb2.LeaseReturn]) -> None:
