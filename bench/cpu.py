@@ -14,6 +14,11 @@ beside this one, and measures them in alternating windows.
 `--stream` sends streamed requests instead (the upstream streams `--words` chunks, one every
 `--chunk-delay-ms`) and also reports the CPU per chunk: a stream's CPU divided by its chunks,
 the figure chunk coalescing (services/providers/coalesce.py) is measured by.
+
+`--gateway-env` settings go to both gateways; `--this-env` and `--against-env` to one side
+only, to measure a setting against the other side's default. Each side reports the processes
+it runs (with SWITCHYARD_ROUTER_MODE=ingress there is no router process: its CPU is the
+ingress's).
 """
 
 from __future__ import annotations
@@ -201,7 +206,20 @@ def main() -> int:
         "--idle-s", type=float, default=2.0, help="seconds of the idle message rate (before the windows)"
     )
     parser.add_argument("--delay-ms", type=float, default=20.0, help="upstream's fixed delay")
-    parser.add_argument("--gateway-env", action="append", default=[], metavar="SWITCHYARD_X=VALUE")
+    parser.add_argument(
+        "--gateway-env", action="append", default=[], metavar="SWITCHYARD_X=VALUE", help="both gateways"
+    )
+    parser.add_argument(
+        "--this-env",
+        action="append",
+        default=[],
+        metavar="SWITCHYARD_X=VALUE",
+        help="this checkout's gateway only (after --gateway-env): compare a setting against the "
+        "other side's default, e.g. SWITCHYARD_ROUTER_MODE=ingress",
+    )
+    parser.add_argument(
+        "--against-env", action="append", default=[], metavar="SWITCHYARD_X=VALUE", help="--against's only"
+    )
     parser.add_argument("--stream", action="store_true", help="streamed requests; also report CPU per chunk")
     parser.add_argument("--words", type=int, default=16, help="chunks per streamed answer (upstream)")
     parser.add_argument("--chunk-delay-ms", type=float, default=1.0, help="upstream's gap between chunks")
@@ -238,12 +256,13 @@ def main() -> int:
     probes: list[Probe] = []
     try:
         # PYTHONPATH picks the code each gateway's processes import.
-        sides = [("this checkout", str(ROOT))]
+        sides = [("this checkout", str(ROOT), parse_settings(args.this_env))]
         if args.against:
-            sides.insert(0, (f"against {args.against}", str(Path(args.against).resolve())))
-        for label, code in sides:
+            against = (f"against {args.against}", str(Path(args.against).resolve()))
+            sides.insert(0, (*against, parse_settings(args.against_env)))
+        for label, code, side_settings in sides:
             workdir = Path(tempfile.mkdtemp(prefix="switchyard-cpu-"))
-            gateway = Gateway(upstream_url, -1, workdir, settings | {"PYTHONPATH": code})
+            gateway = Gateway(upstream_url, -1, workdir, settings | side_settings | {"PYTHONPATH": code})
             probes.append(Probe(label, gateway, args.stream))
         for probe in probes:
             probe.send(args.warmup)  # warm-up: connections, caches, the first ledger parts
@@ -256,6 +275,8 @@ def main() -> int:
         report = {
             "requests_per_window": args.requests,
             "gateway_env": args.gateway_env,
+            "this_env": args.this_env,
+            "against_env": args.against_env,
             "stream": args.stream,
         }
         report["runs"] = {probe.label: probe.report() for probe in probes}

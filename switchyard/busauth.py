@@ -362,6 +362,15 @@ def role_of_module(module: str) -> str | None:
     return None
 
 
+def embedded_router_env(folder: Path) -> dict[str, str]:
+    """What an ingress running the router in its own process (SWITCHYARD_ROUTER_MODE=ingress)
+    gets besides its own credentials: the router's, for the router's own connection."""
+    return {
+        "SWITCHYARD_ROUTER_NATS_USER": ROUTER,
+        "SWITCHYARD_ROUTER_NATS_PASSWORD_FILE": str(password_file(folder, ROUTER)),
+    }
+
+
 def service_env(folder: Path, role: str) -> dict[str, str]:
     """The environment that gives a child process `role`'s credentials: the user and the
     path of its password file (so the password is in neither argv nor the environment)."""

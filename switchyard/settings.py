@@ -42,6 +42,17 @@ class Settings(BaseSettings):
 
     request_timeout_s: float = Field(default=120.0, gt=0)
     router_concurrency: int = Field(default=512, gt=0)
+    # Where requests are routed (docs/architecture.md, "Where the router runs"): "service" =
+    # router processes (queue group `router` on llm.invoke), scaled on their own; "ingress" =
+    # each ingress process runs the router itself and hands it each request by a direct call
+    # (one hop, the invoke message and its encode/decode fewer per request; `switchyard up`
+    # then starts no router process).
+    router_mode: Literal["service", "ingress"] = "service"
+    # In "ingress" mode the in-process router connects to NATS as the router's own user (its
+    # permissions, not the ingress's); `switchyard up` and the test launcher set these.
+    router_nats_user: str = ""
+    router_nats_password: str = Field(default="", repr=False)
+    router_nats_password_file: Path | None = None
     worker_concurrency: int = Field(default=256, gt=0)
     # Dispatches a worker accepts beyond its concurrency, waiting for a slot; past that it
     # refuses at once and the router tries another worker or pool (docs/reliability.md).
@@ -212,6 +223,15 @@ class Settings(BaseSettings):
         if not self.nats_user:
             return None
         return BusCredentials(self.nats_user, _secret(self.nats_password, self.nats_password_file))
+
+    @cached_property
+    def router_nats_credentials(self) -> BusCredentials | None:
+        """The in-process router's bus user (router_mode "ingress"), or None without one."""
+        if not self.router_nats_user:
+            return None
+        return BusCredentials(
+            self.router_nats_user, _secret(self.router_nats_password, self.router_nats_password_file)
+        )
 
     @cached_property
     def configured_admin_token(self) -> str:

@@ -1,7 +1,8 @@
 """`switchyard up`: NATS plus every service as its own child process, supervised.
 
 Starts nats-server (JetStream, files under the data folder), then the ledger, budget,
-provider workers, router and ingress; waits until each reports ready; prints the URLs;
+provider workers, router (none with SWITCHYARD_ROUTER_MODE=ingress: the ingress runs it) and
+ingress; waits until each reports ready; prints the URLs;
 restarts a child that crashes; and on Ctrl-C / SIGTERM stops the services first (so they
 drain into NATS), NATS last, leaving nothing running.
 """
@@ -112,7 +113,9 @@ class Stack:
         for provider in catalog.providers():
             argv = ["-m", "services.providers", "--provider", provider]
             specs.append((f"providers-{provider}", busauth.PROVIDERS, argv, {}))
-        specs.append(("router", busauth.ROUTER, ["-m", "services.router"], {}))
+        embedded_router = self.settings.router_mode == "ingress"
+        if not embedded_router:  # else each ingress routes its own requests (docs/architecture.md)
+            specs.append(("router", busauth.ROUTER, ["-m", "services.router"], {}))
         children = []
         for name, role, argv, extra in specs:
             ops_port = free_port()
@@ -124,6 +127,7 @@ class Stack:
             SWITCHYARD_PORT=str(self.settings.port),
             SWITCHYARD_HOST=self.settings.host,
             **busauth.service_env(self.bus_dir, busauth.INGRESS),
+            **(busauth.embedded_router_env(self.bus_dir) if embedded_router else {}),
         )
         children.append(
             Child(

@@ -1,10 +1,12 @@
-"""Budget leases through real processes: two budget processes and two routers, the leader
-SIGKILLed while routers hold leases it granted, then a burst of 200 concurrent requests against a
-cap that fits far fewer (docs/budgets.md, "Leases")."""
+"""Budget leases through real processes: two budget processes and two routers (router processes,
+or ingress processes running the router themselves), the leader SIGKILLed while routers hold
+leases it granted, then a burst of 200 concurrent requests against a cap that fits far fewer
+(docs/budgets.md, "Leases")."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import tempfile
 import time
@@ -15,17 +17,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from switchyard.testing.stack import Stack, ledger_sql, running, wait_until
-from tests.support.budgets import burst, invoke, scope_spent, set_budget, settled_cost, spend
+from switchyard.testing.stack import ROUTER_MODES, Stack, ledger_sql, running, wait_until
+from tests.support.budgets import invoke, scope_spent, set_budget, settled_cost, spend
 
 pytestmark = pytest.mark.timeout(300)  # seven processes and a takeover on a machine others may load
 
 
-@pytest.fixture(scope="module")
-def leased() -> Iterator[Stack]:
+# Two routers either way: two router processes behind one ingress ("service"), or two ingress
+# processes each running the router itself ("ingress"), the requests spread over both.
+@pytest.fixture(scope="module", params=ROUTER_MODES)
+def leased(request: pytest.FixtureRequest) -> Iterator[Stack]:
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-leases-"))
     stack = Stack.create(
         workdir,
+        SWITCHYARD_ROUTER_MODE=request.param,
         SWITCHYARD_DEMO_LATENCY_MS="2",
         SWITCHYARD_BUDGET_LEASE_TTL_S="1.5",
         SWITCHYARD_BUDGET_TIMEOUT_S="15",  # counts, not speed, on a loaded machine
@@ -39,9 +44,9 @@ def leased() -> Iterator[Stack]:
             ("budget", "services.budget"),
             ("budget", "services.budget"),
             ("worker-demo", "services.providers", "--provider", "demo"),
-            ("router", "services.router"),
-            ("router", "services.router"),
+            *stack.routers("router", "router"),
             ("ingress", "services.ingress"),
+            *([("ingress", "services.ingress")] if request.param == "ingress" else []),
         )
         stack.provision()
         yield stack
@@ -54,8 +59,9 @@ async def test_leases_outstanding_at_a_leader_kill_never_pass_the_cap(leased: St
 
     # Warm-up, one at a time: each router's first request is decided by the authority and
     # brings a lease back; the rest are admitted from it without asking.
-    async with httpx.AsyncClient(base_url=leased.ingress_url, timeout=30) as http:
-        for _ in range(12):
+    urls = leased.ingress_urls()
+    for i in range(12):
+        async with httpx.AsyncClient(base_url=urls[i % len(urls)], timeout=30) as http:
             assert (await invoke(http, key)).status_code == 200
     status = spend(leased, "escrow")
     assert status["leases"] >= 1, status  # leases outstanding, with room left in them
@@ -68,7 +74,16 @@ async def test_leases_outstanding_at_a_leader_kill_never_pass_the_cap(leased: St
         what="a new budget leader",
     )
 
-    responses = await burst(leased.ingress_url, key, 200)
+    # One burst, its requests alternating over the ingresses (over the routers, as a queue group
+    # spreads them): a router whose share ended first would leave its renewed lease's rest idle.
+    async with contextlib.AsyncExitStack() as clients:
+        https = [
+            await clients.enter_async_context(
+                httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=200))
+            )
+            for url in urls
+        ]
+        responses = await asyncio.gather(*[invoke(https[i % len(https)], key) for i in range(200)])
     codes = [r.status_code for r in responses]
     # Every hold is the request's true cost (the demo bills its estimate): 13 spent before, so
     # exactly 38 more fit. More would be an overshoot (the dead leader's leases not honoured),

@@ -13,7 +13,7 @@ import pytest
 
 from switchyard.cli import main as cli
 from switchyard.pricing import format_usd
-from switchyard.testing.stack import Stack, running, wait_for_rows, wait_until
+from switchyard.testing.stack import ROUTER_MODES, Stack, running, wait_for_rows, wait_until
 from tests.support.budgets import (
     BODY,
     WebhookReceiver,
@@ -36,11 +36,14 @@ def webhook() -> Iterator[WebhookReceiver]:
     receiver.close()
 
 
-@pytest.fixture(scope="module")
-def bstack(webhook: WebhookReceiver) -> Iterator[Stack]:
+# Router processes by default; the rate-limit test also runs with the ingress running the router
+# itself (parametrized with ROUTER_MODES, indirect): one stack per mode for the module.
+@pytest.fixture(scope="module", params=["service"])
+def bstack(webhook: WebhookReceiver, request: pytest.FixtureRequest) -> Iterator[Stack]:
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-budgets-"))
     stack = Stack.create(
         workdir,
+        SWITCHYARD_ROUTER_MODE=request.param,
         SWITCHYARD_DEMO_LATENCY_MS="2",
         SWITCHYARD_BUDGET_WEBHOOK_URL=webhook.url,
         # The router's wait for the authority is 0.5 s by default; on a loaded 2-core machine a
@@ -215,6 +218,7 @@ async def test_a_cap_that_starts_refusing_alerts_once(bstack: Stack, webhook: We
     assert posts()[0]["refused_usd"] == format_usd(cost)
 
 
+@pytest.mark.parametrize("bstack", ROUTER_MODES, indirect=True)
 async def test_rate_limits_answer_429_with_retry_after(bstack: Stack) -> None:
     bstack.admin("POST", "/projects", json={"id": "limited"})
     key = bstack.admin("POST", "/keys", json={"project": "limited", "limits": {"rps": 1}}).json()["key"]

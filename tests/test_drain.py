@@ -15,14 +15,20 @@ import httpx
 import pytest
 
 from switchyard.natsserver import free_port
-from switchyard.testing.stack import ROOT, Stack, wait_for_rows, wait_until
+from switchyard.testing.stack import ROOT, ROUTER_MODES, Stack, wait_for_rows, wait_until
 
 BODY = {"model": "demo/fast", "messages": [{"role": "user", "content": "slow"}], "max_tokens": 4}
 
 
-async def test_worker_and_ingress_finish_in_flight_work_on_sigterm() -> None:
+@pytest.mark.parametrize("router_mode", ROUTER_MODES)  # "ingress": the router drains inside it
+async def test_worker_and_ingress_finish_in_flight_work_on_sigterm(router_mode: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-drain-"))
-    stack = Stack.create(workdir, SWITCHYARD_DEMO_LATENCY_MS="1500", SWITCHYARD_DEMO_CHUNK_DELAY_MS="300")
+    stack = Stack.create(
+        workdir,
+        SWITCHYARD_DEMO_LATENCY_MS="1500",
+        SWITCHYARD_DEMO_CHUNK_DELAY_MS="300",
+        SWITCHYARD_ROUTER_MODE=router_mode,
+    )
     try:
         stack.start_all()
         worker = stack.by_name("worker-demo")[0]
@@ -53,12 +59,18 @@ async def test_worker_and_ingress_finish_in_flight_work_on_sigterm() -> None:
 
 
 @pytest.mark.timeout(300)  # several processes start on a machine others may load
-async def test_ingress_sigterm_answers_what_it_holds_or_refuses_it_cleanly() -> None:
+@pytest.mark.parametrize("router_mode", ROUTER_MODES)
+async def test_ingress_sigterm_answers_what_it_holds_or_refuses_it_cleanly(router_mode: str) -> None:
     """A rolling deploy: the ingress answers the requests it holds up to its drain time (the
     request deadline by default), then refuses the rest with 503 + Retry-After; never a 500,
     and the ledger has every request (issue 16 finding 6)."""
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-ingress-drain-"))
-    stack = Stack.create(workdir, SWITCHYARD_DEMO_LATENCY_MS="3000", SWITCHYARD_REQUEST_TIMEOUT_S="60")
+    stack = Stack.create(
+        workdir,
+        SWITCHYARD_DEMO_LATENCY_MS="3000",
+        SWITCHYARD_REQUEST_TIMEOUT_S="60",
+        SWITCHYARD_ROUTER_MODE=router_mode,
+    )
     held = 10  # the issue's count
     try:
         stack.start_all()

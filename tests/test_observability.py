@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.spanfile import read_spans
-from switchyard.testing.stack import Stack, running, wait_for_rows, wait_until
+from switchyard.testing.stack import ROUTER_MODES, Stack, running, wait_for_rows, wait_until
 
 HELLO = {"model": "auto", "messages": [{"role": "user", "content": "trace me"}], "max_tokens": 12}
 SERVICES = {"ingress", "router", "budget", "providers", "ledger"}
@@ -71,13 +71,16 @@ class Collector:
         self.server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def traced() -> Iterator[tuple[Stack, Path, Collector]]:
+# Router processes by default; the trace test also runs with the ingress running the router
+# itself (parametrized with ROUTER_MODES, indirect): one stack per mode for the module.
+@pytest.fixture(scope="module", params=["service"])
+def traced(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, Path, Collector]]:
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-otel-"))
     collector = Collector()
     span_dir = workdir / "spans"
     stack = Stack.create(
         workdir,
+        SWITCHYARD_ROUTER_MODE=request.param,
         SWITCHYARD_DEMO_LATENCY_MS="5",
         SWITCHYARD_SPAN_DIR=str(span_dir),
         OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
@@ -104,16 +107,20 @@ def trace_of(span_dir: Path, request_id: str) -> list[dict]:
     return [s for s in spans if s["trace_id"] == trace_id]
 
 
+@pytest.mark.parametrize("traced", ROUTER_MODES, indirect=True)
 async def test_one_request_is_one_trace_across_every_service(traced) -> None:
     stack, span_dir, collector = traced
+    # With the router in the ingress process its spans are the ingress's, the shape the same.
+    router_process = "ingress" if stack.router_mode == "ingress" else "router"
+    services = SERVICES - {"router"} | {router_process}
     async with httpx.AsyncClient(base_url=stack.ingress_url, headers=stack.headers) as http:
         body = (await http.post("/llm.invoke", json=HELLO)).json()
     request_id = body["request_id"]
 
     def complete() -> list[dict]:
         spans = trace_of(span_dir, request_id)
-        services = {s["service"].removeprefix("switchyard-") for s in spans}
-        return spans if services >= SERVICES else []
+        seen = {s["service"].removeprefix("switchyard-") for s in spans}
+        return spans if seen >= services else []
 
     spans = wait_until(complete, 20, what="spans from every service")
     by_name = {s["name"]: s for s in spans}
@@ -125,6 +132,7 @@ async def test_one_request_is_one_trace_across_every_service(traced) -> None:
     assert root["kind"] == "SERVER" and root["parent_span_id"] == ""
     route = by_name["router.route"]
     assert route["parent_span_id"] == root["span_id"]
+    assert route["service"].removeprefix("switchyard-") == router_process
     assert by_name["budget.authorize"]["parent_span_id"] == route["span_id"]
     dispatch = by_name["provider.dispatch"]
     assert dispatch["parent_span_id"] == route["span_id"]
@@ -159,10 +167,10 @@ async def test_one_request_is_one_trace_across_every_service(traced) -> None:
 
     # The same spans went out over OTLP/HTTP to the collector.
     def exported() -> set[str]:
-        services = {svc.removeprefix("switchyard-") for svc, tid, _ in collector.spans if tid == trace_id}
-        return services if services >= SERVICES else set()
+        seen = {svc.removeprefix("switchyard-") for svc, tid, _ in collector.spans if tid == trace_id}
+        return seen if seen >= services else set()
 
-    assert wait_until(exported, 20, what="spans over OTLP") >= SERVICES
+    assert wait_until(exported, 20, what="spans over OTLP") >= services
 
 
 def scrape(url: str) -> dict[tuple, float]:

@@ -1,5 +1,6 @@
 """The response cache through real processes: NATS, ledger (chDB), budget authority, router, one
-OpenAI worker and TWO ingress processes, against one fake OpenAI upstream.
+OpenAI worker and TWO ingress processes, against one fake OpenAI upstream; and the same with
+each ingress running the router itself (SWITCHYARD_ROUTER_MODE=ingress).
 
 What is asserted can fail: whether the upstream was called (the fake records every request),
 which text the client got, the `x-switchyard-cache` header, and the ledger's rows (a hit is a
@@ -22,7 +23,7 @@ import pytest
 from nats.js.errors import NoKeysError
 
 from switchyard import subjects
-from switchyard.testing.stack import Stack, running, wait_for_rows
+from switchyard.testing.stack import ROUTER_MODES, Stack, running, wait_for_rows
 from tests.fakes import OpenAIFake
 from tests.fakes.base import Behavior
 
@@ -56,18 +57,25 @@ def fake() -> Iterator[OpenAIFake]:
     upstream.stop()
 
 
-@pytest.fixture(scope="module")
-def cstack(fake: OpenAIFake) -> Iterator[tuple[Stack, str, str]]:
+# "ingress": each ingress runs the router itself, so the hit on the second ingress is looked up
+# by another router than the one whose miss stored it.
+@pytest.fixture(scope="module", params=ROUTER_MODES)
+def cstack(fake: OpenAIFake, request: pytest.FixtureRequest) -> Iterator[tuple[Stack, str, str]]:
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-cache-"))
     config = workdir / "switchyard.toml"
     config.write_text(CONFIG.format(base_url=fake.base_url))
-    stack = Stack.create(workdir, SWITCHYARD_CONFIG_FILE=str(config), SWITCHYARD_BUDGET_TIMEOUT_S="15")
+    stack = Stack.create(
+        workdir,
+        SWITCHYARD_CONFIG_FILE=str(config),
+        SWITCHYARD_BUDGET_TIMEOUT_S="15",
+        SWITCHYARD_ROUTER_MODE=request.param,
+    )
     with running(stack):
         stack.start(
             ("ledger", "services.ledger"),
             ("budget", "services.budget"),
             ("worker-openai", "services.providers", "--provider", "openai"),
-            ("router", "services.router"),
+            *stack.routers(),
             ("ingress", "services.ingress"),
         )
         first = stack.ingress_url

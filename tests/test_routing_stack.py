@@ -19,7 +19,7 @@ import httpx
 import orjson
 import pytest
 
-from switchyard.testing.stack import Stack, running, wait_for_rows
+from switchyard.testing.stack import ROUTER_MODES, Stack, running, wait_for_rows
 from tests.test_path import parse_sse
 
 CONFIG = """
@@ -157,21 +157,27 @@ match = {{ metadata = {{ task = "classification" }} }}
 """
 
 
-@pytest.fixture(scope="module")
-def routing_stack() -> Iterator[Stack]:
+# Router processes by default; the failover tests also run with the ingress running the router
+# itself (parametrized with ROUTER_MODES, indirect): one stack per mode for the module.
+@pytest.fixture(scope="module", params=["service"])
+def routing_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-routing-"))
     control = workdir / "primary.json"
     config = workdir / "switchyard.toml"
     config.write_text(CONFIG.format(control=control))
-    stack = Stack.create(workdir, SWITCHYARD_CONFIG_FILE=str(config), SWITCHYARD_DEMO_CHUNK_DELAY_MS="1")
+    stack = Stack.create(
+        workdir,
+        SWITCHYARD_CONFIG_FILE=str(config),
+        SWITCHYARD_DEMO_CHUNK_DELAY_MS="1",
+        SWITCHYARD_ROUTER_MODE=request.param,
+    )
     with running(stack):
         stack.start(
             ("ledger", "services.ledger"),
             ("budget", "services.budget"),
             ("worker-demo", "services.providers", "--provider", "demo"),
             ("worker-demo2", "services.providers", "--provider", "demo2"),
-            ("router-1", "services.router"),
-            ("router-2", "services.router"),
+            *stack.routers("router-1", "router-2"),
             ("ingress", "services.ingress"),
         )
         stack.provision()
@@ -211,6 +217,7 @@ async def test_a_slower_deployment_loses_most_traffic_within_a_few_requests(rout
     assert Counter(winners)["race/slow"] <= 8, winners
 
 
+@pytest.mark.parametrize("routing_stack", ROUTER_MODES, indirect=True)
 async def test_first_choice_fails_the_fallback_answers_and_the_ledger_shows_both_attempts(
     routing_stack: Stack,
 ) -> None:
@@ -260,6 +267,7 @@ async def test_a_client_error_is_returned_not_retried(routing_stack: Stack) -> N
     assert [(a["deployment_id"], a["http_status"]) for a in rows] == [("fo/bad-request", 400)]
 
 
+@pytest.mark.parametrize("routing_stack", ROUTER_MODES, indirect=True)
 async def test_a_stream_fails_over_before_its_first_chunk_but_never_after(routing_stack: Stack) -> None:
     async with httpx.AsyncClient(
         base_url=routing_stack.ingress_url, headers=routing_stack.headers, timeout=30

@@ -177,3 +177,52 @@ def test_the_banner_shows_the_sdk_base_urls_and_how_to_turn_grpc_on(tmp_path: Pa
         Settings(data_dir=tmp_path, port=8099, grpc_port=50077, dashboard_port=8098)
     ).banner()
     assert re.search(r"gRPC\s+127\.0\.0\.1:50077 ", with_grpc)
+
+
+async def test_up_with_the_router_in_the_ingress_starts_no_router(tmp_path: Path) -> None:
+    """SWITCHYARD_ROUTER_MODE=ingress (docs/architecture.md, "Where the router runs"): no router
+    child; the ingress routes as the router's bus user, given by a file, never a secret in its
+    environment; SIGTERM still stops everything with exit 0."""
+    port, nats_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+    env.update(
+        SWITCHYARD_PORT=str(port),
+        SWITCHYARD_NATS_PORT=str(nats_port),
+        SWITCHYARD_NATS_MONITOR_PORT="0",
+        SWITCHYARD_DASHBOARD_PORT=str(free_port()),
+        SWITCHYARD_DEMO_LATENCY_MS="5",
+        SWITCHYARD_ROUTER_MODE="ingress",
+        PYTHONUNBUFFERED="1",
+    )
+    out_path = tmp_path / "up.out"
+    with open(out_path, "wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "switchyard.cli", "up"], cwd=tmp_path, env=env, stdout=out, stderr=out
+        )
+    try:
+        wait_until(lambda: "Switchyard is up." in out_path.read_text(), 60, what="switchyard up")
+        dev_key = re.search(r"API key \(dev\)\s+(sy-\S+)", out_path.read_text()).group(1)
+        children = _children(up.pid)
+        names = {" ".join(p.cmdline()[1:3]) for p in children}
+        assert "-m services.ingress" in names and "-m services.providers" in names, names
+        assert "-m services.router" not in names, names
+        ingress = next(p for p in children if "services.ingress" in " ".join(p.cmdline()))
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/llm.invoke",
+            json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": f"Bearer {dev_key}"},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["rationale"]["decided_by"].endswith(f":{ingress.pid}")
+        seen = ingress.environ()
+        router_password = (tmp_path / ".switchyard" / "bus" / "router.password").read_text().strip()
+        assert seen["SWITCHYARD_ROUTER_NATS_USER"] == "router"
+        assert router_password not in " ".join(f"{k}={v}" for k, v in seen.items())
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(40) == 0
+    finally:
+        if up.poll() is None:
+            for child in _children(up.pid):
+                child.kill()
+            up.kill()

@@ -13,7 +13,7 @@ import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -69,6 +69,9 @@ from .ledger_row import request_row_json
 from .openapi import openapi_document
 from .responses_http import ResponsesEndpoints
 
+if TYPE_CHECKING:
+    from .colocated import LocalRouter
+
 log = logging.getLogger("switchyard.ingress")
 # What a stopping ingress answers the requests it still holds when its drain time is over:
 # retryable, so the client's retry reaches another ingress (its upstream call is cancelled).
@@ -119,6 +122,13 @@ class Ingress:
         self._reports: set[asyncio.Future[None]] = set()  # refusals being reported (record_refusal)
         # Read for GET /v1/models only: the ingress lists names, the router resolves them.
         self.catalog = load_service_catalog(settings)
+        # SWITCHYARD_ROUTER_MODE=ingress: this process routes its own requests (colocated.py).
+        # Imported only then: an ingress in the default mode loads no router code (nor its metrics).
+        self.router: LocalRouter | None = None
+        if settings.router_mode == "ingress":
+            from .colocated import LocalRouter
+
+            self.router = LocalRouter(settings, self.catalog)
         self.ready = False
         self.draining = False
         self._drain_task: asyncio.Task[None] | None = None
@@ -242,7 +252,9 @@ class Ingress:
             self.settings.nats_credentials,
             self.settings.nats_tls_ca_file,
         )
-        self._client = GatewayClient(nc)
+        if self.router is not None:
+            await self.router.start()
+        self._client = GatewayClient(nc, self.router.hand_over if self.router else None)
         await self.client.start()
         if nc.max_payload < 2 * self.settings.max_body_bytes:
             log.warning(
@@ -288,6 +300,8 @@ class Ingress:
             if grpc is not None:
                 await grpc.stop(self.settings.drain_timeout_s)
             await self.auth.stop()
+            if self.router is not None:  # its leases go back, its events are flushed
+                await self.router.drain()
             with contextlib.suppress(*bus.NATS_ERRORS):
                 await nc.drain()
 

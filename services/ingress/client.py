@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
 from nats.aio.client import Client as NATS
@@ -25,6 +26,9 @@ NO_RESPONDERS = "503"
 # that ends the request. An error is a GatewayError from here to the edge that renders it: an
 # error frame is decoded once, here; a passed deadline or a missing router is one to begin with.
 Frame: TypeAlias = invoke_pb2.Reply | GatewayError
+# A router in this process (SWITCHYARD_ROUTER_MODE=ingress, colocated.py): takes the request
+# and the reply subject its frames go to, instead of `llm.invoke`.
+HandOver: TypeAlias = Callable[[invoke_pb2.InvokeRequest, str], Awaitable[None]]
 
 
 class ReplyStream:
@@ -60,8 +64,9 @@ class ReplyStream:
 
 
 class GatewayClient:
-    def __init__(self, nc: NATS) -> None:
+    def __init__(self, nc: NATS, hand_over: HandOver | None = None) -> None:
         self.nc = nc
+        self.hand_over = hand_over
         # Under the connection's own inbox prefix: the only one its bus user may subscribe to.
         self._prefix = nc.new_inbox()
         self._pending: dict[str, asyncio.Queue[Msg | GatewayError]] = {}
@@ -88,7 +93,19 @@ class GatewayClient:
     async def publish(self, request: invoke_pb2.InvokeRequest) -> None:
         """Publish the request on `llm.invoke`, replies to this process's inbox. A request larger
         than the bus carries (a NATS server with a smaller max_payload than the edge's body
-        limit assumes) is a `payload_too_large` GatewayError, not an exception."""
+        limit assumes) is a `payload_too_large` GatewayError, not an exception. With a router
+        in this process the request is handed to it instead, refused alike if the bus could not
+        carry it to a worker."""
+        if self.hand_over is not None:
+            size = request.ByteSize()
+            if size > self.nc.max_payload:
+                raise GatewayError(
+                    ErrorCode.PAYLOAD_TOO_LARGE,
+                    f"the request ({size} bytes encoded) is larger than the gateway's message bus "
+                    f"carries ({self.nc.max_payload} bytes)",
+                )
+            await self.hand_over(request, f"{self._prefix}.{request.request_id}")
+            return
         payload = request.SerializeToString()
         try:
             await self.nc.publish(

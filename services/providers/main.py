@@ -675,7 +675,8 @@ class ProviderWorker(BusService):
         )
         try:
             # aclosing: the upstream response is closed at once on return, error or cancel.
-            async with contextlib.aclosing(adapter.stream(request)) as items:
+            # The coalescer also paces the reads: the upstream is read once per window.
+            async with contextlib.aclosing(adapter.stream(request, chunks)) as items:
                 async for item in items:
                     if isinstance(item, Completed):
                         return item

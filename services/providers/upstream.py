@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-import urllib.parse
 import urllib.request
 from abc import abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -24,15 +23,16 @@ from typing import Any, ClassVar, Protocol
 import aiohttp
 import orjson
 from pydantic import Field
+from yarl import URL
 
 from switchyard.catalog import Deployment, Timeouts
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
 
-from .adapters.base import AdapterOptions, Completed, Progress, ProviderAdapter
+from .adapters.base import AdapterOptions, Completed, Progress, ProviderAdapter, ReadPace
 from .http_errors import error_from_exception, error_from_response
-from .sse import LineSplitter, SSEDecoder, SSEEvent
+from .sse import SSEEvent, SSEReader
 
 MAX_ERROR_BODY = 64 * 1024
 
@@ -44,7 +44,9 @@ def pooled_client(deployment: Deployment, max_connections: int) -> aiohttp.Clien
     timeout (a new connection, or a wait for a free one); first byte, between-chunk and total
     timeouts are enforced around each read by `HttpAdapter`. The proxy is resolved once per host
     (`proxy_for`), not by aiohttp's `trust_env`, which re-reads the environment and ~/.netrc in a
-    thread on every request (8 % of the worker's CPU in the benchmark).
+    thread on every request (8 % of the worker's CPU in the benchmark). No cookie jar: a provider's
+    cookies (a CDN's bot-management cookie) would otherwise be kept and sent back with every
+    tenant's later requests, and filtering the jar costs each request.
     """
     t = deployment.timeouts
     return aiohttp.ClientSession(
@@ -54,6 +56,7 @@ def pooled_client(deployment: Deployment, max_connections: int) -> aiohttp.Clien
             keepalive_timeout=30.0,
         ),
         timeout=aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_connect=t.connect_s),
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 
@@ -141,6 +144,9 @@ class HttpAdapter(ProviderAdapter):
         super().__init__(deployment, settings)
         self.provider = deployment.provider
         self._client: aiohttp.ClientSession | None = None
+        # Built once, not per request: the parsed URL and its proxy, the merged headers.
+        self._targets: dict[str, tuple[URL, str | None]] = {}
+        self._headers_of: tuple[dict[str, str], dict[str, str], dict[str, str]] | None = None
 
     @property
     def client(self) -> aiohttp.ClientSession:
@@ -171,27 +177,44 @@ class HttpAdapter(ProviderAdapter):
 
     # --- I/O ---
 
+    def _target(self, url: str) -> tuple[URL, str | None]:
+        """The URL parsed once, and the proxy for its host (an adapter has a few URLs; the
+        bound only guards one that would build a new URL per request)."""
+        target = self._targets.get(url)
+        if target is None:
+            if len(self._targets) >= 64:
+                self._targets.clear()
+            parsed = URL(url)
+            target = self._targets[url] = (parsed, proxy_for(parsed.scheme, parsed.host or ""))
+        return target
+
+    def _request_headers(self, stream: bool) -> dict[str, str]:
+        """The adapter's headers with the content type (and a stream's accept), merged once for
+        as long as the adapter returns the same headers."""
+        own = self.headers()
+        cached = self._headers_of
+        if cached is None or cached[0] is not own:
+            plain = {"content-type": "application/json", **own}
+            cached = self._headers_of = (own, plain, {**plain, "accept": "text/event-stream"})
+        return cached[2] if stream else cached[1]
+
     async def _open(
         self, request: invoke_pb2.InvokeRequest, stream: bool, deadline: Deadline
     ) -> aiohttp.ClientResponse:
         body = orjson.dumps(self.body(request, stream))
-        headers = {"content-type": "application/json", **self.headers()}
-        if stream:
-            headers["accept"] = "text/event-stream"
         # Non-streaming answers send their headers only when the whole completion is ready, so
         # only the total deadline applies to them; a stream's headers must come within first_byte.
         timer = deadline.first_byte_s if stream else deadline.total_at - deadline.started
         wait, total_binds = deadline.budget(timer, time.monotonic())
-        url = self.url(request, stream)
-        parts = urllib.parse.urlsplit(url)
+        url, proxy = self._target(self.url(request, stream))
         try:
             async with asyncio.timeout(wait):
                 response = await self.client.post(
                     url,
                     data=body,
-                    headers=headers,
+                    headers=self._request_headers(stream),
                     allow_redirects=False,
-                    proxy=proxy_for(parts.scheme, parts.hostname or ""),
+                    proxy=proxy,
                 )
         # aiohttp's own timeouts are also TimeoutErrors: its connect timeout is caught here first.
         except aiohttp.ClientError as exc:
@@ -257,15 +280,18 @@ class HttpAdapter(ProviderAdapter):
         return completed
 
     async def stream(
-        self, request: invoke_pb2.InvokeRequest
+        self, request: invoke_pb2.InvokeRequest, pace: ReadPace | None = None
     ) -> AsyncGenerator[invoke_pb2.Chunk | Progress | Completed, None]:
         deadline = Deadline.start(self.deployment.timeouts, request.deadline_unix_ms)
         translator = self.stream_translator(request)
         response = await self._open(request, stream=True, deadline=deadline)
         try:
-            async for event in self._events(response, deadline):
-                for item in translator.feed(event):
-                    yield item
+            async for events in self._reads(response, deadline, pace):
+                for event in events:
+                    for item in translator.feed(event):
+                        yield item
+                    if translator.done:
+                        break
                 if translator.done:
                     break
             # A stream that ends before its terminal event was cut: result() raises.
@@ -278,30 +304,55 @@ class HttpAdapter(ProviderAdapter):
         completed.rate_limits = rate_limit_headers(response.headers)
         yield completed
 
-    async def _events(self, response: aiohttp.ClientResponse, deadline: Deadline) -> AsyncIterator[SSEEvent]:
-        """SSE events as the body arrives; the first-byte and between-chunks timers run per read."""
-        decoder, splitter = SSEDecoder(), LineSplitter()
+    async def _reads(
+        self, response: aiohttp.ClientResponse, deadline: Deadline, pace: ReadPace | None
+    ) -> AsyncIterator[list[SSEEvent]]:
+        """The SSE events of each read of the body, as it arrives; the first-byte and
+        between-chunks timers run per read.
+
+        With a `pace`, the body is left unread for as long as its consumer holds chunks back
+        anyway (`hold_reading`), so the tokens of a coalescing window arrive in one read and are
+        parsed in one pass instead of waking this task per token. The between-chunks timer
+        starts after the hold, so a stalled upstream is found at most one window later; the
+        hold never outlasts the total deadline."""
+        reader = SSEReader()
+        content = response.content
         timer, which = deadline.first_byte_s, "first byte"
         while True:
+            if pace is not None and (hold := min(pace.hold_s(), deadline.total_at - time.monotonic())) > 0:
+                await hold_reading(response, hold)
             wait, total_binds = deadline.budget(timer, time.monotonic())
             try:
                 async with asyncio.timeout(max(wait, 0.0)):
-                    chunk = await response.content.readany()
+                    data = await content.readany()
             except aiohttp.ClientError as exc:
                 raise error_from_exception(self.provider, exc, "mid-stream") from None
             except TimeoutError:
                 raise self._timeout("total" if total_binds else which, wait) from None
-            if not chunk:  # end of body
-                for line in splitter.flush():
-                    if (event := decoder.feed(line)) is not None:
-                        yield event
-                if (last := decoder.flush()) is not None:
-                    yield last
+            if not data:  # end of body
+                yield reader.flush()
                 return
             timer, which = deadline.between_chunks_s, "between chunks"
-            for line in splitter.feed(chunk):
-                if (event := decoder.feed(line)) is not None:
-                    yield event
+            events = reader.feed(data)
+            if events:
+                yield events
+
+
+async def hold_reading(response: aiohttp.ClientResponse, seconds: float) -> None:
+    """Leave the response's body unread for `seconds`, or until it ends: what arrives meanwhile
+    gathers in aiohttp's buffer and is taken by the next read at once. A cancel (the client
+    left) lands at once; a broken connection ends the hold and the next read raises its error.
+
+    The socket is not paused: the body's end must be seen when it comes, or the stream's last
+    batch and its final frame would wait out the hold."""
+    content = response.content
+    if content.is_eof() or content.exception() is not None:
+        return  # nothing more will come: the next read returns the end, or raises the error
+    try:
+        async with asyncio.timeout(seconds):
+            await content.wait_eof()
+    except (TimeoutError, aiohttp.ClientError):
+        pass
 
 
 def finish(response: aiohttp.ClientResponse) -> None:

@@ -23,7 +23,7 @@ from switchyard.response_cache import AnswerStore, cache_key, hit_response, plan
 from switchyard.v1 import invoke_pb2
 from switchyard.vocab import Status
 
-from .rules import features_of, first_match
+from .rules import Features, features_of, first_match
 
 LOOKUPS = Counter(
     "switchyard_response_cache_lookups_total",
@@ -39,6 +39,9 @@ class Lookup:
     key: str
     ttl_ms: float
     route: str
+    # Computed for the lookup; routing a miss reuses them (the prompt's token estimate is the
+    # costly part, and it would be counted twice).
+    features: Features
     answer: invoke_pb2.CachedAnswer | None = None
 
 
@@ -50,10 +53,10 @@ class CachedAnswers:
         # cache costs an uncached request one attribute check.
         self.any_route = any(route.cache_ttl_s > 0 for route in catalog.routes.values())
 
-    def route_of(self, request: invoke_pb2.InvokeRequest) -> str:
+    def route_of(self, request: invoke_pb2.InvokeRequest, features: Features) -> str:
         """The route the router will take (aliases and rules applied, as Router.decide)."""
         requested, _ = self.catalog.resolve(request.model)
-        rule = first_match(self.catalog.rules, requested, features_of(request))
+        rule = first_match(self.catalog.rules, requested, features)
         if rule is not None:
             requested, _ = self.catalog.resolve(rule.route)
         return requested
@@ -63,15 +66,16 @@ class CachedAnswers:
         when a usable one is stored (and the request may be answered from the cache)."""
         if not self.any_route and request.cache.ttl_ms <= 0:
             return None
+        features = features_of(request)
         try:
-            route = self.route_of(request)
+            route = self.route_of(request, features)
         except GatewayError:
             return None  # an unknown model: routing answers it as it would anyway
         cache_plan = plan(self.catalog.route(route), request)
         if cache_plan is None:
             return None
         key = cache_key(request, route)
-        found = Lookup(key=key, ttl_ms=cache_plan.ttl_s * 1000.0, route=route)
+        found = Lookup(key=key, ttl_ms=cache_plan.ttl_s * 1000.0, route=route, features=features)
         if not cache_plan.read:
             LOOKUPS.labels(route, "refresh").inc()
             return found

@@ -59,7 +59,7 @@ from .ranking import (
     rank,
 )
 from .reservation import DEFAULT_MAX_OUTPUT_TOKENS, chain_holds, hedged_holds, serving, worst_cases
-from .rules import features_of, first_match
+from .rules import Features, features_of, first_match
 from .strategy import choose_weights, preset
 from .tuning import tuning_from_config
 
@@ -109,8 +109,12 @@ CLIENT_LEFT = GatewayError(
 class Router(BusService):
     name = "router"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, take_invokes: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # False inside an ingress process (SWITCHYARD_ROUTER_MODE=ingress): requests come by
+        # `accept`, not from the `router` queue group on llm.invoke (services/ingress/colocated.py).
+        self.take_invokes = take_invokes
+        self._sub: Any = None
         self._slots = asyncio.Semaphore(self.settings.router_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self.events: EventPublisher | None = None
@@ -151,12 +155,13 @@ class Router(BusService):
             nc.max_payload - ENTRY_HEADROOM_BYTES,
         )
         self.answers = CachedAnswers(self.catalog, store)
-        self._sub = await nc.subscribe(
-            subjects.INVOKE,
-            queue=subjects.ROUTER_QUEUE,
-            cb=self._on_invoke,
-            pending_msgs_limit=self.settings.router_concurrency * 8,
-        )
+        if self.take_invokes:
+            self._sub = await nc.subscribe(
+                subjects.INVOKE,
+                queue=subjects.ROUTER_QUEUE,
+                cb=self._on_invoke,
+                pending_msgs_limit=self.settings.router_concurrency * 8,
+            )
         # Fan-out (no queue group): every router learns from every worker's samples.
         self._stats_sub = await nc.subscribe(subjects.PROVIDER_STAT_BATCH, cb=self._on_stats)
         self._quota_sub = await nc.subscribe(subjects.QUOTA_STATE, cb=self._on_quota_state)
@@ -344,10 +349,37 @@ class Router(BusService):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def accept(
+        self, request: invoke_pb2.InvokeRequest, reply_to: str, headers: dict[str, str] | None = None
+    ) -> None:
+        """Take a request handed over in-process (an ingress running this router itself,
+        SWITCHYARD_ROUTER_MODE=ingress): routed in its own task exactly as one from
+        `llm.invoke`, answered on `reply_to`. Returns once it is taken (a slot is free), so a
+        caller that goes away does not cancel its routing; the trace continues from `headers`,
+        or from the caller's current span when None."""
+        await self._slots.acquire()
+        task = asyncio.create_task(self._serve(request, reply_to, headers))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _handle(self, msg: Msg) -> None:
         try:
             request = invoke_pb2.InvokeRequest.FromString(msg.data)
-            ctx = telemetry.extract_context(msg.headers)
+        except DecodeError:
+            self._slots.release()
+            self.log.exception("routing failed: undecodable request")
+            if msg.reply:
+                err = invoke_pb2.Error(code=ErrorCode.INTERNAL, message="router error")
+                await self.bus.publish(msg.reply, codec.error_frame(err))
+            return
+        await self._serve(request, msg.reply, msg.headers or {})
+
+    async def _serve(
+        self, request: invoke_pb2.InvokeRequest, reply_to: str, headers: dict[str, str] | None
+    ) -> None:
+        """Route one request (from the bus or `accept`); frees its slot when done."""
+        try:
+            ctx = telemetry.extract_context(headers) if headers is not None else None
             with (
                 metrics.track(self.name) as outcome,
                 telemetry.span(
@@ -363,7 +395,7 @@ class Router(BusService):
                     error = DEADLINE_PASSED if skip == "deadline" else CLIENT_LEFT
                     err = error.to_proto(request.request_id)
                     if skip == "deadline":
-                        await self.bus.publish(msg.reply, codec.error_frame(err))
+                        await self.bus.publish(reply_to, codec.error_frame(err))
                     self._reject(request, err)
                     metrics.SKIPPED.labels(self.name, skip).inc()
                     outcome["status"] = err.code
@@ -373,21 +405,21 @@ class Router(BusService):
                 if cached is not None and cached.answer is not None:
                     # Answered from the response cache: no budget, no worker (router/answers.py).
                     await answers.answer(
-                        self.bus, started(self.events, "the event publisher"), request, msg.reply, cached
+                        self.bus, started(self.events, "the event publisher"), request, reply_to, cached
                     )
                     span.set_attribute("switchyard.cache", "hit")
                     return
                 try:
-                    dispatch = await self.route(request)
+                    dispatch = await self.route(request, cached.features if cached is not None else None)
                 except GatewayError as error:
                     err = error.to_proto(request.request_id)
-                    await self.bus.publish(msg.reply, codec.error_frame(err))
+                    await self.bus.publish(reply_to, codec.error_frame(err))
                     self._reject(request, err)
                     outcome["status"] = err.code
                     span.set_attribute("error.type", err.code)
                     span.set_status(trace.StatusCode.ERROR, err.code)
                     return
-                dispatch.reply_to = msg.reply
+                dispatch.reply_to = reply_to
                 if cached is not None:  # a miss: the worker stores the answer under this key
                     dispatch.cache_key, dispatch.cache_ttl_ms = cached.key, cached.ttl_ms
                 first = dispatch.chain[0]
@@ -405,9 +437,9 @@ class Router(BusService):
                     raise
         except Exception:  # the request's boundary: whatever failed, the caller gets an answer
             self.log.exception("routing failed")
-            if msg.reply:
+            if reply_to:
                 err = invoke_pb2.Error(code=ErrorCode.INTERNAL, message="router error")
-                await self.bus.publish(msg.reply, codec.error_frame(err))
+                await self.bus.publish(reply_to, codec.error_frame(err))
         finally:
             self._slots.release()
 
@@ -450,10 +482,14 @@ class Router(BusService):
         )
         self.inflight.start(dispatch.request.request_id, target.deployment_id, expires, probe=probe)
 
-    def decide(self, request: invoke_pb2.InvokeRequest) -> tuple[str, int, Ranked]:
-        """The pure part of routing: rule, weights, health snapshot, ranking."""
+    def decide(
+        self, request: invoke_pb2.InvokeRequest, features: Features | None = None
+    ) -> tuple[str, int, Ranked]:
+        """The pure part of routing: rule, weights, health snapshot, ranking. `features` when
+        the caller has them already (the response cache's lookup)."""
         requested, candidates = self.catalog.resolve(request.model)
-        features = features_of(request)
+        if features is None:
+            features = features_of(request)
         rule = first_match(self.catalog.rules, requested, features)
         route_name = requested
         if rule is not None:
@@ -494,9 +530,11 @@ class Router(BusService):
                 ranked = downgraded
         return route_name, features.prompt_tokens, ranked
 
-    async def route(self, request: invoke_pb2.InvokeRequest) -> invoke_pb2.Dispatch:
+    async def route(
+        self, request: invoke_pb2.InvokeRequest, features: Features | None = None
+    ) -> invoke_pb2.Dispatch:
         started = time.perf_counter_ns()
-        route, prompt_tokens, ranked = self.decide(request)
+        route, prompt_tokens, ranked = self.decide(request, features)
         ranked.rationale.decision_ms = (time.perf_counter_ns() - started) / 1e6
         ranked.rationale.decided_by = self.identity
         hedge = self.plan_hedge(route, request, ranked.chain[: self.tuning.max_attempts])
@@ -782,7 +820,8 @@ class Router(BusService):
         )
 
     async def drain(self) -> None:
-        await self._sub.unsubscribe()
+        if self._sub is not None:
+            await self._sub.unsubscribe()
         await self._stats_sub.unsubscribe()
         await self._quota_sub.unsubscribe()
         await self._pressure_sub.unsubscribe()

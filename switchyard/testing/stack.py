@@ -30,6 +30,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # Each test stack's admin token by its NATS URL, for ledger_sql (the ledger's SQL subject
 # answers only the admin token).
 ADMIN_TOKENS: dict[str, str] = {}
+# SWITCHYARD_ROUTER_MODE=ingress: the ingress runs the router, start_all starts no router process.
+ROUTER_MODE = "SWITCHYARD_ROUTER_MODE"
+# Its values, for tests that hold in both (pytest.mark.parametrize("router_mode", ROUTER_MODES)).
+ROUTER_MODES = ("service", "ingress")
 T = TypeVar("T")
 
 
@@ -160,6 +164,8 @@ class Stack:
         role = busauth.role_of_module(module)
         creds = busauth.service_env(self.bus_dir, role) if self.bus_dir and role else {}
         proc_env = dict(self.env, **creds, **env)
+        if module == "services.ingress" and self.bus_dir and proc_env.get(ROUTER_MODE) == "ingress":
+            proc_env.update(busauth.embedded_router_env(self.bus_dir))  # it runs the router itself
         if module == "services.ingress":
             port = int(proc_env.get("SWITCHYARD_PORT") or free_port())
             proc_env["SWITCHYARD_PORT"] = str(port)
@@ -213,12 +219,34 @@ class Stack:
             ("ledger", "services.ledger"),
             ("budget", "services.budget"),
             *[(f"worker-{p}", "services.providers", "--provider", p) for p in providers],
-            ("router", "services.router"),
+            *self.routers(),
             ("ingress", "services.ingress"),
             ready_timeout_s=ready_timeout_s,
         )
         self.provision()
         return self
+
+    @property
+    def router_mode(self) -> str:
+        """Where this stack routes (SWITCHYARD_ROUTER_MODE): "service" or "ingress"."""
+        return self.env.get(ROUTER_MODE) or "service"
+
+    def routers(self, *names: str) -> list[tuple[str, str]]:
+        """Specs for `start`: a router process per name (one, "router", by default), or none
+        when each ingress runs the router itself (SWITCHYARD_ROUTER_MODE=ingress)."""
+        if self.router_mode == "ingress":
+            return []
+        return [(name, "services.router") for name in names or ("router",)]
+
+    def ingress_urls(self) -> list[str]:
+        """The base URL of every running ingress process, oldest first."""
+        running = [s for s in self.services if s.process.poll() is None]
+        # An ingress is ready on its HTTP port (SWITCHYARD_PORT); every other service on an ops port.
+        return [
+            f"http://127.0.0.1:{s.env['SWITCHYARD_PORT']}"
+            for s in running
+            if s.env.get("SWITCHYARD_PORT") and s.ready_url.endswith(f":{s.env['SWITCHYARD_PORT']}/readyz")
+        ]
 
     def budget_leader(self) -> ServiceProc | None:
         """The budget process holding the lease (its holder id carries its pid), if one leads."""

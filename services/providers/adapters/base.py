@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from switchyard.catalog import Deployment
 from switchyard.config import Table, validated
@@ -38,6 +38,15 @@ class Progress:
     usage: invoke_pb2.Usage
 
 
+class ReadPace(Protocol):
+    """A stream's consumer that may let the upstream go unread for a while: the worker's
+    `ChunkCoalescer`, whose later chunks wait for a batch anyway (services/providers/coalesce.py)."""
+
+    def hold_s(self) -> float:
+        """Seconds the reader may leave the upstream unread now (0: read at once)."""
+        ...
+
+
 class AdapterOptions(Table):
     """A deployment's `options` for its adapter. Each adapter extends this with its own keys;
     an unknown one stops the start (`deployments[<id>].options.<key>: unknown option`)."""
@@ -52,7 +61,8 @@ class ProviderAdapter(ABC):
     """Translate a neutral request to one provider's API and back.
 
     `complete` returns one Completed; `stream` yields Chunk objects (and optionally Progress)
-    and ends with exactly one Completed (with exact usage). Failures raise
+    and ends with exactly one Completed (with exact usage); it may use `pace` to read the
+    upstream less often while its consumer holds chunks back anyway. Failures raise
     switchyard.errors.GatewayError with the neutral code, provider status and whether a retry
     elsewhere may succeed. `options_model` is the model of the deployment options it reads.
     """
@@ -84,7 +94,7 @@ class ProviderAdapter(ABC):
 
     @abstractmethod
     def stream(
-        self, request: invoke_pb2.InvokeRequest
+        self, request: invoke_pb2.InvokeRequest, pace: ReadPace | None = None
     ) -> AsyncGenerator[invoke_pb2.Chunk | Progress | Completed, None]: ...
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters pool connections

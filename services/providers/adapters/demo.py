@@ -28,7 +28,7 @@ from switchyard.tokens import estimate_prompt_tokens, last_user_text
 from switchyard.v1 import invoke_pb2
 from switchyard.vocab import FinishReason
 
-from .base import AdapterOptions, Completed, ProviderAdapter
+from .base import AdapterOptions, Completed, ProviderAdapter, ReadPace
 
 _VOCABULARY = [
     "switchyard",
@@ -267,7 +267,7 @@ class Adapter(ProviderAdapter):
         return self._finish(request, words, call)
 
     async def stream(
-        self, request: invoke_pb2.InvokeRequest
+        self, request: invoke_pb2.InvokeRequest, pace: ReadPace | None = None
     ) -> AsyncGenerator[invoke_pb2.Chunk | Completed, None]:
         how, fails = self._next_call()
         if fails and not how.fail_after_chunks:

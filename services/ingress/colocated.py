@@ -1,0 +1,84 @@
+"""The router inside the ingress process (SWITCHYARD_ROUTER_MODE=ingress).
+
+Why: every hop between processes costs a message parse, an event-loop turn and a context
+switch on a shared core (docs/performance.md, "What stands in the way"). Run in the ingress's
+own process, the router takes each InvokeRequest by a direct call (`Router.accept`) instead of
+through `llm.invoke`: one hop, one message and one protobuf encode and decode fewer per
+request, and no router process to schedule.
+
+What does not change: the router is the same `services.router.main.Router`, with its own NATS
+connection as the router's bus user (its permissions, not the ingress's: hand-offs, rejected
+completions, budget leases; the stats batches, quota and pressure readings, worker beats,
+cancels and `ingress.refused` it subscribes to), so ranking, health, budget leases and the
+per-request authorization, hedging, the response cache, downgrades, the liveness watch and its
+metrics all work as in a router process. It answers on the ingress's reply subject, over the
+bus as before (the error and cache-hit frames, as the workers' frames do). It does not join
+the `router` queue group on `llm.invoke`: each ingress routes its own requests, and several
+ingress replicas are several routers, each with its own leases (docs/budgets.md, "Leases").
+
+The trade: routers no longer scale apart from the ingress (docs/architecture.md, "Where the
+router runs").
+"""
+
+from __future__ import annotations
+
+from nats.aio.client import Client as NATS
+
+from services.router.main import Router
+from switchyard import bus
+from switchyard.catalog import Catalog
+from switchyard.config import ConfigError
+from switchyard.settings import Settings
+from switchyard.v1 import invoke_pb2
+
+# The connection's name, as a router process's: nats-server's /connz (and bench.cpu's count
+# of messages per service) tells the router's traffic from the ingress's.
+CONNECTION_NAME = "switchyard-router"
+
+
+class MissingRouterCredentials(ConfigError):
+    """The bus requires users, and the ingress was not given the router's."""
+
+
+class EmbeddedRouter(Router):
+    """The router, connecting as the router's bus user from inside the ingress process."""
+
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        # Refused when the ingress is built, before it connects anywhere: the ingress's own bus
+        # user may not do the router's work (and must not be given its permissions).
+        if settings.nats_user and settings.router_nats_credentials is None:
+            raise MissingRouterCredentials(
+                "SWITCHYARD_ROUTER_MODE=ingress needs the router's bus user as well as the "
+                "ingress's: set SWITCHYARD_ROUTER_NATS_USER and SWITCHYARD_ROUTER_NATS_PASSWORD_FILE "
+                "(switchyard up does)"
+            )
+        super().__init__(settings, catalog, take_invokes=False)
+
+    async def connect(self) -> NATS:
+        self.nc = await bus.connect(
+            self.settings.nats_url,
+            CONNECTION_NAME,
+            self.settings.router_nats_credentials,
+            self.settings.nats_tls_ca_file,
+        )
+        return self.nc
+
+
+class LocalRouter:
+    """The ingress's own router: started in its lifespan, handed requests, drained last."""
+
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        self.router = EmbeddedRouter(settings, catalog)
+
+    async def start(self) -> None:
+        await self.router.start()
+
+    async def hand_over(self, request: invoke_pb2.InvokeRequest, reply_to: str) -> None:
+        """The request goes to the router in this process; its frames come to `reply_to`."""
+        await self.router.accept(request, reply_to)
+
+    async def drain(self) -> None:
+        """After the ingress answered what it held: routing tasks finish, the liveness watch
+        stops, budget leases go back, events are flushed, the router's connection drains."""
+        self.router.draining = True
+        await self.router.drain()
