@@ -85,6 +85,32 @@ async def test_a_burst_across_replicas_spends_exactly_up_to_the_cap(replicas: St
     assert scope_spent(spend(replicas, "burst"), "project:burst") == cost * 70
 
 
+async def test_a_burst_while_the_authority_stalls_still_serves_up_to_the_cap(replicas: Stack) -> None:
+    """What a loaded machine does to a burst, on purpose: the leader stops for 0.4 s (SIGSTOP)
+    while 200 requests arrive, so they pile up as per-request asks and the first ones bring
+    leases back that no request is left to use. Those leases are recalled
+    instead of refusing requests the cap has room for (docs/budgets.md, "At the cap")."""
+    key = replicas.provision("stall")
+    cost = await settled_cost(replicas, key, "stall")
+    set_budget(replicas, "project", "stall", "day", cost * 40)
+    leader = wait_until(replicas.budget_leader, 20, what="the budget leader")
+
+    pending = asyncio.ensure_future(burst(replicas.ingress_url, key, 200))
+    await asyncio.sleep(0.15)  # the routers hold leases by now, and renew them
+    leader.process.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(0.4)
+    finally:
+        leader.process.send_signal(signal.SIGCONT)
+    codes = [r.status_code for r in await pending]
+    assert (codes.count(200), codes.count(402)) == (39, 161), sorted(set(codes))
+    wait_until(
+        lambda: scope_spent(spend(replicas, "stall"), "project:stall") == cost * 40,
+        timeout_s=20,
+        what="settlement up to the cap",
+    )
+
+
 async def test_rate_limits_hold_across_replicas(replicas: Stack) -> None:
     replicas.admin("POST", "/projects", json={"id": "rps", "limits": {"rps": 5}})
     key = replicas.admin("POST", "/keys", json={"project": "rps"}).json()["key"]

@@ -21,7 +21,7 @@ from switchyard.v1 import budget_pb2, events_pb2
 
 from . import escrow
 from .alerts import Crossing, RefusalMemory, crossed, reached, refusal
-from .book import ZERO, Change, Reservation, SpendBook
+from .book import ZERO, Change, Reservation, Slot, SpendBook
 from .buckets import TokenBucket
 from .escrow import Admission, Lease, LeasePolicy
 from .periods import period_start
@@ -44,6 +44,9 @@ class Verdict:
     at_quota: tuple[str, ...] = ()  # candidates ranked above it that were at their provider quota
     held_usd: str = ""  # the amount held against a cap ("" when no budget applies)
     alert: Crossing | None = None  # a budget refused for the first time in its period: alert
+    # Denied at a cap while these leases hold enough unused room that their return may let it
+    # in: recall them and decide again (escrow.to_recall). Not final: no alert counted yet.
+    recall: tuple[str, ...] = ()
 
     def to_proto(self, request_id: str) -> budget_pb2.Decision:
         return budget_pb2.Decision(
@@ -98,6 +101,9 @@ class Authority:
         self.refusals = RefusalMemory()
         self.leases: dict[str, Lease] = {}  # budget leases out at routers (escrow.py)
         self.rate_leases: dict[str, Lease] = {}  # those still holding a slice of rate-limit buckets
+        # Leases recalled at a cap (escrow.to_recall), with until when their return is awaited:
+        # one still out after that (a dead router) is not waited for, nor recalled, again.
+        self.recalled: dict[str, int] = {}
 
     # --- authorize ----------------------------------------------------------------------
 
@@ -142,7 +148,7 @@ class Authority:
             return self._at_quota(skipped)
         candidate = candidates[index]
         reservation = self.reservation_of(ask, now_ms, candidate)
-        denial = self._over_cap(reservation) or self._rate_limited(reservation, now_s)
+        denial = self._over_cap(reservation, now_ms) or self._rate_limited(reservation, now_s)
         if denial is not None:
             return denial
         self._take_tokens(reservation, now_s)
@@ -188,25 +194,35 @@ class Authority:
             scope=f"deployment:{soonest}",
         )
 
-    def _over_cap(self, reservation: Reservation) -> Verdict | None:
+    def _over_cap(self, reservation: Reservation, now_ms: int) -> Verdict | None:
+        over = []
         for budget in self.view.budgets_for(list(reservation.scopes)):
             slot = (budget.scope_label, budget.period, period_start(budget.period, reservation.at_ms))
             counter = self.book.counter(slot)
-            if counter.spent + counter.held + reservation.amount > budget.cap_usd:
-                cap = format_usd(budget.cap_usd)
-                alert = refusal(budget, slot[2], counter.spent, counter.held, reservation.amount)
-                return Verdict(
-                    False,
-                    ErrorCode.BUDGET_EXCEEDED,
-                    f"budget exceeded: {budget.scope_label} has a {budget.period} cap of {cap} USD "
-                    f"({slot[2]}); spent {format_usd(counter.spent)}, reserved "
-                    f"{format_usd(counter.held)}, this request may cost up to "
-                    f"{format_usd(reservation.amount)}",
-                    scope=budget.scope_label,
-                    cap_usd=cap,
-                    alert=alert if self.refusals.first(alert) else None,
-                )
-        return None
+            need = counter.spent + counter.held + reservation.amount - budget.cap_usd
+            if need > 0:
+                over.append((budget, slot, counter, need))
+        if not over:
+            return None
+        recall: tuple[str, ...] = ()
+        if self.leases:  # their unused rest may be what is missing: recall rather than refuse
+            short: dict[Slot, Decimal] = {slot: need for _, slot, _, need in over}
+            recall = escrow.to_recall(self.leases.values(), short, self._deaf(now_ms))
+        budget, slot, counter, _ = over[0]
+        cap = format_usd(budget.cap_usd)
+        alert = refusal(budget, slot[2], counter.spent, counter.held, reservation.amount)
+        return Verdict(
+            False,
+            ErrorCode.BUDGET_EXCEEDED,
+            f"budget exceeded: {budget.scope_label} has a {budget.period} cap of {cap} USD "
+            f"({slot[2]}); spent {format_usd(counter.spent)}, reserved "
+            f"{format_usd(counter.held)}, this request may cost up to "
+            f"{format_usd(reservation.amount)}",
+            scope=budget.scope_label,
+            cap_usd=cap,
+            alert=alert if not recall and self.refusals.first(alert) else None,
+            recall=recall,
+        )
 
     def _limits(self, reservation: Reservation) -> list[tuple[str, Limits]]:
         out = []
@@ -358,10 +374,40 @@ class Authority:
             self.quotas.release(reservation.request_id)
         for lease in escrow.expired(self.book, self.leases, now_ms, grace_ms):
             self._repay(lease, 0, 0, now_ms)
+        for lease_id in [i for i in self.recalled if i not in self.leases]:
+            del self.recalled[lease_id]
         self._release_rates(now_ms)
         return expired
 
     # --- leases (escrow.py) ------------------------------------------------------------
+
+    def recall(self, lease_ids: tuple[str, ...], now_ms: int, wait_ms: int) -> list[str]:
+        """Mark these leases recalled (their return awaited until now + `wait_ms`); the ones
+        not recalled before, whose routers must be told (budget.lease.revoke)."""
+        fresh = [i for i in lease_ids if i in self.leases and i not in self.recalled]
+        for lease_id in fresh:
+            self.recalled[lease_id] = now_ms + wait_ms
+        return fresh
+
+    def awaiting(self, lease_ids: tuple[str, ...], now_ms: int) -> bool:
+        """Whether any of these recalled leases is still out and still waited for."""
+        return any(i in self.leases and self.recalled.get(i, -1) >= now_ms for i in lease_ids)
+
+    def awaited_until(self, lease_ids: tuple[str, ...]) -> int:
+        """Until when a return of these recalled leases is waited for (0: none is)."""
+        return max((self.recalled.get(i, 0) for i in lease_ids if i in self.leases), default=0)
+
+    def _deaf(self, now_ms: int) -> set[str]:
+        """Recalled leases not given back in time (their router is dead or cut off)."""
+        return {i for i, until in self.recalled.items() if until < now_ms}
+
+    def _recalling(self, scopes: tuple[str, ...], now_ms: int) -> bool:
+        """Whether a recall is under way on any of these scopes (they are at a cap)."""
+        for lease_id, until in self.recalled.items():
+            lease = self.leases.get(lease_id)
+            if lease is not None and until >= now_ms and not set(lease.scopes).isdisjoint(scopes):
+                return True
+        return False
 
     def headroom(self, scopes: tuple[str, ...], at_ms: int) -> Decimal | None:
         """What is left under the tightest cap on these scopes now (None: no cap applies)."""
@@ -409,6 +455,9 @@ class Authority:
             window = min(window, escrow.RATE_WINDOW_MS)
         if window < escrow.MIN_WINDOW_MS:
             return None, budget_pb2.LeaseGrant(reason="the budget day is ending")
+        if self.recalled and self._recalling(scopes, now_ms):
+            # Requests wait for recalled leases here: what comes back is theirs, not a new lease's.
+            return None, budget_pb2.LeaseGrant(reason="at a cap: decided per request")
         unit = _amount(ask.unit_usd)
         units = escrow.lease_units(
             unit, self.headroom(scopes, now_ms), policy.share, policy.max_requests, policy.min_requests
@@ -516,6 +565,7 @@ class Authority:
     def cancel_lease(self, lease_id: str) -> None:
         """Undo a grant that could not be journaled (the router gets no lease)."""
         lease = self.leases.pop(lease_id, None)
+        self.recalled.pop(lease_id, None)
         if lease is not None:
             escrow.give_back(self.book, lease, [])
             self._repay(lease, lease.rate_requests, lease.rate_tokens, lease.at_ms)
@@ -525,6 +575,7 @@ class Authority:
         what it did not use of its rate-limit slices goes back to the buckets). False when the
         lease is not out (already returned, or expired)."""
         lease = self.leases.pop(returned.lease_id, None)
+        self.recalled.pop(returned.lease_id, None)
         if lease is None:
             return False
         admissions = [

@@ -19,18 +19,28 @@ lent when granted (buckets.py: a bucket refills only up to its capacity less wha
 lease's window is at most `RATE_WINDOW_MS`; its slice goes back to the buckets when the lease is
 returned (less what it admitted) or, never returned, stays counted as used until `rate_until_ms`,
 after the router can no longer admit from it (docs/budgets.md, "Leases on rate-limited scopes").
+
+At a cap, a lease's unused rest must not refuse a request that per-request decisions would have
+let in (issue 15: leases may not make exactness worse). So a request denied while leases hold
+enough in the slots it is short in names them (`to_recall`): the authority recalls them (their
+routers give them back at once) and decides the request again when they are back, or when a
+short wait has passed: a lease not back by then (a dead router) is not waited for again, and
+the denial stands (docs/budgets.md, "At the cap").
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Generic, TypeVar
 
 from switchyard.tenancy import TenancyView
 
-from .book import ZERO, Reservation, SpendBook
+from .book import ZERO, Reservation, Slot, SpendBook, slots_of
 
 DAY_MS = 86_400_000
+T = TypeVar("T")
 # A lease whose admit window would end sooner than this (the UTC day is ending) is not granted.
 MIN_WINDOW_MS = 100
 # A lease on a rate-limited scope admits for at most one second (the RPS bucket's span), and
@@ -215,3 +225,66 @@ def touched(leases: dict[str, Lease], kv_key: str, view: TenancyView) -> list[st
             if not budget.project_id or lease.project_id == budget.project_id
         ]
     return []
+
+
+def to_recall(leases: Iterable[Lease], short: dict[Slot, Decimal], deaf: set[str]) -> tuple[str, ...]:
+    """The leases to recall so that a request denied at a cap may fit: every lease holding in a
+    slot the request is `short` in (by how much), when together they hold at least that much in
+    every such slot; () when even all of them back could not let it in (the denial stands).
+    What a lease holds includes what its router admitted and has not settled yet (the authority
+    cannot tell), so a recall may free less than that: the request is then denied after all.
+    Leases in `deaf` (recalled already and not given back in time: a dead router) are not
+    counted."""
+    chosen: list[str] = []
+    cover = dict.fromkeys(short, ZERO)
+    for lease in leases:
+        if lease.lease_id in deaf or lease.held <= 0:
+            continue
+        hit = [slot for slot in slots_of(lease.scopes, lease.at_ms) if slot in cover]
+        if hit:
+            chosen.append(lease.lease_id)
+            for slot in hit:
+                cover[slot] += lease.held
+    if not chosen or any(cover[slot] < need for slot, need in short.items()):
+        return ()
+    return tuple(chosen)
+
+
+@dataclass
+class Parked(Generic[T]):
+    """A request denied at a cap, waiting for recalled leases: decided again at `until_ms` at
+    the latest."""
+
+    item: T
+    lease_ids: tuple[str, ...]
+    until_ms: int
+
+
+class Waiting(Generic[T]):
+    """The requests waiting for recalled leases, oldest first. `due` hands back those to decide
+    again: all their leases are back (or no longer waited for), or their wait is over."""
+
+    def __init__(self) -> None:
+        self.parked: list[Parked[T]] = []
+
+    def park(self, item: T, lease_ids: tuple[str, ...], until_ms: int) -> None:
+        self.parked.append(Parked(item, lease_ids, until_ms))
+
+    def due(self, awaiting: Callable[[tuple[str, ...]], bool], now_ms: int) -> list[Parked[T]]:
+        out, keep = [], []
+        for parked in self.parked:
+            if parked.until_ms <= now_ms or not awaiting(parked.lease_ids):
+                out.append(parked)
+            else:
+                keep.append(parked)
+        self.parked = keep
+        return out
+
+    def next_due_ms(self, awaited_until: Callable[[tuple[str, ...]], int]) -> int | None:
+        """When the soonest parked request is due if no lease comes back meanwhile: its own
+        wait's end, or the moment its leases stop being waited for (`awaited_until`)."""
+        return min((min(p.until_ms, awaited_until(p.lease_ids) + 1) for p in self.parked), default=None)
+
+    def take_all(self) -> list[Parked[T]]:
+        out, self.parked = self.parked, []
+        return out

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -51,7 +52,7 @@ from . import escrow
 from .alerts import Crossing, alert_event, alert_id, alert_message
 from .authority import Authority, Verdict, candidates_of, lease_record
 from .burn_watch import watch as watch_burn_rates
-from .escrow import LeasePolicy
+from .escrow import LeasePolicy, Waiting
 from .lease import Lease
 from .pressure import publish as publish_pressure
 from .quotas import QuotaBook
@@ -147,6 +148,15 @@ def journal_entry(msg: Msg) -> JournalEntry:
     return JournalEntry(seq, ask=budget_pb2.AuthorizeRequest.FromString(msg.data))
 
 
+@dataclass(frozen=True)
+class Asked:
+    """An authorization ask being decided: its message (to answer), itself, its trace context."""
+
+    msg: Msg
+    ask: budget_pb2.AuthorizeRequest
+    ctx: Any
+
+
 class RebuildNotReady(Exception):
     """The sources are not ready yet (the ledger is not answering or far behind): retry."""
 
@@ -173,6 +183,11 @@ class BudgetService(BusService):
         # A snapshot is exact (and written) only once _settled_seq has reached this (_take_over).
         self._exact_from = 0
         self._lease_ids = NUID()
+        # Asks denied at a cap, waiting for recalled leases (escrow.Waiting), at most half the
+        # router's wait for an answer (docs/budgets.md, "At the cap").
+        self._parked: Waiting[Asked] = Waiting()
+        self._recall_wait_ms = int(self.settings.budget_timeout_s * 1000 / 2)
+        self._waker: asyncio.TimerHandle | None = None
         self.lease_policy = LeasePolicy(
             ttl_ms=int(self.settings.budget_escrow_ttl_s * 1000),
             share=self.settings.budget_escrow_share,
@@ -305,6 +320,8 @@ class BudgetService(BusService):
     async def _step_down(self) -> None:
         LEADER.set(0)
         self.authority = None
+        for parked in self._parked.take_all():  # not ours to decide any more: fail closed
+            self._spawn(self._unavailable(parked.item.msg, parked.item.ask))
         for sub in self._subs:
             with contextlib.suppress(*NATS_ERRORS):
                 await sub.unsubscribe()
@@ -515,25 +532,37 @@ class BudgetService(BusService):
         # reply are awaited, in their own task, so the next ask is decided at once.
         ctx = telemetry.extract_context(msg.headers)
         returned = self._give_back(authority, list(ask.returns))  # before deciding: their rest is free
+        if returned:
+            self._spawn(self._journal_returns(returned))
+            self._wake_parked(authority)
+        self._decide(authority, Asked(msg, ask, ctx), now_ms() + self._recall_wait_ms)
+
+    def _decide(self, authority: Authority, asked: Asked, recall_until_ms: int) -> None:
+        """Decide one ask, synchronously; a denial at a cap that recalled leases could lift
+        waits for them (until `recall_until_ms` at most) instead of being answered now."""
+        msg, ask = asked.msg, asked.ask
         with (
             metrics.track(self.name) as outcome,
-            tracer.start_as_current_span("budget.authorize", context=ctx) as span,
+            tracer.start_as_current_span("budget.authorize", context=asked.ctx) as span,
         ):
-            verdict = authority.authorize(ask, now_ms())
+            at_ms = now_ms()
+            verdict = authority.authorize(ask, at_ms)
             span.set_attribute("switchyard.request_id", ask.request_id)
             span.set_attribute("switchyard.project_id", ask.project_id)
             span.set_attribute("switchyard.allow", verdict.allow)
+            if verdict.recall and at_ms < recall_until_ms:
+                outcome["status"] = "recalling"
+                self._park(authority, asked, verdict.recall, at_ms, recall_until_ms)
+                return
             if not verdict.allow:
                 outcome["status"] = verdict.code
         if verdict.code == ErrorCode.BUDGET_EXCEEDED:
             REFUSALS.labels(verdict.scope).inc()
         if verdict.alert is not None:  # the first refusal of this budget in its period
             self._alerts.put_nowait(verdict.alert)
-        if returned:
-            self._spawn(self._journal_returns(returned))
         if verdict.reservation is None:
             DECISIONS.labels("allow" if verdict.allow else verdict.code).inc()
-            await msg.respond(verdict.to_proto(ask.request_id).SerializeToString())
+            self._spawn(self._respond(msg, verdict.to_proto(ask.request_id).SerializeToString()))
             return
         ask.received_unix_ms = verdict.reservation.at_ms
         ask.deployment_id = verdict.deployment_id  # a successor restores the quota it took
@@ -550,6 +579,56 @@ class BudgetService(BusService):
             )
             grant = self._grant(authority, lease_ask)
         self._spawn(self._journal_then_reply(msg, ask, authority, verdict, grant))
+
+    def _park(
+        self, authority: Authority, asked: Asked, lease_ids: tuple[str, ...], at_ms: int, until_ms: int
+    ) -> None:
+        """Recall the leases (those not recalled yet: their routers give them back at once) and
+        hold the ask until they are back or `until_ms`; nothing else waits meanwhile."""
+        fresh = authority.recall(lease_ids, at_ms, self._recall_wait_ms)
+        if fresh:
+            LEASES.labels("recalled").inc(len(fresh))
+            revoke = budget_pb2.LeaseRevoke(lease_ids=fresh)
+            self._spawn(self._publish_quietly(subjects.BUDGET_LEASE_REVOKE, revoke.SerializeToString()))
+        self._parked.park(asked, lease_ids, until_ms)
+        self._schedule_wake(authority)
+
+    def _schedule_wake(self, authority: Authority) -> None:
+        """One timer, at the soonest moment a parked ask is due without a return arriving (a
+        recalled lease no longer waited for, or an ask's wait over)."""
+        due_ms = self._parked.next_due_ms(authority.awaited_until)
+        if due_ms is None:
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + max(due_ms - now_ms(), 0) / 1000
+        if self._waker is not None and not self._waker.cancelled() and self._waker.when() <= when:
+            return
+        if self._waker is not None:
+            self._waker.cancel()
+        self._waker = loop.call_at(when, self._wake_parked_now)
+
+    def _wake_parked_now(self) -> None:
+        self._waker = None
+        authority = self.authority
+        if authority is not None:  # after a step-down nothing is parked (answered then)
+            self._wake_parked(authority)
+
+    def _wake_parked(self, authority: Authority) -> None:
+        """Decide again, in the order they came, the asks whose recalled leases are back (or
+        are no longer waited for), or whose wait is over; before anything else is decided."""
+        if not self._parked.parked:
+            return
+        at_ms = now_ms()
+        for parked in self._parked.due(lambda ids: authority.awaiting(ids, at_ms), at_ms):
+            if self.authority is authority and self.lease.valid():
+                self._decide(authority, parked.item, parked.until_ms)
+            else:
+                self._spawn(self._unavailable(parked.item.msg, parked.item.ask))
+        self._schedule_wake(authority)
+
+    async def _respond(self, msg: Msg, data: bytes) -> None:
+        with contextlib.suppress(*NATS_ERRORS):
+            await msg.respond(data)
 
     def _revoke_leases(self, kv_key: str) -> None:
         """A tenancy change (applied to the view already): the leases it makes too generous
@@ -658,6 +737,8 @@ class BudgetService(BusService):
         if authority is None or not self.lease.valid():
             return  # not answered: the router keeps its returns and sends them again
         returned = self._give_back(authority, list(ask.returns))
+        if returned:
+            self._wake_parked(authority)  # before any grant: what came back goes to them first
         grant = self._grant(authority, ask) if ask.want else budget_pb2.LeaseGrant(reason="none asked")
         self._spawn(self._journal_then_grant(msg, authority, returned, grant))
 
@@ -819,6 +900,7 @@ class BudgetService(BusService):
             await asyncio.sleep(EXPIRY_EVERY_S)
             for reservation in authority.expire(now_ms(), grace_ms):
                 self.log.info("reservation %s expired unsettled", reservation.request_id)
+            self._wake_parked(authority)  # a lease expired meanwhile
             if time.monotonic() - last_prune > PRUNE_EVERY_S:
                 authority.book.prune(now_ms())
                 last_prune = time.monotonic()

@@ -31,6 +31,10 @@ RENEW_LEFT = 0.5
 RENEW_ELAPSED = 0.5
 
 ScopeKey = tuple[str, str, str]  # (project, agent, key)
+# How many revoked lease ids not (yet) held here, and returns sent, a router remembers:
+# revocations are rare (a tenancy change, a recall at a cap), a grant overtaken by its
+# revocation arrives within ms, and a lost return is recalled within seconds of a takeover.
+REVOKED_MEMORY = 256
 
 
 def _usd(text: str) -> Decimal:
@@ -126,6 +130,12 @@ class Escrow:
     def __init__(self) -> None:
         self.leases: dict[ScopeKey, list[RouterLease]] = {}
         self.returns: list[budget_pb2.LeaseReturn] = []  # closed leases, to give back
+        # Revoked before their grant arrived (the authority recalls a lease it has just granted;
+        # the revocation can overtake the grant): such a grant is given back unused at once.
+        self.revoked_early: dict[str, None] = {}
+        # The latest returns sent (REVOKED_MEMORY): a new leader that never got one (its
+        # predecessor died before journaling it) recalls the lease, and gets it again.
+        self.sent: dict[str, budget_pb2.LeaseReturn] = {}
 
     def admit(
         self,
@@ -151,6 +161,10 @@ class Escrow:
         if not grant.lease_id:
             return None
         lease = RouterLease.of(grant, now, sent)
+        if grant.lease_id in self.revoked_early:
+            del self.revoked_early[grant.lease_id]
+            self.returns.append(lease.to_return())
+            return None
         self.leases.setdefault(key, []).append(lease)
         return lease
 
@@ -191,8 +205,19 @@ class Escrow:
             self.leases.pop(key, None)
 
     def revoke(self, lease_ids: set[str]) -> bool:
-        """Close these leases (the authority revoked them). True when any was held here."""
+        """Close these leases (the authority revoked them). True when any was held here. Ids
+        not held here may be this router's leases whose grant has not arrived yet: remembered
+        (the latest REVOKED_MEMORY), so that such a grant is given back at once (`add`)."""
         found = False
+        held = {lease.lease_id for leases in self.leases.values() for lease in leases}
+        for lease_id in lease_ids - held:
+            again = self.sent.get(lease_id)
+            if again is not None:
+                self.returns.append(again)  # returns are idempotent at the authority
+            else:
+                self.revoked_early[lease_id] = None
+        while len(self.revoked_early) > REVOKED_MEMORY:
+            del self.revoked_early[next(iter(self.revoked_early))]
         for key in list(self.leases):
             keep = []
             for lease in self.leases[key]:
@@ -218,6 +243,10 @@ class Escrow:
 
     def take_returns(self) -> list[budget_pb2.LeaseReturn]:
         out, self.returns = self.returns, []
+        for returned in out:
+            self.sent[returned.lease_id] = returned
+        while len(self.sent) > REVOKED_MEMORY:
+            del self.sent[next(iter(self.sent))]
         return out
 
     def requeue(self, returns: list[budget_pb2.LeaseReturn]) -> None:

@@ -678,8 +678,11 @@ class Router(BusService):
             decision = budget_pb2.Decision.FromString(reply.data)
             if decision.deny_code == ErrorCode.UNAVAILABLE:  # not applied: sent again later
                 self.escrow.requeue(list(ask.returns))
-            if decision.lease.lease_id:
-                self.escrow.add(key, decision.lease, time.monotonic(), sent)
+            if (
+                decision.lease.lease_id
+                and self.escrow.add(key, decision.lease, time.monotonic(), sent) is None
+            ):
+                self._send_returns()  # revoked before it arrived: given back at once
         finally:
             if pending is not None:
                 self._lease_asks.pop(key, None)
@@ -725,8 +728,12 @@ class Router(BusService):
             try:
                 sent = time.monotonic()
                 grant = await self._ask_lease(ask)
-                if grant is not None:
-                    self.escrow.add(key, grant, time.monotonic(), sent)
+                if (
+                    grant is not None
+                    and grant.lease_id
+                    and self.escrow.add(key, grant, time.monotonic(), sent) is None
+                ):
+                    self._send_returns()  # revoked before it arrived: given back at once
             finally:
                 self._lease_asks.pop(key, None)
                 pending.set_result(None)
@@ -757,10 +764,23 @@ class Router(BusService):
         except DecodeError:
             self.log.warning("undecodable lease revocation ignored")
             return
-        if self.escrow.revoke(set(revoke.lease_ids)):
+        # Closed leases not sent back yet go too: the authority may be waiting for them (a
+        # recall at a cap, docs/budgets.md "At the cap").
+        if self.escrow.revoke(set(revoke.lease_ids)) or self.escrow.returns:
             await self._ask_lease(
                 budget_pb2.LeaseAsk(router_id=self.instance, returns=self.escrow.take_returns())
             )
+
+    def _send_returns(self) -> None:
+        """Give the closed leases back now, in the background."""
+
+        async def send(ask: budget_pb2.LeaseAsk) -> None:
+            await self._ask_lease(ask)
+
+        ask = budget_pb2.LeaseAsk(router_id=self.instance, returns=self.escrow.take_returns())
+        task = asyncio.create_task(send(ask), name="router-lease-return")
+        self._lease_tasks.add(task)
+        task.add_done_callback(self._lease_tasks.discard)
 
     async def _give_back_expired(self) -> None:
         """Give back leases whose admit window ended, so their unused rest is free at once."""
