@@ -122,11 +122,11 @@ async def settle_and_check(
     outcomes: list[Outcome],
     scenario: str,
     sent: int = TOTAL,
-    inserted_before: int = 0,
+    inserted_before: int | None = None,
     answers_may_be_lost: bool = False,
 ) -> dict:
     """`inserted_before`: rows a ledger killed during the run had inserted (read just before
-    the kill, so a lower bound of what it inserted). `answers_may_be_lost`: the fault can lose
+    the kill, so a lower bound of what it inserted); None when no ledger was killed. `answers_may_be_lost`: the fault can lose
     an answer after its record was stored (a NATS node carrying the final frame dies), so a
     request the client saw fail may be billed `ok`: counted in the figures, not refused."""
     completed = {o.request_id for o in outcomes if o.status == 200}
@@ -162,9 +162,11 @@ async def settle_and_check(
         stack.nats.url, "SELECT request_id, count() AS n FROM requests GROUP BY request_id HAVING n > 1"
     )
     assert not raw, f"requests with more than one ledger row: {raw}"
-    inserted = inserted_before + ledger_inserts(stack)
+    inserted = (inserted_before or 0) + ledger_inserts(stack)
     assert inserted <= len(found), f"{inserted} request rows inserted for {len(found)} requests"
-    if not inserted_before:  # no ledger died: its counter saw every insert
+    # No ledger died: its counter saw every insert. (A ledger killed before its first insert
+    # has inserted_before 0, and the rows it stored after the read are not in any counter.)
+    if inserted_before is None:
         assert inserted == len(found), f"{inserted} request rows inserted, {len(found)} in the ledger"
     # Spend counters equal the ledger once settlement has caught up (the authority settles
     # from the same completion events the ledger stores).
