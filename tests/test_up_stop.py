@@ -70,7 +70,15 @@ def _make_run(data_dir: Path, env: dict[str, str], out_path: Path) -> subprocess
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_foreground_signals,
         )
+
+
+def _foreground_signals() -> None:
+    """Ctrl-C's default action, as a shell gives its foreground job. A suite started in the
+    background (`cmd &` in a script) has SIGINT ignored, and make, which does not catch a signal
+    it inherited ignored, would then not end by it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
