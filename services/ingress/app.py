@@ -212,14 +212,11 @@ class Ingress:
         through Starlette's router and Request on the other routes. A GatewayError is answered
         as `_on_gateway_error` answers it there."""
         path = scope["path"]
-        api, relay = self._apis[path]
         try:
             body = await _whole_body(receive)
             if body is None:  # the client went away before its body was in: nobody to answer
                 return
-            parsed = api.parse(body, self.settings.max_json_depth)
-            self.admit(parsed.request, Headers(scope=scope))  # stamps it in place
-            response = await relay(api, parsed)
+            response = await self._answer(self._apis[path][0], body, Headers(scope=scope))
         except GatewayError as error:
             count_refusal(path, error)
             response = error_response(error, new_request_id(), dialect_for_path(path))
@@ -371,14 +368,18 @@ class Ingress:
     def _endpoint(self, api: HttpApi) -> Callable[[Request], Awaitable[Response]]:
         # Reached only where IngressApp does not take the POST itself (a path behind a
         # root_path, which Starlette's router strips); served as `_serve_api` serves it.
-        relay = self._apis[api.path][1]
 
         async def endpoint(http: Request) -> Response:
-            parsed = api.parse(await http.body(), self.settings.max_json_depth)
-            self.admit(parsed.request, http.headers)  # stamps it in place
-            return await relay(api, parsed)
+            return await self._answer(api, await http.body(), http.headers)
 
         return endpoint
+
+    async def _answer(self, api: HttpApi, body: bytes, headers: Mapping[str, str]) -> Response:
+        """An API's request body, parsed, admitted (stamped in place) and relayed by that API's
+        relay (`_apis`): the one path of both `_serve_api` and Starlette's `_endpoint`."""
+        parsed = api.parse(body, self.settings.max_json_depth)
+        self.admit(parsed.request, headers)
+        return await self._apis[api.path][1](api, parsed)
 
     async def list_models(self, http: Request) -> Response:
         # Anthropic's SDKs list models at the same path; they always send anthropic-version.

@@ -133,7 +133,7 @@ class Router(BusService):
         self.instance = f"{self.identity}:{NUID().next().decode()[:8]}"
         self.escrow = Escrow()
         self._lease_asks: dict[ScopeKey, asyncio.Future[None]] = {}
-        self._lease_tasks: set[asyncio.Task[None]] = set()
+        self._lease_tasks: set[asyncio.Task[object]] = set()
         self._escrow_tick: asyncio.Task[None] | None = None
         self.answers: CachedAnswers | None = None
 
@@ -773,12 +773,8 @@ class Router(BusService):
 
     def _send_returns(self) -> None:
         """Give the closed leases back now, in the background."""
-
-        async def send(ask: budget_pb2.LeaseAsk) -> None:
-            await self._ask_lease(ask)
-
         ask = budget_pb2.LeaseAsk(router_id=self.instance, returns=self.escrow.take_returns())
-        task = asyncio.create_task(send(ask), name="router-lease-return")
+        task = asyncio.create_task(self._ask_lease(ask), name="router-lease-return")
         self._lease_tasks.add(task)
         task.add_done_callback(self._lease_tasks.discard)
 
