@@ -182,6 +182,9 @@ def permissions(role: str) -> Permissions | None:
                 subjects.BUDGET_STATUS,  # the dashboard's caps panel
                 *_stream(events),
                 *_consume(events),
+                # Completion events held by a dead ledger or lost in transit, read by sequence
+                # (services/ledger/main.py `_fill_gap`).
+                f"$JS.API.STREAM.MSG.GET.{events}",
             ),
             subscribe=(
                 own_inbox,

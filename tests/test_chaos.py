@@ -20,10 +20,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import nats
 import pytest
+from nats.js.errors import NotFoundError
 from prometheus_client.parser import text_string_to_metric_families
 
+from switchyard import subjects
 from switchyard.testing.stack import Stack, ledger_sql, running, wait_until
+from switchyard.v1 import events_pb2
 from tests.support.cluster import NatsCluster, cluster_stack
 
 pytestmark = pytest.mark.chaos
@@ -146,7 +150,9 @@ async def settle_and_check(
             break
         await asyncio.sleep(0.5)
     missing = completed - set(found)
-    assert not missing, f"{len(missing)} completed requests have no ledger row"
+    assert not missing, f"{len(missing)} completed requests have no ledger row\n" + await _whereabouts(
+        stack, missing
+    )
     not_ok = {rid: found[rid]["status"] for rid in completed if found[rid]["status"] != "ok"}
     assert not not_ok, f"completed requests not recorded as ok: {not_ok}"
     phantom = set(found) - answered
@@ -197,6 +203,32 @@ async def settle_and_check(
     }
     print(f"\nCHAOS {figures}")
     return figures
+
+
+async def _whereabouts(stack: Stack, request_ids: set[str]) -> str:
+    """What a failure needs to be explained: whether the events stream holds each missing
+    request's completion, what the ledger's consumer says, and the services' last log lines."""
+    nc = await nats.connect(servers=stack.nats.url.split(","))
+    try:
+        js = nc.jetstream()
+        in_stream: dict[str, int] = {}
+        seq = 1
+        while True:
+            try:
+                raw = await js.get_msg(
+                    subjects.EVENTS_STREAM, seq=seq, subject=subjects.COMPLETION, next=True
+                )
+            except NotFoundError:
+                break
+            assert raw.seq is not None
+            event = events_pb2.Completion.FromString(raw.data or b"")
+            if event.request_id in request_ids:
+                in_stream[event.request_id] = raw.seq
+            seq = raw.seq + 1
+        consumer = await js.consumer_info(subjects.EVENTS_STREAM, subjects.LEDGER_DURABLE)
+    finally:
+        await nc.close()
+    return f"in the stream (request: sequence): {in_stream}\nledger consumer: {consumer}\n{stack.logs()}"
 
 
 @pytest.fixture
@@ -302,9 +334,12 @@ async def test_kill_the_stream_leader_nats_node_mid_load(chaos_stack: Stack) -> 
         len(outcomes),
         answers_may_be_lost=True,
     )
-    # Requests in flight on the lost node, and any that a budget write met while a stream it
-    # writes elected a new leader, fail closed with a clear error; the rest complete.
-    assert figures["completed"] >= TOTAL * 0.25
+    # Requests answered before the kill complete. After it, until the stream has a leader again
+    # (several seconds: longer than the rest of the load), a request whose record cannot be
+    # stored is refused with a clear error (`unavailable`, or `timeout` at its 4 s deadline),
+    # as are those in flight on the lost node: about 30-40 of the 120 complete, 40 % being sent
+    # before the kill.
+    assert figures["completed"] >= TOTAL * 0.2
 
 
 # The leader's lease outlives it by up to its TTL, so the failover gap is about the TTL plus

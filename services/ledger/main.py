@@ -23,7 +23,7 @@ import orjson
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import FetchTimeoutError
+from nats.js.errors import FetchTimeoutError, NotFoundError
 from opentelemetry import trace
 
 from switchyard import genai, metrics, subjects, telemetry
@@ -50,6 +50,10 @@ tracer = telemetry.tracer("switchyard.ledger")
 IDLE_FETCH_S = 5.0
 # The consumer's lag for /metrics (the ingress reads its own for shedding, edge.py).
 LAG_POLL_S = 5.0
+# How long stored events may wait unacked behind events this ledger was never given (a delivery
+# lost with a NATS node, or held by a ledger that died) before it reads those from the stream
+# itself (`_fill_gap`) instead of waiting for JetStream to redeliver them after `ack_wait`.
+GAP_FILL_AFTER_S = 2.0
 
 
 def _json_default(value: Any) -> Any:
@@ -104,6 +108,8 @@ class Ledger(BusService):
         self.dashboard: DashboardServer | None = None
         # Stored, not yet acknowledged (one ack per batch: `_ack_stored`).
         self._unacked: list[Msg] = []
+        # Since when stored events have waited unacked behind events held elsewhere.
+        self._held_since: float | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -222,15 +228,7 @@ class Ledger(BusService):
         events = [event for event, _ in received]
         metrics.IN_FLIGHT.labels(self.name).inc(len(events))
         try:
-            ids = [e.request_id for e in events]
-            fresh = dedupe(events, await self.store.existing_request_ids(ids))
-            # Attempts first: if we die between the two inserts the replay finds the request
-            # missing and writes it, while the attempts already stored are filtered out here.
-            stored_attempts = await self.store.existing_request_ids([e.request_id for e in fresh], "attempts")
-            attempts = [row for e in fresh if e.request_id not in stored_attempts for row in attempt_rows(e)]
-            with metrics.LEDGER_INSERT.time():
-                await self.store.insert("attempts", attempts, ATTEMPT_COLUMNS)
-                await self.store.insert("requests", [request_row(e) for e in fresh], REQUEST_COLUMNS)
+            fresh = await self._store(events)
             if self.settings.ledger_ack == "batch":
                 self._unacked.extend(m for _, m in received)  # the undecodable were terminated
                 await self._ack_stored()
@@ -239,33 +237,88 @@ class Ledger(BusService):
                     await msg.ack()
         finally:
             metrics.IN_FLIGHT.labels(self.name).dec(len(events))
+        metrics.DURATION.labels(self.name).observe((time.time_ns() - started_ns) / 1e9)
+        self._trace_batch(received, {e.request_id for e in fresh}, started_ns)
+
+    async def _store(self, events: list[events_pb2.Completion]) -> list[events_pb2.Completion]:
+        """Insert the events not stored yet (a replay changes no count); returns those."""
+        ids = [e.request_id for e in events]
+        fresh = dedupe(events, await self.store.existing_request_ids(ids))
+        # Attempts first: if we die between the two inserts the replay finds the request
+        # missing and writes it, while the attempts already stored are filtered out here.
+        stored_attempts = await self.store.existing_request_ids([e.request_id for e in fresh], "attempts")
+        attempts = [row for e in fresh if e.request_id not in stored_attempts for row in attempt_rows(e)]
+        with metrics.LEDGER_INSERT.time():
+            await self.store.insert("attempts", attempts, ATTEMPT_COLUMNS)
+            await self.store.insert("requests", [request_row(e) for e in fresh], REQUEST_COLUMNS)
         metrics.LEDGER_BATCH.observe(len(events))
         metrics.LEDGER_ROWS.labels("requests").inc(len(fresh))
         metrics.LEDGER_ROWS.labels("attempts").inc(len(attempts))
         metrics.LEDGER_REPLAYS.inc(len(events) - len(fresh))
         metrics.REQUESTS.labels(self.name, "stored").inc(len(fresh))
-        metrics.DURATION.labels(self.name).observe((time.time_ns() - started_ns) / 1e9)
-        self._trace_batch(received, {e.request_id for e in fresh}, started_ns)
         if fresh and self.nc is not None:
             await self.nc.publish(subjects.LEDGER_FEED, orjson.dumps([feed_item(e) for e in fresh]))
+        return fresh
 
     async def _ack_stored(self) -> None:
         """One ack for every stored event (AckPolicy.ALL: the highest covers all below it), but
-        only when no other consumer holds unacked events: a ledger killed mid-batch leaves its
-        events pending until they are redelivered (after ack_wait), and an ack-all from this
-        one would cover them unstored. Until then the stored events wait here unacked (a
-        restart redelivers them, dedupe keeps it exact)."""
+        never over an event not stored: while the consumer counts more events unacked than this
+        ledger holds, the others were delivered elsewhere (to a ledger killed mid-batch, or
+        lost in transit with a NATS node) and an ack-all would cover them unstored. The stored
+        events then wait here unacked; after GAP_FILL_AFTER_S this ledger reads the missing
+        ones from the stream and stores them itself (`_fill_gap`), rather than wait for
+        JetStream to redeliver them after `ack_wait` (which a consumer leader change can
+        delay further: CI, stop 24). A restart redelivers whatever is unacked; dedupe keeps
+        every count exact."""
         if not self._unacked:
             return
         try:
             info = await self._psub.consumer_info()
-            if (info.num_ack_pending or 0) > len(self._unacked):
-                return  # events below ours are held elsewhere: ack once they came back here
+            ours = {m.metadata.sequence.stream for m in self._unacked}  # a redelivery counts once
+            if (info.num_ack_pending or 0) > len(ours):
+                now = time.monotonic()
+                if self._held_since is None:
+                    self._held_since = now
+                if now - self._held_since < GAP_FILL_AFTER_S:
+                    return
+                floor = info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0
+                await self._fill_gap(floor, max(ours), ours, now - self._held_since)
             await max(self._unacked, key=lambda m: m.metadata.sequence.stream).ack()
         except NATS_ERRORS as exc:  # the next batch (or idle pull) tries again
             self.log.warning("batch ack deferred: %s", exc)
             return
+        self._held_since = None
         self._unacked.clear()
+
+    async def _fill_gap(self, floor: int, top: int, ours: set[int], held_s: float) -> None:
+        """Store the completion events between the ack floor and `top` that this ledger was not
+        given, read from the stream by sequence (at most the consumer's max_ack_pending)."""
+        assert self.nc is not None
+        js = self.nc.jetstream()
+        events: list[events_pb2.Completion] = []
+        seq = floor + 1
+        while seq < top:
+            try:
+                raw = await js.get_msg(
+                    subjects.EVENTS_STREAM, seq=seq, subject=subjects.COMPLETION, next=True
+                )
+            except NotFoundError:
+                break
+            if raw.seq is None or raw.seq >= top:
+                break
+            if raw.seq not in ours and raw.data:
+                try:
+                    events.append(events_pb2.Completion.FromString(raw.data))
+                except DecodeError:
+                    metrics.ERRORS.labels(self.name, "undecodable_event").inc()
+                    self.log.error("undecodable completion event skipped (seq %s)", raw.seq)
+            seq = raw.seq + 1
+        fresh = await self._store(events)
+        self.log.warning(
+            "%d completion events below stream sequence %d were held elsewhere for %.1f s: read "
+            "from the stream, %d of them not stored before",
+            len(events), top, held_s, len(fresh),
+        )  # fmt: skip
 
     @staticmethod
     def _trace_batch(
