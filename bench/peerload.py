@@ -9,7 +9,12 @@
 - `overload`: open loop (as bench/loadgen.py, due times fixed in advance) with a client
   deadline: each answer is classed as answered in time, answered late, refused (503/429, with
   how fast the refusal came and whether it said Retry-After), or failed (other status, timeout,
-  connection error). Goodput is what was answered within the deadline.
+  connection error, each by its kind). Goodput is what was answered within the deadline.
+  The load comes from `--clients` (16) source addresses on loopback (127.0.0.2 onwards), as a
+  gateway's load comes from many clients: from one address, a gateway that caps connections
+  per client (Switchyard: 256) cuts the excess connections before admission control sees
+  them, which hid a collapse (goodput 3-14 req/s with the cap off, 2026-12-07,
+  docs/performance.md).
 
 Both reuse loadgen's raw-socket HTTP/1.1 client, so they cost the machine what it costs.
 Run: python -m bench.peerload closed --url URL --body JSON --connections 32 --duration 10
@@ -152,12 +157,29 @@ class OverloadResult:
         }
 
 
+def source_addresses(host: str, clients: int) -> list[tuple[str, int] | None]:
+    """Where the connections come from: `clients` loopback addresses for a loopback target
+    (127.0.0.2 onwards; the whole 127/8 is the loopback interface on Linux), else the default."""
+    if clients <= 1 or not host.startswith("127."):
+        return [None]
+    return [(f"127.0.0.{2 + n}", 0) for n in range(min(clients, 250))]
+
+
 async def overload(
-    url: str, body: bytes, rate: float, duration_s: float, headers: dict[str, str], deadline_ms: float
+    url: str,
+    body: bytes,
+    rate: float,
+    duration_s: float,
+    headers: dict[str, str],
+    deadline_ms: float,
+    clients: int = 16,
 ) -> dict:
-    """Open loop at `rate`; the client gives up at the deadline (closing its connection)."""
+    """Open loop at `rate` from `clients` addresses; the client gives up at the deadline
+    (closing its connection)."""
     loop = asyncio.get_running_loop()
     host, port, request = build_request(url, body, headers)
+    sources = source_addresses(host, clients)
+    opened = 0
     idle: list[Connection] = []
     result = OverloadResult(rate=rate, deadline_ms=deadline_ms)
     deadline_s = deadline_ms / 1000
@@ -166,6 +188,7 @@ async def overload(
         result.statuses[status] = result.statuses.get(status, 0) + 1
 
     async def one(due: float) -> None:
+        nonlocal opened
         conn: Connection | None = None
         try:
             while idle and idle[-1].closed:
@@ -173,7 +196,9 @@ async def overload(
             if idle:
                 conn = idle.pop()
             else:
-                _, conn = await loop.create_connection(HeadedConnection, host, port)
+                source = sources[opened % len(sources)]
+                opened += 1
+                _, conn = await loop.create_connection(HeadedConnection, host, port, local_addr=source)
             remaining = due + deadline_s - time.perf_counter()
             response = await asyncio.wait_for(conn.send(request), max(remaining, 0.001))
             took_ms = (time.perf_counter() - due) * 1000
@@ -198,8 +223,8 @@ async def overload(
             result.failed += 1
             if conn is not None and conn.transport:
                 conn.transport.close()  # the client gives up: the gateway may see it go
-        except (ConnectionError, OSError, RuntimeError):
-            count("error")
+        except (ConnectionError, OSError, RuntimeError) as exc:
+            count(f"error: {type(exc).__name__}")
             result.failed += 1
             if conn is not None and conn.transport:
                 conn.transport.close()
@@ -221,6 +246,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32, help="closed: concurrent connections")
     parser.add_argument("--rate", type=float, default=100.0, help="overload: offered requests per second")
     parser.add_argument("--deadline-ms", type=float, default=2000.0, help="overload: the client's deadline")
+    parser.add_argument("--clients", type=int, default=16, help="overload: source addresses on loopback")
     parser.add_argument("--timeout", type=float, default=10.0, help="closed: per-request timeout")
     parser.add_argument("--cpu", type=int, default=-1, help="pin to this CPU")
     args = parser.parse_args()
@@ -231,7 +257,9 @@ def main() -> None:
     if args.mode == "closed":
         out = uvloop.run(closed_loop(args.url, body, args.connections, args.duration, headers, args.timeout))
     else:
-        out = uvloop.run(overload(args.url, body, args.rate, args.duration, headers, args.deadline_ms))
+        out = uvloop.run(
+            overload(args.url, body, args.rate, args.duration, headers, args.deadline_ms, args.clients)
+        )
     print(orjson.dumps(out).decode())
 
 

@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     admission_min_limit: int = Field(default=8, gt=0)
     admission_max_limit: int = Field(default=0, ge=0)
     admission_tolerance: float = Field(default=2.0, ge=1.0)
-    admission_floor_ms: float = Field(default=25.0, ge=0)
+    admission_floor_ms: float = Field(default=50.0, ge=0)
     admission_window_s: float = Field(default=0.1, gt=0)
     max_ledger_lag: int = Field(default=200_000, gt=0)
     # A ledger backlog that cannot be read for this long counts as over max_ledger_lag.

@@ -59,6 +59,21 @@ def test_a_rising_own_latency_brings_the_limit_down_to_its_floor_and_fast() -> N
     assert limit.baseline_ms < 10  # overloaded windows never became the baseline
 
 
+def test_a_sudden_overload_is_met_from_what_is_in_flight_not_from_the_open_limit() -> None:
+    # The limit is still wide open (it starts at max_limit) when 100 requests pile up and the
+    # gateway's own time jumps: the first overloaded window cuts from the 100 in flight, where
+    # stepping down from 256 left it above them for windows on end while the queue grew (with
+    # the default 2048, ~10 windows: the collapse of issue 15's overload run).
+    limit = AdaptiveLimit(TUNING)
+    now = feed(limit, 5.0, in_flight=3, windows=20)
+    assert limit.limit == 256
+    feed(limit, 200.0, in_flight=100, windows=1, start=now)
+    assert limit.limit < 100
+    # A window that was overloaded with few requests in flight cuts no lower than min_limit.
+    feed(limit, 200.0, in_flight=1, windows=1, start=now + 1)
+    assert limit.limit >= TUNING.min_limit
+
+
 def test_the_limit_grows_back_only_while_requests_press_against_it() -> None:
     limit = AdaptiveLimit(TUNING, limit=16.0)
     now = feed(limit, 5.0, in_flight=2, windows=30)  # demand far below the limit: no evidence

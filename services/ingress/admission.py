@@ -18,6 +18,8 @@ Envoy's adaptive concurrency filter:
   at `up_smoothing`, and increases only while the requests in flight reach half the limit (a
   limit nobody pushes against is not evidence that more would be fine). A request that ended
   in a timeout counts with its whole latency: it is the strongest overload signal there is.
+  A decrease starts from the requests that were in flight when that is below the limit, so a
+  sudden overload meets a limit near what the gateway carries within a window or two.
 - The limit stays within [min_limit, max_limit] and starts at max_limit: nothing is refused
   until the gateway's own latency says so.
 
@@ -41,7 +43,10 @@ class AdmissionTuning:
     # The gateway is judged overloaded when its own time per request averages more than
     # tolerance x max(its baseline, floor_ms) over a window.
     tolerance: float = 2.0
-    floor_ms: float = 25.0
+    # 50, not 25: a closed loop of 32 connections at the one-core maximum queues ~80 ms of its
+    # own, and with 25 that was judged overload (refusals, each client waiting its Retry-After:
+    # -10 % of the maximum, bench A/B 2026-12-07); a collapse is seconds, far past either.
+    floor_ms: float = 50.0
     window_s: float = 0.1
     min_samples: int = 8
     long_windows: int = 600
@@ -100,10 +105,15 @@ class AdaptiveLimit:
                 return  # nobody pushed against the limit: no evidence for a higher one
             target = self.limit + math.sqrt(self.limit)
             smoothing = t.up_smoothing
+            current = self.limit
         else:
-            target = self.limit * gradient + math.sqrt(self.limit)
+            # Cut from what was in flight, not from a limit nobody reached: it starts at
+            # max_limit, and stepping down from 2048 took ~10 windows while a queue of seconds
+            # built under a sudden overload (issue 15).
+            current = min(self.limit, max(float(peak), float(t.min_limit)))
+            target = current * gradient + math.sqrt(current)
             smoothing = t.down_smoothing
-        limit = self.limit * (1 - smoothing) + target * smoothing
+        limit = current * (1 - smoothing) + target * smoothing
         self.limit = max(float(t.min_limit), min(float(t.max_limit), limit))
 
 
