@@ -15,7 +15,15 @@ import httpx
 import orjson
 import pytest
 
-from bench.peer import DEFAULT_PORTKEY_DIR, PINNED, START_SCRIPT, Portkey, missing_tool, portkey_package_json
+from bench.peer import (
+    DEFAULT_PORTKEY_DIR,
+    PINNED,
+    START_SCRIPT,
+    Portkey,
+    missing_tool,
+    portkey_package_json,
+    wait_for_upstream,
+)
 from switchyard.natsserver import free_port
 from switchyard.testing.stack import ROOT
 
@@ -98,6 +106,7 @@ def test_portkey_answers_plain_and_streamed_calls_through_the_harness_headers(tm
     )  # fmt: skip
     portkey = None
     try:
+        wait_for_upstream(f"http://127.0.0.1:{port}")  # else Portkey's first call can find nobody there
         portkey = Portkey(DEFAULT_PORTKEY_DIR, -1, tmp_path / "portkey.log")
         headers = {"x-portkey-provider": "openai", "x-portkey-custom-host": f"http://127.0.0.1:{port}/v1",
                    "authorization": "Bearer bench-upstream-key"}  # fmt: skip
