@@ -10,14 +10,15 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NoStreamResponseError
+from nats.js.api import RawStreamMsg, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NoStreamResponseError, NotFoundError
 
 from switchyard import subjects
 from switchyard.busauth import BusCredentials
@@ -110,6 +111,24 @@ async def ensure_events_stream(js: JetStreamContext, replicas: int = 1, attempts
                 raise
             log.info("waiting for JetStream (%s)", exc)
             await asyncio.sleep(0.25)
+
+
+async def stream_messages(
+    js: JetStreamContext, stream: str, subject: str, first_seq: int = 1, before_seq: int = 0
+) -> AsyncIterator[RawStreamMsg]:
+    """The messages of `stream` on `subject` from `first_seq` (and below `before_seq`, when it
+    is given), read by sequence: one JetStream request each, for recovery and diagnosis, never
+    for the request path."""
+    seq = first_seq
+    while not before_seq or seq < before_seq:
+        try:
+            raw = await js.get_msg(stream, seq=seq, subject=subject, next=True)
+        except NotFoundError:
+            return
+        if raw.seq is None or (before_seq and raw.seq >= before_seq):
+            return
+        yield raw
+        seq = raw.seq + 1
 
 
 class EventPublisher:

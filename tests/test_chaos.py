@@ -22,10 +22,10 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
-from nats.js.errors import NotFoundError
 from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard import subjects
+from switchyard.bus import stream_messages
 from switchyard.testing.stack import Stack, ledger_sql, running, wait_until
 from switchyard.v1 import events_pb2
 from tests.support.cluster import NatsCluster, cluster_stack
@@ -211,20 +211,11 @@ async def _whereabouts(stack: Stack, request_ids: set[str]) -> str:
     nc = await nats.connect(servers=stack.nats.url.split(","))
     try:
         js = nc.jetstream()
-        in_stream: dict[str, int] = {}
-        seq = 1
-        while True:
-            try:
-                raw = await js.get_msg(
-                    subjects.EVENTS_STREAM, seq=seq, subject=subjects.COMPLETION, next=True
-                )
-            except NotFoundError:
-                break
-            assert raw.seq is not None
+        in_stream: dict[str, int | None] = {}
+        async for raw in stream_messages(js, subjects.EVENTS_STREAM, subjects.COMPLETION):
             event = events_pb2.Completion.FromString(raw.data or b"")
             if event.request_id in request_ids:
                 in_stream[event.request_id] = raw.seq
-            seq = raw.seq + 1
         consumer = await js.consumer_info(subjects.EVENTS_STREAM, subjects.LEDGER_DURABLE)
     finally:
         await nc.close()

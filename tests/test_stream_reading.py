@@ -331,6 +331,19 @@ class Hold:
 
 
 @contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[int]:
+    """`app` on a free loopback port for the `with` body; yields the port."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
 async def upstream(
     pieces: list[bytes], gap_s: float = 0.001, stall: bool = False, drop: bool = False
 ) -> AsyncIterator[str]:
@@ -355,16 +368,11 @@ async def upstream(
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stopping.set()
-        await runner.cleanup()
+    async with serving(app) as port:
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stopping.set()
 
 
 def awkward_pieces(body: bytes) -> list[bytes]:
@@ -497,26 +505,21 @@ async def test_a_hold_gathers_what_arrives_and_ends_with_the_body() -> None:
 
     app = web.Application()
     app.router.add_get("/", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as resp:
-            first = await resp.content.readany()
-            while not first.endswith(b"\n\n"):
-                first += await resp.content.readany()
-            hold = asyncio.ensure_future(hold_reading(resp, 600.0))
-            await asyncio.wait_for(written.wait(), 30)
-            await asyncio.sleep(0.05)
-            assert not hold.done()  # all 20 events came, and the hold goes on
+    async with serving(app) as port:
+        try:
+            async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as resp:
+                first = await resp.content.readany()
+                while not first.endswith(b"\n\n"):
+                    first += await resp.content.readany()
+                hold = asyncio.ensure_future(hold_reading(resp, 600.0))
+                await asyncio.wait_for(written.wait(), 30)
+                await asyncio.sleep(0.05)
+                assert not hold.done()  # all 20 events came, and the hold goes on
+                finish.set()
+                await asyncio.wait_for(hold, 30)  # the body's end ended it, not its 600 s
+                rest = await resp.content.readany()  # everything that came, in one read
+                assert await resp.content.readany() == b""
+        finally:
             finish.set()
-            await asyncio.wait_for(hold, 30)  # the body's end ended it, not its 600 s
-            rest = await resp.content.readany()  # everything that came, in one read
-            assert await resp.content.readany() == b""
-    finally:
-        finish.set()
-        await runner.cleanup()
     reader = SSEReader()
     assert [e.data for e in reader.feed(first) + reader.feed(rest)] == [str(n) for n in range(21)]

@@ -23,11 +23,11 @@ import orjson
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import FetchTimeoutError, NotFoundError
+from nats.js.errors import FetchTimeoutError
 from opentelemetry import trace
 
 from switchyard import genai, metrics, subjects, telemetry
-from switchyard.bus import NATS_ERRORS, ensure_events_stream
+from switchyard.bus import NATS_ERRORS, ensure_events_stream, stream_messages
 from switchyard.logs import register_secret
 from switchyard.service import BusService, run
 from switchyard.tenancy_store import load_or_create_admin_token
@@ -294,25 +294,17 @@ class Ledger(BusService):
         """Store the completion events between the ack floor and `top` that this ledger was not
         given, read from the stream by sequence (at most the consumer's max_ack_pending)."""
         assert self.nc is not None
-        js = self.nc.jetstream()
         events: list[events_pb2.Completion] = []
-        seq = floor + 1
-        while seq < top:
+        async for raw in stream_messages(
+            self.nc.jetstream(), subjects.EVENTS_STREAM, subjects.COMPLETION, floor + 1, top
+        ):
+            if raw.seq in ours or not raw.data:
+                continue
             try:
-                raw = await js.get_msg(
-                    subjects.EVENTS_STREAM, seq=seq, subject=subjects.COMPLETION, next=True
-                )
-            except NotFoundError:
-                break
-            if raw.seq is None or raw.seq >= top:
-                break
-            if raw.seq not in ours and raw.data:
-                try:
-                    events.append(events_pb2.Completion.FromString(raw.data))
-                except DecodeError:
-                    metrics.ERRORS.labels(self.name, "undecodable_event").inc()
-                    self.log.error("undecodable completion event skipped (seq %s)", raw.seq)
-            seq = raw.seq + 1
+                events.append(events_pb2.Completion.FromString(raw.data))
+            except DecodeError:
+                metrics.ERRORS.labels(self.name, "undecodable_event").inc()
+                self.log.error("undecodable completion event skipped (seq %s)", raw.seq)
         fresh = await self._store(events)
         self.log.warning(
             "%d completion events below stream sequence %d were held elsewhere for %.1f s: read "

@@ -56,6 +56,11 @@ class SSEDecoder:
         """At end of stream: an event whose blank line never came (some servers omit the last)."""
         return self._dispatch()
 
+    @property
+    def last_id(self) -> str:
+        """The last `id` field seen: every later event carries it (the spec's last event ID)."""
+        return self._id
+
     def _dispatch(self) -> SSEEvent | None:
         if not self._data:
             self._event = ""
@@ -144,7 +149,7 @@ class SSEReader:
         decoder = self._decoder
         for block in blocks:
             if block.startswith("data: ") and "\n" not in block:
-                events.append(SSEEvent("message", block[6:], decoder._id))
+                events.append(SSEEvent("message", block[6:], decoder.last_id))
                 continue
             # A block may start or end with a blank line of its own (three line endings in a
             # row), and flush's may hold several events: every blank line dispatches.

@@ -66,7 +66,6 @@ class RouterLease:
     hold_until_ms: int
     day: int
     admitted: list[Admitted] = field(default_factory=list)
-    tokens_limited: bool = False  # a TPM limit applies: admissions take their estimate
     tokens: int = 0  # granted
     tokens_left: int = 0
 
@@ -87,10 +86,14 @@ class RouterLease:
             admit_until=start + grant.ttl_ms / 1000,
             hold_until_ms=grant.hold_until_unix_ms,
             day=grant.at_unix_ms // DAY_MS,
-            tokens_limited=grant.tokens > 0,
             tokens=grant.tokens,
             tokens_left=grant.tokens,
         )
+
+    @property
+    def tokens_limited(self) -> bool:
+        """A TPM limit applies (the grant lent tokens): admissions take their estimate."""
+        return self.tokens > 0
 
     def open(self, now: float) -> bool:
         return now < self.admit_until
