@@ -26,9 +26,12 @@ RPS = 40
 BURST = 3 * RPS
 # Long enough for every lease of what came before to end at its router (a second), come back
 # or count as used at the authority (2.5 s after its grant), and for the bucket to refill (up to
-# a quarter of it, lent and counted as used: 0.25 s at 40 a second). 3 s left ~0.25 s of margin,
-# and a full-machine suite run once admitted 39 of the 40 (stop 25): 4 s.
+# a quarter of it, lent and counted as used: 0.25 s at 40 a second), with a second of margin.
 QUIET_S = 4.0
+# A rate-limit refusal does not recall leases (docs/budgets.md): when one router's requests are
+# refused, the other's lease may still hold units it has no request for, so a burst admits the
+# limit less at most a lease's slice (a quarter of the bucket). Seen: 39 of 40, twice in CI.
+LEASE_SLICE = RPS // 4
 PROMPT = [{"role": "user", "content": "hello"}]
 
 
@@ -119,14 +122,14 @@ async def test_two_routers_leasing_a_rate_limited_key_admit_its_limit_and_record
             await asyncio.sleep(max(0.05 - (time.monotonic() - started), 0))
     assert _admissions(limited, "lease") - before >= 20
 
-    # A burst after a quiet spell (the bucket full, no lease out): the limit is admitted, plus at
-    # most what refills while the burst is decided (docs/budgets.md: one second's allowance plus
-    # the rate times the interval), leases included.
+    # A burst after a quiet spell (the bucket full, no lease out): the limit is admitted (less what
+    # a lease may hold unused, above), plus at most what refills while the burst is decided
+    # (docs/budgets.md: one second's allowance plus the rate times the interval), leases included.
     await asyncio.sleep(QUIET_S)
     lease_before = _admissions(limited, "lease")
     openai, anthropic, elapsed = await _burst(limited, key)
     first = sum(r.status_code == 200 for r in openai + anthropic)
-    assert RPS <= first <= RPS + RPS * elapsed, (first, elapsed)
+    assert RPS - LEASE_SLICE <= first <= RPS + RPS * elapsed, (first, elapsed)
     assert _admissions(limited, "lease") > lease_before  # leases admitted during the burst too
     _check_refusals(openai, anthropic)
 
