@@ -93,6 +93,11 @@ LEASE_GRANT = "lease"
 LEASE_RETURN = "lease-return"
 # A new leader waiting longer than this for the ledger to answer its rebuild warns.
 REBUILD_QUIET_S = 30.0
+# How often a new leader asks again while the ledger cannot answer its rebuild yet. At start-up
+# the ledger (embedded chDB) is usually the last service up, 1 to 3 s after the budget: every
+# fraction of this interval past that moment is start-up time. A try costs a snapshot read and
+# a request that fails at once when no ledger listens.
+REBUILD_RETRY_S = 0.2
 
 
 def rebuild_wait_level(waited_s: float, tries: int) -> int:
@@ -296,7 +301,7 @@ class BudgetService(BusService):
                 level = rebuild_wait_level(time.monotonic() - since, tries)
                 self.log.log(level, "rebuild not possible yet (%s): retrying", exc)
                 tries += 1
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(REBUILD_RETRY_S)
         else:
             return
         self._settled_seq, self._exact_from = read_up_to, exact_from

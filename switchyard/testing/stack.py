@@ -88,11 +88,16 @@ class ServiceProc:
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            self.wait_or_kill(timeout_s)
+        return self.process.returncode
+
+    def wait_or_kill(self, timeout_s: float = 15.0) -> int:
+        """Wait for the process to exit; SIGKILL it after `timeout_s`."""
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
         return self.process.returncode
 
 
@@ -277,8 +282,13 @@ class Stack:
         return [s for s in self.services if s.name == name and s.process.poll() is None]
 
     def stop(self) -> None:
-        for service in reversed(self.services):
-            service.stop()
+        """SIGTERM to every service at once, wait for them all, then stop NATS. One after another
+        took ~0.5 s longer per stack (each drains for 0.1 to 0.3 s), on every test's teardown."""
+        live = [s for s in reversed(self.services) if s.process.poll() is None]
+        for service in live:
+            service.process.send_signal(signal.SIGTERM)
+        for service in live:
+            service.wait_or_kill()
         self.nats.stop()
 
     def logs(self) -> str:
