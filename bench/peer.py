@@ -568,6 +568,7 @@ def main() -> int:
         for upstream in upstreams:
             upstream.terminate()
             upstream.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
     out = Path(args.out) if args.out else RESULTS / time.strftime("peer-%Y%m%d-%H%M%S.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))

@@ -4,6 +4,7 @@ quotes. Its numbers are not checked here: performance is shown by running the be
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,15 +16,24 @@ from switchyard.testing.stack import ROOT
 PERCENTILES = {"p50", "p90", "p99", "max"}
 
 
+def scratch_env(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A temp folder of the benchmark's own, to see what it leaves behind."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    return scratch, {**os.environ, "TMPDIR": str(scratch)}
+
+
 def test_bench_runs_end_to_end_and_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
+    scratch, env = scratch_env(tmp_path)
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--rates", "10", "--duration", "1", "--rounds", "1",
          "--stream-rate", "10", "--max-search", "20", "--no-pin", "--overload-factor", "2",
          "--deadline-ms", "1000", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
+    assert not list(scratch.glob("switchyard-*")), "the gateway's folder is removed when it stops"
     report = orjson.loads(out.read_bytes())
     assert report["machine"]["cpus"] >= 1
     entry = report["rates"]["10"]
@@ -57,9 +67,10 @@ def test_cpu_probe_reports_every_process_per_request(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "bench.cpu", "--requests", "5", "--windows", "1", "--warmup", "5", "--idle-s", "1",
          "--against", str(ROOT), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=scratch_env(tmp_path)[1],
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
+    assert not list((tmp_path / "tmp").glob("switchyard-*")), "both gateways' folders are removed"
     runs = orjson.loads(out.read_bytes())["runs"]
     # --against runs a second gateway on that checkout's code beside this one: both reported.
     assert set(runs) == {"this checkout", f"against {ROOT}"}
