@@ -10,6 +10,7 @@ drain into NATS), NATS last, leaving nothing running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -30,6 +31,10 @@ from switchyard.tenancy import dashboard_token
 from switchyard.tenancy_store import ADMIN_TOKEN_FILE, bootstrap_default, load_or_create_admin_token
 
 RESTART_BACKOFF_MAX_S = 10.0
+# The first-start set-up on the bus (the default project, the development key) takes well under
+# a second; past this, `up` stops and says where it waited instead of hanging without a word
+# (seen once in a test run: nothing printed for 90 s after nats-server was ready).
+BOOTSTRAP_TIMEOUT_S = 30.0
 BUS_DIR = "bus"
 
 
@@ -175,7 +180,9 @@ class Stack:
         load_or_create_admin_token(self.settings.configured_admin_token, data_dir)
         admin = busauth.credentials(self.bus_dir, busauth.ADMIN)
         self.dev_key = asyncio.run(
-            _bootstrap(self.nats.address, admin, data_dir, self.settings.stream_replicas)
+            bootstrap_within(
+                BOOTSTRAP_TIMEOUT_S, self.nats.address, admin, data_dir, self.settings.stream_replicas
+            )
         )
         self.children = self.plan()
         for child in self.children:
@@ -300,6 +307,36 @@ async def _bootstrap(nats_url: str, admin: busauth.BusCredentials, data_dir: Pat
         return await bootstrap_default(nc.jetstream(), data_dir, replicas)
     finally:
         await nc.close()
+
+
+async def bootstrap_within(
+    timeout_s: float, nats_url: str, admin: busauth.BusCredentials, data_dir: Path, replicas: int
+) -> str:
+    """`_bootstrap`, given up after `timeout_s` with a TimeoutError that shows where it waited."""
+    task = asyncio.create_task(_bootstrap(nats_url, admin, data_dir, replicas), name="bootstrap")
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if task in done:
+        return task.result()
+    where = awaiting(task.get_coro())
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    raise TimeoutError(
+        f"setting up the bus at {nats_url} took longer than {timeout_s:.0f} s; it waited in:\n{where}"
+    )
+
+
+def awaiting(coro: object) -> str:
+    """Where a suspended coroutine waits, outermost first, down its chain of awaits (a task's
+    own stack shows only its outermost frame)."""
+    lines = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return "\n".join(lines)
 
 
 def up(settings: Settings) -> int:
