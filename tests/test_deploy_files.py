@@ -27,7 +27,12 @@ SETTINGS = {f"SWITCHYARD_{name.upper()}" for name in Settings.model_fields}
 PROVIDER_ENV = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "MISTRAL_API_KEY"}
 SERVICES = {"ingress", "router", "providers", "ledger", "budget"}
 # Secrets a service may name, each only from its env file or a Kubernetes secretKeyRef.
-SECRET_SETTINGS = {"SWITCHYARD_NATS_PASSWORD", "SWITCHYARD_ADMIN_TOKEN", "SWITCHYARD_CLICKHOUSE_PASSWORD"}
+SECRET_SETTINGS = {
+    "SWITCHYARD_NATS_PASSWORD",
+    "SWITCHYARD_ADMIN_TOKEN",
+    "SWITCHYARD_CLICKHOUSE_PASSWORD",
+    "SWITCHYARD_ROUTER_NATS_PASSWORD",
+}
 
 
 def _module_command(command: list[str]) -> str:
@@ -192,6 +197,44 @@ def test_kubernetes_manifests() -> None:
     # No Secret with content ships in the manifests (provider-keys is an empty placeholder).
     for secret in by_kind.get("Secret", []):
         assert not secret.get("data") and not secret.get("stringData"), secret["metadata"]["name"]
+
+
+def test_the_router_in_ingress_overlay() -> None:
+    """deploy/k8s/router-in-ingress: the base manifests less every router resource, and each
+    ingress routing its own requests as the router's bus user, its password from the Secret."""
+    overlay = yaml.safe_load(
+        (ROOT / "deploy" / "k8s" / "router-in-ingress" / "kustomization.yaml").read_text()
+    )
+    assert overlay["resources"] == [".."]
+    patches = [yaml.safe_load(p["patch"]) for p in overlay["patches"]]
+    base = {(d["apiVersion"], d["kind"], d["metadata"]["name"]): d for d in _k8s_docs() if "metadata" in d}
+    deleted = {
+        (p["apiVersion"], p["kind"], p["metadata"]["name"]) for p in patches if p.get("$patch") == "delete"
+    }
+    routers = {key for key, d in base.items() if key[2] == "router" and key[1] != "ConfigMap"}
+    assert deleted == routers, "every router resource of the base, by its exact kind and version"
+    assert {kind for _, kind, _ in routers} == {
+        "Deployment",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+    }
+
+    (ingress,) = [p for p in patches if p.get("$patch") != "delete"]
+    assert (ingress["apiVersion"], ingress["kind"], ingress["metadata"]["name"]) in base
+    (container,) = ingress["spec"]["template"]["spec"]["containers"]
+    base_ingress = base[("apps/v1", "Deployment", "ingress")]
+    assert container["name"] == base_ingress["spec"]["template"]["spec"]["containers"][0]["name"]
+    env = {var["name"]: var for var in container["env"]}
+    _check_env(set(env))
+    assert env["SWITCHYARD_ROUTER_MODE"]["value"] == "ingress"
+    assert env["SWITCHYARD_ROUTER_NATS_USER"]["value"] == busauth.ROUTER
+    assert "value" not in env["SWITCHYARD_ROUTER_NATS_PASSWORD"]
+    assert env["SWITCHYARD_ROUTER_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "switchyard-secrets",
+        "key": f"{busauth.ROUTER}.password",
+    }
+    settings = Settings(router_mode="ingress", router_nats_user=busauth.ROUTER, router_nats_password="p")
+    assert settings.router_nats_credentials is not None
 
 
 def test_no_secret_on_a_command_line() -> None:
