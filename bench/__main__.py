@@ -9,8 +9,9 @@
    each percentile, errors and achieved throughput; then streaming time-to-first-token
    overhead; then the maximum sustainable throughput; and CPU and memory of each service.
 4. Overload mode (--overload-factor 3, or --overload-rate): offers that multiple of the max
-   sustainable rate with clients that give up at --deadline-ms, and reports the rate answered
-   within the deadline, the refusals (503/529 + Retry-After) and how fast they came.
+   sustainable rate with clients that give up at --deadline-ms, from --clients (16) loopback
+   addresses, and reports the rate answered within the deadline, the refusals (503/529 +
+   Retry-After) and how fast they came.
 
 By default the load generator and the upstream run on CPU 1 and the gateway on CPU 0.
 """
@@ -62,9 +63,11 @@ def run_loadgen(
     cpu: int,
     headers: list[str],
     deadline_ms: float = 0.0,
+    clients: int = 1,
 ) -> dict:
     cmd = [sys.executable, "-m", "bench.loadgen", "--url", url, "--body", body.decode(), "--rate", str(rate)]
     cmd += ["--duration", str(duration), "--cpu", str(cpu), "--deadline-ms", str(deadline_ms)]
+    cmd += ["--clients", str(clients)]
     for header in headers:
         cmd += ["--header", header]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -318,6 +321,9 @@ def main() -> int:
         "--deadline-ms", type=float, default=1000.0, help="overload mode: the clients' deadline"
     )
     parser.add_argument(
+        "--clients", type=int, default=16, help="overload mode: source addresses on loopback (127.0.0.2 on)"
+    )
+    parser.add_argument(
         "--out", default="", help="write the JSON report here (default bench/results/<time>.json)"
     )
     args = parser.parse_args()
@@ -467,6 +473,7 @@ def main() -> int:
                 load_cpu,
                 headers,
                 args.deadline_ms,
+                args.clients,
             )
             seconds = time.monotonic() - t0
             overload = result["overload"]

@@ -210,6 +210,16 @@ async def open_loop(
     return len(tasks), time.perf_counter() - start
 
 
+def source_addresses(host: str, clients: int) -> list[tuple[str, int] | None]:
+    """Where the connections come from: `clients` loopback addresses for a loopback target
+    (127.0.0.2 onwards; the whole 127/8 is the loopback interface on Linux), else the default.
+    A gateway's load comes from many clients: from one address, a gateway that caps connections
+    per client (Switchyard's 256) refuses the excess before its admission control sees it."""
+    if clients <= 1 or not host.startswith("127."):
+        return [None]
+    return [(f"127.0.0.{2 + n}", 0) for n in range(min(clients, 250))]
+
+
 async def run_load(
     url: str,
     body: bytes,
@@ -219,16 +229,22 @@ async def run_load(
     timeout_s: float = 10.0,
     warm_connections: int = 16,
     deadline_ms: float = 0.0,
+    clients: int = 1,
 ) -> LoadResult:
     loop = asyncio.get_running_loop()
     host, port, request = build_request(url, body, headers or {})
+    sources = source_addresses(host, clients)
+    opened = 0
     idle: list[Connection] = []
     result = LoadResult(rate=rate, duration_s=duration_s, deadline_ms=deadline_ms)
     if deadline_ms:
         timeout_s = deadline_ms / 1000  # the client gives up at its deadline
 
     async def connect() -> Connection:
-        _, conn = await loop.create_connection(Connection, host, port)
+        nonlocal opened
+        source = sources[opened % len(sources)]
+        opened += 1
+        _, conn = await loop.create_connection(Connection, host, port, local_addr=source)
         return conn
 
     for _ in range(warm_connections):
@@ -282,6 +298,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--cpu", type=int, default=-1, help="pin to this CPU")
     parser.add_argument("--deadline-ms", type=float, default=0.0, help="overload mode: give up at this")
+    parser.add_argument("--clients", type=int, default=1, help="source addresses on loopback (127.0.0.2 on)")
     args = parser.parse_args()
     if args.cpu >= 0:
         os.sched_setaffinity(0, {args.cpu})
@@ -295,6 +312,7 @@ def main() -> None:
             headers,
             args.timeout,
             deadline_ms=args.deadline_ms,
+            clients=args.clients,
         )
     )
     print(orjson.dumps(result.report()).decode())

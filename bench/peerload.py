@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import orjson
 import uvloop
 
-from .loadgen import Connection, ResponseParser, build_request, open_loop, summarize
+from .loadgen import Connection, ResponseParser, build_request, open_loop, source_addresses, summarize
 
 # The longest Retry-After the closed loop waits (an SDK caps its wait as well).
 RETRY_AFTER_CAP_S = 2.0
@@ -155,14 +155,6 @@ class OverloadResult:
             "ok_latency_ms": summarize(self.ok_latency_ms),
             "refusal_latency_ms": summarize(self.refusal_latency_ms) if self.refusal_latency_ms else None,
         }
-
-
-def source_addresses(host: str, clients: int) -> list[tuple[str, int] | None]:
-    """Where the connections come from: `clients` loopback addresses for a loopback target
-    (127.0.0.2 onwards; the whole 127/8 is the loopback interface on Linux), else the default."""
-    if clients <= 1 or not host.startswith("127."):
-        return [None]
-    return [(f"127.0.0.{2 + n}", 0) for n in range(min(clients, 250))]
 
 
 async def overload(
