@@ -10,7 +10,6 @@ drain into NATS), NATS last, leaving nothing running.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -27,6 +26,7 @@ from switchyard.children import die_with_parent
 from switchyard.lifecycle import started
 from switchyard.natsserver import NatsServer, PortTakenError, free_port, port_taken
 from switchyard.settings import Settings
+from switchyard.tasks import cancel_and_wait
 from switchyard.tenancy import dashboard_token
 from switchyard.tenancy_store import ADMIN_TOKEN_FILE, bootstrap_default, load_or_create_admin_token
 
@@ -318,9 +318,7 @@ async def bootstrap_within(
     if task in done:
         return task.result()
     where = awaiting(task.get_coro())
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
+    await cancel_and_wait(task)
     raise TimeoutError(
         f"setting up the bus at {nats_url} took longer than {timeout_s:.0f} s; it waited in:\n{where}"
     )

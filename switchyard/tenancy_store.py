@@ -24,6 +24,7 @@ from nats.js.kv import KeyValue
 from switchyard import subjects
 from switchyard.bus import NATS_ERRORS
 from switchyard.errors import GatewayError
+from switchyard.tasks import cancel_and_wait
 from switchyard.tenancy import (
     DEFAULT_PROJECT,
     Project,
@@ -124,10 +125,7 @@ class TenancyWatcher:
                         await watcher.stop()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await cancel_and_wait(self._task)  # the watch loop's wait_for can swallow one cancel
 
 
 async def create_record(kv: KeyValue, key: str, value: bytes) -> int:

@@ -45,6 +45,7 @@ from switchyard.bus import NATS_ERRORS, ensure_events_stream
 from switchyard.errors import ErrorCode
 from switchyard.pricing import format_usd
 from switchyard.service import BusService, run
+from switchyard.tasks import cancel_and_wait
 from switchyard.tenancy import TenancyView
 from switchyard.tenancy_store import TenancyWatcher, open_bucket, tenancy_bucket
 from switchyard.v1 import budget_pb2, events_pb2, ledger_pb2
@@ -343,12 +344,8 @@ class BudgetService(BusService):
             with contextlib.suppress(*NATS_ERRORS):
                 await sub.unsubscribe()
         self._subs = []
-        for task in self._term:
-            task.cancel()
-        for task in self._term:
-            # Awaited only to end them: a task's own failure was logged by its loop.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Awaited only to end them: a task's own failure was logged by its loop.
+        await asyncio.gather(*(cancel_and_wait(task) for task in self._term))
         self._term = []
         self.lease.drop()
 
@@ -960,9 +957,7 @@ class BudgetService(BusService):
     # --- stop ---------------------------------------------------------------------------
 
     async def drain(self) -> None:
-        self._lease_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._lease_task
+        await cancel_and_wait(self._lease_task)
         for sub in self._subs:
             with contextlib.suppress(*NATS_ERRORS):
                 await sub.unsubscribe()

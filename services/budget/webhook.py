@@ -19,6 +19,7 @@ from nats.js.errors import FetchTimeoutError
 
 from switchyard import subjects
 from switchyard.bus import NATS_ERRORS
+from switchyard.tasks import cancel_and_wait
 from switchyard.v1 import events_pb2
 
 from .alerts import retry_delays, webhook_body
@@ -84,9 +85,7 @@ class WebhookSender:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_and_wait(self._task)
             with contextlib.suppress(*NATS_ERRORS):
                 await self._psub.unsubscribe()
             await self._http.aclose()

@@ -24,6 +24,7 @@ from nats.js.errors import FetchTimeoutError
 
 from switchyard import subjects, units
 from switchyard.bus import NATS_ERRORS
+from switchyard.tasks import cancel_and_wait
 from switchyard.v1 import events_pb2
 
 from .store import LedgerStore
@@ -153,8 +154,6 @@ class AlertRecorder:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_and_wait(self._task)
             with contextlib.suppress(*NATS_ERRORS):
                 await self._psub.unsubscribe()

@@ -21,6 +21,7 @@ from nats.aio.subscription import Subscription
 
 from switchyard import subjects, units
 from switchyard.bus import NATS_ERRORS
+from switchyard.tasks import cancel_and_wait
 from switchyard.v1 import budget_pb2
 
 from .store import LedgerStore
@@ -136,7 +137,4 @@ class QuotaRecorder:
         if self._sub is not None:
             with contextlib.suppress(*NATS_ERRORS):
                 await self._sub.unsubscribe()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
