@@ -41,6 +41,8 @@ from .book import ZERO, Reservation, Slot, SpendBook, slots_of
 
 DAY_MS = 86_400_000
 T = TypeVar("T")
+K = TypeVar("K")  # what a recall covers: a cap's slot, or a rate-limit bucket's name
+N = TypeVar("N", Decimal, float)  # money (caps) or requests and tokens (buckets)
 # A lease whose admit window would end sooner than this (the UTC day is ending) is not granted.
 MIN_WINDOW_MS = 100
 # A lease on a rate-limited scope admits for at most one second (the RPS bucket's span), and
@@ -227,27 +229,42 @@ def touched(leases: dict[str, Lease], kv_key: str, view: TenancyView) -> list[st
     return []
 
 
-def to_recall(leases: Iterable[Lease], short: dict[Slot, Decimal], deaf: set[str]) -> tuple[str, ...]:
-    """The leases to recall so that a request denied at a cap may fit: every lease holding in a
-    slot the request is `short` in (by how much), when together they hold at least that much in
-    every such slot; () when even all of them back could not let it in (the denial stands).
-    What a lease holds includes what its router admitted and has not settled yet (the authority
-    cannot tell), so a recall may free less than that: the request is then denied after all.
-    Leases in `deaf` (recalled already and not given back in time: a dead router) are not
-    counted."""
+def _covering(
+    leases: Iterable[Lease],
+    short: dict[K, N],
+    deaf: set[str],
+    unused: Callable[[Lease], dict[K, N]],
+) -> tuple[str, ...]:
+    """Every lease that may hold something unused (`unused`) of what a refused request is
+    `short` of (by how much), when together they may hold at least that much of every such
+    thing; () when even all of them back could not let it in (the refusal stands). Leases in
+    `deaf` (recalled already and not given back in time: a dead router) are not counted."""
     chosen: list[str] = []
-    cover = dict.fromkeys(short, ZERO)
+    cover: dict[K, list[N]] = {key: [] for key in short}
     for lease in leases:
-        if lease.lease_id in deaf or lease.held <= 0:
+        if lease.lease_id in deaf:
             continue
-        hit = [slot for slot in slots_of(lease.scopes, lease.at_ms) if slot in cover]
+        hit = {key: amount for key, amount in unused(lease).items() if key in cover and amount > 0}
         if hit:
             chosen.append(lease.lease_id)
-            for slot in hit:
-                cover[slot] += lease.held
-    if not chosen or any(cover[slot] < need for slot, need in short.items()):
+            for key, amount in hit.items():
+                cover[key].append(amount)
+    if not chosen or any(sum(cover[key]) < need for key, need in short.items()):
         return ()
     return tuple(chosen)
+
+
+def to_recall(leases: Iterable[Lease], short: dict[Slot, Decimal], deaf: set[str]) -> tuple[str, ...]:
+    """The leases to recall so that a request denied at a cap may fit: every lease holding in a
+    slot the request is `short` in, when together they hold at least that much in every such
+    slot (`_covering`). What a lease holds includes what its router admitted and has not
+    settled yet (the authority cannot tell), so a recall may free less than that: the request
+    is then denied after all."""
+
+    def held(lease: Lease) -> dict[Slot, Decimal]:
+        return dict.fromkeys(slots_of(lease.scopes, lease.at_ms), lease.held)
+
+    return _covering(leases, short, deaf, held)
 
 
 @dataclass
