@@ -28,10 +28,6 @@ BURST = 3 * RPS
 # or count as used at the authority (2.5 s after its grant), and for the bucket to refill (up to
 # a quarter of it, lent and counted as used: 0.25 s at 40 a second), with a second of margin.
 QUIET_S = 4.0
-# A rate-limit refusal does not recall leases (docs/budgets.md): when one router's requests are
-# refused, the other's lease may still hold units it has no request for, so a burst admits the
-# limit less at most a lease's slice (a quarter of the bucket). Seen: 39 of 40, twice in CI.
-LEASE_SLICE = RPS // 4
 PROMPT = [{"role": "user", "content": "hello"}]
 
 
@@ -122,14 +118,19 @@ async def test_two_routers_leasing_a_rate_limited_key_admit_its_limit_and_record
             await asyncio.sleep(max(0.05 - (time.monotonic() - started), 0))
     assert _admissions(limited, "lease") - before >= 20
 
-    # A burst after a quiet spell (the bucket full, no lease out): the limit is admitted (less what
-    # a lease may hold unused, above), plus at most what refills while the burst is decided
-    # (docs/budgets.md: one second's allowance plus the rate times the interval), leases included.
+    # A burst after a quiet spell (the bucket full, no lease out): the limit is admitted, plus at
+    # most what refills while the burst is decided (docs/budgets.md: one second's allowance plus
+    # the rate times the interval), leases included. At least the limit: a refusal recalls the
+    # leases that may hold unused slices (one router's, granted as its last requests were sent
+    # per request) and waits for them, instead of refusing while the key is under its limit
+    # (before rate recalls: 39 of 40 was seen). A slow burst hides that gap (what refills while
+    # it is decided makes up for a slice held unused: 44 to 59 were admitted here without
+    # recalls); tests/test_rate_recall.py shows it exactly.
     await asyncio.sleep(QUIET_S)
     lease_before = _admissions(limited, "lease")
     openai, anthropic, elapsed = await _burst(limited, key)
     first = sum(r.status_code == 200 for r in openai + anthropic)
-    assert RPS - LEASE_SLICE <= first <= RPS + RPS * elapsed, (first, elapsed)
+    assert RPS <= first <= RPS + RPS * elapsed, (first, elapsed)
     assert _admissions(limited, "lease") > lease_before  # leases admitted during the burst too
     _check_refusals(openai, anthropic)
 

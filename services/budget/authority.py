@@ -44,8 +44,9 @@ class Verdict:
     at_quota: tuple[str, ...] = ()  # candidates ranked above it that were at their provider quota
     held_usd: str = ""  # the amount held against a cap ("" when no budget applies)
     alert: Crossing | None = None  # a budget refused for the first time in its period: alert
-    # Denied at a cap while these leases hold enough unused room that their return may let it
-    # in: recall them and decide again (escrow.to_recall). Not final: no alert counted yet.
+    # Denied at a cap, or for a rate limit, while these leases may hold enough unused room (or
+    # unused slices of the short buckets) that their return may let it in: recall them and
+    # decide again (escrow.to_recall, escrow.rate_to_recall). Not final: no alert counted yet.
     recall: tuple[str, ...] = ()
 
     def to_proto(self, request_id: str) -> budget_pb2.Decision:
@@ -148,7 +149,7 @@ class Authority:
             return self._at_quota(skipped)
         candidate = candidates[index]
         reservation = self.reservation_of(ask, now_ms, candidate)
-        denial = self._over_cap(reservation, now_ms) or self._rate_limited(reservation, now_s)
+        denial = self._over_cap(reservation, now_ms) or self._rate_limited(reservation, now_ms)
         if denial is not None:
             return denial
         self._take_tokens(reservation, now_s)
@@ -241,16 +242,20 @@ class Authority:
             bucket.reconfigure(rate_per_s, capacity, now_s)  # limits changed live
         return bucket
 
-    def _needs(self, reservation: Reservation, now_s: float) -> list[tuple[TokenBucket, float, str]]:
+    def _needs(self, reservation: Reservation, now_s: float) -> list[tuple[str, TokenBucket, float, str]]:
+        """(bucket name, bucket, what the request takes from it, the limit in words)."""
         needs = []
         for scope, limits in self._limits(reservation):
             if limits.rps:
-                bucket = self._bucket(f"rps|{scope}", limits.rps, max(limits.rps, 1.0), now_s)
-                needs.append((bucket, 1.0, f"{scope} allows {_per(limits.rps)} requests per second"))
+                name = f"rps|{scope}"
+                bucket = self._bucket(name, limits.rps, max(limits.rps, 1.0), now_s)
+                needs.append((name, bucket, 1.0, f"{scope} allows {_per(limits.rps)} requests per second"))
             if limits.tpm:
-                bucket = self._bucket(f"tpm|{scope}", limits.tpm / 60.0, float(limits.tpm), now_s)
+                name = f"tpm|{scope}"
+                bucket = self._bucket(name, limits.tpm / 60.0, float(limits.tpm), now_s)
                 needs.append(
                     (
+                        name,
                         bucket,
                         float(reservation.tokens),
                         f"{scope} allows {limits.tpm} tokens per minute "
@@ -259,14 +264,16 @@ class Authority:
                 )
         return needs
 
-    def _rate_limited(self, reservation: Reservation, now_s: float) -> Verdict | None:
-        waits = [
-            (bucket.wait_s(amount, now_s), why) for bucket, amount, why in self._needs(reservation, now_s)
-        ]
-        blocked = [(wait, why) for wait, why in waits if wait > 0]
+    def _rate_limited(self, reservation: Reservation, now_ms: int) -> Verdict | None:
+        now_s = now_ms / 1000
+        blocked = []
+        for name, bucket, amount, why in self._needs(reservation, now_s):
+            wait = bucket.wait_s(amount, now_s)
+            if wait > 0:
+                blocked.append((wait, why, name, amount - bucket.tokens))
         if not blocked:
             return None
-        wait, why = max(blocked)
+        wait, why, _, _ = max(blocked)
         if math.isinf(wait):
             return Verdict(
                 False,
@@ -274,10 +281,16 @@ class Authority:
                 f"rate limited: this request is larger than the limit: {why}",
                 60.0,
             )
-        return Verdict(False, ErrorCode.RATE_LIMITED, f"rate limited: {why}", round(max(wait, 0.001), 3))
+        recall: tuple[str, ...] = ()
+        if self.rate_leases:  # their unused slices may be what is missing: recall, not refuse
+            short = {name: lacking for _, _, name, lacking in blocked}
+            recall = escrow.rate_to_recall(self.rate_leases.values(), short, self._deaf(now_ms))
+        return Verdict(
+            False, ErrorCode.RATE_LIMITED, f"rate limited: {why}", round(max(wait, 0.001), 3), recall=recall
+        )
 
     def _take_tokens(self, reservation: Reservation, now_s: float) -> None:
-        for bucket, amount, _ in self._needs(reservation, now_s):
+        for _, bucket, amount, _ in self._needs(reservation, now_s):
             bucket.take(amount, now_s)
 
     def restore(self, ask: budget_pb2.AuthorizeRequest, now_ms: int) -> None:
@@ -305,7 +318,9 @@ class Authority:
             and event.request_id not in self.book.reservations
             and not self.book.is_settled(event.request_id)
         ):  # admitted from a lease still out: its hold leaves the lease
-            escrow.settle(self.book, lease, event.request_id, _amount(event.lease_held_usd))
+            escrow.settle(
+                self.book, lease, event.request_id, _amount(event.lease_held_usd), event.lease_tokens
+            )
         result = self.book.settle(
             event.request_id,
             scopes,
@@ -402,7 +417,8 @@ class Authority:
         return {i for i, until in self.recalled.items() if until < now_ms}
 
     def _recalling(self, scopes: tuple[str, ...], now_ms: int) -> bool:
-        """Whether a recall is under way on any of these scopes (they are at a cap)."""
+        """Whether a recall is under way on any of these scopes (they are at a cap or a rate
+        limit)."""
         for lease_id, until in self.recalled.items():
             lease = self.leases.get(lease_id)
             if lease is not None and until >= now_ms and not set(lease.scopes).isdisjoint(scopes):
@@ -457,7 +473,7 @@ class Authority:
             return None, budget_pb2.LeaseGrant(reason="the budget day is ending")
         if self.recalled and self._recalling(scopes, now_ms):
             # Requests wait for recalled leases here: what comes back is theirs, not a new lease's.
-            return None, budget_pb2.LeaseGrant(reason="at a cap: decided per request")
+            return None, budget_pb2.LeaseGrant(reason="leases recalled: decided per request")
         unit = _amount(ask.unit_usd)
         units = escrow.lease_units(
             unit, self.headroom(scopes, now_ms), policy.share, policy.max_requests, policy.min_requests

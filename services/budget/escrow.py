@@ -25,7 +25,11 @@ let in (issue 15: leases may not make exactness worse). So a request denied whil
 enough in the slots it is short in names them (`to_recall`): the authority recalls them (their
 routers give them back at once) and decides the request again when they are back, or when a
 short wait has passed: a lease not back by then (a dead router) is not waited for again, and
-the denial stands (docs/budgets.md, "At the cap").
+the denial stands (docs/budgets.md, "At the cap"). A rate-limit refusal does the same with the
+leases that may hold unused slices of the buckets it is short in (`rate_to_recall`): near the
+limit, a slice one router holds with no request for it would otherwise refuse another router's
+requests while the key is under its limit. Both choose with `_covering`, and the authority
+recalls and waits the same way for either.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from .book import ZERO, Reservation, Slot, SpendBook, slots_of
 
 DAY_MS = 86_400_000
 T = TypeVar("T")
+K = TypeVar("K")  # what a recall covers: a cap's slot, or a rate-limit bucket's name
+N = TypeVar("N", Decimal, float)  # money (caps) or requests and tokens (buckets)
 # A lease whose admit window would end sooner than this (the UTC day is ending) is not granted.
 MIN_WINDOW_MS = 100
 # A lease on a rate-limited scope admits for at most one second (the RPS bucket's span), and
@@ -70,6 +76,9 @@ class Lease:
     rate_tokens: int = 0
     rate_buckets: tuple[str, ...] = ()
     rate_until_ms: int = 0
+    # The TPM estimates of the admissions settled from it (as `settled` counts its requests):
+    # what of its slices is surely used, so a rate recall does not ask for what is known gone.
+    settled_tokens: int = 0
 
 
 def lease_units(
@@ -129,12 +138,13 @@ def grant(book: SpendBook, lease: Lease) -> None:
     book.adjust_held(lease.scopes, lease.at_ms, lease.held)
 
 
-def settle(book: SpendBook, lease: Lease, request_id: str, hold: Decimal) -> None:
+def settle(book: SpendBook, lease: Lease, request_id: str, hold: Decimal, tokens: int = 0) -> None:
     """A request admitted from `lease` completed: its hold leaves the lease (the caller counts
-    its actual cost as spend)."""
+    its actual cost as spend); `tokens`, the TPM estimate it took, is known used."""
     if request_id in lease.settled:
         return
     lease.settled.add(request_id)
+    lease.settled_tokens += max(tokens, 0)
     taken = min(max(hold, ZERO), lease.held)
     lease.held -= taken
     book.adjust_held(lease.scopes, lease.at_ms, -taken)
@@ -227,33 +237,66 @@ def touched(leases: dict[str, Lease], kv_key: str, view: TenancyView) -> list[st
     return []
 
 
-def to_recall(leases: Iterable[Lease], short: dict[Slot, Decimal], deaf: set[str]) -> tuple[str, ...]:
-    """The leases to recall so that a request denied at a cap may fit: every lease holding in a
-    slot the request is `short` in (by how much), when together they hold at least that much in
-    every such slot; () when even all of them back could not let it in (the denial stands).
-    What a lease holds includes what its router admitted and has not settled yet (the authority
-    cannot tell), so a recall may free less than that: the request is then denied after all.
-    Leases in `deaf` (recalled already and not given back in time: a dead router) are not
-    counted."""
+def _covering(
+    leases: Iterable[Lease],
+    short: dict[K, N],
+    deaf: set[str],
+    unused: Callable[[Lease], dict[K, N]],
+) -> tuple[str, ...]:
+    """Every lease that may hold something unused (`unused`) of what a refused request is
+    `short` of (by how much), when together they may hold at least that much of every such
+    thing; () when even all of them back could not let it in (the refusal stands). Leases in
+    `deaf` (recalled already and not given back in time: a dead router) are not counted."""
     chosen: list[str] = []
-    cover = dict.fromkeys(short, ZERO)
+    cover: dict[K, list[N]] = {key: [] for key in short}
     for lease in leases:
-        if lease.lease_id in deaf or lease.held <= 0:
+        if lease.lease_id in deaf:
             continue
-        hit = [slot for slot in slots_of(lease.scopes, lease.at_ms) if slot in cover]
+        hit = {key: amount for key, amount in unused(lease).items() if key in cover and amount > 0}
         if hit:
             chosen.append(lease.lease_id)
-            for slot in hit:
-                cover[slot] += lease.held
-    if not chosen or any(cover[slot] < need for slot, need in short.items()):
+            for key, amount in hit.items():
+                cover[key].append(amount)
+    if not chosen or any(sum(cover[key]) < need for key, need in short.items()):
         return ()
     return tuple(chosen)
 
 
+def to_recall(leases: Iterable[Lease], short: dict[Slot, Decimal], deaf: set[str]) -> tuple[str, ...]:
+    """The leases to recall so that a request denied at a cap may fit: every lease holding in a
+    slot the request is `short` in, when together they hold at least that much in every such
+    slot (`_covering`). What a lease holds includes what its router admitted and has not
+    settled yet (the authority cannot tell), so a recall may free less than that: the request
+    is then denied after all."""
+
+    def held(lease: Lease) -> dict[Slot, Decimal]:
+        return dict.fromkeys(slots_of(lease.scopes, lease.at_ms), lease.held)
+
+    return _covering(leases, short, deaf, held)
+
+
+def rate_unsettled(lease: Lease) -> dict[str, float]:
+    """What of its slice of each bucket a rate lease may not have used: all of it less what
+    its settled admissions took (the authority learns of the others only at the return)."""
+    requests = float(max(lease.rate_requests - len(lease.settled), 0))
+    tokens = float(max(lease.rate_tokens - lease.settled_tokens, 0))
+    return {name: requests if is_rps(name) else tokens for name in lease.rate_buckets}
+
+
+def rate_to_recall(leases: Iterable[Lease], short: dict[str, float], deaf: set[str]) -> tuple[str, ...]:
+    """The leases to recall so that a request refused for a rate limit may pass: every lease
+    that may hold an unused slice of a bucket (by name) the request is `short` of (requests
+    for an RPS bucket, its TPM estimate for a TPM one), when together they may hold at least
+    that much of every such bucket (`_covering`). A return gives back only what its router did
+    not admit, so the request may be refused after all: never more is admitted than the bucket
+    and its leases hold (buckets.py)."""
+    return _covering(leases, short, deaf, rate_unsettled)
+
+
 @dataclass
 class Parked(Generic[T]):
-    """A request denied at a cap, waiting for recalled leases: decided again at `until_ms` at
-    the latest."""
+    """A request denied at a cap or a rate limit, waiting for recalled leases: decided again at
+    `until_ms` at the latest."""
 
     item: T
     lease_ids: tuple[str, ...]

@@ -191,8 +191,8 @@ class BudgetService(BusService):
         # A snapshot is exact (and written) only once _settled_seq has reached this (_take_over).
         self._exact_from = 0
         self._lease_ids = NUID()
-        # Asks denied at a cap, waiting for recalled leases (escrow.Waiting), at most half the
-        # router's wait for an answer (docs/budgets.md, "At the cap").
+        # Asks denied at a cap or a rate limit, waiting for recalled leases (escrow.Waiting), at
+        # most half the router's wait for an answer (docs/budgets.md, "At the cap").
         self._parked: Waiting[Asked] = Waiting()
         self._recall_wait_ms = int(self.settings.budget_timeout_s * 1000 / 2)
         self._waker: asyncio.TimerHandle | None = None
@@ -552,8 +552,9 @@ class BudgetService(BusService):
         self._decide(authority, Asked(msg, ask, ctx), now_ms() + self._recall_wait_ms)
 
     def _decide(self, authority: Authority, asked: Asked, recall_until_ms: int) -> None:
-        """Decide one ask, synchronously; a denial at a cap that recalled leases could lift
-        waits for them (until `recall_until_ms` at most) instead of being answered now."""
+        """Decide one ask, synchronously; a denial (at a cap or a rate limit) that recalled
+        leases could lift waits for them (until `recall_until_ms` at most) instead of being
+        answered now."""
         msg, ask = asked.msg, asked.ask
         with (
             metrics.track(self.name) as outcome,

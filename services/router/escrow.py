@@ -32,8 +32,8 @@ RENEW_ELAPSED = 0.5
 
 ScopeKey = tuple[str, str, str]  # (project, agent, key)
 # How many revoked lease ids not (yet) held here, and returns sent, a router remembers:
-# revocations are rare (a tenancy change, a recall at a cap), a grant overtaken by its
-# revocation arrives within ms, and a lost return is recalled within seconds of a takeover.
+# revocations are rare (a tenancy change, a recall at a cap or a rate limit), a grant overtaken
+# by its revocation arrives within ms, and a lost return is recalled within seconds of a takeover.
 REVOKED_MEMORY = 256
 
 

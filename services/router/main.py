@@ -757,15 +757,16 @@ class Router(BusService):
             return None
 
     async def _on_lease_revoke(self, msg: Msg) -> None:
-        """A cap or limit of these leases' scopes changed: stop admitting from them, give them
-        back now."""
+        """A cap or limit of these leases' scopes changed, or the authority recalls them (a
+        request at a cap or a rate limit waits for what they hold unused): stop admitting from
+        them, give them back now."""
         try:
             revoke = budget_pb2.LeaseRevoke.FromString(msg.data)
         except DecodeError:
             self.log.warning("undecodable lease revocation ignored")
             return
         # Closed leases not sent back yet go too: the authority may be waiting for them (a
-        # recall at a cap, docs/budgets.md "At the cap").
+        # recall at a cap or a rate limit, docs/budgets.md "At the cap").
         if self.escrow.revoke(set(revoke.lease_ids)) or self.escrow.returns:
             await self._ask_lease(
                 budget_pb2.LeaseAsk(router_id=self.instance, returns=self.escrow.take_returns())
