@@ -32,8 +32,9 @@ from switchyard.tenancy_store import ADMIN_TOKEN_FILE, bootstrap_default, load_o
 
 RESTART_BACKOFF_MAX_S = 10.0
 # The first-start set-up on the bus (the default project, the development key) takes well under
-# a second; past this, `up` stops and says where it waited instead of hanging without a word
-# (seen once in a test run: nothing printed for 90 s after nats-server was ready).
+# a second; past this, `up` stops and says where it waited instead of hanging without a word.
+# Seen once: stopping its tenancy watch hung, a cancel swallowed by Python 3.11's wait_for (now
+# switchyard/tasks.py); this bounds whatever else could.
 BOOTSTRAP_TIMEOUT_S = 30.0
 BUS_DIR = "bus"
 

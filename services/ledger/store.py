@@ -41,9 +41,10 @@ log = logging.getLogger("switchyard.ledger.store")
 T = TypeVar("T")
 
 # The ledger inserts rows of Python values and reads rows back, never DataFrames or arrays. On
-# its first insert clickhouse-connect imports pandas (and with it numpy and pyarrow) only to ask
-# whether the rows are a DataFrame: 0.5 s of CPU at every start and ~80 MiB resident for the
-# life of the process. Resolved here as the library resolves them when they are not installed.
+# its first insert clickhouse-connect imports pandas only to ask whether the rows are a
+# DataFrame: ~0.5 s of CPU at every start and ~45 MiB resident for the life of the process
+# (numpy and pyarrow stay: chDB imports them itself). Resolved here as the library resolves
+# them when they are not installed.
 vars(clickhouse_options).update(pd=None, pd_time_test=None, np=None)
 
 
