@@ -26,7 +26,7 @@ from switchyard.children import die_with_parent
 from switchyard.lifecycle import started
 from switchyard.natsserver import NatsServer, PortTakenError, free_port, port_taken
 from switchyard.settings import Settings
-from switchyard.tasks import cancel_and_wait
+from switchyard.tasks import awaiting, cancel_and_wait
 from switchyard.tenancy import dashboard_token
 from switchyard.tenancy_store import ADMIN_TOKEN_FILE, bootstrap_default, load_or_create_admin_token
 
@@ -323,19 +323,6 @@ async def bootstrap_within(
     raise TimeoutError(
         f"setting up the bus at {nats_url} took longer than {timeout_s:.0f} s; it waited in:\n{where}"
     )
-
-
-def awaiting(coro: object) -> str:
-    """Where a suspended coroutine waits, outermost first, down its chain of awaits (a task's
-    own stack shows only its outermost frame)."""
-    lines = []
-    while coro is not None:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is None:
-            break
-        lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return "\n".join(lines)
 
 
 def up(settings: Settings) -> int:

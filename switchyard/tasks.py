@@ -1,4 +1,5 @@
-"""Ending a background task for certain, on the Python this project runs (3.11).
+"""Ending a background task for certain, on the Python this project runs (3.11), and saying
+where one waits.
 
 `asyncio.wait_for` in 3.11 swallows a cancel that arrives while the future it waits on
 completes (CPython gh-86296, fixed in 3.12): it returns the result and the task goes on as if
@@ -27,3 +28,16 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None, every_s: float = RECAN
         await asyncio.wait({task}, timeout=every_s)
     if not task.cancelled():
         task.exception()  # retrieved, so asyncio does not report it as never retrieved
+
+
+def awaiting(coro: object) -> str:
+    """Where a suspended coroutine waits, outermost first, down its chain of awaits (a task's
+    own stack shows only its outermost frame): what to say when one has waited too long."""
+    lines = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return "\n".join(lines)
