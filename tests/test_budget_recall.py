@@ -5,12 +5,11 @@ a request that per-request decisions would have let in. Pure: time is passed in
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from services.budget.authority import Authority
-from services.budget.escrow import LeasePolicy, Waiting
+from services.budget.escrow import Waiting
 from services.budget.periods import period_start
 from services.router.escrow import Escrow
 from switchyard.errors import ErrorCode
@@ -23,13 +22,10 @@ from switchyard.tenancy import (
     key_kv_key,
     project_kv_key,
 )
-from switchyard.v1 import budget_pb2, events_pb2, invoke_pb2
+from switchyard.v1 import budget_pb2
+from tests.support.lease_burst import NOW, POLICY, UNIT, WAIT_MS, LeaseBurst
 
-NOW = 1_794_000_000_000
-UNIT = Decimal("0.001")
 CAP = Decimal("0.05")  # 50 requests of UNIT
-POLICY = LeasePolicy(ttl_ms=2000, share=0.25, max_requests=64, min_requests=4, request_timeout_ms=120_000)
-WAIT_MS = 250
 DAY = ("project:acme", "day", period_start("day", NOW))
 
 
@@ -45,9 +41,10 @@ def _view(*projects: str) -> tuple[TenancyView, str]:
     return view, record.id
 
 
-def _ask(n: int, key_id: str, cost: Decimal = UNIT, lease_for: str = "") -> budget_pb2.AuthorizeRequest:
+def _ask(n: int | str, key_id: str, cost: Decimal = UNIT, lease_for: str = "") -> budget_pb2.AuthorizeRequest:
+    """Request `n` (req_<n>), or the request id `n`."""
     return budget_pb2.AuthorizeRequest(
-        request_id=f"req_{n}", project_id="acme", key_id=key_id, max_cost_usd=str(cost),
+        request_id=n if isinstance(n, str) else f"req_{n}", project_id="acme", key_id=key_id, max_cost_usd=str(cost),
         received_unix_ms=NOW, deadline_unix_ms=NOW + 60_000, lease_for=lease_for,
     )  # fmt: skip
 
@@ -204,161 +201,28 @@ def test_a_router_sends_a_return_again_when_a_new_leader_recalls_the_lease() -> 
 # --- a burst against the cap, two routers, every message interleaved at random -----------
 
 
-@dataclass
-class Burst:
-    """Routers and the authority exchanging messages as the services do (router/main.py's
-    authorize, budget/main.py's _on_authorize/_on_lease/_decide), one message at a time, in a
-    random order; time stands still except when nothing else can happen."""
-
-    seed: int
-    recall: bool = True
-    dead: str = ""  # a router that dies (drops everything) after this many requests
-    dies_after: int = 60
-    rng: random.Random = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.rng = random.Random(self.seed)
-        # How many arrivals per message handled: from a trickle to all at once (a stalled authority).
-        self.burstiness = self.rng.choice([1, 4, 20, 1000])
-        view, self.key = _view("acme")
-        self.authority = Authority(view)
-        self.scope = ("acme", "", self.key)
-        self.routers = {"r1": Escrow(), "r2": Escrow()}
-        self.asking = dict.fromkeys(self.routers, False)  # a lease ask out (one per scope)
-        self.to_authority: list[tuple] = []
-        self.to_router: dict[str, list[tuple]] = {r: [] for r in self.routers}
-        self.waiting: Waiting[tuple[int, str, bool, int]] = Waiting()
-        self.now = NOW
-        self.served = self.denied = self.arrived = 0
-        self.open: list[tuple[int, str]] = []  # served, not completed: (request, lease id)
-        self.lease_ids = 0
-
-    def alive(self, router: str) -> bool:
-        return router != self.dead or self.arrived < self.dies_after
-
-    # the router (services/router/main.py: authorize, _renew, _on_lease_revoke)
-    def arrive(self, n: int) -> None:
-        router = self.rng.choice([r for r in self.routers if self.alive(r)])
-        escrow = self.routers[router]
-        lease = escrow.admit(self.scope, f"req_{n}", UNIT, NOW + 60_000, NOW, 0.0)
-        if lease is not None:
-            self.served += 1
-            self.open.append((n, lease.lease_id))
-            if escrow.wants_renewal(self.scope, 0.0) and not self.asking[router]:
-                self.asking[router] = True
-                self.to_authority.append(("lease", router, True, escrow.take_returns()))
-            return
-        escrow.close(self.scope, 0.0, UNIT)
-        lease_for = not self.asking[router]
-        self.asking[router] = self.asking[router] or lease_for
-        self.to_authority.append(("authorize", router, n, lease_for, escrow.take_returns()))
-
-    def router_gets(self, router: str, message: tuple) -> None:
-        escrow = self.routers[router]
-        if message[0] == "revoke":
-            if escrow.revoke(message[1]) or escrow.returns:
-                self.to_authority.append(("lease", router, False, escrow.take_returns()))
-            return
-        _, lease_for, grant = message  # an answer: a decision or a grant
-        if lease_for:
-            self.asking[router] = False
-        if grant is not None and grant.lease_id and escrow.add(self.scope, grant, 0.0) is None:
-            self.to_authority.append(("lease", router, False, escrow.take_returns()))
-
-    # the authority (services/budget/main.py)
-    def grant(self, router: str) -> budget_pb2.LeaseGrant:
-        self.lease_ids += 1
-        _, grant = self.authority.grant_lease(
-            f"lease_{self.lease_ids}", router, _lease_ask(self.key, router), self.now, POLICY
-        )
-        return grant
-
-    def give_back(self, returns: list[budget_pb2.LeaseReturn]) -> None:
-        if [r for r in returns if self.authority.give_back(r, self.now)]:
-            self.wake()
-
-    def decide(self, n: int, router: str, lease_for: bool, until_ms: int) -> None:
-        verdict = self.authority.authorize(_ask(n, self.key, lease_for=router if lease_for else ""), self.now)
-        if self.recall and verdict.recall and self.now < until_ms:
-            fresh = self.authority.recall(verdict.recall, self.now, WAIT_MS)
-            if fresh:
-                for other in self.routers:
-                    self.to_router[other].append(("revoke", set(fresh)))
-            self.waiting.park((n, router, lease_for, until_ms), verdict.recall, until_ms)
-            return
-        if verdict.allow:
-            self.served += 1
-            self.open.append((n, ""))
-        else:
-            self.denied += 1
-        self.to_router[router].append(
-            ("answer", lease_for, self.grant(router) if verdict.allow and lease_for else None)
-        )
-
-    def wake(self) -> None:
-        for parked in self.waiting.due(lambda ids: self.authority.awaiting(ids, self.now), self.now):
-            n, router, lease_for, until_ms = parked.item
-            self.decide(n, router, lease_for, until_ms)
-
-    def authority_gets(self, message: tuple) -> None:
-        if message[0] == "authorize":
-            _, router, n, lease_for, returns = message
-            self.give_back(returns)
-            self.decide(n, router, lease_for, self.now + WAIT_MS)
-        else:
-            _, router, want, returns = message
-            self.give_back(returns)
-            self.to_router[router].append(("answer", want, self.grant(router) if want else None))
-
-    def complete_one(self) -> None:
-        n, lease_id = self.open.pop(self.rng.randrange(len(self.open)))
-        event = events_pb2.Completion(
-            request_id=f"req_{n}", project_id="acme", key_id=self.key, cost_usd=str(UNIT),
-            status=invoke_pb2.STATUS_OK, started_unix_ms=NOW, lease_id=lease_id,
-            lease_held_usd=str(UNIT) if lease_id else "",
-        )  # fmt: skip
-        self.authority.settle(event, self.now)
-
-    def run(self, requests: int = 200) -> None:
-        for _ in range(100 * requests):
-            counter = self.authority.book.counter(DAY)
-            assert counter.spent + counter.held <= CAP, self.seed
-            steps = []
-            if self.arrived < requests:
-                steps += ["arrive"] * self.burstiness  # many requests in flight at once
-            if self.to_authority:
-                steps += ["authority"] * 2
-            steps += [r for r in self.routers if self.to_router[r]]
-            if self.open:
-                steps.append("complete")
-            if not steps:
-                due = self.waiting.next_due_ms(self.authority.awaited_until)
-                if due is None:
-                    return
-                self.now = max(self.now, due)  # nothing else can happen: time passes
-                self.wake()
-                continue
-            step = self.rng.choice(steps)
-            if step == "arrive":
-                self.arrived += 1
-                self.arrive(self.arrived)
-            elif step == "authority":
-                self.authority_gets(self.to_authority.pop(0))
-            elif step == "complete":
-                self.complete_one()
-            else:
-                message = self.to_router[step].pop(0)
-                if self.alive(step):
-                    self.router_gets(step, message)
-        raise AssertionError(f"seed {self.seed}: not settled")
+def _burst(seed: int, **options: Any) -> LeaseBurst:
+    """The simulation (tests/support/lease_burst.py), time standing still, against project
+    acme's day cap: never more held and spent than the cap, checked before every message."""
+    view, key = _view("acme")
+    return LeaseBurst(
+        Authority(view), key, lambda request_id, key_id, _, lease_for: _ask(request_id, key_id, lease_for=lease_for),
+        lambda key_id, router: _lease_ask(key_id, router), seed, each_step=_within_the_cap, **options,
+    )  # fmt: skip
 
 
-def _settled_at_the_cap(burst: Burst) -> None:
+def _within_the_cap(burst: LeaseBurst) -> None:
+    counter = burst.authority.book.counter(DAY)
+    assert counter.spent + counter.held <= CAP, burst.seed
+
+
+def _settled_at_the_cap(burst: LeaseBurst) -> None:
     """Every request decided and completed: what was served is spent, and the rest of the cap
     is held by leases still out (none at all on a cap fully served)."""
     counter = burst.authority.book.counter(DAY)
     assert not burst.waiting.parked and not burst.authority.book.reservations, burst.seed
-    assert burst.served + burst.denied == 200 and counter.spent == burst.served * UNIT, burst.seed
+    served = len(burst.admitted)
+    assert served + burst.denied == 200 and counter.spent == served * UNIT, burst.seed
     assert counter.held == sum(lease.held for lease in burst.authority.leases.values()), burst.seed
     assert counter.spent + counter.held == CAP, burst.seed
 
@@ -367,10 +231,10 @@ def test_a_burst_from_two_routers_serves_exactly_what_the_cap_holds() -> None:
     """200 requests at once from two routers: never more held and spent than the cap (checked
     after every step), and exactly 50 served: no lease's unused rest refuses a request."""
     for seed in range(30):
-        burst = Burst(seed)
-        burst.run()
+        burst = _burst(seed)
+        burst.run([(200, 0)])
         _settled_at_the_cap(burst)
-        assert burst.served == 50, seed
+        assert len(burst.admitted) == 50, seed
         assert burst.authority.recalled == {}, seed
 
 
@@ -379,9 +243,9 @@ def test_without_recalls_a_burst_refuses_requests_the_cap_had_room_for() -> None
     refused while that lease's room sits unused (its router has no requests left to admit)."""
     served = []
     for seed in range(30):
-        burst = Burst(seed, recall=False)
-        burst.run()
-        served.append(burst.served)
+        burst = _burst(seed, recall=False)
+        burst.run([(200, 0)])
+        served.append(len(burst.admitted))
     assert max(served) <= 50 and min(served) < 50, served
 
 
@@ -390,10 +254,10 @@ def test_a_dead_routers_leases_are_waited_for_once_and_nothing_passes_the_cap() 
     (they never come back), then are refused; the room stays held until they expire."""
     lost = 0
     for seed in range(30):
-        burst = Burst(seed, dead="r2", dies_after=30)
-        burst.run()
+        burst = _burst(seed, dead="r2", dies_after=30)
+        burst.run([(200, 0)])
         _settled_at_the_cap(burst)
         dead_rest = sum(lease.held for lease in burst.authority.leases.values() if lease.router_id == "r2")
-        assert burst.served * UNIT + dead_rest <= CAP, seed
+        assert len(burst.admitted) * UNIT + dead_rest <= CAP, seed
         lost += dead_rest > 0
     assert lost  # some runs did leave room in a dead router's leases (else this tests nothing)

@@ -6,22 +6,15 @@ Pure: time is passed in (services/budget/authority.py, escrow.py; services/route
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, field
-from decimal import Decimal
+from typing import Any
 
-from services.budget.authority import Authority
-from services.budget.escrow import LeasePolicy, Waiting, rate_unsettled
-from services.router.escrow import Escrow
+from services.budget.authority import Authority, Verdict
+from services.budget.escrow import rate_unsettled
 from switchyard.errors import ErrorCode
 from switchyard.tenancy import Limits, Project, TenancyView, issue_key, key_kv_key, project_kv_key
 from switchyard.v1 import budget_pb2, events_pb2, invoke_pb2
+from tests.support.lease_burst import GRACE, NOW, POLICY, UNIT, LeaseBurst
 
-NOW = 1_794_000_000_000
-UNIT = Decimal("0.001")
-POLICY = LeasePolicy(ttl_ms=2000, share=0.25, max_requests=64, min_requests=4, request_timeout_ms=120_000)
-WAIT_MS = 250
-GRACE = 10_000
 RPS = 40
 
 
@@ -173,211 +166,34 @@ def test_a_rate_recall_not_back_in_time_is_not_waited_for_again_and_blocks_grant
 # --- a burst at the limit, two routers, every message interleaved at random -----------------
 
 
-@dataclass
-class Burst:
-    """Two routers and the authority exchanging messages as the services do (router/main.py's
-    authorize, _renew, sweep and _on_lease_revoke; budget/main.py's _on_authorize, _on_lease and
-    _decide), one at a time in a random order, against a key limited to RPS requests per second.
-    `step_ms`: how far time moves per message at most (0: a burst all at once, time standing
-    still except when nothing else can happen)."""
+def _burst(seed: int, recall: bool = True, **options: Any) -> LeaseBurst:
+    """The simulation (tests/support/lease_burst.py) against a key limited to RPS requests per
+    second; with recalls, every refusal that recalls nothing is checked (`_nothing_unused_held`)."""
+    view, key, _ = _view(Limits(rps=RPS))
+    return LeaseBurst(
+        Authority(view), key,
+        lambda request_id, key_id, at_ms, lease_for: _ask(request_id, key_id, at_ms=at_ms, lease_for=lease_for),
+        _lease_ask, seed, recall=recall, refused=_nothing_unused_held if recall else None, **options,
+    )  # fmt: skip
 
-    seed: int
-    recall: bool = True
-    step_ms: int = 0
-    dead: str = ""  # a router that dies (drops everything) after this many arrivals
-    dies_after: int = 60
-    rng: random.Random = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.rng = random.Random(self.seed)
-        self.burstiness = self.rng.choice([1, 4, 20, 1000])  # arrivals per message handled
-        view, self.key, _ = _view(Limits(rps=RPS))
-        self.authority = Authority(view)
-        self.scope = ("acme", "", self.key)
-        self.routers = {"r1": Escrow(), "r2": Escrow()}
-        self.asking = dict.fromkeys(self.routers, False)  # a lease ask out (one per scope)
-        self.to_authority: list[tuple] = []
-        self.to_router: dict[str, list[tuple]] = {r: [] for r in self.routers}
-        self.waiting: Waiting[tuple[str, str, bool, int, float]] = Waiting()
-        self.now = NOW
-        self.arrived = self.denied = self.recalls = 0
-        self.admitted: list[int] = []  # when each served request was admitted
-        self.served: set[str] = set()
-        self.used: dict[str, int] = {}  # lease id: how many its router admitted from it
-        self.open: list[tuple[str, str]] = []  # served, not completed: (request, lease id)
-        self.lease_ids = 0
+def _nothing_unused_held(burst: LeaseBurst, verdict: Verdict) -> None:
+    """A refusal that recalls nothing: no lease of a live router that is still waited for
+    (not recalled, or recalled and not late) holds a slice its router has not used."""
+    if verdict.recall:
+        return
+    deaf = {i for i, until in burst.authority.recalled.items() if until < burst.now}
+    for lease in burst.authority.rate_leases.values():
+        if burst.alive(lease.router_id) and lease.lease_id not in deaf:
+            assert burst.used.get(lease.lease_id, 0) >= lease.rate_requests, (burst.seed, lease.lease_id)
 
-    @property
-    def ms(self) -> int:
-        return self.now
 
-    def router_clock(self) -> float:
-        return (self.now - NOW) / 1000
-
-    def alive(self, router: str) -> bool:
-        return router != self.dead or self.arrived < self.dies_after
-
-    # the router
-    def arrive(self) -> None:
-        self.arrived += 1
-        request_id = f"req_{self.arrived}"
-        router = self.rng.choice([r for r in self.routers if self.alive(r)])
-        escrow, clock = self.routers[router], self.router_clock()
-        lease = escrow.admit(self.scope, request_id, UNIT, self.ms + 60_000, self.ms, clock)
-        if lease is not None:
-            self.admitted.append(self.now)
-            self.served.add(request_id)
-            self.used[lease.lease_id] = self.used.get(lease.lease_id, 0) + 1
-            self.open.append((request_id, lease.lease_id))
-            if escrow.wants_renewal(self.scope, clock) and not self.asking[router]:
-                self.asking[router] = True
-                self.to_authority.append(("lease", router, True, escrow.take_returns(), clock))
-            return
-        escrow.close(self.scope, clock, UNIT)
-        lease_for = not self.asking[router]
-        self.asking[router] = self.asking[router] or lease_for
-        self.to_authority.append(("authorize", router, request_id, lease_for, escrow.take_returns(), clock))
-
-    def sweep(self, router: str) -> None:
-        """The router's timer: leases whose window ended are given back."""
-        escrow = self.routers[router]
-        escrow.close_expired(self.router_clock())
-        if escrow.returns:
-            self.to_authority.append(("lease", router, False, escrow.take_returns(), self.router_clock()))
-
-    def router_gets(self, router: str, message: tuple) -> None:
-        escrow = self.routers[router]
-        if message[0] == "revoke":
-            if escrow.revoke(message[1]) or escrow.returns:
-                self.to_authority.append(("lease", router, False, escrow.take_returns(), self.router_clock()))
-            return
-        _, lease_for, grant, sent = message
-        if lease_for:
-            self.asking[router] = False
-        if grant is None or not grant.lease_id:
-            return
-        if escrow.add(self.scope, grant, self.router_clock(), sent=sent) is None:  # revoked already
-            self.to_authority.append(("lease", router, False, escrow.take_returns(), self.router_clock()))
-
-    # the authority
-    def grant(self, router: str) -> budget_pb2.LeaseGrant:
-        self.lease_ids += 1
-        _, grant = self.authority.grant_lease(
-            f"lease_{self.lease_ids}", router, _lease_ask(self.key, router), self.ms, POLICY
-        )
-        return grant
-
-    def give_back(self, returns: list[budget_pb2.LeaseReturn]) -> None:
-        if [r for r in returns if self.authority.give_back(r, self.ms)]:
-            self.wake()
-
-    def decide(self, request_id: str, router: str, lease_for: bool, until_ms: int, sent: float) -> None:
-        ask = _ask(request_id, self.key, at_ms=self.ms, lease_for=router if lease_for else "")
-        verdict = self.authority.authorize(ask, self.ms)
-        if self.recall and verdict.recall and self.ms < until_ms:
-            self.recalls += 1
-            fresh = self.authority.recall(verdict.recall, self.ms, WAIT_MS)
-            if fresh:
-                for other in self.routers:
-                    self.to_router[other].append(("revoke", set(fresh)))
-            self.waiting.park((request_id, router, lease_for, until_ms, sent), verdict.recall, until_ms)
-            return
-        if verdict.allow:
-            self.admitted.append(self.now)
-            self.served.add(request_id)
-            self.open.append((request_id, ""))
-        else:
-            self.denied += 1
-            if self.recall and not verdict.recall:
-                self.nothing_unused_held()
-        grant = self.grant(router) if verdict.allow and lease_for else None
-        self.to_router[router].append(("answer", lease_for, grant, sent))
-
-    def nothing_unused_held(self) -> None:
-        """A refusal that recalls nothing: no lease of a live router that is still waited for
-        (not recalled, or recalled and not late) holds a slice its router has not used."""
-        deaf = {i for i, until in self.authority.recalled.items() if until < self.ms}
-        for lease in self.authority.rate_leases.values():
-            if self.alive(lease.router_id) and lease.lease_id not in deaf:
-                assert self.used.get(lease.lease_id, 0) >= lease.rate_requests, (self.seed, lease.lease_id)
-
-    def wake(self) -> None:
-        for parked in self.waiting.due(lambda ids: self.authority.awaiting(ids, self.ms), self.ms):
-            self.decide(*parked.item)
-
-    def authority_gets(self, message: tuple) -> None:
-        if message[0] == "authorize":
-            _, router, request_id, lease_for, returns, sent = message
-            self.give_back(returns)
-            self.decide(request_id, router, lease_for, self.ms + WAIT_MS, sent)
-        else:
-            _, router, want, returns, sent = message
-            self.give_back(returns)
-            self.to_router[router].append(("answer", want, self.grant(router) if want else None, sent))
-
-    def complete_one(self) -> None:
-        request_id, lease_id = self.open.pop(self.rng.randrange(len(self.open)))
-        event = events_pb2.Completion(
-            request_id=request_id, project_id="acme", key_id=self.key, cost_usd=str(UNIT),
-            status=invoke_pb2.STATUS_OK, started_unix_ms=self.ms, lease_id=lease_id,
-            lease_held_usd=str(UNIT) if lease_id else "",
-        )  # fmt: skip
-        self.authority.settle(event, self.ms)
-
-    def run(self, phases: list[tuple[int, int]]) -> None:
-        """Requests arrive in `phases` of (how many, at most how many ms apart): (200, 0) is a
-        burst all at once."""
-        arrivals, at = [], self.now
-        for count, gap_ms in phases:
-            for _ in range(count):
-                at += self.rng.randint(0, gap_ms)
-                arrivals.append(at)
-        requests = len(arrivals)
-        for _ in range(200 * requests):
-            steps = []
-            if self.arrived < requests and arrivals[self.arrived] <= self.now:
-                steps += ["arrive"] * self.burstiness
-            if self.to_authority:
-                steps += ["authority"] * 2
-            steps += [r for r in self.routers if self.to_router[r]]
-            if self.open:
-                steps.append("complete")
-            if self.step_ms and self.arrived < requests:
-                steps += ["sweep", "expire"]
-            if not steps:
-                due = self.waiting.next_due_ms(self.authority.awaited_until)
-                if self.arrived < requests:
-                    due = min(arrivals[self.arrived], due or arrivals[self.arrived])
-                if due is None:
-                    return
-                self.now = max(self.now, due)  # nothing else can happen: time passes
-                self.wake()
-                continue
-            self.now += self.rng.randint(0, self.step_ms)
-            step = self.rng.choice(steps)
-            if step == "arrive":
-                self.arrive()
-            elif step == "authority":
-                self.authority_gets(self.to_authority.pop(0))
-            elif step == "complete":
-                self.complete_one()
-            elif step == "sweep":
-                self.sweep(self.rng.choice([r for r in self.routers if self.alive(r)]))
-            elif step == "expire":
-                self.authority.expire(self.ms, GRACE)
-                self.wake()
-            else:
-                message = self.to_router[step].pop(0)
-                if self.alive(step):
-                    self.router_gets(step, message)
-        raise AssertionError(f"seed {self.seed}: not settled")
-
-    def check_the_bound(self) -> None:
-        """In any interval of length t, at most RPS + RPS * t admitted (docs/budgets.md)."""
-        times = sorted(self.admitted)
-        for i, start in enumerate(times):
-            for j in range(i, len(times)):
-                assert j - i + 1 <= RPS + RPS * (times[j] - start) / 1000 + 1e-6, (self.seed, i, j)
+def _check_the_bound(burst: LeaseBurst) -> None:
+    """In any interval of length t, at most RPS + RPS * t admitted (docs/budgets.md)."""
+    times = sorted(burst.admitted)
+    for i, start in enumerate(times):
+        for j in range(i, len(times)):
+            assert j - i + 1 <= RPS + RPS * (times[j] - start) / 1000 + 1e-6, (burst.seed, i, j)
 
 
 def test_a_burst_from_two_routers_admits_exactly_the_limit() -> None:
@@ -386,7 +202,7 @@ def test_a_burst_from_two_routers_admits_exactly_the_limit() -> None:
     with no request for them, so none is refused while the key is under its limit."""
     recalled = 0
     for seed in range(30):
-        burst = Burst(seed)
+        burst = _burst(seed)
         burst.run([(200, 0)])
         assert not burst.waiting.parked and burst.authority.recalled == {}, seed
         assert len(burst.admitted) + burst.denied == 200, seed
@@ -400,7 +216,7 @@ def test_without_rate_recalls_a_burst_is_refused_below_the_limit() -> None:
     refuses the other router's requests while the key is under its limit."""
     served = []
     for seed in range(30):
-        burst = Burst(seed, recall=False)
+        burst = _burst(seed, recall=False)
         burst.run([(200, 0)])
         served.append(len(burst.admitted))
     assert max(served) <= RPS and min(served) < RPS, served
@@ -416,9 +232,9 @@ def test_over_time_the_rate_bound_holds_and_no_request_is_refused_while_leases_h
     recalled = lost = 0
     for seed in range(20):
         dead = "r2" if seed % 2 else ""
-        burst = Burst(seed, step_ms=3, dead=dead, dies_after=100)
+        burst = _burst(seed, step_ms=3, dead=dead, dies_after=100)
         burst.run([(75, 80), (200, 0), (100, 30), (200, 0)])
-        burst.check_the_bound()
+        _check_the_bound(burst)
         assert not burst.waiting.parked, seed
         assert {f"req_{n}" for n in range(1, 76)} <= burst.served, seed
         assert len(burst.admitted) >= 3 * RPS, seed
