@@ -96,20 +96,30 @@ def events_stream_config(replicas: int = 1) -> StreamConfig:
 
 
 async def ensure_events_stream(js: JetStreamContext, replicas: int = 1, attempts: int = 40) -> None:
-    """Create (or update) the EVENTS stream; retries while a cluster elects its meta leader."""
-    config = events_stream_config(replicas)
+    """Create (or update) the EVENTS stream."""
+    await ensure_stream(js, events_stream_config(replicas), update=True, attempts=attempts)
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig, update: bool, attempts: int = 40) -> None:
+    """Create `config`'s stream if it is missing (and bring it to `config` when `update`);
+    retried 0.25 s apart while a cluster elects its meta leader or is busy creating streams
+    (a second budget process starting beside the first once timed out here and exited), and
+    when another starter created it first."""
+    name = config.name
+    assert name, "a stream config names its stream"
     for attempt in range(attempts):
         try:
             try:
-                await js.stream_info(subjects.EVENTS_STREAM)
-                await js.update_stream(config)
+                await js.stream_info(name)
+                if update:
+                    await js.update_stream(config)
             except nats.js.errors.NotFoundError:
                 await js.add_stream(config)
             return
         except (NoStreamResponseError, nats.errors.TimeoutError, BadRequestError) as exc:
             if attempt == attempts - 1:
                 raise
-            log.info("waiting for JetStream (%s)", exc)
+            log.info("waiting for JetStream to set up stream %s (%s)", name, exc)
             await asyncio.sleep(0.25)
 
 

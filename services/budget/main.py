@@ -33,7 +33,6 @@ from nats.js.errors import (
     KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
-    NoStreamResponseError,
     NotFoundError,
 )
 from nats.nuid import NUID
@@ -41,7 +40,7 @@ from prometheus_client import Counter, Gauge
 
 from switchyard import metrics, subjects, telemetry, units
 from switchyard.burn import BurnWindows
-from switchyard.bus import NATS_ERRORS, ensure_events_stream
+from switchyard.bus import NATS_ERRORS, ensure_events_stream, ensure_stream
 from switchyard.errors import ErrorCode
 from switchyard.pricing import format_usd
 from switchyard.service import BusService, run
@@ -75,7 +74,6 @@ UNCOUNTED = Counter(
 )
 # Reservations are journaled for at most this long after their deadline.
 JOURNAL_MAX_AGE_S = 24 * 3600
-JOURNAL_ENSURE_ATTEMPTS = 40  # 0.25 s apart: ~10 s for a cluster to answer at start-up
 # The rebuild passes the tail's ids to the ledger in one NATS message (1 MB by default).
 MAX_TAIL = 20_000
 EXPIRY_EVERY_S = 1.0
@@ -240,21 +238,7 @@ class BudgetService(BusService):
             num_replicas=replicas,
             max_age=JOURNAL_MAX_AGE_S,
         )
-        # Retried while a cluster is busy electing or creating streams (a second budget process
-        # starting beside the first timed out here once and exited: CI, stop 25).
-        for attempt in range(JOURNAL_ENSURE_ATTEMPTS):
-            try:
-                await self.js.stream_info(subjects.BUDGET_JOURNAL_STREAM)
-                return
-            except NotFoundError:
-                with contextlib.suppress(*NATS_ERRORS):  # a concurrent starter created it
-                    await self.js.add_stream(config)
-                return
-            except (NoStreamResponseError, NatsTimeoutError) as exc:
-                if attempt == JOURNAL_ENSURE_ATTEMPTS - 1:
-                    raise
-                self.log.info("waiting for JetStream to look up the journal (%s)", exc)
-                await asyncio.sleep(0.25)
+        await ensure_stream(self.js, config, update=False)
 
     # --- leadership ---------------------------------------------------------------------
 
