@@ -27,6 +27,15 @@ from switchyard.testing.stack import Stack, running
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
 
+# The suite talks gRPC (the ingress's gRPC API) in the same processes that start service
+# processes. grpcio >= 1.80 with fork support on (its default) restarts its poller in a
+# forked child, and `subprocess.Popen` with `preexec_fn` (the launchers tie each child to its
+# parent) forks; the child's poller then finds its epoll descriptor closed before `exec` and
+# aborts, so the service "exits -6" before it ran (grpc/grpc#43055; 33 of 150 children in a
+# repro with a channel in use, none with this). Set before anything imports grpc. Production
+# is not exposed: the supervisor, the one process that starts children, never loads grpc.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 # A test is a stack test when it uses one of these fixtures, or when its module imports
 # anything from a module that starts processes (the launcher, nats-server, subprocess): so
 # a new test file is marked without anyone remembering to.
@@ -49,7 +58,21 @@ def _starts_processes(module: ModuleType) -> bool:
     return False
 
 
+def _unique_node_ids(items: list[pytest.Item]) -> None:
+    """schemathesis (4.32, tests/test_api_fuzz.py) gives every API operation's test the same
+    node id under pytest 9 (its name says the operation, its id does not). pytest-xdist
+    schedules by id: with the ids alike, one operation of 38 ran and the rest were silently
+    dropped. Each such item gets the id its name implies."""
+    seen: dict[str, int] = {}
+    for item in items:
+        seen[item.nodeid] = seen.get(item.nodeid, 0) + 1
+    for item in items:
+        if seen[item.nodeid] > 1 and item.parent is not None and not item.nodeid.endswith(f"::{item.name}"):
+            item._id = item.parent.id.child(item.name)  # pytest's own rule for a node's id
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _unique_node_ids(items)
     by_module: dict[str, bool] = {}
     for item in items:
         module = getattr(item, "module", None)

@@ -81,6 +81,7 @@ async def test_a_worker_never_calls_upstream_for_a_request_past_its_deadline(
     try:
         inbox = nc.new_inbox()
         replies = await nc.subscribe(inbox)
+        await nc.flush()  # the worker answers on its own connection: the server must know the inbox
         dispatch = dispatch_for(inbox, "req_late", "ok", int(time.time() * 1000) - 1)
         before = skipped("providers", "deadline")
         assert await worker.execute(dispatch) == "timeout"

@@ -156,6 +156,7 @@ async def test_a_worker_sends_fewer_frames_than_chunks_and_ends_with_the_final(
     try:
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox)
+        await nc.flush()  # the worker answers on its own connection: the server must know the inbox
         await worker.execute(dispatch_for(inbox, "talk", "req_batched"))
         frames = await read_frames(sub)
         kinds = [f.WhichOneof("frame") for f in frames]
@@ -184,6 +185,7 @@ async def test_chunks_waiting_at_the_budget_stop_reach_the_client_before_the_err
     try:
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox)
+        await nc.flush()  # the worker answers on its own connection: the server must know the inbox
         dispatch = dispatch_for(inbox, "dear", "req_stopped")
         dispatch.reserved_usd = "3.5"
         await worker.execute(dispatch)

@@ -40,6 +40,7 @@ async def test_an_attempt_is_cut_at_the_deadline_and_not_failed_over(
     try:
         inbox = nc.new_inbox()
         replies = await nc.subscribe(inbox)
+        await nc.flush()  # the worker answers on its own connection: the server must know the inbox
         dispatch = invoke_pb2.Dispatch(reply_to=inbox, max_attempts=3)
         dispatch.request.request_id = "req_deadline"
         dispatch.request.model = "x"
