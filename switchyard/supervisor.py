@@ -325,6 +325,10 @@ async def bootstrap_within(
     )
 
 
+class StopDuringStart(Exception):
+    """Ctrl-C or SIGTERM reached `switchyard up` before the stack was ready (its signal's name)."""
+
+
 def up(settings: Settings) -> int:
     nats_port = int(os.environ.get("SWITCHYARD_NATS_PORT", "4222"))
     monitor_port = int(os.environ.get("SWITCHYARD_NATS_MONITOR_PORT", "8222"))
@@ -338,19 +342,28 @@ def up(settings: Settings) -> int:
     if stack.log_dir:
         stack.log_dir.mkdir(parents=True, exist_ok=True)
     stop_requested = False
+    starting = True
 
     def on_signal(signum: int, frame: object) -> None:
         nonlocal stop_requested
         stop_requested = True
+        if starting:
+            # Start-up waits (the bus set-up, every service's readiness) can last a minute: a
+            # stop asked for meanwhile ends them at once, and what started is stopped below.
+            raise StopDuringStart(signal.Signals(signum).name)
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
         stack.start()
+        starting = False
         print(stack.banner(), flush=True)
         while not stop_requested:
             stack.supervise_once()
             time.sleep(0.2)
+    except StopDuringStart as stop:
+        starting = False
+        print(f"switchyard: {stop} during start-up", flush=True)
     except Exception as exc:  # the CLI's process boundary: one line on stderr, exit 1, children stopped
         print(f"switchyard: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -171,3 +171,30 @@ async def test_ctrl_c_stops_in_order_and_a_second_stack_never_joins(tmp_path: Pa
 
 def _monitor_url(banner: str) -> str:
     return re.search(r"NATS monitoring\s+(http://\S+)", banner).group(1)
+
+
+def test_a_stop_during_start_up_ends_it_at_once_and_leaves_no_process(tmp_path: Path) -> None:
+    # Before, a SIGTERM or Ctrl-C while the services were starting was acted on only once every
+    # one was ready (up to a minute, or the bus set-up's 30 s): `switchyard up` looked hung.
+    out_path = tmp_path / "up.out"
+    up = _up(tmp_path, _env(free_port(), free_port(), free_port()), out_path)
+    try:
+        # The services are spawned and none can be ready yet (importing one takes longer than
+        # this poll): the supervisor is waiting for their readiness.
+        wait_until(
+            lambda: any("services." in " ".join(p.cmdline()) for p in _descendants(up.pid)),
+            60,
+            what="the first service started",
+        )
+        every_pid = [p.pid for p in _descendants(up.pid)]
+        up.send_signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        assert up.wait(30) == 0
+        took_s = time.monotonic() - stopped_at
+    finally:
+        _kill_tree(up)
+    said = out_path.read_text()
+    assert "switchyard: SIGTERM during start-up" in said and "switchyard: stopped" in said, said
+    assert "Switchyard is up." not in said and "Traceback" not in said, said
+    assert took_s < 15, said  # what started is stopped (each service within its TERM wait), not awaited
+    assert not [p for p in every_pid if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
