@@ -20,6 +20,7 @@ from bench.peer import (
     PINNED,
     START_SCRIPT,
     Portkey,
+    anonymous_kib,
     missing_tool,
     portkey_package_json,
     wait_for_upstream,
@@ -88,6 +89,9 @@ def test_switchyard_leg_reports_every_figure_of_the_comparison(tmp_path: Path) -
     )
     assert "goodput_rps" in overload and "refusal_latency_ms" in overload
     assert figures["rss_mib"] > 0
+    # The ledger's chDB library alone is ~230 MiB of file-backed resident memory.
+    assert 0 < figures["anon_mib"] < figures["rss_mib"]
+    assert "| of which anonymous (MiB) |" in run.stdout
     assert {"nats-server", "supervisor", "ingress", "ledger"} <= set(figures["idle"]["pct_of_one_core"])
     assert set(report["direct"]["rates"]["10"]["latency_ms"]) == PERCENTILES
     assert "| overhead at 10 req/s, p50 / p99 (ms) |" in run.stdout  # the side-by-side table
@@ -124,3 +128,13 @@ def test_portkey_answers_plain_and_streamed_calls_through_the_harness_headers(tm
             portkey.stop()
         upstream.terminate()
         upstream.wait(10)
+
+
+def test_anonymous_memory_is_read_from_smaps_rollup() -> None:
+    rollup = (
+        "55d0c0a3b000-7ffd2f1f5000 ---p 00000000 00:00 0                          [rollup]\n"
+        "Rss:              384744 kB\nPss:              363524 kB\nAnonymous:        115404 kB\n"
+        "Swap:                  0 kB\n"
+    )
+    assert anonymous_kib(rollup) == 115404
+    assert anonymous_kib("Rss: 1 kB\n") == 0
