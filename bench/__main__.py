@@ -10,7 +10,7 @@
    overhead; then the maximum sustainable throughput; and CPU and memory of each service.
 4. Overload mode (--overload-factor 3, or --overload-rate): offers that multiple of the max
    sustainable rate with clients that give up at --deadline-ms, from --clients (16) loopback
-   addresses, and reports the rate answered within the deadline, the refusals (503/529 +
+   addresses (bench/peerload.py's overload, the same as bench.peer's), and reports the rate answered within the deadline, the refusals (503/529 +
    Retry-After) and how fast they came.
 
 By default the load generator and the upstream run on CPU 1 and the gateway on CPU 0.
@@ -39,6 +39,9 @@ from switchyard.children import tied_to_parent
 from switchyard.natsserver import free_port
 from switchyard.tenancy_store import DEV_KEY_FILE
 
+from . import peerload
+from .loadgen import run_module
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PLAIN = {
@@ -55,25 +58,9 @@ def body_for(model: str, stream: bool) -> bytes:
     return orjson.dumps(body)
 
 
-def run_loadgen(
-    url: str,
-    body: bytes,
-    rate: float,
-    duration: float,
-    cpu: int,
-    headers: list[str],
-    deadline_ms: float = 0.0,
-    clients: int = 1,
-) -> dict:
-    cmd = [sys.executable, "-m", "bench.loadgen", "--url", url, "--body", body.decode(), "--rate", str(rate)]
-    cmd += ["--duration", str(duration), "--cpu", str(cpu), "--deadline-ms", str(deadline_ms)]
-    cmd += ["--clients", str(clients)]
-    for header in headers:
-        cmd += ["--header", header]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(f"the load generator failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    return orjson.loads(out.stdout.strip().splitlines()[-1])
+def run_loadgen(url: str, body: bytes, rate: float, duration: float, cpu: int, headers: list[str]) -> dict:
+    """bench/loadgen.py's open loop at `rate` for `duration` s in its own process."""
+    return run_module(["bench.loadgen"], url, body, cpu, headers, rate=rate, duration=duration)
 
 
 def parse_settings(items: list[str]) -> dict[str, str]:
@@ -248,16 +235,18 @@ def sustainable(result: dict, rate: float) -> bool:
 
 
 def overload_verdict(overload: dict, max_rps: float) -> dict:
-    """The issue's goal for offered ~3x the max: at least 90 % of the max answered within the
-    deadline, and the rest refused (503/529 with Retry-After) in under 50 ms at p99."""
+    """The issue's goal for offered ~3x the max (`overload`: bench.peerload's report): at least
+    90 % of the max answered within the deadline, and the rest refused (503/529 with
+    Retry-After) in under 50 ms at p99. Unanswered: answered late, or not at all."""
     refused = overload["refusal_latency_ms"]
-    not_served = overload["refused"] + overload["gave_up"]
+    unanswered = overload["late"] + overload["failed"]
+    not_served = overload["refused"] + unanswered
     return {
-        "in_time_share_of_max": round(overload["in_time_rps"] / max_rps, 3) if max_rps else None,
-        "in_time_goal_met": bool(max_rps) and overload["in_time_rps"] >= 0.9 * max_rps,
+        "in_time_share_of_max": round(overload["goodput_rps"] / max_rps, 3) if max_rps else None,
+        "in_time_goal_met": bool(max_rps) and overload["goodput_rps"] >= 0.9 * max_rps,
         "refusals_fast": refused is not None and refused["p99"] < 50,
         "refusals_with_retry_after": overload["refused_with_retry_after"] == overload["refused"],
-        "unanswered_share": round(overload["gave_up"] / not_served, 3) if not_served else 0.0,
+        "unanswered_share": round(unanswered / not_served, 3) if not_served else 0.0,
     }
 
 
@@ -465,34 +454,33 @@ def main() -> int:
         overload_rate = args.overload_rate or args.overload_factor * max_rps
         if overload_rate:
             before, t0 = cpu_snapshot(procs), time.monotonic()
-            result = run_loadgen(
+            # The same open loop with a client deadline as bench.peer's overload run.
+            overload = peerload.run(
+                "overload",
                 via_url,
                 body_for(model, False),
-                overload_rate,
-                args.duration,
                 load_cpu,
                 headers,
-                args.deadline_ms,
-                args.clients,
+                rate=overload_rate,
+                duration=args.duration,
+                deadline_ms=args.deadline_ms,
+                clients=args.clients,
             )
             seconds = time.monotonic() - t0
-            overload = result["overload"]
             verdict = overload_verdict(overload, max_rps)
             report["overload"] = {
                 "max_rps": max_rps,
                 **overload,
                 "verdict": verdict,
-                "statuses": result["statuses"],
-                "answered_latency_ms": result["latency_ms"],
                 "resources": resources(procs, before, cpu_snapshot(procs), seconds) if procs else {},
             }
             refused = overload["refusal_latency_ms"] or {"p50": None, "p99": None}
             print(
                 f"overload: offered {overload_rate:.0f} req/s (max {max_rps:.0f}), deadline {args.deadline_ms:.0f} ms: "
-                f"in time {overload['in_time_rps']:.0f} req/s ({verdict['in_time_share_of_max']} of max), "
+                f"in time {overload['goodput_rps']:.0f} req/s ({verdict['in_time_share_of_max']} of max), "
                 f"refused {overload['refused']} (p50 {ms(refused['p50'])} p99 {ms(refused['p99'])} ms, "
-                f"Retry-After on {overload['refused_with_retry_after']}), no answer in time {overload['gave_up']}, "
-                f"statuses {result['statuses']}",
+                f"Retry-After on {overload['refused_with_retry_after']}), answered late {overload['late']}, "
+                f"no answer in time {overload['failed']}, statuses {overload['statuses']}",
                 flush=True,
             )
         if procs and entry:

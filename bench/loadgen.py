@@ -8,10 +8,8 @@ of CPU per request and would saturate this machine before the gateway does (STAC
 Run: python -m bench.loadgen --url http://127.0.0.1:8080/v1/chat/completions --rate 500 --duration 10
 It prints one JSON object with the latency distribution.
 
-With `--deadline-ms` (the overload mode of `python -m bench`) a client gives up at its deadline,
-as a real one would, and the report adds what overload is judged by: answers within the
-deadline (and their rate), refusals (503/529) with how fast they came and whether they carried
-Retry-After, and requests that got neither in time.
+Load with a client deadline (overload: answered in time, refused, given up) is
+bench/peerload.py's `overload`, on this module's connections and schedule.
 """
 
 from __future__ import annotations
@@ -19,14 +17,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
 import uvloop
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -59,7 +62,7 @@ class ResponseParser:
         self.length = -1
         self.body_bytes = 0
         self.first_body_at = 0.0
-        self.retry_after = ""
+        self.retry_after = ""  # the header's value, as sent ("" when none)
         self.done = False
 
     def feed(self, data: bytes, now: float) -> None:
@@ -145,28 +148,8 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     ttft_ms: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
-    deadline_ms: float = 0.0  # 0: no deadline (not the overload mode)
-    in_time: int = 0
-    refused_ms: list[float] = field(default_factory=list)  # 503/529 answers, from their due time
-    refused_with_retry_after: int = 0
-    gave_up: int = 0  # no answer within the deadline
 
     def report(self) -> dict:
-        out = self._report()
-        if self.deadline_ms:
-            out["overload"] = {
-                "deadline_ms": self.deadline_ms,
-                "offered_rps": self.rate,
-                "in_time": self.in_time,
-                "in_time_rps": self.in_time / self.duration_s,
-                "refused": len(self.refused_ms),
-                "refused_with_retry_after": self.refused_with_retry_after,
-                "refusal_latency_ms": summarize(self.refused_ms) if self.refused_ms else None,
-                "gave_up": self.gave_up,
-            }
-        return out
-
-    def _report(self) -> dict:
         return {
             "rate": self.rate,
             "duration_s": self.duration_s,
@@ -228,23 +211,14 @@ async def run_load(
     headers: dict[str, str] | None = None,
     timeout_s: float = 10.0,
     warm_connections: int = 16,
-    deadline_ms: float = 0.0,
-    clients: int = 1,
 ) -> LoadResult:
     loop = asyncio.get_running_loop()
     host, port, request = build_request(url, body, headers or {})
-    sources = source_addresses(host, clients)
-    opened = 0
     idle: list[Connection] = []
-    result = LoadResult(rate=rate, duration_s=duration_s, deadline_ms=deadline_ms)
-    if deadline_ms:
-        timeout_s = deadline_ms / 1000  # the client gives up at its deadline
+    result = LoadResult(rate=rate, duration_s=duration_s)
 
     async def connect() -> Connection:
-        nonlocal opened
-        source = sources[opened % len(sources)]
-        opened += 1
-        _, conn = await loop.create_connection(Connection, host, port, local_addr=source)
+        _, conn = await loop.create_connection(Connection, host, port)
         return conn
 
     for _ in range(warm_connections):
@@ -265,18 +239,12 @@ async def run_load(
                 result.latencies_ms.append((finished - due) * 1000)
                 if response.chunked and response.first_body_at:
                     result.ttft_ms.append((response.first_body_at - due) * 1000)
-                if result.deadline_ms and (finished - due) * 1000 <= result.deadline_ms:
-                    result.in_time += 1
             else:
                 result.errors += 1
-                if response.status in (503, 529):
-                    result.refused_ms.append((finished - due) * 1000)
-                    result.refused_with_retry_after += bool(response.retry_after)
             if not conn.closed:
                 idle.append(conn)
         except (TimeoutError, ConnectionError, OSError, RuntimeError):  # RuntimeError: closed under us
             result.errors += 1
-            result.gave_up += 1
             result.statuses["error"] += 1
             if conn and conn.transport:
                 conn.transport.close()
@@ -288,6 +256,23 @@ async def run_load(
     return result
 
 
+def run_module(
+    module: list[str], url: str, body: bytes, cpu: int, headers: list[str], **options: float
+) -> dict:
+    """`python -m <module...>` (this load generator, or bench.peerload with its mode) in its own
+    process pinned to `cpu` (-1: unpinned), `options` as its flags (`deadline_ms=1000` ->
+    `--deadline-ms 1000`); the JSON report it prints last."""
+    cmd = [sys.executable, "-m", *module, "--url", url, "--body", body.decode(), "--cpu", str(cpu)]
+    for name, value in options.items():
+        cmd += [f"--{name.replace('_', '-')}", str(value)]
+    for header in headers:
+        cmd += ["--header", header]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(module)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return orjson.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.loadgen")
     parser.add_argument("--url", required=True)
@@ -297,23 +282,12 @@ def main() -> None:
     parser.add_argument("--header", action="append", default=[], help="Name: value")
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--cpu", type=int, default=-1, help="pin to this CPU")
-    parser.add_argument("--deadline-ms", type=float, default=0.0, help="overload mode: give up at this")
-    parser.add_argument("--clients", type=int, default=1, help="source addresses on loopback (127.0.0.2 on)")
     args = parser.parse_args()
     if args.cpu >= 0:
         os.sched_setaffinity(0, {args.cpu})
     headers = dict(h.split(": ", 1) for h in args.header)
     result = uvloop.run(
-        run_load(
-            args.url,
-            args.body.encode(),
-            args.rate,
-            args.duration,
-            headers,
-            args.timeout,
-            deadline_ms=args.deadline_ms,
-            clients=args.clients,
-        )
+        run_load(args.url, args.body.encode(), args.rate, args.duration, headers, args.timeout)
     )
     print(orjson.dumps(result.report()).decode())
 

@@ -61,6 +61,7 @@ import psutil
 
 from switchyard.natsserver import free_port
 
+from . import peerload
 from .__main__ import (
     RESULTS,
     ROOT,
@@ -233,29 +234,6 @@ def pin(procs: dict[str, psutil.Process], cpus: set[int]) -> None:
                 os.sched_setaffinity(tid, cpus)
 
 
-def run_peerload(mode: str, url: str, body: bytes, cpu: int, headers: list[str], **options: float) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.peerload",
-        mode,
-        "--url",
-        url,
-        "--body",
-        body.decode(),
-        "--cpu",
-        str(cpu),
-    ]
-    for name, value in options.items():
-        cmd += [f"--{name.replace('_', '-')}", str(value)]
-    for header in headers:
-        cmd += ["--header", header]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(f"bench.peerload {mode} failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    return orjson.loads(out.stdout.strip().splitlines()[-1])
-
-
 def ordered(sides: list[Side], round_index: int) -> list[Side]:
     """Each round the other gateway goes first, so neither always follows the other."""
     return sides if round_index % 2 == 0 else sides[::-1]
@@ -360,7 +338,7 @@ class Run:
         for r in range(self.plan.rounds):
             for side in ordered(self.sides, r):
                 body = body_for(side.fast_model, False)
-                results[side.name].append(self.measured(side, lambda s=side, b=body: run_peerload(
+                results[side.name].append(self.measured(side, lambda s=side, b=body: peerload.run(
                     "closed", f"{s.url}/v1/chat/completions", b, self.load_cpu if label == "one_core" else -1,
                     s.fast_headers, connections=self.plan.connections, duration=self.plan.closed_duration)))  # fmt: skip
         for side in self.sides:
@@ -381,7 +359,7 @@ class Run:
             most = side.figures["max_rps"]["one_core"]["achieved_rps"] or 0
             rate = max(1.0, round(self.plan.overload_factor * most))
             body = body_for(side.slow_model, False)
-            result, spent = self.measured(side, lambda s=side, b=body, r=rate: run_peerload(
+            result, spent = self.measured(side, lambda s=side, b=body, r=rate: peerload.run(
                 "overload", f"{s.url}/v1/chat/completions", b, self.load_cpu, s.slow_headers, rate=r,
                 duration=self.plan.overload_duration, deadline_ms=self.plan.deadline_ms))  # fmt: skip
             result["max_one_core_rps"] = most

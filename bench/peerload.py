@@ -16,7 +16,8 @@
   them, which hid a collapse (goodput 3-14 req/s with the cap off, 2026-12-07,
   docs/performance.md).
 
-Both reuse loadgen's raw-socket HTTP/1.1 client, so they cost the machine what it costs.
+Both reuse loadgen's raw-socket HTTP/1.1 client, so they cost the machine what it costs; `run`
+starts one in its own process (bench.peer and `python -m bench`'s overload mode use it).
 Run: python -m bench.peerload closed --url URL --body JSON --connections 32 --duration 10
      python -m bench.peerload overload --url URL --body JSON --rate 600 --duration 10 --deadline-ms 2000
 Each prints one JSON object.
@@ -33,43 +34,19 @@ from dataclasses import dataclass, field
 import orjson
 import uvloop
 
-from .loadgen import Connection, ResponseParser, build_request, open_loop, source_addresses, summarize
+from .loadgen import Connection, build_request, open_loop, run_module, source_addresses, summarize
 
 # The longest Retry-After the closed loop waits (an SDK caps its wait as well).
 RETRY_AFTER_CAP_S = 2.0
 REFUSALS = (429, 503, 529)
 
 
-class HeadedParser(ResponseParser):
-    """loadgen's parser, also noting whether the response carried Retry-After, and its seconds."""
-
-    retry_after = False
-    retry_after_s = 0.0
-
-    def feed(self, data: bytes, now: float) -> None:
-        if not self.headers_done:
-            head = self.buffer + data
-            end = head.find(b"\r\n\r\n")
-            if end >= 0:
-                lowered = head[:end].lower()
-                at = lowered.find(b"\r\nretry-after:")
-                self.retry_after = at >= 0
-                if at >= 0:
-                    value = lowered[at + len(b"\r\nretry-after:") :].split(b"\r\n", 1)[0]
-                    try:
-                        self.retry_after_s = max(float(value.strip()), 0.0)
-                    except ValueError:  # an HTTP date: wait the cap
-                        self.retry_after_s = RETRY_AFTER_CAP_S
-        super().feed(data, now)
-
-
-class HeadedConnection(Connection):
-    def send(self, request: bytes) -> asyncio.Future[ResponseParser]:
-        assert self.transport is not None
-        self.parser = HeadedParser()
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(request)
-        return self.waiter
+def retry_after_seconds(value: str) -> float:
+    """A Retry-After value in seconds; an HTTP date (or anything else) waits the cap."""
+    try:
+        return max(float(value.strip()), 0.0)
+    except ValueError:
+        return RETRY_AFTER_CAP_S
 
 
 async def closed_loop(
@@ -89,15 +66,15 @@ async def closed_loop(
         while time.perf_counter() < stop_at:
             try:
                 if conn is None or conn.closed:
-                    _, conn = await loop.create_connection(HeadedConnection, host, port)
+                    _, conn = await loop.create_connection(Connection, host, port)
                 started = time.perf_counter()
                 response = await asyncio.wait_for(conn.send(request), timeout_s)
                 if 200 <= response.status < 300:
                     ok += 1
                     latencies.append((time.perf_counter() - started) * 1000)
-                elif response.status in REFUSALS and getattr(response, "retry_after", False):
+                elif response.status in REFUSALS and response.retry_after:
                     refused += 1
-                    wait = min(getattr(response, "retry_after_s", 0.0), RETRY_AFTER_CAP_S)
+                    wait = min(retry_after_seconds(response.retry_after), RETRY_AFTER_CAP_S)
                     await asyncio.sleep(min(wait, max(stop_at - time.perf_counter(), 0.0)))
                 else:
                     errors += 1
@@ -190,7 +167,7 @@ async def overload(
             else:
                 source = sources[opened % len(sources)]
                 opened += 1
-                _, conn = await loop.create_connection(HeadedConnection, host, port, local_addr=source)
+                _, conn = await loop.create_connection(Connection, host, port, local_addr=source)
             remaining = due + deadline_s - time.perf_counter()
             response = await asyncio.wait_for(conn.send(request), max(remaining, 0.001))
             took_ms = (time.perf_counter() - due) * 1000
@@ -204,7 +181,7 @@ async def overload(
             elif response.status in REFUSALS:
                 result.refused += 1
                 result.refusal_latency_ms.append(took_ms)
-                if getattr(response, "retry_after", False):
+                if response.retry_after:
                     result.refused_with_retry_after += 1
             else:
                 result.failed += 1
@@ -226,6 +203,11 @@ async def overload(
         if conn.transport:
             conn.transport.close()
     return result.report()
+
+
+def run(mode: str, url: str, body: bytes, cpu: int, headers: list[str], **options: float) -> dict:
+    """`python -m bench.peerload MODE` in its own process (loadgen.run_module); its JSON report."""
+    return run_module(["bench.peerload", mode], url, body, cpu, headers, **options)
 
 
 def main() -> None:

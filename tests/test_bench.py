@@ -53,9 +53,12 @@ def test_bench_runs_end_to_end_and_reports_every_figure(tmp_path: Path) -> None:
     assert "max sustainable throughput" in run.stdout
     # The overload mode: offered twice the max found, every request accounted for.
     overload = report["overload"]
-    assert overload["offered_rps"] == 2 * report["max_sustainable_rps"]
-    assert overload["in_time"] + overload["refused"] + overload["gave_up"] <= 2 * overload["offered_rps"]
-    assert overload["in_time"] > 0 and overload["in_time_rps"] > 0
+    assert overload["rate"] == 2 * report["max_sustainable_rps"]
+    sent = overload["sent"]
+    assert (
+        sent > 0 and overload["in_time"] + overload["late"] + overload["refused"] + overload["failed"] == sent
+    )
+    assert overload["in_time"] > 0 and overload["goodput_rps"] > 0
     assert set(overload["verdict"]) == {
         "in_time_share_of_max", "in_time_goal_met", "refusals_fast", "refusals_with_retry_after", "unanswered_share",
     }  # fmt: skip
