@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -63,12 +64,13 @@ def _unique_node_ids(items: list[pytest.Item]) -> None:
     node id under pytest 9 (its name says the operation, its id does not). pytest-xdist
     schedules by id: with the ids alike, one operation of 38 ran and the rest were silently
     dropped. Each such item gets the id its name implies."""
-    seen: dict[str, int] = {}
-    for item in items:
-        seen[item.nodeid] = seen.get(item.nodeid, 0) + 1
+    seen = Counter(item.nodeid for item in items)
     for item in items:
         if seen[item.nodeid] > 1 and item.parent is not None and not item.nodeid.endswith(f"::{item.name}"):
             item._id = item.parent.id.child(item.name)  # pytest's own rule for a node's id
+    alike = sorted(nodeid for nodeid, n in Counter(item.nodeid for item in items).items() if n > 1)
+    if alike:  # never let a parallel run drop tests in silence
+        raise pytest.UsageError(f"tests share a node id, so pytest-xdist would run one of each: {alike[:5]}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
