@@ -484,15 +484,18 @@ async def test_an_unhandled_error_on_an_api_is_a_500_in_its_dialect_logged_once(
             await http.post(path, json=BODY)
 
 
-async def test_a_shed_request_is_answered_once_its_body_is_in_and_keeps_its_connection() -> None:
+@pytest.mark.parametrize("early", [False, True], ids=["by-the-app", "from-the-head"])
+async def test_a_shed_request_is_answered_once_its_body_is_in_and_keeps_its_connection(early: bool) -> None:
     """A 503 for load comes after the body is read, not before: a refusal sent before the body
     ends the connection (connections.py lingers and closes it), so a client under overload
-    would pay a new connection for each refused request. Real uvicorn, the ingress's protocol."""
+    would pay a new connection for each refused request. Real uvicorn, the ingress's protocol,
+    refusing through the app or from the request's head (early_shed.py)."""
     import asyncio
 
     import uvicorn
 
     from services.ingress.connections import ConnectionGuard, guarded_protocol
+    from services.ingress.early_shed import EarlyShed
     from switchyard.natsserver import free_port
 
     ingress = Ingress(Settings(max_in_flight=1, auth_required=False))
@@ -503,7 +506,9 @@ async def test_a_shed_request_is_answered_once_its_body_is_in_and_keeps_its_conn
         host="127.0.0.1",
         port=port,
         lifespan="off",
-        http=guarded_protocol(ConnectionGuard()),
+        http=guarded_protocol(
+            ConnectionGuard(), EarlyShed(ingress.limits, ingress.overload, ingress.auth) if early else None
+        ),
         log_config=None,
     )
     server = uvicorn.Server(config)

@@ -15,6 +15,10 @@ in the protocol that uvicorn runs per connection:
   unparsed for at most `LINGER_S`, then the socket is closed. Closing at once would make the
   kernel answer the unread bytes with a reset, and the client could lose the response.
 
+- A request that admission would refuse for load is answered here, from its head, without
+  the ASGI app (early_shed.py): its body is discarded as it arrives and the whole refusal
+  written once it is in (or 408 and closed past `body_timeout_s`).
+
 The body's own deadline is in edge.AdmissionMiddleware.
 """
 
@@ -26,9 +30,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import httptools
 import orjson
 from prometheus_client import Counter as MetricCounter
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .early_shed import EarlyShed
 
 log = logging.getLogger("switchyard.ingress.connections")
 LINGER_S = 2.0
@@ -39,6 +46,13 @@ CLOSED = MetricCounter(
 )
 
 _TIMEOUT_BODY = orjson.dumps({"error": {"code": "timeout", "message": "the request headers took too long"}})
+_BODY_TIMEOUT_BODY = orjson.dumps(
+    {"error": {"code": "timeout", "message": "the request body took too long to arrive"}}
+)
+BODY_TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_BODY_TIMEOUT_BODY), _BODY_TIMEOUT_BODY)
+)
 TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
     b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
@@ -52,6 +66,7 @@ class ConnectionGuard:
     max_connections: int = 4096
     max_connections_per_client: int = 256
     header_timeout_s: float = 10.0
+    body_timeout_s: float = 15.0  # for a body refused from its head (the app has its own deadline)
     total: int = 0
     by_client: Counter[str] = field(default_factory=Counter)
 
@@ -74,9 +89,11 @@ class ConnectionGuard:
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the guard's limits; `guard` is set by `guarded_protocol`."""
+    """uvicorn's httptools protocol with the guard's limits; `guard` is set by `guarded_protocol`,
+    and `early_shed` (early_shed.py: refusals for load without the app) when the ingress gives one."""
 
     guard: ConnectionGuard
+    early_shed: EarlyShed | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -84,6 +101,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._counted = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._lingering = False
+        self._early_answer: bytes | None = None  # a refusal to write once its request's body is in
+        self._body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -98,6 +117,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
+        self._cancel_body_timer()
         if self._counted:
             self._counted = False
             self.guard.release(self._guard_client)
@@ -110,7 +130,60 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._cancel_header_timer()
-        super().on_headers_complete()
+        answer = self._early_refusal()
+        if answer is None:
+            super().on_headers_complete()
+            return
+        # Refused for load from its head (early_shed.py): no ASGI cycle; the body is discarded
+        # as it comes and the answer written once it is in, within the body deadline.
+        self._early_answer = answer
+        self._body_timer = self.loop.call_later(self.guard.body_timeout_s, self._body_timeout)
+
+    def _early_refusal(self) -> bytes | None:
+        if self.early_shed is None or (self.cycle is not None and not self.cycle.response_complete):
+            return None  # a pipelined request: answers must keep their order, the app's path does
+        parser = self.parser
+        if parser.get_http_version() != "1.1" or not parser.should_keep_alive() or parser.should_upgrade():
+            return None
+        path = httptools.parse_url(self.url).path
+        if b"%" in path:
+            return None  # the app decodes it
+        return self.early_shed.refusal(
+            parser.get_method(), path.decode("ascii"), self.headers, self.server_state.default_headers
+        )
+
+    def on_body(self, body: bytes) -> None:
+        if self._early_answer is None:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._early_answer is None:
+            super().on_message_complete()
+            return
+        answer, self._early_answer = self._early_answer, None
+        self._cancel_body_timer()
+        if self.transport.is_closing():
+            return
+        self.transport.write(answer)
+        self.server_state.total_requests += 1
+        # As uvicorn after a response: the connection waits for the next request.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def _body_timeout(self) -> None:
+        self._body_timer = None
+        if self._early_answer is None or self.transport.is_closing():
+            return
+        self._early_answer = None
+        CLOSED.labels("body_timeout").inc()
+        self.transport.write(BODY_TIMEOUT_RESPONSE)
+        self.transport.close()
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
@@ -157,9 +230,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def guarded_protocol(guard: ConnectionGuard) -> type[GuardedHttpToolsProtocol]:
-    """A protocol class for `uvicorn.run(http=...)` bound to this process's guard."""
-    return type("SwitchyardHttpProtocol", (GuardedHttpToolsProtocol,), {"guard": guard})
+def guarded_protocol(
+    guard: ConnectionGuard, early_shed: EarlyShed | None = None
+) -> type[GuardedHttpToolsProtocol]:
+    """A protocol class for `uvicorn.run(http=...)` bound to this process's guard (and its
+    admission state, to refuse for load without the app)."""
+    return type(
+        "SwitchyardHttpProtocol", (GuardedHttpToolsProtocol,), {"guard": guard, "early_shed": early_shed}
+    )
 
 
 def guard_from(settings: Any) -> ConnectionGuard:
@@ -167,4 +245,5 @@ def guard_from(settings: Any) -> ConnectionGuard:
         max_connections=settings.max_connections,
         max_connections_per_client=settings.max_connections_per_client,
         header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
     )

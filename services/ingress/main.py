@@ -15,6 +15,7 @@ from switchyard.telemetry import setup_tracing
 
 from .app import Ingress
 from .connections import guard_from, guarded_protocol
+from .early_shed import EarlyShed
 
 # Seconds between the ingress refusing what it still holds and uvicorn cancelling the handlers.
 DRAIN_MARGIN_S = 5
@@ -38,7 +39,10 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=guarded_protocol(guard_from(settings)),  # httptools + connection limits, header deadline
+        # httptools + connection limits, header deadline, and refusals for load without the app
+        http=guarded_protocol(
+            guard_from(settings), EarlyShed(ingress.limits, ingress.overload, ingress.auth)
+        ),
         **UVICORN_LOGGING,
         # Past the drain, the requests still held are refused in their dialect (503 +
         # Retry-After, app.py); uvicorn's own cut (a bare 500) comes only after that.
