@@ -182,3 +182,28 @@ def known_key(ingress: Ingress) -> str:
     ingress.auth.view.apply(key_kv_key(record.id), record.to_bytes())
     assert ingress.auth.identify(f"Bearer {secret}", None).project_id == "p1"
     return secret
+
+
+async def test_an_answer_before_the_body_says_the_connection_ends() -> None:
+    # A 401 comes before the body is read; the connection then ends (connections.py, the
+    # lingering close). Before, the answer did not say so, and a client that sent its next
+    # request on that connection saw it cut ("Server disconnected without sending a response",
+    # seen once in a full test run). Now the head says `connection: close`.
+    ingress = Ingress(Settings(auth_required=True))
+    async with serving(ingress, early=True) as (port, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(request("/v1/chat/completions", key="sy-not-a-key")[:-10])  # body not all in
+            await writer.drain()
+            status, headers, _ = await read_answer(reader)
+            assert status == 401 and headers[b"connection"] == b"close"
+        finally:
+            writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:  # with the whole body in, the answer keeps the connection as before
+            writer.write(request("/v1/chat/completions", key="sy-not-a-key") * 2)
+            for _ in range(2):
+                status, headers, _ = await read_answer(reader)
+                assert status == 401 and b"connection" not in headers
+        finally:
+            writer.close()

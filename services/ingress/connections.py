@@ -13,7 +13,9 @@ in the protocol that uvicorn runs per connection:
   connection, so a client refused mid-upload cannot keep dripping bytes into it: a "lingering
   close" (as nginx does) — our side is shut for writing, whatever else arrives is discarded
   unparsed for at most `LINGER_S`, then the socket is closed. Closing at once would make the
-  kernel answer the unread bytes with a reset, and the client could lose the response.
+  kernel answer the unread bytes with a reset, and the client could lose the response. The
+  response's head says `connection: close` (`_AnnouncingTransport`), so that no client sends
+  its next request into the closing connection.
 
 - A request that admission would refuse for load is answered here, from its head, without
   the ASGI app (early_shed.py): its body is discarded as it arrives and the whole refusal
@@ -28,12 +30,12 @@ import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import orjson
 from prometheus_client import Counter as MetricCounter
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from .early_shed import EarlyShed
 
@@ -133,6 +135,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         answer = self._early_refusal()
         if answer is None:
             super().on_headers_complete()
+            if self.cycle is not None:
+                self.cycle.transport = cast(
+                    asyncio.Transport, _AnnouncingTransport(self.transport, self.cycle)
+                )
             return
         # Refused for load from its head (early_shed.py): no ASGI cycle; the body is discarded
         # as it comes and the answer written once it is in, within the body deadline.
@@ -228,6 +234,32 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(TIMEOUT_RESPONSE)
         self.transport.close()
+
+
+class _AnnouncingTransport:
+    """The transport as a request's cycle sees it. A response head written before the request's
+    body is in gets `connection: close`: the connection ends after that response (the lingering
+    close above), and a client not told so may send its next request into it and see it cut."""
+
+    __slots__ = ("_cycle", "_head_sent", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head_sent = False
+
+    def write(self, data: bytes) -> None:
+        if not self._head_sent and not data.startswith(b"HTTP/1.1 100 "):
+            self._head_sent = True
+            if self._cycle.more_body and self._cycle.keep_alive and data.endswith(b"\r\n\r\n"):
+                data = data[:-2] + b"connection: close\r\n\r\n"
+        self._transport.write(data)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
 
 
 def guarded_protocol(
