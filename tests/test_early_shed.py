@@ -119,6 +119,31 @@ async def test_the_early_refusal_is_the_apps_refusal(path: str) -> None:
         assert body.replace(request_id, b"ID") == app_body.replace(app_headers[b"x-request-id"], b"ID")
 
 
+@pytest.mark.parametrize("early", [False, True], ids=["by-the-app", "from-the-head"])
+async def test_a_shed_request_is_answered_once_its_body_is_in_and_keeps_its_connection(early: bool) -> None:
+    """A 503 for load comes after the body is read, not before: a refusal sent before the body
+    ends the connection (connections.py lingers and closes it), so a client under overload
+    would pay a new connection for each refused request. Through the app or from the head."""
+    async with serving(shedding_ingress(auth_required=False), early) as (port, _):
+        whole = request("/v1/chat/completions")
+        head, body = whole[: -len(BODY)], BODY
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(head)
+            await writer.drain()
+            with pytest.raises(TimeoutError):  # nothing is answered before the body is in
+                await asyncio.wait_for(reader.read(1), 0.3)
+            writer.write(body)
+            await writer.drain()
+            for _ in range(2):  # the refusal, then another request on the same connection
+                status, headers, _ = await read_answer(reader)
+                assert status == 503 and b"connection" not in headers and headers[b"retry-after"] == b"1"
+                writer.write(whole)
+                await writer.drain()
+        finally:
+            writer.close()
+
+
 async def test_an_unknown_key_is_still_401_and_a_known_one_is_refused_for_load() -> None:
     ingress = shedding_ingress(auth_required=True)
     secret = known_key(ingress)
