@@ -146,7 +146,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_timer = self.loop.call_later(self.guard.body_timeout_s, self._body_timeout)
 
     def _early_refusal(self) -> bytes | None:
-        if self.early_shed is None or (self.cycle is not None and not self.cycle.response_complete):
+        if self.early_shed is None or not self.early_shed.shedding():
+            return None
+        if self.cycle is not None and not self.cycle.response_complete:
             return None  # a pipelined request: answers must keep their order, the app's path does
         parser = self.parser
         if parser.get_http_version() != "1.1" or not parser.should_keep_alive() or parser.should_upgrade():

@@ -37,6 +37,10 @@ class EarlyShed:
         self.overload = overload
         self.authenticator = authenticator
 
+    def shedding(self) -> bool:
+        """Whether admission refuses new work now (checked first, per request head: cheap)."""
+        return bool(shed(self.limits, self.overload)[0])
+
     def refusal(
         self, method: bytes, path: str, headers: Headers, default_headers: Headers = ()
     ) -> bytes | None:
