@@ -345,11 +345,13 @@ def up(settings: Settings) -> int:
     starting = True
 
     def on_signal(signum: int, frame: object) -> None:
-        nonlocal stop_requested
+        nonlocal stop_requested, starting
         stop_requested = True
         if starting:
             # Start-up waits (the bus set-up, every service's readiness) can last a minute: a
             # stop asked for meanwhile ends them at once, and what started is stopped below.
+            # Raised once: a second Ctrl-C while that unwinds only asks again.
+            starting = False
             raise StopDuringStart(signal.Signals(signum).name)
 
     signal.signal(signal.SIGINT, on_signal)
@@ -362,7 +364,6 @@ def up(settings: Settings) -> int:
             stack.supervise_once()
             time.sleep(0.2)
     except StopDuringStart as stop:
-        starting = False
         print(f"switchyard: {stop} during start-up", flush=True)
     except Exception as exc:  # the CLI's process boundary: one line on stderr, exit 1, children stopped
         print(f"switchyard: {exc}", file=sys.stderr, flush=True)

@@ -24,7 +24,7 @@ from switchyard.errors import ErrorCode, GatewayError
 
 from .auth import ADMIN_PREFIX, PUBLIC_PATHS, Authenticator
 from .dialects import count_refusal, edge_error
-from .edge import NEVER_SHED, SHED, EdgeLimits, Overload, shed
+from .edge import NEVER_SHED, SHED_HEADERS, EdgeLimits, Overload, shed, shed_reason
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -48,9 +48,6 @@ class EarlyShed:
         should see it (not shedding, or an answer of its own: see the module's docstring)."""
         if method != b"POST" or path in NEVER_SHED or path in PUBLIC_PATHS or path.startswith(ADMIN_PREFIX):
             return None
-        label, message = shed(self.limits, self.overload)
-        if not label:
-            return None
         authorization = x_api_key = None
         length = -1
         size = 0
@@ -72,14 +69,16 @@ class EarlyShed:
             self.authenticator.identify(authorization, x_api_key)
         except GatewayError:
             return None  # the app's 401
-        SHED.labels(label).inc()
+        message = shed_reason(self.limits, self.overload)  # counted by reason, as the app's
+        if not message:
+            return None
         error = GatewayError(ErrorCode.OVERLOADED, message)
         count_refusal(path, error)
         # As the app's refusal (edge._reject): 503, or the dialect's own status for an overload
         # where it has one (Anthropic's 529).
         status, answer_headers, body = edge_error(path, error, 0 if error.http_status == 503 else 503)
         head = [STATUS_LINE[status]]
-        for name, value in (*default_headers, *answer_headers, (b"retry-after", b"1")):
+        for name, value in (*default_headers, *answer_headers, *SHED_HEADERS):
             head += [name, b": ", value, b"\r\n"]
         head += [b"\r\n", body]
         return b"".join(head)

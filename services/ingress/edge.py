@@ -57,6 +57,8 @@ SHED = Counter(
     "(capacity, adaptive_limit, ledger_lag, ledger_unknown)",
     ["reason"],
 )
+# Added to every refusal for load (HTTP; gRPC has it as trailing metadata).
+SHED_HEADERS = ((b"retry-after", b"1"),)
 CONCURRENCY_LIMIT = Gauge(
     "switchyard_ingress_concurrency_limit", "The adaptive admission limit of this ingress (admission.py)"
 )
@@ -271,7 +273,7 @@ class AdmissionMiddleware:
             return
         reason = shed_reason(limits, self.overload)
         if reason:
-            await _reject(scope, send, 503, ErrorCode.OVERLOADED, reason, [(b"retry-after", b"1")])
+            await _reject(scope, send, 503, ErrorCode.OVERLOADED, reason, SHED_HEADERS)
             return
         self.overload.in_flight += 1
         try:
