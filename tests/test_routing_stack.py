@@ -111,7 +111,11 @@ model = "cheap"
 adapter = "demo"
 quality = 0.4
 price = {{ input = 0.1, output = 0.4 }}
-options = {{ latency_ms = 2 }}
+# Both slow enough that a busy machine's extra milliseconds do not decide the weights tests.
+# At 2 and 20 ms one 30 ms sample of choice/cheap (peak EWMA) made "balanced" pick premium
+# (seen in a parallel suite run); now cheap must measure over ~170 ms for that, and premium
+# over ~400 ms (or ~200 with a request still counted in flight) to lose the 0.2/0.2/0.6 case.
+options = {{ latency_ms = 100 }}
 
 [[deployments]]
 id = "choice/premium"
@@ -122,7 +126,7 @@ quality = 0.95
 price = {{ input = 5, output = 15 }}
 # Slower than choice/cheap: with equal latencies the balanced case was decided by measurement
 # noise (latency weighs 0.4 there), not by the weights the test is about.
-options = {{ latency_ms = 20 }}
+options = {{ latency_ms = 120 }}
 
 [routes.race]
 deployments = ["race/slow", "race/quick"]  # the slow one first: it must lose on measurement
