@@ -179,7 +179,8 @@ async def test_a_late_first_token_is_raced_in_the_other_pool_and_the_hedge_wins(
     hedge = data["rationale"]["hedge"]
     assert hedge["armed"] and hedge["fired"] and hedge["hedge_won"]
     assert hedge["target"] == "an/claude" and hedge["winner"] == "an/claude"
-    assert hedge["fired_after_ms"] >= 300
+    # Not before its delay; the timer and this figure read different clocks (299.902 seen once).
+    assert hedge["fired_after_ms"] >= 299
     assert "skipped" not in hedge
     disconnected(openai, PRIMARY)  # the loser, in this worker's own pool
 

@@ -205,8 +205,18 @@ async def test_metrics_of_every_service_move(traced) -> None:
         4,
         {"ids": ids},
     )
-    time.sleep(1.2)  # one poll of the ledger's consumer-lag gauge
-    after = {name: scrape(url) for name, url in urls.items()}
+    # The ledger's consumer-lag and ack-pending gauges are polled about once a second: wait
+    # (bounded) for a poll after the rows were stored, not a fixed sleep a busy machine outlasts.
+    deadline = time.monotonic() + 15
+    while True:
+        time.sleep(0.3)
+        after = {name: scrape(url) for name, url in urls.items()}
+        settled = ("switchyard_ledger_consumer_lag", ()) in after["ledger"] and not (
+            total(after["ledger"], "switchyard_ledger_consumer_lag")
+            or total(after["ledger"], "switchyard_ledger_ack_pending")
+        )
+        if settled or time.monotonic() > deadline:
+            break
 
     def moved(proc: str, name: str, **labels: str) -> float:
         return total(after[proc], name, **labels) - total(before[proc], name, **labels)
