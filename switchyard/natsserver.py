@@ -8,8 +8,10 @@ JetStream fsyncs (`sync_interval`, docs/reliability.md "Durability settings and 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -85,13 +87,46 @@ def port_taken(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now. Not reserved: another process can bind it before the server this is
+    for does (see owns_listener and PORT_ATTEMPTS)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
+# How many times a server whose ports were chosen by free_port is started on new ones when
+# another process took one first (the parallel test suite starts hundreds of servers).
+PORT_ATTEMPTS = 3
+
+
+def owns_listener(pid: int, port: int) -> bool | None:
+    """Whether process `pid` holds the socket listening on TCP `port` (Linux's /proc); None
+    where /proc cannot say. A health check that got 200 from `port` asks this: free_port's port
+    can be bound by someone else's server before ours binds it, and then theirs answers."""
+    try:
+        inodes: set[str] = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as rows:
+                next(rows)
+                for row in rows:
+                    fields = row.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                        inodes.add(f"socket:[{fields[9]}]")
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return True
+        return False
+    except OSError:
+        return None
+
+
 class PortTakenError(RuntimeError):
     """A port a server of ours must bind is already taken by another process."""
+
+
+class NatsExitedError(RuntimeError):
+    """nats-server exited while starting (a port taken after the check, a bad config)."""
 
 
 @dataclass
@@ -178,13 +213,33 @@ class NatsServer:
         return cmd
 
     def start(self, timeout_s: float = 10.0, log_file: Path | None = None) -> NatsServer:
+        """Start it and wait until it is healthy. Ports left at 0 are chosen here, and chosen
+        again (PORT_ATTEMPTS) if another process binds one first; a port given is used or
+        refused (PortTakenError)."""
         if self.tls and not self.passwords:
             raise ValueError("TLS is configured in the users' config file: give the server passwords")
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        if not self.port:
+        choose_port, choose_monitor = not self.port, not self.monitor_port
+        for _ in range(PORT_ATTEMPTS - 1):
+            self._choose_ports(choose_port, choose_monitor)
+            try:
+                self._start_once(timeout_s, log_file)
+                return self
+            except (PortTakenError, NatsExitedError):
+                if not (choose_port or choose_monitor):
+                    raise
+                self.kill()
+        self._choose_ports(choose_port, choose_monitor)
+        self._start_once(timeout_s, log_file)
+        return self
+
+    def _choose_ports(self, port: bool, monitor: bool) -> None:
+        if port:
             self.port = free_port(self.host)
-        if not self.monitor_port:
+        if monitor:
             self.monitor_port = free_port(self.host)
+
+    def _start_once(self, timeout_s: float, log_file: Path | None) -> None:
         for port, what in ((self.port, "client"), (self.monitor_port, "monitoring")):
             if port_taken(port, self.host):
                 # Another NATS (a second stack's, say) answers there: never talk to it as ours.
@@ -204,24 +259,29 @@ class NatsServer:
             start_new_session=True,
         )
         self.wait_healthy(timeout_s)
-        return self
 
     def wait_healthy(self, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process and self.process.poll() is not None:
-                raise RuntimeError(f"nats-server exited with {self.process.returncode}")
+                raise NatsExitedError(f"nats-server exited with {self.process.returncode}")
             try:
                 # js-enabled-only: healthy once JetStream is up, even while a cluster forms.
                 r = httpx.get(f"{self.monitor_url}/healthz?js-enabled-only=true", timeout=0.5)
-                # ...and still running: a server that could not bind exits, and the answer came
-                # from someone else's.
-                if r.status_code == 200 and self.process and self.process.poll() is None:
+                # ...from our own server: one that could not bind exits, and meanwhile the answer
+                # came from someone else's.
+                if r.status_code == 200 and self._answers_itself():
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.02)
         raise TimeoutError("nats-server did not become healthy")
+
+    def _answers_itself(self) -> bool:
+        """Running, and the monitoring port is its own socket (not some other server's)."""
+        if self.process is None or self.process.poll() is not None:
+            return False
+        return owns_listener(self.process.pid, self.monitor_port) is not False
 
     def stop(self, timeout_s: float = 5.0) -> None:
         if self.process and self.process.poll() is None:

@@ -23,7 +23,7 @@ import orjson
 
 from switchyard import busauth, subjects
 from switchyard.children import tied_to_parent
-from switchyard.natsserver import NatsServer, free_port
+from switchyard.natsserver import PORT_ATTEMPTS, NatsServer, free_port, owns_listener
 from switchyard.tenancy import dashboard_token
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,20 +70,46 @@ def running(stack: Stack) -> Iterator[Stack]:
         shutil.rmtree(stack.workdir, ignore_errors=True)
 
 
+# How a service says a port was taken (asyncio's and uvicorn's bind errors, lowercased).
+PORT_TAKEN = "address already in use"
+
+
+class PortTaken(Exception):
+    """A port the launcher chose for a service was bound by another process first."""
+
+
 @dataclass
 class ServiceProc:
     name: str
     process: subprocess.Popen[bytes]
-    ready_url: str
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    argv: list[str] = field(default_factory=list)
+    # The settings naming the ports it listens on (the first answers /readyz), and those of
+    # them whose port the launcher chose (and may choose again: Stack.wait_ready).
+    port_keys: tuple[str, ...] = ("SWITCHYARD_OPS_PORT",)
+    chosen_ports: tuple[str, ...] = ()
+    log_start: int = 0  # where its current process's lines begin in the log
+
+    @property
+    def ports(self) -> list[int]:
+        return [int(self.env[key]) for key in self.port_keys]
+
+    @property
+    def ready_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports[0]}/readyz"
 
     @property
     def metrics_url(self) -> str:
         return self.ready_url.removesuffix("/readyz") + "/metrics"
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    def log(self, since_launch: bool = False) -> str:
+        """Its log; `since_launch`: only what its current process wrote (Stack relaunches)."""
+        if not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as log:
+            log.seek(self.log_start if since_launch else 0)
+            return log.read().decode(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
         if self.process.poll() is None:
@@ -171,44 +197,94 @@ class Stack:
         proc_env = dict(self.env, **creds, **env)
         if module == "services.ingress" and self.bus_dir and proc_env.get(ROUTER_MODE) == "ingress":
             proc_env.update(busauth.embedded_router_env(self.bus_dir))  # it runs the router itself
-        if module == "services.ingress":
-            port = int(proc_env.get("SWITCHYARD_PORT") or free_port())
-            proc_env["SWITCHYARD_PORT"] = str(port)
-            ready_url = f"http://127.0.0.1:{port}/readyz"
-            self.ingress_url = f"http://127.0.0.1:{port}"
-        else:
-            if module == "services.ledger":  # the ledger serves the dashboard too
-                dashboard_port = int(proc_env.get("SWITCHYARD_DASHBOARD_PORT") or free_port())
-                proc_env["SWITCHYARD_DASHBOARD_PORT"] = str(dashboard_port)
-                self.dashboard_url = f"http://127.0.0.1:{dashboard_port}"
-            ops_port = free_port()
-            proc_env["SWITCHYARD_OPS_PORT"] = str(ops_port)
-            ready_url = f"http://127.0.0.1:{ops_port}/readyz"
-        with open(log_path, "ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", module, *args],
-                env=proc_env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                preexec_fn=tied_to_parent(),  # a test killed by its timeout leaves no orphans
-            )
-        service = ServiceProc(name, process, ready_url, log_path, proc_env)
+        # The ports this process listens on, by setting: the first answers /readyz.
+        port_keys = ["SWITCHYARD_PORT"] if module == "services.ingress" else ["SWITCHYARD_OPS_PORT"]
+        if module == "services.ledger":  # the ledger serves the dashboard too
+            port_keys.append("SWITCHYARD_DASHBOARD_PORT")
+        chosen = tuple(key for key in port_keys if not proc_env.get(key))
+        for key in chosen:
+            proc_env[key] = str(free_port())
+        argv = [sys.executable, "-m", module, *args]
+        service = ServiceProc(name, self._launch(argv, proc_env, log_path), log_path, proc_env, argv)
+        service.port_keys, service.chosen_ports = tuple(port_keys), chosen
+        for attr, url in self._urls_of(service).items():  # the newest ingress's, the ledger's
+            setattr(self, attr, url)
         self.services.append(service)
         if wait:
             self.wait_ready(service)
         return service
 
+    @staticmethod
+    def _launch(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+        with open(log_path, "ab") as out:
+            return subprocess.Popen(
+                argv,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                preexec_fn=tied_to_parent(),  # a test killed by its timeout leaves no orphans
+            )
+
+    @staticmethod
+    def _urls_of(service: ServiceProc) -> dict[str, str]:
+        """The stack's URLs this service serves, by attribute: the ingress's, the dashboard's."""
+        urls = {}
+        if "SWITCHYARD_PORT" in service.port_keys:
+            urls["ingress_url"] = f"http://127.0.0.1:{service.env['SWITCHYARD_PORT']}"
+        if "SWITCHYARD_DASHBOARD_PORT" in service.port_keys:
+            urls["dashboard_url"] = f"http://127.0.0.1:{service.env['SWITCHYARD_DASHBOARD_PORT']}"
+        return urls
+
+    def _relaunch_on_new_ports(self, service: ServiceProc) -> None:
+        """Start `service` again on fresh ports: a port free_port handed out was taken by
+        another process (a parallel test's) before the service could bind it."""
+        if service.process.poll() is None:
+            service.process.kill()
+            service.process.wait()
+        before = self._urls_of(service)
+        for key in service.chosen_ports:
+            service.env[key] = str(free_port())
+        with open(service.log_path, "ab") as out:
+            out.write(f"--- {service.name}: a port was taken by another process; starting again\n".encode())
+        service.log_start = service.log_path.stat().st_size
+        service.process = self._launch(service.argv, service.env, service.log_path)
+        for attr, url in self._urls_of(service).items():
+            if getattr(self, attr) == before[attr]:  # the stack's URL was this service's
+                setattr(self, attr, url)
+
     def wait_ready(self, service: ServiceProc, timeout_s: float = 90.0) -> None:
+        """Until `service` answers /readyz with 200 from its own socket on every port it listens
+        on. A port another process took first (free_port's window: see owns_listener) starts
+        the service again on new ports, if the launcher chose them; never a false "ready"."""
+
         def ready() -> bool:
             if service.process.poll() is not None:
+                if service.chosen_ports and PORT_TAKEN in service.log(since_launch=True).lower():
+                    raise PortTaken(service.name)
                 raise RuntimeError(f"{service.name} exited {service.process.returncode}:\n{service.log()}")
             try:
-                return httpx.get(service.ready_url, timeout=0.5).status_code == 200
+                if httpx.get(service.ready_url, timeout=0.5).status_code != 200:
+                    return False
             except httpx.HTTPError:
                 return False
+            owned = [owns_listener(service.process.pid, port) for port in service.ports]
+            if owned[0] is False:
+                return False  # another process's /readyz: ours cannot bind it and will exit
+            if False in owned and service.chosen_ports:
+                raise PortTaken(service.name)  # ready, but without a port it should serve
+            return True
 
-        wait_until(ready, timeout_s, what=f"{service.name} ready")
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                wait_until(ready, timeout_s, what=f"{service.name} ready")
+                return
+            except PortTaken:
+                if attempt == PORT_ATTEMPTS - 1:
+                    raise
+                self._relaunch_on_new_ports(service)
+            except TimeoutError as exc:  # its log in the error: the suite's summary shows the cause
+                raise TimeoutError(f"{exc}; its log ends:\n{service.log()[-3000:]}") from None
 
     def start(self, *specs: tuple[str, ...], ready_timeout_s: float = 90.0) -> Stack:
         """Spawn every `(name, module, *args)` at once, then wait until each is ready (the

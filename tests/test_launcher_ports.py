@@ -1,0 +1,118 @@
+"""Servers we start on ports free_port chose, and a port taken between the choice and the bind.
+
+free_port's port is free when it is chosen; the service binds it a second later, and in the
+parallel suite another test's process can bind it in between. Its /readyz then answered for
+ours (a CI run: the ledger "ready" while it had exited, the budget never ready behind it).
+The launcher (switchyard/testing/stack.py) and NatsServer (which `switchyard up` uses too) now
+ask the kernel who listens, and start the server again on new ports.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from switchyard import natsserver
+from switchyard.natsserver import NatsServer, PortTakenError, free_port
+from switchyard.testing import stack as launcher
+from switchyard.testing.stack import Stack, owns_listener, running
+
+pytestmark = pytest.mark.timeout(180)
+
+
+class AlwaysReady(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def squatter() -> Iterator[int]:
+    """Another process's ops server, as far as a readiness poll can tell: 200 on any GET."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AlwaysReady)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_owns_listener_tells_whose_socket_listens() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            assert owns_listener(os.getpid(), port) is True
+            assert owns_listener(child.pid, port) is False
+        finally:
+            child.kill()
+            child.wait()
+    assert owns_listener(os.getpid(), port) is False  # closed: nobody listens
+
+
+def test_a_service_whose_port_was_taken_starts_again_on_another(
+    squatter: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handed = iter([squatter])  # the first port the launcher picks is the squatter's
+    monkeypatch.setattr(launcher, "free_port", lambda: next(handed, None) or free_port())
+    with running(Stack.create(Path(tempfile.mkdtemp(prefix="switchyard-ports-")))) as stack:
+        worker = stack.spawn("worker-demo", "services.providers", "--provider", "demo")
+        assert worker.ports[0] != squatter
+        assert owns_listener(worker.process.pid, worker.ports[0]) is True
+        assert httpx.get(worker.ready_url, timeout=5).status_code == 200
+        assert "a port was taken by another process" in worker.log()
+        assert "address already in use" in worker.log().lower()  # what the first one died of
+        assert worker.process.poll() is None
+
+
+def test_nats_whose_monitoring_port_is_taken_at_the_check_starts_on_another(
+    squatter: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    handed = iter([free_port(), squatter])  # client port, then the squatter's as monitoring port
+    monkeypatch.setattr(natsserver, "free_port", lambda host="": next(handed, None) or free_port())
+    server = NatsServer(store_dir=tmp_path).start()
+    try:
+        assert server.monitor_port != squatter
+        assert server.process is not None and owns_listener(server.process.pid, server.monitor_port)
+    finally:
+        server.stop()
+
+
+def test_nats_whose_monitoring_port_is_taken_after_the_check_starts_on_another(
+    squatter: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The check passed and nats-server then could not bind: it exits, and is started again.
+    (Whether the squatter's 200 on /healthz could pass for ours first depends on how fast
+    nats-server exits; owns_listener's own test covers the check that rules it out.)"""
+    handed = iter([free_port(), squatter])
+    monkeypatch.setattr(natsserver, "free_port", lambda host="": next(handed, None) or free_port())
+    monkeypatch.setattr(natsserver, "port_taken", lambda port, host="": False)
+    server = NatsServer(store_dir=tmp_path).start()
+    try:
+        assert server.monitor_port != squatter
+        assert server.process is not None and server.process.poll() is None
+        assert owns_listener(server.process.pid, server.monitor_port)
+    finally:
+        server.stop()
+
+
+def test_nats_on_a_port_given_and_taken_is_refused(squatter: int, tmp_path: Path) -> None:
+    with pytest.raises(PortTakenError):
+        NatsServer(store_dir=tmp_path, monitor_port=squatter).start()
