@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -24,7 +25,7 @@ from switchyard import busauth
 from switchyard.catalog import load_catalog
 from switchyard.children import die_with_parent
 from switchyard.lifecycle import started
-from switchyard.natsserver import NatsServer, PortTakenError, free_port, port_taken
+from switchyard.natsserver import NatsServer, PortTakenError, free_port, owns_listener, port_taken
 from switchyard.settings import Settings
 from switchyard.tasks import awaiting, cancel_and_wait
 from switchyard.tenancy import dashboard_token
@@ -68,6 +69,12 @@ class Child:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def answers_itself(self) -> bool:
+        """Its readiness port is its own socket: the free port chosen for it may have been
+        bound by another program first, whose 200 is not this child's (it exits instead)."""
+        port = urlsplit(self.ready_url).port
+        return self.alive and port is not None and owns_listener(self.started_process.pid, port) is not False
 
 
 @dataclass
@@ -204,7 +211,7 @@ class Stack:
                             f"{child.name} exited with {child.started_process.returncode} during start-up"
                         )
                     try:
-                        if http.get(child.ready_url).status_code == 200:
+                        if http.get(child.ready_url).status_code == 200 and child.answers_itself():
                             waiting.remove(child)
                     except httpx.HTTPError:
                         pass

@@ -116,3 +116,24 @@ def test_nats_whose_monitoring_port_is_taken_after_the_check_starts_on_another(
 def test_nats_on_a_port_given_and_taken_is_refused(squatter: int, tmp_path: Path) -> None:
     with pytest.raises(PortTakenError):
         NatsServer(store_dir=tmp_path, monitor_port=squatter).start()
+
+
+def test_switchyard_up_does_not_take_another_programs_ready_for_its_childs(
+    squatter: int, tmp_path: Path
+) -> None:
+    """`switchyard up` (switchyard/supervisor.py) waits for each child's /readyz: a child
+    whose port another program bound first is not ready, whoever answers there."""
+    from switchyard.settings import Settings
+    from switchyard.supervisor import Child
+    from switchyard.supervisor import Stack as Supervised
+
+    child = Child("ledger", [sys.executable, "-c", "import time; time.sleep(30)"], dict(os.environ),
+                  f"http://127.0.0.1:{squatter}/readyz")  # fmt: skip
+    supervised = Supervised(Settings(data_dir=tmp_path), children=[child])
+    child.start()
+    try:
+        with pytest.raises(TimeoutError, match="ledger"):
+            supervised.wait_ready(1.0)
+    finally:
+        child.started_process.kill()
+        child.started_process.wait()
