@@ -86,6 +86,9 @@ class Stack:
     children: list[Child] = field(default_factory=list)
     nats: NatsServer | None = None
     stopping: bool = False
+    # The signal that asked `switchyard up` to stop while starting ("" until one does): the
+    # start-up's waits raise StopDuringStart on it (see up()).
+    stop_asked: str = ""
     dev_key: str = ""
 
     @property
@@ -202,6 +205,8 @@ class Stack:
         waiting = list(self.children)
         with httpx.Client(timeout=0.5) as http:
             while waiting:
+                if self.stop_asked:
+                    raise StopDuringStart(self.stop_asked)
                 if time.monotonic() > deadline:
                     names = ", ".join(c.name for c in waiting)
                     raise TimeoutError(f"not ready after {timeout_s:.0f}s: {names}")
@@ -352,14 +357,16 @@ def up(settings: Settings) -> int:
     starting = True
 
     def on_signal(signum: int, frame: object) -> None:
-        nonlocal stop_requested, starting
+        nonlocal stop_requested
         stop_requested = True
-        if starting:
+        if starting and not stack.stop_asked:
             # Start-up waits (the bus set-up, every service's readiness) can last a minute: a
             # stop asked for meanwhile ends them at once, and what started is stopped below.
-            # Raised once: a second Ctrl-C while that unwinds only asks again.
-            starting = False
-            raise StopDuringStart(signal.Signals(signum).name)
+            # Raised once: a second Ctrl-C while that unwinds only asks again. Python drops an
+            # exception raised where it cannot propagate (seen: in logging's at-fork hook while
+            # a child was being started): then the readiness wait raises it on `stop_asked`.
+            stack.stop_asked = signal.Signals(signum).name
+            raise StopDuringStart(stack.stop_asked)
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)

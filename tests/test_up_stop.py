@@ -198,3 +198,27 @@ def test_a_stop_during_start_up_ends_it_at_once_and_leaves_no_process(tmp_path: 
     assert "Switchyard is up." not in said and "Traceback" not in said, said
     assert took_s < 15, said  # what started is stopped (each service within its TERM wait), not awaited
     assert not [p for p in every_pid if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+
+
+def test_a_stop_whose_exception_python_dropped_still_ends_the_readiness_wait(tmp_path: Path) -> None:
+    """The signal handler raises StopDuringStart; Python drops an exception raised where it
+    cannot propagate (a CI run: inside logging's at-fork hook as a child was started), and
+    `switchyard up` then started everything before stopping. The readiness wait now raises it
+    on the signal's record too."""
+    from switchyard.settings import Settings
+    from switchyard.supervisor import Child, StopDuringStart
+    from switchyard.supervisor import Stack as Supervised
+
+    child = Child("ledger", [sys.executable, "-c", "import time; time.sleep(30)"], dict(os.environ),
+                  f"http://127.0.0.1:{free_port()}/readyz")  # fmt: skip
+    supervised = Supervised(Settings(data_dir=tmp_path), children=[child])
+    child.start()
+    try:
+        supervised.stop_asked = "SIGTERM"  # the handler ran; its exception went nowhere
+        started = time.monotonic()
+        with pytest.raises(StopDuringStart, match="SIGTERM"):
+            supervised.wait_ready(30.0)
+        assert time.monotonic() - started < 5
+    finally:
+        child.started_process.kill()
+        child.started_process.wait()
