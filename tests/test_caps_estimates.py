@@ -10,7 +10,13 @@ from decimal import Decimal
 
 from services.budget.authority import Authority
 from services.providers.execution import AttemptProgress, billed_after, stream_limit
-from services.router.reservation import DEFAULT_MAX_OUTPUT_TOKENS, chain_holds, output_allowance, worst_cases
+from services.router.reservation import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    authorize_request,
+    chain_holds,
+    output_allowance,
+    worst_cases,
+)
 from switchyard.catalog import Deployment
 from switchyard.errors import GatewayError
 from switchyard.pricing import Price, cost_usd
@@ -117,6 +123,25 @@ def test_each_candidate_is_priced_with_its_own_prompt_estimate() -> None:
     assert oai.prompt_tokens == estimate_prompt_tokens(request_of(cjk), O200K)
     assert claude.prompt_tokens == estimate_prompt_tokens(request_of(cjk), PESSIMISTIC) > oai.prompt_tokens
     assert claude.cost_usd == cost_usd(Price.of("1", "1"), claude.prompt_tokens, 16)
+
+
+def test_the_authoritys_ask_carries_the_first_hold_and_every_candidates_worst_case() -> None:
+    request = request_of("hello there", 16)
+    request.request_id, request.project_id, request.agent_id, request.key_id = "r1", "p", "a", "k"
+    request.deadline_unix_ms, request.received_unix_ms = 9_000, 1_000
+    cases = worst_cases(request, [dep("oai", price="3"), dep("mini")])
+    holds = chain_holds([c.cost_usd for c in cases])
+    ask = authorize_request(request, "oai", cases, holds, estimated_tokens=42)
+    assert (ask.request_id, ask.project_id, ask.agent_id, ask.key_id) == ("r1", "p", "a", "k")
+    assert (ask.deployment_id, ask.estimated_tokens) == ("oai", 42)
+    assert (ask.deadline_unix_ms, ask.received_unix_ms) == (9_000, 1_000)
+    assert Decimal(ask.max_cost_usd) == holds[0] == cases[0].cost_usd  # the priciest it can reach
+    assert [
+        (c.deployment_id, Decimal(c.max_cost_usd), c.input_tokens, c.output_tokens) for c in ask.candidates
+    ] == [
+        (case.deployment.id, hold, case.prompt_tokens, case.output_tokens)
+        for case, hold in zip(cases, holds, strict=True)
+    ]
 
 
 def test_a_hold_covers_the_priciest_deployment_the_request_can_still_reach() -> None:

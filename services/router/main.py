@@ -58,7 +58,14 @@ from .ranking import (
     quota_chain,
     rank,
 )
-from .reservation import DEFAULT_MAX_OUTPUT_TOKENS, chain_holds, hedged_holds, serving, worst_cases
+from .reservation import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    authorize_request,
+    chain_holds,
+    hedged_holds,
+    serving,
+    worst_cases,
+)
 from .rules import Features, features_of, first_match
 from .strategy import choose_weights, preset
 from .tuning import tuning_from_config
@@ -607,30 +614,13 @@ class Router(BusService):
         max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS_FOR_BUDGET
         if worst and not worst[0].output_tokens:  # embeddings and token counts produce no output
             max_tokens = 0
-        ask = budget_pb2.AuthorizeRequest(
-            request_id=request.request_id,
-            project_id=request.project_id,
-            agent_id=request.agent_id,
-            key_id=request.key_id,
-            deployment_id=chain[0].id,
-            max_cost_usd=format_usd(holds[0]),
-            estimated_tokens=prompt_tokens + min(max_tokens, DEFAULT_EXPECTED_OUTPUT_TOKENS),
-            deadline_unix_ms=request.deadline_unix_ms,
-            received_unix_ms=int(request.received_unix_ms),
-        )
-        for case, hold in zip(worst, holds, strict=True):
-            ask.candidates.add(
-                deployment_id=case.deployment.id,
-                max_cost_usd=format_usd(hold),
-                input_tokens=case.prompt_tokens,
-                output_tokens=case.output_tokens,
-            )
+        estimated_tokens = prompt_tokens + min(max_tokens, DEFAULT_EXPECTED_OUTPUT_TOKENS)
         # Provider quotas pick the candidate per request at the authority: no lease for them.
         leasable = self.settings.budget_escrow and not any(dep.limits.any for dep in chain)
         key: ScopeKey = (request.project_id, request.agent_id, request.key_id)
         pending: asyncio.Future[None] | None = None
         if leasable:
-            deadline_ms = ask.deadline_unix_ms or int(
+            deadline_ms = request.deadline_unix_ms or int(
                 time.time() * 1000 + self.settings.request_timeout_s * 1000
             )
             for _ in range(2):
@@ -639,23 +629,26 @@ class Router(BusService):
                     request.request_id,
                     holds[0],
                     deadline_ms,
-                    ask.received_unix_ms,
+                    int(request.received_unix_ms),
                     time.monotonic(),
-                    ask.estimated_tokens,
+                    estimated_tokens,
                 )
                 if lease is not None:
                     if self.escrow.wants_renewal(key, time.monotonic()) and key not in self._lease_asks:
-                        self._renew(key, holds[0], ask.estimated_tokens)
-                    admitted = (lease.lease_id, holds[0], ask.estimated_tokens if lease.tokens_limited else 0)
+                        self._renew(key, holds[0], estimated_tokens)
+                    admitted = (lease.lease_id, holds[0], estimated_tokens if lease.tokens_limited else 0)
                     ADMISSIONS.labels("lease").inc()
                     return self._admitted(request, chain[0].id, holds[0], lease), admitted
                 asking = self._lease_asks.get(key)
                 if asking is None:
                     break
                 await asyncio.shield(asking)  # a lease is on its way: try it before asking alone
+        # Built only now: a request admitted from a lease above never needs it.
+        ask = authorize_request(request, chain[0].id, worst, holds, estimated_tokens)
+        if leasable:
             # No lease has room: ask per request, with a lease for what follows (one ask at a
             # time per scope) and this router's closed leases given back first.
-            self.escrow.close(key, time.monotonic(), holds[0], ask.estimated_tokens)
+            self.escrow.close(key, time.monotonic(), holds[0], estimated_tokens)
             if key not in self._lease_asks:
                 pending = self._lease_asks[key] = asyncio.get_running_loop().create_future()
                 ask.lease_for = self.instance

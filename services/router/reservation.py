@@ -24,9 +24,9 @@ from decimal import Decimal
 
 from switchyard.catalog import Deployment
 from switchyard.errors import ErrorCode, GatewayError
-from switchyard.pricing import max_cost_usd
+from switchyard.pricing import format_usd, max_cost_usd
 from switchyard.tokens import estimate_prompt_tokens, tokenizer_for
-from switchyard.v1 import invoke_pb2
+from switchyard.v1 import budget_pb2, invoke_pb2
 
 # A request that sets no max_tokens, on a deployment whose catalog entry declares no
 # max_output_tokens, is reserved as if it could produce this many (the Anthropic adapter's
@@ -101,3 +101,33 @@ def hedged_holds(costs: Sequence[Decimal], max_attempts: int = 0, hedges: int = 
     request fails over to one deployment at a time, which `chain_holds` covers."""
     single = chain_holds(costs, max_attempts)
     return [max(single[i], sum(costs[i : i + 1 + hedges], Decimal(0))) for i in range(len(costs))]
+
+
+def authorize_request(
+    request: invoke_pb2.InvokeRequest,
+    deployment_id: str,
+    worst: Sequence[Worst],
+    holds: Sequence[Decimal],
+    estimated_tokens: int,
+) -> budget_pb2.AuthorizeRequest:
+    """The authority's ask for `request`: the hold on its first candidate `deployment_id`, and
+    each candidate's worst case with its hold (reservation.py)."""
+    ask = budget_pb2.AuthorizeRequest(
+        request_id=request.request_id,
+        project_id=request.project_id,
+        agent_id=request.agent_id,
+        key_id=request.key_id,
+        deployment_id=deployment_id,
+        max_cost_usd=format_usd(holds[0]),
+        estimated_tokens=estimated_tokens,
+        deadline_unix_ms=request.deadline_unix_ms,
+        received_unix_ms=int(request.received_unix_ms),
+    )
+    for case, hold in zip(worst, holds, strict=True):
+        ask.candidates.add(
+            deployment_id=case.deployment.id,
+            max_cost_usd=format_usd(hold),
+            input_tokens=case.prompt_tokens,
+            output_tokens=case.output_tokens,
+        )
+    return ask
