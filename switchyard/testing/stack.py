@@ -201,7 +201,8 @@ class Stack:
         port_keys = ["SWITCHYARD_PORT"] if module == "services.ingress" else ["SWITCHYARD_OPS_PORT"]
         if module == "services.ledger":  # the ledger serves the dashboard too
             port_keys.append("SWITCHYARD_DASHBOARD_PORT")
-        chosen = tuple(key for key in port_keys if not proc_env.get(key))
+        # The ops port is always the launcher's; the API's and the dashboard's may be given.
+        chosen = tuple(key for key in port_keys if key == "SWITCHYARD_OPS_PORT" or not proc_env.get(key))
         for key in chosen:
             proc_env[key] = str(free_port())
         argv = [sys.executable, "-m", module, *args]
@@ -268,7 +269,8 @@ class Stack:
                     return False
             except httpx.HTTPError:
                 return False
-            owned = [owns_listener(service.process.pid, port) for port in service.ports]
+            # (A port given as 0 is the service's own pick: nothing to check it against.)
+            owned = [owns_listener(service.process.pid, port) if port else None for port in service.ports]
             if owned[0] is False:
                 return False  # another process's /readyz: ours cannot bind it and will exit
             if False in owned and service.chosen_ports:
