@@ -30,8 +30,10 @@ def test_coresplit_reports_every_process_of_an_open_loop() -> None:
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     report = orjson.loads(run.stdout.strip().splitlines()[-1])
-    assert report["load"]["mode"] == "open" and report["load"]["sent"] == 20
-    assert report["load"]["in_time"] == 20  # 20 req/s on an idle gateway: every one answered
+    load = report["load"]
+    assert load["mode"] == "open" and load["sent"] == 20
+    assert load["in_time"] + load["late"] + load["refused"] + load["failed"] == 20  # each classed once
+    assert load["in_time"] > 0  # answers to divide the CPU by (deadline 1 s: a loaded CI may miss some)
     assert {"ingress", "router", "budget", "ledger", "nats-server"} <= set(report["processes"])
     assert report["processes"]["ingress"]["cpu_ms_per_answer"] > 0
     assert report["gateway_cpu_ms_per_answer"] > 0
