@@ -68,6 +68,27 @@ def parse_settings(items: list[str]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in items)
 
 
+def run_probe(
+    parser: argparse.ArgumentParser,
+    measure: Callable[[argparse.Namespace], dict],
+    show: Callable[[dict], None],
+) -> int:
+    """A single-figure probe's command line (bench.refusal, bench.coresplit): its own flags in
+    `parser`, and these three; the report `measure` returns, as JSON (`--json`) or `show`n."""
+    parser.add_argument(
+        "--gateway-env", action="append", default=[], help="SWITCHYARD_X=VALUE for the gateway"
+    )
+    parser.add_argument("--no-pin", action="store_true", help="leave every process on any CPU (tests)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args()
+    report = measure(args)
+    if args.json:
+        print(orjson.dumps(report).decode())
+    else:
+        show(report)
+    return 0
+
+
 class Gateway:
     """`switchyard up` in a temp folder with the bench catalog, pinned to one CPU."""
 

@@ -27,13 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import orjson
 import psutil
 
 from switchyard.natsserver import free_port
 
 from . import peerload
-from .__main__ import Gateway, body_for, parse_settings
+from .__main__ import Gateway, body_for, parse_settings, run_probe
 from .peer import pin, start_upstream, wait_for_upstream
 
 CPU_KINDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -152,21 +151,16 @@ def main() -> int:
     parser.add_argument("--delay-ms", type=float, default=50.0, help="the slow upstream's delay")
     parser.add_argument("--warm-rate", type=float, default=100.0)
     parser.add_argument("--warm-s", type=float, default=5.0)
-    parser.add_argument("--gateway-env", action="append", default=[], help="SWITCHYARD_X=VALUE")
-    parser.add_argument("--no-pin", action="store_true", help="leave every process on any CPU (tests)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args()
-    report = measure(args)
-    if args.json:
-        print(orjson.dumps(report).decode())
-        return 0
+    return run_probe(parser, measure, show)
+
+
+def show(report: dict) -> None:
     print(f"load: {report['load']}")
     print(f"CPU 0 over {report['elapsed_s']} s: {report['core_s']}")
     for name, figures in report["processes"].items():
         print(f"  {name:16s} {figures['cpu_ms_per_answer']:6.3f} ms per answer, "
               f"waited runnable {figures['waited_runnable_s']:6.2f} s")  # fmt: skip
     print(f"  {'total':16s} {report['gateway_cpu_ms_per_answer']:6.3f} ms per answer")
-    return 0
 
 
 if __name__ == "__main__":

@@ -26,12 +26,11 @@ import time
 from pathlib import Path
 
 import httpx
-import orjson
 
 from switchyard.natsserver import free_port
 
 from . import peerload
-from .__main__ import Gateway, body_for, parse_settings
+from .__main__ import Gateway, body_for, parse_settings, run_probe
 from .peer import start_upstream
 
 HELD_S = 900  # the held request's upstream delay and deadline: longer than any run
@@ -133,16 +132,10 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1500.0, help="requests per second offered")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument(
-        "--gateway-env", action="append", default=[], help="SWITCHYARD_X=VALUE for the gateway"
-    )
-    parser.add_argument("--no-pin", action="store_true", help="leave every process on any CPU (tests)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args()
-    report = measure(args)
-    if args.json:
-        print(orjson.dumps(report).decode())
-        return 0
+    return run_probe(parser, measure, show)
+
+
+def show(report: dict) -> None:
     for n, r in enumerate(report["rounds"], 1):
         latency = r["latency_ms"] or {}
         print(
@@ -151,7 +144,6 @@ def main() -> int:
             f"latency p50 {latency.get('p50', 0):.1f} / p99 {latency.get('p99', 0):.1f} ms"
         )
     print(f"median: {report['median_ingress_cpu_us_per_refusal']} µs of the ingress's CPU per refusal")
-    return 0
 
 
 if __name__ == "__main__":
