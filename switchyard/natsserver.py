@@ -121,6 +121,14 @@ def owns_listener(pid: int, port: int) -> bool | None:
         return None
 
 
+def serves_port(process: subprocess.Popen[bytes] | None, port: int) -> bool:
+    """`process` runs, and the socket listening on `port` is its own (or /proc cannot say):
+    what a readiness answer from `port` is worth for it."""
+    if process is None or process.poll() is not None:
+        return False
+    return owns_listener(process.pid, port) is not False
+
+
 class PortTakenError(RuntimeError):
     """A port a server of ours must bind is already taken by another process."""
 
@@ -220,24 +228,19 @@ class NatsServer:
             raise ValueError("TLS is configured in the users' config file: give the server passwords")
         self.store_dir.mkdir(parents=True, exist_ok=True)
         choose_port, choose_monitor = not self.port, not self.monitor_port
-        for _ in range(PORT_ATTEMPTS - 1):
-            self._choose_ports(choose_port, choose_monitor)
+        for attempt in range(PORT_ATTEMPTS):
+            if choose_port:
+                self.port = free_port(self.host)
+            if choose_monitor:
+                self.monitor_port = free_port(self.host)
             try:
                 self._start_once(timeout_s, log_file)
                 return self
             except (PortTakenError, NatsExitedError):
-                if not (choose_port or choose_monitor):
+                if not (choose_port or choose_monitor) or attempt == PORT_ATTEMPTS - 1:
                     raise
                 self.kill()
-        self._choose_ports(choose_port, choose_monitor)
-        self._start_once(timeout_s, log_file)
-        return self
-
-    def _choose_ports(self, port: bool, monitor: bool) -> None:
-        if port:
-            self.port = free_port(self.host)
-        if monitor:
-            self.monitor_port = free_port(self.host)
+        raise AssertionError("PORT_ATTEMPTS is at least 1")
 
     def _start_once(self, timeout_s: float, log_file: Path | None) -> None:
         for port, what in ((self.port, "client"), (self.monitor_port, "monitoring")):
@@ -270,18 +273,12 @@ class NatsServer:
                 r = httpx.get(f"{self.monitor_url}/healthz?js-enabled-only=true", timeout=0.5)
                 # ...from our own server: one that could not bind exits, and meanwhile the answer
                 # came from someone else's.
-                if r.status_code == 200 and self._answers_itself():
+                if r.status_code == 200 and serves_port(self.process, self.monitor_port):
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.02)
         raise TimeoutError("nats-server did not become healthy")
-
-    def _answers_itself(self) -> bool:
-        """Running, and the monitoring port is its own socket (not some other server's)."""
-        if self.process is None or self.process.poll() is not None:
-            return False
-        return owns_listener(self.process.pid, self.monitor_port) is not False
 
     def stop(self, timeout_s: float = 5.0) -> None:
         if self.process and self.process.poll() is None:

@@ -25,7 +25,7 @@ from switchyard import busauth
 from switchyard.catalog import load_catalog
 from switchyard.children import die_with_parent
 from switchyard.lifecycle import started
-from switchyard.natsserver import NatsServer, PortTakenError, free_port, owns_listener, port_taken
+from switchyard.natsserver import NatsServer, PortTakenError, free_port, port_taken, serves_port
 from switchyard.settings import Settings
 from switchyard.tasks import awaiting, cancel_and_wait
 from switchyard.tenancy import dashboard_token
@@ -74,7 +74,7 @@ class Child:
         """Its readiness port is its own socket: the free port chosen for it may have been
         bound by another program first, whose 200 is not this child's (it exits instead)."""
         port = urlsplit(self.ready_url).port
-        return self.alive and port is not None and owns_listener(self.started_process.pid, port) is not False
+        return port is not None and serves_port(self.process, port)
 
 
 @dataclass

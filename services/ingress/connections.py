@@ -47,18 +47,18 @@ CLOSED = MetricCounter(
     ["reason"],
 )
 
-_TIMEOUT_BODY = orjson.dumps({"error": {"code": "timeout", "message": "the request headers took too long"}})
-_BODY_TIMEOUT_BODY = orjson.dumps(
-    {"error": {"code": "timeout", "message": "the request body took too long to arrive"}}
-)
-BODY_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-    b"content-length: %d\r\n\r\n%s" % (len(_BODY_TIMEOUT_BODY), _BODY_TIMEOUT_BODY)
-)
-TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-    b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
-)
+
+def _timeout_response(message: str) -> bytes:
+    """A whole 408 that ends the connection, written by the protocol itself (no app)."""
+    body = orjson.dumps({"error": {"code": "timeout", "message": message}})
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
+TIMEOUT_RESPONSE = _timeout_response("the request headers took too long")
+BODY_TIMEOUT_RESPONSE = _timeout_response("the request body took too long to arrive")
 
 
 @dataclass
