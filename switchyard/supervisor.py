@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -195,18 +196,24 @@ class Stack:
                 BOOTSTRAP_TIMEOUT_S, self.nats.address, admin, data_dir, self.settings.stream_replicas
             )
         )
+        self.stop_if_asked()
         self.children = self.plan()
         for child in self.children:
             child.start()
         self.wait_ready(timeout_s)
+
+    def stop_if_asked(self) -> None:
+        """Raise StopDuringStart if a signal asked to stop: its handler's own exception may
+        have been dropped by Python (see up())."""
+        if self.stop_asked:
+            raise StopDuringStart(self.stop_asked)
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         waiting = list(self.children)
         with httpx.Client(timeout=0.5) as http:
             while waiting:
-                if self.stop_asked:
-                    raise StopDuringStart(self.stop_asked)
+                self.stop_if_asked()
                 if time.monotonic() > deadline:
                     names = ", ".join(c.name for c in waiting)
                     raise TimeoutError(f"not ready after {timeout_s:.0f}s: {names}")
@@ -341,6 +348,22 @@ class StopDuringStart(Exception):
     """Ctrl-C or SIGTERM reached `switchyard up` before the stack was ready (its signal's name)."""
 
 
+def quiet_dropped_stops(
+    previous: Callable[[sys.UnraisableHookArgs], object],
+) -> Callable[[sys.UnraisableHookArgs], object]:
+    """A sys.unraisablehook that says nothing of a StopDuringStart Python dropped (its signal
+    handler ran where an exception cannot propagate: logging's at-fork hook while a child is
+    forked). The stop is not lost: the handler recorded it and start-up's waits raise it
+    (Stack.stop_if_asked). Anything else goes to `previous`, as before."""
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> object:
+        if isinstance(unraisable.exc_value, StopDuringStart):
+            return None
+        return previous(unraisable)
+
+    return hook
+
+
 def up(settings: Settings) -> int:
     nats_port = int(os.environ.get("SWITCHYARD_NATS_PORT", "4222"))
     monitor_port = int(os.environ.get("SWITCHYARD_NATS_MONITOR_PORT", "8222"))
@@ -364,12 +387,14 @@ def up(settings: Settings) -> int:
             # stop asked for meanwhile ends them at once, and what started is stopped below.
             # Raised once: a second Ctrl-C while that unwinds only asks again. Python drops an
             # exception raised where it cannot propagate (seen: in logging's at-fork hook while
-            # a child was being started): then the readiness wait raises it on `stop_asked`.
+            # a child was being started): then start-up's waits raise it on `stop_asked`, and
+            # quiet_dropped_stops keeps Python's "Exception ignored" traceback off the terminal.
             stack.stop_asked = signal.Signals(signum).name
             raise StopDuringStart(stack.stop_asked)
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    sys.unraisablehook = quiet_dropped_stops(sys.unraisablehook)
     try:
         stack.start()
         starting = False

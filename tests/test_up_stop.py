@@ -222,3 +222,28 @@ def test_a_stop_whose_exception_python_dropped_still_ends_the_readiness_wait(tmp
     finally:
         child.started_process.kill()
         child.started_process.wait()
+
+
+def test_a_dropped_stop_prints_no_traceback_and_other_dropped_exceptions_still_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CI run's `switchyard up` printed "Exception ignored ... Traceback" for the stop its
+    handler raised inside logging's at-fork hook (it then stopped as asked): the hook
+    `up` installs keeps that off the terminal, and nothing else."""
+    from switchyard.supervisor import StopDuringStart, quiet_dropped_stops
+
+    reported: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", quiet_dropped_stops(lambda u: reported.append(u.exc_value)))
+
+    class RaisesWhenCollected:
+        def __init__(self, exc: BaseException) -> None:
+            self.exc = exc
+
+        def __del__(self) -> None:  # where Python cannot propagate: it reports, then drops
+            raise self.exc
+
+    RaisesWhenCollected(StopDuringStart("SIGTERM"))
+    assert reported == []
+    dropped = ValueError("not a stop")
+    RaisesWhenCollected(dropped)
+    assert reported == [dropped]
