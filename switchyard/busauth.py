@@ -374,6 +374,15 @@ def embedded_router_env(folder: Path) -> dict[str, str]:
     }
 
 
+def embedded_worker_env(folder: Path) -> dict[str, str]:
+    """What an ingress running a provider worker in its own process (SWITCHYARD_WORKER_MODE=
+    ingress) gets besides its own credentials: the workers', for the worker's own connection."""
+    return {
+        "SWITCHYARD_WORKER_NATS_USER": PROVIDERS,
+        "SWITCHYARD_WORKER_NATS_PASSWORD_FILE": str(password_file(folder, PROVIDERS)),
+    }
+
+
 def service_env(folder: Path, role: str) -> dict[str, str]:
     """The environment that gives a child process `role`'s credentials: the user and the
     path of its password file (so the password is in neither argv nor the environment)."""

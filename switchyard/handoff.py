@@ -10,6 +10,10 @@ process's inbox, and only a hand-off that did not land gets an answer there:
 - the worker that got it is full (its concurrency and bounded queue): it answers "busy", and the
   pool is asked again (another member may have room), up to BUSY_TRIES, then the next deployment.
 
+A worker in the same process (SWITCHYARD_WORKER_MODE=ingress) is asked first, by a direct call
+(`local_pools`): taken, the hand-off is no message at all; full or draining, the pool on the bus
+is asked as above.
+
 Silence is delivery: a hand-off costs one message, where a NATS request cost four (the request,
 the ack, and each one's delivery: issue 15 counts messages per request). The answer is handled
 when it comes (`_on_answer`), so the request's path never waits for it; when the chain runs
@@ -55,6 +59,8 @@ NO_RESPONDERS = "503"
 # (dispatch, target that did not take it): the chain ran out / the dispatch moved on.
 Exhausted = Callable[[invoke_pb2.Dispatch, invoke_pb2.Target], Awaitable[None]]
 Moved = Callable[[invoke_pb2.Dispatch, invoke_pb2.Target], None]
+# A worker in this process (its `take`): True = it serves the dispatch, False = full or draining.
+LocalTake = Callable[[invoke_pb2.Dispatch, dict[str, str] | None], bool]
 
 
 @dataclass
@@ -78,6 +84,9 @@ class HandOff:
         self._nc: NATS | None = None
         self._prefix = ""
         self._sub: Subscription | None = None
+        # provider -> a worker of that pool in this process (SWITCHYARD_WORKER_MODE=ingress):
+        # tried first, by a direct call; the pool on the bus when it is full or draining.
+        self.local_pools: dict[str, LocalTake] = {}
 
     async def start(self, nc: NATS) -> None:
         self._nc = nc
@@ -108,9 +117,12 @@ class HandOff:
             del self._sent[token]
         if dispatch.position >= len(dispatch.chain):
             return False
+        target = dispatch.chain[dispatch.position]
+        take_here = self.local_pools.get(target.provider)
+        if take_here is not None and take_here(dispatch, telemetry.inject_headers()):
+            return True  # no message at all: the worker beside this router serves it
         token = str(next(self._tokens))
         self._sent[token] = _Sent(dispatch, busy, now)
-        target = dispatch.chain[dispatch.position]
         try:
             await self._nc.publish(
                 subjects.provider_invoke(target.provider),

@@ -21,6 +21,7 @@ from nats.aio.client import Client as NATS
 from switchyard import bus
 from switchyard.catalog import Catalog, load_catalog
 from switchyard.config import ConfigError
+from switchyard.inproc import LocalInbox
 from switchyard.lifecycle import started
 from switchyard.logs import register_secret, setup_logging
 from switchyard.ops import OpsServer
@@ -40,11 +41,21 @@ class BusService(ABC):
         self.nc: NATS | None = None
         self.ready = False
         self.draining = False
+        # Set when this service runs inside an ingress process: frames for that ingress's
+        # inbox are handed to it directly (switchyard/inproc.py), not sent over the bus.
+        self.local_inbox: LocalInbox | None = None
 
     @property
     def bus(self) -> NATS:
         """The NATS connection `start()` made (NotStartedError before then)."""
         return started(self.nc, f"{self.name}: the bus connection")
+
+    async def send_frame(self, reply_to: str, frame: bytes) -> None:
+        """A reply frame (chunk, final, error) to the ingress waiting on `reply_to`: in this
+        process when that ingress is here, else over the bus."""
+        if self.local_inbox is not None and self.local_inbox.deliver(reply_to, frame):
+            return
+        await self.bus.publish(reply_to, frame)
 
     async def connect(self) -> NATS:
         self.nc = await bus.connect(

@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     router_nats_user: str = ""
     router_nats_password: str = Field(default="", repr=False)
     router_nats_password_file: Path | None = None
+    # Where provider calls run (docs/architecture.md, "Where the worker runs"): "service" =
+    # provider worker processes (a queue group per provider pool); "ingress" = each ingress
+    # process also runs a provider worker for every configured pool, and its in-process router
+    # hands a request to it by a direct call, its frames come back without the bus (the
+    # provider keys then live in the ingress process; `switchyard up` starts no worker).
+    worker_mode: Literal["service", "ingress"] = "service"
+    # In "ingress" mode the in-process worker connects as the providers' own bus user.
+    worker_nats_user: str = ""
+    worker_nats_password: str = Field(default="", repr=False)
+    worker_nats_password_file: Path | None = None
     worker_concurrency: int = Field(default=256, gt=0)
     # Dispatches a worker accepts beyond its concurrency, waiting for a slot; past that it
     # refuses at once and the router tries another worker or pool (docs/reliability.md).
@@ -231,6 +241,15 @@ class Settings(BaseSettings):
             return None
         return BusCredentials(
             self.router_nats_user, _secret(self.router_nats_password, self.router_nats_password_file)
+        )
+
+    @cached_property
+    def worker_nats_credentials(self) -> BusCredentials | None:
+        """The in-process worker's bus user (worker_mode "ingress"), or None without one."""
+        if not self.worker_nats_user:
+            return None
+        return BusCredentials(
+            self.worker_nats_user, _secret(self.worker_nats_password, self.worker_nats_password_file)
         )
 
     @cached_property

@@ -127,7 +127,8 @@ class Stack:
             ),
             ("budget", busauth.BUDGET, ["-m", "services.budget"], {}),
         ]
-        for provider in catalog.providers():
+        embedded_worker = self.settings.worker_mode == "ingress"
+        for provider in [] if embedded_worker else catalog.providers():  # else the ingress calls them
             argv = ["-m", "services.providers", "--provider", provider]
             specs.append((f"providers-{provider}", busauth.PROVIDERS, argv, {}))
         embedded_router = self.settings.router_mode == "ingress"
@@ -145,6 +146,7 @@ class Stack:
             SWITCHYARD_HOST=self.settings.host,
             **busauth.service_env(self.bus_dir, busauth.INGRESS),
             **(busauth.embedded_router_env(self.bus_dir) if embedded_router else {}),
+            **(busauth.embedded_worker_env(self.bus_dir) if embedded_worker else {}),
         )
         children.append(
             Child(

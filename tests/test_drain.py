@@ -59,17 +59,24 @@ async def test_worker_and_ingress_finish_in_flight_work_on_sigterm(router_mode: 
 
 
 @pytest.mark.timeout(300)  # several processes start on a machine others may load
-@pytest.mark.parametrize("router_mode", ROUTER_MODES)
-async def test_ingress_sigterm_answers_what_it_holds_or_refuses_it_cleanly(router_mode: str) -> None:
+@pytest.mark.parametrize(
+    ("router_mode", "worker_mode"),
+    [*((mode, "service") for mode in ROUTER_MODES), ("ingress", "ingress")],
+)
+async def test_ingress_sigterm_answers_what_it_holds_or_refuses_it_cleanly(
+    router_mode: str, worker_mode: str
+) -> None:
     """A rolling deploy: the ingress answers the requests it holds up to its drain time (the
     request deadline by default), then refuses the rest with 503 + Retry-After; never a 500,
-    and the ledger has every request (issue 16 finding 6)."""
+    and the ledger has every request (issue 16 finding 6). With the worker in the ingress too,
+    the upstream calls it runs are the ones answered or cancelled, and recorded, before it exits."""
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-ingress-drain-"))
     stack = Stack.create(
         workdir,
         SWITCHYARD_DEMO_LATENCY_MS="3000",
         SWITCHYARD_REQUEST_TIMEOUT_S="60",
         SWITCHYARD_ROUTER_MODE=router_mode,
+        SWITCHYARD_WORKER_MODE=worker_mode,
     )
     held = 10  # the issue's count
     try:

@@ -1,7 +1,9 @@
 """SWITCHYARD_ROUTER_MODE=ingress through real processes: NATS, ledger (chDB), budget authority,
 a demo and an OpenAI worker pool (against the fake OpenAI upstream), and TWO ingress processes,
 each running the router itself. No router process runs (docs/architecture.md, "Where the
-router runs").
+router runs"). The module runs twice: with the worker pools as processes, and with
+SWITCHYARD_WORKER_MODE=ingress, each ingress running a worker for both pools as well (no
+worker process; the hand-off and the reply frames stay in the process: "Where the worker runs").
 
 What is asserted can fail: who decided each route (the rationale's `decided_by` names the
 ingress's own pid), what the client got (answers, SSE chunks, in-band errors, statuses), what
@@ -22,7 +24,7 @@ import httpx
 import pytest
 
 from services.ingress.app import Ingress
-from services.ingress.colocated import MissingRouterCredentials
+from services.ingress.colocated import MissingRouterCredentials, MissingWorkerCredentials
 from switchyard.settings import Settings
 from switchyard.testing.stack import ServiceProc, Stack, running, wait_for_rows, wait_until
 from tests.fakes import OpenAIFake
@@ -65,14 +67,15 @@ def fake() -> Iterator[OpenAIFake]:
     upstream.stop()
 
 
-@pytest.fixture(scope="module")
-def colo(fake: OpenAIFake) -> Iterator[tuple[Stack, list[ServiceProc]]]:
+@pytest.fixture(scope="module", params=["service", "ingress"], ids=["worker-service", "worker-ingress"])
+def colo(request: pytest.FixtureRequest, fake: OpenAIFake) -> Iterator[tuple[Stack, list[ServiceProc]]]:
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-colo-"))
     config = workdir / "switchyard.toml"
     config.write_text(CONFIG.format(base_url=fake.base_url))
     stack = Stack.create(
         workdir,
         SWITCHYARD_ROUTER_MODE="ingress",
+        SWITCHYARD_WORKER_MODE=request.param,
         SWITCHYARD_CONFIG_FILE=str(config),
         SWITCHYARD_DEMO_LATENCY_MS="2",
         SWITCHYARD_DEMO_CHUNK_DELAY_MS="1",
@@ -111,6 +114,8 @@ def test_no_router_process_runs_and_each_ingress_routes_its_own(
 ) -> None:
     stack, ingresses = colo
     assert not [s for s in stack.services if s.name == "router"]
+    workers_inside = stack.env["SWITCHYARD_WORKER_MODE"] == "ingress"
+    assert bool([s for s in stack.services if s.name.startswith("worker-")]) is not workers_inside
     body = {"model": "demo/fast", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
     for ingress in ingresses:
         r = chat(url_of(ingress), stack.api_key, body)
@@ -124,6 +129,40 @@ def test_no_router_process_runs_and_each_ingress_routes_its_own(
             f"{url_of(ingress)}/metrics", "switchyard_requests_total", service="router", status="ok"
         )
         assert routed >= 1
+        if workers_inside:  # and so did it call the provider: its worker's metrics are here too
+            served = metric(
+                f"{url_of(ingress)}/metrics", "switchyard_requests_total", service="providers", status="ok"
+            )
+            assert served >= 1
+
+
+def bus_messages(stack: Stack, connection: str, direction: str) -> int:
+    """What nats-server counted for the connections named `connection`: `in_msgs` they
+    published, `out_msgs` delivered to them."""
+    connz = httpx.get(f"{stack.nats.monitor_url}/connz?limit=1024", timeout=5).json()
+    return sum(c[direction] for c in connz["connections"] if c.get("name") == connection)
+
+
+def test_hand_offs_and_frames_stay_in_the_process_with_the_worker_inside(
+    colo: tuple[Stack, list[ServiceProc]],
+) -> None:
+    """With the worker in the ingress, neither the hand-off (router -> worker) nor the reply
+    frames (worker -> ingress) cross the bus: 30 requests move the routers' published count
+    and the ingresses' delivered count by far less than one message each. With worker
+    processes, each request is at least one of each."""
+    stack, ingresses = colo
+    body = {"model": "demo/fast", "max_tokens": 8, "messages": [{"role": "user", "content": "count"}]}
+    assert chat(url_of(ingresses[0]), stack.api_key, body).status_code == 200  # leases in hand
+    handed = bus_messages(stack, "switchyard-router", "in_msgs")
+    framed = bus_messages(stack, "switchyard-ingress", "out_msgs")
+    for _ in range(30):
+        assert chat(url_of(ingresses[0]), stack.api_key, body).status_code == 200
+    handed = bus_messages(stack, "switchyard-router", "in_msgs") - handed
+    framed = bus_messages(stack, "switchyard-ingress", "out_msgs") - framed
+    if stack.env["SWITCHYARD_WORKER_MODE"] == "ingress":
+        assert handed < 10 and framed < 10, (handed, framed)
+    else:
+        assert handed >= 30 and framed >= 30, (handed, framed)
 
 
 def test_a_stream_is_served(colo: tuple[Stack, list[ServiceProc]]) -> None:
@@ -240,6 +279,8 @@ async def test_a_worker_killed_mid_stream_ends_it_in_band_with_a_row(
     colo: tuple[Stack, list[ServiceProc]], fake: OpenAIFake
 ) -> None:
     stack, ingresses = colo
+    if stack.env["SWITCHYARD_WORKER_MODE"] == "ingress":
+        pytest.skip("the worker is the ingress's process: killing it kills the client's connection too")
     fake.behave(Behavior(text=" ".join(f"w{i}" for i in range(40)), chunk_delay_s=0.5))
     body = {
         "model": "openai/first",
@@ -303,3 +344,13 @@ def test_an_ingress_with_a_bus_user_but_not_the_routers_is_refused_before_it_con
     assert ingress.router is not None
     credentials = ingress.router.router.settings.router_nats_credentials
     assert credentials is not None and credentials.user == "router"
+
+
+def test_an_ingress_with_a_bus_user_but_not_the_workers_is_refused_before_it_connects() -> None:
+    bus_user = {"worker_mode": "ingress", "nats_user": "ingress", "nats_password": "secret"}
+    with pytest.raises(MissingWorkerCredentials, match="SWITCHYARD_WORKER_NATS_USER"):
+        Ingress(Settings(**bus_user))
+    ingress = Ingress(Settings(**bus_user, worker_nats_user="providers", worker_nats_password="p"))
+    assert ingress.worker is not None and ingress.router is None  # a worker, routed from elsewhere
+    credentials = ingress.worker.worker.settings.worker_nats_credentials
+    assert credentials is not None and credentials.user == "providers"

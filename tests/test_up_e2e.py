@@ -179,10 +179,13 @@ def test_the_banner_shows_the_sdk_base_urls_and_how_to_turn_grpc_on(tmp_path: Pa
     assert re.search(r"gRPC\s+127\.0\.0\.1:50077 ", with_grpc)
 
 
-async def test_up_with_the_router_in_the_ingress_starts_no_router(tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker_mode", ["service", "ingress"])
+async def test_up_with_the_router_in_the_ingress_starts_no_router(tmp_path: Path, worker_mode: str) -> None:
     """SWITCHYARD_ROUTER_MODE=ingress (docs/architecture.md, "Where the router runs"): no router
     child; the ingress routes as the router's bus user, given by a file, never a secret in its
-    environment; SIGTERM still stops everything with exit 0."""
+    environment; SIGTERM still stops everything with exit 0. With SWITCHYARD_WORKER_MODE=ingress
+    ("Where the worker runs") no worker child either: the ingress calls the provider as the
+    workers' bus user, given alike."""
     port, nats_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
     env.update(
@@ -192,6 +195,7 @@ async def test_up_with_the_router_in_the_ingress_starts_no_router(tmp_path: Path
         SWITCHYARD_DASHBOARD_PORT=str(free_port()),
         SWITCHYARD_DEMO_LATENCY_MS="5",
         SWITCHYARD_ROUTER_MODE="ingress",
+        SWITCHYARD_WORKER_MODE=worker_mode,
         PYTHONUNBUFFERED="1",
     )
     out_path = tmp_path / "up.out"
@@ -204,8 +208,8 @@ async def test_up_with_the_router_in_the_ingress_starts_no_router(tmp_path: Path
         dev_key = re.search(r"API key \(dev\)\s+(sy-\S+)", out_path.read_text()).group(1)
         children = _children(up.pid)
         names = {" ".join(p.cmdline()[1:3]) for p in children}
-        assert "-m services.ingress" in names and "-m services.providers" in names, names
-        assert "-m services.router" not in names, names
+        assert "-m services.ingress" in names and "-m services.router" not in names, names
+        assert ("-m services.providers" in names) is (worker_mode == "service"), names
         ingress = next(p for p in children if "services.ingress" in " ".join(p.cmdline()))
         r = httpx.post(
             f"http://127.0.0.1:{port}/llm.invoke",
@@ -219,6 +223,10 @@ async def test_up_with_the_router_in_the_ingress_starts_no_router(tmp_path: Path
         router_password = (tmp_path / ".switchyard" / "bus" / "router.password").read_text().strip()
         assert seen["SWITCHYARD_ROUTER_NATS_USER"] == "router"
         assert router_password not in " ".join(f"{k}={v}" for k, v in seen.items())
+        if worker_mode == "ingress":
+            worker_password = (tmp_path / ".switchyard" / "bus" / "providers.password").read_text().strip()
+            assert seen["SWITCHYARD_WORKER_NATS_USER"] == "providers"
+            assert worker_password not in " ".join(f"{k}={v}" for k, v in seen.items())
         up.send_signal(signal.SIGTERM)
         assert up.wait(40) == 0
     finally:

@@ -28,6 +28,7 @@ from starlette.routing import Route
 from switchyard import bus, subjects, telemetry
 from switchyard.completions import completion_event
 from switchyard.errors import ErrorCode, GatewayError
+from switchyard.inproc import LocalInbox
 from switchyard.lifecycle import started
 from switchyard.service import load_service_catalog
 from switchyard.settings import Settings
@@ -70,7 +71,7 @@ from .openapi import openapi_document
 from .responses_http import ResponsesEndpoints
 
 if TYPE_CHECKING:
-    from .colocated import LocalRouter
+    from .colocated import LocalRouter, LocalWorker
 
 log = logging.getLogger("switchyard.ingress")
 # What a stopping ingress answers the requests it still holds when its drain time is over:
@@ -122,13 +123,20 @@ class Ingress:
         self._reports: set[asyncio.Future[None]] = set()  # refusals being reported (record_refusal)
         # Read for GET /v1/models only: the ingress lists names, the router resolves them.
         self.catalog = load_service_catalog(settings)
-        # SWITCHYARD_ROUTER_MODE=ingress: this process routes its own requests (colocated.py).
-        # Imported only then: an ingress in the default mode loads no router code (nor its metrics).
+        # SWITCHYARD_ROUTER_MODE=ingress: this process routes its own requests; with
+        # SWITCHYARD_WORKER_MODE=ingress it also calls the providers (colocated.py). Imported
+        # only then: an ingress in the default mode loads no router or worker code (nor metrics).
         self.router: LocalRouter | None = None
+        self.worker: LocalWorker | None = None
+        self._inbox = LocalInbox()  # frames from the router and worker here (switchyard/inproc.py)
+        if settings.worker_mode == "ingress":
+            from .colocated import LocalWorker
+
+            self.worker = LocalWorker(settings, self.catalog, self._inbox)
         if settings.router_mode == "ingress":
             from .colocated import LocalRouter
 
-            self.router = LocalRouter(settings, self.catalog)
+            self.router = LocalRouter(settings, self.catalog, self._inbox)
         self.ready = False
         self.draining = False
         self._drain_task: asyncio.Task[None] | None = None
@@ -249,9 +257,11 @@ class Ingress:
             self.settings.nats_credentials,
             self.settings.nats_tls_ca_file,
         )
+        if self.worker is not None:
+            await self.worker.start()
         if self.router is not None:
-            await self.router.start()
-        self._client = GatewayClient(nc, self.router.hand_over if self.router else None)
+            await self.router.start(self.worker)
+        self._client = GatewayClient(nc, self.router.hand_over if self.router else None, self._inbox)
         await self.client.start()
         if nc.max_payload < 2 * self.settings.max_body_bytes:
             log.warning(
@@ -299,6 +309,8 @@ class Ingress:
             await self.auth.stop()
             if self.router is not None:  # its leases go back, its events are flushed
                 await self.router.drain()
+            if self.worker is not None:  # what it holds finishes, its records are flushed
+                await self.worker.drain()
             with contextlib.suppress(*bus.NATS_ERRORS):
                 await nc.drain()
 

@@ -18,6 +18,7 @@ from nats.errors import MaxPayloadError
 
 from switchyard import codec, subjects, telemetry
 from switchyard.errors import ErrorCode, GatewayError
+from switchyard.inproc import LocalInbox
 from switchyard.v1 import invoke_pb2
 
 NO_RESPONDERS = "503"
@@ -31,10 +32,24 @@ Frame: TypeAlias = invoke_pb2.Reply | GatewayError
 HandOver: TypeAlias = Callable[[invoke_pb2.InvokeRequest, str], Awaitable[None]]
 
 
+class LocalFrame:
+    """A frame a router or worker in this process handed over (switchyard/inproc.py): read as
+    a frame from the bus is, and it has no headers (no NATS status can come this way)."""
+
+    __slots__ = ("data",)
+    headers: None = None
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+Arrived: TypeAlias = Msg | LocalFrame | GatewayError
+
+
 class ReplyStream:
     """The frames of one request, in order, ending with a final frame or an error."""
 
-    def __init__(self, queue: asyncio.Queue[Msg | GatewayError], deadline: float) -> None:
+    def __init__(self, queue: asyncio.Queue[Arrived], deadline: float) -> None:
         self._queue = queue
         self._deadline = deadline
 
@@ -64,12 +79,13 @@ class ReplyStream:
 
 
 class GatewayClient:
-    def __init__(self, nc: NATS, hand_over: HandOver | None = None) -> None:
+    def __init__(self, nc: NATS, hand_over: HandOver | None = None, inbox: LocalInbox | None = None) -> None:
         self.nc = nc
         self.hand_over = hand_over
+        self._inbox = inbox  # bound in `start`: frames from services in this process
         # Under the connection's own inbox prefix: the only one its bus user may subscribe to.
         self._prefix = nc.new_inbox()
-        self._pending: dict[str, asyncio.Queue[Msg | GatewayError]] = {}
+        self._pending: dict[str, asyncio.Queue[Arrived]] = {}
 
     @property
     def in_flight(self) -> int:
@@ -77,16 +93,23 @@ class GatewayClient:
 
     async def start(self) -> None:
         await self.nc.subscribe(f"{self._prefix}.*", cb=self._on_frame, pending_msgs_limit=1_000_000)
+        if self._inbox is not None:
+            self._inbox.bind(self._prefix, self._on_local_frame)
 
     async def _on_frame(self, msg: Msg) -> None:
         queue = self._pending.get(msg.subject[len(self._prefix) + 1 :])
         if queue is not None:
             queue.put_nowait(msg)
 
+    def _on_local_frame(self, request_id: str, frame: bytes) -> None:
+        queue = self._pending.get(request_id)
+        if queue is not None:
+            queue.put_nowait(LocalFrame(frame))
+
     def expect(self, request_id: str, timeout_s: float) -> ReplyStream:
         """The stream of a request's frames, registered before the request is published (so no
         frame can arrive unseen). Call `close` (or `cancel`) after."""
-        queue: asyncio.Queue[Msg | GatewayError] = asyncio.Queue()
+        queue: asyncio.Queue[Arrived] = asyncio.Queue()
         self._pending[request_id] = queue
         return ReplyStream(queue, time.monotonic() + timeout_s)
 

@@ -1,4 +1,5 @@
-"""The router inside the ingress process (SWITCHYARD_ROUTER_MODE=ingress).
+"""The router, and a provider worker, inside the ingress process (SWITCHYARD_ROUTER_MODE=ingress,
+SWITCHYARD_WORKER_MODE=ingress).
 
 Why: every hop between processes costs a message parse, an event-loop turn and a context
 switch on a shared core (docs/performance.md, "What stands in the way"). Run in the ingress's
@@ -18,26 +19,45 @@ ingress replicas are several routers, each with its own leases (docs/budgets.md,
 
 The trade: routers no longer scale apart from the ingress (docs/architecture.md, "Where the
 router runs").
+
+The worker in the ingress (`LocalWorker`) is the same `ProviderWorker`, connected as the
+workers' bus user: it joins each pool's queue group as any worker does (other routers, a
+failover, a drain's hand-over reach it there), beats, hears cancels and records every request
+in the events stream. What it saves: the router in this process hands it a request by a direct
+call (`HandOff.local_pools`, no hand-off message; the pool on the bus when it is full or
+draining), and its frames to this ingress's inbox are handed over in the process
+(switchyard/inproc.py), not sent through nats-server and back. With both in the ingress a plain
+request's own bus traffic is its completion record and that record's acknowledgement. The
+trade, beyond the router's: workers no longer scale apart from the ingress, and the provider
+keys are in the ingress process, the one that faces clients (docs/architecture.md, "Where the
+worker runs").
 """
 
 from __future__ import annotations
 
 from nats.aio.client import Client as NATS
 
+from services.providers.main import ProviderWorker
 from services.router.main import Router
 from switchyard import bus
 from switchyard.catalog import Catalog
 from switchyard.config import ConfigError
+from switchyard.inproc import LocalInbox
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
 
 # The connection's name, as a router process's: nats-server's /connz (and bench.cpu's count
 # of messages per service) tells the router's traffic from the ingress's.
 CONNECTION_NAME = "switchyard-router"
+WORKER_CONNECTION_NAME = "switchyard-providers"
 
 
 class MissingRouterCredentials(ConfigError):
     """The bus requires users, and the ingress was not given the router's."""
+
+
+class MissingWorkerCredentials(ConfigError):
+    """The bus requires users, and the ingress was not given the workers'."""
 
 
 class EmbeddedRouter(Router):
@@ -67,11 +87,16 @@ class EmbeddedRouter(Router):
 class LocalRouter:
     """The ingress's own router: started in its lifespan, handed requests, drained last."""
 
-    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog, inbox: LocalInbox) -> None:
         self.router = EmbeddedRouter(settings, catalog)
+        self.router.local_inbox = inbox
 
-    async def start(self) -> None:
+    async def start(self, worker: LocalWorker | None = None) -> None:
+        """Start it; with a worker in this process, its pools are asked first (no message)."""
         await self.router.start()
+        if worker is not None:
+            for provider in worker.worker.providers:
+                self.router.handoff.local_pools[provider] = worker.worker.take
 
     async def hand_over(self, request: invoke_pb2.InvokeRequest, reply_to: str) -> None:
         """The request goes to the router in this process; its frames come to `reply_to`."""
@@ -82,3 +107,42 @@ class LocalRouter:
         stops, budget leases go back, events are flushed, the router's connection drains."""
         self.router.draining = True
         await self.router.drain()
+
+
+class EmbeddedWorker(ProviderWorker):
+    """A provider worker for every configured pool, connecting as the workers' bus user from
+    inside the ingress process."""
+
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        if settings.nats_user and settings.worker_nats_credentials is None:
+            raise MissingWorkerCredentials(
+                "SWITCHYARD_WORKER_MODE=ingress needs the workers' bus user as well as the "
+                "ingress's: set SWITCHYARD_WORKER_NATS_USER and SWITCHYARD_WORKER_NATS_PASSWORD_FILE "
+                "(switchyard up does)"
+            )
+        super().__init__(settings, catalog)
+
+    async def connect(self) -> NATS:
+        self.nc = await bus.connect(
+            self.settings.nats_url,
+            WORKER_CONNECTION_NAME,
+            self.settings.worker_nats_credentials,
+            self.settings.nats_tls_ca_file,
+        )
+        return self.nc
+
+
+class LocalWorker:
+    """The ingress's own provider worker: started in its lifespan before the router, drained
+    after it (what it holds finishes, its records are flushed)."""
+
+    def __init__(self, settings: Settings, catalog: Catalog, inbox: LocalInbox) -> None:
+        self.worker = EmbeddedWorker(settings, catalog)
+        self.worker.local_inbox = inbox
+
+    async def start(self) -> None:
+        await self.worker.start()
+
+    async def drain(self) -> None:
+        self.worker.draining = True
+        await self.worker.drain()

@@ -196,7 +196,7 @@ async def call_in_other_pool(
             elif reply.HasField("chunks"):  # coalesced by the racer's worker (coalesce.py)
                 for chunk in reply.chunks.chunks:
                     progress.add_chunk(chunk)
-            await bus.publish(dispatch.reply_to, msg.data)
+            await worker.send_frame(dispatch.reply_to, msg.data)
     except NatsTimeoutError:
         return AttemptOutcome("error", deployment, progress, error=deadline_error(deployment.provider))
     except asyncio.CancelledError:
@@ -227,7 +227,7 @@ async def run_racer(worker: ProviderWorker, dispatch: invoke_pb2.Dispatch) -> st
         error = GatewayError(
             ErrorCode.UNAVAILABLE, f"deployment {target.deployment_id} is not configured on this worker"
         )
-        await worker.bus.publish(dispatch.reply_to, codec.error_frame(error.to_proto(dispatch.hedge_for)))
+        await worker.send_frame(dispatch.reply_to, codec.error_frame(error.to_proto(dispatch.hedge_for)))
         return error.code
     if worker.cancelled_before_start(key):
         return Status.CANCELLED  # the race ended while it waited for a slot: no upstream call
@@ -247,10 +247,10 @@ async def run_racer(worker: ProviderWorker, dispatch: invoke_pb2.Dispatch) -> st
     if outcome.kind == "ok":
         assert outcome.completed is not None
         report = racer_report(dispatch, deployment, outcome.completed, dispatch.attempts[-1])
-        await worker.bus.publish(dispatch.reply_to, codec.final_frame(report))
+        await worker.send_frame(dispatch.reply_to, codec.final_frame(report))
     elif outcome.kind != "cancelled":  # cancelled: the racing worker no longer listens
         assert outcome.error is not None
-        await worker.bus.publish(
+        await worker.send_frame(
             dispatch.reply_to, codec.error_frame(outcome.error.to_proto(dispatch.hedge_for))
         )
     return outcome.code

@@ -212,20 +212,28 @@ class ProviderWorker(BusService):
         except DecodeError:
             self.log.error("undecodable dispatch ignored")
             return
+        taken = self.take(dispatch, msg.headers)
+        if msg.reply and not taken:
+            await msg.respond(subjects.HANDOFF_BUSY)
+        elif msg.reply and acknowledged(dispatch):
+            await msg.respond(b"")  # a hedge racer's hand-off waits for this ack
+
+    def take(self, dispatch: invoke_pb2.Dispatch, headers: dict[str, str] | None) -> bool:
+        """Start serving `dispatch` (its trace context in `headers`), or False at once when
+        this worker is full (concurrency and queue) or draining: the sender asks elsewhere. A
+        dispatch from the bus comes here; so does one from a router in the same process
+        (switchyard/handoff.py, local pools)."""
         request_id = dispatch.request.request_id
         if len(self._held) >= self._capacity or self.draining or request_id in self._held:
-            if msg.reply:
-                await msg.respond(subjects.HANDOFF_BUSY)
             metrics.ERRORS.labels(self.name, ErrorCode.OVERLOADED).inc()
-            return
+            return False
         held = self._held[request_id] = Held(dispatch.request)  # taken: no answer (switchyard/handoff.py)
-        if msg.reply and acknowledged(dispatch):
-            await msg.respond(b"")  # a hedge racer's hand-off waits for this ack
-        task = asyncio.create_task(self._run(msg, dispatch, held))
+        task = asyncio.create_task(self._run(headers, dispatch, held))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return True
 
-    async def _run(self, msg: Msg, dispatch: invoke_pb2.Dispatch, held: Held) -> None:
+    async def _run(self, headers: dict[str, str] | None, dispatch: invoke_pb2.Dispatch, held: Held) -> None:
         request_id = dispatch.request.request_id
         try:
             await self._slots.acquire()
@@ -234,7 +242,7 @@ class ProviderWorker(BusService):
             self._release(request_id, held)
             raise
         try:
-            ctx = telemetry.extract_context(msg.headers)
+            ctx = telemetry.extract_context(headers)
             with (
                 metrics.track(self.name) as outcome,
                 telemetry.span(
@@ -616,7 +624,7 @@ class ProviderWorker(BusService):
                 telemetry.inject_headers(),
                 self._store_wait_s(dispatch),
             ):
-                await self.bus.publish(dispatch.reply_to, codec.final_frame(response))
+                await self.send_frame(dispatch.reply_to, codec.final_frame(response))
                 if dispatch.cache_key:  # the router found no usable answer: this one is kept
                     entry = stored_answer(response, dispatch.request.project_id, dispatch.cache_ttl_ms)
                     await started(self.answers, "the response cache").put(dispatch.cache_key, entry)
@@ -624,7 +632,7 @@ class ProviderWorker(BusService):
             # Not stored in time: refuse the answer. The upstream's bill is still recorded
             # (queued, retried while this worker lives) as an error with its cost.
             err = NOT_RECORDABLE.to_proto(dispatch.request.request_id)
-            await self.bus.publish(dispatch.reply_to, codec.error_frame(err))
+            await self.send_frame(dispatch.reply_to, codec.error_frame(err))
             self._complete(
                 dispatch, Status.ERROR, deployment=deployment, error=err, usage=usage, cost=cost,
                 ttft_ms=progress.ttft_ms,
@@ -633,7 +641,7 @@ class ProviderWorker(BusService):
         assert outcome.error is not None
         err = outcome.error.to_proto(dispatch.request.request_id)
         if decision.reply == "error":
-            await self.bus.publish(dispatch.reply_to, codec.error_frame(err))
+            await self.send_frame(dispatch.reply_to, codec.error_frame(err))
         # A request that ended in an error reports its time to first token only in its attempts.
         ttft_ms = progress.ttft_ms if decision.status == Status.CANCELLED else 0.0
         self._complete(
@@ -669,7 +677,7 @@ class ProviderWorker(BusService):
         # The first chunk goes out at once, later ones in batches (coalesce.py); whatever is
         # waiting is sent before this returns or raises, so before the final or error frame.
         chunks = ChunkCoalescer(
-            functools.partial(self.bus.publish, reply),
+            functools.partial(self.send_frame, reply),
             self.settings.stream_coalesce_ms / 1000,
             self.settings.stream_coalesce_bytes,
         )
@@ -701,7 +709,7 @@ class ProviderWorker(BusService):
     async def _fail(self, dispatch: invoke_pb2.Dispatch, reply: str, error: GatewayError) -> None:
         """End a request its next deployment cannot run (no worker of that pool, not configured here)."""
         err = error.to_proto(dispatch.request.request_id)
-        await self.bus.publish(reply, codec.error_frame(err))
+        await self.send_frame(reply, codec.error_frame(err))
         if not dispatch.hedge_for:  # a hedge racer's request is recorded by its racing worker
             self._complete(dispatch, Status.ERROR, error=err)
 

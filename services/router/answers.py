@@ -9,9 +9,9 @@ TTL under which the worker stores the answer.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from nats.aio.client import Client as NATS
 from prometheus_client import Counter
 
 from switchyard import subjects, telemetry
@@ -88,7 +88,7 @@ class CachedAnswers:
 
     async def answer(
         self,
-        nc: NATS,
+        send_frame: Callable[[str, bytes], Awaitable[None]],
         events: EventPublisher,
         request: invoke_pb2.InvokeRequest,
         reply_to: str,
@@ -102,7 +102,7 @@ class CachedAnswers:
         response = hit_response(found.answer, request, found.route, now_ms)
         response.cache_hit = True
         for frame in replay_frames(response, request.stream):
-            await nc.publish(reply_to, frame)
+            await send_frame(reply_to, frame)
         event = completion_event(
             request, status=Status.OK, trace_id=telemetry.current_trace_id(), response=response
         )

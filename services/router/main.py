@@ -272,7 +272,7 @@ class Router(BusService):
         err = WORKER_LOST.to_proto(request.request_id)
         if not finished:  # (a finished one's client has had its answer)
             with contextlib.suppress(*NATS_ERRORS):
-                await self.bus.publish(dispatch.reply_to, codec.error_frame(err))
+                await self.send_frame(dispatch.reply_to, codec.error_frame(err))
         event = completion_event(
             request,
             status=Status.ERROR,
@@ -377,7 +377,7 @@ class Router(BusService):
             self.log.exception("routing failed: undecodable request")
             if msg.reply:
                 err = invoke_pb2.Error(code=ErrorCode.INTERNAL, message="router error")
-                await self.bus.publish(msg.reply, codec.error_frame(err))
+                await self.send_frame(msg.reply, codec.error_frame(err))
             return
         await self._serve(request, msg.reply, msg.headers or {})
 
@@ -402,7 +402,7 @@ class Router(BusService):
                     error = DEADLINE_PASSED if skip == "deadline" else CLIENT_LEFT
                     err = error.to_proto(request.request_id)
                     if skip == "deadline":
-                        await self.bus.publish(reply_to, codec.error_frame(err))
+                        await self.send_frame(reply_to, codec.error_frame(err))
                     self._reject(request, err)
                     metrics.SKIPPED.labels(self.name, skip).inc()
                     outcome["status"] = err.code
@@ -412,7 +412,11 @@ class Router(BusService):
                 if cached is not None and cached.answer is not None:
                     # Answered from the response cache: no budget, no worker (router/answers.py).
                     await answers.answer(
-                        self.bus, started(self.events, "the event publisher"), request, reply_to, cached
+                        self.send_frame,
+                        started(self.events, "the event publisher"),
+                        request,
+                        reply_to,
+                        cached,
                     )
                     span.set_attribute("switchyard.cache", "hit")
                     return
@@ -420,7 +424,7 @@ class Router(BusService):
                     dispatch = await self.route(request, cached.features if cached is not None else None)
                 except GatewayError as error:
                     err = error.to_proto(request.request_id)
-                    await self.bus.publish(reply_to, codec.error_frame(err))
+                    await self.send_frame(reply_to, codec.error_frame(err))
                     self._reject(request, err)
                     outcome["status"] = err.code
                     span.set_attribute("error.type", err.code)
@@ -446,7 +450,7 @@ class Router(BusService):
             self.log.exception("routing failed")
             if reply_to:
                 err = invoke_pb2.Error(code=ErrorCode.INTERNAL, message="router error")
-                await self.bus.publish(reply_to, codec.error_frame(err))
+                await self.send_frame(reply_to, codec.error_frame(err))
         finally:
             self._slots.release()
 
@@ -472,7 +476,7 @@ class Router(BusService):
         err = (ALL_BUSY if full else NO_WORKER).to_proto(request.request_id)
         metrics.ERRORS.labels(self.name, err.code).inc()
         with contextlib.suppress(*NATS_ERRORS):
-            await self.bus.publish(dispatch.reply_to, codec.error_frame(err))
+            await self.send_frame(dispatch.reply_to, codec.error_frame(err))
         self._reject(request, err, dispatch)
 
     def _count_inflight(self, dispatch: invoke_pb2.Dispatch) -> None:

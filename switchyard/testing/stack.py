@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +34,8 @@ ADMIN_TOKENS: dict[str, str] = {}
 ROUTER_MODE = "SWITCHYARD_ROUTER_MODE"
 # Its values, for tests that hold in both (pytest.mark.parametrize("router_mode", ROUTER_MODES)).
 ROUTER_MODES = ("service", "ingress")
+# SWITCHYARD_WORKER_MODE=ingress: the ingress runs a provider worker too, start_all starts none.
+WORKER_MODE = "SWITCHYARD_WORKER_MODE"
 T = TypeVar("T")
 
 
@@ -197,6 +199,8 @@ class Stack:
         proc_env = dict(self.env, **creds, **env)
         if module == "services.ingress" and self.bus_dir and proc_env.get(ROUTER_MODE) == "ingress":
             proc_env.update(busauth.embedded_router_env(self.bus_dir))  # it runs the router itself
+        if module == "services.ingress" and self.bus_dir and proc_env.get(WORKER_MODE) == "ingress":
+            proc_env.update(busauth.embedded_worker_env(self.bus_dir))  # it calls the providers itself
         # The ports this process listens on, by setting: the first answers /readyz.
         port_keys = ["SWITCHYARD_PORT"] if module == "services.ingress" else ["SWITCHYARD_OPS_PORT"]
         if module == "services.ledger":  # the ledger serves the dashboard too
@@ -301,7 +305,7 @@ class Stack:
         self.start(
             ("ledger", "services.ledger"),
             ("budget", "services.budget"),
-            *[(f"worker-{p}", "services.providers", "--provider", p) for p in providers],
+            *self.workers(providers),
             *self.routers(),
             ("ingress", "services.ingress"),
             ready_timeout_s=ready_timeout_s,
@@ -313,6 +317,13 @@ class Stack:
     def router_mode(self) -> str:
         """Where this stack routes (SWITCHYARD_ROUTER_MODE): "service" or "ingress"."""
         return self.env.get(ROUTER_MODE) or "service"
+
+    def workers(self, providers: Sequence[str]) -> list[tuple[str, ...]]:
+        """Specs for `start`: a worker process per provider pool, or none when each ingress
+        runs a worker for every pool itself (SWITCHYARD_WORKER_MODE=ingress)."""
+        if self.env.get(WORKER_MODE) == "ingress":
+            return []
+        return [(f"worker-{p}", "services.providers", "--provider", p) for p in providers]
 
     def routers(self, *names: str) -> list[tuple[str, str]]:
         """Specs for `start`: a router process per name (one, "router", by default), or none
