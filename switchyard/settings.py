@@ -230,32 +230,26 @@ class Settings(BaseSettings):
     @cached_property
     def nats_credentials(self) -> BusCredentials | None:
         """This service's bus user, or None when it connects without credentials."""
-        if not self.nats_user:
-            return None
-        return BusCredentials(self.nats_user, _secret(self.nats_password, self.nats_password_file))
+        return _credentials(self.nats_user, self.nats_password, self.nats_password_file)
 
     @cached_property
     def router_nats_credentials(self) -> BusCredentials | None:
         """The in-process router's bus user (router_mode "ingress"), or None without one."""
-        if not self.router_nats_user:
-            return None
-        return BusCredentials(
-            self.router_nats_user, _secret(self.router_nats_password, self.router_nats_password_file)
-        )
+        return _credentials(self.router_nats_user, self.router_nats_password, self.router_nats_password_file)
 
     @cached_property
     def worker_nats_credentials(self) -> BusCredentials | None:
         """The in-process worker's bus user (worker_mode "ingress"), or None without one."""
-        if not self.worker_nats_user:
-            return None
-        return BusCredentials(
-            self.worker_nats_user, _secret(self.worker_nats_password, self.worker_nats_password_file)
-        )
+        return _credentials(self.worker_nats_user, self.worker_nats_password, self.worker_nats_password_file)
 
     @cached_property
     def configured_admin_token(self) -> str:
         """SWITCHYARD_ADMIN_TOKEN or the content of SWITCHYARD_ADMIN_TOKEN_FILE ("" = neither)."""
         return _secret(self.admin_token, self.admin_token_file)
+
+
+def _credentials(user: str, password: str, password_file: Path | None) -> BusCredentials | None:
+    return BusCredentials(user, _secret(password, password_file)) if user else None
 
 
 def _secret(value: str, file: Path | None) -> str:

@@ -40,6 +40,7 @@ from nats.aio.client import Client as NATS
 from services.providers.main import ProviderWorker
 from services.router.main import Router
 from switchyard import bus
+from switchyard.busauth import BusCredentials
 from switchyard.catalog import Catalog
 from switchyard.config import ConfigError
 from switchyard.inproc import LocalInbox
@@ -67,20 +68,11 @@ class EmbeddedRouter(Router):
         # Refused when the ingress is built, before it connects anywhere: the ingress's own bus
         # user may not do the router's work (and must not be given its permissions).
         if settings.nats_user and settings.router_nats_credentials is None:
-            raise MissingRouterCredentials(
-                "SWITCHYARD_ROUTER_MODE=ingress needs the router's bus user as well as the "
-                "ingress's: set SWITCHYARD_ROUTER_NATS_USER and SWITCHYARD_ROUTER_NATS_PASSWORD_FILE "
-                "(switchyard up does)"
-            )
+            raise MissingRouterCredentials(_missing("ROUTER", "router's"))
         super().__init__(settings, catalog, take_invokes=False)
 
     async def connect(self) -> NATS:
-        self.nc = await bus.connect(
-            self.settings.nats_url,
-            CONNECTION_NAME,
-            self.settings.router_nats_credentials,
-            self.settings.nats_tls_ca_file,
-        )
+        self.nc = await _connect_as(self.settings, CONNECTION_NAME, self.settings.router_nats_credentials)
         return self.nc
 
 
@@ -115,19 +107,12 @@ class EmbeddedWorker(ProviderWorker):
 
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
         if settings.nats_user and settings.worker_nats_credentials is None:
-            raise MissingWorkerCredentials(
-                "SWITCHYARD_WORKER_MODE=ingress needs the workers' bus user as well as the "
-                "ingress's: set SWITCHYARD_WORKER_NATS_USER and SWITCHYARD_WORKER_NATS_PASSWORD_FILE "
-                "(switchyard up does)"
-            )
+            raise MissingWorkerCredentials(_missing("WORKER", "workers'"))
         super().__init__(settings, catalog)
 
     async def connect(self) -> NATS:
-        self.nc = await bus.connect(
-            self.settings.nats_url,
-            WORKER_CONNECTION_NAME,
-            self.settings.worker_nats_credentials,
-            self.settings.nats_tls_ca_file,
+        self.nc = await _connect_as(
+            self.settings, WORKER_CONNECTION_NAME, self.settings.worker_nats_credentials
         )
         return self.nc
 
@@ -146,3 +131,15 @@ class LocalWorker:
     async def drain(self) -> None:
         self.worker.draining = True
         await self.worker.drain()
+
+
+def _missing(role: str, whose: str) -> str:
+    return (
+        f"SWITCHYARD_{role}_MODE=ingress needs the {whose} bus user as well as the ingress's: set "
+        f"SWITCHYARD_{role}_NATS_USER and SWITCHYARD_{role}_NATS_PASSWORD_FILE (switchyard up does)"
+    )
+
+
+async def _connect_as(settings: Settings, name: str, credentials: BusCredentials | None) -> NATS:
+    """A connection of its own for a service in the ingress process, as its own bus user."""
+    return await bus.connect(settings.nats_url, name, credentials, settings.nats_tls_ca_file)
