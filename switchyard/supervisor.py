@@ -26,7 +26,14 @@ from switchyard import busauth
 from switchyard.catalog import load_catalog
 from switchyard.children import die_with_parent
 from switchyard.lifecycle import started
-from switchyard.natsserver import NatsServer, PortTakenError, free_port, port_taken, serves_port
+from switchyard.natsserver import (
+    PORT_ATTEMPTS,
+    NatsServer,
+    PortTakenError,
+    free_port,
+    port_taken,
+    serves_port,
+)
 from switchyard.settings import Settings
 from switchyard.tasks import awaiting, cancel_and_wait
 from switchyard.tenancy import dashboard_token
@@ -51,6 +58,10 @@ class Child:
     restarts: int = 0
     next_restart: float = 0.0
     log_path: Path | None = None
+    # The environment key of the port the supervisor chose for it ("" = a port the operator
+    # gave, never changed here); chosen again when another program bound it first.
+    port_key: str = ""
+    port_attempts: int = 1
 
     def start(self) -> None:
         out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
@@ -70,6 +81,24 @@ class Child:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def lost_its_port(self) -> bool:
+        """It exited, and another program listens on the port chosen for it: that is why (it
+        could not bind), and a free port now is worth one more start."""
+        port = urlsplit(self.ready_url).port
+        return bool(self.port_key) and not self.alive and port is not None and port_taken(port)
+
+    def start_on_a_new_port(self) -> bool:
+        """Start it again on a newly chosen port (PORT_ATTEMPTS in all); False when it may not."""
+        if not self.port_key or self.port_attempts >= PORT_ATTEMPTS:
+            return False
+        old = urlsplit(self.ready_url)
+        port = free_port()
+        self.env[self.port_key] = str(port)
+        self.ready_url = old._replace(netloc=f"{old.hostname}:{port}").geturl()
+        self.port_attempts += 1
+        self.start()
+        return True
 
     def answers_itself(self) -> bool:
         """Its readiness port is its own socket: the free port chosen for it may have been
@@ -139,7 +168,10 @@ class Stack:
             ops_port = free_port()
             creds = busauth.service_env(self.bus_dir, role)
             env = dict(base_env, SWITCHYARD_OPS_PORT=str(ops_port), **creds, **extra)
-            children.append(Child(name, [sys.executable, *argv], env, f"http://127.0.0.1:{ops_port}/readyz"))
+            ready_url = f"http://127.0.0.1:{ops_port}/readyz"
+            children.append(
+                Child(name, [sys.executable, *argv], env, ready_url, port_key="SWITCHYARD_OPS_PORT")
+            )
         ingress_env = dict(
             base_env,
             SWITCHYARD_PORT=str(self.settings.port),
@@ -221,6 +253,13 @@ class Stack:
                     raise TimeoutError(f"not ready after {timeout_s:.0f}s: {names}")
                 for child in list(waiting):
                     if not child.alive:
+                        # Its free port was bound by another program before it could bind it.
+                        if child.lost_its_port() and child.start_on_a_new_port():
+                            print(
+                                f"switchyard: {child.name}'s port was taken; starting it on another",
+                                flush=True,
+                            )
+                            continue
                         raise RuntimeError(
                             f"{child.name} exited with {child.started_process.returncode} during start-up"
                         )

@@ -137,3 +137,55 @@ def test_switchyard_up_does_not_take_another_programs_ready_for_its_childs(
     finally:
         child.started_process.kill()
         child.started_process.wait()
+
+
+# A service as far as the supervisor can tell: /readyz on SWITCHYARD_OPS_PORT, or exit 1 when
+# that port is taken (as a service's ops server does).
+OPS_SERVER = """
+import http.server, os, sys
+class Ready(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *args):
+        pass
+try:
+    server = http.server.HTTPServer(("127.0.0.1", int(os.environ["SWITCHYARD_OPS_PORT"])), Ready)
+except OSError:
+    sys.exit(1)
+server.serve_forever()
+"""
+
+
+def test_switchyard_up_starts_a_child_whose_port_was_taken_again_on_another(
+    squatter: int, tmp_path: Path
+) -> None:
+    """The supervisor chose the ops port; another program bound it first, so the child could not
+    and exited. It is started again on a new port (the test launcher does the same), not
+    reported as a failed start; a port the operator gave is never changed."""
+    from switchyard.settings import Settings
+    from switchyard.supervisor import Child
+    from switchyard.supervisor import Stack as Supervised
+
+    def child(port_key: str) -> Child:
+        env = dict(os.environ, SWITCHYARD_OPS_PORT=str(squatter))
+        return Child("ledger", [sys.executable, "-c", OPS_SERVER], env, f"http://127.0.0.1:{squatter}/readyz",
+                     port_key=port_key)  # fmt: skip
+
+    chosen = child("SWITCHYARD_OPS_PORT")
+    supervised = Supervised(Settings(data_dir=tmp_path), children=[chosen])
+    chosen.start()
+    try:
+        supervised.wait_ready(30.0)
+        moved_to = int(chosen.env["SWITCHYARD_OPS_PORT"])
+        assert moved_to != squatter and chosen.ready_url == f"http://127.0.0.1:{moved_to}/readyz"
+        assert chosen.alive and owns_listener(chosen.started_process.pid, moved_to)
+    finally:
+        chosen.started_process.kill()
+        chosen.started_process.wait()
+
+    given = child("")
+    supervised = Supervised(Settings(data_dir=tmp_path), children=[given])
+    given.start()
+    with pytest.raises(RuntimeError, match="ledger exited with 1 during start-up"):
+        supervised.wait_ready(30.0)
+    assert given.env["SWITCHYARD_OPS_PORT"] == str(squatter)
