@@ -1,5 +1,6 @@
 """Budget leases through real processes: two budget processes and two routers (router processes,
-or ingress processes running the router themselves), the leader SIGKILLed while routers hold
+or ingress processes running the router themselves, with or without a provider worker inside
+them as well), the leader SIGKILLed while routers hold
 leases it granted, then a burst of 200 concurrent requests against a cap that fits far fewer
 (docs/budgets.md, "Leases")."""
 
@@ -24,13 +25,21 @@ pytestmark = pytest.mark.timeout(300)  # seven processes and a takeover on a mac
 
 
 # Two routers either way: two router processes behind one ingress ("service"), or two ingress
-# processes each running the router itself ("ingress"), the requests spread over both.
-@pytest.fixture(scope="module", params=ROUTER_MODES)
+# processes each running the router itself ("ingress"), the requests spread over both; and the
+# same with a provider worker inside each ingress too (SWITCHYARD_WORKER_MODE=ingress: its
+# router hands requests to it by a direct call, no worker process).
+@pytest.fixture(
+    scope="module",
+    params=[*((mode, "service") for mode in ROUTER_MODES), ("ingress", "ingress")],
+    ids=[*ROUTER_MODES, "ingress-with-worker"],
+)
 def leased(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    router_mode, worker_mode = request.param
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-leases-"))
     stack = Stack.create(
         workdir,
-        SWITCHYARD_ROUTER_MODE=request.param,
+        SWITCHYARD_ROUTER_MODE=router_mode,
+        SWITCHYARD_WORKER_MODE=worker_mode,
         SWITCHYARD_DEMO_LATENCY_MS="2",
         SWITCHYARD_BUDGET_LEASE_TTL_S="1.5",
         SWITCHYARD_BUDGET_TIMEOUT_S="15",  # counts, not speed, on a loaded machine
@@ -43,10 +52,10 @@ def leased(request: pytest.FixtureRequest) -> Iterator[Stack]:
         stack.start(
             ("budget", "services.budget"),
             ("budget", "services.budget"),
-            ("worker-demo", "services.providers", "--provider", "demo"),
+            *stack.workers(["demo"]),
             *stack.routers("router", "router"),
             ("ingress", "services.ingress"),
-            *([("ingress", "services.ingress")] if request.param == "ingress" else []),
+            *([("ingress", "services.ingress")] if router_mode == "ingress" else []),
         )
         stack.provision()
         yield stack
