@@ -237,6 +237,40 @@ def test_the_router_in_ingress_overlay() -> None:
     assert settings.router_nats_credentials is not None
 
 
+def test_the_single_process_overlay() -> None:
+    """deploy/k8s/single-process: the router-in-ingress overlay less every provider pool
+    resource, and each ingress calling the providers as the workers' bus user, its password
+    from the Secret (docs/architecture.md, "Where the worker runs")."""
+    overlay = yaml.safe_load((ROOT / "deploy" / "k8s" / "single-process" / "kustomization.yaml").read_text())
+    assert overlay["resources"] == ["../router-in-ingress"]
+    patches = [yaml.safe_load(p["patch"]) for p in overlay["patches"]]
+    base = {(d["apiVersion"], d["kind"], d["metadata"]["name"]): d for d in _k8s_docs() if "metadata" in d}
+    deleted = {
+        (p["apiVersion"], p["kind"], p["metadata"]["name"]) for p in patches if p.get("$patch") == "delete"
+    }
+    pools = {key for key in base if key[2].startswith("provider-") and key[1] != "Secret"}  # keys stay
+    assert pools and deleted == pools, "every provider pool resource of the base, by its exact kind"
+
+    (ingress,) = [p for p in patches if p.get("$patch") != "delete"]
+    assert (ingress["apiVersion"], ingress["kind"], ingress["metadata"]["name"]) in base
+    (container,) = ingress["spec"]["template"]["spec"]["containers"]
+    assert container["name"] == "ingress"
+    env = {var["name"]: var for var in container["env"]}
+    _check_env(set(env))
+    assert env["SWITCHYARD_WORKER_MODE"]["value"] == "ingress"
+    assert env["SWITCHYARD_WORKER_NATS_USER"]["value"] == busauth.PROVIDERS
+    assert "value" not in env["SWITCHYARD_WORKER_NATS_PASSWORD"]
+    assert env["SWITCHYARD_WORKER_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "switchyard-secrets",
+        "key": f"{busauth.PROVIDERS}.password",
+    }
+    # The provider keys reach the ingress pods (the base ingress already reads provider-keys).
+    base_ingress = base[("apps/v1", "Deployment", "ingress")]["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": "provider-keys", "optional": True}} in base_ingress["envFrom"]
+    settings = Settings(worker_mode="ingress", worker_nats_user=busauth.PROVIDERS, worker_nats_password="p")
+    assert settings.worker_nats_credentials is not None
+
+
 def test_no_secret_on_a_command_line() -> None:
     """The admin token is accepted from the environment or a file only (`ps` shows argv)."""
     from switchyard.cli import main
