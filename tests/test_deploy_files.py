@@ -199,6 +199,20 @@ def test_kubernetes_manifests() -> None:
         assert not secret.get("data") and not secret.get("stringData"), secret["metadata"]["name"]
 
 
+def _check_bus_user(container: dict, role: str, user: str) -> None:
+    """The overlay's ingress container runs `role` (ROUTER, WORKER) in its process, as `user`,
+    the password from the Secret, never a value in the file."""
+    env = {var["name"]: var for var in container["env"]}
+    _check_env(set(env))
+    assert env[f"SWITCHYARD_{role}_MODE"]["value"] == "ingress"
+    assert env[f"SWITCHYARD_{role}_NATS_USER"]["value"] == user
+    assert "value" not in env[f"SWITCHYARD_{role}_NATS_PASSWORD"]
+    assert env[f"SWITCHYARD_{role}_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "switchyard-secrets",
+        "key": f"{user}.password",
+    }
+
+
 def test_the_router_in_ingress_overlay() -> None:
     """deploy/k8s/router-in-ingress: the base manifests less every router resource, and each
     ingress routing its own requests as the router's bus user, its password from the Secret."""
@@ -224,15 +238,7 @@ def test_the_router_in_ingress_overlay() -> None:
     (container,) = ingress["spec"]["template"]["spec"]["containers"]
     base_ingress = base[("apps/v1", "Deployment", "ingress")]
     assert container["name"] == base_ingress["spec"]["template"]["spec"]["containers"][0]["name"]
-    env = {var["name"]: var for var in container["env"]}
-    _check_env(set(env))
-    assert env["SWITCHYARD_ROUTER_MODE"]["value"] == "ingress"
-    assert env["SWITCHYARD_ROUTER_NATS_USER"]["value"] == busauth.ROUTER
-    assert "value" not in env["SWITCHYARD_ROUTER_NATS_PASSWORD"]
-    assert env["SWITCHYARD_ROUTER_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "switchyard-secrets",
-        "key": f"{busauth.ROUTER}.password",
-    }
+    _check_bus_user(container, "ROUTER", busauth.ROUTER)
     settings = Settings(router_mode="ingress", router_nats_user=busauth.ROUTER, router_nats_password="p")
     assert settings.router_nats_credentials is not None
 
@@ -255,15 +261,7 @@ def test_the_single_process_overlay() -> None:
     assert (ingress["apiVersion"], ingress["kind"], ingress["metadata"]["name"]) in base
     (container,) = ingress["spec"]["template"]["spec"]["containers"]
     assert container["name"] == "ingress"
-    env = {var["name"]: var for var in container["env"]}
-    _check_env(set(env))
-    assert env["SWITCHYARD_WORKER_MODE"]["value"] == "ingress"
-    assert env["SWITCHYARD_WORKER_NATS_USER"]["value"] == busauth.PROVIDERS
-    assert "value" not in env["SWITCHYARD_WORKER_NATS_PASSWORD"]
-    assert env["SWITCHYARD_WORKER_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "switchyard-secrets",
-        "key": f"{busauth.PROVIDERS}.password",
-    }
+    _check_bus_user(container, "WORKER", busauth.PROVIDERS)
     # The provider keys reach the ingress pods (the base ingress already reads provider-keys).
     base_ingress = base[("apps/v1", "Deployment", "ingress")]["spec"]["template"]["spec"]["containers"][0]
     assert {"secretRef": {"name": "provider-keys", "optional": True}} in base_ingress["envFrom"]
