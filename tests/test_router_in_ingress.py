@@ -147,22 +147,23 @@ def test_hand_offs_and_frames_stay_in_the_process_with_the_worker_inside(
     colo: tuple[Stack, list[ServiceProc]],
 ) -> None:
     """With the worker in the ingress, neither the hand-off (router -> worker) nor the reply
-    frames (worker -> ingress) cross the bus: 30 requests move the routers' published count
-    and the ingresses' delivered count by far less than one message each. With worker
-    processes, each request is at least one of each."""
+    frames (worker -> ingress) cross the bus: 60 requests move the routers' published count
+    and the ingresses' delivered count by less than half a message each (what is left is
+    background: lease renewals, the ledger-lag poll's answers). With worker processes, each
+    request is at least one of each."""
     stack, ingresses = colo
     body = {"model": "demo/fast", "max_tokens": 8, "messages": [{"role": "user", "content": "count"}]}
     assert chat(url_of(ingresses[0]), stack.api_key, body).status_code == 200  # leases in hand
     handed = bus_messages(stack, "switchyard-router", "in_msgs")
     framed = bus_messages(stack, "switchyard-ingress", "out_msgs")
-    for _ in range(30):
+    for _ in range(60):
         assert chat(url_of(ingresses[0]), stack.api_key, body).status_code == 200
     handed = bus_messages(stack, "switchyard-router", "in_msgs") - handed
     framed = bus_messages(stack, "switchyard-ingress", "out_msgs") - framed
     if stack.env["SWITCHYARD_WORKER_MODE"] == "ingress":
-        assert handed < 10 and framed < 10, (handed, framed)
+        assert handed < 30 and framed < 30, (handed, framed)
     else:
-        assert handed >= 30 and framed >= 30, (handed, framed)
+        assert handed >= 60 and framed >= 60, (handed, framed)
 
 
 def test_a_stream_is_served(colo: tuple[Stack, list[ServiceProc]]) -> None:
