@@ -6,7 +6,8 @@ and `GET /v1/requests/{id}` returns the attempts as stored. So they keep the sha
 before the 0.1 contract typed its vocabulary and put every duration in milliseconds: an
 attempt's `status` is its text ("ok", vocab.status_text), the rationale's router time is
 `decision_us` and a candidate's quota wait `quota_wait_s`. Rows stored before and after the
-revision read the same. Every other field is protobuf's JSON mapping with the proto's field names.
+revision read the same. Every other field is protobuf's JSON mapping with the proto's field names
+(switchyard/proto_json.py: MessageToDict's dict, built faster).
 Pure.
 """
 
@@ -14,15 +15,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict, ParseDict
+from google.protobuf.json_format import ParseDict
 
 from switchyard import units
+from switchyard.proto_json import message_dict
 from switchyard.v1 import invoke_pb2
 from switchyard.vocab import status_text, status_value
 
 
 def attempt_json(attempt: invoke_pb2.Attempt) -> dict[str, Any]:
-    out = MessageToDict(attempt, preserving_proto_field_name=True)
+    out = message_dict(attempt)
     if attempt.status:
         out["status"] = str(status_text(attempt.status))
     return out
@@ -38,7 +40,7 @@ def attempt_from_json(stored: dict[str, Any]) -> invoke_pb2.Attempt:
 
 
 def rationale_json(rationale: invoke_pb2.Rationale) -> dict[str, Any]:
-    out = MessageToDict(rationale, preserving_proto_field_name=True)
+    out = message_dict(rationale)
     if "decision_ms" in out:
         out["decision_us"] = round(units.microseconds(out.pop("decision_ms")), 3)
     for candidate in out.get("candidates", []):
