@@ -57,7 +57,8 @@ def _double(value: float) -> float | str:
     return "NaN" if math.isnan(value) else value
 
 
-def _plan(descriptor: Descriptor, seen: frozenset[str] = frozenset()) -> dict[int, Step] | None:
+def _plan(descriptor: Descriptor | Any, seen: frozenset[str] = frozenset()) -> dict[int, Step] | None:
+    # (Any: upb's Descriptor is another class to the type checker, the same API.)
     if descriptor.full_name in _PLANS:
         return _PLANS[descriptor.full_name]
     # Well-known types have JSON of their own; extensions are named by their full name.
@@ -85,13 +86,13 @@ def _step(field: FieldDescriptor, seen: frozenset[str]) -> Step | None:
         return field.name, repeated, _double
     if kind == FieldDescriptor.CPPTYPE_ENUM:
         enum = field.enum_type  # open, and no value with a JSON name of its own (an option)
-        if enum.is_closed or any(v.GetOptions().ListFields() for v in enum.values):
+        if enum is None or enum.is_closed or any(v.GetOptions().ListFields() for v in enum.values):
             return None
         names = {v.number: v.name for v in enum.values}
         return field.name, repeated, lambda number: names.get(number, number)
     if kind == FieldDescriptor.CPPTYPE_MESSAGE:
         nested = field.message_type
-        if nested.GetOptions().map_entry:
+        if nested is None or nested.GetOptions().map_entry:
             return None
         if nested.full_name not in seen and _plan(nested, seen) is None:
             return None
