@@ -1,6 +1,6 @@
 """protobuf's JSON mapping of a message as a dict (MessageToDict with the proto's field names),
-for the messages rendered once or more per request: an answer's attempts and rationale in the
-native API, and the same in every ledger row.
+for the messages converted once or more per request: every ledger row's attempts and rationale
+(switchyard/ledger_json.py; GET /v1/requests shows the attempts the same way).
 
 Why: json_format walks each field through several Python calls; py-spy put MessageToDict at
 ~10 % of the ledger's CPU under load (docs/performance.md). This walks `ListFields` (C) once
@@ -37,7 +37,8 @@ _PLANS: dict[str, dict[int, Step] | None] = {}
 
 
 def message_dict(message: Message) -> dict[str, Any]:
-    """`MessageToDict(message, preserving_proto_field_name=True)`, faster for the kinds above."""
+    """`MessageToDict(message, preserving_proto_field_name=True)`, faster for the kinds above (a
+    well-known type is its JSON value, a Timestamp's text say, as there)."""
     plan = _plan(message.DESCRIPTOR)
     if plan is None:
         return MessageToDict(message, preserving_proto_field_name=True)
