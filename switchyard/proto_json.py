@@ -3,7 +3,7 @@ for the messages converted once or more per request: every ledger row's attempts
 (switchyard/ledger_json.py; GET /v1/requests shows the attempts the same way).
 
 Why: json_format walks each field through several Python calls; py-spy put MessageToDict at
-~10 % of the ledger's CPU under load (docs/performance.md). This walks `ListFields` (C) once
+~9 % of the ledger's CPU under load (docs/performance.md). This walks `ListFields` (C) once
 and converts each value directly. Exact: the same dict, key order included, for the field kinds
 it handles (strings, bools, 32-bit integers, doubles, open enums, nested messages, repeated fields
 of those); a message type with any other kind (bytes, 64-bit integers, floats, maps, extensions,
