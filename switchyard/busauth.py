@@ -170,6 +170,7 @@ def permissions(role: str) -> Permissions | None:
                 f"{subjects.CANCEL_PREFIX}.*",  # the losing hedge racer in another pool stops
                 *_stream(events),
                 *_kv_write(subjects.RESPONSE_CACHE_BUCKET),  # stores answers the router may reuse
+                *_kv_write(subjects.INFLIGHT_BUCKET),  # inside an ingress: its in-flight journal
             ),
             subscribe=(own_inbox, every_invoke, f"{subjects.CANCEL_PREFIX}.*"),
             allow_responses=True,  # "busy": a hand-off it has no room for (switchyard/handoff.py)

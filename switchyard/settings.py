@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     worker_nats_user: str = ""
     worker_nats_password: str = Field(default="", repr=False)
     worker_nats_password_file: Path | None = None
+    # In "ingress" mode the worker journals what it holds under this process's name (default:
+    # host and API port), so a crash of the process leaves no request unrecorded: a process of
+    # the same name records them at its start, any other after `inflight_stale_s` without a
+    # rewrite (services/providers/inflight.py).
+    instance: str = ""
+    inflight_stale_s: float = Field(default=30.0, gt=0)
     worker_concurrency: int = Field(default=256, gt=0)
     # Dispatches a worker accepts beyond its concurrency, waiting for a slot; past that it
     # refuses at once and the router tries another worker or pool (docs/reliability.md).

@@ -51,6 +51,8 @@ TENANCY_BUCKET = "switchyard_tenancy"  # projects, agents, keys (hashes), budget
 BUDGET_LEASE_BUCKET = "switchyard_budget_lease"  # who is the budget authority
 BUDGET_ALERTS_BUCKET = "switchyard_budget_alerts"  # alerts already sent (one per threshold per period)
 BUDGET_SNAPSHOT_BUCKET = "switchyard_budget_snapshot"  # the authority's state, for a successor
+# What workers inside ingress processes hold, rewritten per beat (services/providers/inflight.py).
+INFLIGHT_BUCKET = "switchyard_inflight"
 RESPONSE_CACHE_BUCKET = "switchyard_response_cache"  # the response cache's answers (docs/routing.md)
 RESPONSES_BUCKET = "switchyard_responses"  # stored Responses API answers, per project, with a TTL
 

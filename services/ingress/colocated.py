@@ -37,6 +37,8 @@ from __future__ import annotations
 
 from nats.aio.client import Client as NATS
 
+from services.providers.execution import now_ms
+from services.providers.inflight import InflightJournal, instance_name
 from services.providers.main import ProviderWorker
 from services.router.main import Router
 from switchyard import bus
@@ -44,6 +46,7 @@ from switchyard.busauth import BusCredentials
 from switchyard.catalog import Catalog
 from switchyard.config import ConfigError
 from switchyard.inproc import LocalInbox
+from switchyard.lifecycle import started
 from switchyard.settings import Settings
 from switchyard.v1 import invoke_pb2
 
@@ -126,7 +129,21 @@ class LocalWorker:
         self.worker.local_inbox = inbox
 
     async def start(self) -> None:
-        await self.worker.start()
+        """Start it, then record what a predecessor of this instance left in flight, and any
+        other instance's stale journal (inflight.py); then journal what it holds."""
+        worker, settings = self.worker, self.worker.settings
+        await worker.start()
+        journal = await InflightJournal.open(
+            worker.bus.jetstream(),
+            settings.stream_replicas,
+            instance_name(settings.instance, settings.port),
+            started(worker.events, "the event publisher"),
+            settings.inflight_stale_s,
+            settings.worker_beat_s,
+        )
+        await journal.adopt(now_ms(), at_start=True)
+        journal.start_scans(now_ms)
+        worker.journal = journal
 
     async def drain(self) -> None:
         self.worker.draining = True

@@ -60,6 +60,7 @@ from .execution import (
 from .hedge_policy import HedgeWindow
 from .hedge_remote import hedge_partners, is_race_key, run_racer
 from .hedge_runner import HedgeRace, hedge_target
+from .inflight import InflightJournal
 from .stat_batch import budget_digest
 
 tracer = telemetry.tracer("switchyard.providers")
@@ -84,6 +85,13 @@ DEADLINE_PASSED = GatewayError(
 DISPATCH_PENDING_MSGS = 65_536
 # The records not yet stored a beat carries at most (bytes): see _beat_message.
 BEAT_RECORD_BYTES = 256 * 1024
+# A request whose process (an ingress running this worker, and the router watching it) died
+# while it was in flight: recorded from the in-flight journal (inflight.py).
+PROCESS_LOST = GatewayError(
+    ErrorCode.UNAVAILABLE,
+    "the gateway process serving this request stopped before it finished",
+    retryable=False,
+)
 # A stopping worker that could not finish a request within its drain time: handed to another
 # worker when nothing reached the client yet, else ended with this in-band error.
 WORKER_STOPPED = GatewayError(
@@ -97,10 +105,11 @@ WORKER_STOPPED = GatewayError(
 class Held:
     """A request this worker holds, as its beats report it (services/router/liveness.py)."""
 
-    __slots__ = ("calls", "deployment_id", "handed_on", "request", "used")
+    __slots__ = ("calls", "deployment_id", "dispatch", "handed_on", "request", "used")
 
-    def __init__(self, request: invoke_pb2.InvokeRequest) -> None:
-        self.request = request
+    def __init__(self, dispatch: invoke_pb2.Dispatch) -> None:
+        self.dispatch = dispatch
+        self.request = dispatch.request
         self.deployment_id = ""
         self.handed_on = False  # given to another worker or pool: not "done" here
         self.calls: list[tuple[Deployment, AttemptProgress]] = []  # its upstream attempts
@@ -160,6 +169,8 @@ class ProviderWorker(BusService):
         # Provider stats of the current interval, sent together (`_send_stats`).
         self._stats: list[events_pb2.ProviderStat] = []
         self._stats_timer: asyncio.TimerHandle | None = None
+        # Inside an ingress process: what a crash of it would leave unrecorded (inflight.py).
+        self.journal: InflightJournal | None = None
 
     def adapter(self, deployment: Deployment) -> ProviderAdapter:
         adapter = self.adapters.get(deployment.id)
@@ -227,7 +238,7 @@ class ProviderWorker(BusService):
         if len(self._held) >= self._capacity or self.draining or request_id in self._held:
             metrics.ERRORS.labels(self.name, ErrorCode.OVERLOADED).inc()
             return False
-        held = self._held[request_id] = Held(dispatch.request)  # taken: no answer (switchyard/handoff.py)
+        held = self._held[request_id] = Held(dispatch)  # taken: no answer (switchyard/handoff.py)
         task = asyncio.create_task(self._run(headers, dispatch, held))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -277,12 +288,33 @@ class ProviderWorker(BusService):
         while True:
             await asyncio.sleep(interval)
             beat = self._beat_message(interval)
+            if self.journal is not None:
+                await self.journal.write(self.records_if_lost(), now_ms())
             if beat is None:
                 continue
             try:
                 await self.bus.publish(subjects.WORKER_BEAT, beat.SerializeToString())
             except NATS_ERRORS as exc:  # reconnecting: the next beat says it again
                 self.log.warning("worker beat not sent: %s", exc)
+
+    def records_if_lost(self) -> list[bytes]:
+        """The record each request held here would get if this process died now (inflight.py):
+        a finished one's own record while the events stream has not stored it, else an `error`
+        billed what the provider has billed so far, as a router records a lost worker's request
+        (services/router/main.py, `_on_worker_lost`). A hedge racer's is its racing worker's."""
+        records = [record for _, record, _ in self._unstored.values()]
+        for request_id, held in self._held.items():
+            if request_id in self._unstored or held.dispatch.hedge_for or held.handed_on:
+                continue
+            billed = held.billed_so_far()
+            usage, cost = billed if billed is not None else (None, Decimal(0))
+            deployment = held.calls[-1][0] if held.calls else None
+            error = PROCESS_LOST.to_proto(request_id)
+            event = self._completion(
+                held.dispatch, Status.ERROR, deployment=deployment, error=error, usage=usage, cost=cost
+            )
+            records.append(event.SerializeToString())
+        return records
 
     def _beat_message(self, interval_s: float = 0.0) -> liveness_pb2.WorkerBeat | None:
         """The next beat: what is held (with what it has used and any record not stored yet)
@@ -815,6 +847,9 @@ class ProviderWorker(BusService):
         await self._send_stats()
         if self.events:  # the beats go on meanwhile: the records not stored stay in them
             await self.events.drain(self.settings.drain_timeout_s)
+        if self.journal is not None:  # nothing held now: the key goes (unless records are unstored)
+            await self.journal.stop()
+            await self.journal.write(self.records_if_lost(), now_ms())
         if self._beat is not None:
             self._beat.cancel()
             await self._send_last_beat()  # the last `done`, and any record still not stored

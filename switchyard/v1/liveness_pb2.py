@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from switchyard.v1 import invoke_pb2 as switchyard_dot_v1_dot_invoke__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cswitchyard/v1/liveness.proto\x12\rswitchyard.v1\x1a\x1aswitchyard/v1/invoke.proto\"\x9e\x01\n\x0bHeldRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rdeployment_id\x18\x02 \x01(\t\x12\"\n\x04used\x18\x03 \x01(\x0b\x32\x14.switchyard.v1.Usage\x12\x15\n\rused_cost_usd\x18\x04 \x01(\t\x12\x17\n\x0funstored_record\x18\x05 \x01(\x0c\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\"l\n\nWorkerBeat\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12(\n\x04held\x18\x02 \x03(\x0b\x32\x1a.switchyard.v1.HeldRequest\x12\x0c\n\x04\x64one\x18\x03 \x03(\t\x12\x13\n\x0binterval_ms\x18\x04 \x01(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cswitchyard/v1/liveness.proto\x12\rswitchyard.v1\x1a\x1aswitchyard/v1/invoke.proto\"\x9e\x01\n\x0bHeldRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rdeployment_id\x18\x02 \x01(\t\x12\"\n\x04used\x18\x03 \x01(\x0b\x32\x14.switchyard.v1.Usage\x12\x15\n\rused_cost_usd\x18\x04 \x01(\t\x12\x17\n\x0funstored_record\x18\x05 \x01(\x0c\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\"l\n\nWorkerBeat\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12(\n\x04held\x18\x02 \x03(\x0b\x32\x1a.switchyard.v1.HeldRequest\x12\x0c\n\x04\x64one\x18\x03 \x03(\t\x12\x13\n\x0binterval_ms\x18\x04 \x01(\x01\"M\n\x0fInflightJournal\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x17\n\x0fupdated_unix_ms\x18\x02 \x01(\x01\x12\x0f\n\x07records\x18\x03 \x03(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,4 +36,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELDREQUEST']._serialized_end=234
   _globals['_WORKERBEAT']._serialized_start=236
   _globals['_WORKERBEAT']._serialized_end=344
+  _globals['_INFLIGHTJOURNAL']._serialized_start=346
+  _globals['_INFLIGHTJOURNAL']._serialized_end=423
 # @@protoc_insertion_point(module_scope)

@@ -34,3 +34,13 @@ class WorkerBeat(_message.Message):
     done: _containers.RepeatedScalarFieldContainer[str]
     interval_ms: float
     def __init__(self, worker_id: _Optional[str] = ..., held: _Optional[_Iterable[_Union[HeldRequest, _Mapping]]] = ..., done: _Optional[_Iterable[str]] = ..., interval_ms: _Optional[float] = ...) -> None: ...
+
+class InflightJournal(_message.Message):
+    __slots__ = ("instance", "updated_unix_ms", "records")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    instance: str
+    updated_unix_ms: float
+    records: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, instance: _Optional[str] = ..., updated_unix_ms: _Optional[float] = ..., records: _Optional[_Iterable[bytes]] = ...) -> None: ...
