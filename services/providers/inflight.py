@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from google.protobuf.message import DecodeError
 from nats.js.client import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
 from switchyard import subjects
@@ -125,35 +125,40 @@ class InflightJournal:
             if key == self.instance and not at_start:
                 continue  # ours, being written
             try:
-                entry = await self.kv.get(key)
-            except KeyNotFoundError:
-                continue
-            if not entry.value:
-                continue
-            try:
-                journal = liveness_pb2.InflightJournal.FromString(entry.value)
-            except DecodeError:
-                log.error("in-flight journal %s is undecodable: left as it is", key)
-                continue
-            if not adoptable(journal, self.instance, now_ms, self.stale_s, self.fresh_s):
-                if key == self.instance:
-                    log.error(
-                        "another live process journals as %s: give each its own SWITCHYARD_INSTANCE", key
-                    )
-                continue
-            try:
-                await self.kv.delete(key, last=entry.revision)  # claimed: nobody else publishes it
-            except KeyWrongLastSequenceError:
-                continue  # rewritten (alive after all) or claimed by another process
-            for request_id, record in record_ids(journal):
-                self.events.publish(subjects.COMPLETION, record, msg_id=request_id)
-                published += 1
-            log.warning(
-                "recorded %d request(s) in flight when %s stopped without finishing them",
-                len(journal.records),
-                journal.instance,
-            )
+                published += await self._adopt_one(key, now_ms)
+            except NATS_ERRORS as exc:  # the next scan tries again
+                log.warning("in-flight journal %s not read: %s", key, exc)
         return published
+
+    async def _adopt_one(self, key: str, now_ms: float) -> int:
+        try:
+            entry = await self.kv.get(key)
+        except (KeyNotFoundError, KeyDeletedError):
+            return 0  # claimed since the listing
+        if not entry.value:
+            return 0
+        try:
+            journal = liveness_pb2.InflightJournal.FromString(entry.value)
+        except DecodeError:
+            log.error("in-flight journal %s is undecodable: left as it is", key)
+            return 0
+        if not adoptable(journal, self.instance, now_ms, self.stale_s, self.fresh_s):
+            if key == self.instance:
+                log.error("another live process journals as %s: give each its own SWITCHYARD_INSTANCE", key)
+            return 0
+        try:
+            await self.kv.delete(key, last=entry.revision)  # claimed: nobody else publishes it
+        except KeyWrongLastSequenceError:
+            return 0  # rewritten (alive after all) or claimed by another process
+        records = record_ids(journal)
+        for request_id, record in records:
+            self.events.publish(subjects.COMPLETION, record, msg_id=request_id)
+        log.warning(
+            "recorded %d request(s) in flight when %s stopped without finishing them",
+            len(records),
+            journal.instance,
+        )
+        return len(records)
 
     def start_scans(self, now_ms: Callable[[], float]) -> None:
         """Look for other instances' stale journals every `stale_s / 3` (one KV listing)."""
