@@ -171,6 +171,7 @@ class ProviderWorker(BusService):
         self._stats_timer: asyncio.TimerHandle | None = None
         # Inside an ingress process: what a crash of it would leave unrecorded (inflight.py).
         self.journal: InflightJournal | None = None
+        self._journal_write: asyncio.Task[None] | None = None
 
     def adapter(self, deployment: Deployment) -> ProviderAdapter:
         adapter = self.adapters.get(deployment.id)
@@ -288,14 +289,21 @@ class ProviderWorker(BusService):
         while True:
             await asyncio.sleep(interval)
             beat = self._beat_message(interval)
-            if self.journal is not None:
-                await self.journal.write(self.records_if_lost(), now_ms())
+            self._journal_now()
             if beat is None:
                 continue
             try:
                 await self.bus.publish(subjects.WORKER_BEAT, beat.SerializeToString())
             except NATS_ERRORS as exc:  # reconnecting: the next beat says it again
                 self.log.warning("worker beat not sent: %s", exc)
+
+    def _journal_now(self) -> None:
+        """Write the in-flight journal (inflight.py) beside the beats, never in their way: a KV
+        write that waits (a stream electing its leader) must not make this worker look dead.
+        One at a time: an interval whose write still runs is skipped."""
+        if self.journal is None or (self._journal_write is not None and not self._journal_write.done()):
+            return
+        self._journal_write = asyncio.create_task(self.journal.write(self.records_if_lost(), now_ms()))
 
     def records_if_lost(self) -> list[bytes]:
         """The record each request held here would get if this process died now (inflight.py):
@@ -849,6 +857,8 @@ class ProviderWorker(BusService):
             await self.events.drain(self.settings.drain_timeout_s)
         if self.journal is not None:  # nothing held now: the key goes (unless records are unstored)
             await self.journal.stop()
+            if self._journal_write is not None:
+                await self._journal_write
             await self.journal.write(self.records_if_lost(), now_ms())
         if self._beat is not None:
             self._beat.cancel()
