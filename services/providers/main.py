@@ -105,11 +105,10 @@ WORKER_STOPPED = GatewayError(
 class Held:
     """A request this worker holds, as its beats report it (services/router/liveness.py)."""
 
-    __slots__ = ("calls", "deployment_id", "dispatch", "handed_on", "request", "used")
+    __slots__ = ("calls", "deployment_id", "dispatch", "handed_on", "used")
 
     def __init__(self, dispatch: invoke_pb2.Dispatch) -> None:
         self.dispatch = dispatch
-        self.request = dispatch.request
         self.deployment_id = ""
         self.handed_on = False  # given to another worker or pool: not "done" here
         self.calls: list[tuple[Deployment, AttemptProgress]] = []  # its upstream attempts
@@ -122,7 +121,7 @@ class Held:
             return self.used
         for deployment, progress in self.calls:
             if progress.chunks_sent:
-                usage = progress.usage(self.request)
+                usage = progress.usage(self.dispatch.request)
                 return usage, call_cost(deployment, usage)
         return None
 
