@@ -16,6 +16,15 @@ from collections import OrderedDict
 from typing import Literal
 
 Skip = Literal["deadline", "client_gone"]
+# How long past a request's deadline its worker may still wait for the request's record to be
+# stored before answering (never for an upstream call, which the deadline ends): a call that
+# ended just before the deadline is answered once its bill is stored, not refused for lack of
+# time to store it (services/providers/main.py, `_store_wait_s`).
+RECORD_GRACE_S = 0.5
+# How long past the deadline the ingress waits for the answer: the record's grace and the final
+# frame's way back on a loaded machine. Shorter, and a client was told "timeout" for a request
+# whose answer came a moment later and was billed `ok` (a chaos run, 2026-12-08).
+ANSWER_GRACE_S = RECORD_GRACE_S + 0.5
 
 
 def expired(deadline_unix_ms: int, now_unix_ms: float) -> bool:

@@ -16,6 +16,7 @@ from nats.aio.msg import Msg
 from services.ingress.client import GatewayClient
 from services.ingress.exchange import open_exchange
 from switchyard import bus, subjects
+from switchyard.deadlines import RECORD_GRACE_S
 from switchyard.errors import GatewayError
 from switchyard.natsserver import NatsServer
 from switchyard.v1 import invoke_pb2
@@ -100,6 +101,24 @@ async def test_a_passed_deadline_is_a_timeout_error(nc: NATS, client: GatewayCli
         got = await collect(frames)
     assert isinstance(got[-1], GatewayError) and got[-1].code == "timeout"
     assert exchange.finished and client.in_flight == 0
+
+
+async def test_an_answer_a_moment_past_the_deadline_is_delivered_not_timed_out(
+    nc: NATS, client: GatewayClient
+) -> None:
+    """A worker may answer up to RECORD_GRACE_S past the deadline (an upstream call that ended in
+    time, waiting for its record to be stored): that answer reaches the client, billed `ok` as
+    it is, instead of a "timeout" for a request the ledger says was served (a chaos run)."""
+
+    async def on_request(msg: Msg) -> None:
+        await asyncio.sleep(0.2 + RECORD_GRACE_S * 0.6)  # the deadline (0.2 s), then most of the grace
+        await nc.publish(msg.reply, final_frame("late but stored").SerializeToString())
+
+    await nc.subscribe(subjects.INVOKE, cb=on_request)
+    await nc.flush()
+    answer = (await open_exchange(client, request("req_late", stream=False), timeout_s=0.2)).settle()
+    assert isinstance(answer, invoke_pb2.InvokeResponse), answer
+    assert answer.message.content[0].text == "late but stored"
 
 
 async def test_no_router_is_an_unavailable_error(client: GatewayClient) -> None:

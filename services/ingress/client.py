@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError
 
 from switchyard import codec, subjects, telemetry
+from switchyard.deadlines import ANSWER_GRACE_S
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.inproc import LocalInbox
 from switchyard.v1 import invoke_pb2
@@ -108,10 +109,12 @@ class GatewayClient:
 
     def expect(self, request_id: str, timeout_s: float) -> ReplyStream:
         """The stream of a request's frames, registered before the request is published (so no
-        frame can arrive unseen). Call `close` (or `cancel`) after."""
+        frame can arrive unseen). Call `close` (or `cancel`) after. Frames are awaited up to
+        ANSWER_GRACE_S past `timeout_s`: a worker answers that late only with an upstream call
+        that ended in time and a record it had to store first (switchyard/deadlines.py)."""
         queue: asyncio.Queue[Arrived] = asyncio.Queue()
         self._pending[request_id] = queue
-        return ReplyStream(queue, time.monotonic() + timeout_s)
+        return ReplyStream(queue, time.monotonic() + timeout_s + ANSWER_GRACE_S)
 
     async def publish(self, request: invoke_pb2.InvokeRequest) -> None:
         """Publish the request on `llm.invoke`, replies to this process's inbox. A request larger

@@ -24,7 +24,7 @@ from opentelemetry import trace
 from switchyard import codec, genai, metrics, subjects, telemetry, units
 from switchyard.bus import NATS_ERRORS, EventPublisher, ensure_events_stream
 from switchyard.catalog import Catalog, Deployment
-from switchyard.deadlines import GoneBook, skip_reason
+from switchyard.deadlines import RECORD_GRACE_S, GoneBook, skip_reason
 from switchyard.errors import ErrorCode, GatewayError
 from switchyard.handoff import SETTLE_S, HandOff, acknowledged
 from switchyard.lifecycle import started
@@ -756,11 +756,14 @@ class ProviderWorker(BusService):
         return build_completion(dispatch, status=status, trace_id=telemetry.current_trace_id(), **fields)
 
     def _store_wait_s(self, dispatch: invoke_pb2.Dispatch) -> float:
-        """How long the answer may wait for its record: the setting, within the deadline."""
+        """How long the answer may wait for its record: the setting, within the deadline, and
+        at least RECORD_GRACE_S (the ingress waits that much past the deadline too)."""
         left_s = (
             (dispatch.request.deadline_unix_ms - now_ms()) / 1000 if dispatch.request.deadline_unix_ms else 0
         )
-        return max(0.5, min(self.settings.event_store_wait_s, left_s or self.settings.event_store_wait_s))
+        return max(
+            RECORD_GRACE_S, min(self.settings.event_store_wait_s, left_s or self.settings.event_store_wait_s)
+        )
 
     def _complete(self, dispatch: invoke_pb2.Dispatch, status: str, **fields: Any) -> None:
         events = started(self.events, "the event publisher")
